@@ -1,0 +1,28 @@
+-- Foundation: accounts and the per-command heartbeat log.
+-- schema_migrations is created by the migration runner itself before this runs.
+-- Instants are UTC text 'YYYY-MM-DD HH:MM:SS.ffffff', whose text order is time order.
+
+CREATE TABLE accounts (
+    id          INTEGER PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,
+    created_at  DATETIME NOT NULL
+);
+
+INSERT INTO accounts (name, created_at)
+VALUES ('default', strftime('%Y-%m-%d %H:%M:%f000', 'now'));
+
+CREATE TABLE heartbeats (
+    id           INTEGER PRIMARY KEY,
+    command      TEXT NOT NULL,
+    host         TEXT NOT NULL,
+    pid          INTEGER NOT NULL,
+    version      TEXT NOT NULL,
+    started_at   DATETIME NOT NULL,
+    finished_at  DATETIME,
+    outcome      TEXT NOT NULL,
+    exit_code    INTEGER,
+    counts       JSON
+);
+
+CREATE INDEX heartbeats_command_outcome_finished
+    ON heartbeats (command, outcome, finished_at);

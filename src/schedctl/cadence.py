@@ -1,0 +1,403 @@
+"""Cadences: when a schedule is due, as UTC slots (SPEC §3).
+
+A cadence names a set of local wall-clock times in its zone: daily at 07:30, the
+matches of a cron expression, and so on. Each wall time ``w`` becomes one slot, the
+first UTC instant whose local time is ``>= w``. That one rule gives the DST
+behaviour for every kind: a time that occurs twice runs once, at its first
+occurrence; a time skipped by a spring-forward gap runs at the first instant after
+the gap. Wall times that land on the same instant (several in one gap) are one slot,
+because slots are keyed by their UTC instant. The mapping never goes backwards, so
+slots come out in the order of their wall times.
+
+cronsim parses cron expressions and enumerates their matches on naive (zone-less)
+wall-clock time; its own DST handling is not used because it only partly follows
+the rule. For expressions with a fixed minute and hour it behaves like classic
+cron, as we do (02:30 on a spring-forward night runs at 03:00, the repeated 02:30
+runs once). For expressions whose minute or hour field starts with ``*`` it steps
+through real instants instead: ``*/30 * * * *`` fires in both occurrences of the
+repeated hour, and ``15 * * * *`` never runs the skipped 02:15. Here each wall time
+runs once and the skipped 02:15 runs at 03:00.
+"""
+
+from __future__ import annotations
+
+import calendar
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Literal, get_args
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+
+from schedctl.errors import ValidationError
+
+Kind = Literal["daily", "weekly", "monthly", "cron"]
+Day = int | Literal["last"]
+
+KINDS: tuple[Kind, ...] = get_args(Kind)
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_WEEKDAY_NAMES = {name: i for i, name in enumerate(WEEKDAYS)} | {
+    name.lower(): i for i, name in enumerate(calendar.day_name)
+}
+_HHMM = re.compile(r"([0-9]{1,2}):([0-9]{2})")
+_DURATION = re.compile(r"([0-9]+)([smhd])")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+# Names zoneinfo can load that are not IANA zones but host aliases or variant trees.
+_NOT_IANA = {"local", "localtime", "posixrules"}
+_NOT_IANA_PREFIXES = ("posix/", "right/")
+_ONE_SECOND = timedelta(seconds=1)
+
+
+# --- parsing raw CLI values -------------------------------------------------------
+
+
+def parse_hhmm(text: str) -> time:
+    """Parse a local time of day written ``HH:MM`` (00:00..23:59)."""
+    match = _HHMM.fullmatch(text.strip())
+    if match is None or int(match[1]) > 23 or int(match[2]) > 59:
+        raise ValidationError(f"invalid time {text!r} (expected HH:MM, 00:00..23:59)")
+    return time(int(match[1]), int(match[2]))
+
+
+def parse_weekday(text: str) -> int:
+    """Parse ``mon``..``sun`` or a full day name, any case; 0 is Monday."""
+    weekday = _WEEKDAY_NAMES.get(text.strip().lower())
+    if weekday is None:
+        raise ValidationError(f"invalid weekday {text!r} (expected mon..sun)")
+    return weekday
+
+
+def parse_day(text: str) -> Day:
+    """Parse a day of the month: ``1``..``31`` or ``last``."""
+    value = text.strip().lower()
+    if value == "last":
+        return "last"
+    if not re.fullmatch(r"[0-9]{1,2}", value) or not 1 <= int(value) <= 31:
+        raise ValidationError(f"invalid day {text!r} (expected 1..31 or last)")
+    return int(value)
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a positive duration such as ``90s``, ``15m``, ``6h`` or ``2d``."""
+    match = _DURATION.fullmatch(text.strip())
+    try:
+        if match is None or int(match[1]) == 0:
+            raise ValueError(text)
+        return timedelta(**{_DURATION_UNITS[match[2]]: int(match[1])})
+    except (ValueError, OverflowError):
+        raise ValidationError(
+            f"invalid duration {text!r} (expected a positive whole number and a unit "
+            "s, m, h or d, e.g. 15m)"
+        ) from None
+
+
+def parse_timezone(name: str) -> ZoneInfo:
+    """Load an IANA time zone such as ``Europe/Berlin``."""
+    message = f"invalid time zone {name!r} (expected an IANA name such as Europe/Berlin)"
+    if name in _NOT_IANA or name.startswith(_NOT_IANA_PREFIXES):
+        raise ValidationError(message)
+    try:
+        return ZoneInfo(name)
+    # ValueError covers empty names, paths and files on the zone path that are not zones.
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValidationError(message) from None
+
+
+def parse_instant(text: str) -> datetime:
+    """Parse an ISO 8601 instant; one without an offset is UTC. Returns aware UTC."""
+    try:
+        instant = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValidationError(
+            f"invalid instant {text!r} (expected ISO 8601, e.g. 2026-03-29T02:30:00Z)"
+        ) from None
+    if instant.tzinfo is None:
+        return instant.replace(tzinfo=UTC)
+    return instant.astimezone(UTC)
+
+
+def _parse_cron(expr: str) -> str:
+    """Check a 5-field cron expression; return it with single spaces."""
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValidationError(
+            f"invalid cron expression {expr!r}: expected 5 fields (minute hour "
+            f"day-of-month month day-of-week), got {len(fields)}"
+        )
+    normalised = " ".join(fields)
+    try:
+        # cronsim stops after 50 years without a match; such an expression never runs.
+        next(CronSim(normalised, datetime(2000, 1, 1)))
+    except CronSimError as exc:
+        raise ValidationError(f"invalid cron expression {expr!r}: {exc}") from None
+    except StopIteration:
+        raise ValidationError(f"invalid cron expression {expr!r}: it never matches") from None
+    return normalised
+
+
+# --- the cadence ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """When a schedule is due, in its IANA zone ``tz``. Validated on construction."""
+
+    kind: Kind
+    tz: str = "UTC"
+    at: time | None = None
+    weekday: int | None = None
+    day: Day | None = None
+    cron: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValidationError(
+                f"invalid cadence {self.kind!r} (expected daily, weekly, monthly or cron)"
+            )
+        parse_timezone(self.tz)
+        needed = {
+            "daily": {"at"},
+            "weekly": {"at", "weekday"},
+            "monthly": {"at", "day"},
+            "cron": {"cron"},
+        }[self.kind]
+        for option in ("at", "weekday", "day", "cron"):
+            given = getattr(self, option) is not None
+            if option in needed and not given:
+                raise ValidationError(f"a {self.kind} cadence needs --{option}")
+            if given and option not in needed:
+                raise ValidationError(f"--{option} does not apply to a {self.kind} cadence")
+        if self.at is not None and self.at.tzinfo is not None:
+            raise ValidationError(f"invalid time {self.at!r} (expected a local time)")
+        if self.weekday is not None and self.weekday not in range(7):
+            raise ValidationError(f"invalid weekday {self.weekday!r} (expected 0..6)")
+        if self.day is not None and self.day != "last" and self.day not in range(1, 32):
+            raise ValidationError(f"invalid day {self.day!r} (expected 1..31 or last)")
+        if self.cron is not None:
+            # Normalised so that equal expressions compare and describe alike.
+            object.__setattr__(self, "cron", _parse_cron(self.cron))
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The cadence's time zone (zoneinfo caches instances by name)."""
+        return ZoneInfo(self.tz)
+
+    def describe(self) -> str:
+        """A one-line human description, e.g. ``daily at 07:30 Europe/Berlin``."""
+        at = f"at {self.at:%H:%M}" if self.at is not None else ""
+        if self.kind == "daily":
+            return f"daily {at} {self.tz}"
+        if self.kind == "weekly":
+            assert self.weekday is not None
+            return f"weekly on {WEEKDAYS[self.weekday]} {at} {self.tz}"
+        if self.kind == "monthly":
+            return f"monthly on day {self.day} {at} {self.tz}"
+        return f"cron {self.cron!r} {self.tz}"
+
+
+def make_cadence(
+    kind: str,
+    *,
+    tz: str = "UTC",
+    at: str | None = None,
+    weekday: str | None = None,
+    day: str | None = None,
+    cron: str | None = None,
+) -> Cadence:
+    """Build a cadence from raw CLI strings, raising ValidationError on bad input."""
+    known = [k for k in KINDS if k == kind.strip().lower()]
+    if not known:
+        raise ValidationError(f"invalid cadence {kind!r} (expected daily, weekly, monthly or cron)")
+    return Cadence(
+        kind=known[0],
+        tz=tz,
+        at=None if at is None else parse_hhmm(at),
+        weekday=None if weekday is None else parse_weekday(weekday),
+        day=None if day is None else parse_day(day),
+        cron=cron,
+    )
+
+
+# --- slots ------------------------------------------------------------------------
+
+
+def next_slot(cadence: Cadence, after: datetime) -> datetime:
+    """The first slot strictly after ``after`` (aware), as an aware UTC datetime."""
+    after = _as_utc(after, "after")
+    zone = cadence.zone
+    # A wall time at or before after's own wall time maps to an instant <= after, so
+    # the search starts there; walls of a repeated hour may still map back before it.
+    for wall in _walls_after(cadence, _wall_time(after, zone)):
+        slot = _first_instant_at_or_after(wall, zone)
+        if slot > after:
+            return slot
+    raise ValidationError(f"{cadence.describe()} has no slot after {after.isoformat()}")
+
+
+def latest_slot_at_or_before(cadence: Cadence, instant: datetime) -> datetime | None:
+    """The most recent slot at or before ``instant`` (aware), or None if there is none."""
+    instant = _as_utc(instant, "instant")
+    zone = cadence.zone
+    for wall in _walls_at_or_before(cadence, _wall_bound(instant, zone)):
+        slot = _first_instant_at_or_after(wall, zone)
+        if slot <= instant:
+            return slot
+    return None
+
+
+def slots_between(
+    cadence: Cadence, after: datetime, until: datetime, limit: int = 100
+) -> list[datetime]:
+    """All slots ``s`` with ``after < s <= until``, oldest first, as UTC.
+
+    If there are more than ``limit``, only the most recent ``limit`` are returned
+    (still oldest first): catching up after a long outage should end at the present,
+    not stop ``limit`` slots into the past.
+    """
+    after = _as_utc(after, "after")
+    until = _as_utc(until, "until")
+    if limit < 1:
+        raise ValueError(f"limit must be positive, got {limit}")
+    zone = cadence.zone
+    newest_first: list[datetime] = []
+    if until <= after:
+        return newest_first
+    for wall in _walls_at_or_before(cadence, _wall_bound(until, zone)):
+        slot = _first_instant_at_or_after(wall, zone)
+        if slot > until:
+            continue
+        if slot <= after:
+            break
+        if newest_first and newest_first[-1] == slot:
+            continue  # several wall times in one DST gap share one slot
+        newest_first.append(slot)
+        if len(newest_first) == limit:
+            break
+    newest_first.reverse()
+    return newest_first
+
+
+# --- wall-clock arithmetic --------------------------------------------------------
+
+
+def _as_utc(instant: datetime, name: str) -> datetime:
+    if instant.tzinfo is None or instant.utcoffset() is None:
+        raise ValueError(f"{name} must be an aware datetime, got {instant!r}")
+    return instant.astimezone(UTC)
+
+
+def _wall_time(instant: datetime, zone: ZoneInfo) -> datetime:
+    """The naive local wall-clock time of an instant."""
+    return instant.astimezone(zone).replace(tzinfo=None, fold=0)
+
+
+def _wall_bound(instant: datetime, zone: ZoneInfo) -> datetime:
+    """A wall time at or above every wall time shown on the clock up to ``instant``.
+
+    In the second pass of a repeated hour the clock has already shown later wall
+    times (the rest of the first pass), so the bound is raised by the fold's length.
+    """
+    local = instant.astimezone(zone)
+    bound = local.replace(tzinfo=None, fold=0)
+    if local.fold:
+        first_offset = local.replace(fold=0).utcoffset()
+        second_offset = local.utcoffset()
+        assert first_offset is not None
+        assert second_offset is not None
+        bound += first_offset - second_offset
+    return bound
+
+
+def _first_instant_at_or_after(wall: datetime, zone: ZoneInfo) -> datetime:
+    """The first UTC instant whose local time in ``zone`` is at or after ``wall``."""
+    # fold=0 is the first occurrence of a repeated time; for a time in a gap it uses
+    # the offset before the gap, which lands after the gap.
+    earliest = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    if _wall_time(earliest, zone) == wall:
+        return earliest
+    # In a gap: the answer is the transition, between the fold=1 reading (before the
+    # gap) and the fold=0 one. Transitions fall on whole seconds.
+    low = math.floor(wall.replace(tzinfo=zone, fold=1).timestamp())
+    high = math.ceil(earliest.timestamp())
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _wall_time(datetime.fromtimestamp(middle, UTC), zone) >= wall:
+            high = middle
+        else:
+            low = middle
+    return datetime.fromtimestamp(high, UTC)
+
+
+def _walls_after(cadence: Cadence, wall: datetime) -> Iterator[datetime]:
+    """The cadence's wall times strictly after ``wall``, ascending."""
+    if cadence.cron is not None:
+        # A naive start makes cronsim count plain wall-clock time with no DST fix-ups.
+        yield from CronSim(cadence.cron, wall.replace(tzinfo=None))
+        return
+    assert cadence.at is not None
+    current = _date_on_or_after(cadence, wall.date())
+    while True:
+        candidate = datetime.combine(current, cadence.at)
+        if candidate > wall:
+            yield candidate
+        current = _date_on_or_after(cadence, current + timedelta(days=1))
+
+
+def _walls_at_or_before(cadence: Cadence, wall: datetime) -> Iterator[datetime]:
+    """The cadence's wall times at or before ``wall``, descending."""
+    if cadence.cron is not None:
+        # Reverse cronsim yields times strictly before its start; matches are whole
+        # seconds, so starting a second after the truncated wall includes ``wall``.
+        start = wall.replace(tzinfo=None, microsecond=0) + _ONE_SECOND
+        yield from CronSim(cadence.cron, start, reverse=True)
+        return
+    assert cadence.at is not None
+    current = _date_on_or_before(cadence, wall.date())
+    while current is not None:
+        candidate = datetime.combine(current, cadence.at)
+        if candidate <= wall:
+            yield candidate
+        if current == date.min:
+            return
+        current = _date_on_or_before(cadence, current - timedelta(days=1))
+
+
+def _month_day(cadence: Cadence, year: int, month: int) -> date:
+    """The cadence's day in a month; a day past the month's end is its last day."""
+    last = calendar.monthrange(year, month)[1]
+    day = cadence.day
+    return date(year, month, min(day, last) if isinstance(day, int) else last)
+
+
+def _date_on_or_after(cadence: Cadence, start: date) -> date:
+    if cadence.kind == "weekly":
+        assert cadence.weekday is not None
+        return start + timedelta(days=(cadence.weekday - start.weekday()) % 7)
+    if cadence.kind == "monthly":
+        candidate = _month_day(cadence, start.year, start.month)
+        if candidate >= start:
+            return candidate
+        year, month = divmod(start.year * 12 + start.month, 12)  # the next month
+        return _month_day(cadence, year, month + 1)
+    return start
+
+
+def _date_on_or_before(cadence: Cadence, start: date) -> date | None:
+    if cadence.kind == "weekly":
+        assert cadence.weekday is not None
+        try:
+            return start - timedelta(days=(start.weekday() - cadence.weekday) % 7)
+        except OverflowError:
+            return None
+    if cadence.kind == "monthly":
+        candidate = _month_day(cadence, start.year, start.month)
+        if candidate <= start:
+            return candidate
+        if start.year == 1 and start.month == 1:
+            return None
+        year, month = divmod(start.year * 12 + start.month - 2, 12)  # the previous month
+        return _month_day(cadence, year, month + 1)
+    return start

@@ -1,0 +1,123 @@
+"""schedctl's command line: thin typer commands over the core, one error boundary."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Sequence
+
+import typer
+
+from schedctl import __version__
+from schedctl.cli import db_cmd, demo_cmd, heartbeat_cmd, pending
+from schedctl.cli.output import error_line
+from schedctl.cli.runtime import Runtime, current, use, with_output_flags
+from schedctl.config import Settings
+from schedctl.db.database import wrap_unexpected
+from schedctl.errors import SchedctlError
+
+app = typer.Typer(
+    name="schedctl",
+    help="Run recurring business jobs from cron, exactly once.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"schedctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+@with_output_flags
+def _root(
+    database_url: str | None = typer.Option(
+        None,
+        "--database-url",
+        help="SQLAlchemy URL of schedctl's database (env SCHEDCTL_DATABASE_URL;"
+        " default sqlite:///schedctl.db).",
+        show_default=False,
+    ),
+    config: str | None = typer.Option(
+        None,
+        "--config",
+        help="TOML configuration file (env SCHEDCTL_CONFIG).",
+        show_default=False,
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
+    ),
+) -> None:
+    # Environment and file are resolved by load_settings, which flags override.
+    current().flags.update(database_url=database_url, config_path=config)
+
+
+db_cmd.register(app)
+heartbeat_cmd.register(app)
+demo_cmd.register(app)
+pending.register(app)
+
+
+def _configure_logging() -> None:
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("schedctl: %(levelname)s: %(message)s"))
+    logger = logging.getLogger("schedctl")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run schedctl and return its exit code; the single error boundary."""
+    _configure_logging()
+    runtime = Runtime()
+    use(runtime)
+    args = list(argv) if argv is not None else sys.argv[1:]
+    try:
+        value = app(args=args, prog_name="schedctl", standalone_mode=False)
+        return value if isinstance(value, int) else 0
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        error_line("aborted")
+        return 130
+    except typer.TyperException as exc:  # usage errors: bad flag, missing argument
+        error_line(exc.format_message())
+        return exc.exit_code
+    except SchedctlError as exc:
+        error_line(_redact(runtime, exc.message))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        error_line("interrupted")
+        return 130
+    except Exception as exc:
+        wrapped = wrap_unexpected(exc)
+        if wrapped is not None:
+            error_line(_redact(runtime, wrapped.message))
+            return wrapped.exit_code
+        error_line(_redact(runtime, f"internal error: {type(exc).__name__}: {exc}"))
+        if runtime.output_options.verbose:
+            # Never with local variables: they may hold secrets.
+            print(_redact(runtime, "".join(traceback.format_exception(exc))), file=sys.stderr)
+        return 1
+
+
+def _redact(runtime: Runtime, text: str) -> str:
+    """Remove every configured secret from text about to be printed."""
+    try:
+        return runtime.settings.redact(text)
+    except SchedctlError:
+        # The configuration itself is broken: mask what we can see directly.
+        return Settings(database_url=runtime.flags.get("database_url") or "").redact(text)
+
+
+def main() -> None:
+    sys.exit(run())

@@ -1,0 +1,86 @@
+"""`schedctl db upgrade | status`."""
+
+from __future__ import annotations
+
+import typer
+
+from schedctl import heartbeat
+from schedctl.cli.runtime import CommandResult, command, current, run_command
+from schedctl.db.database import Database
+from schedctl.db.migrations import status, upgrade
+
+db_app = typer.Typer(help="Apply or show schema migrations.", no_args_is_help=True)
+
+
+@command(db_app, "upgrade")
+def upgrade_command() -> None:
+    """Apply pending migrations (idempotent; safe to run from several hosts at once)."""
+    runtime = current()
+    with runtime.open_db() as db:
+        started = db.now()
+        applied = upgrade(db)
+        _, version, _ = status(db)
+        heartbeat_id = heartbeat.start_run(db, "db upgrade", started)
+        heartbeat.finish_run(
+            db, heartbeat_id, finished_at=db.now(), exit_code=0,
+            counts={"applied": len(applied), "version": version},
+        )
+        data = {
+            "database": runtime.settings_masked_url(),
+            "applied": [f"{m.version:04d}_{m.name}" for m in applied],
+            "version": version,
+        }
+    human = (
+        f"applied {len(applied)} migration(s); schema at version {version}"
+        if applied
+        else f"schema up to date at version {version}"
+    )
+    runtime.output.result(data, human)
+
+
+@command(db_app, "status")
+def status_command() -> None:
+    """Show which migrations are applied and whether the schema matches this version."""
+    runtime = current()
+
+    def work(db: Database) -> CommandResult:
+        current_version, expected, states = status(db)
+        return CommandResult(
+            {
+                "database": runtime.settings_masked_url(),
+                "current": current_version,
+                "expected": expected,
+                "up_to_date": current_version == expected,
+                "migrations": [
+                    {
+                        "version": s.version,
+                        "name": s.name,
+                        "applied_at": s.applied_at,
+                        "checksum_ok": s.checksum_ok,
+                    }
+                    for s in states
+                ],
+            }
+        )
+
+    result = run_command("db status", work, needs_schema=False)
+    data = result.data
+    rows = [
+        (
+            f"{m['version']:04d}",
+            m["name"],
+            m["applied_at"] or "pending",
+            "" if m["checksum_ok"] else "file changed since applied",
+        )
+        for m in data["migrations"]
+    ]
+    runtime.output.table(
+        data,
+        ["version", "name", "applied", "note"],
+        rows,
+        title=f"{data['database']}: schema version {data['current']} of {data['expected']}",
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(db_app, name="db")

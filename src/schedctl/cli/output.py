@@ -1,0 +1,113 @@
+"""The one output layer: JSON for scripts, rich tables on a terminal, plain text in cron.
+
+Data goes to stdout, diagnostics to stderr. Every command hands its result here as a
+dict with stable keys; with --json that dict is the whole of stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.table import Table
+
+
+@dataclass
+class OutputOptions:
+    json: bool = False
+    quiet: bool = False
+    verbose: bool = False
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def to_json(data: dict[str, Any]) -> str:
+    return json.dumps(data, default=_default, ensure_ascii=False)
+
+
+@dataclass
+class Output:
+    """Renders one command's result according to the global output flags."""
+
+    options: OutputOptions
+    stream: TextIO = field(default_factory=lambda: sys.stdout)
+
+    def __post_init__(self) -> None:
+        self.console = Console(
+            file=self.stream,
+            no_color=bool(os.environ.get("NO_COLOR")) or None,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.console.is_terminal
+
+    def result(self, data: dict[str, Any], human: str | None = None) -> None:
+        """Emit a command's result: its JSON, or a human line unless --quiet."""
+        if self.options.json:
+            print(to_json(data), file=self.stream)
+        elif not self.options.quiet and human:
+            print(human, file=self.stream)
+
+    def table(
+        self,
+        data: dict[str, Any],
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        *,
+        title: str | None = None,
+        footer: str | None = None,
+    ) -> None:
+        """Emit a list result: JSON, a rich table on a terminal, or aligned plain text."""
+        if self.options.json:
+            print(to_json(data), file=self.stream)
+            return
+        if self.options.quiet:
+            return
+        cells = [["" if v is None else _cell(v) for v in row] for row in rows]
+        if self.is_terminal:
+            table = Table(title=title, title_justify="left")
+            for column in columns:
+                table.add_column(column)
+            for row in cells:
+                table.add_row(*row)
+            self.console.print(table)
+        else:
+            if title:
+                print(title, file=self.stream)
+            widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+            for row in [list(columns), *cells]:
+                line = "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True))
+                print(line.rstrip(), file=self.stream)
+        if footer:
+            print(footer, file=self.stream)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S%z").replace("+0000", "Z")
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def error_line(message: str) -> None:
+    """One line on stderr, as every failure is reported."""
+    text = " ".join(message.split())
+    print(f"schedctl: error: {text}", file=sys.stderr)
+
+
+def warn(message: str) -> None:
+    print(f"schedctl: warning: {message}", file=sys.stderr)

@@ -1,0 +1,60 @@
+"""Contract commands whose behaviour is not built yet.
+
+They exist so that `schedctl --help` shows the whole contract and scripts get a
+clear answer: exit 2 and "not implemented yet", never a pretend success.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import typer
+
+from schedctl.cli.runtime import command
+
+from schedctl.errors import NotImplementedYet
+
+_ANY_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+TOP_LEVEL = {
+    "tick": "Materialise due schedule runs, plan event messages, dispatch due messages.",
+    "digest": "Send each opted-in user's daily digest once per local day.",
+    "distribute": "Distribute the day's users to active campaigns and groups.",
+    "reconcile": "Nightly repair: leases, usage snapshot, tracking purge, mirror check.",
+    "send-now": "Send one message now, or run one schedule now (--schedule ID).",
+    "notify": "Record a notification for a user (critical ones are sent by tick).",
+    "unsubscribe": "Apply an unsubscribe token for an e-mail address.",
+    "unsubscribe-url": "Print the signed unsubscribe URL for an e-mail address.",
+}
+
+GROUPS = {
+    "accounts": ("Manage accounts.", ["create", "list"]),
+    "schedules": (
+        "Manage schedules.",
+        ["create", "list", "show", "update", "pause", "resume", "delete", "runs"],
+    ),
+    "messages": ("Manage scheduled messages.", ["list", "edit", "delete-all"]),
+    "users": ("Manage digest users.", ["add", "list"]),
+    "events": ("Manage events whose messages tick plans.", ["add", "update", "list"]),
+    "suppressions": ("Manage the suppression list.", ["list", "add", "remove"]),
+}
+
+
+def _pending(name: str, help_text: str) -> Callable[[typer.Context], None]:
+    def not_implemented(ctx: typer.Context) -> None:
+        raise NotImplementedYet(f"`schedctl {name}` is not implemented yet")
+
+    not_implemented.__doc__ = f"{help_text} (not implemented yet)"
+    return not_implemented
+
+
+def register(app: typer.Typer) -> None:
+    for name, help_text in TOP_LEVEL.items():
+        command(app, name, context_settings=_ANY_ARGS)(_pending(name, help_text))
+    for group, (help_text, subcommands) in GROUPS.items():
+        sub_app = typer.Typer(help=help_text, no_args_is_help=True)
+        for sub in subcommands:
+            command(sub_app, sub, context_settings=_ANY_ARGS)(
+                _pending(f"{group} {sub}", f"{sub.capitalize()} {group}.")
+            )
+        app.add_typer(sub_app, name=group)

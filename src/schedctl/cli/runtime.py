@@ -1,0 +1,189 @@
+"""Per-process state shared by the commands: settings, output, the database.
+
+`run_command` is the frame every database command runs in: open the database,
+check its schema version, record the heartbeat, run one core function, record the
+outcome, send configured pings.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import typer
+
+from schedctl import heartbeat
+from schedctl.cli.output import Output, OutputOptions
+from schedctl.config import Settings, load_settings
+from schedctl.db.database import Database
+from schedctl.db.migrations import check_schema, current_version
+from schedctl.errors import SchedctlError
+
+log = logging.getLogger("schedctl")
+
+
+@dataclass
+class CommandResult:
+    """What a command produced: its JSON document and its exit code."""
+
+    data: dict[str, Any]
+    exit_code: int = 0
+    # The exit code the heartbeat records, when it differs from the process's
+    # (`heartbeat --check` exits 2 on red but ran successfully itself).
+    recorded_exit_code: int | None = None
+
+    @property
+    def counts(self) -> dict[str, Any]:
+        return {k: v for k, v in self.data.items() if isinstance(v, int | float | str | bool)}
+
+
+@dataclass
+class Runtime:
+    flags: dict[str, Any] = field(default_factory=dict)
+    output_options: OutputOptions = field(default_factory=OutputOptions)
+    _settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.flags)
+        return self._settings
+
+    @property
+    def output(self) -> Output:
+        return Output(self.output_options)
+
+    def settings_masked_url(self) -> str:
+        from schedctl.db.engine import mask_url
+
+        return mask_url(self.settings.database_url)
+
+    def open_db(self, url: str | None = None) -> Database:
+        settings = self.settings
+        return Database(url or settings.database_url, retry_seconds=settings.db_retry_seconds)
+
+
+_current: ContextVar[Runtime] = ContextVar("schedctl_runtime")
+
+
+def current() -> Runtime:
+    """The Runtime of the running command (created on first use)."""
+    try:
+        return _current.get()
+    except LookupError:
+        runtime = Runtime()
+        _current.set(runtime)
+        return runtime
+
+
+def use(runtime: Runtime) -> None:
+    _current.set(runtime)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_OUTPUT_FLAGS = {
+    "json": typer.Option(False, "--json", help="Print one JSON document on stdout."),
+    "quiet": typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
+    "verbose": typer.Option(False, "--verbose", "-v", help="Print debug detail on stderr."),
+}
+
+
+def with_output_flags(func: F) -> F:
+    """Let a command accept --json, --quiet and -v after its name (SPEC §2).
+
+    The flags are added to the command's signature, so typer parses them like any
+    option; the wrapper takes them out and records them on the Runtime.
+    """
+    signature = inspect.signature(func, eval_str=True)
+    extra = [
+        inspect.Parameter(f"_{name}", inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=bool)
+        for name, opt in _OUTPUT_FLAGS.items()
+    ]
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        options = current().output_options
+        for name in _OUTPUT_FLAGS:
+            if kwargs.pop(f"_{name}", False):
+                setattr(options, name, True)
+        if options.verbose:
+            logging.getLogger("schedctl").setLevel(logging.DEBUG)
+        return func(*args, **kwargs)
+
+    params = list(signature.parameters.values())
+    wrapper.__signature__ = signature.replace(parameters=params + extra)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {
+        **{p.name: p.annotation for p in params},
+        **{p.name: bool for p in extra},
+    }
+    return wrapper  # type: ignore[return-value]
+
+
+def run_command(
+    name: str,
+    work: Callable[[Database], CommandResult],
+    *,
+    needs_schema: bool = True,
+) -> CommandResult:
+    """Run one database command inside the heartbeat frame."""
+    runtime = current()
+    settings = runtime.settings
+    ping_url = settings.ping_urls.get(name)
+    with runtime.open_db() as db:
+        if needs_schema:
+            check_schema(db)
+        elif not current_version(db):
+            # No schema yet (e.g. `db status` before `db upgrade`): nowhere to record.
+            return work(db)
+        if ping_url:
+            ping(ping_url, "/start")
+        heartbeat_id = heartbeat.start_run(db, name, db.now())
+        try:
+            result = work(db)
+        except SchedctlError as exc:
+            _finish(db, heartbeat_id, exc.exit_code, {"error": settings.redact(exc.message)})
+            if ping_url:
+                ping(ping_url, "/fail")
+            raise
+        except BaseException:
+            _finish(db, heartbeat_id, 1, {"error": "internal error"})
+            if ping_url:
+                ping(ping_url, "/fail")
+            raise
+        recorded = result.exit_code if result.recorded_exit_code is None else result.recorded_exit_code
+        _finish(db, heartbeat_id, recorded, result.counts)
+        if ping_url:
+            ping(ping_url, "" if recorded == 0 else "/fail")
+        return result
+
+
+def _finish(db: Database, heartbeat_id: int, exit_code: int, counts: dict[str, Any]) -> None:
+    try:
+        heartbeat.finish_run(
+            db, heartbeat_id, finished_at=db.now(), exit_code=exit_code, counts=counts
+        )
+    except SchedctlError as exc:  # the database went away; the command's own error wins
+        log.debug("could not record the heartbeat: %s", exc.message)
+
+
+def ping(url: str, suffix: str) -> None:
+    """A healthchecks.io-style ping; its failure is logged, never raised."""
+    from schedctl.delivery.webhook import ping as send_ping
+
+    send_ping(url, suffix)
+
+
+def command(app: typer.Typer, name: str, **settings: Any) -> Callable[[F], F]:
+    """Register a command on `app` with the shared output flags."""
+
+    def register(func: F) -> F:
+        app.command(name, **settings)(with_output_flags(func))
+        return func
+
+    return register

@@ -1,0 +1,93 @@
+"""Everything that differs between SQLite and PostgreSQL, in one place.
+
+Callers build portable SQLAlchemy Core statements and ask this module for the few
+dialect-specific pieces: the server clock, a claim with SKIP LOCKED, insert-or-skip
+on a unique key, the migration lock and the row-level-security scope.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+# An arbitrary constant: the advisory lock key that serialises `db upgrade` runs.
+MIGRATION_LOCK_KEY = 0x5C4ED
+ACCOUNT_SETTING = "schedctl.account_id"
+
+
+def server_now(conn: sa.Connection) -> datetime:
+    """The database server's current time, as an aware UTC datetime."""
+    if conn.dialect.name == "postgresql":
+        value = conn.exec_driver_sql("SELECT clock_timestamp()").scalar_one()
+        return value.astimezone(UTC)  # type: ignore[no-any-return]
+    raw = conn.exec_driver_sql("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')").scalar_one()
+    return datetime.fromisoformat(raw).replace(tzinfo=UTC)
+
+
+def claim(select: sa.Select[Any], conn: sa.Connection) -> sa.Select[Any]:
+    """Make a SELECT claim its rows: FOR UPDATE SKIP LOCKED where the database has it.
+
+    SQLite has no row locks; its write transactions (BEGIN IMMEDIATE) serialise
+    claimers instead, which gives the same exactly-once result.
+    """
+    if conn.dialect.name == "postgresql":
+        return select.with_for_update(skip_locked=True)
+    return select
+
+
+def insert_ignore(
+    conn: sa.Connection,
+    table: sa.Table,
+    rows: Sequence[dict[str, Any]],
+    conflict_columns: Sequence[str],
+    returning: Sequence[sa.Column[Any]] = (),
+) -> list[sa.Row[Any]]:
+    """Insert rows, silently skipping those whose unique key exists already.
+
+    Returns the RETURNING rows of the rows actually inserted.
+    """
+    if not rows:
+        return []
+    insert: Any
+    if conn.dialect.name == "postgresql":
+        insert = postgresql.insert(table)
+    else:
+        insert = sqlite.insert(table)
+    statement = insert.on_conflict_do_nothing(index_elements=list(conflict_columns))
+    if returning:
+        statement = statement.returning(*returning)
+        return [row for r in rows for row in conn.execute(statement, r).all()]
+    conn.execute(statement, list(rows))
+    return []
+
+
+def lock_migrations(conn: sa.Connection) -> None:
+    """Serialise concurrent `db upgrade` runs for the rest of this transaction."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    # SQLite: the transaction began IMMEDIATE and already holds the write lock.
+
+
+def set_account_scope(conn: sa.Connection, account_id: int) -> None:
+    """Scope this transaction to one account for PostgreSQL row-level security."""
+    conn.execute(
+        sa.text("SELECT set_config(:name, :value, true)"),
+        {"name": ACCOUNT_SETTING, "value": str(account_id)},
+    )
+
+
+_SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (\S+)")
+
+
+def constraint_name(exc: sa.exc.IntegrityError) -> str | None:
+    """The name of the violated constraint, from whichever driver raised it."""
+    diag = getattr(exc.orig, "diag", None)
+    if diag is not None and getattr(diag, "constraint_name", None):
+        return str(diag.constraint_name)
+    match = _SQLITE_UNIQUE.search(str(exc.orig))
+    return match.group(1) if match else None

@@ -1,0 +1,78 @@
+"""Rendering mail bodies from the Jinja2 templates in ``schedctl/templates``.
+
+Each mail kind has a pair, ``NAME.txt`` and ``NAME.html``; only ``.html`` templates
+are autoescaped, so a value like ``<script>`` is inert in the HTML part and verbatim in
+the text part. Undefined variables raise (StrictUndefined) instead of rendering blank.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+__all__ = ["cell", "environment", "render", "render_pair", "text_table"]
+
+_MAX_CELL_WIDTH = 40
+
+
+def cell(value: object) -> str:
+    """One table cell as text: None is blank, instants are ISO 8601 without microseconds."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        return value.replace(microsecond=0).isoformat(sep=" ")
+    return str(value)
+
+
+def text_table(rows: Iterable[Sequence[object]], columns: Sequence[str]) -> str:
+    """A plain-text table with aligned columns, for the text part of a report."""
+
+    def clip(text: str) -> str:
+        text = " ".join(text.split())
+        if len(text) > _MAX_CELL_WIDTH:
+            return text[: _MAX_CELL_WIDTH - 1] + "…"
+        return text
+
+    header = [clip(str(c)) for c in columns]
+    body = [[clip(cell(v)) for v in row] for row in rows]
+    widths = [len(h) for h in header]
+    for row in body:
+        for i, text in enumerate(row[: len(widths)]):
+            widths[i] = max(widths[i], len(text))
+
+    def line(values: Sequence[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=False)).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule, *(line(row) for row in body)])
+
+
+@functools.cache
+def environment() -> Environment:
+    """The one template environment (built on first use, then shared)."""
+    env = Environment(
+        loader=PackageLoader("schedctl", "templates"),
+        autoescape=select_autoescape(["html"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        auto_reload=False,
+    )
+    env.filters["cell"] = cell
+    env.filters["text_table"] = text_table
+    return env
+
+
+def render(template: str, /, **context: Any) -> str:
+    """Render one template by its file name, e.g. ``render("digest.txt", ...)``."""
+    return environment().get_template(template).render(**context)
+
+
+def render_pair(name: str, /, **context: Any) -> tuple[str, str]:
+    """Render ``NAME.txt`` and ``NAME.html`` with the same context: (text, html)."""
+    return render(f"{name}.txt", **context), render(f"{name}.html", **context)

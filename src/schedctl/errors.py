@@ -1,0 +1,75 @@
+"""The domain exception hierarchy.
+
+Each class carries the process exit code the CLI's single error boundary maps it to
+(see SPEC §2): 2 usage/configuration (nothing was written), 75 temporary (safe to
+rerun), 1 some items failed. The docstring is the default message.
+"""
+
+from __future__ import annotations
+
+
+class SchedctlError(Exception):
+    """schedctl failed."""
+
+    exit_code = 1
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class UsageError(SchedctlError):
+    """Invalid usage."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """Invalid configuration."""
+
+
+class ValidationError(UsageError):
+    """Invalid value."""
+
+
+class NotImplementedYet(UsageError):
+    """This command is not implemented yet."""
+
+
+class SchemaMismatch(UsageError):
+    """The database schema does not match this version of schedctl."""
+
+
+class NotFound(UsageError):
+    """No such object."""
+
+
+class TemporaryError(SchedctlError):
+    """A temporary failure; the command is safe to rerun."""
+
+    exit_code = 75
+
+
+class DatabaseUnavailable(TemporaryError):
+    """The database is unreachable."""
+
+
+class MailUnavailable(TemporaryError):
+    """The mail server is unreachable."""
+
+
+class ItemsFailed(SchedctlError):
+    """Some items failed; they are recorded and will be retried per policy."""
+
+    exit_code = 1
+
+
+class ConflictError(SchedctlError):
+    """A unique key was violated: the row exists already."""
+
+    def __init__(self, message: str | None = None, *, constraint: str | None = None) -> None:
+        super().__init__(message)
+        self.constraint = constraint
