@@ -3,7 +3,7 @@
 -- Instants are UTC text 'YYYY-MM-DD HH:MM:SS.ffffff', whose text order is time order.
 
 CREATE TABLE accounts (
-    id          INTEGER PRIMARY KEY,
+    id          INTEGER PRIMARY KEY NOT NULL,
     name        TEXT NOT NULL UNIQUE,
     created_at  DATETIME NOT NULL
 );
@@ -12,7 +12,7 @@ INSERT INTO accounts (name, created_at)
 VALUES ('default', strftime('%Y-%m-%d %H:%M:%f000', 'now'));
 
 CREATE TABLE heartbeats (
-    id           INTEGER PRIMARY KEY,
+    id           INTEGER PRIMARY KEY NOT NULL,
     command      TEXT NOT NULL,
     host         TEXT NOT NULL,
     pid          INTEGER NOT NULL,

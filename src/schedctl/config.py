@@ -22,9 +22,7 @@ DEFAULT_DATABASE_URL = "sqlite:///schedctl.db"
 ENV_PREFIX = "SCHEDCTL_"
 
 # Settings whose values are secrets: never printed, logged or shown in tracebacks.
-SECRET_KEYS = frozenset(
-    {"smtp_password", "slack_webhook_url", "unsubscribe_secret", "ping_url"}
-)
+SECRET_KEYS = frozenset({"smtp_password", "slack_webhook_url", "unsubscribe_secret", "ping_url"})
 
 
 @dataclass(frozen=True)
@@ -111,7 +109,8 @@ def _url_password(url: str) -> str | None:
     from sqlalchemy.exc import ArgumentError
 
     try:
-        return make_url(url).password  # type: ignore[return-value]
+        password = make_url(url).password
+        return None if password is None else str(password)
     except (ArgumentError, ValueError):
         return None
 

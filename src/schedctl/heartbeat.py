@@ -29,8 +29,11 @@ CHECK_EXIT = {"green": 0, "yellow": 1, "red": 2, "unknown": 3}
 _SEVERITY = {"green": 0, "unknown": 1, "yellow": 2, "red": 3}
 
 
+_OUTCOMES: dict[int, Outcome] = {0: "success", 1: "failed", 75: "temporary"}
+
+
 def outcome_for_exit(code: int) -> Outcome:
-    return {0: "success", 1: "failed", 75: "temporary"}.get(code, "error")
+    return _OUTCOMES.get(code, "error")
 
 
 def start_run(db: Database, command: str, started_at: datetime) -> int:
@@ -93,9 +96,7 @@ class CommandHealth:
             "age_s": self.age_s,
             "status": self.status,
             "last_outcome": self.last_outcome,
-            "last_started_at": (
-                self.last_started_at.isoformat() if self.last_started_at else None
-            ),
+            "last_started_at": (self.last_started_at.isoformat() if self.last_started_at else None),
             "monitored": self.monitored,
         }
 
@@ -123,17 +124,17 @@ def report(
     db: Database, settings: Settings, now: datetime, only: list[str] | None = None
 ) -> list[CommandHealth]:
     """Health of each monitored command, plus any other command that has run."""
-    last_success = sa.select(
-        heartbeats.c.command, sa.func.max(heartbeats.c.finished_at).label("at")
-    ).where(heartbeats.c.outcome == "success").group_by(heartbeats.c.command)
+    last_success = (
+        sa.select(heartbeats.c.command, sa.func.max(heartbeats.c.finished_at).label("at"))
+        .where(heartbeats.c.outcome == "success")
+        .group_by(heartbeats.c.command)
+    )
     latest_start = (
         sa.select(heartbeats.c.command, sa.func.max(heartbeats.c.started_at).label("at"))
         .group_by(heartbeats.c.command)
         .subquery()
     )
-    last_run = sa.select(
-        heartbeats.c.command, heartbeats.c.outcome, heartbeats.c.started_at
-    ).join(
+    last_run = sa.select(heartbeats.c.command, heartbeats.c.outcome, heartbeats.c.started_at).join(
         latest_start,
         sa.and_(
             heartbeats.c.command == latest_start.c.command,

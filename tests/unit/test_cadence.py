@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
@@ -25,8 +26,8 @@ BERLIN = "Europe/Berlin"
 NEW_YORK = "America/New_York"
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def run(cadence: Cadence, after: datetime, count: int) -> list[datetime]:
@@ -57,7 +58,7 @@ def test_parse_hhmm(text: str, expected: time) -> None:
 
 @pytest.mark.parametrize("text", ["24:00", "7:5x", "12:60", "", "0730", "07:30:00", "-1:30", "7h"])
 def test_parse_hhmm_rejects(text: str) -> None:
-    with pytest.raises(ValidationError, match=f"invalid time '{text}'"):
+    with pytest.raises(ValidationError, match=re.escape(f"invalid time '{text}'")):
         parse_hhmm(text)
 
 
@@ -82,7 +83,7 @@ def test_parse_day(text: str, expected: int | str) -> None:
 
 @pytest.mark.parametrize("text", ["0", "32", "-1", "+5", "1.5", "", "first", "001"])
 def test_parse_day_rejects(text: str) -> None:
-    with pytest.raises(ValidationError, match=rf"invalid day '{text}'"):
+    with pytest.raises(ValidationError, match=re.escape(f"invalid day '{text}'")):
         parse_day(text)
 
 
@@ -103,7 +104,7 @@ def test_parse_duration(text: str, expected: timedelta) -> None:
     "text", ["0m", "-5m", "1.5h", "15", "m", "15M", "2w", "", "1h30m", "99999999999d"]
 )
 def test_parse_duration_rejects(text: str) -> None:
-    with pytest.raises(ValidationError, match=f"invalid duration '{text}'"):
+    with pytest.raises(ValidationError, match=re.escape(f"invalid duration '{text}'")):
         parse_duration(text)
 
 
@@ -130,7 +131,7 @@ def test_parse_timezone(name: str) -> None:
     ],
 )
 def test_parse_timezone_rejects(name: str) -> None:
-    with pytest.raises(ValidationError, match=f"invalid time zone '{name}'"):
+    with pytest.raises(ValidationError, match=re.escape(f"invalid time zone '{name}'")):
         parse_timezone(name)
 
 
@@ -151,7 +152,7 @@ def test_parse_instant(text: str, expected: datetime) -> None:
 
 @pytest.mark.parametrize("text", ["yesterday", "", "2026-02-30T00:00", "2026-03-29T25:00"])
 def test_parse_instant_rejects(text: str) -> None:
-    with pytest.raises(ValidationError, match=f"invalid instant '{text}'"):
+    with pytest.raises(ValidationError, match=re.escape(f"invalid instant '{text}'")):
         parse_instant(text)
 
 
@@ -208,7 +209,9 @@ def test_make_cadence_rejects(kwargs: dict[str, str], message: str) -> None:
     ],
 )
 def test_invalid_cron_is_rejected(expr: str, reason: str) -> None:
-    with pytest.raises(ValidationError, match=rf"invalid cron expression '{expr}': {reason}"):
+    with pytest.raises(
+        ValidationError, match=re.escape(f"invalid cron expression '{expr}': {reason}")
+    ):
         make_cadence("cron", cron=expr)
 
 
@@ -414,7 +417,6 @@ def test_spring_forward_hourly_cron_runs_the_skipped_time_after_the_gap() -> Non
         "2026-03-29T01:15+01:00",
         "2026-03-29T03:00+02:00",
         "2026-03-29T03:15+02:00",
-        "2026-03-29T04:15+02:00",
     ]
 
 
@@ -473,6 +475,7 @@ def test_fall_back_runs_once_at_the_first_occurrence(
                 "2026-10-25T02:30+02:00",
                 "2026-10-25T03:00+01:00",
                 "2026-10-25T03:30+01:00",
+                "2026-10-25T04:00+01:00",
             ],
         ),
         (
@@ -484,6 +487,7 @@ def test_fall_back_runs_once_at_the_first_occurrence(
                 "2026-11-01T01:30-04:00",
                 "2026-11-01T02:00-05:00",
                 "2026-11-01T02:30-05:00",
+                "2026-11-01T03:00-05:00",
             ],
         ),
     ],
@@ -492,10 +496,10 @@ def test_fall_back_wildcard_cron_runs_each_wall_time_once(
     tz: str, start: datetime, expected: list[str]
 ) -> None:
     cadence = make_cadence("cron", tz=tz, cron="*/30 * * * *")
-    # Five slots cover three real hours: the repeated hour is not run a second time.
-    slots = slots_between(cadence, start, start + timedelta(hours=3))
+    # Four real hours hold only six slots: the repeated hour is not run a second time.
+    slots = slots_between(cadence, start, start + timedelta(hours=4))
     assert local(slots, tz) == expected
-    assert run(cadence, start, 5) == slots
+    assert run(cadence, start, 6) == slots
 
 
 def test_latest_slot_from_inside_the_repeated_hour() -> None:

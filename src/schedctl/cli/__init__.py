@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Annotated
 
 import typer
 
@@ -37,22 +38,25 @@ def _version(value: bool) -> None:
 @app.callback()
 @with_output_flags
 def _root(
-    database_url: str | None = typer.Option(
-        None,
-        "--database-url",
-        help="SQLAlchemy URL of schedctl's database (env SCHEDCTL_DATABASE_URL;"
-        " default sqlite:///schedctl.db).",
-        show_default=False,
-    ),
-    config: str | None = typer.Option(
-        None,
-        "--config",
-        help="TOML configuration file (env SCHEDCTL_CONFIG).",
-        show_default=False,
-    ),
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Show the version and exit."
-    ),
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            help="SQLAlchemy URL of schedctl's database (env SCHEDCTL_DATABASE_URL;"
+            " default sqlite:///schedctl.db).",
+            show_default=False,
+        ),
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config", help="TOML configuration file (env SCHEDCTL_CONFIG).", show_default=False
+        ),
+    ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+    ] = False,
 ) -> None:
     # Environment and file are resolved by load_settings, which flags override.
     current().flags.update(database_url=database_url, config_path=config)

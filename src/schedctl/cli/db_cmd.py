@@ -22,7 +22,10 @@ def upgrade_command() -> None:
         _, version, _ = status(db)
         heartbeat_id = heartbeat.start_run(db, "db upgrade", started)
         heartbeat.finish_run(
-            db, heartbeat_id, finished_at=db.now(), exit_code=0,
+            db,
+            heartbeat_id,
+            finished_at=db.now(),
+            exit_code=0,
             counts={"applied": len(applied), "version": version},
         )
         data = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -13,9 +14,9 @@ from schedctl.db.migrations import upgrade
 
 
 def demo_command(
-    path: Path = typer.Option(
-        Path("schedctl-demo.db"), "--path", help="SQLite file to (re)create for the demo."
-    ),
+    path: Annotated[
+        Path, typer.Option("--path", help="SQLite file to (re)create for the demo.")
+    ] = Path("schedctl-demo.db"),
 ) -> None:
     """Create a demo SQLite database, run the jobs against the console mailer, show results."""
     runtime = current()

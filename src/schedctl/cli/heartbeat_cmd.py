@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from schedctl import heartbeat
@@ -10,21 +12,26 @@ from schedctl.db.database import Database
 
 
 def heartbeat_command(
-    check: bool = typer.Option(
-        False,
-        "--check",
-        help="Exit with the monitoring-plugin code: 0 green, 1 yellow, 2 red, 3 unknown.",
-    ),
-    ping_url: str | None = typer.Option(
-        None,
-        "--ping-url",
-        help="healthchecks.io-style URL (default: SCHEDCTL_PING_URL): pinged /start, then"
-        " plain when green or /fail otherwise.",
-        show_default=False,
-    ),
-    only: list[str] = typer.Option(
-        [], "--command", "-c", help="Judge only these commands (repeatable)."
-    ),
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Exit with the monitoring-plugin code: 0 green, 1 yellow, 2 red, 3 unknown.",
+        ),
+    ] = False,
+    ping_url: Annotated[
+        str | None,
+        typer.Option(
+            "--ping-url",
+            help="healthchecks.io-style URL (default: SCHEDCTL_PING_URL): pinged /start,"
+            " then plain when green or /fail otherwise.",
+            show_default=False,
+        ),
+    ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option("--command", "-c", help="Judge only these commands (repeatable)."),
+    ] = None,
 ) -> None:
     """Show when each command last succeeded: green, yellow, red or unknown."""
     runtime = current()

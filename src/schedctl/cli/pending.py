@@ -11,7 +11,6 @@ from collections.abc import Callable
 import typer
 
 from schedctl.cli.runtime import command
-
 from schedctl.errors import NotImplementedYet
 
 _ANY_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}

@@ -156,7 +156,9 @@ def run_command(
             if ping_url:
                 ping(ping_url, "/fail")
             raise
-        recorded = result.exit_code if result.recorded_exit_code is None else result.recorded_exit_code
+        recorded = (
+            result.exit_code if result.recorded_exit_code is None else result.recorded_exit_code
+        )
         _finish(db, heartbeat_id, recorded, result.counts)
         if ping_url:
             ping(ping_url, "" if recorded == 0 else "/fail")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
-import psycopg
 import sqlalchemy as sa
 import tenacity
 
@@ -40,9 +40,15 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(orig, sqlite3.OperationalError):
         text = str(orig).lower()
         return "locked" in text or "busy" in text
+    return _is_psycopg_operational(orig)
+
+
+def _is_psycopg_operational(orig: BaseException | None) -> bool:
     # psycopg's OperationalError covers connection failures, serialization failures,
     # deadlocks and lock timeouts; ProgrammingError and friends are never transient.
-    return isinstance(orig, psycopg.OperationalError)
+    # Looked up lazily: a SQLite-only run never pays for importing psycopg.
+    psycopg = sys.modules.get("psycopg")
+    return psycopg is not None and isinstance(orig, psycopg.OperationalError)
 
 
 def first_line(exc: BaseException) -> str:
@@ -112,14 +118,14 @@ class Database:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_transient),
             stop=tenacity.stop_after_delay(self.retry_seconds) | tenacity.stop_after_attempt(10),
-            wait=tenacity.wait_exponential_jitter(initial=0.2, max=5.0, jitter=0.2),
+            wait=tenacity.wait_random_exponential(multiplier=0.2, max=5.0),
             before_sleep=self._log_retry,
             reraise=True,
         )
         try:
             return retrying(attempt)
         except sa.exc.DBAPIError as exc:
-            if is_transient(exc) or isinstance(exc.orig, psycopg.OperationalError):
+            if is_transient(exc) or _is_psycopg_operational(exc.orig):
                 raise DatabaseUnavailable(
                     f"database unavailable ({self.target}): {first_line(exc)}"
                 ) from None

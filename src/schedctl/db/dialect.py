@@ -54,10 +54,7 @@ def insert_ignore(
     if not rows:
         return []
     insert: Any
-    if conn.dialect.name == "postgresql":
-        insert = postgresql.insert(table)
-    else:
-        insert = sqlite.insert(table)
+    insert = postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
     statement = insert.on_conflict_do_nothing(index_elements=list(conflict_columns))
     if returning:
         statement = statement.returning(*returning)

@@ -36,7 +36,7 @@ _CREATE_TABLE = {
         )""",
     "sqlite": """
         CREATE TABLE IF NOT EXISTS schema_migrations (
-            version     INTEGER PRIMARY KEY,
+            version     INTEGER PRIMARY KEY NOT NULL,
             name        TEXT NOT NULL,
             checksum    TEXT NOT NULL,
             applied_at  DATETIME NOT NULL
@@ -199,9 +199,7 @@ def check_schema(db: Database) -> None:
     expected = expected_version(db.dialect)
     version = current_version(db)
     if version is None:
-        raise SchemaMismatch(
-            f"{db.target} has no schedctl schema: run `schedctl db upgrade` first"
-        )
+        raise SchemaMismatch(f"{db.target} has no schedctl schema: run `schedctl db upgrade` first")
     if version < expected:
         raise SchemaMismatch(
             f"database schema is at version {version}, this schedctl expects {expected}:"

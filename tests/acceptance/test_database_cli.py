@@ -1,0 +1,108 @@
+"""`db upgrade`, schema checks and database failures, as cron would see them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from schedctl.db.database import Database
+from schedctl.db.migrations import expected_version
+from schedctl.db.schema import schema_migrations
+
+
+def test_db_upgrade_twice(cli, empty_db_url: str) -> None:
+    first = cli("db", "upgrade", "--json", db_url=empty_db_url)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["applied"]
+    second = cli("db", "upgrade", "--json", db_url=empty_db_url)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["applied"] == []
+
+
+def test_db_upgrade_from_two_processes_at_once(empty_db_url: str) -> None:
+    from conftest import SCHEDCTL, run_cli  # noqa: F401 - the same binary cron runs
+
+    env = {"SCHEDCTL_DATABASE_URL": empty_db_url, "NO_COLOR": "1", "PATH": "/usr/bin:/bin"}
+    processes = [
+        subprocess.Popen(
+            [str(SCHEDCTL), "db", "upgrade", "--json"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(4)
+    ]  # fmt: skip
+    results = [(p.wait(timeout=60), p.stdout.read(), p.stderr.read()) for p in processes]  # type: ignore[union-attr]
+    for p in processes:
+        p.stdout.close()  # type: ignore[union-attr]
+        p.stderr.close()  # type: ignore[union-attr]
+    assert [code for code, _, _ in results] == [0, 0, 0, 0], results
+    applied = [len(json.loads(out)["applied"]) for _, out, _ in results]
+    with Database(empty_db_url) as db:
+        expected = expected_version(db.dialect)
+        rows = db.scalar(sa.select(sa.func.count()).select_from(schema_migrations))
+    assert sorted(applied) == [0, 0, 0, expected]
+    assert rows == expected
+
+
+def test_commands_refuse_a_database_that_was_never_upgraded(cli, empty_db_url: str) -> None:
+    result = cli("heartbeat", db_url=empty_db_url)
+    assert result.returncode == 2
+    assert "schedctl db upgrade" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_commands_refuse_an_older_schema(cli, db_url: str) -> None:
+    with Database(db_url) as db:
+        newest = expected_version(db.dialect)
+        db.transaction(
+            lambda c: c.execute(
+                schema_migrations.delete().where(schema_migrations.c.version == newest)
+            )
+        )
+    result = cli("heartbeat", db_url=db_url)
+    assert result.returncode == 2
+    assert "run `schedctl db upgrade`" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["postgresql://u:pw@host:notaport/db", "nonsense", "mysql://u@h/d", "oracle://u@h/svc"],
+)
+def test_bad_database_url_is_exit_2_with_nothing_written(cli, url: str, tmp_path: Path) -> None:
+    result = cli("--database-url", url, "db", "upgrade", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "No such option" not in result.stderr
+    assert ":pw@" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unreachable_database_is_exit_75_naming_the_host_not_the_password(cli) -> None:
+    start = time.monotonic()
+    result = cli(
+        "--database-url",
+        "postgresql://schedctl:Sup3rSecret@127.0.0.1:1/schedctl",
+        "heartbeat",
+        env={"SCHEDCTL_DB_RETRY_SECONDS": "2"},
+    )
+    elapsed = time.monotonic() - start
+    assert result.returncode == 75, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("schedctl: error")]
+    assert len(lines) == 1
+    assert "127.0.0.1:1" in lines[0]
+    assert "Sup3rSecret" not in result.stderr + result.stdout
+    assert elapsed < 30
+
+
+def test_secrets_in_config_never_reach_output(cli, db_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "schedctl.toml"
+    config.write_text(
+        '[smtp]\npassword = "mail-Secret-1"\n[slack]\nwebhook_url = "https://hooks.example/T0/B0/xyz-Secret"\n'
+    )
+    result = cli("--config", str(config), "db", "status", "--json", "-v", db_url=db_url)
+    assert result.returncode == 0, result.stderr
+    assert "Secret" not in result.stdout + result.stderr

@@ -1,0 +1,179 @@
+"""Test harness: real SQLite files and a real PostgreSQL server, never mocks.
+
+Each pytest process (xdist worker) migrates one template database per dialect once,
+then hands every test that asks for ``db_url`` its own copy: a file copy on SQLite,
+``CREATE DATABASE … TEMPLATE`` on PostgreSQL. Everything is dropped at the end.
+Connection settings come from the usual PG* variables (default 127.0.0.1:5432).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+# Tests control their own configuration: nothing from the developer's shell leaks in.
+for _name in list(os.environ):
+    if _name.startswith("SCHEDCTL_") and _name != "SCHEDCTL_TEST_REQUIRE_POSTGRES":
+        del os.environ[_name]
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEDCTL = Path(sys.executable).with_name("schedctl")
+PG_HOST = os.environ.get("PGHOST", "127.0.0.1")
+PG_PORT = int(os.environ.get("PGPORT", "5432"))
+PG_USER = os.environ.get("PGUSER") or None
+REQUIRE_PG = os.environ.get("SCHEDCTL_TEST_REQUIRE_POSTGRES") == "1"
+RUN_ID = uuid.uuid4().hex[:8]
+
+
+def pg_url(database: str) -> str:
+    user = f"{PG_USER}@" if PG_USER else ""
+    return f"postgresql+psycopg://{user}{PG_HOST}:{PG_PORT}/{database}"
+
+
+def _admin() -> psycopg.Connection:
+    return psycopg.connect(
+        host=PG_HOST,
+        port=PG_PORT,
+        user=PG_USER,
+        dbname="postgres",
+        autocommit=True,
+        connect_timeout=5,
+    )
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+class PostgresDatabases:
+    """Creates the template and per-test copies; drops them all at the end."""
+
+    def __init__(self) -> None:
+        self.prefix = f"schedctl_t_{RUN_ID}_{_worker()}"
+        self.template = f"{self.prefix}_tpl"
+        self.created: list[str] = []
+        self.counter = 0
+
+    def create_template(self) -> None:
+        from schedctl.db.database import Database
+        from schedctl.db.migrations import upgrade
+
+        self._create(self.template)
+        with Database(pg_url(self.template)) as db:
+            upgrade(db)
+
+    def _create(self, name: str, template: str | None = None) -> None:
+        with _admin() as conn:
+            clause = f" TEMPLATE {template}" if template else ""
+            conn.execute(f'CREATE DATABASE "{name}"{clause}')  # type: ignore[arg-type]
+        self.created.append(name)
+
+    def new(self, *, migrated: bool = True) -> str:
+        self.counter += 1
+        name = f"{self.prefix}_{self.counter}"
+        self._create(name, self.template if migrated else None)
+        return name
+
+    def drop_all(self) -> None:
+        with _admin() as conn:
+            for name in reversed(self.created):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresDatabases]:
+    """The PostgreSQL server; skipped (or, in CI, failed) when it is unreachable."""
+    try:
+        with _admin():
+            pass
+    except psycopg.OperationalError as exc:
+        reason = f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT}: {exc}"
+        if REQUIRE_PG:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    databases = PostgresDatabases()
+    databases.create_template()
+    yield databases
+    databases.drop_all()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from schedctl.db.database import Database
+    from schedctl.db.migrations import upgrade
+
+    path = tmp_path_factory.mktemp("sqlite-template") / "template.db"
+    with Database(f"sqlite:///{path}") as db:
+        upgrade(db)
+    return path
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def dialect(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def db_url(dialect: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A freshly migrated database of its own for this test, on each dialect."""
+    if dialect == "postgresql":
+        databases: PostgresDatabases = request.getfixturevalue("postgres")
+        return pg_url(databases.new())
+    template: Path = request.getfixturevalue("sqlite_template")
+    path = tmp_path / "schedctl.db"
+    shutil.copyfile(template, path)
+    return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def empty_db_url(dialect: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database with no schedctl schema at all, on each dialect."""
+    if dialect == "postgresql":
+        databases: PostgresDatabases = request.getfixturevalue("postgres")
+        return pg_url(databases.new(migrated=False))
+    return f"sqlite:///{tmp_path / 'empty.db'}"
+
+
+def run_cli(
+    *args: str,
+    db_url: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed `schedctl` as cron would: a separate process."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDCTL_")}
+    full_env["NO_COLOR"] = "1"
+    if db_url:
+        full_env["SCHEDCTL_DATABASE_URL"] = db_url
+    full_env.update(env or {})
+    return subprocess.run(
+        [str(SCHEDCTL), *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=cwd,
+        check=False,
+    )
+
+
+@pytest.fixture
+def cli() -> type[_Cli]:
+    """`cli(*args, db_url=..., env=...)` runs the installed schedctl in a subprocess."""
+    return _Cli
+
+
+class _Cli:
+    def __new__(  # type: ignore[misc]
+        cls, *args: str, **kwargs: object
+    ) -> subprocess.CompletedProcess[str]:
+        return run_cli(*args, **kwargs)  # type: ignore[arg-type]

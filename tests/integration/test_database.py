@@ -1,0 +1,122 @@
+"""The Database handle against real servers: clock, retries, error mapping."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from schedctl import heartbeat
+from schedctl.config import load_settings
+from schedctl.db.database import Database
+from schedctl.db.schema import accounts, heartbeats
+from schedctl.errors import ConflictError, DatabaseUnavailable
+
+
+def test_server_clock_is_aware_utc_and_current(db_url: str) -> None:
+    with Database(db_url, environ={}) as db:
+        now = db.now()
+    assert now.tzinfo is not None
+    assert abs(now - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+def test_schedctl_now_replaces_the_clock(db_url: str) -> None:
+    with Database(db_url, environ={"SCHEDCTL_NOW": "2026-03-29T01:30:00"}) as db:
+        assert db.now() == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+    with Database(db_url, environ={"SCHEDCTL_NOW": "2026-03-29T03:30:00+02:00"}) as db:
+        assert db.now() == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+
+
+def test_instants_round_trip_in_utc(db_url: str) -> None:
+    berlin = datetime(2026, 7, 1, 9, 0, tzinfo=UTC).astimezone(
+        __import__("zoneinfo").ZoneInfo("Europe/Berlin")
+    )
+    with Database(db_url) as db:
+        db.transaction(
+            lambda c: c.execute(accounts.insert().values(name="acme", created_at=berlin))
+        )
+        stored = db.scalar(sa.select(accounts.c.created_at).where(accounts.c.name == "acme"))
+    assert stored == berlin
+    assert stored.tzinfo == UTC
+
+
+def test_unique_violation_becomes_a_conflict_with_the_constraint(db_url: str) -> None:
+    with Database(db_url) as db:
+        insert = accounts.insert().values(name="default", created_at=db.now())
+        with pytest.raises(ConflictError) as caught:
+            db.transaction(lambda c: c.execute(insert))
+    assert caught.value.constraint is not None
+    assert "name" in caught.value.constraint or "accounts" in caught.value.constraint
+
+
+def test_unreachable_postgres_gives_up_with_a_temporary_error() -> None:
+    start = time.monotonic()
+    with (
+        Database("postgresql://schedctl:pw-not-shown@127.0.0.1:1/nowhere", retry_seconds=1.5) as db,
+        pytest.raises(DatabaseUnavailable) as caught,
+    ):
+        db.transaction(lambda c: c.execute(sa.text("SELECT 1")))
+    assert time.monotonic() - start < 15
+    assert "127.0.0.1:1" in caught.value.message
+    assert "pw-not-shown" not in caught.value.message
+    assert caught.value.exit_code == 75
+
+
+def test_sqlite_writer_waits_for_the_lock_instead_of_failing(tmp_path: Path) -> None:
+    """A second writer blocks on BEGIN IMMEDIATE until the first commits."""
+    from schedctl.db.migrations import upgrade
+
+    url = f"sqlite:///{tmp_path / 'lock.db'}"
+    with Database(url) as db:
+        upgrade(db)
+    holder = sqlite3.connect(tmp_path / "lock.db", isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    released = threading.Event()
+
+    def release() -> None:
+        time.sleep(0.5)
+        holder.execute("COMMIT")
+        released.set()
+
+    thread = threading.Thread(target=release)
+    thread.start()
+    try:
+        with Database(url) as db:
+            db.transaction(
+                lambda c: c.execute(accounts.insert().values(name="late", created_at=db.now()))
+            )
+        assert released.is_set()
+    finally:
+        thread.join()
+        holder.close()
+
+
+def test_heartbeat_rows_and_report(db_url: str) -> None:
+    settings = load_settings({}, environ={})
+    t0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    with Database(db_url) as db:
+        tick = heartbeat.start_run(db, "tick", t0)
+        heartbeat.finish_run(db, tick, finished_at=t0, exit_code=0, counts={"due": 3})
+        reconcile = heartbeat.start_run(db, "reconcile", t0)
+        heartbeat.finish_run(db, reconcile, finished_at=t0, exit_code=1, counts={})
+        heartbeat.start_run(db, "digest", t0 + timedelta(minutes=1))  # never finished
+
+        report = {h.command: h for h in heartbeat.report(db, settings, t0 + timedelta(minutes=20))}
+        row = db.transaction(
+            lambda c: c.execute(sa.select(heartbeats).where(heartbeats.c.id == tick)).one()
+        )
+    assert row.outcome == "success"
+    assert row.counts == {"due": 3}
+    assert row.host
+    assert report["tick"].status == "yellow"
+    assert report["tick"].age_s == 20 * 60
+    assert report["reconcile"].status == "unknown"  # it ran, but never succeeded
+    assert report["reconcile"].last_outcome == "failed"
+    assert report["digest"].last_outcome == "running"
+    assert report["distribute"].status == "unknown"
+    assert heartbeat.overall(list(report.values())) == "yellow"
