@@ -177,3 +177,63 @@ class _Cli:
         cls, *args: str, **kwargs: object
     ) -> subprocess.CompletedProcess[str]:
         return run_cli(*args, **kwargs)  # type: ignore[arg-type]
+
+
+class RecordingHTTPServer:
+    """A real HTTP server on loopback that records requests and answers 200."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.requests: list[tuple[str, str, bytes]] = []
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _record(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                recorder.requests.append((self.command, self.path, body))
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"OK")
+
+            do_GET = do_POST = do_HEAD = _record
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    @property
+    def paths(self) -> list[str]:
+        return [path for _, path, _ in self.requests]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def http_server() -> Iterator[RecordingHTTPServer]:
+    server = RecordingHTTPServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port that refuses connections."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

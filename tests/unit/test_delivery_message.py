@@ -198,4 +198,4 @@ def test_invalid_inputs() -> None:
     with pytest.raises(ValidationError, match="Message-ID"):
         build(message_id="no-brackets@example.com")
     with pytest.raises(ValidationError, match="timezone-aware"):
-        build(date=datetime(2025, 1, 1))  # noqa: DTZ001
+        build(date=datetime(2025, 1, 1))

@@ -7,7 +7,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from schedctl.delivery import tokens
 from schedctl.delivery.tokens import make_token, unsubscribe_url, verify_token
 from schedctl.errors import ConfigError, ValidationError
 
@@ -84,7 +83,7 @@ def test_verification_uses_compare_digest(monkeypatch: pytest.MonkeyPatch) -> No
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(tokens.hmac, "compare_digest", spy)
+    monkeypatch.setattr(hmac, "compare_digest", spy)
     token = make_token(SECRET, "acc-1", "bob@example.org")
     assert verify_token(SECRET, "acc-1", "bob@example.org", token)
     assert not verify_token(SECRET, "acc-1", "bob@example.org", "x" * 43)

@@ -131,9 +131,7 @@ def test_bad_token_is_400(app: Any, apply: Recorder) -> None:
     "query_string",
     ["", "a=acc-1&e=bob%40example.org", "a=acc-1&t=x", "a=acc-1&e=not-an-address&t=x"],
 )
-def test_incomplete_link_is_400_without_apply(
-    app: Any, apply: Recorder, query_string: str
-) -> None:
+def test_incomplete_link_is_400_without_apply(app: Any, apply: Recorder, query_string: str) -> None:
     for method in ("GET", "POST"):
         status, _, _ = call(app, method, query_string=query_string)
         assert status == "400 Bad Request"

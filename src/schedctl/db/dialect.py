@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 # An arbitrary constant: the advisory lock key that serialises `db upgrade` runs.
 MIGRATION_LOCK_KEY = 0x5C4ED
@@ -53,8 +52,12 @@ def insert_ignore(
     """
     if not rows:
         return []
-    insert: Any
-    insert = postgresql.insert(table) if conn.dialect.name == "postgresql" else sqlite.insert(table)
+    # Imported here: the PostgreSQL dialect package costs start-up time on SQLite.
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    insert: Any = dialect_insert(table)
     statement = insert.on_conflict_do_nothing(index_elements=list(conflict_columns))
     if returning:
         statement = statement.returning(*returning)

