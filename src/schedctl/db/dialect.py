@@ -53,11 +53,15 @@ def insert_ignore(
     if not rows:
         return []
     # Imported here: the PostgreSQL dialect package costs start-up time on SQLite.
+    insert: Any
     if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        insert = pg_insert(table)
     else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    insert: Any = dialect_insert(table)
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        insert = sqlite_insert(table)
     statement = insert.on_conflict_do_nothing(index_elements=list(conflict_columns))
     if returning:
         statement = statement.returning(*returning)
