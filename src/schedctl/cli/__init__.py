@@ -10,7 +10,19 @@ from typing import Annotated
 import typer
 
 from schedctl import __version__
-from schedctl.cli import db_cmd, demo_cmd, heartbeat_cmd, pending
+from schedctl.cli import (
+    accounts_cmd,
+    db_cmd,
+    demo_cmd,
+    events_cmd,
+    heartbeat_cmd,
+    messages_cmd,
+    pending,
+    schedules_cmd,
+    send_now_cmd,
+    suppressions_cmd,
+    tick_cmd,
+)
 from schedctl.cli.output import error_line
 from schedctl.cli.runtime import Runtime, current, use, with_output_flags
 from schedctl.config import Settings
@@ -62,10 +74,20 @@ def _root(
     current().flags.update(database_url=database_url, config_path=config)
 
 
-db_cmd.register(app)
-heartbeat_cmd.register(app)
-demo_cmd.register(app)
-pending.register(app)
+for _module in (
+    db_cmd,
+    tick_cmd,
+    send_now_cmd,
+    heartbeat_cmd,
+    accounts_cmd,
+    schedules_cmd,
+    messages_cmd,
+    events_cmd,
+    suppressions_cmd,
+    demo_cmd,
+):
+    _module.register(app)
+pending.register(app)  # whatever is not built yet says so
 
 
 def _configure_logging() -> None:

@@ -48,9 +48,14 @@ def _pending(name: str, help_text: str) -> Callable[[typer.Context], None]:
 
 
 def register(app: typer.Typer) -> None:
+    """Add a placeholder for every contract command no real module has registered."""
+    taken = {c.name for c in app.registered_commands} | {g.name for g in app.registered_groups}
     for name, help_text in TOP_LEVEL.items():
-        command(app, name, context_settings=_ANY_ARGS)(_pending(name, help_text))
+        if name not in taken:
+            command(app, name, context_settings=_ANY_ARGS)(_pending(name, help_text))
     for group, (help_text, subcommands) in GROUPS.items():
+        if group in taken:
+            continue
         sub_app = typer.Typer(help=help_text, no_args_is_help=True)
         for sub in subcommands:
             command(sub_app, sub, context_settings=_ANY_ARGS)(

@@ -50,3 +50,161 @@ heartbeats = sa.Table(
     sa.Column("counts", Json),
     sa.Index("heartbeats_command_outcome_finished", "command", "outcome", "finished_at"),
 )
+
+# --- Schedules and runs (SPEC §3, §4) ------------------------------------------------
+
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("account_id", Id, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),  # report kind: "sql" or a plugin's name
+    sa.Column("cadence", sa.Text, nullable=False),  # daily | weekly | monthly | cron
+    sa.Column("at_time", sa.Text),  # local HH:MM
+    sa.Column("weekday", sa.Integer),  # 0 = Monday
+    sa.Column("day_of_month", sa.Text),  # "1".."31" | "last"
+    sa.Column("cron", sa.Text),
+    sa.Column("tz", sa.Text, nullable=False),
+    sa.Column("recipients", Json, nullable=False),  # list of e-mail addresses
+    sa.Column("params", Json, nullable=False),  # dict of string -> string
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("catchup", sa.Text, nullable=False),  # latest | all | none
+    sa.Column("max_lateness_s", sa.Integer),
+    sa.Column("next_run_at", UTCDateTime),
+    sa.Column("last_run_at", UTCDateTime),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("account_id", "name", name="schedules_account_name_key"),
+    sa.Index("schedules_due", "active", "next_run_at"),
+)
+
+schedule_runs = sa.Table(
+    "schedule_runs",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("account_id", Id, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column(
+        "schedule_id", Id, sa.ForeignKey("schedules.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("slot", UTCDateTime, nullable=False),  # the UTC instant the run was due
+    sa.Column("manual", sa.Boolean, nullable=False),
+    # queued | running | succeeded | failed | skipped
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("lease_owner", sa.Text),
+    sa.Column("lease_expires_at", UTCDateTime),
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    # One run per due slot; manual runs (send-now --schedule) are not slots.
+    sa.Index(
+        "schedule_runs_schedule_slot",
+        "schedule_id",
+        "slot",
+        unique=True,
+        sqlite_where=sa.text("NOT manual"),
+        postgresql_where=sa.text("NOT manual"),
+    ),
+    sa.Index("schedule_runs_claim", "status", "lease_expires_at"),
+)
+
+# --- Outbox and delivery (SPEC §5 quota, §7) ----------------------------------------
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("account_id", Id, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("type", sa.Text, nullable=False),  # REPORT, DIGEST, ALERT, INIT, REMINDER...
+    sa.Column("priority", sa.Text, nullable=False),  # normal | critical
+    sa.Column("recipient", sa.Text),  # NULL: nothing to send to (MISSING_RECIPIENT)
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("body_text", sa.Text, nullable=False),
+    sa.Column("body_html", sa.Text),
+    sa.Column("attachments", Json),  # [{"filename", "content_type", "content_b64"}]
+    sa.Column("subscription", sa.Boolean, nullable=False),  # carries unsubscribe headers
+    sa.Column("send_at", UTCDateTime, nullable=False),
+    # scheduled | paused | blocked | retrying | sent | failed | skipped
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("reason_code", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime),
+    sa.Column("lease_owner", sa.Text),
+    sa.Column("lease_expires_at", UTCDateTime),
+    sa.Column("idempotency_key", sa.Text, nullable=False, unique=True),
+    sa.Column("message_id", sa.Text, nullable=False),  # the RFC 5322 Message-ID
+    sa.Column(
+        "schedule_run_id", Id, sa.ForeignKey("schedule_runs.id", ondelete="SET NULL")
+    ),
+    sa.Column("event_id", Id, sa.ForeignKey("events.id", ondelete="CASCADE")),
+    sa.Column("sent_at", UTCDateTime),
+    sa.Column("last_error", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("messages_due", "status", "send_at"),
+    sa.Index(
+        "messages_event_type",
+        "event_id",
+        "type",
+        unique=True,
+        sqlite_where=sa.text("event_id IS NOT NULL"),
+        postgresql_where=sa.text("event_id IS NOT NULL"),
+    ),
+)
+
+email_log = sa.Table(
+    "email_log",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("account_id", Id, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("message_id", Id, sa.ForeignKey("messages.id", ondelete="SET NULL")),
+    sa.Column("provider", sa.Text, nullable=False),
+    sa.Column("recipients", sa.Text, nullable=False),
+    sa.Column("outcome", sa.Text, nullable=False),  # sent | retry | failed | deferred | unknown
+    sa.Column("response_code", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("attempted_at", UTCDateTime, nullable=False),
+    sa.Index("email_log_message", "message_id"),
+)
+
+suppressions = sa.Table(
+    "suppressions",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("account_id", Id, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("email", sa.Text, nullable=False),  # normalised (validate_email)
+    sa.Column("reason", sa.Text, nullable=False),  # unsubscribe | manual | bounce
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("account_id", "email", name="suppressions_account_email_key"),
+)
+
+send_counters = sa.Table(
+    "send_counters",
+    metadata,
+    sa.Column("day", sa.Text, primary_key=True),  # UTC date YYYY-MM-DD
+    sa.Column("sent", sa.Integer, nullable=False),
+)
+
+quota_alerts = sa.Table(
+    "quota_alerts",
+    metadata,
+    sa.Column("day", sa.Text, primary_key=True),
+    sa.Column("threshold", sa.Integer, primary_key=True, autoincrement=False),  # 80 | 90 | 100
+    sa.Column("sent_at", UTCDateTime, nullable=False),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("account_id", Id, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("starts_at", UTCDateTime, nullable=False),
+    sa.Column("load_in_time", UTCDateTime),
+    sa.Column("contact", sa.Text),
+    sa.Column("tz", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
