@@ -84,9 +84,7 @@ schedule_runs = sa.Table(
     metadata,
     sa.Column("id", Id, primary_key=True),
     sa.Column("account_id", Id, sa.ForeignKey("accounts.id"), nullable=False),
-    sa.Column(
-        "schedule_id", Id, sa.ForeignKey("schedules.id", ondelete="CASCADE"), nullable=False
-    ),
+    sa.Column("schedule_id", Id, sa.ForeignKey("schedules.id", ondelete="CASCADE"), nullable=False),
     sa.Column("slot", UTCDateTime, nullable=False),  # the UTC instant the run was due
     sa.Column("manual", sa.Boolean, nullable=False),
     # queued | running | succeeded | failed | skipped
@@ -135,9 +133,7 @@ messages = sa.Table(
     sa.Column("lease_expires_at", UTCDateTime),
     sa.Column("idempotency_key", sa.Text, nullable=False, unique=True),
     sa.Column("message_id", sa.Text, nullable=False),  # the RFC 5322 Message-ID
-    sa.Column(
-        "schedule_run_id", Id, sa.ForeignKey("schedule_runs.id", ondelete="SET NULL")
-    ),
+    sa.Column("schedule_run_id", Id, sa.ForeignKey("schedule_runs.id", ondelete="SET NULL")),
     sa.Column("event_id", Id, sa.ForeignKey("events.id", ondelete="CASCADE")),
     sa.Column("sent_at", UTCDateTime),
     sa.Column("last_error", sa.Text),

@@ -1,0 +1,37 @@
+"""Accounts: the tenant every schedule, message and suppression belongs to."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from schedctl.db.schema import accounts
+from schedctl.errors import NotFound, ValidationError
+
+DEFAULT_ACCOUNT = "default"
+
+
+def resolve_account(conn: sa.Connection, ref: str | None) -> int:
+    """The id of the account named or numbered `ref` (default: the `default` account)."""
+    ref = (ref or DEFAULT_ACCOUNT).strip()
+    if not ref:
+        raise ValidationError("empty account")
+    condition = accounts.c.name == ref
+    if ref.isdigit():
+        condition = sa.or_(condition, accounts.c.id == int(ref))
+    found = conn.execute(sa.select(accounts.c.id).where(condition)).scalars().all()
+    if not found:
+        raise NotFound(f"no account {ref!r}")
+    return int(found[0])
+
+
+def create_account(conn: sa.Connection, name: str, now: datetime) -> int:
+    """Create an account; its name must be new (a ConflictError otherwise)."""
+    name = name.strip()
+    if not name or len(name) > 100 or any(ch.isspace() for ch in name) or name.isdigit():
+        raise ValidationError(
+            f"invalid account name {name!r} (1-100 characters, no spaces, not only digits)"
+        )
+    statement = accounts.insert().values(name=name, created_at=now).returning(accounts.c.id)
+    return int(conn.execute(statement).scalar_one())
