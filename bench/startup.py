@@ -1,0 +1,146 @@
+"""Start-up cost: `schedctl --help`, a no-op command, and each dependency's import.
+
+Every figure is the median of several fresh processes, printed beside a baseline
+measured the same way in the same run (a bare interpreter, and a raw-sqlite3 /
+raw-psycopg process doing the same minimal database round trip), so the output
+is ratios rather than absolute times on a noisy shared machine.
+
+    .venv/bin/python bench/startup.py [--runs 9] [--postgres URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+SCHEDCTL = str(BIN / "schedctl")
+DEPENDENCIES = [
+    "typer", "sqlalchemy", "psycopg", "oracledb", "jinja2", "rich", "tenacity", "cronsim",
+]  # fmt: skip
+
+
+def median_seconds(argv: list[str], runs: int, env: dict[str, str] | None = None) -> float:
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        subprocess.run(argv, env=env, check=True, capture_output=True)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def import_cost_ms(module: str, runs: int) -> float:
+    """Cumulative import time of `module` in a fresh interpreter (-X importtime)."""
+    samples = []
+    for _ in range(runs):
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", f"import {module}"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        pattern = re.compile(rf"\|\s*(\d+)\s*\|\s*{re.escape(module)}\s*$")
+        for line in result.stderr.splitlines():
+            match = pattern.search(line)
+            if match:
+                samples.append(int(match.group(1)) / 1000)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--postgres", default="postgresql://127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    runs = args.runs
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.db"
+        env = {**os.environ, "SCHEDCTL_DATABASE_URL": f"sqlite:///{db}", "NO_COLOR": "1"}
+        subprocess.run([SCHEDCTL, "db", "upgrade", "-q"], env=env, check=True)
+
+        bare = median_seconds([sys.executable, "-c", "pass"], runs)
+        raw_sqlite = median_seconds(
+            [
+                sys.executable,
+                "-c",
+                f"import sqlite3; sqlite3.connect({str(db)!r}).execute('select 1')",
+            ],
+            runs,
+        )
+        help_s = median_seconds([SCHEDCTL, "--help"], runs, env)
+        noop = "tick" if _tick_is_built(env) else "heartbeat"
+        noop_sqlite = median_seconds([SCHEDCTL, noop, "-q"], runs, env)
+
+        print(f"start-up, median of {runs} fresh processes")
+        print(f"  python -c pass                    {bare * 1000:7.0f} ms")
+        print(f"  raw sqlite3 connect + select 1    {raw_sqlite * 1000:7.0f} ms  (baseline)")
+        print(
+            f"  schedctl --help                   {help_s * 1000:7.0f} ms  "
+            f"x{help_s / raw_sqlite:.1f} baseline"
+        )
+        print(
+            f"  schedctl {noop} (no-op, SQLite)     {noop_sqlite * 1000:7.0f} ms  "
+            f"x{noop_sqlite / raw_sqlite:.1f} baseline"
+        )
+
+        pg = _postgres_database(args.postgres)
+        if pg:
+            url, cleanup = pg
+            pg_env = {**env, "SCHEDCTL_DATABASE_URL": url}
+            try:
+                subprocess.run([SCHEDCTL, "db", "upgrade", "-q"], env=pg_env, check=True)
+                raw_pg = median_seconds(
+                    [sys.executable, "-c",
+                     f"import psycopg; psycopg.connect({_libpq(url)!r}).execute('select 1')"],
+                    runs,
+                )  # fmt: skip
+                noop_pg = median_seconds([SCHEDCTL, noop, "-q"], runs, pg_env)
+                print(f"  raw psycopg connect + select 1    {raw_pg * 1000:7.0f} ms  (baseline)")
+                print(
+                    f"  schedctl {noop} (no-op, PostgreSQL) {noop_pg * 1000:5.0f} ms  "
+                    f"x{noop_pg / raw_pg:.1f} baseline"
+                )
+            finally:
+                cleanup()
+
+    print("\nimport cost of each dependency (cumulative, median, ms)")
+    for module in [*DEPENDENCIES, "schedctl.cli"]:
+        print(f"  {module:14s} {import_cost_ms(module, max(3, runs // 2)):7.1f}")
+
+
+def _tick_is_built(env: dict[str, str]) -> bool:
+    result = subprocess.run([SCHEDCTL, "tick", "-q"], env=env, capture_output=True, text=True)
+    return "not implemented" not in result.stderr
+
+
+def _libpq(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://")
+
+
+def _postgres_database(admin_url: str) -> tuple[str, object] | None:
+    try:
+        import psycopg
+
+        name = f"schedctl_bench_{os.getpid()}"
+        with psycopg.connect(_libpq(admin_url), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    except Exception as exc:
+        print(f"  (PostgreSQL skipped: {exc})")
+        return None
+    base = admin_url.rsplit("/", 1)[0]
+
+    def cleanup() -> None:
+        with psycopg.connect(_libpq(admin_url), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+    return f"{base}/{name}", cleanup
+
+
+if __name__ == "__main__":
+    main()
