@@ -91,8 +91,9 @@ def test_unreachable_database_is_exit_75_naming_the_host_not_the_password(cli) -
     )
     elapsed = time.monotonic() - start
     assert result.returncode == 75, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("schedctl: error")]
-    assert len(lines) == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("schedctl: error: database unavailable")
     assert "127.0.0.1:1" in lines[0]
     assert "Sup3rSecret" not in result.stderr + result.stdout
     assert elapsed < 30
@@ -106,3 +107,18 @@ def test_secrets_in_config_never_reach_output(cli, db_url: str, tmp_path: Path) 
     result = cli("--config", str(config), "db", "status", "--json", "-v", db_url=db_url)
     assert result.returncode == 0, result.stderr
     assert "Secret" not in result.stdout + result.stderr
+
+
+def test_unopenable_sqlite_file_is_a_config_error(cli, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/no/such/dir/schedctl.db"
+    result = cli("--database-url", url, "heartbeat")
+    assert result.returncode == 2
+    assert result.stderr.startswith("schedctl: error: cannot open sqlite file")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_no_command_prints_help_and_exits_2(cli) -> None:
+    result = cli()
+    assert result.returncode == 2
+    assert result.stderr.startswith("Usage: schedctl")
+    assert "heartbeat" in result.stderr

@@ -116,7 +116,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         error_line("aborted")
         return 130
     except typer.TyperException as exc:  # usage errors: bad flag, missing argument
-        error_line(exc.format_message())
+        message = exc.format_message()
+        if message.lstrip().startswith("Usage:"):  # a group called without a command
+            print(message.rstrip(), file=sys.stderr)
+        else:
+            error_line(message)
         return exc.exit_code
     except SchedctlError as exc:
         error_line(_redact(runtime, exc.message))

@@ -22,7 +22,7 @@ import tenacity
 
 from schedctl.db import dialect
 from schedctl.db.engine import create_engine, describe_target, parse_url
-from schedctl.errors import ConflictError, DatabaseUnavailable, SchedctlError
+from schedctl.errors import ConfigError, ConflictError, DatabaseUnavailable, SchedctlError
 
 log = logging.getLogger("schedctl.db")
 T = TypeVar("T")
@@ -124,6 +124,14 @@ class Database:
         )
         try:
             return retrying(attempt)
+        except sa.exc.OperationalError as exc:
+            if isinstance(exc.orig, sqlite3.OperationalError) and "unable to open" in str(exc.orig):
+                raise ConfigError(f"cannot open {self.target}: {first_line(exc)}") from None
+            if is_transient(exc) or _is_psycopg_operational(exc.orig):
+                raise DatabaseUnavailable(
+                    f"database unavailable ({self.target}): {first_line(exc)}"
+                ) from None
+            raise
         except sa.exc.DBAPIError as exc:
             if is_transient(exc) or _is_psycopg_operational(exc.orig):
                 raise DatabaseUnavailable(
@@ -134,7 +142,8 @@ class Database:
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0.0
-        log.warning(
+        # INFO, not WARNING: by default a command that gives up prints one line only.
+        log.info(
             "transient database error on %s (attempt %d, retrying in %.1fs): %s",
             self.target,
             state.attempt_number,
