@@ -81,3 +81,12 @@ def test_piped_output_is_plain_text(cli, db_url: str) -> None:
     assert "\x1b[" not in result.stdout
     assert "version" in result.stdout
     assert "foundation" in result.stdout
+
+
+def test_readme_names_every_contract_command() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name in {c[0] for c in CONTRACT}:
+        assert f"`{name}" in readme, f"README does not mention `{name}`"
+    assert readme.startswith("# schedctl\n\n```sh\nmake demo")

@@ -120,3 +120,29 @@ def test_heartbeat_rows_and_report(db_url: str) -> None:
     assert report["digest"].last_outcome == "running"
     assert report["distribute"].status == "unknown"
     assert heartbeat.overall(list(report.values())) == "yellow"
+
+
+def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path: Path) -> None:
+    from schedctl.db.engine import SQLITE_BUSY_TIMEOUT_MS
+
+    with Database(f"sqlite:///{tmp_path / 'wal.db'}") as db:
+        mode, timeout, fks = db.transaction(
+            lambda c: (
+                c.exec_driver_sql("PRAGMA journal_mode").scalar(),
+                c.exec_driver_sql("PRAGMA busy_timeout").scalar(),
+                c.exec_driver_sql("PRAGMA foreign_keys").scalar(),
+            )
+        )
+    assert (mode, timeout, fks) == ("wal", SQLITE_BUSY_TIMEOUT_MS, 1)
+
+
+def test_oracle_urls_make_source_engines_but_not_a_store() -> None:
+    from schedctl.db.engine import create_engine
+    from schedctl.errors import ConfigError
+
+    engine = create_engine("oracle://scott:tiger@db.example:1521/?service_name=ORCL", store=False)
+    assert engine.dialect.name == "oracle"
+    assert engine.dialect.driver == "oracledb"
+    assert "tiger" not in repr(engine)
+    with pytest.raises(ConfigError, match="not as schedctl's own database"):
+        create_engine("oracle://scott:tiger@db.example:1521/?service_name=ORCL")
