@@ -35,6 +35,7 @@ CREATE TABLE schedule_runs (
     attempt           INTEGER NOT NULL,
     lease_owner       TEXT,
     lease_expires_at  TIMESTAMPTZ,
+    next_attempt_at   TIMESTAMPTZ,
     started_at        TIMESTAMPTZ,
     finished_at       TIMESTAMPTZ,
     error             TEXT,
@@ -44,3 +45,4 @@ CREATE TABLE schedule_runs (
 -- One run per due slot, whatever number of ticks race for it.
 CREATE UNIQUE INDEX schedule_runs_schedule_slot ON schedule_runs (schedule_id, slot) WHERE NOT manual;
 CREATE INDEX schedule_runs_claim ON schedule_runs (status, lease_expires_at);
+CREATE INDEX schedule_runs_history ON schedule_runs (schedule_id, slot);

@@ -9,6 +9,9 @@ CREATE TABLE events (
     load_in_time  TIMESTAMPTZ,
     contact       TEXT,
     tz            TEXT NOT NULL,
+    -- When tick last planned this event's messages; NULL or older than updated_at
+    -- means (re)plan. Planning never repeats an INIT after its message was deleted.
+    planned_at    TIMESTAMPTZ,
     created_at    TIMESTAMPTZ NOT NULL,
     updated_at    TIMESTAMPTZ NOT NULL
 );

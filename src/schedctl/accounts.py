@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -35,3 +36,8 @@ def create_account(conn: sa.Connection, name: str, now: datetime) -> int:
         )
     statement = accounts.insert().values(name=name, created_at=now).returning(accounts.c.id)
     return int(conn.execute(statement).scalar_one())
+
+
+def list_accounts(conn: sa.Connection) -> list[sa.Row[Any]]:
+    """Every account (id, name, created_at), oldest first."""
+    return list(conn.execute(sa.select(accounts).order_by(accounts.c.id)).all())

@@ -56,6 +56,7 @@ class Settings:
     smtp_user: str | None = None
     smtp_password: str | None = None
     smtp_tls: str = "none"
+    smtp_timeout: float = 30.0  # seconds per SMTP socket operation
     mail_file_dir: str = "outbox"
     daily_quota: int = 200
     slack_webhook_url: str | None = None
@@ -95,7 +96,7 @@ _SCALAR_KEYS = {
     not in {"config_path", "heartbeat_commands", "heartbeat_thresholds", "ping_urls", "file_tables"}
 }
 _INT_KEYS = {"smtp_port", "daily_quota"}
-_FLOAT_KEYS = {"db_retry_seconds"}
+_FLOAT_KEYS = {"db_retry_seconds", "smtp_timeout"}
 _CHOICES = {
     "mail_backend": {"smtp", "console", "file", "memory"},
     "smtp_tls": {"none", "starttls", "ssl"},

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from schedctl.db import dialect
 from schedctl.db.schema import messages
 from schedctl.delivery.message import make_message_id
+from schedctl.errors import NotFound, TemporaryError, ValidationError
 
 Priority = Literal["normal", "critical"]
 STATUSES = ("scheduled", "paused", "blocked", "retrying", "sent", "failed", "skipped")
@@ -101,3 +102,120 @@ def enqueue(
         conn, messages, rows, ["idempotency_key"], returning=[messages.c.id]
     )
     return [int(row.id) for row in inserted]
+
+
+# --- operator commands: list, edit, delete (SPEC §7) ---------------------------------
+
+# Statuses in which a message may still be sent by dispatch or rescheduled.
+PENDING = ("scheduled", "retrying", "paused", "blocked")
+# How far in the past an operator may set a send time (clock differences, typing).
+SEND_AT_GRACE = timedelta(minutes=5)
+
+
+def validate_status(value: str) -> str:
+    """A message status from user input (any case), or ValidationError."""
+    status = value.strip().lower()
+    if status not in STATUSES:
+        raise ValidationError(f"invalid status {value!r} (one of {', '.join(STATUSES)})")
+    return status
+
+
+def message_summary(row: Any) -> dict[str, Any]:
+    """The stable JSON shape of one message in `messages list` and `messages edit`."""
+    return {
+        "id": str(row.id),
+        "type": row.type,
+        "recipient": row.recipient,
+        "subject": row.subject,
+        "send_at": row.send_at,
+        "status": row.status,
+        "reason_code": row.reason_code,
+        "attempts": row.attempts,
+    }
+
+
+def list_messages(
+    conn: sa.Connection,
+    account_id: int,
+    *,
+    type: str | None = None,
+    status: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int | None = None,
+) -> list[sa.Row[Any]]:
+    """An account's messages, nearest ``send_at`` first, optionally filtered."""
+    query = sa.select(messages).where(messages.c.account_id == account_id)
+    if type is not None:
+        query = query.where(messages.c.type == type)
+    if status is not None:
+        query = query.where(messages.c.status == status)
+    if since is not None:
+        query = query.where(messages.c.send_at >= since)
+    if until is not None:
+        query = query.where(messages.c.send_at < until)
+    query = query.order_by(messages.c.send_at, messages.c.id)
+    if limit is not None:
+        query = query.limit(limit)
+    return list(conn.execute(query))
+
+
+def get_message(
+    conn: sa.Connection, message_id: int, *, account_id: int | None = None, lock: bool = False
+) -> sa.Row[Any]:
+    """One message (of ``account_id``, when given), or NotFound."""
+    query = sa.select(messages).where(messages.c.id == message_id)
+    if account_id is not None:
+        query = query.where(messages.c.account_id == account_id)
+    if lock and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        raise NotFound(f"no message {message_id}" + (" in this account" if account_id else ""))
+    return row
+
+
+def edit_message(
+    conn: sa.Connection,
+    message_id: int,
+    now: datetime,
+    *,
+    account_id: int | None = None,
+    send_at: datetime | None = None,
+    status: str | None = None,
+) -> sa.Row[Any]:
+    """Change a message's send time and/or status by hand; returns the new row.
+
+    A send time more than five minutes in the past is refused; a message a dispatcher
+    is sending right now cannot be edited (TemporaryError: try again in a moment).
+    """
+    if send_at is None and status is None:
+        raise ValidationError("nothing to change: give --send-at and/or --status")
+    if send_at is not None and send_at < now - SEND_AT_GRACE:
+        raise ValidationError(
+            f"send time {send_at.isoformat()} is in the past (more than 5 minutes before now)"
+        )
+    status = validate_status(status) if status is not None else None
+    row = get_message(conn, message_id, account_id=account_id, lock=True)
+    if row.lease_expires_at is not None and row.lease_expires_at > now:
+        raise TemporaryError(f"message {message_id} is being sent right now; try again shortly")
+    values: dict[str, Any] = {"updated_at": now}
+    if send_at is not None:
+        # The operator's time replaces any retry or deferral time.
+        values.update(send_at=send_at, next_attempt_at=None)
+    if status is not None and status != row.status:
+        values.update(status=status, reason_code="MANUAL")
+        if status == "sent" and row.sent_at is None:
+            values["sent_at"] = now
+        if status in ("scheduled", "retrying"):
+            values["next_attempt_at"] = None  # due at send_at again
+    conn.execute(messages.update().where(messages.c.id == message_id).values(**values))
+    return get_message(conn, message_id)
+
+
+def delete_messages(conn: sa.Connection, account_id: int, *, type: str | None = None) -> int:
+    """Delete an account's messages (of one type); returns how many."""
+    statement = messages.delete().where(messages.c.account_id == account_id)
+    if type is not None:
+        statement = statement.where(messages.c.type == type)
+    return int(conn.execute(statement).rowcount or 0)

@@ -17,7 +17,9 @@ CONTRACT = [
     ["suppressions", "remove"], ["unsubscribe"], ["unsubscribe-url"],
 ]  # fmt: skip
 
-NOT_BUILT_YET = [c for c in CONTRACT if c[0] not in {"db", "demo", "heartbeat"}]
+BUILT = {"db", "demo", "heartbeat", "tick", "accounts", "schedules"}
+BUILT |= {"send-now", "events", "messages", "suppressions", "unsubscribe", "unsubscribe-url"}
+NOT_BUILT_YET = [c for c in CONTRACT if c[0] not in BUILT]
 
 
 def test_top_level_help_lists_every_contract_command(cli) -> None:

@@ -1,9 +1,62 @@
-"""`schedctl accounts` commands (placeholder until built; see cli/pending.py)."""
+"""`schedctl accounts create | list`."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import sqlalchemy as sa
 import typer
+
+from schedctl import accounts
+from schedctl.cli.runtime import CommandResult, command, current, run_command
+from schedctl.db.database import Database
+from schedctl.errors import ConflictError, ValidationError
+
+accounts_app = typer.Typer(
+    help="Manage accounts (the tenants schedules belong to).", no_args_is_help=True
+)
+
+
+@command(accounts_app, "create")
+def create_command(
+    name: Annotated[str, typer.Argument(help="The new account's name (no spaces).")],
+) -> None:
+    """Create an account; prints its id."""
+    runtime = current()
+
+    def work(db: Database) -> CommandResult:
+        now = db.now()
+
+        def insert(conn: sa.Connection) -> int:
+            return accounts.create_account(conn, name, now)
+
+        try:
+            account_id = db.transaction(insert)
+        except ConflictError:
+            raise ValidationError(f"an account named {name.strip()!r} exists already") from None
+        return CommandResult({"id": str(account_id), "name": name.strip()})
+
+    data = run_command("accounts create", work).data
+    runtime.output.result(data, f"created account {data['name']} (id {data['id']})")
+
+
+@command(accounts_app, "list")
+def list_command() -> None:
+    """List the accounts."""
+    runtime = current()
+
+    def work(db: Database) -> CommandResult:
+        rows = db.transaction(accounts.list_accounts, read_only=True)
+        items = [{"id": str(r.id), "name": r.name, "created_at": r.created_at} for r in rows]
+        return CommandResult({"accounts": items, "count": len(items)})
+
+    data = run_command("accounts list", work).data
+    runtime.output.table(
+        data,
+        ["id", "name", "created"],
+        [(a["id"], a["name"], a["created_at"]) for a in data["accounts"]],
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Register this module's commands on the root app (none yet)."""
+    app.add_typer(accounts_app, name="accounts")

@@ -1,16 +1,84 @@
-"""`schedctl demo`: try schedctl on a throw-away SQLite database."""
+"""`schedctl demo`: try schedctl on a throw-away SQLite database.
+
+The demo creates schedules as if they had been made a month ago, so that `tick` finds
+them overdue and each catch-up policy shows what it does; plans two events; runs
+`tick` against the console mailer (each mail is printed on stderr); then runs `tick`
+again to show that nothing is sent twice.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import secrets
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from schedctl import heartbeat
 from schedctl.cli.runtime import command, current
+from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.migrations import upgrade
+from schedctl.events import add_event
+from schedctl.outbox import list_messages
+from schedctl.schedules import ScheduleOptions, create_schedule, list_schedules
+from schedctl.tick import run_tick
+
+DEFAULT_ACCOUNT_ID = 1  # created by the first migration
+
+DEMO_QUERIES = {
+    "accounts": {
+        "sql": "select name, created_at from accounts order by name",
+        "title": "Accounts",
+    },
+    "schedules": {
+        "sql": "select name, cadence, tz, next_run_at from schedules order by name",
+        "title": "Schedules and their next run",
+    },
+}
+
+DEMO_SCHEDULES = [
+    ScheduleOptions(
+        name="daily-accounts", kind="sql", cadence="daily", at="07:00", tz="Europe/Berlin",
+        to=["ops@example.com", "finance@example.com"], params=["query=accounts"],
+    ),
+    ScheduleOptions(
+        name="month-end-schedules", kind="sql", cadence="monthly", day="last", at="18:00",
+        tz="America/New_York", to=["ceo@example.com"], params=["query=schedules"],
+    ),
+    ScheduleOptions(
+        name="weekly-accounts-all-missed", kind="sql", cadence="weekly", weekday="mon",
+        at="09:00", tz="Asia/Tokyo", to=["audit@example.com"], params=["query=accounts"],
+        catchup="all",
+    ),
+    ScheduleOptions(
+        name="quarter-hourly-no-catchup", kind="sql", cadence="cron", cron="*/15 * * * *",
+        to=["noc@example.com"], params=["query=accounts"], catchup="none",
+    ),
+]  # fmt: skip
+
+
+def _demo_settings(settings: Settings, url: str) -> Settings:
+    tables = dict(settings.file_tables)
+    tables["reports"] = {"queries": DEMO_QUERIES}
+    return dataclasses.replace(
+        settings,
+        database_url=url,
+        mail_backend="console",
+        mail_from="schedctl-demo@example.com",
+        unsubscribe_secret=secrets.token_urlsafe(24),  # throw-away, like the database
+        unsubscribe_base_url="http://localhost:8080",
+        file_tables=tables,
+    )
+
+
+def _tick(db: Database, settings: Settings, now: datetime) -> dict[str, Any]:
+    heartbeat_id = heartbeat.start_run(db, "tick", now)
+    counts = run_tick(db, settings, now)
+    heartbeat.finish_run(db, heartbeat_id, finished_at=db.now(), exit_code=0, counts=counts)
+    return counts
 
 
 def demo_command(
@@ -18,34 +86,90 @@ def demo_command(
         Path, typer.Option("--path", help="SQLite file to (re)create for the demo.")
     ] = Path("schedctl-demo.db"),
 ) -> None:
-    """Create a demo SQLite database, run the jobs against the console mailer, show results."""
+    """Create a demo SQLite database, run tick against the console mailer, show results."""
     runtime = current()
     out = runtime.output
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     url = f"sqlite:///{path}"
+    settings = _demo_settings(runtime.settings, url)
+
     with Database(url) as db:
         applied = upgrade(db)
         now = db.now()
-        heartbeat_id = heartbeat.start_run(db, "demo", now)
-        heartbeat.finish_run(db, heartbeat_id, finished_at=db.now(), exit_code=0, counts={})
-        health = heartbeat.report(db, runtime.settings, db.now())
-    data = {
+    # Everything below was "created a month ago", so tick finds it overdue.
+    month_ago = now - timedelta(days=32)
+    with Database(url, environ={"SCHEDCTL_NOW": month_ago.isoformat()}) as past:
+        for options in DEMO_SCHEDULES:
+            create_schedule(past, settings, DEFAULT_ACCOUNT_ID, options, month_ago)
+
+    with Database(url) as db:
+        db.transaction(
+            lambda conn: [
+                add_event(
+                    conn, settings, account_id=DEFAULT_ACCOUNT_ID, name="Product launch",
+                    starts_at=now + timedelta(days=3), contact="events@example.com",
+                    now=now, tz="Europe/Berlin",
+                ),
+                add_event(
+                    conn, settings, account_id=DEFAULT_ACCOUNT_ID, name="Warehouse move",
+                    starts_at=now + timedelta(days=5), contact="logistics@example.com",
+                    now=now, load_in_time=now + timedelta(days=4, hours=20),
+                ),
+            ]
+        )  # fmt: skip
+        first = _tick(db, settings, db.now())
+        second = _tick(db, settings, db.now())
+        schedules = list_schedules(db, DEFAULT_ACCOUNT_ID)
+        sent = db.transaction(lambda conn: list_messages(conn, DEFAULT_ACCOUNT_ID), read_only=True)
+        health = heartbeat.report(db, settings, db.now())
+
+    data: dict[str, Any] = {
         "database": url,
         "migrations_applied": len(applied),
+        "first_tick": first,
+        "second_tick": second,
+        "schedules": [s.summary() for s in schedules],
+        "messages": [
+            {"type": m.type, "recipient": m.recipient, "subject": m.subject, "status": m.status}
+            for m in sent
+        ],
         "heartbeat": {
             "status": heartbeat.overall(health),
             "commands": [h.as_dict() for h in health],
         },
     }
-    if not out.options.json and not out.options.quiet:
-        print(f"created {path} and applied {len(applied)} migration(s)")
-        print("the jobs have not run yet, so their heartbeats are unknown:\n")
+    if out.options.json:
+        out.result(data)
+        return
+    if out.options.quiet:
+        return
+    print(f"\ncreated {path}: {len(applied)} migrations, {len(schedules)} schedules, 2 events")
+    print(
+        "first tick:  {due} schedules due, {runs_created} runs, {runs_skipped} slots skipped,"
+        " {messages_sent} mails sent (printed above on stderr)".format(**first)
+    )
+    print(
+        "second tick: {due} due, {runs_created} runs, {messages_sent} sent"
+        " -- nothing is ever sent twice\n".format(**second)
+    )
+    out.table(
+        data,
+        ["schedule", "cadence", "catch-up", "next run"],
+        [(s.name, s.cadence.describe(), s.catchup, s.next_run_at) for s in schedules],
+    )
+    print()
+    out.table(
+        data,
+        ["type", "recipient", "subject", "status"],
+        [(m["type"], m["recipient"], m["subject"], m["status"]) for m in data["messages"]],
+    )
+    print()
     out.table(
         data,
         ["command", "status", "last success"],
         [(h.command, h.status, h.last_success_at or "never") for h in health],
-        footer=f"\ntry: schedctl --database-url {url} heartbeat",
+        footer=f"\nlook around: schedctl --database-url {url} schedules list",
     )
 
 

@@ -1,9 +1,176 @@
-"""`schedctl messages` commands (placeholder until built; see cli/pending.py)."""
+"""`schedctl messages list | edit | delete-all`: the outbox, by hand."""
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+
+import sqlalchemy as sa
 import typer
+
+from schedctl import outbox
+from schedctl.cadence import parse_instant
+from schedctl.cli.output import warn
+from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
+from schedctl.db.database import Database
+from schedctl.delivery.policy import normalise_type
+from schedctl.errors import UsageError, ValidationError
+
+messages_app = typer.Typer(help="Manage scheduled messages (the outbox).", no_args_is_help=True)
+
+Account = Annotated[
+    str | None,
+    typer.Option(
+        "--account", help="Account name or id (default: the `default` account).", show_default=False
+    ),
+]
+TypeOpt = Annotated[
+    str | None,
+    typer.Option("--type", help="Only this message type, e.g. REPORT or INIT.", show_default=False),
+]
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def parse_id(value: str, what: str = "message") -> int:
+    """A numeric id from the command line (exit 2 otherwise)."""
+    if not value.strip().isdigit():
+        raise ValidationError(f"invalid {what} id {value!r}")
+    return int(value)
+
+
+def _bound(value: str, *, end: bool) -> datetime:
+    """A --from/--until value: a date (its whole day) or an instant."""
+    if _DATE.fullmatch(value.strip()):
+        try:
+            day = date.fromisoformat(value.strip())
+        except ValueError:
+            raise ValidationError(f"invalid date {value!r}") from None
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        return start + timedelta(days=1) if end else start
+    return parse_instant(value)
+
+
+@command(messages_app, "list")
+def list_command(
+    type_: TypeOpt = None,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help=f"Only this status: {', '.join(outbox.STATUSES)}."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--from", help="send_at on or after this date or instant.", show_default=False
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until", help="send_at up to this date (inclusive) or instant.", show_default=False
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="At most this many.", show_default=False)
+    ] = None,
+    account: Account = None,
+) -> None:
+    """List messages, nearest send time first."""
+    message_type = normalise_type(type_) if type_ is not None else None
+    wanted_status = outbox.validate_status(status) if status is not None else None
+    lower = _bound(since, end=False) if since else None
+    upper = _bound(until, end=True) if until else None
+
+    def work(db: Database) -> CommandResult:
+        account_id = scope_to_account(db, account)
+        rows = db.transaction(
+            lambda conn: outbox.list_messages(
+                conn, account_id, type=message_type, status=wanted_status,
+                since=lower, until=upper, limit=limit,
+            ),
+            read_only=True,
+        )  # fmt: skip
+        items = [outbox.message_summary(r) for r in rows]
+        return CommandResult({"messages": items, "count": len(items)})
+
+    data = run_command("messages list", work).data
+    columns = ["id", "type", "recipient", "subject", "send_at", "status", "reason", "attempts"]
+    rows = [
+        (m["id"], m["type"], m["recipient"], m["subject"], m["send_at"], m["status"],
+         m["reason_code"], m["attempts"])
+        for m in data["messages"]
+    ]  # fmt: skip
+    current().output.table(data, columns, rows, footer=f"{data['count']} message(s)")
+
+
+@command(messages_app, "edit")
+def edit_command(
+    message_id: Annotated[
+        str, typer.Argument(help="The message's id.", metavar="ID", show_default=False)
+    ],
+    send_at: Annotated[
+        str | None,
+        typer.Option(
+            "--send-at",
+            help="New send time (ISO 8601; no more than 5 minutes in the past).",
+            show_default=False,
+        ),
+    ] = None,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", help=f"New status: {', '.join(outbox.STATUSES)}."),
+    ] = None,
+    account: Account = None,
+) -> None:
+    """Change a message's send time and/or status."""
+    number = parse_id(message_id)
+    new_send_at = parse_instant(send_at) if send_at is not None else None
+    new_status = outbox.validate_status(status) if status is not None else None
+    if new_send_at is None and new_status is None:
+        raise UsageError("nothing to change: give --send-at and/or --status")
+
+    def work(db: Database) -> CommandResult:
+        account_id = scope_to_account(db, account)
+        now = db.now()
+
+        def edit(conn: sa.Connection) -> Any:
+            return outbox.edit_message(
+                conn, number, now, account_id=account_id, send_at=new_send_at, status=new_status
+            )
+
+        return CommandResult(outbox.message_summary(db.transaction(edit)))
+
+    data = run_command("messages edit", work).data
+    if new_status == "sent":
+        warn(f"message {data['id']} marked sent by hand: it will not be sent")
+    current().output.result(
+        data, f"message {data['id']}: {data['status']}, send at {data['send_at']}"
+    )
+
+
+@command(messages_app, "delete-all")
+def delete_all_command(
+    confirm: Annotated[
+        bool, typer.Option("--confirm", help="Required: really delete the messages.")
+    ] = False,
+    type_: TypeOpt = None,
+    account: Account = None,
+) -> None:
+    """Delete every message of the account (or of one type); needs --confirm."""
+    message_type = normalise_type(type_) if type_ is not None else None
+    if not confirm:
+        raise UsageError("refusing to delete messages without --confirm")
+
+    def work(db: Database) -> CommandResult:
+        account_id = scope_to_account(db, account)
+        deleted = db.transaction(
+            lambda conn: outbox.delete_messages(conn, account_id, type=message_type)
+        )
+        return CommandResult({"deleted": deleted})
+
+    data = run_command("messages delete-all", work).data
+    current().output.result(data, f"deleted {data['deleted']} message(s)")
 
 
 def register(app: typer.Typer) -> None:
-    """Register this module's commands on the root app (none yet)."""
+    app.add_typer(messages_app, name="messages")

@@ -174,6 +174,20 @@ def _finish(db: Database, heartbeat_id: int, exit_code: int, counts: dict[str, A
         log.debug("could not record the heartbeat: %s", exc.message)
 
 
+def scope_to_account(db: Database, account: str | None) -> int:
+    """Resolve an --account option (default: `default`) and scope `db` to it.
+
+    Every later transaction on `db` sets the account for PostgreSQL's row-level
+    security, so an operator command cannot see another account's rows even if a
+    query forgot its own account filter.
+    """
+    from schedctl.accounts import resolve_account
+
+    account_id = db.transaction(lambda conn: resolve_account(conn, account), read_only=True)
+    db.account_id = account_id
+    return account_id
+
+
 def ping(url: str, suffix: str) -> None:
     """A healthchecks.io-style ping; its failure is logged, never raised."""
     from schedctl.delivery.webhook import ping as send_ping

@@ -1,9 +1,315 @@
-"""`schedctl schedules` commands (placeholder until built; see cli/pending.py)."""
+"""`schedctl schedules create | list | show | update | pause | resume | delete | runs`."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+
+from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
+from schedctl.db.database import Database
+from schedctl.errors import UsageError
+
+if TYPE_CHECKING:
+    from schedctl.schedules import ScheduleOptions
+
+schedules_app = typer.Typer(help="Manage schedules.", no_args_is_help=True)
+
+Account = Annotated[
+    str | None,
+    typer.Option(
+        "--account",
+        metavar="ACCOUNT",
+        help="Account name or id (default: the `default` account).",
+        show_default=False,
+    ),
+]
+ScheduleId = Annotated[
+    str, typer.Argument(metavar="ID", help="The schedule's id.", show_default=False)
+]
+Name = Annotated[
+    str | None, typer.Option("--name", metavar="NAME", help="Name, unique in the account.")
+]
+Kind = Annotated[
+    str | None,
+    typer.Option("--kind", metavar="KIND", help="Report kind: sql or an installed plugin's."),
+]
+CadenceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--cadence", metavar="daily|weekly|monthly|cron", help="daily, weekly, monthly or cron."
+    ),
+]
+At = Annotated[
+    str | None,
+    typer.Option("--at", metavar="HH:MM", help="Local time HH:MM (daily/weekly/monthly)."),
+]
+Weekday = Annotated[
+    str | None, typer.Option("--weekday", metavar="mon..sun", help="mon..sun (weekly).")
+]
+Day = Annotated[
+    str | None,
+    typer.Option(
+        "--day",
+        metavar="1..31|last",
+        help="1..31 or last (monthly); past the month's end means its last day.",
+    ),
+]
+Cron = Annotated[
+    str | None,
+    typer.Option("--cron", metavar="EXPR", help='5-field expression, e.g. "0 7 * * mon-fri".'),
+]
+Tz = Annotated[
+    str | None, typer.Option("--tz", metavar="ZONE", help="IANA time zone (default UTC).")
+]
+To = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--to", metavar="EMAIL", help="Recipient e-mail (repeatable; on update, replaces the list)."
+    ),
+]
+Param = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--param",
+        metavar="KEY=VALUE",
+        help="KEY=VALUE for the report kind, e.g. query=NAME for sql (repeatable;"
+        " on update, replaces all params).",
+    ),
+]
+Catchup = Annotated[
+    str | None,
+    typer.Option(
+        "--catchup",
+        metavar="latest|all|none",
+        help="After downtime run the latest missed slot (default), all (at most 100) or none.",
+    ),
+]
+MaxLateness = Annotated[
+    str | None,
+    typer.Option(
+        "--max-lateness",
+        metavar="DURATION",
+        help="Record slots later than this (e.g. 6h) as skipped instead of running"
+        " them; 'none' for no limit.",
+    ),
+]
+Paused = Annotated[bool, typer.Option("--paused", help="Create (or set) it paused.")]
+
+
+def _options(**values: Any) -> ScheduleOptions:
+    from schedctl.schedules import ScheduleOptions
+
+    return ScheduleOptions(**values)
+
+
+def _show(data: dict[str, Any], verb: str | None = None) -> None:
+    """One schedule: its JSON, or a heading and one "key: value" line per set field."""
+    lines = (
+        [f"{verb} schedule {data['id']} {data['name']!r}: {data['description']}"] if verb else []
+    )
+    for key, value in data.items():
+        if value is None or value == [] or value == {}:
+            continue
+        if isinstance(value, list):
+            value = ", ".join(value)
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items())
+        lines.append(f"{key:>13}: {value}")
+    current().output.result(data, "\n".join(lines))
+
+
+@command(schedules_app, "create")
+def create_command(
+    name: Name = None,
+    kind: Kind = None,
+    account: Account = None,
+    cadence: CadenceOpt = None,
+    at: At = None,
+    weekday: Weekday = None,
+    day: Day = None,
+    cron: Cron = None,
+    tz: Tz = None,
+    to: To = None,
+    param: Param = None,
+    catchup: Catchup = None,
+    max_lateness: MaxLateness = None,
+    paused: Paused = False,
+) -> None:
+    """Create a schedule; prints it with its id and next_run_at."""
+    from schedctl.schedules import create_schedule
+
+    options = _options(
+        name=name, kind=kind, cadence=cadence, at=at, weekday=weekday, day=day, cron=cron,
+        tz=tz, to=to, params=param, catchup=catchup, max_lateness=max_lateness, paused=paused,
+    )  # fmt: skip
+    runtime = current()
+
+    def work(db: Database) -> CommandResult:
+        account_id = scope_to_account(db, account)
+        schedule = create_schedule(db, runtime.settings, account_id, options, db.now())
+        return CommandResult(schedule.as_dict())
+
+    _show(run_command("schedules create", work).data, "created")
+
+
+@command(schedules_app, "list")
+def list_command(account: Account = None) -> None:
+    """List the account's schedules."""
+    from schedctl.schedules import list_schedules
+
+    def work(db: Database) -> CommandResult:
+        items = [s.summary() for s in list_schedules(db, scope_to_account(db, account))]
+        return CommandResult({"schedules": items, "count": len(items)})
+
+    data = run_command("schedules list", work).data
+    rows = [
+        (
+            s["id"],
+            s["name"],
+            s["kind"],
+            s["description"],
+            "active" if s["active"] else "paused",
+            s["next_run_at"],
+            s["last_run_at"],
+        )
+        for s in data["schedules"]
+    ]
+    current().output.table(
+        data, ["id", "name", "kind", "when", "state", "next run", "last run"], rows
+    )
+
+
+@command(schedules_app, "show")
+def show_command(schedule_id: ScheduleId, account: Account = None) -> None:
+    """Show one schedule."""
+    from schedctl.schedules import get_schedule, parse_schedule_id
+
+    sid = parse_schedule_id(schedule_id)
+
+    def work(db: Database) -> CommandResult:
+        return CommandResult(get_schedule(db, scope_to_account(db, account), sid).as_dict())
+
+    _show(run_command("schedules show", work).data)
+
+
+@command(schedules_app, "update")
+def update_command(
+    schedule_id: ScheduleId,
+    name: Name = None,
+    kind: Kind = None,
+    account: Account = None,
+    cadence: CadenceOpt = None,
+    at: At = None,
+    weekday: Weekday = None,
+    day: Day = None,
+    cron: Cron = None,
+    tz: Tz = None,
+    to: To = None,
+    param: Param = None,
+    catchup: Catchup = None,
+    max_lateness: MaxLateness = None,
+    paused: Paused = False,
+) -> None:
+    """Change a schedule; a new cadence recomputes next_run_at and drops unused fields."""
+    from schedctl.schedules import parse_schedule_id, update_schedule
+
+    sid = parse_schedule_id(schedule_id)
+    options = _options(
+        name=name, kind=kind, cadence=cadence, at=at, weekday=weekday, day=day, cron=cron,
+        tz=tz, to=to, params=param, catchup=catchup, max_lateness=max_lateness, paused=paused,
+    )  # fmt: skip
+    runtime = current()
+
+    def work(db: Database) -> CommandResult:
+        account_id = scope_to_account(db, account)
+        schedule = update_schedule(db, runtime.settings, account_id, sid, options, db.now())
+        return CommandResult(schedule.as_dict())
+
+    _show(run_command("schedules update", work).data, "updated")
+
+
+def _set_active(command_name: str, schedule_id: str, account: str | None, active: bool) -> None:
+    from schedctl.schedules import parse_schedule_id, set_active
+
+    sid = parse_schedule_id(schedule_id)
+
+    def work(db: Database) -> CommandResult:
+        account_id = scope_to_account(db, account)
+        return CommandResult(set_active(db, account_id, sid, active, db.now()).as_dict())
+
+    _show(run_command(command_name, work).data, "resumed" if active else "paused")
+
+
+@command(schedules_app, "pause")
+def pause_command(schedule_id: ScheduleId, account: Account = None) -> None:
+    """Pause a schedule: no runs until it is resumed."""
+    _set_active("schedules pause", schedule_id, account, active=False)
+
+
+@command(schedules_app, "resume")
+def resume_command(schedule_id: ScheduleId, account: Account = None) -> None:
+    """Resume a paused schedule from its next slot (slots missed meanwhile do not run)."""
+    _set_active("schedules resume", schedule_id, account, active=True)
+
+
+@command(schedules_app, "delete")
+def delete_command(
+    schedule_id: ScheduleId,
+    account: Account = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Really delete it and its runs.")] = False,
+) -> None:
+    """Delete a schedule and its run history (needs --yes)."""
+    from schedctl.schedules import delete_schedule, parse_schedule_id
+
+    sid = parse_schedule_id(schedule_id)
+    if not yes:
+        raise UsageError(f"deleting schedule {sid} and its runs needs --yes; nothing deleted")
+
+    def work(db: Database) -> CommandResult:
+        runs = delete_schedule(db, scope_to_account(db, account), sid)
+        return CommandResult({"id": str(sid), "deleted": True, "runs_deleted": runs})
+
+    data = run_command("schedules delete", work).data
+    current().output.result(
+        data, f"deleted schedule {data['id']} and {data['runs_deleted']} run(s)"
+    )
+
+
+@command(schedules_app, "runs")
+def runs_command(
+    schedule_id: ScheduleId,
+    account: Account = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Show the N newest runs.")] = 50,
+) -> None:
+    """Show a schedule's run history, newest first."""
+    from schedctl.runs import run_history
+    from schedctl.schedules import parse_schedule_id
+
+    sid = parse_schedule_id(schedule_id)
+
+    def work(db: Database) -> CommandResult:
+        runs = run_history(db, scope_to_account(db, account), sid, limit)
+        items = [r.as_dict() for r in runs]
+        return CommandResult({"runs": items, "count": len(items)})
+
+    data = run_command("schedules runs", work).data
+    rows = [
+        (
+            r["id"],
+            r["slot"],
+            r["status"] + (" (manual)" if r["manual"] else ""),
+            r["attempt"],
+            r["started_at"],
+            r["finished_at"],
+            r["error"],
+        )
+        for r in data["runs"]
+    ]
+    current().output.table(
+        data, ["id", "slot", "status", "attempt", "started", "finished", "error"], rows
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Register this module's commands on the root app (none yet)."""
+    app.add_typer(schedules_app, name="schedules")

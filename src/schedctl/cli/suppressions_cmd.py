@@ -1,9 +1,142 @@
-"""`schedctl suppressions` commands (placeholder until built; see cli/pending.py)."""
+"""`schedctl suppressions list | add | remove`, `unsubscribe`, `unsubscribe-url`."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import sqlalchemy as sa
 import typer
+
+from schedctl import suppressions
+from schedctl.cli.messages_cmd import Account
+from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
+from schedctl.db.database import Database
+from schedctl.delivery.message import validate_email
+from schedctl.errors import ValidationError
+
+suppressions_app = typer.Typer(
+    help="Manage the suppression list (addresses never mailed again).", no_args_is_help=True
+)
+
+Email = Annotated[
+    str, typer.Argument(help="The e-mail address.", metavar="EMAIL", show_default=False)
+]
+
+
+@command(suppressions_app, "list")
+def list_command(account: Account = None) -> None:
+    """List the account's suppressed addresses."""
+
+    def work(db: Database) -> CommandResult:
+        account_id = scope_to_account(db, account)
+        rows = db.transaction(
+            lambda conn: suppressions.list_suppressions(conn, account_id), read_only=True
+        )
+        items = [
+            {"id": str(r.id), "email": r.email, "reason": r.reason, "created_at": r.created_at}
+            for r in rows
+        ]
+        return CommandResult({"suppressions": items, "count": len(items)})
+
+    data = run_command("suppressions list", work).data
+    current().output.table(
+        data,
+        ["email", "reason", "since"],
+        [(s["email"], s["reason"], s["created_at"]) for s in data["suppressions"]],
+        footer=f"{data['count']} suppressed address(es)",
+    )
+
+
+@command(suppressions_app, "add")
+def add_command(
+    email: Email,
+    reason: Annotated[
+        str, typer.Option("--reason", help=f"Why: {', '.join(suppressions.REASONS)}.")
+    ] = "manual",
+    account: Account = None,
+) -> None:
+    """Suppress an address (idempotent: adding it twice is not an error)."""
+    address = validate_email(email)
+    if reason not in suppressions.REASONS:
+        raise ValidationError(f"invalid reason {reason!r} ({', '.join(suppressions.REASONS)})")
+
+    def work(db: Database) -> CommandResult:
+        account_id = scope_to_account(db, account)
+        now = db.now()
+        added = db.transaction(
+            lambda conn: suppressions.add_suppression(conn, account_id, address, now, reason)
+        )
+        return CommandResult({"email": address, "added": added})
+
+    data = run_command("suppressions add", work).data
+    state = "suppressed" if data["added"] else "already suppressed"
+    current().output.result(data, f"{address}: {state}")
+
+
+@command(suppressions_app, "remove")
+def remove_command(email: Email, account: Account = None) -> None:
+    """Lift an address's suppression (idempotent)."""
+    address = validate_email(email)
+
+    def work(db: Database) -> CommandResult:
+        account_id = scope_to_account(db, account)
+        removed = db.transaction(
+            lambda conn: suppressions.remove_suppression(conn, account_id, address)
+        )
+        return CommandResult({"email": address, "removed": removed})
+
+    data = run_command("suppressions remove", work).data
+    state = "no longer suppressed" if data["removed"] else "was not suppressed"
+    current().output.result(data, f"{address}: {state}")
+
+
+def unsubscribe_command(
+    email: Email,
+    token: Annotated[
+        str,
+        typer.Option("--token", help="The token from the unsubscribe link.", show_default=False),
+    ],
+    account: Account = None,
+) -> None:
+    """Apply an unsubscribe token: verify it and suppress the address."""
+    address = validate_email(email)
+    settings = current().settings
+
+    def work(db: Database) -> CommandResult:
+        account_id = scope_to_account(db, account)
+        now = db.now()
+
+        def apply(conn: sa.Connection) -> bool | None:
+            return suppressions.apply_unsubscribe(
+                conn, settings, str(account_id), address, token, now
+            )
+
+        added = db.transaction(apply)
+        if added is None:
+            raise ValidationError("invalid unsubscribe token for this address and account")
+        return CommandResult({"email": address, "unsubscribed": True, "already": not added})
+
+    data = run_command("unsubscribe", work).data
+    state = "was already unsubscribed" if data["already"] else "unsubscribed"
+    current().output.result(data, f"{address}: {state}")
+
+
+def unsubscribe_url_command(email: Email, account: Account = None) -> None:
+    """Print the signed one-click unsubscribe URL for an address."""
+    address = validate_email(email)
+    settings = current().settings
+    suppressions.unsubscribe_link(settings, 1, address)  # configured? (exit 2 before any write)
+
+    def work(db: Database) -> CommandResult:
+        return CommandResult({"account_id": scope_to_account(db, account)})
+
+    # Made outside the command frame: the link (with its token) is not a count to record.
+    account_id = run_command("unsubscribe-url", work).data["account_id"]
+    url = suppressions.unsubscribe_link(settings, account_id, address)
+    current().output.result({"url": url}, url)
 
 
 def register(app: typer.Typer) -> None:
-    """Register this module's commands on the root app (none yet)."""
+    app.add_typer(suppressions_app, name="suppressions")
+    command(app, "unsubscribe")(unsubscribe_command)
+    command(app, "unsubscribe-url")(unsubscribe_url_command)

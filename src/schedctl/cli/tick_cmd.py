@@ -1,9 +1,48 @@
-"""`schedctl tick` commands (placeholder until built; see cli/pending.py)."""
+"""`schedctl tick`: materialise and execute due schedule runs, then deliver."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
+
+from schedctl.cli.runtime import CommandResult, command, current, run_command
+from schedctl.db.database import Database
+
+
+def tick_command(
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            min=1,
+            help="Materialise at most N due schedules and execute at most N runs"
+            " (default: all that are due).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Materialise due schedule runs, plan event messages, dispatch due messages."""
+    from schedctl.tick import run_tick, tick_failed
+
+    runtime = current()
+
+    def work(db: Database) -> CommandResult:
+        counts = run_tick(db, runtime.settings, db.now(), limit)
+        return CommandResult(counts, exit_code=1 if tick_failed(counts) else 0)
+
+    result = run_command("tick", work)
+    c = result.data
+    human = (
+        f"{c['due']} schedule(s) due: {c['runs_created']} run(s) created,"
+        f" {c['runs_skipped']} skipped; {c.get('runs_succeeded', 0)} run(s) succeeded,"
+        f" {c.get('runs_failed', 0)} failed; messages: {c['messages_sent']} sent,"
+        f" {c['messages_failed']} failed, {c['messages_deferred']} deferred"
+    )
+    runtime.output.result(c, human)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 def register(app: typer.Typer) -> None:
-    """Register this module's commands on the root app (none yet)."""
+    command(app, "tick")(tick_command)

@@ -45,10 +45,13 @@ def insert_ignore(
     rows: Sequence[dict[str, Any]],
     conflict_columns: Sequence[str],
     returning: Sequence[sa.Column[Any]] = (),
+    conflict_where: sa.ColumnElement[bool] | sa.TextClause | None = None,
 ) -> list[sa.Row[Any]]:
     """Insert rows, silently skipping those whose unique key exists already.
 
-    Returns the RETURNING rows of the rows actually inserted.
+    ``conflict_where`` names the predicate of a partial unique index (both dialects
+    only match such an index when its WHERE clause is repeated). Returns the
+    RETURNING rows of the rows actually inserted.
     """
     if not rows:
         return []
@@ -62,12 +65,68 @@ def insert_ignore(
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         insert = sqlite_insert(table)
-    statement = insert.on_conflict_do_nothing(index_elements=list(conflict_columns))
+    statement = insert.on_conflict_do_nothing(
+        index_elements=list(conflict_columns), index_where=conflict_where
+    )
     if returning:
         statement = statement.returning(*returning)
-        return [row for r in rows for row in conn.execute(statement, r).all()]
-    conn.execute(statement, list(rows))
-    return []
+    # With RETURNING, SQLAlchemy's "insertmanyvalues" sends the rows as multi-row
+    # INSERTs on both dialects and returns only the rows actually inserted.
+    result = conn.execute(statement, list(rows))
+    return list(result.all()) if returning else []
+
+
+def increment_below(
+    conn: sa.Connection, column: sa.Column[Any], key: dict[str, Any], limit: int
+) -> int | None:
+    """Add 1 to ``column`` in the row with primary key ``key`` (created at 1) unless
+    it has reached ``limit``; return the new value, or None when at the limit.
+
+    One statement (``INSERT … ON CONFLICT DO UPDATE … WHERE … RETURNING``, PostgreSQL
+    and SQLite ≥ 3.35), so concurrent callers can never push the value past the limit.
+    """
+    if limit <= 0:
+        return None
+    table = column.table
+    insert: Any
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        insert = pg_insert(table)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        insert = sqlite_insert(table)
+    statement = (
+        insert.values({**key, column.name: 1})
+        .on_conflict_do_update(
+            index_elements=list(key), set_={column.name: column + 1}, where=column < limit
+        )
+        .returning(column)
+    )
+    value = conn.execute(statement).scalar()
+    return None if value is None else int(value)
+
+
+def begin_read_only(conn: sa.Connection, timeout_s: float) -> None:
+    """Make this transaction read-only, with a statement timeout where there is one.
+
+    For queries schedctl runs on behalf of a user (report queries): they may read,
+    never write. SQLite has no per-transaction mode, so the connection is switched
+    to query_only (callers use a connection reserved for such queries).
+    """
+    name = conn.dialect.name
+    if name == "postgresql":
+        # One round trip (no parameters, so psycopg accepts two statements); both
+        # settings end with the transaction.
+        milliseconds = max(1, int(timeout_s * 1000))
+        conn.exec_driver_sql(
+            f"SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {milliseconds}"
+        )
+    elif name == "sqlite":
+        conn.exec_driver_sql("PRAGMA query_only = ON")
+    else:  # Oracle, a supported data source
+        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
 
 
 def lock_migrations(conn: sa.Connection) -> None:

@@ -92,6 +92,7 @@ schedule_runs = sa.Table(
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("lease_owner", sa.Text),
     sa.Column("lease_expires_at", UTCDateTime),
+    sa.Column("next_attempt_at", UTCDateTime),  # when a failed run may be retried
     sa.Column("started_at", UTCDateTime),
     sa.Column("finished_at", UTCDateTime),
     sa.Column("error", sa.Text),
@@ -106,6 +107,8 @@ schedule_runs = sa.Table(
         postgresql_where=sa.text("NOT manual"),
     ),
     sa.Index("schedule_runs_claim", "status", "lease_expires_at"),
+    # `schedules runs ID` reads one schedule's history, newest slot first.
+    sa.Index("schedule_runs_history", "schedule_id", "slot"),
 )
 
 # --- Outbox and delivery (SPEC §5 quota, §7) ----------------------------------------
@@ -201,6 +204,7 @@ events = sa.Table(
     sa.Column("load_in_time", UTCDateTime),
     sa.Column("contact", sa.Text),
     sa.Column("tz", sa.Text, nullable=False),
+    sa.Column("planned_at", UTCDateTime),  # NULL or < updated_at: tick (re)plans it
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )

@@ -1,0 +1,296 @@
+"""Dispatch throughput: messages/second from the outbox to a loopback SMTP server.
+
+Each figure is the median of several runs over a fresh outbox of N due messages,
+printed beside a raw smtplib loop sending the same prebuilt messages in the same
+process, so the results read as ratios rather than absolute rates on a noisy machine:
+
+- dispatch, connection reused: ``dispatch_due`` as ``tick`` runs it (claim in
+  batches, build, send over one SMTP connection, record each outcome + email_log);
+- dispatch, a connection per message: the same with the connection closed after
+  every send (what a backend without reuse would cost);
+- raw smtplib, one connection / a connection per message: the transport alone;
+- build_email + raw smtplib: the same plus building each message, i.e. everything
+  dispatch does except the database work (claim, lease, outcome, email_log).
+
+    .venv/bin/python bench/bench_dispatch.py [--messages 500] [--runs 3]
+        [--postgres postgresql://127.0.0.1:5432/postgres | --postgres none]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import smtplib
+import socket
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import sqlalchemy as sa
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from schedctl.config import Settings
+from schedctl.db.database import Database
+from schedctl.db.migrations import upgrade
+from schedctl.db.schema import messages
+from schedctl.delivery.backends import MailBackend, SendResult
+from schedctl.delivery.message import build_email, make_message_id
+from schedctl.dispatch import dispatch_due, mail_backend
+
+NOW = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
+DOMAIN = "example.com"
+
+
+class Sink:
+    """aiosmtpd handler that accepts and counts."""
+
+    def __init__(self) -> None:
+        self.accepted = 0
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.accepted += 1
+        return "250 OK"
+
+
+class ConnectionPerMessage:
+    """Wraps a backend so that every message opens (and closes) its own connection."""
+
+    def __init__(self, inner: MailBackend) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.inner.close()
+
+    def send(self, msg: EmailMessage) -> SendResult:
+        try:
+            return self.inner.send(msg)
+        finally:
+            self.inner.close()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def fill_outbox(url: str, count: int) -> None:
+    rows = []
+    for n in range(count):
+        key = f"bench:{n}"
+        rows.append(
+            {
+                "account_id": 1, "type": "REPORT", "priority": "normal",
+                "recipient": f"user{n}@example.org", "subject": f"Report {n}",
+                "body_text": f"Hello {n}\n" * 20, "body_html": f"<p>Hello {n}</p>" * 20,
+                "attachments": None, "subscription": False, "send_at": NOW,
+                "status": "scheduled", "attempts": 0, "idempotency_key": key,
+                "message_id": make_message_id(key, DOMAIN), "created_at": NOW, "updated_at": NOW,
+            }
+        )  # fmt: skip
+    with Database(url) as db:
+        db.transaction(lambda conn: conn.execute(messages.insert(), rows))
+
+
+def prebuilt(count: int) -> list[EmailMessage]:
+    return [
+        build_email(
+            sender="bench@example.com",
+            recipient=f"user{n}@example.org",
+            subject=f"Report {n}",
+            text=f"Hello {n}\n" * 20,
+            html=f"<p>Hello {n}</p>" * 20,
+            message_id=make_message_id(f"bench:{n}", DOMAIN),
+            date=NOW,
+        )
+        for n in range(count)
+    ]
+
+
+def raw_smtplib(port: int, batch: list[EmailMessage], reuse: bool) -> float:
+    start = time.perf_counter()
+    conn = smtplib.SMTP("127.0.0.1", port, local_hostname="bench.local", timeout=10)
+    try:
+        for msg in batch:
+            if not reuse:
+                conn.quit()
+                conn = smtplib.SMTP("127.0.0.1", port, local_hostname="bench.local", timeout=10)
+            conn.send_message(msg)
+    finally:
+        conn.quit()
+    return len(batch) / (time.perf_counter() - start)
+
+
+def build_then_send(port: int, count: int) -> float:
+    """Baseline C: build each message (as dispatch does) and send it, no database."""
+    start = time.perf_counter()
+    batch = prebuilt(count)
+    conn = smtplib.SMTP("127.0.0.1", port, local_hostname="bench.local", timeout=10)
+    try:
+        for msg in batch:
+            conn.send_message(msg)
+    finally:
+        conn.quit()
+    return count / (time.perf_counter() - start)
+
+
+def dispatch_rate(
+    new_database: Callable[[], tuple[str, Callable[[], None]]],
+    settings: Settings,
+    count: int,
+    reuse: bool,
+) -> float:
+    url, cleanup = new_database()
+    try:
+        fill_outbox(url, count)
+        backend = mail_backend(settings)
+        if not reuse:
+            backend = ConnectionPerMessage(backend)
+        with Database(url) as db:
+            start = time.perf_counter()
+            counts = dispatch_due(db, settings, NOW, limit=count, backend=backend)
+            elapsed = time.perf_counter() - start
+            left = db.scalar(
+                sa.select(sa.func.count()).select_from(messages).where(messages.c.status != "sent")
+            )
+        if counts["messages_sent"] != count or left:
+            raise RuntimeError(f"not every message was sent: {counts}")
+        return count / elapsed
+    finally:
+        cleanup()
+
+
+def sqlite_databases(tmp: Path) -> Callable[[], tuple[str, Callable[[], None]]]:
+    template = tmp / "template.db"
+    with Database(f"sqlite:///{template}") as db:
+        upgrade(db)
+    counter = iter(range(1_000_000))
+
+    def new() -> tuple[str, Callable[[], None]]:
+        path = tmp / f"run{next(counter)}.db"
+        shutil.copyfile(template, path)
+        return f"sqlite:///{path}", lambda: None
+
+    return new
+
+
+def postgres_databases(admin_url: str) -> Callable[[], tuple[str, Callable[[], None]]] | None:
+    try:
+        import psycopg
+
+        libpq = admin_url.replace("postgresql+psycopg://", "postgresql://")
+        template = f"schedctl_bench_dispatch_{os.getpid()}"
+        with psycopg.connect(libpq, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{template}"')  # type: ignore[arg-type]
+    except Exception as exc:
+        print(f"(PostgreSQL skipped: {type(exc).__name__}: {str(exc).strip()[:80]})")
+        return None
+    base = admin_url.rsplit("/", 1)[0]
+    with Database(f"{base}/{template}") as db:
+        upgrade(db)
+    counter = iter(range(1_000_000))
+
+    def new() -> tuple[str, Callable[[], None]]:
+        name = f"{template}_{next(counter)}"
+        with psycopg.connect(libpq, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')  # type: ignore[arg-type]
+
+        def drop() -> None:
+            with psycopg.connect(libpq, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+
+        return f"{base}/{name}", drop
+
+    def drop_template() -> None:
+        with psycopg.connect(libpq, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')  # type: ignore[arg-type]
+
+    new.drop_template = drop_template  # type: ignore[attr-defined]
+    return new
+
+
+def median(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=500)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--postgres", default="postgresql://127.0.0.1:5432/postgres",
+                        help="maintenance database URL, or 'none'")  # fmt: skip
+    args = parser.parse_args()
+    count, runs = args.messages, args.runs
+
+    sink = Sink()
+    port = _free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    settings = Settings(
+        mail_backend="smtp", smtp_host="127.0.0.1", smtp_port=port, smtp_tls="none",
+        smtp_timeout=10.0, mail_from="bench@example.com", daily_quota=0,
+    )  # fmt: skip
+    try:
+        batch = prebuilt(count)
+        raw_reuse = median([raw_smtplib(port, batch, reuse=True) for _ in range(runs)])
+        raw_fresh = median([raw_smtplib(port, batch, reuse=False) for _ in range(runs)])
+        build_and_send = median([build_then_send(port, count) for _ in range(runs)])
+        print(f"{count} messages to aiosmtpd on loopback, median of {runs} runs (messages/s)\n")
+        print(f"  raw smtplib, one connection            {raw_reuse:8.0f}   (baseline A)")
+        print(f"  raw smtplib, a connection per message  {raw_fresh:8.0f}   (baseline B)")
+        print(f"  build_email + raw smtplib, one conn.   {build_and_send:8.0f}   (baseline C)")
+        print(f"  reusing the connection saves, raw      x{raw_reuse / raw_fresh:.2f}\n")
+
+        with tempfile.TemporaryDirectory() as tmp:
+            stores: list[tuple[str, Any]] = [("SQLite", sqlite_databases(Path(tmp)))]
+            if args.postgres.lower() != "none":
+                pg = postgres_databases(args.postgres)
+                if pg is not None:
+                    stores.append(("PostgreSQL", pg))
+            try:
+                for label, new_database in stores:
+                    reuse = median(
+                        [dispatch_rate(new_database, settings, count, True) for _ in range(runs)]
+                    )
+                    fresh = median(
+                        [dispatch_rate(new_database, settings, count, False) for _ in range(runs)]
+                    )
+                    print(f"  dispatch_due on {label}")
+                    print(f"    connection reused                    {reuse:8.0f}   "
+                          f"{reuse / raw_reuse:.2f} x baseline A, "
+                          f"{reuse / build_and_send:.2f} x baseline C")  # fmt: skip
+                    print(f"    a connection per message             {fresh:8.0f}   "
+                          f"{fresh / raw_fresh:.2f} x baseline B")  # fmt: skip
+                    print(f"    reusing the connection saves         x{reuse / fresh:.2f}")
+            finally:
+                for _, new_database in stores:
+                    drop = getattr(new_database, "drop_template", None)
+                    if drop is not None:
+                        drop()
+    finally:
+        controller.stop()
+    print(f"\n(server accepted {sink.accepted} messages in all)")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+if __name__ == "__main__":
+    main()

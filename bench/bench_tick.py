@@ -1,0 +1,191 @@
+"""Claim throughput of `tick` on PostgreSQL, beside a raw-SQL baseline.
+
+N schedules are all due at once. Three figures, each the median of --repeat rounds
+on the same database (reset between rounds):
+
+- raw SQL: the materialise loop written directly with psycopg in this process --
+  the same claim (FOR UPDATE SKIP LOCKED, batches of 50), run insert (ON CONFLICT
+  DO NOTHING RETURNING, executemany) and schedule update (executemany) statements,
+  the next slot computed inline as slot + 1 day;
+- schedctl core: `runs.materialise_due` in this process (the same work, through
+  SQLAlchemy, the cadence rules and the catch-up policy);
+- schedctl tick: K concurrent `schedctl tick` processes, end to end: start-up,
+  materialise, then execute every run (a one-row `sql` report, one message each).
+
+The ratios are what to read; absolute numbers depend on the machine.
+
+    .venv/bin/python bench/bench_tick.py [--schedules 2000] [--processes 4] [--repeat 3]
+
+Creates its own database on $PGHOST:$PGPORT (default 127.0.0.1:5432), drops it after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+from schedctl import runs
+from schedctl.db.database import Database
+from schedctl.db.migrations import upgrade
+
+SCHEDCTL = str(Path(sys.executable).with_name("schedctl"))
+HOST = os.environ.get("PGHOST", "127.0.0.1")
+PORT = int(os.environ.get("PGPORT", "5432"))
+CREATED = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
+SLOT = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
+NOW = SLOT + timedelta(seconds=30)
+BATCH = runs.MATERIALISE_BATCH
+CONFIG = """
+[reports.queries.one]
+sql = "select 1 as one"
+
+[messages]
+enabled = false  # dispatch is another benchmark's business
+"""
+
+
+def admin() -> psycopg.Connection:
+    return psycopg.connect(host=HOST, port=PORT, dbname="postgres", autocommit=True)
+
+
+def seed(dsn: str, count: int) -> None:
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO schedules (account_id, name, kind, cadence, at_time, tz, recipients,"
+            " params, active, catchup, next_run_at, created_at, updated_at)"
+            " VALUES (1, %s, 'sql', 'daily', '09:00', 'UTC', '[\"ops@example.com\"]',"
+            " '{\"query\": \"one\"}', true, 'latest', %s, %s, %s)",
+            [(f"bench-{n:05d}", SLOT, CREATED, CREATED) for n in range(count)],
+        )
+
+
+def reset(dsn: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        conn.execute("TRUNCATE email_log, messages, schedule_runs")
+        conn.execute("UPDATE schedules SET next_run_at = %s, last_run_at = NULL", (SLOT,))
+
+
+def check(dsn: str, count: int, label: str) -> None:
+    with psycopg.connect(dsn) as conn:
+        made = conn.execute("SELECT count(DISTINCT schedule_id) FROM schedule_runs").fetchone()
+        due = conn.execute("SELECT count(*) FROM schedules WHERE next_run_at <= %s", (NOW,))
+        left = due.fetchone()
+    if made != (count,) or left != (0,):
+        raise SystemExit(f"{label}: expected {count} runs and none due, got {made} and {left}")
+
+
+def raw_claim_loop(dsn: str) -> None:
+    """The materialise loop with nothing but psycopg: claim, insert runs, advance."""
+    with psycopg.connect(dsn) as conn:
+        while True:
+            with conn.transaction(), conn.cursor() as cur:
+                due = cur.execute(
+                    "SELECT id, account_id, next_run_at FROM schedules"
+                    " WHERE active = true AND next_run_at <= %s ORDER BY next_run_at, id"
+                    " LIMIT %s FOR UPDATE SKIP LOCKED",
+                    (NOW, BATCH),
+                ).fetchall()
+                if due:
+                    cur.executemany(
+                        "INSERT INTO schedule_runs (account_id, schedule_id, slot, manual,"
+                        " status, attempt, created_at) VALUES (%s, %s, %s, false, 'queued', 0, %s)"
+                        " ON CONFLICT (schedule_id, slot) WHERE NOT manual DO NOTHING"
+                        " RETURNING status",
+                        [
+                            (account_id, schedule_id, slot, NOW)
+                            for schedule_id, account_id, slot in due
+                        ],
+                        returning=True,
+                    )
+                    cur.executemany(
+                        "UPDATE schedules SET next_run_at = %s, last_run_at = %s WHERE id = %s",
+                        [
+                            (slot + timedelta(days=1), slot, schedule_id)
+                            for schedule_id, _, slot in due
+                        ],
+                    )
+            if len(due) < BATCH:
+                return
+
+
+def core_claim_loop(url: str) -> None:
+    with Database(url, environ={}) as db:
+        runs.materialise_due(db, NOW)
+
+
+def cli_ticks(url: str, processes: int, config: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDCTL_")}
+    env.update(
+        SCHEDCTL_DATABASE_URL=url,
+        SCHEDCTL_CONFIG=config,
+        SCHEDCTL_NOW=NOW.isoformat(),
+        SCHEDCTL_MAIL_BACKEND="memory",
+    )
+    started = [
+        subprocess.Popen(
+            [SCHEDCTL, "--quiet", "tick"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(processes)
+    ]
+    for process in started:
+        _, err = process.communicate()
+        if process.returncode != 0:
+            raise SystemExit(f"schedctl tick failed: {err.decode(errors='replace')}")
+
+
+def measure(label: str, work: Callable[[], None], dsn: str, count: int, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        reset(dsn)
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+        check(dsn, count, label)
+    return count / statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--schedules", type=int, default=2000)
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    name = f"schedctl_bench_tick_{os.getpid()}"
+    dsn = f"host={HOST} port={PORT} dbname={name}"
+    url = f"postgresql+psycopg://{HOST}:{PORT}/{name}"
+    with admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    try:
+        with Database(url, environ={}) as db:
+            upgrade(db)
+        seed(dsn, args.schedules)
+        with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as config:
+            config.write(CONFIG)
+        n, k, r = args.schedules, args.processes, args.repeat
+        raw = measure("raw SQL", lambda: raw_claim_loop(dsn), dsn, n, r)
+        core = measure("core", lambda: core_claim_loop(url), dsn, n, r)
+        tick = measure("tick", lambda: cli_ticks(url, k, config.name), dsn, n, r)
+        Path(config.name).unlink()
+    finally:
+        with admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+    print(f"{n} due schedules on PostgreSQL, median of {r} rounds")
+    print(f"  raw SQL claim loop (psycopg, 1 process)       {raw:9.0f} schedules/s")
+    print(f"  schedctl materialise_due (1 process)          {core:9.0f} schedules/s"
+          f"   {core / raw:5.2f}x raw")  # fmt: skip
+    print(f"  schedctl tick, {k} processes, end to end        {tick:9.0f} schedules/s"
+          f"   {tick / raw:5.2f}x raw")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

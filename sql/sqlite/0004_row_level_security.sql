@@ -1,0 +1,4 @@
+-- Row-level security exists on PostgreSQL only (see sql/postgresql/0004). SQLite,
+-- the embedded single-user store, has no such feature; there every account-scoped
+-- command filters by account_id in its queries, as it does on PostgreSQL too.
+-- This file keeps the two dialects' migration numbers and names in step.

@@ -1,0 +1,706 @@
+"""Dispatch: send the outbox's due messages exactly once (SPEC §5, §7).
+
+Each round claims a batch in one short transaction (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL; SQLite's write lock serialises claimers), applies the rules that need
+no mail server, stamps a lease (owner ``host:pid:nonce``, expiry) on what is left
+and commits. The batch is then sent outside any transaction over one backend
+connection, and each outcome is recorded in its own transaction, guarded by the
+lease owner, together with its ``email_log`` row.
+
+Rules, in order: a global or per-type ``enabled = false`` holds due messages
+untouched; a missing recipient fails the message (MISSING_RECIPIENT); a suppressed
+address skips it (SUPPRESSED; never bypassed); the weekend rule postpones it to
+Monday (WEEKEND_POSTPONED); a normal message takes one unit of the daily quota or
+is deferred to the next UTC day (QUOTA_DEFERRED); critical mail skips the quota.
+
+Outcomes (see delivery/backends.py):
+
+- sent → ``sent``.
+- retry (4xx, timeout before the end of data) → ``retrying`` after
+  ``retry_base·2^(n-1)`` (capped at ``retry_max``); the ``max_attempts``-th failure
+  makes it ``failed`` (RETRIES_EXHAUSTED).
+- failed (5xx) → ``failed`` at once (PERMANENT_FAILURE).
+- deferred (the provider's own quota) → not an attempt: left for
+  ``provider_backoff`` (PROVIDER_DEFERRED) and the batch stops.
+- unknown (no reply after the data) → ``failed`` (UNKNOWN_DELIVERY), never resent
+  automatically: the server may have accepted it.
+- a connection failure before anything was offered: the claimed messages are
+  released untouched; on the call's first send it raises MailUnavailable (exit 75).
+
+A message whose lease expired (its dispatcher died) is claimable again. Only a
+process that dies after the server accepted the data but before the outcome was
+recorded (or a database outage in that same window) can cause a second send; the
+Message-ID is the same both times, so receivers that de-duplicate by it see one.
+A dispatcher renews its leases before they are half spent, so a slow batch is
+never taken over while it is still being sent.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from schedctl import quota
+from schedctl.config import Settings
+from schedctl.db import dialect
+from schedctl.db.database import Database
+from schedctl.db.schema import email_log, events, messages, schedule_runs, schedules
+from schedctl.delivery.backends import MailBackend, SendResult, make_backend
+from schedctl.delivery.message import build_email, validate_email
+from schedctl.delivery.policy import DeliveryPolicy, retry_delay, weekend_postponement
+from schedctl.delivery.tokens import unsubscribe_url
+from schedctl.errors import MailUnavailable, ValidationError
+from schedctl.outbox import Attachment, get_message
+from schedctl.suppressions import suppressed_among
+
+log = logging.getLogger("schedctl.dispatch")
+
+COUNT_KEYS = (
+    "messages_sent",
+    "messages_failed",
+    "messages_deferred",
+    "messages_retrying",
+    "messages_skipped",
+    "messages_postponed",
+    "messages_unknown",
+)
+
+Delivery = Literal[
+    "sent",
+    "retrying",
+    "failed",
+    "unknown",
+    "invalid",
+    "quota_deferred",
+    "provider_deferred",
+    "unavailable",
+]
+
+
+def policy_for(settings: Settings) -> DeliveryPolicy:
+    """The delivery policy from the config file's ``[messages]`` table."""
+    return DeliveryPolicy.from_table(settings.file_tables.get("messages"))
+
+
+def mail_backend(settings: Settings) -> MailBackend:
+    """The configured mail backend (not yet connected)."""
+    return make_backend(
+        settings.mail_backend,
+        smtp_host=settings.smtp_host,
+        smtp_port=settings.smtp_port,
+        smtp_user=settings.smtp_user,
+        smtp_password=settings.smtp_password,
+        smtp_tls=settings.smtp_tls,
+        smtp_timeout=settings.smtp_timeout,
+        mail_file_dir=settings.mail_file_dir,
+        mail_from=settings.mail_from,
+    )
+
+
+def check_delivery_settings(settings: Settings) -> None:
+    """Raise ConfigError (exit 2) for a bad mail, ``[messages]`` or ``[events]`` setting.
+
+    `tick` calls this first, so a configuration error stops it before it writes anything.
+    """
+    from schedctl.events import reminders_for
+
+    policy_for(settings)
+    reminders_for(settings)
+    mail_backend(settings).close()
+
+
+def lease_owner() -> str:
+    """This process's lease owner: host:pid plus a nonce (pids repeat across hosts)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def _recipient(row: Any) -> str | None:
+    try:
+        return validate_email(row.recipient) if row.recipient else None
+    except ValidationError:
+        return None
+
+
+@dataclass
+class _Batch:
+    rows: list[Any]  # claimed and leased, still to send
+    selected: int  # due rows the claim looked at, including those settled at once
+    claimed_at: float
+
+
+class Dispatcher:
+    """One process's delivery session: its lease owner, clock, backend and alerts."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        now: datetime,
+        *,
+        backend: MailBackend | None = None,
+        policy: DeliveryPolicy | None = None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.policy = policy or policy_for(settings)
+        self.backend = backend or mail_backend(settings)
+        self.owner = lease_owner()
+        self._start_now = now
+        self._start = time.monotonic()
+        self.alerts: list[quota.QuotaAlert] = []
+        self._alerted: set[tuple[str, int]] = set()
+        self._exhausted_day: str | None = None
+        self._warned_unsubscribe = False
+        self.offered = 0  # messages that reached the server (any outcome but connect)
+
+    def now(self) -> datetime:
+        """The injected start instant plus the time this process has run since."""
+        return self._start_now + timedelta(seconds=time.monotonic() - self._start)
+
+    # ---------------------------------------------------------------- claiming
+
+    def claim_due(self, size: int, counts: Counter[str]) -> _Batch:
+        """Claim up to ``size`` due messages; settle those the rules decide at once."""
+        disabled = self.policy.disabled_types
+
+        def work(conn: sa.Connection) -> tuple[list[Any], int, Counter[str]]:
+            now = self.now()
+            query = (
+                sa.select(messages)
+                .where(
+                    messages.c.status.in_(("scheduled", "retrying")),
+                    messages.c.send_at <= now,
+                    sa.or_(messages.c.next_attempt_at.is_(None), messages.c.next_attempt_at <= now),
+                    sa.or_(
+                        messages.c.lease_expires_at.is_(None), messages.c.lease_expires_at < now
+                    ),
+                )
+                .order_by(messages.c.send_at, messages.c.id)
+                .limit(size)
+            )
+            if disabled:
+                query = query.where(messages.c.type.not_in(disabled))
+            rows = list(conn.execute(dialect.claim(query, conn)))
+            settled: Counter[str] = Counter()
+            if not rows:
+                return [], 0, settled
+            sendable = self._settle(conn, rows, now, settled)
+            if sendable:
+                self.stamp_lease(conn, [r.id for r in sendable], now)
+            return sendable, len(rows), settled
+
+        # Counted only once committed: a retried transaction must not count twice.
+        rows, selected, settled = self.db.transaction(work)
+        counts.update(settled)
+        return _Batch(rows, selected, time.monotonic())
+
+    def stamp_lease(self, conn: sa.Connection, ids: list[int], now: datetime) -> None:
+        conn.execute(
+            messages.update()
+            .where(messages.c.id.in_(ids))
+            .values(lease_owner=self.owner, lease_expires_at=now + self.policy.lease)
+        )
+
+    def _settle(
+        self, conn: sa.Connection, rows: list[Any], now: datetime, counts: Counter[str]
+    ) -> list[Any]:
+        """Apply the rules that need no mail server; return the rows still to send."""
+        by_account: dict[int, set[str]] = {}
+        for row in rows:
+            address = _recipient(row)
+            if address:
+                by_account.setdefault(row.account_id, set()).add(address)
+        suppressed = {
+            (account, email)
+            for account, emails in by_account.items()
+            for email in suppressed_among(conn, account, emails)
+        }
+        postponing = [r for r in rows if self.policy.rule(r.type).weekend == "postpone"]
+        zones = self._zones(conn, [r.id for r in postponing]) if postponing else {}
+
+        sendable = []
+        for row in rows:
+            address = _recipient(row)
+            if address is None:
+                self.set_fields(conn, row.id, now, status="failed", reason_code="MISSING_RECIPIENT")
+                counts["messages_failed"] += 1
+                log.info("message %s has no valid recipient: failed", row.id)
+            elif (row.account_id, address) in suppressed:
+                self.set_fields(conn, row.id, now, status="skipped", reason_code="SUPPRESSED")
+                counts["messages_skipped"] += 1
+            elif row.id in zones and (
+                monday := weekend_postponement(row.next_attempt_at or row.send_at, zones[row.id])
+            ):
+                self.set_fields(
+                    conn,
+                    row.id,
+                    now,
+                    send_at=monday,
+                    next_attempt_at=None,
+                    reason_code="WEEKEND_POSTPONED",
+                )
+                counts["messages_postponed"] += 1
+            else:
+                sendable.append(row)
+        return sendable
+
+    def _zones(self, conn: sa.Connection, ids: list[int]) -> dict[int, ZoneInfo]:
+        """Each message's weekend zone: its event's, else its schedule's, else the policy's."""
+        source = messages.outerjoin(events, events.c.id == messages.c.event_id).outerjoin(
+            schedule_runs, schedule_runs.c.id == messages.c.schedule_run_id
+        )
+        source = source.outerjoin(schedules, schedules.c.id == schedule_runs.c.schedule_id)
+        query = (
+            sa.select(messages.c.id, events.c.tz.label("event_tz"), schedules.c.tz.label("sch_tz"))
+            .select_from(source)
+            .where(messages.c.id.in_(ids))
+        )
+        zones = {}
+        for row in conn.execute(query):
+            name = row.event_tz or row.sch_tz or self.policy.tz
+            try:
+                zones[row.id] = ZoneInfo(name)
+            except (KeyError, ValueError, OSError):  # a zone removed from tzdata since
+                zones[row.id] = self.policy.zone
+        return zones
+
+    def set_fields(
+        self, conn: sa.Connection, message_id: int, now: datetime, **values: Any
+    ) -> None:
+        """Settle a message in the claim transaction (dropping any expired lease)."""
+        conn.execute(
+            messages.update()
+            .where(messages.c.id == message_id)
+            .values(updated_at=now, lease_owner=None, lease_expires_at=None, **values)
+        )
+
+    def renew(self, batch: _Batch) -> list[Any]:
+        """Extend the leases of the batch's unsent rows; return those still ours."""
+        ids = [r.id for r in batch.rows]
+
+        def work(conn: sa.Connection) -> set[int]:
+            conn.execute(
+                messages.update()
+                .where(messages.c.id.in_(ids), messages.c.lease_owner == self.owner)
+                .values(lease_expires_at=self.now() + self.policy.lease)
+            )
+            owned = sa.select(messages.c.id).where(
+                messages.c.id.in_(ids), messages.c.lease_owner == self.owner
+            )
+            return {int(i) for (i,) in conn.execute(owned)}
+
+        owned = self.db.transaction(work)
+        batch.claimed_at = time.monotonic()
+        return [r for r in batch.rows if r.id in owned]
+
+    def release(self, rows: Sequence[Any], *, next_attempt_at: datetime | None = None) -> None:
+        """Give claimed, unsent messages back untouched (optionally not before a time)."""
+        ids = [r.id for r in rows]
+        if not ids:
+            return
+        values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+        if next_attempt_at is not None:
+            values["next_attempt_at"] = next_attempt_at
+
+        def work(conn: sa.Connection) -> None:
+            conn.execute(
+                messages.update()
+                .where(messages.c.id.in_(ids), messages.c.lease_owner == self.owner)
+                .values(**values)
+            )
+
+        self.db.transaction(work)
+
+    # ---------------------------------------------------------------- delivering
+
+    def build(self, row: Any, now: datetime) -> EmailMessage:
+        """The e-mail for an outbox row (Message-ID from the row, RFC 8058 headers)."""
+        link = None
+        if row.subscription:
+            base, secret = self.settings.unsubscribe_base_url, self.settings.unsubscribe_secret
+            if base and secret:
+                link = unsubscribe_url(base, str(row.account_id), row.recipient, secret)
+            elif not self._warned_unsubscribe:
+                self._warned_unsubscribe = True
+                log.warning(
+                    "subscription mail is sent without an unsubscribe link: set "
+                    "SCHEDCTL_UNSUBSCRIBE_BASE_URL and SCHEDCTL_UNSUBSCRIBE_SECRET"
+                )
+        attachments = [Attachment.from_json(a) for a in row.attachments or []]
+        return build_email(
+            sender=self.settings.mail_from,
+            recipient=row.recipient,
+            subject=row.subject,
+            text=row.body_text,
+            html=row.body_html,
+            message_id=row.message_id,
+            attachments=[(a.filename, a.content_type, a.content) for a in attachments],
+            unsubscribe_url=link,
+            date=now,
+        )
+
+    def deliver(self, row: Any) -> tuple[Delivery, str]:
+        """Send one claimed message and record the outcome: (delivery, detail)."""
+        now = self.now()
+        try:
+            msg = self.build(row, now)
+        except (ValidationError, ValueError, KeyError, TypeError) as exc:
+            detail = f"cannot build the message: {exc}"
+            self._record(
+                row,
+                now,
+                None,
+                status="failed",
+                reason_code="INVALID_MESSAGE",
+                last_error=detail[:1000],
+            )
+            return "invalid", detail
+
+        day = None
+        if row.priority != "critical" and self.settings.daily_quota > 0:
+            day = quota.quota_day(now)
+            if not self._take_quota(day, now):
+                self._record(
+                    row,
+                    now,
+                    None,
+                    send_at=quota.next_day_start(now),
+                    next_attempt_at=None,
+                    reason_code="QUOTA_DEFERRED",
+                )
+                return "quota_deferred", "daily quota exhausted"
+
+        result = self.backend.send(msg)
+        log.debug("message %s: %s %s", row.id, result.outcome, result.detail)
+        if result.outcome == "retry" and result.stage == "connect":
+            # Never offered to the server: not an attempt; the caller stops the batch.
+            self._record(row, now, result, give_back=day)
+            return "unavailable", result.detail
+        self.offered += 1
+        return self._settle_result(row, now, result, day), result.detail
+
+    def _take_quota(self, day: str, now: datetime) -> bool:
+        if self._exhausted_day == day:
+            return False
+        limit = self.settings.daily_quota
+
+        def work(conn: sa.Connection) -> tuple[int | None, list[quota.QuotaAlert]]:
+            count = quota.take(conn, day, limit)
+            reached = quota.thresholds_reached(limit if count is None else count, limit)
+            due = [t for t in reached if (day, t) not in self._alerted]
+            owned = (
+                quota.claim_alerts(
+                    conn, self.settings, self.policy.alert_to, day, due, count or limit, now
+                )
+                if due
+                else []
+            )
+            return count, owned
+
+        count, owned = self.db.transaction(work)
+        self._alerted.update((day, t) for t in quota.thresholds_reached(count or limit, limit))
+        self.alerts.extend(owned)
+        if count is None:
+            self._exhausted_day = day
+            return False
+        return True
+
+    def _settle_result(
+        self, row: Any, now: datetime, result: SendResult, day: str | None
+    ) -> Delivery:
+        attempts = row.attempts + 1
+        error = _error_text(result)
+        if result.outcome == "sent":
+            self._record(
+                row,
+                now,
+                result,
+                status="sent",
+                sent_at=now,
+                attempts=attempts,
+                reason_code=None,
+                last_error=None,
+                next_attempt_at=None,
+            )
+            log.info("message %s sent", row.id)
+            return "sent"
+        if result.outcome == "deferred":
+            self._record(
+                row,
+                now,
+                result,
+                give_back=day,
+                next_attempt_at=now + self.policy.provider_backoff,
+                reason_code="PROVIDER_DEFERRED",
+                last_error=error,
+            )
+            log.warning("message %s: the mail provider deferred us (%s)", row.id, result.code)
+            return "provider_deferred"
+        if result.outcome == "retry" and attempts < self.policy.max_attempts:
+            wait = retry_delay(attempts, self.policy.retry_base, self.policy.retry_max)
+            self._record(
+                row,
+                now,
+                result,
+                give_back=day,
+                status="retrying",
+                attempts=attempts,
+                next_attempt_at=now + wait,
+                reason_code="TEMPORARY_FAILURE",
+                last_error=error,
+            )
+            log.info("message %s: temporary failure (%s), retry in %s", row.id, result.code, wait)
+            return "retrying"
+        if result.outcome == "unknown":
+            reason = "UNKNOWN_DELIVERY"
+        elif result.outcome == "retry":
+            reason = "RETRIES_EXHAUSTED"
+        else:
+            reason = "PERMANENT_FAILURE"
+        self._record(
+            row,
+            now,
+            result,
+            give_back=None if reason == "UNKNOWN_DELIVERY" else day,
+            status="failed",
+            attempts=attempts,
+            next_attempt_at=None,
+            reason_code=reason,
+            last_error=error,
+        )
+        log.info("message %s failed: %s (%s)", row.id, reason, result.code)
+        return "unknown" if reason == "UNKNOWN_DELIVERY" else "failed"
+
+    def _record(
+        self,
+        row: Any,
+        now: datetime,
+        result: SendResult | None,
+        *,
+        give_back: str | None = None,
+        **values: Any,
+    ) -> None:
+        """Write one outcome, release the lease, log the attempt: one transaction."""
+
+        def work(conn: sa.Connection) -> int:
+            updated = conn.execute(
+                messages.update()
+                .where(messages.c.id == row.id, messages.c.lease_owner == self.owner)
+                .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
+            ).rowcount
+            if result is not None:
+                conn.execute(
+                    email_log.insert().values(
+                        account_id=row.account_id,
+                        message_id=row.id,
+                        provider=result.provider or self.backend.name,
+                        recipients=row.recipient or "",
+                        outcome=result.outcome,
+                        response_code=result.code,
+                        error=None if result.outcome == "sent" else _error_text(result),
+                        attempted_at=now,
+                    )
+                )
+            if give_back is not None:
+                quota.give_back(conn, give_back)
+            return int(updated or 0)
+
+        if not self.db.transaction(work):
+            log.warning(
+                "message %s: its lease was lost before the outcome was recorded"
+                " (another dispatcher may send it again)",
+                row.id,
+            )
+
+    def post_alerts(self) -> None:
+        alerts, self.alerts = self.alerts, []
+        quota.post_alerts(self.settings, alerts)
+
+
+def _error_text(result: SendResult) -> str:
+    text = result.detail
+    if result.refused:
+        refused = "; ".join(f"{rcpt}: {code} {msg}" for rcpt, (code, msg) in result.refused.items())
+        text = f"{text} (refused: {refused})"
+    return text[:1000]
+
+
+def dispatch_due(
+    db: Database,
+    settings: Settings,
+    now: datetime,
+    limit: int = 1000,
+    *,
+    backend: MailBackend | None = None,
+) -> dict[str, int]:
+    """Send up to ``limit`` due messages; return counts (``messages_sent``, ...).
+
+    Raises MailUnavailable (exit 75) when the mail server cannot be used at all; the
+    claimed messages are released untouched first.
+    """
+    counts: Counter[str] = Counter({key: 0 for key in COUNT_KEYS})
+    dispatcher = Dispatcher(db, settings, now, backend=backend)
+    policy = dispatcher.policy
+    if not policy.enabled:
+        log.info("dispatch is disabled ([messages] enabled = false)")
+        return dict(counts)
+    try:
+        with dispatcher.backend:
+            sent_or_tried = 0
+            while sent_or_tried < limit:
+                batch = dispatcher.claim_due(min(policy.batch_size, limit - sent_or_tried), counts)
+                if not batch.selected:
+                    break
+                sent_or_tried += len(batch.rows)
+                if _send_batch(dispatcher, batch, counts):
+                    break
+    finally:
+        dispatcher.post_alerts()
+    return dict(counts)
+
+
+def _send_batch(dispatcher: Dispatcher, batch: _Batch, counts: Counter[str]) -> bool:
+    """Send a claimed batch; True when dispatching should stop for this run."""
+    pending = list(batch.rows)
+    half_lease = dispatcher.policy.lease.total_seconds() / 2
+    try:
+        while pending:
+            if time.monotonic() - batch.claimed_at > half_lease:
+                batch.rows = pending
+                pending = dispatcher.renew(batch)
+                continue
+            row = pending.pop(0)
+            delivery, detail = dispatcher.deliver(row)
+            if delivery == "unavailable":
+                # Nothing reached the server: hand everything back untouched.
+                dispatcher.release([row, *pending])
+                counts["messages_deferred"] += 1 + len(pending)
+                pending = []
+                if dispatcher.offered == 0:
+                    raise MailUnavailable(f"mail server unavailable: {detail}")
+                return True
+            _count(counts, delivery)
+            if delivery == "provider_deferred":
+                backoff = dispatcher.now() + dispatcher.policy.provider_backoff
+                dispatcher.release(pending, next_attempt_at=backoff)
+                counts["messages_deferred"] += len(pending)
+                pending = []
+                return True
+    finally:
+        # An unexpected error (or interrupt) must not strand leases until they expire.
+        if pending:
+            try:
+                dispatcher.release(pending)
+            except Exception:  # the original error matters more
+                log.debug("could not release %d claimed messages", len(pending))
+    return False
+
+
+_COUNTED: dict[str, Iterable[str]] = {
+    "sent": ("messages_sent",),
+    "retrying": ("messages_retrying",),
+    "failed": ("messages_failed",),
+    "invalid": ("messages_failed",),
+    "unknown": ("messages_failed", "messages_unknown"),
+    "quota_deferred": ("messages_deferred",),
+    "provider_deferred": ("messages_deferred",),
+}
+
+
+def _count(counts: Counter[str], delivery: Delivery) -> None:
+    for key in _COUNTED.get(delivery, ()):
+        counts[key] += 1
+
+
+# --- send-now (SPEC §7) ------------------------------------------------------------
+
+SEND_NOW_REASONS = (
+    "SENT",
+    "MISSING_RECIPIENT",
+    "ALREADY_SENT",
+    "SUPPRESSED",
+    "SEND_FAILED",
+    "EXCEPTION",
+    "IN_PROGRESS",
+    "QUOTA_DEFERRED",
+)
+
+
+@dataclass(frozen=True)
+class SendNowResult:
+    ok: bool
+    reason_code: str
+    detail: str = ""
+    temporary: bool = False  # the mail server could not be reached: safe to retry
+
+
+def send_now(
+    db: Database,
+    settings: Settings,
+    message_id: int,
+    now: datetime,
+    *,
+    force: bool = False,
+    account_id: int | None = None,
+    backend: MailBackend | None = None,
+) -> SendNowResult:
+    """Send one message at once, whatever its send time, type settings or weekday.
+
+    Never bypasses the suppression list; a normal message still needs quota (else it
+    is deferred to the next day: QUOTA_DEFERRED). A sent message is resent only with
+    ``force``; one a dispatcher is sending right now is left alone (IN_PROGRESS).
+    With ``account_id``, a message of another account is NotFound.
+    """
+    dispatcher = Dispatcher(db, settings, now, backend=backend)
+
+    def claim(conn: sa.Connection) -> tuple[Any, str | None]:
+        row = get_message(conn, message_id, account_id=account_id, lock=True)
+        at = dispatcher.now()
+        if row.lease_owner and row.lease_expires_at is not None and row.lease_expires_at > at:
+            return None, "IN_PROGRESS"
+        if row.status == "sent" and not force:
+            return None, "ALREADY_SENT"
+        address = _recipient(row)
+        if address is None:
+            return None, "MISSING_RECIPIENT"
+        if suppressed_among(conn, row.account_id, [address]):
+            if row.status != "sent":
+                dispatcher.set_fields(conn, row.id, at, status="skipped", reason_code="SUPPRESSED")
+            return None, "SUPPRESSED"
+        dispatcher.stamp_lease(conn, [row.id], at)
+        return row, None
+
+    row, refusal = db.transaction(claim)
+    if refusal is not None:
+        return SendNowResult(False, refusal)
+    try:
+        with dispatcher.backend:
+            delivery, detail = dispatcher.deliver(row)
+    except Exception as exc:
+        log.debug("send-now of message %s failed", message_id, exc_info=True)
+        dispatcher.release([row])
+        return SendNowResult(False, "EXCEPTION", f"{type(exc).__name__}: {exc}")
+    finally:
+        dispatcher.post_alerts()
+    if delivery == "sent":
+        return SendNowResult(True, "SENT", detail)
+    if delivery == "unavailable":
+        dispatcher.release([row])
+        return SendNowResult(False, "SEND_FAILED", detail, temporary=True)
+    if delivery == "quota_deferred":
+        return SendNowResult(False, "QUOTA_DEFERRED", detail)
+    if delivery == "invalid":
+        return SendNowResult(False, "EXCEPTION", detail)
+    return SendNowResult(False, "SEND_FAILED", detail)

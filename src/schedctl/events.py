@@ -1,0 +1,298 @@
+"""Events and the messages planned for them (SPEC §7; seed: Scheduler Behaviour Fixes).
+
+An event (name, ``starts_at``, optional ``load_in_time``, contact, IANA zone) gets an
+INIT message when it is first planned and a reminder at each configured lead time
+before it starts::
+
+    [events]
+    reminders = ["1d", "2h"]   # the default; types REMINDER_1D, REMINDER_2H
+
+Planning is idempotent: each message's idempotency key is ``event:{id}:{type}`` and
+``(event_id, type)`` is unique, so any number of ticks plan each message once.
+``events.planned_at`` records the last planning; an event is planned again only
+after it changed, so an INIT an operator deleted is never recreated.
+
+- An event with a load-in time gets no INIT; a pending INIT is skipped with reason
+  HAS_LOAD_IN_TIME when a load-in time is added later.
+- Moving ``starts_at`` moves the pending reminders and refreshes the text (and the
+  recipient, should an application have changed the contact) of pending messages.
+  A reminder whose new time has already passed is skipped (PAST_DUE) and comes back
+  if the event moves later again; one whose time had passed when the event was
+  first planned is not created at all.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from schedctl.cadence import parse_duration, parse_timezone
+from schedctl.config import Settings
+from schedctl.db import dialect
+from schedctl.db.database import Database
+from schedctl.db.schema import events, messages
+from schedctl.delivery.message import validate_email
+from schedctl.delivery.templating import render_pair
+from schedctl.errors import ConfigError, NotFound, ValidationError
+from schedctl.outbox import PENDING, NewMessage, enqueue, mail_domain
+
+INIT = "INIT"
+HAS_LOAD_IN_TIME = "HAS_LOAD_IN_TIME"
+PAST_DUE = "PAST_DUE"
+DEFAULT_REMINDERS = ("1d", "2h")
+PLAN_BATCH = 100
+_LEAD = re.compile(r"([0-9]+)([smhd])")
+_UNITS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
+
+
+@dataclass(frozen=True)
+class Reminder:
+    type: str  # REMINDER_1D
+    lead: timedelta
+    label: str  # "1 day"
+
+
+def reminders_for(settings: Settings) -> tuple[Reminder, ...]:
+    """The reminders configured in ``[events] reminders`` (ConfigError when invalid)."""
+    table = settings.file_tables.get("events") or {}
+    if not isinstance(table, dict):
+        raise ConfigError("[events] must be a table")
+    unknown = sorted(set(table) - {"reminders"})
+    if unknown:
+        raise ConfigError(f"[events]: unknown setting {unknown[0]!r}")
+    raw = table.get("reminders", list(DEFAULT_REMINDERS))
+    if not isinstance(raw, list) or not all(isinstance(r, str) for r in raw):
+        raise ConfigError('[events] reminders must be a list of durations such as ["1d", "2h"]')
+    found: dict[str, Reminder] = {}
+    for text in raw:
+        try:
+            lead = parse_duration(text)
+        except ValidationError as exc:
+            raise ConfigError(f"[events] reminders: {exc.message}") from None
+        match = _LEAD.fullmatch(text.strip())
+        if match is None:  # parse_duration accepted it, so this cannot happen
+            raise ConfigError(f"[events] reminders: invalid duration {text!r}")
+        amount, unit = match.groups()
+        label = f"{int(amount)} {_UNITS[unit]}{'' if int(amount) == 1 else 's'}"
+        found.setdefault(text, Reminder(f"REMINDER_{int(amount)}{unit.upper()}", lead, label))
+    return tuple(found.values())
+
+
+def _local(instant: datetime | None, zone: ZoneInfo) -> str:
+    return instant.astimezone(zone).strftime("%a %Y-%m-%d %H:%M %Z") if instant else ""
+
+
+def _content(event: Any, kind: str, lead: str = "") -> tuple[str, str, str]:
+    """(subject, text, html) of one event message."""
+    zone = ZoneInfo(event.tz)
+    context = {
+        "kind": kind,
+        "name": event.name,
+        "starts_local": _local(event.starts_at, zone),
+        "load_in_local": _local(event.load_in_time, zone),
+        "tz": event.tz,
+        "lead": lead,
+    }
+    text, html = render_pair("event", **context)
+    if kind == "init":
+        subject = f"{event.name}: scheduled for {context['starts_local']}"
+    else:
+        subject = f"Reminder: {event.name} starts in {lead}"
+    return subject, text, html
+
+
+def plan_event(conn: sa.Connection, settings: Settings, event: Any, now: datetime) -> int:
+    """Create or adjust one event's messages; returns how many were created or changed."""
+    existing = {
+        row.type: row
+        for row in conn.execute(sa.select(messages).where(messages.c.event_id == event.id))
+    }
+    new: list[NewMessage] = []
+    changed = 0
+
+    def message(type_: str, send_at: datetime, content: tuple[str, str, str]) -> NewMessage:
+        subject, text, html = content
+        return NewMessage(
+            account_id=event.account_id,
+            type=type_,
+            recipient=event.contact,
+            subject=subject,
+            body_text=text,
+            body_html=html,
+            send_at=send_at,
+            idempotency_key=f"event:{event.id}:{type_}",
+            event_id=event.id,
+        )
+
+    def update(row: Any, **values: Any) -> None:
+        nonlocal changed
+        if any(getattr(row, key) != value for key, value in values.items()):
+            conn.execute(
+                messages.update().where(messages.c.id == row.id).values(updated_at=now, **values)
+            )
+            changed += 1
+
+    init = existing.get(INIT)
+    if event.load_in_time is not None:
+        if init is not None and init.status in PENDING:
+            update(init, status="skipped", reason_code=HAS_LOAD_IN_TIME)
+    elif init is None:
+        # Only on the first planning: an INIT deleted by an operator stays deleted.
+        if event.planned_at is None and event.starts_at > now:
+            new.append(message(INIT, now, _content(event, "init")))
+    elif init.status in PENDING:
+        subject, text, html = _content(event, "init")
+        update(init, subject=subject, body_text=text, body_html=html, recipient=event.contact)
+
+    for reminder in reminders_for(settings):
+        send_at = event.starts_at - reminder.lead
+        content = _content(event, "reminder", reminder.label)
+        row = existing.get(reminder.type)
+        if row is None:
+            if send_at >= now:
+                new.append(message(reminder.type, send_at, content))
+            continue
+        movable = row.status in PENDING or (row.status == "skipped" and row.reason_code == PAST_DUE)
+        if not movable:
+            continue
+        status, reason = row.status, row.reason_code
+        if send_at < now:
+            status, reason = "skipped", PAST_DUE
+        elif row.status == "skipped":
+            status, reason = "scheduled", None
+        subject, text, html = content
+        values: dict[str, Any] = {"subject": subject, "body_text": text, "body_html": html}
+        values["recipient"] = event.contact
+        values.update(status=status, reason_code=reason, send_at=send_at)
+        if row.send_at != send_at:
+            values["next_attempt_at"] = None
+        update(row, **values)
+
+    created = enqueue(conn, new, now=now, domain=mail_domain(settings.mail_from))
+    planned_at = max(now, event.updated_at)  # never "older than updated_at" again
+    conn.execute(events.update().where(events.c.id == event.id).values(planned_at=planned_at))
+    return len(created) + changed
+
+
+def plan_event_messages(db: Database, settings: Settings, now: datetime) -> int:
+    """Plan the messages of every new or changed event; returns messages created/changed."""
+    reminders_for(settings)  # a bad [events] table fails before anything is written
+    total = 0
+    while True:
+
+        def work(conn: sa.Connection) -> tuple[int, int]:
+            query = (
+                sa.select(events)
+                .where(
+                    sa.or_(events.c.planned_at.is_(None), events.c.planned_at < events.c.updated_at)
+                )
+                .order_by(events.c.id)
+                .limit(PLAN_BATCH)
+            )
+            rows = list(conn.execute(dialect.claim(query, conn)))
+            return sum(plan_event(conn, settings, row, now) for row in rows), len(rows)
+
+        planned, seen = db.transaction(work)
+        total += planned
+        if seen < PLAN_BATCH:
+            return total
+
+
+# --- operator commands -----------------------------------------------------------
+
+
+def _name(value: str) -> str:
+    name = " ".join(value.split())
+    if not name or len(name) > 200:
+        raise ValidationError("an event name must be 1-200 characters")
+    return name
+
+
+def add_event(
+    conn: sa.Connection,
+    settings: Settings,
+    *,
+    account_id: int,
+    name: str,
+    starts_at: datetime,
+    contact: str,
+    now: datetime,
+    tz: str = "UTC",
+    load_in_time: datetime | None = None,
+) -> tuple[int, int]:
+    """Create an event and plan its messages: (event id, messages planned)."""
+    parse_timezone(tz)
+    values = {
+        "account_id": account_id,
+        "name": _name(name),
+        "starts_at": starts_at,
+        "load_in_time": load_in_time,
+        "contact": validate_email(contact),
+        "tz": tz,
+        "created_at": now,
+        "updated_at": now,
+    }
+    reminders_for(settings)
+    event_id = conn.execute(events.insert().values(**values).returning(events.c.id)).scalar_one()
+    planned = plan_event(conn, settings, get_event(conn, account_id, int(event_id)), now)
+    return int(event_id), planned
+
+
+def get_event(conn: sa.Connection, account_id: int, event_id: int) -> sa.Row[Any]:
+    row = conn.execute(
+        sa.select(events).where(events.c.id == event_id, events.c.account_id == account_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"no event {event_id} in this account")
+    return row
+
+
+def update_event(
+    conn: sa.Connection,
+    settings: Settings,
+    *,
+    account_id: int,
+    event_id: int,
+    now: datetime,
+    starts_at: datetime | None = None,
+    load_in_time: datetime | None = None,
+) -> tuple[sa.Row[Any], int]:
+    """Change an event and re-plan its messages: (the event, messages changed)."""
+    if starts_at is None and load_in_time is None:
+        raise ValidationError("nothing to change: give --starts-at and/or --load-in-time")
+    reminders_for(settings)
+    get_event(conn, account_id, event_id)
+    values: dict[str, Any] = {"updated_at": now}
+    if starts_at is not None:
+        values["starts_at"] = starts_at
+    if load_in_time is not None:
+        values["load_in_time"] = load_in_time
+    conn.execute(events.update().where(events.c.id == event_id).values(**values))
+    changed = plan_event(conn, settings, get_event(conn, account_id, event_id), now)
+    return get_event(conn, account_id, event_id), changed
+
+
+def list_events(conn: sa.Connection, account_id: int) -> list[sa.Row[Any]]:
+    """An account's events, soonest first."""
+    query = (
+        sa.select(events)
+        .where(events.c.account_id == account_id)
+        .order_by(events.c.starts_at, events.c.id)
+    )
+    return list(conn.execute(query))
+
+
+def event_summary(row: Any) -> dict[str, Any]:
+    return {
+        "id": str(row.id),
+        "name": row.name,
+        "starts_at": row.starts_at,
+        "load_in_time": row.load_in_time,
+        "contact": row.contact,
+        "tz": row.tz,
+    }

@@ -1,0 +1,321 @@
+"""Report kinds: what a schedule run produces before it is mailed (SPEC §4).
+
+A kind is a callable ``(settings, schedule, slot) -> Report``. The built-in ``sql``
+kind runs a read-only query named in the config file; other kinds are plugins that
+register a callable under the entry-point group ``schedctl.report_kinds``::
+
+    [project.entry-points."schedctl.report_kinds"]
+    weather = "mypackage.reports:weather_report"
+
+A kind may carry a ``validate_params(settings, params)`` attribute; it is called when
+a schedule is created or updated and raises ValidationError for bad params.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Protocol
+
+import sqlalchemy as sa
+
+from schedctl.config import Settings
+from schedctl.db import dialect
+from schedctl.db.database import first_line
+from schedctl.db.types import UTCDateTime
+from schedctl.errors import ConfigError, SchedctlError, ValidationError
+from schedctl.outbox import Attachment
+
+if TYPE_CHECKING:
+    from schedctl.schedules import Schedule
+
+log = logging.getLogger("schedctl.reports")
+
+ENTRY_POINT_GROUP = "schedctl.report_kinds"
+SQL_KIND = "sql"
+
+# The CSV holds at most MAX_ROWS rows; the mail body shows the first HTML_ROWS.
+MAX_ROWS = 10_000
+HTML_ROWS = 200
+DEFAULT_QUERY_TIMEOUT = timedelta(seconds=60)
+# Values a report query may refer to as :name.
+QUERY_BINDS = ("slot", "schedule_id", "account_id")
+
+
+class ReportFailed(SchedctlError):
+    """The report could not be produced."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """A run's deliverable; each recipient gets it as one message."""
+
+    subject: str
+    text: str
+    html: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+
+
+class ReportKind(Protocol):
+    def __call__(self, settings: Settings, schedule: Schedule, slot: datetime) -> Report: ...
+
+
+# --- the registry -------------------------------------------------------------------
+
+
+@cache
+def _plugin_entry_points() -> dict[str, Any]:
+    found = {}
+    for entry in entry_points(group=ENTRY_POINT_GROUP):
+        if entry.name == SQL_KIND:
+            log.warning("ignoring plugin %s: the kind name 'sql' is built in", entry.value)
+            continue
+        found[entry.name] = entry
+    return found
+
+
+def kind_names() -> list[str]:
+    """Every report kind available: the built-in ``sql`` and the installed plugins."""
+    return sorted({SQL_KIND, *_plugin_entry_points()})
+
+
+def get_kind(name: str) -> ReportKind:
+    """The kind called ``name``; ValidationError if there is none or it cannot load."""
+    if name == SQL_KIND:
+        return sql_report
+    entry = _plugin_entry_points().get(name)
+    if entry is None:
+        raise ValidationError(
+            f"unknown report kind {name!r} (available: {', '.join(kind_names())})"
+        )
+    try:
+        kind = entry.load()
+    except Exception as exc:  # a broken plugin must not take the others down
+        raise ValidationError(
+            f"report kind {name!r} ({entry.value}) failed to load: {type(exc).__name__}: {exc}"
+        ) from None
+    if not callable(kind):
+        raise ValidationError(f"report kind {name!r} ({entry.value}) is not callable")
+    return kind  # type: ignore[no-any-return]
+
+
+def validate_params(settings: Settings, kind_name: str, params: Mapping[str, str]) -> None:
+    """Check that ``kind_name`` exists and accepts ``params`` (ValidationError if not)."""
+    kind = get_kind(kind_name)
+    validate = getattr(kind, "validate_params", None)
+    if validate is not None:
+        validate(settings, params)
+
+
+def produce_report(settings: Settings, schedule: Schedule, slot: datetime) -> Report:
+    """Run the schedule's report kind for ``slot``."""
+    report = get_kind(schedule.kind)(settings, schedule, slot)
+    if not isinstance(report, Report):
+        raise ReportFailed(
+            f"report kind {schedule.kind!r} returned {type(report).__name__}, not a Report"
+        )
+    return report
+
+
+# --- the built-in sql kind ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportQuery:
+    """One ``[reports.queries.NAME]`` table of the config file."""
+
+    name: str
+    sql: str
+    database_url: str | None = None
+    title: str | None = None
+    timeout: timedelta = DEFAULT_QUERY_TIMEOUT
+
+
+_QUERY_KEYS = {"sql", "database_url", "title", "timeout"}
+SQL_PARAMS = ("query", "subject")
+
+
+def report_queries(settings: Settings) -> dict[str, ReportQuery]:
+    """The report queries of the config file, checked (ConfigError if malformed)."""
+    from schedctl.cadence import parse_duration
+    from schedctl.db.engine import parse_url
+
+    where = settings.config_path or "config"
+    reports = settings.file_tables.get("reports") or {}
+    queries = reports.get("queries") if isinstance(reports, dict) else None
+    if not isinstance(reports, dict) or not isinstance(queries, dict | None):
+        raise ConfigError(f"{where}: [reports.queries] must be a table of tables")
+    found: dict[str, ReportQuery] = {}
+    for name, table in (queries or {}).items():
+        origin = f"{where}: [reports.queries.{name}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{origin} must be a table")
+        unknown = set(table) - _QUERY_KEYS
+        if unknown:
+            raise ConfigError(f"{origin}: unknown key(s) {', '.join(sorted(unknown))}")
+        sql = table.get("sql")
+        if not isinstance(sql, str) or not sql.strip():
+            raise ConfigError(f'{origin} needs sql = "SELECT ..."')
+        values = {k: table.get(k) for k in ("database_url", "title", "timeout")}
+        for key, value in values.items():
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"{origin}: {key} must be a string")
+        if values["database_url"]:
+            parse_url(values["database_url"])  # its own error masks the password
+        timeout = DEFAULT_QUERY_TIMEOUT
+        if values["timeout"]:
+            try:
+                timeout = parse_duration(values["timeout"])
+            except ValidationError as exc:
+                raise ConfigError(f"{origin}: timeout: {exc.message}") from None
+        unknown_binds = set(_bind_names(sql)) - set(QUERY_BINDS)
+        if unknown_binds:
+            raise ConfigError(
+                f"{origin}: sql uses unknown parameter(s)"
+                f" {', '.join(':' + b for b in sorted(unknown_binds))}"
+                f" (available: {', '.join(':' + b for b in QUERY_BINDS)})"
+            )
+        found[name] = ReportQuery(
+            name, sql, values["database_url"] or None, values["title"] or None, timeout
+        )
+    return found
+
+
+@cache
+def _bind_names(sql: str) -> tuple[str, ...]:
+    return tuple(sa.text(sql).compile().params)
+
+
+class SqlReport:
+    """The built-in ``sql`` kind: a configured read-only query, as a table and a CSV."""
+
+    def validate_params(self, settings: Settings, params: Mapping[str, str]) -> None:
+        unknown = set(params) - set(SQL_PARAMS)
+        if unknown:
+            raise ValidationError(
+                f"unknown --param {', '.join(sorted(unknown))} for kind sql"
+                f" (expected {' and '.join(SQL_PARAMS)})"
+            )
+        name = params.get("query")
+        if not name:
+            raise ValidationError("kind sql needs --param query=NAME, a [reports.queries.NAME]")
+        queries = report_queries(settings)
+        if name not in queries:
+            configured = ", ".join(sorted(queries)) or "none"
+            raise ValidationError(
+                f"no report query {name!r} in the config file's [reports.queries]"
+                f" (configured: {configured})"
+            )
+
+    def __call__(self, settings: Settings, schedule: Schedule, slot: datetime) -> Report:
+        self.validate_params(settings, schedule.params)
+        query = report_queries(settings)[schedule.params["query"]]
+        columns, rows = _run_query(settings, query, schedule, slot)
+        title = schedule.params.get("subject") or query.title or schedule.name
+        local = slot.astimezone(schedule.cadence.zone)
+        intro = f"Scheduled for {local:%Y-%m-%d %H:%M} {schedule.cadence.tz}."
+        if len(rows) > MAX_ROWS:
+            intro += (
+                f" The query returned more than {MAX_ROWS} rows; the first {MAX_ROWS} are here."
+            )
+            rows = rows[:MAX_ROWS]
+        attachment = Attachment(
+            filename=f"{_slug(query.name)}-{local:%Y-%m-%d}.csv",
+            content_type="text/csv",
+            content=_csv(columns, rows),
+        )
+        from schedctl.delivery.templating import render_pair
+
+        text, html = render_pair(
+            "report",
+            title=title,
+            intro=intro,
+            columns=columns,
+            rows=rows[:HTML_ROWS],
+            total_rows=len(rows),
+            attachment_name=attachment.filename,
+        )
+        return Report(f"{title} ({local:%Y-%m-%d})", text, html, (attachment,))
+
+
+sql_report = SqlReport()
+
+
+def _run_query(
+    settings: Settings, query: ReportQuery, schedule: Schedule, slot: datetime
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run a report query read-only; at most MAX_ROWS + 1 rows come back."""
+    url = query.database_url or settings.database_url
+    names = _bind_names(query.sql)
+    statement = sa.text(query.sql)
+    if "slot" in names:  # stored the way schedctl stores instants, on every dialect
+        statement = statement.bindparams(sa.bindparam("slot", type_=UTCDateTime))
+    values = {"slot": slot, "schedule_id": schedule.id, "account_id": schedule.account_id}
+    binds = {name: values[name] for name in names}
+    try:
+        engine = _engine(url)
+        with engine.connect().execution_options(schedctl_read_only=True) as conn, conn.begin():
+            dialect.begin_read_only(conn, query.timeout.total_seconds())
+            if query.database_url is None and conn.dialect.name == "postgresql":
+                # schedctl's own database: the query sees only its schedule's account.
+                dialect.set_account_scope(conn, schedule.account_id)
+            result = conn.execute(statement, binds)
+            if not result.returns_rows:
+                raise ReportFailed(f"report query {query.name!r} returns no rows to report")
+            columns = list(result.keys())
+            rows = [tuple(row) for row in result.fetchmany(MAX_ROWS + 1)]
+    except sa.exc.SQLAlchemyError as exc:
+        message = f"report query {query.name!r} failed: {first_line(exc)}"
+        raise ReportFailed(_hide_password(message, url)) from None
+    except SchedctlError as exc:
+        raise ReportFailed(_hide_password(exc.message, url)) from None
+    return columns, rows
+
+
+_engines: dict[str, sa.Engine] = {}
+
+
+def _engine(url: str) -> sa.Engine:
+    """One engine per report data source for the life of the command."""
+    from schedctl.db.engine import create_engine
+
+    if url not in _engines:
+        _engines[url] = create_engine(url, store=False)
+    return _engines[url]
+
+
+def close_engines() -> None:
+    """Close the report data sources' connections (called when a tick ends)."""
+    while _engines:
+        _engines.popitem()[1].dispose()
+
+
+def _hide_password(text: str, url: str) -> str:
+    from schedctl.db.engine import parse_url
+
+    try:
+        password = parse_url(url).password
+    except ConfigError:
+        return text
+    return text.replace(str(password), "***") if password else text
+
+
+def _csv(columns: list[str], rows: list[tuple[Any, ...]]) -> bytes:
+    from schedctl.delivery.templating import cell
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(columns)
+    writer.writerows([cell(v) for v in row] for row in rows)
+    return buffer.getvalue().encode("utf-8")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "report"

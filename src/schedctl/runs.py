@@ -1,0 +1,649 @@
+"""Schedule runs: materialise due slots, then claim and execute runs (SPEC §3, §4).
+
+Materialise. In short transactions, claim a batch of due schedules (``active AND
+next_run_at <= now``; FOR UPDATE SKIP LOCKED on PostgreSQL, SQLite's write lock
+elsewhere), decide each missed slot by the catch-up policy, insert the runs
+(a unique (schedule_id, slot) conflict means another tick did it), advance
+``next_run_at`` and commit. Any number of concurrent ticks create each run once.
+
+Execute. Claim a few runs (CLAIM_BATCH) with a lease (owner host:pid, RUN_LEASE),
+commit; produce each report with no transaction open; then, in one transaction,
+mark the run succeeded -- only if this process still holds its lease -- and enqueue
+one message per recipient. A process killed anywhere leaves either nothing or runs
+whose lease expires and which are claimed again; the lease guard and the messages'
+idempotency keys (run id + recipient) keep a retry from enqueueing twice. A claimed
+run whose lease is half gone before it starts is handed back instead.
+
+Policies:
+
+- Catch-up, per schedule, over the MAX_CATCHUP_SLOTS newest missed slots (older ones
+  are not looked at): ``latest`` runs the newest; ``all`` runs every one, oldest
+  first; ``none`` runs the newest only if it is at most NONE_GRACE old -- a tick run
+  late by cron is not downtime, and 15 minutes is the heartbeat's green window.
+  A slot not run is recorded as a ``skipped`` run with the reason, and so is any
+  slot older than the schedule's ``max_lateness``.
+- Retry: a run whose report fails is ``failed`` with its error; later ticks retry it
+  after RETRY_BACKOFF, doubled per attempt (5 min, then 10), until MAX_ATTEMPTS
+  attempts, after which it stays failed. A run whose process died (lease expired)
+  is claimed again the same way; one that dies on its last attempt is marked failed.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from schedctl import outbox, reports
+from schedctl.accounts import resolve_account
+from schedctl.cadence import next_slot, slots_between
+from schedctl.config import Settings
+from schedctl.db import dialect
+from schedctl.db.database import Database
+from schedctl.db.schema import schedule_runs, schedules
+from schedctl.errors import NotFound, SchedctlError
+from schedctl.schedules import Schedule
+
+log = logging.getLogger("schedctl.runs")
+
+RUN_LEASE = timedelta(minutes=10)
+MAX_ATTEMPTS = 3
+RETRY_BACKOFF = timedelta(minutes=5)
+NONE_GRACE = timedelta(minutes=15)
+MAX_CATCHUP_SLOTS = 100
+MATERIALISE_BATCH = 50
+CLAIM_BATCH = 5
+MAX_ERROR_LENGTH = 1000
+
+# Reason codes of run_schedule_now.
+ENQUEUED = "ENQUEUED"
+MISSING_RECIPIENT = "MISSING_RECIPIENT"
+REPORT_FAILED = "REPORT_FAILED"
+
+Clock = Callable[[], datetime]
+# The predicate of the partial unique index on (schedule_id, slot), written as in sql/.
+_NOT_MANUAL = sa.text("NOT manual")
+_ONE_MICROSECOND = timedelta(microseconds=1)
+
+
+def lease_owner() -> str:
+    """Who holds a lease: this host and process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# --- catch-up decisions (pure) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlotDecision:
+    slot: datetime
+    run: bool
+    reason: str | None = None  # why a slot is skipped
+
+
+def decide_slots(
+    missed: Sequence[datetime], policy: str, max_lateness: timedelta | None, now: datetime
+) -> list[SlotDecision]:
+    """Which of the missed slots (oldest first, all <= now) run, and why others don't."""
+    newest = missed[-1] if missed else None
+    decisions = []
+    for slot in missed:
+        late = now - slot
+        if max_lateness is not None and late > max_lateness:
+            decisions.append(SlotDecision(slot, False, "later than max-lateness"))
+        elif policy == "all":
+            decisions.append(SlotDecision(slot, True))
+        elif slot != newest:
+            decisions.append(SlotDecision(slot, False, f"missed; catch-up policy {policy}"))
+        elif policy == "none" and late > NONE_GRACE:
+            decisions.append(SlotDecision(slot, False, "missed; catch-up policy none"))
+        else:
+            decisions.append(SlotDecision(slot, True))
+    return decisions
+
+
+def plan_schedule(schedule: Schedule, now: datetime) -> tuple[list[SlotDecision], datetime]:
+    """The decisions for a due schedule's missed slots, and its next ``next_run_at``."""
+    assert schedule.next_run_at is not None
+    # next_run_at is itself a slot; slots_between excludes its lower bound.
+    missed = slots_between(
+        schedule.cadence, schedule.next_run_at - _ONE_MICROSECOND, now, limit=MAX_CATCHUP_SLOTS
+    )
+    decisions = decide_slots(missed, schedule.catchup, schedule.max_lateness, now)
+    return decisions, next_slot(schedule.cadence, now)
+
+
+# --- materialise ---------------------------------------------------------------------
+
+
+@dataclass
+class TickCounts:
+    """What run_schedules did; the keys of the tick's JSON."""
+
+    due: int = 0
+    runs_created: int = 0
+    runs_skipped: int = 0
+    runs_succeeded: int = 0
+    runs_failed: int = 0
+    messages_enqueued: int = 0
+    schedules_invalid: int = 0
+
+    def add(self, other: TickCounts) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def _due_schedules(now: datetime, size: int) -> sa.Select[Any]:
+    return (
+        sa.select(schedules)
+        .where(schedules.c.active == sa.true(), schedules.c.next_run_at <= now)
+        .order_by(schedules.c.next_run_at, schedules.c.id)
+        .limit(size)
+    )
+
+
+# One statement for the whole batch's schedule updates (executemany).
+_ADVANCE = (
+    schedules.update()
+    .where(schedules.c.id == sa.bindparam("schedule_id"))
+    .values(next_run_at=sa.bindparam("next_run_at"), last_run_at=sa.bindparam("last_run_at"))
+)
+
+
+def _materialise_batch(conn: sa.Connection, now: datetime, size: int) -> TickCounts:
+    counts = TickCounts()
+    new_runs: list[dict[str, Any]] = []
+    advances: list[dict[str, Any]] = []
+    for row in conn.execute(dialect.claim(_due_schedules(now, size), conn)).all():
+        counts.due += 1
+        try:
+            schedule = Schedule.from_row(row)
+            decisions, next_run_at = plan_schedule(schedule, now)
+        except SchedctlError as exc:
+            # Only possible for a row edited by hand (e.g. a zone tzdata dropped);
+            # pausing it keeps one bad row from failing every tick.
+            log.error("pausing schedule %s: it cannot be read: %s", row.id, exc.message)
+            conn.execute(
+                schedules.update()
+                .where(schedules.c.id == row.id)
+                .values(active=False, next_run_at=None, updated_at=now)
+            )
+            counts.schedules_invalid += 1
+            continue
+        new_runs.extend(
+            {
+                "account_id": schedule.account_id,
+                "schedule_id": schedule.id,
+                "slot": d.slot,
+                "manual": False,
+                "status": "queued" if d.run else "skipped",
+                "attempt": 0,
+                "error": d.reason,
+                "finished_at": None if d.run else now,
+                "created_at": now,
+            }
+            for d in decisions
+        )
+        ran = [d.slot for d in decisions if d.run]
+        last_run_at = max([*ran, *([row.last_run_at] if row.last_run_at else [])], default=None)
+        advances.append(
+            {"schedule_id": schedule.id, "next_run_at": next_run_at, "last_run_at": last_run_at}
+        )
+    # A unique (schedule_id, slot) conflict means another tick made that run: skip it.
+    inserted = dialect.insert_ignore(
+        conn,
+        schedule_runs,
+        new_runs,
+        ["schedule_id", "slot"],
+        returning=[schedule_runs.c.status],
+        conflict_where=_NOT_MANUAL,
+    )
+    counts.runs_created += sum(1 for r in inserted if r.status == "queued")
+    counts.runs_skipped += sum(1 for r in inserted if r.status == "skipped")
+    if advances:
+        conn.execute(_ADVANCE, advances)
+    return counts
+
+
+def materialise_due(db: Database, now: datetime, limit: int | None = None) -> TickCounts:
+    """Create the runs of every schedule due at ``now`` (at most ``limit`` schedules)."""
+    total = TickCounts()
+    while limit is None or total.due < limit:
+        size = MATERIALISE_BATCH if limit is None else min(MATERIALISE_BATCH, limit - total.due)
+        batch = db.transaction(functools.partial(_materialise_batch, now=now, size=size))
+        total.add(batch)
+        if batch.due < size:
+            break
+    return total
+
+
+# --- execute -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClaimedRun:
+    """A run this process holds the lease of, with its schedule as claimed."""
+
+    id: int
+    slot: datetime
+    attempt: int
+    manual: bool
+    schedule: Schedule
+    lease_expires_at: datetime
+
+
+def _claimable(now: datetime) -> sa.ColumnElement[bool]:
+    c = schedule_runs.c
+    return sa.or_(
+        c.status == "queued",
+        sa.and_(c.status == "running", c.lease_expires_at <= now),
+        sa.and_(c.status == "failed", c.next_attempt_at <= now),
+    )
+
+
+def claim_runs(
+    db: Database, now: datetime, owner: str, limit: int = 1
+) -> tuple[list[ClaimedRun], int]:
+    """Lease up to ``limit`` runnable runs to ``owner``; returns (claimed, given up).
+
+    Not claimed but marked failed, and counted as given up: a run whose lease
+    expired on its last attempt, and one whose schedule row cannot be read.
+    """
+    c = schedule_runs.c
+
+    def work(conn: sa.Connection) -> tuple[list[ClaimedRun], int]:
+        candidates = (
+            sa.select(c.id, c.attempt, c.status)
+            .where(_claimable(now))
+            .order_by(c.slot, c.id)
+            .limit(limit)
+        )
+        rows = conn.execute(dialect.claim(candidates, conn)).all()
+        dead = [r.id for r in rows if r.status == "running" and r.attempt >= MAX_ATTEMPTS]
+        if dead:
+            conn.execute(
+                schedule_runs.update()
+                .where(c.id.in_(dead))
+                .values(
+                    status="failed",
+                    error=f"the process running it stopped (lease expired) on attempt"
+                    f" {MAX_ATTEMPTS} of {MAX_ATTEMPTS}",
+                    finished_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    next_attempt_at=None,
+                )
+            )
+        ids = [r.id for r in rows if r.id not in dead]
+        if not ids:
+            return [], len(dead)
+        runs = conn.execute(
+            schedule_runs.update()
+            .where(c.id.in_(ids))
+            .values(
+                status="running",
+                attempt=c.attempt + 1,
+                lease_owner=owner,
+                lease_expires_at=now + RUN_LEASE,
+                next_attempt_at=None,
+                started_at=now,
+                finished_at=None,
+            )
+            .returning(c.id, c.slot, c.attempt, c.manual, c.schedule_id, c.lease_expires_at)
+        ).all()
+        owners = conn.execute(
+            sa.select(schedules).where(schedules.c.id.in_({r.schedule_id for r in runs}))
+        ).all()
+        by_id: dict[int, Schedule] = {}
+        for row in owners:
+            try:
+                by_id[row.id] = Schedule.from_row(row)
+            except SchedctlError as exc:  # edited by hand into nonsense: fail its runs
+                conn.execute(
+                    schedule_runs.update()
+                    .where(c.id.in_([r.id for r in runs if r.schedule_id == row.id]))
+                    .values(
+                        status="failed",
+                        error=f"the schedule cannot be read: {exc.message}",
+                        finished_at=now,
+                        lease_owner=None,
+                        lease_expires_at=None,
+                    )
+                )
+        claimed = [
+            ClaimedRun(
+                int(r.id),
+                r.slot,
+                int(r.attempt),
+                bool(r.manual),
+                by_id[r.schedule_id],
+                r.lease_expires_at,
+            )
+            for r in sorted(runs, key=lambda r: (r.slot, r.id))
+            if r.schedule_id in by_id
+        ]
+        return claimed, len(dead) + len(runs) - len(claimed)
+
+    return db.transaction(work)
+
+
+Outcome = Literal["succeeded", "failed", "lost"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    outcome: Outcome  # lost: the lease passed to another process; it finishes the run
+    messages: int = 0
+    error: str | None = None
+
+
+def execute_run(
+    db: Database, settings: Settings, run: ClaimedRun, owner: str, clock: Clock
+) -> RunResult:
+    """Produce a claimed run's report, then enqueue its messages and mark it done."""
+    try:
+        report = reports.produce_report(settings, run.schedule, run.slot)
+    except Exception as exc:  # a report kind's failure, whatever it is, fails the run
+        return _record_failure(db, settings, run, owner, clock(), exc)
+    now = clock()
+    items = [
+        outbox.NewMessage(
+            account_id=run.schedule.account_id,
+            type="REPORT",
+            recipient=recipient,
+            subject=report.subject,
+            body_text=report.text,
+            body_html=report.html,
+            attachments=report.attachments,
+            send_at=now,
+            idempotency_key=f"schedule-run:{run.id}:{recipient}",
+            subscription=True,
+            schedule_run_id=run.id,
+        )
+        for recipient in run.schedule.recipients
+    ]
+    domain = outbox.mail_domain(settings.mail_from)
+
+    def finish(conn: sa.Connection) -> int | None:
+        # The guard: if the lease expired and another process claimed the run, this
+        # process's result is dropped and the new owner's stands.
+        done = conn.execute(
+            schedule_runs.update()
+            .where(
+                schedule_runs.c.id == run.id,
+                schedule_runs.c.lease_owner == owner,
+                schedule_runs.c.status == "running",
+            )
+            .values(
+                status="succeeded",
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+                error=None,
+            )
+        ).rowcount
+        if done != 1:
+            return None
+        return len(outbox.enqueue(conn, items, now=now, domain=domain))
+
+    enqueued = db.transaction(finish)
+    if enqueued is None:
+        log.warning("run %s: lease lost to another process; its result was dropped", run.id)
+        return RunResult("lost")
+    return RunResult("succeeded", messages=enqueued)
+
+
+def _record_failure(
+    db: Database, settings: Settings, run: ClaimedRun, owner: str, now: datetime, exc: Exception
+) -> RunResult:
+    text = exc.message if isinstance(exc, SchedctlError) else f"{type(exc).__name__}: {exc}"
+    error = settings.redact(" ".join(text.split()))[:MAX_ERROR_LENGTH]
+    final = run.attempt >= MAX_ATTEMPTS
+    retry_at = None if final else now + RETRY_BACKOFF * 2 ** (run.attempt - 1)
+    db.transaction(
+        lambda conn: conn.execute(
+            schedule_runs.update()
+            .where(
+                schedule_runs.c.id == run.id,
+                schedule_runs.c.lease_owner == owner,
+                schedule_runs.c.status == "running",
+            )
+            .values(
+                status="failed",
+                error=error,
+                finished_at=now,
+                lease_owner=None,
+                lease_expires_at=None,
+                next_attempt_at=retry_at,
+            )
+        )
+    )
+    when = "no more retries" if retry_at is None else f"retry after {retry_at.isoformat()}"
+    log.warning(
+        "schedule %s run %s failed (attempt %d of %d, %s): %s",
+        run.schedule.id, run.id, run.attempt, MAX_ATTEMPTS, when, error,
+    )  # fmt: skip
+    return RunResult("failed", error=error)
+
+
+def release_runs(db: Database, claimed: Sequence[ClaimedRun], owner: str) -> None:
+    """Give back leased runs not started, as if never claimed, for any process to take."""
+    c = schedule_runs.c
+    db.transaction(
+        lambda conn: conn.execute(
+            schedule_runs.update()
+            .where(c.id.in_([r.id for r in claimed]), c.lease_owner == owner, c.status == "running")
+            .values(
+                status="queued",
+                attempt=c.attempt - 1,
+                lease_owner=None,
+                lease_expires_at=None,
+                started_at=None,
+            )
+        )
+    )
+
+
+def execute_due_runs(
+    db: Database, settings: Settings, clock: Clock, owner: str, limit: int | None = None
+) -> TickCounts:
+    """Claim runnable runs a few at a time and execute them, until none is left.
+
+    A batch shares one claim transaction; a run whose lease is half gone before it
+    starts (the reports before it were slow) is released rather than started late.
+    """
+    counts = TickCounts()
+    attempted = 0
+    while limit is None or attempted < limit:
+        size = CLAIM_BATCH if limit is None else min(CLAIM_BATCH, limit - attempted)
+        claimed, given_up = claim_runs(db, clock(), owner, size)
+        counts.runs_failed += given_up
+        if not claimed:
+            if given_up:
+                continue
+            break
+        for index, run in enumerate(claimed):
+            if clock() >= run.lease_expires_at - RUN_LEASE / 2:
+                release_runs(db, claimed[index:], owner)
+                break
+            attempted += 1
+            result = execute_run(db, settings, run, owner, clock)
+            if result.outcome == "succeeded":
+                counts.runs_succeeded += 1
+                counts.messages_enqueued += result.messages
+            elif result.outcome == "failed":
+                counts.runs_failed += 1
+    return counts
+
+
+def run_schedules(
+    db: Database,
+    settings: Settings,
+    now: datetime,
+    limit: int | None = None,
+    *,
+    owner: str | None = None,
+) -> dict[str, int]:
+    """The tick's schedule step: materialise due runs, then execute runnable ones.
+
+    ``limit`` bounds both the schedules materialised and the runs executed. Returns
+    counts: due, runs_created, runs_skipped, runs_succeeded, runs_failed,
+    messages_enqueued, schedules_invalid.
+    """
+    owner = owner or lease_owner()
+    started = time.monotonic()
+
+    def clock() -> datetime:
+        # ``now`` may be SCHEDCTL_NOW; leases and timestamps move on from it.
+        return now + timedelta(seconds=time.monotonic() - started)
+
+    counts = materialise_due(db, now, limit)
+    try:
+        counts.add(execute_due_runs(db, settings, clock, owner, limit))
+    finally:
+        reports.close_engines()
+    return counts.as_dict()
+
+
+# --- manual runs and history ---------------------------------------------------------
+
+
+def run_schedule_now(
+    db: Database,
+    settings: Settings,
+    schedule_id: int,
+    now: datetime,
+    account: str | None = None,
+) -> tuple[int, str]:
+    """Run one schedule now as a manual run, as `send-now --schedule ID` does.
+
+    Records a run with ``manual`` set and slot ``now`` (``next_run_at`` does not
+    move; a paused schedule runs too), produces its report and enqueues one REPORT
+    message per recipient, sent at ``now``, exactly as a tick would. ``account`` is
+    an account name or id (default: the ``default`` account); a schedule of another
+    account is NotFound. Returns ``(run_id, reason_code)``:
+
+    - ``ENQUEUED``: the report was made and its messages are in the outbox;
+    - ``MISSING_RECIPIENT``: the report was made but the schedule has no recipients;
+    - ``REPORT_FAILED``: the run is recorded failed with its error; later ticks
+      retry it like any failed run.
+    """
+    owner = lease_owner()
+    started = time.monotonic()
+
+    def clock() -> datetime:
+        return now + timedelta(seconds=time.monotonic() - started)
+
+    def start(conn: sa.Connection) -> ClaimedRun:
+        account_id = resolve_account(conn, account)
+        row = conn.execute(
+            sa.select(schedules).where(
+                schedules.c.id == schedule_id, schedules.c.account_id == account_id
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"no schedule {schedule_id} in this account")
+        schedule = Schedule.from_row(row)
+        # Created already leased to this process, so no tick can claim it meanwhile.
+        run_id = conn.execute(
+            schedule_runs.insert()
+            .values(
+                account_id=account_id,
+                schedule_id=schedule_id,
+                slot=now,
+                manual=True,
+                status="running",
+                attempt=1,
+                lease_owner=owner,
+                lease_expires_at=now + RUN_LEASE,
+                started_at=now,
+                created_at=now,
+            )
+            .returning(schedule_runs.c.id)
+        ).scalar_one()
+        last = max(now, schedule.last_run_at) if schedule.last_run_at else now
+        conn.execute(
+            schedules.update().where(schedules.c.id == schedule_id).values(last_run_at=last)
+        )
+        return ClaimedRun(int(run_id), now, 1, True, schedule, now + RUN_LEASE)
+
+    run = db.transaction(start)
+    try:
+        result = execute_run(db, settings, run, owner, clock)
+    finally:
+        reports.close_engines()
+    if result.outcome != "succeeded":
+        return run.id, REPORT_FAILED
+    return run.id, ENQUEUED if run.schedule.recipients else MISSING_RECIPIENT
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One row of a schedule's run history."""
+
+    id: int
+    slot: datetime
+    status: str
+    manual: bool
+    attempt: int
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "slot": self.slot,
+            "status": self.status,
+            "manual": self.manual,
+            "attempt": self.attempt,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "error": self.error,
+        }
+
+
+def run_history(db: Database, account_id: int, schedule_id: int, limit: int) -> list[RunRecord]:
+    """A schedule's runs, newest slot first (NotFound if not in this account)."""
+    c = schedule_runs.c
+
+    def work(conn: sa.Connection) -> list[RunRecord]:
+        exists = conn.execute(
+            sa.select(schedules.c.id).where(
+                schedules.c.id == schedule_id, schedules.c.account_id == account_id
+            )
+        ).first()
+        if exists is None:
+            raise NotFound(f"no schedule {schedule_id} in this account")
+        rows = conn.execute(
+            sa.select(schedule_runs)
+            .where(c.schedule_id == schedule_id, c.account_id == account_id)
+            .order_by(c.slot.desc(), c.id.desc())
+            .limit(limit)
+        ).all()
+        return [
+            RunRecord(
+                int(r.id),
+                r.slot,
+                r.status,
+                bool(r.manual),
+                int(r.attempt),
+                r.started_at,
+                r.finished_at,
+                r.error,
+            )
+            for r in rows
+        ]
+
+    return db.transaction(work, read_only=True)

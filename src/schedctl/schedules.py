@@ -1,0 +1,439 @@
+"""Schedules: create, list, show, update, pause, resume, delete (SPEC §3, §4, §11).
+
+Every value is validated before anything is written; a bad one raises
+ValidationError (exit 2). Each function works inside one account: it filters by
+``account_id`` itself (SQLite has no row-level security) and, on PostgreSQL, the
+caller's Database is also scoped to that account for the RLS policies.
+
+``next_run_at`` is the next slot to materialise; NULL while a schedule is paused.
+Resuming starts again from the next slot after now: slots passed while paused are
+not caught up. Editing recomputes it when the cadence changed; an edit that leaves
+the cadence alone keeps it, so a slot already due is not lost by renaming.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from schedctl import reports
+from schedctl.cadence import WEEKDAYS, Cadence, make_cadence, next_slot, parse_duration
+from schedctl.config import Settings
+from schedctl.db.database import Database
+from schedctl.db.schema import schedule_runs, schedules
+from schedctl.delivery.message import validate_email
+from schedctl.errors import ConflictError, NotFound, ValidationError
+
+CATCHUP_POLICIES = ("latest", "all", "none")
+DEFAULT_CATCHUP = "latest"
+MAX_NAME_LENGTH = 200
+_PARAM_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+_NO_LATENESS = {"none", "off"}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One row of ``schedules``, decoded."""
+
+    id: int
+    account_id: int
+    name: str
+    kind: str
+    cadence: Cadence
+    recipients: tuple[str, ...]
+    params: Mapping[str, str]
+    active: bool
+    catchup: str
+    max_lateness: timedelta | None
+    next_run_at: datetime | None
+    last_run_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> Schedule:
+        """Decode a row; ValidationError if it holds a cadence schedctl cannot use."""
+        cadence = make_cadence(
+            row.cadence,
+            tz=row.tz,
+            at=row.at_time,
+            weekday=None if row.weekday is None else WEEKDAYS[row.weekday],
+            day=row.day_of_month,
+            cron=row.cron,
+        )
+        return cls(
+            id=int(row.id),
+            account_id=int(row.account_id),
+            name=row.name,
+            kind=row.kind,
+            cadence=cadence,
+            recipients=tuple(row.recipients or ()),
+            params=dict(row.params or {}),
+            active=bool(row.active),
+            catchup=row.catchup,
+            max_lateness=(
+                None if row.max_lateness_s is None else timedelta(seconds=row.max_lateness_s)
+            ),
+            next_run_at=row.next_run_at,
+            last_run_at=row.last_run_at,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The keys of `schedules list` (SPEC §11)."""
+        return {
+            "id": str(self.id),
+            "name": self.name,
+            "kind": self.kind,
+            "cadence": self.cadence.kind,
+            "tz": self.cadence.tz,
+            "active": self.active,
+            "next_run_at": self.next_run_at,
+            "last_run_at": self.last_run_at,
+            "description": self.cadence.describe(),
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        """Everything `schedules show` prints."""
+        cadence = self.cadence
+        return {
+            **self.summary(),
+            "account_id": str(self.account_id),
+            "at": None if cadence.at is None else f"{cadence.at:%H:%M}",
+            "weekday": None if cadence.weekday is None else WEEKDAYS[cadence.weekday],
+            "day": None if cadence.day is None else str(cadence.day),
+            "cron": cadence.cron,
+            "recipients": list(self.recipients),
+            "params": dict(self.params),
+            "catchup": self.catchup,
+            "max_lateness": format_duration(self.max_lateness),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True)
+class ScheduleOptions:
+    """Raw option values from the command line; None means "not given"."""
+
+    name: str | None = None
+    kind: str | None = None
+    cadence: str | None = None
+    at: str | None = None
+    weekday: str | None = None
+    day: str | None = None
+    cron: str | None = None
+    tz: str | None = None
+    to: Sequence[str] | None = None
+    params: Sequence[str] | None = None
+    catchup: str | None = None
+    max_lateness: str | None = None
+    paused: bool = False
+
+
+# --- parsing and validation (pure) ---------------------------------------------------
+
+
+def parse_schedule_id(text: str) -> int:
+    value = text.strip()
+    if not value.isdigit() or len(value) > 18:
+        raise ValidationError(f"invalid schedule id {text!r} (expected a number)")
+    return int(value)
+
+
+def parse_params(items: Sequence[str]) -> dict[str, str]:
+    """Parse ``KEY=VALUE`` items; a key may appear once."""
+    params: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not _PARAM_KEY.fullmatch(key):
+            raise ValidationError(
+                f"invalid --param {item!r} (expected KEY=VALUE, KEY made of letters,"
+                " digits, '_', '.', '-')"
+            )
+        if key in params:
+            raise ValidationError(f"--param {key} given twice")
+        params[key] = value
+    return params
+
+
+def parse_recipients(items: Sequence[str]) -> tuple[str, ...]:
+    """Validate and normalise e-mail addresses; duplicates are dropped, order kept."""
+    return tuple(dict.fromkeys(validate_email(item) for item in items))
+
+
+def parse_catchup(text: str) -> str:
+    value = text.strip().lower()
+    if value not in CATCHUP_POLICIES:
+        raise ValidationError(f"invalid --catchup {text!r} (expected latest, all or none)")
+    return value
+
+
+def parse_max_lateness(text: str) -> timedelta | None:
+    """A duration such as ``6h``, or ``none`` for no limit."""
+    if text.strip().lower() in _NO_LATENESS:
+        return None
+    return parse_duration(text)
+
+
+def parse_name(text: str) -> str:
+    name = " ".join(text.split())
+    if not name or len(name) > MAX_NAME_LENGTH:
+        raise ValidationError(f"invalid schedule name {text!r} (1-{MAX_NAME_LENGTH} characters)")
+    return name
+
+
+def format_duration(value: timedelta | None) -> str | None:
+    """``timedelta`` back to the ``90s``/``15m``/``6h``/``2d`` form, largest exact unit."""
+    if value is None:
+        return None
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def merge_cadence(options: ScheduleOptions, existing: Cadence | None) -> Cadence:
+    """The cadence after applying ``options`` to ``existing`` (None when creating).
+
+    Fields the resulting cadence kind does not use are dropped, so switching a weekly
+    schedule to daily clears its weekday; a field given on the command line that
+    the kind does not use is an error.
+    """
+    kind = options.cadence or (existing.kind if existing else None)
+    if kind is None:
+        raise ValidationError("--cadence is required (daily, weekly, monthly or cron)")
+    kind = kind.strip().lower()
+    old: dict[str, str | None] = {"at": None, "weekday": None, "day": None, "cron": None}
+    if existing is not None and existing.kind == kind:
+        old = {
+            "at": None if existing.at is None else f"{existing.at:%H:%M}",
+            "weekday": None if existing.weekday is None else WEEKDAYS[existing.weekday],
+            "day": None if existing.day is None else str(existing.day),
+            "cron": existing.cron,
+        }
+    elif (
+        existing is not None and existing.at is not None and kind in {"daily", "weekly", "monthly"}
+    ):
+        # A time of day carries over between the kinds that have one.
+        old["at"] = f"{existing.at:%H:%M}"
+    given = {name: getattr(options, name) for name in ("at", "weekday", "day", "cron")}
+    values = {name: given[name] if given[name] is not None else old[name] for name in given}
+    tz = options.tz if options.tz is not None else (existing.tz if existing else "UTC")
+    return make_cadence(kind, tz=tz.strip(), **values)
+
+
+def resolve_values(
+    settings: Settings, options: ScheduleOptions, existing: Schedule | None
+) -> tuple[dict[str, Any], Cadence]:
+    """Validate ``options`` (over ``existing`` when updating): column values, cadence."""
+    if options.name is not None:
+        name = parse_name(options.name)
+    elif existing is not None:
+        name = existing.name
+    else:
+        raise ValidationError("--name is required")
+    if options.kind is not None:
+        kind = options.kind.strip()
+    elif existing is not None:
+        kind = existing.kind
+    else:
+        raise ValidationError(f"--kind is required ({', '.join(reports.kind_names())})")
+    cadence = merge_cadence(options, existing.cadence if existing else None)
+    if options.to is not None:
+        recipients = parse_recipients(options.to)
+    else:
+        recipients = existing.recipients if existing else ()
+    if options.params is not None:
+        params: Mapping[str, str] = parse_params(options.params)
+    else:
+        params = existing.params if existing else {}
+    reports.validate_params(settings, kind, params)
+    if options.catchup is not None:
+        catchup = parse_catchup(options.catchup)
+    else:
+        catchup = existing.catchup if existing else DEFAULT_CATCHUP
+    if options.max_lateness is not None:
+        max_lateness = parse_max_lateness(options.max_lateness)
+    else:
+        max_lateness = existing.max_lateness if existing else None
+    # --paused pauses; resuming is `schedules resume`, which also recomputes next_run_at.
+    active = not options.paused and (existing.active if existing else True)
+    return {
+        "name": name,
+        "kind": kind,
+        "cadence": cadence.kind,
+        "at_time": None if cadence.at is None else f"{cadence.at:%H:%M}",
+        "weekday": cadence.weekday,
+        "day_of_month": None if cadence.day is None else str(cadence.day),
+        "cron": cadence.cron,
+        "tz": cadence.tz,
+        "recipients": list(recipients),
+        "params": dict(params),
+        "catchup": catchup,
+        "max_lateness_s": None if max_lateness is None else int(max_lateness.total_seconds()),
+        "active": active,
+    }, cadence
+
+
+# --- storage -------------------------------------------------------------------------
+
+
+def _in_account(account_id: int, schedule_id: int) -> sa.ColumnElement[bool]:
+    return sa.and_(schedules.c.id == schedule_id, schedules.c.account_id == account_id)
+
+
+def _load(
+    conn: sa.Connection, account_id: int, schedule_id: int, *, lock: bool = False
+) -> Schedule:
+    query = sa.select(schedules).where(_in_account(account_id, schedule_id))
+    if lock and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        raise NotFound(f"no schedule {schedule_id} in this account")
+    return Schedule.from_row(row)
+
+
+def _check_name_free(conn: sa.Connection, account_id: int, name: str, own_id: int | None) -> None:
+    query = sa.select(schedules.c.id).where(
+        schedules.c.account_id == account_id, schedules.c.name == name
+    )
+    if own_id is not None:
+        query = query.where(schedules.c.id != own_id)
+    if conn.execute(query).first() is not None:
+        raise ValidationError(f"a schedule named {name!r} exists already in this account")
+
+
+def _write(db: Database, work: Any, name: str) -> Schedule:
+    try:
+        return db.transaction(work)  # type: ignore[no-any-return]
+    except ConflictError as exc:
+        if exc.constraint and "name" in exc.constraint:
+            raise ValidationError(
+                f"a schedule named {name!r} exists already in this account"
+            ) from None
+        raise
+
+
+def create_schedule(
+    db: Database, settings: Settings, account_id: int, options: ScheduleOptions, now: datetime
+) -> Schedule:
+    """Validate and insert a schedule; its first slot is the next one after ``now``."""
+    values, cadence = resolve_values(settings, options, None)
+
+    def work(conn: sa.Connection) -> Schedule:
+        _check_name_free(conn, account_id, values["name"], None)
+        statement = (
+            schedules.insert()
+            .values(
+                **values,
+                account_id=account_id,
+                next_run_at=next_slot(cadence, now) if values["active"] else None,
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(schedules)
+        )
+        return Schedule.from_row(conn.execute(statement).one())
+
+    return _write(db, work, values["name"])
+
+
+def list_schedules(db: Database, account_id: int) -> list[Schedule]:
+    """The account's schedules, by name."""
+    query = (
+        sa.select(schedules)
+        .where(schedules.c.account_id == account_id)
+        .order_by(schedules.c.name, schedules.c.id)
+    )
+    rows = db.transaction(lambda conn: conn.execute(query).all(), read_only=True)
+    return [Schedule.from_row(row) for row in rows]
+
+
+def get_schedule(db: Database, account_id: int, schedule_id: int) -> Schedule:
+    return db.transaction(lambda conn: _load(conn, account_id, schedule_id), read_only=True)
+
+
+def update_schedule(
+    db: Database,
+    settings: Settings,
+    account_id: int,
+    schedule_id: int,
+    options: ScheduleOptions,
+    now: datetime,
+) -> Schedule:
+    """Apply ``options`` to a schedule; recompute ``next_run_at`` if its cadence changed."""
+    attempted_name = options.name or ""
+
+    def work(conn: sa.Connection) -> Schedule:
+        existing = _load(conn, account_id, schedule_id, lock=True)
+        values, cadence = resolve_values(settings, options, existing)
+        _check_name_free(conn, account_id, values["name"], schedule_id)
+        if not values["active"]:
+            next_run_at = None
+        elif cadence == existing.cadence and existing.next_run_at is not None:
+            next_run_at = existing.next_run_at
+        else:
+            next_run_at = next_slot(cadence, now)
+        statement = (
+            schedules.update()
+            .where(_in_account(account_id, schedule_id))
+            .values(**values, next_run_at=next_run_at, updated_at=now)
+            .returning(schedules)
+        )
+        return Schedule.from_row(conn.execute(statement).one())
+
+    return _write(db, work, attempted_name)
+
+
+def set_active(
+    db: Database, account_id: int, schedule_id: int, active: bool, now: datetime
+) -> Schedule:
+    """Pause or resume. Resuming runs from the next slot after ``now``, no catch-up."""
+
+    def work(conn: sa.Connection) -> Schedule:
+        existing = _load(conn, account_id, schedule_id, lock=True)
+        if existing.active == active:
+            return existing
+        statement = (
+            schedules.update()
+            .where(_in_account(account_id, schedule_id))
+            .values(
+                active=active,
+                next_run_at=next_slot(existing.cadence, now) if active else None,
+                updated_at=now,
+            )
+            .returning(schedules)
+        )
+        return Schedule.from_row(conn.execute(statement).one())
+
+    return db.transaction(work)
+
+
+def delete_schedule(db: Database, account_id: int, schedule_id: int) -> int:
+    """Delete a schedule and its runs; returns how many runs were deleted.
+
+    Messages already in the outbox stay (their link to the run is cleared).
+    """
+
+    def work(conn: sa.Connection) -> int:
+        _load(conn, account_id, schedule_id, lock=True)
+        deleted_runs = conn.execute(
+            schedule_runs.delete().where(
+                schedule_runs.c.schedule_id == schedule_id,
+                schedule_runs.c.account_id == account_id,
+            )
+        ).rowcount
+        conn.execute(schedules.delete().where(_in_account(account_id, schedule_id)))
+        return int(deleted_runs)
+
+    return db.transaction(work)

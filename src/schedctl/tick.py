@@ -1,0 +1,53 @@
+"""`tick`: the every-minute job (SPEC §4, §7).
+
+One tick materialises due schedule runs and executes them (their messages go to the
+outbox), plans event messages, then dispatches due messages. Each step is safe to
+run concurrently on any number of hosts and to kill at any point.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from schedctl.config import Settings
+from schedctl.db.database import Database
+from schedctl.dispatch import check_delivery_settings, dispatch_due
+from schedctl.events import plan_event_messages
+from schedctl.runs import run_schedules
+
+
+def run_tick(
+    db: Database, settings: Settings, now: datetime, limit: int | None = None
+) -> dict[str, Any]:
+    """Run every tick step at ``now``; returns the tick's counts (SPEC §11 keys first).
+
+    ``limit`` bounds the schedules materialised and the runs executed.
+    """
+    counts: dict[str, Any] = {
+        "due": 0,
+        "runs_created": 0,
+        "runs_skipped": 0,
+        "messages_sent": 0,
+        "messages_failed": 0,
+        "messages_deferred": 0,
+    }
+    started = time.monotonic()
+    check_delivery_settings(settings)  # a configuration error stops the tick before any write
+    # 1. Schedules: materialise due runs, execute them (report -> outbox).
+    counts.update(run_schedules(db, settings, now, limit))
+
+    # 2. Events: plan event messages (INIT, reminders).
+    counts["messages_planned"] = plan_event_messages(db, settings, now)
+
+    # 3. Dispatch due messages, including the reports enqueued by step 1 (their send
+    #    time is the runs' clock, so dispatch looks at the time that has passed since).
+    dispatch_now = now + timedelta(seconds=time.monotonic() - started)
+    counts.update(dispatch_due(db, settings, dispatch_now))
+    return counts
+
+
+def tick_failed(counts: dict[str, Any]) -> bool:
+    """Whether some items failed in this tick (exit 1: recorded, retried per policy)."""
+    return bool(counts.get("runs_failed") or counts.get("messages_failed"))

@@ -1,0 +1,114 @@
+"""Shared helpers for the delivery tests: outbox rows, and schedctl run in-process."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from schedctl.db.database import Database
+from schedctl.db.schema import email_log, messages
+from schedctl.outbox import NewMessage, enqueue
+
+T0 = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)  # a Wednesday
+DOMAIN = "example.com"
+
+
+def message(n: int, **overrides: Any) -> NewMessage:
+    values: dict[str, Any] = {
+        "account_id": 1,
+        "type": "REPORT",
+        "recipient": f"user{n}@example.org",
+        "subject": f"Report {n}",
+        "body_text": f"Hello {n}",
+        "body_html": f"<p>Hello {n}</p>",
+        "send_at": T0,
+        "idempotency_key": f"test:{n}",
+    }
+    values.update(overrides)
+    return NewMessage(**values)
+
+
+def enqueue_all(db_url: str, items: Iterable[NewMessage], now: datetime = T0) -> list[int]:
+    batch = list(items)
+    with Database(db_url) as db:
+        return db.transaction(lambda conn: enqueue(conn, batch, now=now, domain=DOMAIN))
+
+
+def bulk_insert(db_url: str, count: int, **overrides: Any) -> None:
+    """Insert many due messages with one executemany (enqueue inserts row by row)."""
+    from schedctl.delivery.message import make_message_id
+
+    rows = []
+    for n in range(count):
+        key = f"bulk:{n}"
+        rows.append(
+            {
+                "account_id": 1, "type": "REPORT", "priority": "normal",
+                "recipient": f"user{n}@example.org", "subject": f"Bulk {n}",
+                "body_text": f"Hello {n}", "body_html": None, "attachments": None,
+                "subscription": False, "send_at": T0, "status": "scheduled",
+                "attempts": 0, "idempotency_key": key,
+                "message_id": make_message_id(key, DOMAIN),
+                "created_at": T0, "updated_at": T0, **overrides,
+            }
+        )  # fmt: skip
+    with Database(db_url) as db:
+        db.transaction(lambda conn: conn.execute(messages.insert(), rows))
+
+
+def all_messages(db_url: str) -> list[Any]:
+    with Database(db_url) as db:
+        return db.transaction(
+            lambda conn: list(conn.execute(sa.select(messages).order_by(messages.c.id))),
+            read_only=True,
+        )
+
+
+def one(db_url: str, message_id: int) -> Any:
+    return next(m for m in all_messages(db_url) if m.id == message_id)
+
+
+def log_rows(db_url: str) -> list[Any]:
+    with Database(db_url) as db:
+        return db.transaction(
+            lambda conn: list(conn.execute(sa.select(email_log).order_by(email_log.c.id))),
+            read_only=True,
+        )
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+class InProcessCli:
+    """Runs `schedctl` in this process (fast), with its own environment."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+        self.monkeypatch = monkeypatch
+        self.capsys = capsys
+
+    def __call__(self, *args: str, db_url: str, env: dict[str, str] | None = None) -> Result:
+        from schedctl.cli import run
+
+        with self.monkeypatch.context() as patch:
+            patch.setenv("SCHEDCTL_DATABASE_URL", db_url)
+            patch.setenv("NO_COLOR", "1")
+            for key, value in (env or {}).items():
+                patch.setenv(key, value)
+            self.capsys.readouterr()
+            code = run(list(args))
+            out, err = self.capsys.readouterr()
+        return Result(code, out, err)

@@ -1,0 +1,313 @@
+"""dispatch_due against a real database and a real SMTP server on loopback."""
+
+from __future__ import annotations
+
+import email
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from delivery_helpers import T0, all_messages, enqueue_all, log_rows, message, one
+from schedctl.config import Settings
+from schedctl.db.database import Database
+from schedctl.db.schema import events, messages
+from schedctl.delivery.message import POLICY
+from schedctl.delivery.tokens import verify_token
+from schedctl.dispatch import dispatch_due
+from schedctl.errors import MailUnavailable
+from schedctl.outbox import Attachment
+from schedctl.suppressions import add_suppression
+from smtp_server import SmtpServer
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    with SmtpServer() as server:
+        yield server
+
+
+def settings_for(server: SmtpServer, messages_table: dict[str, Any] | None = None, **kw: Any):
+    tables = {"messages": messages_table} if messages_table is not None else {}
+    return Settings(file_tables=tables, **server.settings(**kw))
+
+
+def dispatch(db_url: str, settings: Settings, at=T0, limit: int = 1000) -> dict[str, int]:
+    with Database(db_url) as db:
+        return dispatch_due(db, settings, at, limit)
+
+
+def test_sends_each_due_message_once_and_logs_it(db_url: str, smtp: SmtpServer) -> None:
+    ids = enqueue_all(db_url, [message(1), message(2), message(3, send_at=T0 + timedelta(hours=1))])
+    settings = settings_for(smtp)
+
+    counts = dispatch(db_url, settings)
+    again = dispatch(db_url, settings)
+
+    assert counts["messages_sent"] == 2
+    assert again["messages_sent"] == 0
+    rows = {m.id: m for m in all_messages(db_url)}
+    assert sorted(smtp.message_ids) == sorted(rows[i].message_id for i in ids[:2])
+    assert [rows[i].status for i in ids] == ["sent", "sent", "scheduled"]
+    assert rows[ids[0]].attempts == 1
+    assert rows[ids[0]].sent_at is not None
+    assert rows[ids[0]].lease_owner is None
+    assert [(r.outcome, r.response_code) for r in log_rows(db_url)] == [("sent", 250)] * 2
+
+
+def test_a_451_is_retried_with_backoff_then_delivered_once(db_url: str) -> None:
+    with SmtpServer(data_replies=["451 4.3.0 Try again later"]) as smtp:
+        [mid] = enqueue_all(db_url, [message(1)])
+        settings = settings_for(smtp)
+
+        first = dispatch(db_url, settings)
+        retrying = one(db_url, mid)
+        too_early = dispatch(db_url, settings, T0 + timedelta(seconds=30))
+        later = dispatch(db_url, settings, T0 + timedelta(minutes=2))
+
+    assert first["messages_retrying"] == 1
+    assert first["messages_sent"] == 0
+    assert (retrying.status, retrying.attempts, retrying.reason_code) == (
+        "retrying", 1, "TEMPORARY_FAILURE"
+    )  # fmt: skip
+    assert retrying.next_attempt_at - T0 >= timedelta(minutes=1)
+    assert too_early["messages_sent"] == 0
+    assert later["messages_sent"] == 1
+    assert smtp.data_commands == 2
+    assert len(smtp.message_ids) == 1
+    assert (one(db_url, mid).status, one(db_url, mid).attempts) == ("sent", 2)
+    assert [r.outcome for r in log_rows(db_url)] == ["retry", "sent"]
+
+
+def test_a_550_fails_at_once_and_is_never_retried(db_url: str) -> None:
+    with SmtpServer(data_replies=["550 5.7.1 Rejected by policy"]) as smtp:
+        [mid] = enqueue_all(db_url, [message(1)])
+        settings = settings_for(smtp)
+        counts = dispatch(db_url, settings)
+        dispatch(db_url, settings, T0 + timedelta(days=2))
+
+    row = one(db_url, mid)
+    assert counts["messages_failed"] == 1
+    assert (row.status, row.reason_code, row.attempts) == ("failed", "PERMANENT_FAILURE", 1)
+    assert "550" in row.last_error
+    assert smtp.data_commands == 1
+    assert smtp.message_ids == []
+
+
+def test_retries_stop_after_max_attempts(db_url: str) -> None:
+    with SmtpServer(data_replies=["421 4.7.0 Busy"] * 5) as smtp:
+        [mid] = enqueue_all(db_url, [message(1)])
+        settings = settings_for(smtp, {"max_attempts": 2, "retry_base": "1m"})
+        dispatch(db_url, settings)
+        dispatch(db_url, settings, T0 + timedelta(minutes=5))
+        dispatch(db_url, settings, T0 + timedelta(hours=5))
+
+    row = one(db_url, mid)
+    assert (row.status, row.reason_code, row.attempts) == ("failed", "RETRIES_EXHAUSTED", 2)
+    assert smtp.data_commands == 2
+
+
+def test_no_reply_after_the_data_is_unknown_and_never_resent(db_url: str) -> None:
+    with SmtpServer(hold_data=1) as smtp:
+        [mid] = enqueue_all(db_url, [message(1)])
+        settings = settings_for(smtp, smtp_timeout=0.3)
+        counts = dispatch(db_url, settings)
+        smtp.release()
+        dispatch(db_url, settings, T0 + timedelta(days=1))
+
+    row = one(db_url, mid)
+    assert counts["messages_unknown"] == 1
+    assert counts["messages_failed"] == 1
+    assert (row.status, row.reason_code, row.attempts) == ("failed", "UNKNOWN_DELIVERY", 1)
+    assert smtp.data_commands == 1
+    assert [r.outcome for r in log_rows(db_url)] == ["unknown"]
+
+
+def test_a_provider_quota_reply_defers_without_an_attempt_and_stops(db_url: str) -> None:
+    quota_reply = "550 5.4.5 Daily sending quota exceeded"
+    with SmtpServer(data_replies=[quota_reply]) as smtp:
+        ids = enqueue_all(db_url, [message(n) for n in range(3)])
+        counts = dispatch(db_url, settings_for(smtp))
+
+    rows = [one(db_url, i) for i in ids]
+    assert counts["messages_deferred"] == 3
+    assert counts["messages_sent"] == 0
+    assert smtp.data_commands == 1
+    assert [(r.status, r.attempts) for r in rows] == [("scheduled", 0)] * 3
+    assert rows[0].reason_code == "PROVIDER_DEFERRED"
+    # Dispatch's clock is the injected instant plus the time it has run since.
+    backoff = [r.next_attempt_at - T0 for r in rows]
+    assert all(timedelta(minutes=15) <= b < timedelta(minutes=16) for b in backoff)
+    assert all(r.lease_owner is None for r in rows)
+
+
+def test_an_unreachable_server_releases_the_batch_and_raises(db_url: str, closed_port: int) -> None:
+    ids = enqueue_all(db_url, [message(1), message(2)])
+    settings = Settings(mail_backend="smtp", smtp_host="127.0.0.1", smtp_port=closed_port)
+
+    with pytest.raises(MailUnavailable, match="mail server unavailable"):
+        dispatch(db_url, settings)
+
+    rows = [one(db_url, i) for i in ids]
+    assert [(r.status, r.attempts, r.lease_owner) for r in rows] == [("scheduled", 0, None)] * 2
+
+
+def test_suppressed_and_missing_recipients_are_settled_without_sending(
+    db_url: str, smtp: SmtpServer
+) -> None:
+    ids = enqueue_all(
+        db_url, [message(1, recipient="Gone@Example.org"), message(2, recipient=None), message(3)]
+    )
+    with Database(db_url) as db:
+        db.transaction(lambda conn: add_suppression(conn, 1, "gone@example.org", T0))
+
+    counts = dispatch(db_url, settings_for(smtp))
+
+    rows = [one(db_url, i) for i in ids]
+    assert [(r.status, r.reason_code) for r in rows] == [
+        ("skipped", "SUPPRESSED"), ("failed", "MISSING_RECIPIENT"), ("sent", None)
+    ]  # fmt: skip
+    assert smtp.recipients == ["user3@example.org"]
+    assert (counts["messages_skipped"], counts["messages_failed"]) == (1, 1)
+
+
+def test_disabled_types_are_held_and_global_switch_stops_everything(
+    db_url: str, smtp: SmtpServer
+) -> None:
+    ids = enqueue_all(db_url, [message(1, type="INIT"), message(2)])
+
+    off = dispatch(db_url, settings_for(smtp, {"enabled": False}))
+    init_off = dispatch(db_url, settings_for(smtp, {"types": {"INIT": {"enabled": False}}}))
+
+    assert off["messages_sent"] == 0
+    assert init_off["messages_sent"] == 1
+    assert [one(db_url, i).status for i in ids] == ["scheduled", "sent"]
+    assert one(db_url, ids[0]).reason_code is None
+
+
+def test_weekend_sends_of_a_postponing_type_move_to_monday_in_the_event_zone(
+    db_url: str, smtp: SmtpServer
+) -> None:
+    saturday = T0 + timedelta(days=3, hours=2)  # Sat 2026-11-21 11:00 UTC = 12:00 Berlin
+    with Database(db_url) as db:
+        event_id = db.transaction(
+            lambda conn: conn.execute(
+                events.insert()
+                .values(account_id=1, name="Gala", starts_at=saturday + timedelta(days=7),
+                        contact="a@example.org", tz="Europe/Berlin", planned_at=T0,
+                        created_at=T0, updated_at=T0)
+                .returning(events.c.id)
+            ).scalar_one()
+        )  # fmt: skip
+    ids = enqueue_all(
+        db_url,
+        [
+            message(1, type="REMINDER_1D", send_at=saturday, event_id=event_id),
+            message(2, type="REPORT", send_at=saturday),
+        ],
+    )
+    settings = settings_for(smtp, {"types": {"REMINDER_1D": {"weekend": "postpone"}}})
+
+    counts = dispatch(db_url, settings, saturday)
+    monday = saturday + timedelta(days=2)
+    postponed = one(db_url, ids[0])
+    on_monday = dispatch(db_url, settings, monday)
+
+    assert (counts["messages_postponed"], counts["messages_sent"]) == (1, 1)
+    assert postponed.send_at == monday
+    assert (postponed.status, postponed.reason_code) == ("scheduled", "WEEKEND_POSTPONED")
+    assert on_monday["messages_sent"] == 1
+    assert one(db_url, ids[0]).status == "sent"
+
+
+def test_a_live_lease_is_respected_and_an_expired_one_is_taken_over(
+    db_url: str, smtp: SmtpServer
+) -> None:
+    ids = enqueue_all(db_url, [message(1), message(2)])
+    with Database(db_url) as db:
+        for mid, expiry in [
+            (ids[0], T0 + timedelta(minutes=5)),
+            (ids[1], T0 - timedelta(seconds=1)),
+        ]:
+            db.transaction(
+                lambda conn, mid=mid, expiry=expiry: conn.execute(
+                    messages.update()
+                    .where(messages.c.id == mid)
+                    .values(lease_owner="dead-host:1:abc", lease_expires_at=expiry)
+                )
+            )
+
+    counts = dispatch(db_url, settings_for(smtp))
+
+    assert counts["messages_sent"] == 1
+    assert [one(db_url, i).status for i in ids] == ["scheduled", "sent"]
+
+
+def test_the_mail_is_multipart_with_attachments_and_one_click_unsubscribe(
+    db_url: str, smtp: SmtpServer
+) -> None:
+    csv = Attachment("report.csv", "text/csv", b"a,b\n1,2\n")
+    [mid] = enqueue_all(db_url, [message(1, subscription=True, attachments=[csv])])
+    settings = settings_for(
+        smtp, unsubscribe_base_url="https://mail.example.com/u", unsubscribe_secret="k" * 32
+    )
+
+    dispatch(db_url, settings)
+
+    raw = smtp.accepted[0].original_content
+    assert raw is not None
+    received = email.message_from_bytes(raw, policy=POLICY)
+    assert received["Message-ID"] == one(db_url, mid).message_id
+    assert received["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    link = str(received["List-Unsubscribe"]).strip("<>")
+    assert link.startswith("https://mail.example.com/u/unsubscribe?a=1&e=user1%40example.org&t=")
+    assert verify_token("k" * 32, "1", "user1@example.org", link.rsplit("t=", 1)[1])
+    body = received.get_body(preferencelist=("html",))
+    assert body is not None
+    assert "<p>Hello 1</p>" in body.get_content()
+    [attachment] = list(received.iter_attachments())  # type: ignore[attr-defined]
+    assert attachment.get_filename() == "report.csv"
+    assert attachment.get_payload(decode=True) == b"a,b\n1,2\n"
+
+
+def test_limit_bounds_the_number_of_sends(db_url: str, smtp: SmtpServer) -> None:
+    enqueue_all(db_url, [message(n) for n in range(5)])
+
+    counts = dispatch(db_url, settings_for(smtp, {"batch_size": 2}), limit=3)
+
+    assert counts["messages_sent"] == 3
+    with Database(db_url) as db:
+        left = db.scalar(
+            sa.select(sa.func.count()).select_from(messages).where(messages.c.status == "scheduled")
+        )
+    assert left == 2
+
+
+def test_a_slow_batch_renews_its_leases_and_skips_rows_it_lost(
+    db_url: str, smtp: SmtpServer
+) -> None:
+    from collections import Counter
+
+    from schedctl.dispatch import Dispatcher, _send_batch
+
+    ids = enqueue_all(db_url, [message(1), message(2)])
+    with Database(db_url) as db:
+        dispatcher = Dispatcher(db, settings_for(smtp), T0)
+        batch = dispatcher.claim_due(10, Counter())
+        # Another dispatcher took message 2 over, and this batch is past half its lease.
+        db.transaction(
+            lambda conn: conn.execute(
+                messages.update().where(messages.c.id == ids[1]).values(lease_owner="other:2:x")
+            )
+        )
+        batch.claimed_at -= dispatcher.policy.lease.total_seconds()
+        counts: Counter[str] = Counter()
+        with dispatcher.backend:
+            _send_batch(dispatcher, batch, counts)
+
+    assert counts["messages_sent"] == 1
+    assert [one(db_url, i).status for i in ids] == ["sent", "scheduled"]
+    assert one(db_url, ids[1]).lease_owner == "other:2:x"
+    assert len(smtp.message_ids) == 1

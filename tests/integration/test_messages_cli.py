@@ -1,0 +1,180 @@
+"""`schedctl messages list | edit | delete-all`: the contract, run in-process."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from delivery_helpers import T0, InProcessCli, all_messages, enqueue_all, message, one
+
+NOW = {"SCHEDCTL_NOW": T0.isoformat()}
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcessCli:
+    return InProcessCli(monkeypatch, capsys)
+
+
+@pytest.fixture
+def three(db_url: str) -> list[int]:
+    return enqueue_all(
+        db_url,
+        [
+            message(1, send_at=T0 + timedelta(days=2)),
+            message(2, type="INIT", send_at=T0 + timedelta(hours=1)),
+            message(3, send_at=T0 - timedelta(days=1), status="sent"),
+        ],
+    )
+
+
+def test_list_is_sorted_by_send_at_with_the_contract_keys(
+    cli: InProcessCli, db_url: str, three: list[int]
+) -> None:
+    result = cli("messages", "list", "--json", db_url=db_url)
+
+    assert result.exit_code == 0, result.stderr
+    data = result.json
+    assert data["count"] == 3
+    assert [m["id"] for m in data["messages"]] == [str(three[2]), str(three[1]), str(three[0])]
+    first = data["messages"][0]
+    assert set(first) == {
+        "id", "type", "recipient", "subject", "send_at", "status", "reason_code", "attempts"
+    }  # fmt: skip
+    assert first["send_at"] == (T0 - timedelta(days=1)).isoformat()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite"])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--type", "init"], [1]),
+        (["--status", "scheduled"], [1, 0]),
+        (["--from", "2026-11-18", "--until", "2026-11-18"], [1]),
+        (["--from", "2026-11-18T09:30:00Z"], [1, 0]),
+        (["--until", "2026-11-18"], [2, 1]),
+    ],
+)
+def test_list_filters(
+    cli: InProcessCli, db_url: str, three: list[int], args: list[str], expected: list[int]
+) -> None:
+    result = cli("messages", "list", "--json", *args, db_url=db_url)
+
+    assert result.exit_code == 0, result.stderr
+    assert [m["id"] for m in result.json["messages"]] == [str(three[i]) for i in expected]
+
+
+def test_list_plain_text_for_humans(cli: InProcessCli, db_url: str, three: list[int]) -> None:
+    result = cli("messages", "list", db_url=db_url)
+
+    assert result.exit_code == 0
+    assert result.stdout.splitlines()[0].split()[:3] == ["id", "type", "recipient"]
+    assert "3 message(s)" in result.stdout
+
+
+@pytest.mark.parametrize("dialect", ["sqlite"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["messages", "list", "--status", "queued"],
+        ["messages", "list", "--type", "no spaces"],
+        ["messages", "list", "--from", "yesterday"],
+        ["messages", "edit", "1", "--status", "done"],
+        ["messages", "edit", "1", "--send-at", "2026-11-18T08:54:00Z"],
+        ["messages", "edit", "1", "--send-at", "tomorrow"],
+        ["messages", "edit", "1"],
+        ["messages", "edit", "x1", "--status", "paused"],
+        ["messages", "edit", "999", "--status", "paused"],
+        ["messages", "delete-all"],
+        ["messages", "delete-all", "--confirm", "--type", "bad type"],
+    ],
+    ids=" ".join,
+)
+def test_invalid_input_is_one_line_exit_2_and_writes_nothing(
+    cli: InProcessCli, db_url: str, three: list[int], args: list[str]
+) -> None:
+    before = all_messages(db_url)
+
+    result = cli(*args, db_url=db_url, env=NOW)
+
+    assert result.exit_code == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("schedctl: error: ")
+    assert all_messages(db_url) == before
+
+
+def test_edit_send_time_within_the_grace_and_status(
+    cli: InProcessCli, db_url: str, three: list[int]
+) -> None:
+    target = three[0]
+    within_grace = (T0 - timedelta(minutes=4)).isoformat()
+
+    moved = cli("messages", "edit", str(target), "--send-at", within_grace, "--json",
+                db_url=db_url, env=NOW)  # fmt: skip
+    paused = cli("messages", "edit", str(target), "--status", "paused", db_url=db_url, env=NOW)
+
+    assert moved.exit_code == 0, moved.stderr
+    assert moved.json["send_at"] == within_grace
+    assert paused.exit_code == 0
+    assert "paused" in paused.stdout
+    row = one(db_url, target)
+    assert (row.status, row.reason_code) == ("paused", "MANUAL")
+
+
+def test_setting_sent_by_hand_warns_on_stderr(
+    cli: InProcessCli, db_url: str, three: list[int]
+) -> None:
+    result = cli("messages", "edit", str(three[0]), "--status", "SENT", "--json",
+                 db_url=db_url, env=NOW)  # fmt: skip
+
+    assert result.exit_code == 0
+    assert result.json["status"] == "sent"
+    assert "warning" in result.stderr
+    assert "by hand" in result.stderr
+    assert one(db_url, three[0]).sent_at == T0
+
+
+def test_a_message_being_sent_cannot_be_edited(cli: InProcessCli, db_url: str) -> None:
+    from schedctl.db.database import Database
+    from schedctl.db.schema import messages
+
+    [mid] = enqueue_all(db_url, [message(1)])
+    with Database(db_url) as db:
+        db.transaction(
+            lambda conn: conn.execute(
+                messages.update().values(
+                    lease_owner="h:1:x", lease_expires_at=T0 + timedelta(minutes=5)
+                )
+            )
+        )
+
+    result = cli("messages", "edit", str(mid), "--status", "paused", db_url=db_url, env=NOW)
+
+    assert result.exit_code == 75
+    assert one(db_url, mid).status == "scheduled"
+
+
+def test_delete_all_by_type_then_all(cli: InProcessCli, db_url: str, three: list[int]) -> None:
+    by_type = cli("messages", "delete-all", "--confirm", "--type", "INIT", "--json", db_url=db_url)
+    rest = cli("messages", "delete-all", "--confirm", "--json", db_url=db_url)
+
+    assert (by_type.json, rest.json) == ({"deleted": 1}, {"deleted": 2})
+    assert all_messages(db_url) == []
+
+
+def test_another_accounts_messages_are_invisible(
+    cli: InProcessCli, db_url: str, three: list[int]
+) -> None:
+    assert cli("accounts", "create", "acme", db_url=db_url).exit_code == 0
+
+    listed = cli("messages", "list", "--account", "acme", "--json", db_url=db_url)
+    edit = cli("messages", "edit", str(three[0]), "--status", "paused", "--account", "acme",
+               db_url=db_url, env=NOW)  # fmt: skip
+    deleted = cli("messages", "delete-all", "--confirm", "--account", "acme", "--json",
+                  db_url=db_url)  # fmt: skip
+
+    assert listed.json == {"messages": [], "count": 0}
+    assert edit.exit_code == 2
+    assert "no message" in edit.stderr
+    assert deleted.json == {"deleted": 0}
+    assert len(all_messages(db_url)) == 3

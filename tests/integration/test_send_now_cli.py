@@ -1,0 +1,170 @@
+"""`schedctl send-now`: every reason code, against a real SMTP server (in-process CLI)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from delivery_helpers import T0, InProcessCli, enqueue_all, log_rows, message, one
+from schedctl.db.database import Database
+from schedctl.db.schema import messages
+from schedctl.suppressions import add_suppression
+from smtp_server import SmtpServer
+
+SATURDAY = T0 + timedelta(days=3)
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcessCli:
+    return InProcessCli(monkeypatch, capsys)
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    with SmtpServer() as server:
+        yield server
+
+
+def send_now(cli: InProcessCli, db_url: str, smtp: SmtpServer, *args: str, **env: str):
+    return cli("send-now", *args, "--json", db_url=db_url,
+               env={**smtp.env, "SCHEDCTL_NOW": SATURDAY.isoformat(), **env})  # fmt: skip
+
+
+def test_sent_bypassing_send_time_weekend_rule_and_disabled_type(
+    cli: InProcessCli, db_url: str, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "schedctl.toml"
+    config.write_text('[messages]\nenabled = false\n[messages.types.INIT]\nenabled = false\n'
+                      'weekend = "postpone"\n')  # fmt: skip
+    [mid] = enqueue_all(db_url, [message(1, type="INIT", send_at=T0 + timedelta(days=30))])
+
+    result = send_now(cli, db_url, smtp, str(mid), SCHEDCTL_CONFIG=str(config))
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json == {"ok": True, "reason_code": "SENT"}
+    assert smtp.message_ids == [one(db_url, mid).message_id]
+    assert one(db_url, mid).status == "sent"
+
+
+def test_already_sent_unless_forced(cli: InProcessCli, db_url: str, smtp: SmtpServer) -> None:
+    [mid] = enqueue_all(db_url, [message(1)])
+
+    first = send_now(cli, db_url, smtp, str(mid))
+    again = send_now(cli, db_url, smtp, str(mid))
+    forced = send_now(cli, db_url, smtp, str(mid), "--force")
+
+    assert first.json["reason_code"] == "SENT"
+    assert (again.exit_code, again.json) == (1, {"ok": False, "reason_code": "ALREADY_SENT"})
+    assert forced.json == {"ok": True, "reason_code": "SENT"}
+    assert len(smtp.message_ids) == 2
+    assert one(db_url, mid).attempts == 2
+
+
+def test_missing_recipient(cli: InProcessCli, db_url: str, smtp: SmtpServer) -> None:
+    [mid] = enqueue_all(db_url, [message(1, recipient=None)])
+
+    result = send_now(cli, db_url, smtp, str(mid))
+
+    assert (result.exit_code, result.json["reason_code"]) == (1, "MISSING_RECIPIENT")
+    assert smtp.data_commands == 0
+
+
+def test_a_suppressed_address_receives_nothing_even_by_send_now(
+    cli: InProcessCli, db_url: str, smtp: SmtpServer
+) -> None:
+    [mid] = enqueue_all(db_url, [message(1, priority="critical")])
+    with Database(db_url) as db:
+        db.transaction(lambda conn: add_suppression(conn, 1, "USER1@example.org", T0))
+
+    result = send_now(cli, db_url, smtp, str(mid), "--force")
+
+    assert result.json == {"ok": False, "reason_code": "SUPPRESSED"}
+    assert smtp.data_commands == 0
+    assert (one(db_url, mid).status, one(db_url, mid).reason_code) == ("skipped", "SUPPRESSED")
+
+
+def test_send_failed_records_the_attempt(cli: InProcessCli, db_url: str) -> None:
+    with SmtpServer(data_replies=["550 5.1.1 No such user here"]) as smtp:
+        [mid] = enqueue_all(db_url, [message(1)])
+        result = send_now(cli, db_url, smtp, str(mid))
+
+    assert result.exit_code == 1
+    assert result.json["reason_code"] == "SEND_FAILED"
+    assert "550" in result.json["detail"]
+    assert (one(db_url, mid).status, one(db_url, mid).reason_code) == (
+        "failed", "PERMANENT_FAILURE"
+    )  # fmt: skip
+    assert [r.outcome for r in log_rows(db_url)] == ["failed"]
+
+
+def test_unreachable_server_is_send_failed_with_exit_75(
+    cli: InProcessCli, db_url: str, smtp: SmtpServer, closed_port: int
+) -> None:
+    [mid] = enqueue_all(db_url, [message(1)])
+
+    result = send_now(cli, db_url, smtp, str(mid), SCHEDCTL_SMTP_PORT=str(closed_port))
+
+    assert (result.exit_code, result.json["reason_code"]) == (75, "SEND_FAILED")
+    row = one(db_url, mid)
+    assert (row.status, row.attempts, row.lease_owner) == ("scheduled", 0, None)
+
+
+def test_exception_when_the_stored_message_cannot_be_built(
+    cli: InProcessCli, db_url: str, smtp: SmtpServer
+) -> None:
+    [mid] = enqueue_all(db_url, [message(1)])
+    with Database(db_url) as db:
+        db.transaction(
+            lambda conn: conn.execute(messages.update().values(attachments=[{"filename": "x.csv"}]))
+        )
+
+    result = send_now(cli, db_url, smtp, str(mid))
+
+    assert (result.exit_code, result.json["reason_code"]) == (1, "EXCEPTION")
+    assert one(db_url, mid).status == "failed"
+    assert smtp.data_commands == 0
+
+
+@pytest.mark.parametrize("dialect", ["sqlite"])
+@pytest.mark.parametrize("args", [[], ["abc"], ["1", "--schedule", "2"], ["424242"]], ids=" ".join)
+def test_bad_usage_is_exit_2(
+    cli: InProcessCli, db_url: str, smtp: SmtpServer, args: list[str]
+) -> None:
+    result = send_now(cli, db_url, smtp, *args)
+
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_send_now_schedule_runs_it_and_sends_its_messages(
+    cli: InProcessCli, db_url: str, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "schedctl.toml"
+    config.write_text(
+        '[reports.queries.accounts]\nsql = "select name from accounts order by name"\n'
+    )
+    env = {**smtp.env, "SCHEDCTL_CONFIG": str(config), "SCHEDCTL_NOW": T0.isoformat()}
+    created = cli(
+        "schedules", "create", "--name", "daily accounts", "--kind", "sql",
+        "--param", "query=accounts", "--cadence", "daily", "--at", "07:00",
+        "--to", "a@example.org", "--to", "b@example.org", "--json", db_url=db_url, env=env,
+    )  # fmt: skip
+    assert created.exit_code == 0, created.stderr
+
+    result = cli("send-now", "--schedule", created.json["id"], "--json", db_url=db_url, env=env)
+
+    assert result.exit_code == 0, result.stderr
+    data = result.json
+    assert (data["ok"], data["reason_code"]) == (True, "SENT")
+    assert data["run_id"].isdigit()
+    assert [m["reason_code"] for m in data["messages"]] == ["SENT", "SENT"]
+    assert sorted(smtp.recipients) == ["a@example.org", "b@example.org"]
+    with Database(db_url) as db:
+        statuses = db.transaction(
+            lambda conn: list(conn.execute(sa.select(messages.c.status)).scalars())
+        )
+    assert statuses == ["sent", "sent"]

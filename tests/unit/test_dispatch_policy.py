@@ -1,0 +1,136 @@
+"""Pure delivery rules: [messages] parsing, backoff, the weekend rule, reminders, quota."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from schedctl.config import Settings
+from schedctl.delivery.policy import (
+    DeliveryPolicy,
+    TypeRule,
+    normalise_type,
+    retry_delay,
+    weekend_postponement,
+)
+from schedctl.errors import ConfigError, ValidationError
+from schedctl.events import reminders_for
+from schedctl.quota import next_day_start, quota_day, thresholds_reached
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def test_defaults() -> None:
+    policy = DeliveryPolicy.from_table(None)
+    assert policy.enabled
+    assert policy.max_attempts == 5
+    assert policy.rule("REPORT") == TypeRule(enabled=True, weekend="send")
+    assert policy.disabled_types == []
+
+
+def test_parses_global_and_per_type_settings() -> None:
+    policy = DeliveryPolicy.from_table(
+        {
+            "enabled": True,
+            "weekend": "postpone",
+            "max_attempts": 3,
+            "retry_base": "30s",
+            "retry_max": "10m",
+            "alert_to": ["Ops@Example.com"],
+            "types": {"init": {"enabled": False}, "REPORT": {"weekend": "send"}},
+        }
+    )
+    assert policy.rule("INIT") == TypeRule(enabled=False, weekend="postpone")
+    assert policy.rule("REPORT").weekend == "send"
+    assert policy.rule("DIGEST").weekend == "postpone"  # the table's default
+    assert policy.disabled_types == ["INIT"]
+    assert policy.alert_to == ("ops@example.com",)
+    assert policy.retry_base == timedelta(seconds=30)
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        {"enable": True},
+        {"enabled": "yes"},
+        {"weekend": "skip"},
+        {"tz": "Mars/Olympus"},
+        {"max_attempts": 0},
+        {"retry_base": "soon"},
+        {"retry_base": "1h", "retry_max": "1m"},
+        {"alert_to": ["not an address"]},
+        {"types": {"INIT": {"enabled": False, "colour": "red"}}},
+        {"types": {"bad type": {}}},
+        {"types": ["INIT"]},
+    ],
+)
+def test_invalid_tables_are_configuration_errors(table: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        DeliveryPolicy.from_table(table)
+
+
+def test_message_types_are_normalised_or_refused() -> None:
+    assert normalise_type(" reminder_1d ") == "REMINDER_1D"
+    with pytest.raises(ValidationError):
+        normalise_type("1ST")
+    with pytest.raises(ValidationError):
+        normalise_type("NO SPACES")
+
+
+def test_backoff_doubles_up_to_the_cap() -> None:
+    base, cap = timedelta(minutes=1), timedelta(minutes=10)
+    delays = [retry_delay(n, base, cap) for n in range(1, 7)]
+    assert delays == [timedelta(minutes=m) for m in (1, 2, 4, 8, 10, 10)]
+    assert retry_delay(1000, base, cap) == cap
+
+
+@pytest.mark.parametrize(
+    ("local", "monday"),
+    [
+        (datetime(2026, 11, 21, 10, 30), datetime(2026, 11, 23, 10, 30)),  # Saturday
+        (datetime(2026, 11, 22, 23, 59), datetime(2026, 11, 23, 23, 59)),  # Sunday
+        # The Sunday of the October DST change: Monday keeps the wall time, not the offset.
+        (datetime(2026, 10, 25, 9, 0), datetime(2026, 10, 26, 9, 0)),
+    ],
+)
+def test_weekend_sends_move_to_monday_same_local_time(local: datetime, monday: datetime) -> None:
+    due = local.replace(tzinfo=BERLIN).astimezone(UTC)
+    assert weekend_postponement(due, BERLIN) == monday.replace(tzinfo=BERLIN).astimezone(UTC)
+
+
+def test_a_weekday_in_the_zone_is_not_postponed_even_if_utc_says_saturday() -> None:
+    # Friday 23:30 in New York is already Saturday in UTC.
+    friday = datetime(2026, 11, 20, 23, 30, tzinfo=ZoneInfo("America/New_York"))
+    assert weekend_postponement(friday.astimezone(UTC), ZoneInfo("America/New_York")) is None
+    assert weekend_postponement(friday.astimezone(UTC), ZoneInfo("UTC")) is not None
+
+
+def test_reminders_from_the_events_table() -> None:
+    settings = Settings(file_tables={"events": {"reminders": ["1d", "90m", "1d"]}})
+    reminders = reminders_for(settings)
+    assert [(r.type, r.lead, r.label) for r in reminders] == [
+        ("REMINDER_1D", timedelta(days=1), "1 day"),
+        ("REMINDER_90M", timedelta(minutes=90), "90 minutes"),
+    ]
+    assert [r.type for r in reminders_for(Settings())] == ["REMINDER_1D", "REMINDER_2H"]
+
+
+@pytest.mark.parametrize(
+    "table", [{"reminders": "1d"}, {"reminders": ["tomorrow"]}, {"remind": ["1d"]}]
+)
+def test_invalid_reminders_are_configuration_errors(table: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        reminders_for(Settings(file_tables={"events": table}))
+
+
+def test_quota_day_and_thresholds() -> None:
+    late = datetime(2026, 11, 18, 23, 59, tzinfo=ZoneInfo("Asia/Tokyo"))  # 14:59 UTC
+    assert quota_day(late) == "2026-11-18"
+    assert next_day_start(late) == datetime(2026, 11, 19, tzinfo=UTC)
+    assert thresholds_reached(7, 10) == []
+    assert thresholds_reached(8, 10) == [80]
+    assert thresholds_reached(10, 10) == [80, 90, 100]
+    assert thresholds_reached(180, 200) == [80, 90]
+    assert thresholds_reached(5, 0) == []
