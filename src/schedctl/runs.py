@@ -380,11 +380,7 @@ def execute_run(
         # process's result is dropped and the new owner's stands.
         done = conn.execute(
             schedule_runs.update()
-            .where(
-                schedule_runs.c.id == run.id,
-                schedule_runs.c.lease_owner == owner,
-                schedule_runs.c.status == "running",
-            )
+            .where(_still_held(run.id, owner))
             .values(
                 status="succeeded",
                 finished_at=now,
@@ -404,6 +400,15 @@ def execute_run(
     return RunResult("succeeded", messages=enqueued)
 
 
+def _still_held(run_id: int, owner: str) -> sa.ColumnElement[bool]:
+    """The run is still running under this process's lease (not taken over)."""
+    return sa.and_(
+        schedule_runs.c.id == run_id,
+        schedule_runs.c.lease_owner == owner,
+        schedule_runs.c.status == "running",
+    )
+
+
 def _record_failure(
     db: Database, settings: Settings, run: ClaimedRun, owner: str, now: datetime, exc: Exception
 ) -> RunResult:
@@ -414,11 +419,7 @@ def _record_failure(
     db.transaction(
         lambda conn: conn.execute(
             schedule_runs.update()
-            .where(
-                schedule_runs.c.id == run.id,
-                schedule_runs.c.lease_owner == owner,
-                schedule_runs.c.status == "running",
-            )
+            .where(_still_held(run.id, owner))
             .values(
                 status="failed",
                 error=error,
