@@ -37,7 +37,6 @@ from schedctl.db import dialect
 from schedctl.db.database import Database
 from schedctl.db.schema import events, messages
 from schedctl.delivery.message import validate_email
-from schedctl.delivery.templating import render_pair
 from schedctl.errors import ConfigError, NotFound, ValidationError
 from schedctl.outbox import PENDING, NewMessage, enqueue, mail_domain
 
@@ -98,6 +97,8 @@ def _content(event: Any, kind: str, lead: str = "") -> tuple[str, str, str]:
         "tz": event.tz,
         "lead": lead,
     }
+    from schedctl.delivery.templating import render_pair  # jinja2 on demand
+
     text, html = render_pair("event", **context)
     if kind == "init":
         subject = f"{event.name}: scheduled for {context['starts_local']}"

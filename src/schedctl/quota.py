@@ -27,7 +27,6 @@ from schedctl.accounts import resolve_account
 from schedctl.config import Settings
 from schedctl.db import dialect
 from schedctl.db.schema import quota_alerts, send_counters
-from schedctl.delivery.templating import render_pair
 from schedctl.outbox import NewMessage, enqueue, mail_domain
 
 log = logging.getLogger("schedctl.quota")
@@ -81,6 +80,8 @@ class QuotaAlert:
 
     @property
     def text(self) -> str:
+        from schedctl.delivery.templating import render_pair  # jinja2 on demand
+
         return render_pair("quota_alert", **self.context())[0].strip()
 
     def context(self) -> dict[str, object]:
@@ -134,6 +135,8 @@ def _enqueue_alert_mail(
     account_id = resolve_account(conn, None)
     items = []
     for alert in alerts:
+        from schedctl.delivery.templating import render_pair  # jinja2 on demand
+
         text, html = render_pair("quota_alert", **alert.context())
         for address in alert_to:
             items.append(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import traceback
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -135,6 +134,8 @@ def run(argv: Sequence[str] | None = None) -> int:
             return wrapped.exit_code
         error_line(_redact(runtime, f"internal error: {type(exc).__name__}: {exc}"))
         if runtime.output_options.verbose:
+            import traceback  # only here: it costs start-up time on every run
+
             # Never with local variables: they may hold secrets.
             print(_redact(runtime, "".join(traceback.format_exception(exc))), file=sys.stderr)
         return 1

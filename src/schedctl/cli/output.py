@@ -14,9 +14,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, TextIO
 
-from rich.console import Console
-from rich.table import Table
-
 
 @dataclass
 class OutputOptions:
@@ -42,17 +39,10 @@ class Output:
     options: OutputOptions
     stream: TextIO = field(default_factory=lambda: sys.stdout)
 
-    def __post_init__(self) -> None:
-        self.console = Console(
-            file=self.stream,
-            no_color=bool(os.environ.get("NO_COLOR")) or None,
-            highlight=False,
-            soft_wrap=True,
-        )
-
     @property
     def is_terminal(self) -> bool:
-        return self.console.is_terminal
+        isatty = getattr(self.stream, "isatty", None)
+        return bool(isatty and isatty())
 
     def result(self, data: dict[str, Any], human: str | None = None) -> None:
         """Emit a command's result: its JSON, or a human line unless --quiet."""
@@ -78,12 +68,22 @@ class Output:
             return
         cells = [["" if v is None else _cell(v) for v in row] for row in rows]
         if self.is_terminal:
+            # rich only for a person at a terminal: cron runs never pay for importing it.
+            from rich.console import Console
+            from rich.table import Table
+
             table = Table(title=title, title_justify="left")
             for column in columns:
                 table.add_column(column)
             for row in cells:
                 table.add_row(*row)
-            self.console.print(table)
+            console = Console(
+                file=self.stream,
+                no_color=bool(os.environ.get("NO_COLOR")) or None,
+                highlight=False,
+                soft_wrap=True,
+            )
+            console.print(table)
         else:
             if title:
                 print(title, file=self.stream)
