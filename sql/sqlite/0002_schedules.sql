@@ -1,7 +1,7 @@
 -- Schedules and their runs (SPEC §3, §4).
 
 CREATE TABLE schedules (
-    id              INTEGER PRIMARY KEY NOT NULL,
+    id              INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
     account_id      INTEGER NOT NULL REFERENCES accounts (id),
     name            TEXT NOT NULL,
     kind            TEXT NOT NULL,
@@ -26,7 +26,7 @@ CREATE TABLE schedules (
 CREATE INDEX schedules_due ON schedules (active, next_run_at);
 
 CREATE TABLE schedule_runs (
-    id                INTEGER PRIMARY KEY NOT NULL,
+    id                INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
     account_id        INTEGER NOT NULL REFERENCES accounts (id),
     schedule_id       INTEGER NOT NULL REFERENCES schedules (id) ON DELETE CASCADE,
     slot              DATETIME NOT NULL,

@@ -2,7 +2,7 @@
 -- (SPEC §5, §7).
 
 CREATE TABLE events (
-    id            INTEGER PRIMARY KEY NOT NULL,
+    id            INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
     account_id    INTEGER NOT NULL REFERENCES accounts (id),
     name          TEXT NOT NULL,
     starts_at     DATETIME NOT NULL,
@@ -17,7 +17,7 @@ CREATE TABLE events (
 );
 
 CREATE TABLE messages (
-    id                INTEGER PRIMARY KEY NOT NULL,
+    id                INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
     account_id        INTEGER NOT NULL REFERENCES accounts (id),
     type              TEXT NOT NULL,
     priority          TEXT NOT NULL,
@@ -49,7 +49,7 @@ CREATE INDEX messages_due ON messages (status, send_at);
 CREATE UNIQUE INDEX messages_event_type ON messages (event_id, type) WHERE event_id IS NOT NULL;
 
 CREATE TABLE email_log (
-    id             INTEGER PRIMARY KEY NOT NULL,
+    id             INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
     account_id     INTEGER NOT NULL REFERENCES accounts (id),
     message_id     INTEGER REFERENCES messages (id) ON DELETE SET NULL,
     provider       TEXT NOT NULL,
@@ -63,7 +63,7 @@ CREATE TABLE email_log (
 CREATE INDEX email_log_message ON email_log (message_id);
 
 CREATE TABLE suppressions (
-    id          INTEGER PRIMARY KEY NOT NULL,
+    id          INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL,
     account_id  INTEGER NOT NULL REFERENCES accounts (id),
     email       TEXT NOT NULL,
     reason      TEXT NOT NULL,

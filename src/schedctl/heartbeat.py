@@ -79,6 +79,13 @@ def finish_run(
     db.transaction(lambda conn: conn.execute(statement))
 
 
+def discard_run(db: Database, heartbeat_id: int) -> None:
+    """Remove a started row: the command was refused as bad input and wrote nothing."""
+    db.transaction(
+        lambda conn: conn.execute(heartbeats.delete().where(heartbeats.c.id == heartbeat_id))
+    )
+
+
 @dataclass(frozen=True)
 class CommandHealth:
     command: str

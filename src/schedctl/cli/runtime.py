@@ -22,7 +22,7 @@ from schedctl.cli.output import Output, OutputOptions
 from schedctl.config import Settings, load_settings
 from schedctl.db.database import Database
 from schedctl.db.migrations import check_schema, current_version
-from schedctl.errors import SchedctlError
+from schedctl.errors import SchedctlError, UsageError
 
 log = logging.getLogger("schedctl")
 
@@ -146,6 +146,12 @@ def run_command(
         heartbeat_id = heartbeat.start_run(db, name, db.now())
         try:
             result = work(db)
+        except UsageError:
+            # Bad input is refused with nothing written (SPEC §2), the heartbeat included.
+            _discard(db, heartbeat_id)
+            if ping_url:
+                ping(ping_url, "/fail")
+            raise
         except SchedctlError as exc:
             _finish(db, heartbeat_id, exc.exit_code, {"error": settings.redact(exc.message)})
             if ping_url:
@@ -163,6 +169,13 @@ def run_command(
         if ping_url:
             ping(ping_url, "" if recorded == 0 else "/fail")
         return result
+
+
+def _discard(db: Database, heartbeat_id: int) -> None:
+    try:
+        heartbeat.discard_run(db, heartbeat_id)
+    except SchedctlError as exc:
+        log.debug("could not discard the heartbeat: %s", exc.message)
 
 
 def _finish(db: Database, heartbeat_id: int, exit_code: int, counts: dict[str, Any]) -> None:

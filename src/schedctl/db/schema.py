@@ -13,7 +13,8 @@ from schedctl.db.types import UTCDateTime
 
 metadata = sa.MetaData()
 
-# Integer keys: BIGINT identity on PostgreSQL, SQLite's rowid alias elsewhere.
+# Integer keys: BIGINT identity on PostgreSQL, an AUTOINCREMENT rowid on SQLite; on
+# neither is a deleted row's id ever handed out again (keys are built from ids).
 Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
@@ -32,6 +33,7 @@ accounts = sa.Table(
     sa.Column("id", Id, primary_key=True),
     sa.Column("name", sa.Text, nullable=False, unique=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sqlite_autoincrement=True,
 )
 
 heartbeats = sa.Table(
@@ -49,6 +51,7 @@ heartbeats = sa.Table(
     sa.Column("exit_code", sa.Integer),
     sa.Column("counts", Json),
     sa.Index("heartbeats_command_outcome_finished", "command", "outcome", "finished_at"),
+    sqlite_autoincrement=True,
 )
 
 # --- Schedules and runs (SPEC §3, §4) ------------------------------------------------
@@ -77,6 +80,7 @@ schedules = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.UniqueConstraint("account_id", "name", name="schedules_account_name_key"),
     sa.Index("schedules_due", "active", "next_run_at"),
+    sqlite_autoincrement=True,
 )
 
 schedule_runs = sa.Table(
@@ -109,6 +113,7 @@ schedule_runs = sa.Table(
     sa.Index("schedule_runs_claim", "status", "lease_expires_at"),
     # `schedules runs ID` reads one schedule's history, newest slot first.
     sa.Index("schedule_runs_history", "schedule_id", "slot"),
+    sqlite_autoincrement=True,
 )
 
 # --- Outbox and delivery (SPEC §5 quota, §7) ----------------------------------------
@@ -151,6 +156,7 @@ messages = sa.Table(
         sqlite_where=sa.text("event_id IS NOT NULL"),
         postgresql_where=sa.text("event_id IS NOT NULL"),
     ),
+    sqlite_autoincrement=True,
 )
 
 email_log = sa.Table(
@@ -166,6 +172,7 @@ email_log = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("attempted_at", UTCDateTime, nullable=False),
     sa.Index("email_log_message", "message_id"),
+    sqlite_autoincrement=True,
 )
 
 suppressions = sa.Table(
@@ -177,6 +184,7 @@ suppressions = sa.Table(
     sa.Column("reason", sa.Text, nullable=False),  # unsubscribe | manual | bounce
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.UniqueConstraint("account_id", "email", name="suppressions_account_email_key"),
+    sqlite_autoincrement=True,
 )
 
 send_counters = sa.Table(
@@ -207,4 +215,5 @@ events = sa.Table(
     sa.Column("planned_at", UTCDateTime),  # NULL or < updated_at: tick (re)plans it
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    sqlite_autoincrement=True,
 )
