@@ -32,7 +32,13 @@ process that dies after the server accepted the data but before the outcome was
 recorded (or a database outage in that same window) can cause a second send; the
 Message-ID is the same both times, so receivers that de-duplicate by it see one.
 A dispatcher renews its leases before they are half spent, so a slow batch is
-never taken over while it is still being sent.
+never taken over while it is still being sent; since renewal happens only between
+messages, a lease must cover one slow send: at least max(1 minute, 4 * smtp_timeout)
+(checked by :func:`check_delivery_settings`, which `tick` calls before any write).
+
+A message deleted while it is being sent (``messages delete-all`` leaves leased
+messages alone, but a lease can run out or a row be deleted by hand) has no outcome
+to record: the attempt is not logged and the batch goes on.
 """
 
 from __future__ import annotations
@@ -90,8 +96,14 @@ Delivery = Literal[
 
 
 def policy_for(settings: Settings) -> DeliveryPolicy:
-    """The delivery policy from the config file's ``[messages]`` table."""
-    return DeliveryPolicy.from_table(settings.file_tables.get("messages"))
+    """The delivery policy from the config file's ``[messages]`` table.
+
+    ConfigError (exit 2) for a bad table, including a ``lease`` shorter than
+    max(1 minute, 4 * ``smtp_timeout``).
+    """
+    return DeliveryPolicy.from_table(
+        settings.file_tables.get("messages"), smtp_timeout=settings.smtp_timeout
+    )
 
 
 def mail_backend(settings: Settings) -> MailBackend:
@@ -113,6 +125,7 @@ def check_delivery_settings(settings: Settings) -> None:
     """Raise ConfigError (exit 2) for a bad mail, ``[messages]`` or ``[events]`` setting.
 
     `tick` calls this first, so a configuration error stops it before it writes anything.
+    This includes a message lease shorter than max(1 minute, 4 * ``smtp_timeout``).
     """
     from schedctl.events import reminders_for
 
@@ -492,14 +505,24 @@ class Dispatcher:
         give_back: str | None = None,
         **values: Any,
     ) -> None:
-        """Write one outcome, release the lease, log the attempt: one transaction."""
+        """Write one outcome, release the lease, log the attempt: one transaction.
 
-        def work(conn: sa.Connection) -> int:
+        A message deleted while it was being sent (an operator's delete outside the
+        lease rules, or after the lease ran out) has nothing left to record: the
+        attempt is not logged (``email_log`` must not point at a missing message).
+        """
+
+        def work(conn: sa.Connection) -> Literal["recorded", "lost", "gone"]:
             updated = conn.execute(
                 messages.update()
                 .where(messages.c.id == row.id, messages.c.lease_owner == self.owner)
                 .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
             ).rowcount
+            # Our UPDATE holds the row until commit; otherwise hold it while we log.
+            if not updated and not _still_there(conn, row.id):
+                if give_back is not None:
+                    quota.give_back(conn, give_back)
+                return "gone"
             if result is not None:
                 conn.execute(
                     email_log.insert().values(
@@ -515,9 +538,16 @@ class Dispatcher:
                 )
             if give_back is not None:
                 quota.give_back(conn, give_back)
-            return int(updated or 0)
+            return "recorded" if updated else "lost"
 
-        if not self.db.transaction(work):
+        state = self.db.transaction(work)
+        if state == "gone":
+            log.info(
+                "message %s was deleted while it was being sent; its outcome (%s) is not recorded",
+                row.id,
+                result.outcome if result is not None else values.get("reason_code"),
+            )
+        elif state == "lost":
             log.warning(
                 "message %s: its lease was lost before the outcome was recorded"
                 " (another dispatcher may send it again)",
@@ -527,6 +557,14 @@ class Dispatcher:
     def post_alerts(self) -> None:
         alerts, self.alerts = self.alerts, []
         quota.post_alerts(self.settings, alerts)
+
+
+def _still_there(conn: sa.Connection, message_id: int) -> bool:
+    """Whether the message exists, locked against deletion (PostgreSQL) until commit."""
+    query = sa.select(messages.c.id).where(messages.c.id == message_id)
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(key_share=True)
+    return conn.execute(query).first() is not None
 
 
 def _error_text(result: SendResult) -> str:

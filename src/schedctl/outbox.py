@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
 
@@ -213,9 +213,35 @@ def edit_message(
     return get_message(conn, message_id)
 
 
-def delete_messages(conn: sa.Connection, account_id: int, *, type: str | None = None) -> int:
-    """Delete an account's messages (of one type); returns how many."""
-    statement = messages.delete().where(messages.c.account_id == account_id)
+class DeleteResult(NamedTuple):
+    """What `messages delete-all` did: rows deleted, rows left because being sent."""
+
+    deleted: int
+    in_flight: int
+
+
+def delete_messages(
+    conn: sa.Connection,
+    account_id: int,
+    *,
+    type: str | None = None,
+    now: datetime | None = None,
+) -> DeleteResult:
+    """Delete an account's messages (of one type), except those being sent right now.
+
+    A message under a live lease is a dispatcher's until it records the outcome (and
+    its ``email_log`` row), so it is left alone and counted as ``in_flight``; run the
+    command again once the send is over. An expired lease (a dead dispatcher) does not
+    protect its message. ``now`` defaults to the wall clock.
+    """
+    at = now if now is not None else datetime.now(UTC)
+    scope = [messages.c.account_id == account_id]
     if type is not None:
-        statement = statement.where(messages.c.type == type)
-    return int(conn.execute(statement).rowcount or 0)
+        scope.append(messages.c.type == type)
+    live = sa.and_(messages.c.lease_expires_at.is_not(None), messages.c.lease_expires_at > at)
+    # PostgreSQL re-checks the condition on a row a concurrent claim just leased.
+    deleted = conn.execute(messages.delete().where(*scope, sa.not_(live))).rowcount
+    in_flight = conn.execute(
+        sa.select(sa.func.count()).select_from(messages).where(*scope, live)
+    ).scalar()
+    return DeleteResult(int(deleted or 0), int(in_flight or 0))

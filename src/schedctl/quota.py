@@ -10,8 +10,9 @@ An alert for a threshold is sent by whichever dispatcher first inserts its
 ``(day, threshold)`` row into ``quota_alerts``; the insert commits before the alert
 goes out, so each alert is sent at most once per day however many dispatchers run
 (a process killed between the insert and the post loses that one alert). Alerts go
-to the Slack webhook (``slack_webhook_url``) and as ALERT e-mails to
-``[messages] alert_to``; a failing webhook is logged and never fails the job.
+to the Slack webhook (``slack_webhook_url``; text plus Block Kit blocks with the used,
+limit, threshold and day) and as ALERT e-mails to ``[messages] alert_to``; a failing
+webhook is logged and never fails the job.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -83,6 +85,33 @@ class QuotaAlert:
         from schedctl.delivery.templating import render_pair  # jinja2 on demand
 
         return render_pair("quota_alert", **self.context())[0].strip()
+
+    @property
+    def blocks(self) -> list[dict[str, Any]]:
+        """Slack Block Kit blocks: a header, the numbers as fields, what happens next."""
+        consequence = (
+            "The quota is exhausted: normal mail is deferred to the next day."
+            " Critical mail is still sent."
+            if self.threshold >= 100
+            else "At the limit, normal mail will be deferred to the next day."
+        )
+        numbers = [
+            ("Used", str(self.used)),
+            ("Limit", str(self.limit)),
+            ("Threshold", f"{self.threshold}%"),
+            ("Day", self.day),
+        ]
+        return [
+            {
+                "type": "header",
+                "text": {"type": "plain_text", "text": f"Mail quota at {self.threshold}%"},
+            },
+            {
+                "type": "section",
+                "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in numbers],
+            },
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": consequence}]},
+        ]
 
     def context(self) -> dict[str, object]:
         """The quota_alert template's context."""
@@ -165,4 +194,4 @@ def post_alerts(settings: Settings, alerts: list[QuotaAlert]) -> None:
         if settings.slack_webhook_url:
             from schedctl.delivery.webhook import post_slack_alert
 
-            post_slack_alert(settings.slack_webhook_url, alert.text)
+            post_slack_alert(settings.slack_webhook_url, alert.text, alert.blocks)

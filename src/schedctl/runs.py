@@ -22,6 +22,13 @@ Policies:
   late by cron is not downtime, and 15 minutes is the heartbeat's green window.
   A slot not run is recorded as a ``skipped`` run with the reason, and so is any
   slot older than the schedule's ``max_lateness``.
+- Pause: a paused schedule's runs are never claimed (the claim checks
+  ``schedules.active``). Each tick first records its waiting runs -- queued, failed
+  and due a retry, or orphaned by a dead process (lease expired) -- as ``skipped``
+  with error "paused" (keeping a failed run's last error), so they do not run on
+  resume either: resuming starts from the next slot, as for slots missed while
+  paused. A run already executing when the pause lands finishes. A manual run
+  (`send-now --schedule`) of a paused schedule runs, but is not retried.
 - Retry: a run whose report fails is ``failed`` with its error; later ticks retry it
   after RETRY_BACKOFF, doubled per attempt (5 min, then 10), until MAX_ATTEMPTS
   attempts, after which it stays failed. A run whose process died (lease expired)
@@ -180,6 +187,20 @@ def _materialise_batch(conn: sa.Connection, now: datetime, size: int) -> TickCou
                 .values(active=False, next_run_at=None, updated_at=now)
             )
             counts.schedules_invalid += 1
+            # Its waiting runs fail with the reason now, rather than being skipped
+            # as "paused" by the execute step.
+            counts.runs_failed += conn.execute(
+                schedule_runs.update()
+                .where(schedule_runs.c.schedule_id == row.id, _waiting(now))
+                .values(
+                    status="failed",
+                    error=f"the schedule cannot be read: {exc.message}"[:MAX_ERROR_LENGTH],
+                    finished_at=now,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    next_attempt_at=None,
+                )
+            ).rowcount
             continue
         new_runs.extend(
             {
@@ -243,13 +264,68 @@ class ClaimedRun:
     lease_expires_at: datetime
 
 
+PAUSED = "paused"  # the error of a run skipped because its schedule was paused
+
+
+def _schedule_active() -> sa.ColumnElement[bool]:
+    """The run's schedule is active (not paused).
+
+    A correlated EXISTS rather than a JOIN: on PostgreSQL a FOR UPDATE over a join
+    would also lock the schedules rows, which materialising ticks claim with SKIP
+    LOCKED, and each side would then skip the other's work for no reason.
+    """
+    return (
+        sa.exists()
+        .where(schedules.c.id == schedule_runs.c.schedule_id, schedules.c.active == sa.true())
+        .correlate(schedule_runs)
+    )
+
+
 def _claimable(now: datetime) -> sa.ColumnElement[bool]:
+    c = schedule_runs.c
+    return sa.and_(
+        sa.or_(
+            c.status == "queued",
+            sa.and_(c.status == "running", c.lease_expires_at <= now),
+            sa.and_(c.status == "failed", c.next_attempt_at <= now),
+        ),
+        _schedule_active(),
+    )
+
+
+def _waiting(now: datetime) -> sa.ColumnElement[bool]:
+    """A run still to execute: queued, failed with a retry pending (due or not), or
+    running under an expired lease (its process died)."""
     c = schedule_runs.c
     return sa.or_(
         c.status == "queued",
         sa.and_(c.status == "running", c.lease_expires_at <= now),
-        sa.and_(c.status == "failed", c.next_attempt_at <= now),
+        sa.and_(c.status == "failed", c.next_attempt_at.is_not(None)),
     )
+
+
+def skip_paused_runs(db: Database, now: datetime) -> int:
+    """Record the waiting runs of paused schedules as skipped ("paused"); how many.
+
+    A running run whose lease is live is left to finish.
+    """
+    c = schedule_runs.c
+    kept_error = sa.func.substr(
+        sa.literal(f"{PAUSED}; last error: ") + c.error, 1, MAX_ERROR_LENGTH
+    )
+    statement = (
+        schedule_runs.update()
+        .where(_waiting(now), ~_schedule_active())
+        .values(
+            status="skipped",
+            error=sa.case((c.error.is_(None), PAUSED), else_=kept_error),
+            finished_at=now,
+            lease_owner=None,
+            lease_expires_at=None,
+            next_attempt_at=None,
+        )
+    )
+    return int(db.transaction(lambda conn: conn.execute(statement).rowcount))
 
 
 def claim_runs(
@@ -465,6 +541,7 @@ def execute_due_runs(
     starts (the reports before it were slow) is released rather than started late.
     """
     counts = TickCounts()
+    counts.runs_skipped += skip_paused_runs(db, clock())
     attempted = 0
     while limit is None or attempted < limit:
         size = CLAIM_BATCH if limit is None else min(CLAIM_BATCH, limit - attempted)

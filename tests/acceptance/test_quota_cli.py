@@ -10,10 +10,16 @@ from typing import Any
 import pytest
 from test_dispatch_concurrency import run_ticks
 
-from delivery_helpers import all_messages, enqueue_all, message
+from delivery_helpers import T0, all_messages, enqueue_all, message
 from smtp_server import SmtpServer
 
 NEXT_DAY = datetime(2026, 11, 19, tzinfo=UTC)
+
+
+def block_fields(blocks: list[dict[str, Any]]) -> dict[str, str]:
+    """The ``*Label*\\nvalue`` fields of a Slack alert's section blocks, as a dict."""
+    fields = [f["text"] for b in blocks if b["type"] == "section" for f in b.get("fields", [])]
+    return {label.strip("*"): value for label, value in (f.split("\n", 1) for f in fields)}
 
 
 @pytest.fixture
@@ -52,8 +58,15 @@ def test_quota_of_10_with_15_normal_and_2_critical(
     assert set(smtp.id_counts().values()) == {1}
     assert len(smtp.id_counts()) == 17
 
-    alerts = [json.loads(body)["text"] for _, _, body in http_server.requests]
+    payloads = [json.loads(body) for _, _, body in http_server.requests]
+    alerts = [p["text"] for p in payloads]
     assert sorted(a.split(":")[0] for a in alerts) == [
         "Mail quota at 100%", "Mail quota at 80%", "Mail quota at 90%"
     ]  # fmt: skip
+    # Text + Block Kit blocks, with the numbers of the day the threshold was crossed.
+    day = T0.date().isoformat()
+    assert sorted((block_fields(p["blocks"]) for p in payloads), key=lambda f: int(f["Used"])) == [
+        {"Used": str(used), "Limit": "10", "Threshold": f"{t}%", "Day": day}
+        for t, used in [(80, 8), (90, 9), (100, 10)]
+    ]
     assert all(path == "/services/T0/B0/secret" for _, path, _ in http_server.requests)

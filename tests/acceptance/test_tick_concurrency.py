@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -118,25 +118,92 @@ def test_concurrent_ticks_create_each_run_and_message_once(
     assert_exactly_once(db_url)
 
 
-def test_ticks_killed_mid_batch_then_rerun_lose_and_double_nothing(
-    dialect: str, db_url: str, seeded: dict[str, str]
+# A report query slow enough (~0.1 s a run) that the killed ticks are caught with runs
+# in flight: pg_sleep on PostgreSQL, a CPU-bound recursive count on SQLite.
+SLOW_SQL = {
+    "postgresql": "select 1 as one from pg_sleep(0.1)",
+    "sqlite": "with recursive n(i) as (select 1 union all select i + 1 from n where i < 300000)"
+    " select count(*) as counted from n",
+}
+POLL_TIMEOUT = 30.0
+
+
+def run_statuses(db: Database) -> Counter[str]:
+    query = sa.select(schedule_runs.c.status, sa.func.count()).group_by(schedule_runs.c.status)
+    rows = db.transaction(lambda conn: conn.execute(query).all(), read_only=True)
+    return Counter({status: int(count) for status, count in rows})
+
+
+def wait_for_runs_in_flight(
+    db_url: str, processes: list[subprocess.Popen[str]], succeeded: int
+) -> Counter[str]:
+    """Poll until at least ``succeeded`` runs are done and some are running (leased)."""
+    deadline = time.monotonic() + POLL_TIMEOUT
+    with Database(db_url, environ={}) as db:
+        while True:
+            statuses = run_statuses(db)
+            if statuses["succeeded"] >= succeeded and statuses["running"]:
+                return statuses
+            if all(p.poll() is not None for p in processes):
+                pytest.fail(f"every tick ended before runs were caught in flight: {statuses}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no runs in flight after {POLL_TIMEOUT} s: {statuses}")
+            time.sleep(0.02)  # a polling interval, not a synchronisation
+
+
+def test_ticks_killed_with_runs_in_flight_then_rerun_lose_and_double_nothing(
+    dialect: str, db_url: str, seeded: dict[str, str], tmp_path: Path
 ) -> None:
-    seed = random.randrange(1 << 30)
-    chaos = random.Random(seed)
-    processes = start_ticks(seeded, 6 if dialect == "postgresql" else 3, DUE)
-    started = time.monotonic()
-    # Kill each at its own random moment: start-up takes most of a second, so these
-    # land mostly inside the materialise and execute loops.
-    deadlines = sorted(chaos.uniform(0.6, 2.0) for _ in processes)
-    for process, deadline in zip(processes, deadlines, strict=True):
-        time.sleep(max(0.0, deadline - (time.monotonic() - started)))
+    slow = tmp_path / "slow.toml"
+    slow.write_text(CONFIG.replace('"select 1 as one"', json.dumps(SLOW_SQL[dialect])))
+    processes = start_ticks(
+        {**seeded, "SCHEDCTL_CONFIG": str(slow)}, 6 if dialect == "postgresql" else 3, DUE
+    )
+    # Kill every tick (SIGKILL: no cleanup) once some runs are done and others are
+    # leased: the runs these ticks were executing are orphaned mid-report.
+    in_flight = wait_for_runs_in_flight(db_url, processes, succeeded=len(processes))
+    for process in processes:
         process.send_signal(signal.SIGKILL)
     for process in processes:
         process.communicate(timeout=60)
-    killed = sum(1 for p in processes if p.returncode == -signal.SIGKILL)
-    assert killed, f"no tick was still running to be killed (seed {seed})"
+    assert [p.returncode for p in processes] == [-signal.SIGKILL] * len(processes), in_flight
 
-    # A later tick, after the killed runs' leases expired, finishes the work.
+    with Database(db_url, environ={}) as db:
+        after_kill = run_statuses(db)
+        orphaned = set(
+            db.transaction(
+                lambda c: (
+                    c.execute(
+                        sa.select(schedule_runs.c.id).where(schedule_runs.c.status == "running")
+                    )
+                    .scalars()
+                    .all()
+                )
+            )
+        )
+        enqueued = db.transaction(
+            lambda c: c.execute(sa.select(sa.func.count()).select_from(messages)).scalar_one()
+        )
+    # The crash left work undone: leases held by dead processes, messages missing.
+    assert orphaned, after_kill
+    assert after_kill["succeeded"] < SCHEDULES, after_kill
+    assert enqueued == after_kill["succeeded"] * len(RECIPIENTS) < SCHEDULES * len(RECIPIENTS)
+
+    # Later ticks, past the orphaned leases' expiry, finish the work (with the quick
+    # query: the report's speed is not what is tested here).
     after_leases = (parse_instant(DUE) + runs.RUN_LEASE + runs.RETRY_BACKOFF).isoformat()
-    finish(start_ticks(seeded, 2, after_leases))
+    outputs = finish(start_ticks(seeded, 2, after_leases))
+    assert sum(o["runs_created"] for o in outputs) == SCHEDULES - sum(after_kill.values())
+    assert sum(o["runs_succeeded"] for o in outputs) == SCHEDULES - after_kill["succeeded"]
     assert_exactly_once(db_url)
+    with Database(db_url, environ={}) as db:
+        retried = db.transaction(
+            lambda c: (
+                c.execute(
+                    sa.select(schedule_runs.c.attempt).where(schedule_runs.c.id.in_(orphaned))
+                )
+                .scalars()
+                .all()
+            )
+        )
+    assert retried == [2] * len(orphaned)  # each orphan ran once more, under a new lease

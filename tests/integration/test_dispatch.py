@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import email
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from delivery_helpers import T0, all_messages, enqueue_all, log_rows, message, one
+from delivery_helpers import T0, InProcessCli, all_messages, enqueue_all, log_rows, message, one
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import events, messages
+from schedctl.delivery.backends import MemoryBackend, SendResult
 from schedctl.delivery.message import POLICY
 from schedctl.delivery.tokens import verify_token
 from schedctl.dispatch import dispatch_due
 from schedctl.errors import MailUnavailable
-from schedctl.outbox import Attachment
+from schedctl.outbox import Attachment, delete_messages
 from schedctl.suppressions import add_suppression
 from smtp_server import SmtpServer
 
@@ -311,3 +315,87 @@ def test_a_slow_batch_renews_its_leases_and_skips_rows_it_lost(
     assert [one(db_url, i).status for i in ids] == ["sent", "scheduled"]
     assert one(db_url, ids[1]).lease_owner == "other:2:x"
     assert len(smtp.message_ids) == 1
+
+
+class _DeletingBackend(MemoryBackend):
+    """A memory backend that runs ``delete`` once, while it sends the first message."""
+
+    def __init__(self, db_url: str, delete: Callable[[sa.Connection], Any]) -> None:
+        super().__init__()
+        self.db_url = db_url
+        self.delete = delete
+        self.deleted: Any = None
+        self.sent: list[str] = []
+
+    def send(self, msg: EmailMessage) -> SendResult:
+        if not self.sent:
+            with Database(self.db_url) as db:
+                self.deleted = db.transaction(self.delete)
+        self.sent.append(str(msg["Message-ID"]))
+        return SendResult("sent", 250, "accepted", provider="memory")
+
+
+def test_delete_all_during_a_send_leaves_the_leased_batch_alone(db_url: str) -> None:
+    ids = enqueue_all(db_url, [message(1), message(2), message(3, send_at=T0 + timedelta(days=1))])
+    backend = _DeletingBackend(db_url, lambda conn: delete_messages(conn, 1, now=T0))
+
+    with Database(db_url) as db:
+        counts = dispatch_due(db, Settings(), T0, backend=backend)
+
+    assert counts["messages_sent"] == 2
+    assert tuple(backend.deleted) == (1, 2)  # the future message; two were being sent
+    assert [(m.id, m.status) for m in all_messages(db_url)] == [(ids[0], "sent"), (ids[1], "sent")]
+    assert [r.message_id for r in log_rows(db_url)] == ids[:2]
+
+
+def test_a_message_deleted_while_it_is_sent_is_not_recorded_and_the_tick_goes_on(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = enqueue_all(db_url, [message(1), message(2), message(3)])
+    backend = _DeletingBackend(
+        db_url, lambda conn: conn.execute(messages.delete().where(messages.c.id == ids[0]))
+    )
+
+    with caplog.at_level(logging.INFO, logger="schedctl.dispatch"), Database(db_url) as db:
+        counts = dispatch_due(db, Settings(), T0, backend=backend)
+
+    assert counts["messages_sent"] == 3
+    assert len(backend.sent) == 3
+    assert [(m.id, m.status) for m in all_messages(db_url)] == [(i, "sent") for i in ids[1:]]
+    assert [r.message_id for r in log_rows(db_url)] == ids[1:]
+    [gone] = [r for r in caplog.records if "deleted" in r.getMessage()]
+    assert gone.levelno == logging.INFO
+    assert gone.getMessage().startswith(f"message {ids[0]} was deleted while it was being sent")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("dialect", ["sqlite"])
+@pytest.mark.parametrize(
+    ("lease", "env"),
+    [("1s", {}), ("3m", {"SCHEDCTL_SMTP_TIMEOUT": "60"})],
+    ids=["1s", "3m-with-60s-smtp-timeout"],
+)
+def test_tick_refuses_a_too_short_lease_before_writing_anything(
+    db_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    lease: str,
+    env: dict[str, str],
+) -> None:
+    [mid] = enqueue_all(db_url, [message(1)])
+    before = all_messages(db_url)
+    config = tmp_path / "schedctl.toml"
+    config.write_text(f'[messages]\nlease = "{lease}"\n')
+    cli = InProcessCli(monkeypatch, capsys)
+
+    result = cli("tick", "--json", db_url=db_url,
+                 env={"SCHEDCTL_CONFIG": str(config), "SCHEDCTL_NOW": T0.isoformat(),
+                      "SCHEDCTL_MAIL_BACKEND": "memory", **env})  # fmt: skip
+
+    assert result.exit_code == 2, result.stderr
+    assert "lease" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert all_messages(db_url) == before
+    assert one(db_url, mid).lease_owner is None
+    assert log_rows(db_url) == []

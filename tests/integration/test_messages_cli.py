@@ -158,8 +158,40 @@ def test_delete_all_by_type_then_all(cli: InProcessCli, db_url: str, three: list
     by_type = cli("messages", "delete-all", "--confirm", "--type", "INIT", "--json", db_url=db_url)
     rest = cli("messages", "delete-all", "--confirm", "--json", db_url=db_url)
 
-    assert (by_type.json, rest.json) == ({"deleted": 1}, {"deleted": 2})
+    assert (by_type.json, rest.json) == (
+        {"deleted": 1, "in_flight": 0}, {"deleted": 2, "in_flight": 0}
+    )  # fmt: skip
     assert all_messages(db_url) == []
+
+
+def test_delete_all_leaves_messages_being_sent_and_says_how_many(
+    cli: InProcessCli, db_url: str, three: list[int]
+) -> None:
+    from schedctl.db.database import Database
+    from schedctl.db.schema import messages
+
+    with Database(db_url) as db:
+        for mid, expiry in [
+            (three[0], T0 + timedelta(minutes=5)),  # a dispatcher is sending it
+            (three[1], T0 - timedelta(seconds=1)),  # its dispatcher died
+        ]:
+            db.transaction(
+                lambda conn, mid=mid, expiry=expiry: conn.execute(
+                    messages.update()
+                    .where(messages.c.id == mid)
+                    .values(lease_owner="h:1:x", lease_expires_at=expiry)
+                )
+            )
+
+    result = cli("messages", "delete-all", "--confirm", "--json", db_url=db_url, env=NOW)
+    plain = cli("messages", "delete-all", "--confirm", db_url=db_url, env=NOW)
+
+    assert result.exit_code == 0, result.stderr
+    assert result.json == {"deleted": 2, "in_flight": 1}
+    assert [m.id for m in all_messages(db_url)] == [three[0]]
+    assert plain.exit_code == 0, plain.stderr
+    assert "deleted 0 message(s)" in plain.stdout
+    assert "1 being sent" in plain.stdout
 
 
 def test_another_accounts_messages_are_invisible(
@@ -176,5 +208,5 @@ def test_another_accounts_messages_are_invisible(
     assert listed.json == {"messages": [], "count": 0}
     assert edit.exit_code == 2
     assert "no message" in edit.stderr
-    assert deleted.json == {"deleted": 0}
+    assert deleted.json == {"deleted": 0, "in_flight": 0}
     assert len(all_messages(db_url)) == 3

@@ -33,6 +33,12 @@ def dispatch(db_url: str, settings: Settings, at: datetime = T0) -> dict[str, in
         return dispatch_due(db, settings, at)
 
 
+def block_fields(blocks: list[dict[str, Any]]) -> dict[str, str]:
+    """The ``*Label*\\nvalue`` fields of a Slack alert's section blocks, as a dict."""
+    fields = [f["text"] for b in blocks if b["type"] == "section" for f in b.get("fields", [])]
+    return {label.strip("*"): value for label, value in (f.split("\n", 1) for f in fields)}
+
+
 def test_take_counts_up_to_the_limit_in_one_statement(db_url: str) -> None:
     with Database(db_url) as db:
         taken = [db.transaction(lambda conn: quota.take(conn, DAY, 3)) for _ in range(5)]
@@ -93,12 +99,21 @@ def test_alerts_at_80_90_100_percent_once_each_by_webhook_and_mail(
     first = dispatch(db_url, settings)
     second = dispatch(db_url, settings, T0 + timedelta(hours=1))
 
-    posts = [json.loads(body)["text"] for _, _, body in http_server.requests]
+    payloads = [json.loads(body) for _, _, body in http_server.requests]
+    posts = [p["text"] for p in payloads]
     assert [p.split(":")[0] for p in posts] == [
         "Mail quota at 80%", "Mail quota at 90%", "Mail quota at 100%"
     ]  # fmt: skip
     assert "8 of 10" in posts[0]
     assert "10 of 10" in posts[2]
+    assert [block_fields(p["blocks"]) for p in payloads] == [
+        {"Used": str(used), "Limit": "10", "Threshold": f"{t}%", "Day": DAY}
+        for t, used in [(80, 8), (90, 9), (100, 10)]
+    ]
+    assert [p["blocks"][0] for p in payloads] == [
+        {"type": "header", "text": {"type": "plain_text", "text": f"Mail quota at {t}%"}}
+        for t in (80, 90, 100)
+    ]
     alert_mail = [m for m in all_messages(db_url) if m.type == "ALERT"]
     assert sorted(m.subject for m in alert_mail) == [
         f"schedctl: mail quota at {t}% on {DAY}" for t in (100, 80, 90)

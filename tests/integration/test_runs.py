@@ -400,6 +400,68 @@ def test_an_unreadable_schedule_is_paused_and_its_runs_fail_not_the_tick(
     assert paused is False
 
 
+def test_pausing_stops_queued_retrying_and_orphaned_runs(db: Database, settings: Settings) -> None:
+    """A paused schedule's waiting runs are recorded skipped ("paused"), never run later."""
+    from schedctl.schedules import set_active
+
+    failing = make(db, settings, name="failing", params=["query=broken"])
+    assert runs.run_schedules(db, settings, NINE)["runs_failed"] == 1  # a retry is due at 09:05
+    queued = make(db, settings, name="queued")
+    orphan = make(db, settings, name="orphan")
+    other = make(db, settings, name="other")
+    assert runs.materialise_due(db, NINE).runs_created == 3
+    # The orphan's process died holding its lease, which expires at 09:10.
+    db.transaction(
+        lambda c: c.execute(
+            schedule_runs.update()
+            .where(schedule_runs.c.schedule_id == orphan.id)
+            .values(
+                status="running",
+                attempt=1,
+                lease_owner="dead-host:1",
+                lease_expires_at=NINE + timedelta(minutes=10),
+            )
+        )
+    )
+    for schedule in (failing, queued, orphan):
+        set_active(db, 1, schedule.id, False, NINE + timedelta(minutes=1))
+
+    counts = runs.run_schedules(db, settings, NINE + timedelta(minutes=30))
+    assert (counts["runs_succeeded"], counts["runs_failed"], counts["runs_skipped"]) == (1, 0, 3)
+    assert counts["messages_enqueued"] == 2
+    rows = {r.schedule_id: r for r in run_rows(db)}
+    assert rows[other.id].status == "succeeded"
+    for schedule in (failing, queued, orphan):
+        run = rows[schedule.id]
+        assert run.status == "skipped", schedule.name
+        assert run.error.startswith("paused"), schedule.name
+        assert (run.lease_owner, run.next_attempt_at) == (None, None)
+    assert "no_such_table" in rows[failing.id].error  # the last failure is kept
+    assert [m.schedule_run_id for m in message_rows(db)] == [rows[other.id].id] * 2
+    # Nothing is claimable any more, paused or not.
+    assert runs.claim_runs(db, NINE + timedelta(hours=1), owner="me:1", limit=10) == ([], 0)
+
+    # Resumed, each runs from its next slot; the skipped runs stay skipped.
+    for schedule in (failing, queued, orphan):
+        set_active(db, 1, schedule.id, True, NINE + timedelta(hours=2))
+    later = runs.run_schedules(db, settings, NINE + timedelta(days=1))
+    assert (later["runs_created"], later["runs_succeeded"], later["runs_failed"]) == (4, 3, 1)
+    assert [r.status for r in run_rows(db, queued.id)] == ["skipped", "succeeded"]
+
+
+def test_a_paused_schedules_runs_are_not_claimed(db: Database, settings: Settings) -> None:
+    from schedctl.schedules import set_active
+
+    paused = make(db, settings, name="paused")
+    make(db, settings, name="active")
+    runs.materialise_due(db, NINE)
+    set_active(db, 1, paused.id, False, NINE)
+    claimed, given_up = runs.claim_runs(db, NINE, owner="me:1", limit=10)
+    assert [r.schedule.name for r in claimed] == ["active"]
+    assert given_up == 0
+    assert [r.status for r in run_rows(db, paused.id)] == ["queued"]  # skipped by the tick
+
+
 # --- manual runs -------------------------------------------------------------------------------
 
 

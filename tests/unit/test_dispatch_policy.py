@@ -71,6 +71,31 @@ def test_invalid_tables_are_configuration_errors(table: dict[str, object]) -> No
         DeliveryPolicy.from_table(table)
 
 
+@pytest.mark.parametrize("lease", ["1s", "59s"])
+def test_a_lease_shorter_than_a_minute_is_refused(lease: str) -> None:
+    with pytest.raises(ConfigError, match="lease"):
+        DeliveryPolicy.from_table({"lease": lease})
+
+
+def test_the_lease_must_cover_four_smtp_timeouts() -> None:
+    assert DeliveryPolicy.from_table({"lease": "1m"}).lease == timedelta(minutes=1)
+    assert DeliveryPolicy.from_table({"lease": "4m"}, smtp_timeout=60).lease == timedelta(minutes=4)
+    with pytest.raises(ConfigError, match=r"at least 4m"):
+        DeliveryPolicy.from_table({"lease": "3m"}, smtp_timeout=60)
+    with pytest.raises(ConfigError, match="lease"):
+        # The default lease (10m) is too short for a 5-minute SMTP timeout.
+        DeliveryPolicy.from_table(None, smtp_timeout=300)
+
+
+def test_check_delivery_settings_refuses_a_lease_too_short_for_the_smtp_timeout() -> None:
+    from schedctl.dispatch import check_delivery_settings
+
+    table = {"messages": {"lease": "90s"}}
+    check_delivery_settings(Settings(smtp_timeout=20, file_tables=table))
+    with pytest.raises(ConfigError, match="smtp_timeout"):
+        check_delivery_settings(Settings(smtp_timeout=30, file_tables=table))
+
+
 def test_message_types_are_normalised_or_refused() -> None:
     assert normalise_type(" reminder_1d ") == "REMINDER_1D"
     with pytest.raises(ValidationError):

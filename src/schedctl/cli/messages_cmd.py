@@ -156,20 +156,28 @@ def delete_all_command(
     type_: TypeOpt = None,
     account: Account = None,
 ) -> None:
-    """Delete every message of the account (or of one type); needs --confirm."""
+    """Delete every message of the account (or of one type); needs --confirm.
+
+    Messages a dispatcher is sending right now are left alone and reported as
+    in flight.
+    """
     message_type = normalise_type(type_) if type_ is not None else None
     if not confirm:
         raise UsageError("refusing to delete messages without --confirm")
 
     def work(db: Database) -> CommandResult:
         account_id = scope_to_account(db, account)
-        deleted = db.transaction(
-            lambda conn: outbox.delete_messages(conn, account_id, type=message_type)
+        now = db.now()
+        result = db.transaction(
+            lambda conn: outbox.delete_messages(conn, account_id, type=message_type, now=now)
         )
-        return CommandResult({"deleted": deleted})
+        return CommandResult({"deleted": result.deleted, "in_flight": result.in_flight})
 
     data = run_command("messages delete-all", work).data
-    current().output.result(data, f"deleted {data['deleted']} message(s)")
+    human = f"deleted {data['deleted']} message(s)"
+    if data["in_flight"]:
+        human += f"; left {data['in_flight']} being sent right now (run again to delete them)"
+    current().output.result(data, human)
 
 
 def register(app: typer.Typer) -> None:

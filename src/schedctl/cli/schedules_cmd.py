@@ -243,7 +243,12 @@ def _set_active(command_name: str, schedule_id: str, account: str | None, active
 
 @command(schedules_app, "pause")
 def pause_command(schedule_id: ScheduleId, account: Account = None) -> None:
-    """Pause a schedule: no runs until it is resumed."""
+    """Pause a schedule: no runs until it is resumed.
+
+    Its waiting runs (queued, or failed and due a retry) are recorded by the next tick
+    as skipped ("paused") and do not run after resume either; a run already executing
+    finishes.
+    """
     _set_active("schedules pause", schedule_id, account, active=False)
 
 

@@ -8,7 +8,8 @@ tz = "UTC"               # weekend zone for messages with no event or schedule z
 max_attempts = 5         # a message that keeps getting 4xx replies fails after this
 retry_base = "1m"        # first retry delay; doubled per attempt ...
 retry_max = "1h"         # ... up to this
-lease = "10m"            # how long a dispatcher owns the messages it claimed
+lease = "10m"            # how long a dispatcher owns the messages it claimed;
+                         # at least max(1m, 4 * smtp_timeout)
 batch_size = 50          # messages claimed per short claim transaction
 provider_backoff = "15m" # wait after the provider refuses us for its own quota
 alert_to = ["ops@example.com"]  # also e-mail the daily-quota alerts here
@@ -20,10 +21,16 @@ weekend = "postpone"     # a Saturday/Sunday send moves to Monday, same local ti
 
 The weekend zone is the message's event zone, else its schedule's zone, else
 ``tz``. Nothing here touches the network or the database.
+
+A lease is renewed only between two messages, and one SMTP send can take several
+``smtp_timeout`` periods (connect, greeting, each command, the data, the reply), so
+a lease shorter than :func:`min_lease` could expire mid-send and let another tick
+take the message and send it again; such a lease is a configuration error.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +45,7 @@ from schedctl.errors import ConfigError, ValidationError
 __all__ = [
     "DeliveryPolicy",
     "TypeRule",
+    "min_lease",
     "normalise_type",
     "retry_delay",
     "weekend_postponement",
@@ -62,6 +70,15 @@ _TOP_KEYS = frozenset(
     }
 )
 _TYPE_KEYS = frozenset({"enabled", "weekend"})
+MIN_LEASE = timedelta(minutes=1)
+LEASE_SMTP_TIMEOUTS = 4  # SMTP timeouts one send may take before its lease is renewed
+
+
+def min_lease(smtp_timeout: float | None = None) -> timedelta:
+    """The shortest message lease allowed: max(1 minute, 4 * ``smtp_timeout`` seconds)."""
+    if smtp_timeout is None or not smtp_timeout > 0:
+        return MIN_LEASE
+    return max(MIN_LEASE, timedelta(seconds=math.ceil(LEASE_SMTP_TIMEOUTS * smtp_timeout)))
 
 
 def normalise_type(value: str) -> str:
@@ -108,10 +125,16 @@ class DeliveryPolicy:
         return ZoneInfo(self.tz)
 
     @classmethod
-    def from_table(cls, table: Any, origin: str = "[messages]") -> DeliveryPolicy:
-        """Parse the raw ``[messages]`` table; ConfigError (exit 2) for bad values."""
+    def from_table(
+        cls, table: Any, origin: str = "[messages]", *, smtp_timeout: float | None = None
+    ) -> DeliveryPolicy:
+        """Parse the raw ``[messages]`` table; ConfigError (exit 2) for bad values.
+
+        ``lease`` must be at least :func:`min_lease` of ``smtp_timeout`` (one minute
+        when no timeout is given); this also applies to the default lease.
+        """
         if table is None:
-            return cls()
+            return cls()._check_lease(origin, smtp_timeout)
         if not isinstance(table, Mapping):
             raise ConfigError(f"{origin} must be a table")
         unknown = sorted(set(table) - _TOP_KEYS)
@@ -156,7 +179,21 @@ class DeliveryPolicy:
         policy = cls(**values)
         if policy.retry_max < policy.retry_base:
             raise ConfigError(f"{origin}: retry_max must not be shorter than retry_base")
-        return policy
+        return policy._check_lease(origin, smtp_timeout)
+
+    def _check_lease(self, origin: str, smtp_timeout: float | None) -> DeliveryPolicy:
+        floor = min_lease(smtp_timeout)
+        if self.lease < floor:
+            rule = ""
+            if smtp_timeout is not None:
+                times = f"{LEASE_SMTP_TIMEOUTS} x smtp_timeout ({smtp_timeout:g}s)"
+                rule = f", the larger of 1m and {times}"
+            raise ConfigError(
+                f"{origin} lease = {_format_duration(self.lease)} is too short: it must be"
+                f" at least {_format_duration(floor)}{rule}; a shorter lease can expire"
+                " while a message is being sent, and another tick would send it again"
+            )
+        return self
 
 
 def retry_delay(attempts: int, base: timedelta, cap: timedelta) -> timedelta:
@@ -215,6 +252,14 @@ def _duration(value: Any, where: str) -> timedelta:
         return parse_duration(value)
     except ValidationError as exc:
         raise ConfigError(f"{where}: {exc.message}") from None
+
+
+def _format_duration(value: timedelta) -> str:
+    seconds = math.ceil(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _addresses(value: Any, where: str) -> tuple[str, ...]:
