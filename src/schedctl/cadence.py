@@ -94,6 +94,15 @@ def parse_duration(text: str) -> timedelta:
         ) from None
 
 
+def format_duration(value: timedelta) -> str:
+    """A duration back in the ``90s``/``15m``/``6h``/``2d`` form, largest exact unit."""
+    seconds = math.ceil(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def parse_timezone(name: str) -> ZoneInfo:
     """Load an IANA time zone such as ``Europe/Berlin``."""
     message = f"invalid time zone {name!r} (expected an IANA name such as Europe/Berlin)"
@@ -231,7 +240,7 @@ def next_slot(cadence: Cadence, after: datetime) -> datetime:
     # A wall time at or before after's own wall time maps to an instant <= after, so
     # the search starts there; walls of a repeated hour may still map back before it.
     for wall in _walls_after(cadence, _wall_time(after, zone)):
-        slot = _first_instant_at_or_after(wall, zone)
+        slot = first_instant_at_or_after(wall, zone)
         if slot > after:
             return slot
     raise ValidationError(f"{cadence.describe()} has no slot after {after.isoformat()}")
@@ -242,7 +251,7 @@ def latest_slot_at_or_before(cadence: Cadence, instant: datetime) -> datetime | 
     instant = _as_utc(instant, "instant")
     zone = cadence.zone
     for wall in _walls_at_or_before(cadence, _wall_bound(instant, zone)):
-        slot = _first_instant_at_or_after(wall, zone)
+        slot = first_instant_at_or_after(wall, zone)
         if slot <= instant:
             return slot
     return None
@@ -266,7 +275,7 @@ def slots_between(
     if until <= after:
         return newest_first
     for wall in _walls_at_or_before(cadence, _wall_bound(until, zone)):
-        slot = _first_instant_at_or_after(wall, zone)
+        slot = first_instant_at_or_after(wall, zone)
         if slot > until:
             continue
         if slot <= after:
@@ -311,7 +320,7 @@ def _wall_bound(instant: datetime, zone: ZoneInfo) -> datetime:
     return bound
 
 
-def _first_instant_at_or_after(wall: datetime, zone: ZoneInfo) -> datetime:
+def first_instant_at_or_after(wall: datetime, zone: ZoneInfo) -> datetime:
     """The first UTC instant whose local time in ``zone`` is at or after ``wall``."""
     # fold=0 is the first occurrence of a repeated time; for a time in a gap it uses
     # the offset before the gap, which lands after the gap.

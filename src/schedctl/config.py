@@ -170,7 +170,8 @@ def _read_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
 
 
-def _parse_threshold(value: Any, origin: str) -> timedelta:
+def duration_setting(value: Any, origin: str) -> timedelta:
+    """A duration from the config file ("90s", "15m", "6h", "2d"), or ConfigError."""
     from schedctl.cadence import parse_duration
 
     if not isinstance(value, str):
@@ -196,8 +197,8 @@ def _heartbeat_settings(
         origin = f"{path}: heartbeat.thresholds.{command}"
         if not isinstance(spec, dict) or not {"yellow", "red"} <= spec.keys():
             raise ConfigError(f"{origin} needs 'yellow' and 'red' durations")
-        yellow = _parse_threshold(spec["yellow"], origin)
-        red = _parse_threshold(spec["red"], origin)
+        yellow = duration_setting(spec["yellow"], origin)
+        red = duration_setting(spec["red"], origin)
         if red < yellow:
             raise ConfigError(f"{origin}: red must not be shorter than yellow")
         thresholds[command] = HeartbeatThresholds(yellow, red)

@@ -31,8 +31,8 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from schedctl.cadence import parse_duration, parse_timezone
-from schedctl.config import Settings
+from schedctl.cadence import parse_timezone
+from schedctl.config import Settings, duration_setting
 from schedctl.db import dialect
 from schedctl.db.database import Database
 from schedctl.db.schema import events, messages
@@ -69,10 +69,7 @@ def reminders_for(settings: Settings) -> tuple[Reminder, ...]:
         raise ConfigError('[events] reminders must be a list of durations such as ["1d", "2h"]')
     found: dict[str, Reminder] = {}
     for text in raw:
-        try:
-            lead = parse_duration(text)
-        except ValidationError as exc:
-            raise ConfigError(f"[events] reminders: {exc.message}") from None
+        lead = duration_setting(text, "[events] reminders")
         match = _LEAD.fullmatch(text.strip())
         if match is None:  # parse_duration accepted it, so this cannot happen
             raise ConfigError(f"[events] reminders: invalid duration {text!r}")

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 
-from schedctl.config import Settings
+from schedctl.config import Settings, duration_setting
 from schedctl.db import dialect
 from schedctl.db.database import first_line
 from schedctl.db.types import UTCDateTime
@@ -144,7 +144,6 @@ SQL_PARAMS = ("query", "subject")
 
 def report_queries(settings: Settings) -> dict[str, ReportQuery]:
     """The report queries of the config file, checked (ConfigError if malformed)."""
-    from schedctl.cadence import parse_duration
     from schedctl.db.engine import parse_url
 
     where = settings.config_path or "config"
@@ -171,10 +170,7 @@ def report_queries(settings: Settings) -> dict[str, ReportQuery]:
             parse_url(values["database_url"])  # its own error masks the password
         timeout = DEFAULT_QUERY_TIMEOUT
         if values["timeout"]:
-            try:
-                timeout = parse_duration(values["timeout"])
-            except ValidationError as exc:
-                raise ConfigError(f"{origin}: timeout: {exc.message}") from None
+            timeout = duration_setting(values["timeout"], f"{origin}: timeout")
         unknown_binds = set(_bind_names(sql)) - set(QUERY_BINDS)
         if unknown_binds:
             raise ConfigError(

@@ -22,7 +22,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from schedctl import reports
-from schedctl.cadence import WEEKDAYS, Cadence, make_cadence, next_slot, parse_duration
+from schedctl.cadence import (
+    WEEKDAYS,
+    Cadence,
+    format_duration,
+    make_cadence,
+    next_slot,
+    parse_duration,
+)
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import schedule_runs, schedules
@@ -112,7 +119,7 @@ class Schedule:
             "recipients": list(self.recipients),
             "params": dict(self.params),
             "catchup": self.catchup,
-            "max_lateness": format_duration(self.max_lateness),
+            "max_lateness": format_optional_duration(self.max_lateness),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
@@ -190,15 +197,8 @@ def parse_name(text: str) -> str:
     return name
 
 
-def format_duration(value: timedelta | None) -> str | None:
-    """``timedelta`` back to the ``90s``/``15m``/``6h``/``2d`` form, largest exact unit."""
-    if value is None:
-        return None
-    seconds = int(value.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+def format_optional_duration(value: timedelta | None) -> str | None:
+    return None if value is None else format_duration(value)
 
 
 def merge_cadence(options: ScheduleOptions, existing: Cadence | None) -> Cadence:

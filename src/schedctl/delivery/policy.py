@@ -38,7 +38,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from schedctl.cadence import _first_instant_at_or_after, parse_duration, parse_timezone
+from schedctl.cadence import first_instant_at_or_after, format_duration, parse_timezone
+from schedctl.config import duration_setting
 from schedctl.delivery.message import validate_email
 from schedctl.errors import ConfigError, ValidationError
 
@@ -153,7 +154,7 @@ class DeliveryPolicy:
             values["batch_size"] = _positive_int(table["batch_size"], f"{origin} batch_size")
         for key in ("retry_base", "retry_max", "lease", "provider_backoff"):
             if key in table:
-                values[key] = _duration(table[key], f"{origin} {key}")
+                values[key] = duration_setting(table[key], f"{origin} {key}")
         if "alert_to" in table:
             values["alert_to"] = _addresses(table["alert_to"], f"{origin} alert_to")
         types = table.get("types", {})
@@ -189,8 +190,8 @@ class DeliveryPolicy:
                 times = f"{LEASE_SMTP_TIMEOUTS} x smtp_timeout ({smtp_timeout:g}s)"
                 rule = f", the larger of 1m and {times}"
             raise ConfigError(
-                f"{origin} lease = {_format_duration(self.lease)} is too short: it must be"
-                f" at least {_format_duration(floor)}{rule}; a shorter lease can expire"
+                f"{origin} lease = {format_duration(self.lease)} is too short: it must be"
+                f" at least {format_duration(floor)}{rule}; a shorter lease can expire"
                 " while a message is being sent, and another tick would send it again"
             )
         return self
@@ -216,7 +217,7 @@ def weekend_postponement(due: datetime, zone: ZoneInfo) -> datetime | None:
     if local.weekday() < 5:
         return None
     monday = local.replace(tzinfo=None, fold=0) + timedelta(days=7 - local.weekday())
-    return _first_instant_at_or_after(monday, zone).astimezone(UTC)
+    return first_instant_at_or_after(monday, zone).astimezone(UTC)
 
 
 def _bool(value: Any, where: str) -> bool:
@@ -243,23 +244,6 @@ def _positive_int(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{where} must be a positive integer")
     return value
-
-
-def _duration(value: Any, where: str) -> timedelta:
-    if not isinstance(value, str):
-        raise ConfigError(f'{where} must be a duration such as "15m"')
-    try:
-        return parse_duration(value)
-    except ValidationError as exc:
-        raise ConfigError(f"{where}: {exc.message}") from None
-
-
-def _format_duration(value: timedelta) -> str:
-    seconds = math.ceil(value.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 def _addresses(value: Any, where: str) -> tuple[str, ...]:
