@@ -1,28 +1,43 @@
 """Settings: command-line flags > SCHEDCTL_* environment > TOML file > defaults.
 
-The TOML file uses the environment names in lower case without the prefix, either at
-the top level (``mail_backend = "smtp"``) or grouped in a table named after the first
-word (``[mail] backend = "smtp"``, ``[smtp] host = "..."``). Data sources for
-``distribute`` and report queries live in the file only and are kept as raw tables.
+Every setting is declared once, as a field of `Settings` made with `setting()`: its
+type (the annotation), default, range or choices, the file table it belongs to and
+whether it is a secret. `load_settings` checks each value against that declaration
+once, at start-up, together with the rules that span settings (the whole mail
+configuration), so a bad value is one line and exit 2 before anything is opened or
+written. Error lines name where the value came from (flag, environment variable, or
+file and key) and never quote a secret.
+
+In the TOML file a setting is written under its own name at the top level
+(``mail_backend = "smtp"``) or in its table under the rest of its name (``[mail]
+backend = "smtp"``, ``[smtp] host = "..."``); the table is the name's first word
+unless declared otherwise. An unknown key, in any declared table or at the top level,
+is refused. The tables in `RAW_TABLES` belong to one feature each and are passed
+through untouched in ``Settings.file_tables``; a feature that declares its keys here
+instead (fields with ``setting(table=...)``) takes its table out of `RAW_TABLES`.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
+from types import NoneType
 from typing import Any
 
-from schedctl.errors import ConfigError, ValidationError
+from schedctl.errors import ConfigError, ValidationError, did_you_mean, quoted
 
 DEFAULT_DATABASE_URL = "sqlite:///schedctl.db"
 ENV_PREFIX = "SCHEDCTL_"
+MIN_SECRET_LENGTH = 16  # the unsubscribe HMAC key: anything shorter is guessable
 
-# Settings whose values are secrets: never printed, logged or shown in tracebacks.
-SECRET_KEYS = frozenset({"smtp_password", "slack_webhook_url", "unsubscribe_secret", "ping_url"})
+# Tables in the file that are passed through untouched to the feature that reads them.
+RAW_TABLES = frozenset({"distribute", "reports", "events", "messages", "digest", "accounts"})
 
 
 @dataclass(frozen=True)
@@ -44,33 +59,169 @@ FALLBACK_THRESHOLDS = HeartbeatThresholds(timedelta(minutes=15), timedelta(minut
 
 
 @dataclass(frozen=True)
-class Settings:
-    """Resolved configuration for one schedctl process."""
+class Setting:
+    """The declaration of one setting; `name`, `kind`, `optional` and `default` are
+    filled in from the `Settings` field it is attached to."""
 
-    database_url: str = DEFAULT_DATABASE_URL
-    config_path: str | None = None
-    mail_backend: str = "console"
-    mail_from: str = "schedctl@localhost"
-    smtp_host: str | None = None
-    smtp_port: int = 25
-    smtp_user: str | None = None
-    smtp_password: str | None = None
-    smtp_tls: str = "none"
-    smtp_timeout: float = 30.0  # seconds per SMTP socket operation
-    mail_file_dir: str = "outbox"
-    daily_quota: int = 200
-    slack_webhook_url: str | None = None
-    unsubscribe_secret: str | None = None
-    unsubscribe_base_url: str | None = None
-    ping_url: str | None = None
-    db_retry_seconds: float = 20.0
-    heartbeat_commands: tuple[str, ...] = ("tick", "digest", "distribute", "reconcile")
-    heartbeat_thresholds: Mapping[str, HeartbeatThresholds] = field(
-        default_factory=lambda: dict(DEFAULT_THRESHOLDS)
+    table: str | None = None  # the file table it may be grouped in (default: first word)
+    key: str | None = None  # its key in that table (default: the rest of the name)
+    env: str | None = ""  # "" = SCHEDCTL_<NAME>; None = not read from the environment
+    flag: str | None = None  # the command-line flag, when there is one
+    in_file: bool = True
+    choices: tuple[str, ...] = ()
+    at_least: float | None = None
+    above: float | None = None
+    at_most: float | None = None
+    unit: str = ""  # "seconds": said in the error line
+    hint: str = ""  # appended to an out-of-range error
+    min_length: int = 0
+    secret: bool = False  # never printed, logged or quoted in an error
+    # An extra rule for a text value: the problem (never quoting a secret), or None.
+    check: Callable[[str], str | None] | None = None
+    # A structured value (list or table) from the file: the value, or ConfigError.
+    parse: Callable[[Any, str], Any] | None = None
+    name: str = ""
+    kind: Any = str
+    optional: bool = False
+    default: Any = None
+
+    @property
+    def env_name(self) -> str | None:
+        if self.env is None:
+            return None
+        return self.env or f"{ENV_PREFIX}{self.name.upper()}"
+
+    def places(self) -> str:
+        """Where this setting can be given, for an error line."""
+        options = [self.flag, self.env_name]
+        if self.in_file and self.table and self.key:
+            options.append(f"[{self.table}] {self.key}")
+        return " or ".join(o for o in options if o)
+
+
+def setting(default: Any = None, *, factory: Callable[[], Any] | None = None, **spec: Any) -> Any:
+    """A `Settings` field declared in the schema (see `Setting` for `spec`)."""
+    metadata = {"setting": Setting(**spec)}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _mail_address(value: str) -> str | None:
+    from email.utils import getaddresses
+
+    from schedctl.delivery.message import address_of  # the one address validator
+
+    problem = f"must be one e-mail address, 'addr' or 'Name <addr>', got {quoted(value)}"
+    # parseaddr quietly drops what follows a line break ("a@b.c\r\nBcc: x@y.z").
+    if any(ord(c) < 32 or ord(c) == 127 for c in value) or len(getaddresses([value])) != 1:
+        return problem
+    try:
+        address_of(value)
+    except ValidationError:
+        return problem
+    return None
+
+
+def _http_url(value: str) -> str | None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.netloc
+        or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value)
+    ):
+        return "must be an http:// or https:// URL"  # never quoted: it may hold a secret
+    return None
+
+
+def _command(name: Any, origin: str) -> str:
+    from schedctl.commands import unknown_command
+
+    problem = unknown_command(name)
+    if problem:
+        raise ConfigError(f"{origin}: {problem}")
+    return str(name)
+
+
+def _heartbeat_commands(value: Any, origin: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ConfigError(
+            f"{origin}: must be a non-empty list of command names"
+            " (leave it out to judge every command that has run)"
+        )
+    return tuple(dict.fromkeys(_command(name, origin) for name in value))
+
+
+def _heartbeat_thresholds(value: Any, origin: str) -> dict[str, HeartbeatThresholds]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{origin}: must be a table of commands")
+    thresholds = dict(DEFAULT_THRESHOLDS)
+    for command, spec in value.items():
+        where = f"{origin}.{_command(command, origin)}"
+        if not isinstance(spec, dict) or not {"yellow", "red"} <= spec.keys():
+            raise ConfigError(f"{where} needs 'yellow' and 'red' durations")
+        extra = sorted(spec.keys() - {"yellow", "red"})
+        if extra:
+            raise ConfigError(f"{where}: unknown key {quoted(extra[0])} (only yellow and red)")
+        yellow = duration_setting(spec["yellow"], where)
+        red = duration_setting(spec["red"], where)
+        if red < yellow:
+            raise ConfigError(f"{where}: red must not be shorter than yellow")
+        thresholds[command] = HeartbeatThresholds(yellow, red)
+    return thresholds
+
+
+def _ping_urls(value: Any, origin: str) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{origin}: must map command names to URLs")
+    for command, url in value.items():
+        where = f"{origin}.{_command(command, origin)}"
+        problem = _http_url(url) if isinstance(url, str) else "must be an http(s) URL"
+        if problem:
+            raise ConfigError(f"{where}: {problem}")
+    return dict(value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration for one schedctl process; every field but `file_tables`
+    is a declared setting."""
+
+    database_url: str = setting(DEFAULT_DATABASE_URL, flag="--database-url")
+    config_path: str | None = setting(env="SCHEDCTL_CONFIG", flag="--config", in_file=False)
+    mail_backend: str = setting("console", choices=("smtp", "console", "file", "memory"))
+    mail_from: str = setting("schedctl@localhost", check=_mail_address)
+    smtp_host: str | None = setting()
+    smtp_port: int = setting(25, at_least=1, at_most=65535)
+    smtp_user: str | None = setting()
+    smtp_password: str | None = setting(secret=True)
+    smtp_tls: str = setting("none", choices=("none", "starttls", "ssl"))
+    # Seconds per SMTP socket operation; message leases are at least 4 of them.
+    smtp_timeout: float = setting(30.0, above=0, at_most=3600, unit="seconds")
+    mail_file_dir: str = setting("outbox")
+    # Normal sends per UTC day; unset (None) means no quota (SPEC §7: opt-in).
+    daily_quota: int | None = setting(at_least=1, hint="leave it unset for no quota")
+    slack_webhook_url: str | None = setting(secret=True, check=_http_url)
+    unsubscribe_secret: str | None = setting(secret=True, min_length=MIN_SECRET_LENGTH)
+    unsubscribe_base_url: str | None = setting(check=_http_url)
+    ping_url: str | None = setting(secret=True, check=_http_url)
+    db_retry_seconds: float = setting(20.0, at_least=0, at_most=3600, unit="seconds")
+    # None: judge every command that has run at least once.
+    heartbeat_commands: tuple[str, ...] | None = setting(env=None, parse=_heartbeat_commands)
+    heartbeat_thresholds: Mapping[str, HeartbeatThresholds] = setting(
+        factory=lambda: dict(DEFAULT_THRESHOLDS), env=None, parse=_heartbeat_thresholds
     )
     # Per-command healthchecks-style ping URLs ([heartbeat.ping_urls] in the file).
-    ping_urls: Mapping[str, str] = field(default_factory=dict)
-    # Raw tables from the TOML file that belong to one feature (distribute, reports).
+    ping_urls: Mapping[str, str] = setting(
+        factory=dict, table="heartbeat", key="ping_urls", env=None, secret=True, parse=_ping_urls
+    )
+    # Raw tables from the TOML file that belong to one feature (RAW_TABLES).
     file_tables: Mapping[str, Any] = field(default_factory=dict)
 
     def thresholds_for(self, command: str) -> HeartbeatThresholds:
@@ -78,9 +229,10 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """The secret values in force, for redaction of any text we print."""
-        values = [getattr(self, key) for key in SECRET_KEYS]
-        values.extend(self.ping_urls.values())
-        values.append(_url_password(self.database_url))
+        values: list[Any] = [_url_password(self.database_url)]
+        for name in SECRET_KEYS:
+            value = getattr(self, name)
+            values.extend(value.values() if isinstance(value, Mapping) else [value])
         return [v for v in values if isinstance(v, str) and len(v) >= 4]
 
     def redact(self, text: str) -> str:
@@ -89,20 +241,34 @@ class Settings:
         return text
 
 
-_SCALAR_KEYS = {
-    f.name: f.type
-    for f in fields(Settings)
-    if f.name
-    not in {"config_path", "heartbeat_commands", "heartbeat_thresholds", "ping_urls", "file_tables"}
-}
-_INT_KEYS = {"smtp_port", "daily_quota"}
-_FLOAT_KEYS = {"db_retry_seconds", "smtp_timeout"}
-_CHOICES = {
-    "mail_backend": {"smtp", "console", "file", "memory"},
-    "smtp_tls": {"none", "starttls", "ssl"},
-}
-# Tables in the file that are passed through untouched to the feature that reads them.
-_PASSTHROUGH_TABLES = {"distribute", "reports", "events", "messages", "digest", "accounts"}
+def _declare() -> dict[str, Setting]:
+    hints = typing.get_type_hints(Settings)
+    schema = {}
+    for f in fields(Settings):
+        spec = f.metadata.get("setting")
+        if spec is None:
+            continue
+        args = typing.get_args(hints[f.name])
+        optional = NoneType in args
+        kind = next(a for a in args if a is not NoneType) if optional else hints[f.name]
+        table, _, key = f.name.partition("_")
+        schema[f.name] = replace(
+            spec,
+            name=f.name,
+            kind=kind,
+            optional=optional,
+            default=f.default_factory() if callable(f.default_factory) else f.default,
+            table=spec.table or table,
+            key=spec.key or key,
+        )
+    return schema
+
+
+SCHEMA: Mapping[str, Setting] = _declare()
+"""Every setting, by name."""
+
+# Settings whose values are secrets: never printed, logged or shown in tracebacks.
+SECRET_KEYS = frozenset(name for name, spec in SCHEMA.items() if spec.secret)
 
 
 def _url_password(url: str) -> str | None:
@@ -116,46 +282,77 @@ def _url_password(url: str) -> str | None:
         return None
 
 
-def _flatten_file(data: Mapping[str, Any], path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split a parsed TOML document into scalar settings and passthrough tables."""
-    flat: dict[str, Any] = {}
-    tables: dict[str, Any] = {}
-    for key, value in data.items():
-        if key in _PASSTHROUGH_TABLES or key == "heartbeat":
-            tables[key] = value
-        elif isinstance(value, dict):
-            for sub, subvalue in value.items():
-                name = sub if sub in _SCALAR_KEYS else f"{key}_{sub}"
-                if name not in _SCALAR_KEYS:
-                    raise ConfigError(f"{path}: unknown setting [{key}] {sub}")
-                flat[name] = subvalue
-        elif key in _SCALAR_KEYS:
-            flat[key] = value
+def _range(spec: Setting) -> str:
+    if spec.kind is int and spec.at_least is not None and spec.at_most is not None:
+        return f" from {spec.at_least:g} to {spec.at_most:g}"
+    bounds = [
+        f"{op} {bound:g}"
+        for op, bound in ((">=", spec.at_least), (">", spec.above), ("<=", spec.at_most))
+        if bound is not None
+    ]
+    return f" {' and '.join(bounds)}" if bounds else ""
+
+
+def _number(kind: type, raw: Any, *, text: bool) -> float | None:
+    """`raw` as a number of `kind` (int: never a bool, a float or "25.9"), or None."""
+    if text and isinstance(raw, str):
+        try:
+            return int(raw) if kind is int else float(raw)
+        except ValueError:
+            return None
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
+        return None
+    return raw if kind is float or type(raw) is int else None
+
+
+def _check(spec: Setting, raw: Any, origin: str, *, text: bool) -> Any:
+    """The value of `spec` given as `raw` (a string when `text`: flag or environment)."""
+
+    def refuse(problem: str) -> ConfigError:
+        got = "" if spec.secret else f", got {quoted(raw)}"
+        return ConfigError(f"{origin}: {problem}{got}")
+
+    if spec.parse is not None:
+        return spec.parse(raw, origin)
+    if spec.kind is bool:
+        words = {"true": True, "1": True, "false": False, "0": False}
+        if text and isinstance(raw, str) and raw.strip().lower() in words:
+            return words[raw.strip().lower()]
+        if not text and isinstance(raw, bool):
+            return raw
+        raise refuse("must be true or false")
+    if spec.kind in (int, float):
+        number = _number(spec.kind, raw, text=text)
+        if spec.kind is int:
+            wanted = f"must be a whole number{_range(spec)}"
         else:
-            raise ConfigError(f"{path}: unknown setting {key!r}")
-    return flat, tables
-
-
-def _coerce(name: str, value: Any, origin: str) -> Any:
-    if name in _INT_KEYS:
-        try:
-            number = int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{origin}: {name} must be an integer, got {value!r}") from None
-        if number < 0:
-            raise ConfigError(f"{origin}: {name} must not be negative")
-        return number
-    if name in _FLOAT_KEYS:
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{origin}: {name} must be a number, got {value!r}") from None
-    if not isinstance(value, str):
-        raise ConfigError(f"{origin}: {name} must be a string")
-    if name in _CHOICES and value not in _CHOICES[name]:
-        allowed = "|".join(sorted(_CHOICES[name]))
-        raise ConfigError(f"{origin}: {name} must be one of {allowed}, got {value!r}")
-    return value
+            wanted = f"must be a finite number{f' of {spec.unit}' if spec.unit else ''}"
+            wanted += _range(spec)
+        if spec.hint:
+            wanted += f" ({spec.hint})"
+        if number is None or not math.isfinite(number):
+            raise refuse(wanted)
+        if (
+            (spec.at_least is not None and number < spec.at_least)
+            or (spec.above is not None and number <= spec.above)
+            or (spec.at_most is not None and number > spec.at_most)
+        ):
+            raise refuse(wanted)
+        return spec.kind(number)
+    if not isinstance(raw, str):
+        raise refuse("must be a string")
+    if raw == "":
+        if spec.optional:
+            return None
+        raise refuse("must not be empty")
+    if spec.choices and raw not in spec.choices:
+        raise refuse(f"must be one of {'|'.join(spec.choices)}")
+    if len(raw) < spec.min_length:
+        raise ConfigError(f"{origin}: must be at least {spec.min_length} characters long")
+    problem = spec.check(raw) if spec.check else None
+    if problem:
+        raise ConfigError(f"{origin}: {problem}")
+    return raw
 
 
 def _read_file(path: str) -> dict[str, Any]:
@@ -170,87 +367,146 @@ def _read_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
 
 
+def _file_values(
+    data: Mapping[str, Any], path: str
+) -> tuple[dict[str, tuple[Any, str]], dict[str, Any]]:
+    """The declared settings in a parsed file, as (value, origin), and the raw tables."""
+    in_file = [spec for spec in SCHEMA.values() if spec.in_file]
+    top = {spec.name: spec for spec in in_file}
+    tables: dict[str, dict[str, Setting]] = {}
+    for spec in in_file:
+        tables.setdefault(str(spec.table), {})[str(spec.key)] = spec
+    found: dict[str, tuple[Any, str]] = {}
+    raw_tables: dict[str, Any] = {}
+
+    def put(spec: Setting, value: Any, origin: str) -> None:
+        if spec.name in found:
+            raise ConfigError(f"{origin}: {spec.name} is set twice (also {found[spec.name][1]})")
+        found[spec.name] = (value, origin)
+
+    for key, value in data.items():
+        if key in RAW_TABLES or key in tables:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: {key} must be a table, [{key}]")
+            if key in RAW_TABLES:
+                raw_tables[key] = value
+                continue
+            for sub, subvalue in value.items():
+                if sub not in tables[key]:
+                    raise ConfigError(
+                        f"{path}: unknown setting [{key}] {sub}{did_you_mean(sub, tables[key])}"
+                    )
+                put(tables[key][sub], subvalue, f"{path}: [{key}] {sub}")
+        elif key in top:
+            put(top[key], value, f"{path}: {key}")
+        else:
+            known = set(top) | set(tables) | RAW_TABLES
+            what = f"table [{key}]" if isinstance(value, dict) else f"setting {key!r}"
+            raise ConfigError(f"{path}: unknown {what}{did_you_mean(key, known)}")
+    return found, raw_tables
+
+
 def duration_setting(value: Any, origin: str) -> timedelta:
     """A duration from the config file ("90s", "15m", "6h", "2d"), or ConfigError."""
     from schedctl.cadence import parse_duration
 
     if not isinstance(value, str):
-        raise ConfigError(f"{origin}: expected a duration like '15m', got {value!r}")
+        raise ConfigError(f"{origin}: expected a duration like '15m', got {quoted(value)}")
     try:
         return parse_duration(value)
     except ValidationError as exc:
         raise ConfigError(f"{origin}: {exc.message}") from None
 
 
-def _heartbeat_settings(
-    table: Any, path: str
-) -> tuple[tuple[str, ...] | None, dict[str, HeartbeatThresholds], dict[str, str]]:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: [heartbeat] must be a table")
-    commands = table.get("commands")
-    if commands is not None and (
-        not isinstance(commands, list) or not all(isinstance(c, str) for c in commands)
-    ):
-        raise ConfigError(f"{path}: heartbeat.commands must be a list of command names")
-    thresholds = dict(DEFAULT_THRESHOLDS)
-    for command, spec in (table.get("thresholds") or {}).items():
-        origin = f"{path}: heartbeat.thresholds.{command}"
-        if not isinstance(spec, dict) or not {"yellow", "red"} <= spec.keys():
-            raise ConfigError(f"{origin} needs 'yellow' and 'red' durations")
-        yellow = duration_setting(spec["yellow"], origin)
-        red = duration_setting(spec["red"], origin)
-        if red < yellow:
-            raise ConfigError(f"{origin}: red must not be shorter than yellow")
-        thresholds[command] = HeartbeatThresholds(yellow, red)
-    ping_urls = table.get("ping_urls") or {}
-    if not isinstance(ping_urls, dict) or not all(isinstance(v, str) for v in ping_urls.values()):
-        raise ConfigError(f"{path}: heartbeat.ping_urls must map command names to URLs")
-    return (tuple(commands) if commands is not None else None), thresholds, ping_urls
+def _resolve(
+    spec: Setting,
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str],
+    file_values: Mapping[str, tuple[Any, str]],
+) -> tuple[Any, str] | None:
+    """The value of one setting and where it came from, or None for its default."""
+    if spec.name in flags:
+        raw = flags[spec.name]
+        origin = spec.flag or f"--{spec.name.replace('_', '-')}"
+        return _check(spec, raw, origin, text=isinstance(raw, str)), origin
+    env_name = spec.env_name
+    if env_name and environ.get(env_name, "") != "":
+        return _check(spec, environ[env_name], env_name, text=True), env_name
+    if spec.name in file_values:
+        raw, origin = file_values[spec.name]
+        return _check(spec, raw, origin, text=False), origin
+    return None
+
+
+def _check_mail(settings: Settings, origins: Mapping[str, str]) -> None:
+    """The rules that span settings: the whole mail configuration must be usable, so a
+    mistake stops every command at start-up instead of failing messages one by one."""
+
+    def where(name: str) -> str:
+        return origins.get(name, f"{name} (default)")
+
+    if settings.mail_backend == "smtp" and not settings.smtp_host:
+        raise ConfigError(
+            f"{where('mail_backend')}: the smtp mail backend needs smtp_host"
+            f" ({SCHEMA['smtp_host'].places()})"
+        )
+    if bool(settings.smtp_user) != bool(settings.smtp_password):
+        given, missing = ("smtp_user", "smtp_password")
+        if not settings.smtp_user:
+            given, missing = missing, given
+        raise ConfigError(
+            f"{where(given)}: {given} is set but {missing} is not"
+            f" ({SCHEMA[missing].places()}): set both or neither"
+        )
+    if settings.unsubscribe_base_url and not settings.unsubscribe_secret:
+        raise ConfigError(
+            f"{where('unsubscribe_base_url')}: unsubscribe links need unsubscribe_secret"
+            f" ({SCHEMA['unsubscribe_secret'].places()})"
+        )
 
 
 def load_settings(
     flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
-    """Resolve settings from flags, the environment and the config file."""
+    """Resolve and check every setting from flags, the environment and the config file.
+
+    Raises ConfigError (exit 2) for the first value that breaks its declaration.
+    """
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     environ = os.environ if environ is None else environ
 
-    config_path = flags.get("config_path") or environ.get(f"{ENV_PREFIX}CONFIG")
-    file_values: dict[str, Any] = {}
-    tables: dict[str, Any] = {}
-    if config_path:
-        file_values, tables = _flatten_file(_read_file(config_path), config_path)
-
     values: dict[str, Any] = {}
-    for name in _SCALAR_KEYS:
-        env_value = environ.get(f"{ENV_PREFIX}{name.upper()}")
-        if name in flags:
-            values[name] = _coerce(name, flags[name], f"--{name.replace('_', '-')}")
-        elif env_value not in (None, ""):
-            values[name] = _coerce(name, env_value, f"{ENV_PREFIX}{name.upper()}")
-        elif name in file_values:
-            values[name] = _coerce(name, file_values[name], str(config_path))
+    origins: dict[str, str] = {}
+    config = _resolve(SCHEMA["config_path"], flags, environ, {})
+    file_values: dict[str, tuple[Any, str]] = {}
+    tables: dict[str, Any] = {}
+    if config is not None:
+        values["config_path"], origins["config_path"] = config
+        file_values, tables = _file_values(_read_file(config[0]), config[0])
 
-    heartbeat = tables.pop("heartbeat", None)
-    if heartbeat is not None:
-        commands, thresholds, ping_urls = _heartbeat_settings(heartbeat, str(config_path))
-        if commands is not None:
-            values["heartbeat_commands"] = commands
-        values["heartbeat_thresholds"] = thresholds
-        values["ping_urls"] = ping_urls
-    return Settings(config_path=config_path, file_tables=tables, **values)
+    for name, spec in SCHEMA.items():
+        if name == "config_path":
+            continue
+        resolved = _resolve(spec, flags, environ, file_values)
+        if resolved is not None:
+            values[name], origins[name] = resolved
+    settings = Settings(file_tables=tables, **values)
+    _check_mail(settings, origins)
+    return settings
 
 
 def describe(settings: Settings) -> dict[str, Any]:
-    """The settings as printable values, secrets masked."""
+    """The scalar settings as printable values, secrets masked."""
     from schedctl.db.engine import mask_url
 
     shown: dict[str, Any] = {}
-    for name in _SCALAR_KEYS:
+    for name, spec in SCHEMA.items():
+        if spec.parse is not None or not spec.in_file:
+            continue
         value = getattr(settings, name)
         if name == "database_url":
             value = mask_url(value)
-        elif name in SECRET_KEYS and value:
+        elif spec.secret and value:
             value = "***"
         shown[name] = value
     return shown

@@ -7,6 +7,8 @@ rerun), 1 some items failed. The docstring is the default message.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class SchedctlError(Exception):
     """schedctl failed."""
@@ -73,3 +75,17 @@ class ConflictError(SchedctlError):
     def __init__(self, message: str | None = None, *, constraint: str | None = None) -> None:
         super().__init__(message)
         self.constraint = constraint
+
+
+def quoted(value: object, limit: int = 60) -> str:
+    """`value` as an error message quotes it, cut short: input can be any length."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def did_you_mean(word: object, candidates: Iterable[str]) -> str:
+    """A hint naming the candidate closest to `word`, " (did you mean 'x'?)", or ""."""
+    import difflib  # only on an error path
+
+    close = difflib.get_close_matches(str(word), sorted(candidates), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

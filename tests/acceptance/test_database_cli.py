@@ -102,7 +102,7 @@ def test_unreachable_database_is_exit_75_naming_the_host_not_the_password(cli) -
 def test_secrets_in_config_never_reach_output(cli, db_url: str, tmp_path: Path) -> None:
     config = tmp_path / "schedctl.toml"
     config.write_text(
-        '[smtp]\npassword = "mail-Secret-1"\n[slack]\nwebhook_url = "https://hooks.example/T0/B0/xyz-Secret"\n'
+        '[smtp]\nuser = "reports"\npassword = "mail-Secret-1"\n[slack]\nwebhook_url = "https://hooks.example/T0/B0/xyz-Secret"\n'
     )
     result = cli("--config", str(config), "db", "status", "--json", "-v", db_url=db_url)
     assert result.returncode == 0, result.stderr

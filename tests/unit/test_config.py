@@ -20,7 +20,8 @@ def test_defaults() -> None:
     settings = load_settings({}, environ={})
     assert settings.database_url == "sqlite:///schedctl.db"
     assert settings.mail_backend == "console"
-    assert settings.daily_quota == 200
+    assert settings.daily_quota is None  # the quota is opt-in
+    assert settings.heartbeat_commands is None  # judge what has run
 
 
 def test_flags_beat_environment_beat_file_beat_defaults(tmp_path: Path) -> None:
@@ -46,8 +47,8 @@ def test_flags_beat_environment_beat_file_beat_defaults(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("nonsense = 1\n", "unknown setting"),
-        ('[mail]\nbackend = "pigeon"\n', "mail_backend must be one of"),
-        ('daily_quota = "lots"\n', "daily_quota must be an integer"),
+        ('[mail]\nbackend = "pigeon"\n', r"\[mail\] backend: must be one of"),
+        ('daily_quota = "lots"\n', "daily_quota: must be a whole number"),
         ("this is not toml", "invalid TOML"),
         ('[heartbeat.thresholds.tick]\nyellow = "15m"\n', "needs 'yellow' and 'red'"),
         ('[heartbeat.thresholds.tick]\nyellow = "1h"\nred = "15m"\n', "red must not be shorter"),
@@ -87,12 +88,16 @@ def test_heartbeat_thresholds_and_commands_from_file(tmp_path: Path) -> None:
 def test_secrets_are_masked_and_redacted() -> None:
     settings = load_settings(
         {"database_url": "postgresql://app:hunter22@db.internal/prod"},
-        environ={"SCHEDCTL_SMTP_PASSWORD": "mail-pass-9", "SCHEDCTL_UNSUBSCRIBE_SECRET": "k3y!"},
+        environ={
+            "SCHEDCTL_SMTP_USER": "reports",
+            "SCHEDCTL_SMTP_PASSWORD": "mail-pass-9",
+            "SCHEDCTL_UNSUBSCRIBE_SECRET": "k3y!-0123456789abcdef",
+        },
     )
     shown = describe(settings)
     assert "hunter22" not in str(shown)
     assert shown["smtp_password"] == "***"
-    text = settings.redact("login app:hunter22 with mail-pass-9 and k3y!")
+    text = settings.redact("login app:hunter22 with mail-pass-9 and k3y!-0123456789abcdef")
     assert "hunter22" not in text
     assert "mail-pass-9" not in text
     assert "k3y!" not in text

@@ -11,32 +11,10 @@ from collections.abc import Callable
 import typer
 
 from schedctl.cli.runtime import command
+from schedctl.commands import GROUPS, TOP_LEVEL
 from schedctl.errors import NotImplementedYet
 
 _ANY_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
-
-TOP_LEVEL = {
-    "tick": "Materialise due schedule runs, plan event messages, dispatch due messages.",
-    "digest": "Send each opted-in user's daily digest once per local day.",
-    "distribute": "Distribute the day's users to active campaigns and groups.",
-    "reconcile": "Nightly repair: leases, usage snapshot, tracking purge, mirror check.",
-    "send-now": "Send one message now, or run one schedule now (--schedule ID).",
-    "notify": "Record a notification for a user (critical ones are sent by tick).",
-    "unsubscribe": "Apply an unsubscribe token for an e-mail address.",
-    "unsubscribe-url": "Print the signed unsubscribe URL for an e-mail address.",
-}
-
-GROUPS = {
-    "accounts": ("Manage accounts.", ["create", "list"]),
-    "schedules": (
-        "Manage schedules.",
-        ["create", "list", "show", "update", "pause", "resume", "delete", "runs"],
-    ),
-    "messages": ("Manage scheduled messages.", ["list", "edit", "delete-all"]),
-    "users": ("Manage digest users.", ["add", "list"]),
-    "events": ("Manage events whose messages tick plans.", ["add", "update", "list"]),
-    "suppressions": ("Manage the suppression list.", ["list", "add", "remove"]),
-}
 
 
 def _pending(name: str, help_text: str) -> Callable[[typer.Context], None]:

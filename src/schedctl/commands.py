@@ -1,0 +1,50 @@
+"""The command contract (SPEC §2): every command schedctl has, built or not yet.
+
+A command records its heartbeat under its name here (``tick``, ``schedules list``),
+so the configuration checks ``[heartbeat]`` command names against this list, and the
+CLI shows the whole contract in ``--help`` (cli/pending.py adds a placeholder that
+says "not implemented yet" for any command no module has registered).
+"""
+
+from __future__ import annotations
+
+from schedctl.errors import did_you_mean, quoted
+
+TOP_LEVEL = {
+    "demo": "Create a demo database, run tick and digest on it, show what was sent.",
+    "tick": "Materialise due schedule runs, plan event messages, dispatch due messages.",
+    "digest": "Send each opted-in user's daily digest once per local day.",
+    "distribute": "Distribute the day's users to active campaigns and groups.",
+    "reconcile": "Nightly repair: leases, usage snapshot, tracking purge, mirror check.",
+    "send-now": "Send one message now, or run one schedule now (--schedule ID).",
+    "heartbeat": "Show when each command last succeeded: green, yellow, red or unknown.",
+    "notify": "Record a notification for a user (critical ones are sent by tick).",
+    "unsubscribe": "Apply an unsubscribe token for an e-mail address.",
+    "unsubscribe-url": "Print the signed unsubscribe URL for an e-mail address.",
+}
+
+GROUPS = {
+    "db": ("Apply or show the database migrations.", ["upgrade", "status"]),
+    "accounts": ("Manage accounts.", ["create", "list"]),
+    "schedules": (
+        "Manage schedules.",
+        ["create", "list", "show", "update", "pause", "resume", "delete", "runs"],
+    ),
+    "messages": ("Manage scheduled messages.", ["list", "edit", "delete-all"]),
+    "users": ("Manage digest users.", ["add", "list"]),
+    "events": ("Manage events whose messages tick plans.", ["add", "update", "list"]),
+    "suppressions": ("Manage the suppression list.", ["list", "add", "remove"]),
+}
+
+COMMAND_NAMES = frozenset(TOP_LEVEL) | frozenset(
+    f"{group} {sub}" for group, (_, subs) in GROUPS.items() for sub in subs
+)
+"""Every command's full name, as heartbeat rows record it."""
+
+
+def unknown_command(name: object) -> str | None:
+    """Why `name` is not a command (for an error line, with a close match), or None."""
+    if isinstance(name, str) and name in COMMAND_NAMES:
+        return None
+    hint = did_you_mean(name, COMMAND_NAMES) or " (e.g. 'tick' or 'schedules list')"
+    return f"unknown command {quoted(name)}{hint}"
