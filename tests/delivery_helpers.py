@@ -43,7 +43,10 @@ def enqueue_all(db_url: str, items: Iterable[NewMessage], now: datetime = T0) ->
 def bulk_insert(db_url: str, count: int, **overrides: Any) -> None:
     """Insert many due messages with one executemany (enqueue inserts row by row)."""
     from schedctl.delivery.message import make_message_id
+    from schedctl.outbox import installation_id
 
+    with Database(db_url) as db:
+        install = db.transaction(installation_id, read_only=True)
     rows = []
     for n in range(count):
         key = f"bulk:{n}"
@@ -54,7 +57,7 @@ def bulk_insert(db_url: str, count: int, **overrides: Any) -> None:
                 "body_text": f"Hello {n}", "body_html": None, "attachments": None,
                 "subscription": False, "send_at": T0, "status": "scheduled",
                 "attempts": 0, "idempotency_key": key,
-                "message_id": make_message_id(key, DOMAIN),
+                "message_id": make_message_id(key, DOMAIN, installation=install),
                 "created_at": T0, "updated_at": T0, **overrides,
             }
         )  # fmt: skip

@@ -10,8 +10,12 @@ lease owner, together with its ``email_log`` row.
 Rules, in order: a global or per-type ``enabled = false`` holds due messages
 untouched; a missing recipient fails the message (MISSING_RECIPIENT); a suppressed
 address skips it (SUPPRESSED; never bypassed); the weekend rule postpones it to
-Monday (WEEKEND_POSTPONED); a normal message takes one unit of the daily quota or
-is deferred to the next UTC day (QUOTA_DEFERRED); critical mail skips the quota.
+Monday (WEEKEND_POSTPONED); when a daily quota is configured, a normal message
+reserves one unit of it just before its send or is deferred to the next UTC day
+(QUOTA_DEFERRED); critical mail skips the quota. The transaction that records the
+outcome settles the unit: counted as sent when the server accepted the message (or
+may have: ``unknown``), given back otherwise, and only then are the quota's alerts
+checked (see quota.py).
 
 Outcomes (see delivery/backends.py):
 
@@ -26,6 +30,9 @@ Outcomes (see delivery/backends.py):
   automatically: the server may have accepted it.
 - a connection failure before anything was offered: the claimed messages are
   released untouched; on the call's first send it raises MailUnavailable (exit 75).
+- a configuration the server cannot work with (``smtp_user`` set but no AUTH on
+  offer): the backend raises ConfigError (exit 2) before offering anything; the
+  claimed messages are released untouched, so once it is fixed they go out.
 
 A message whose lease expired (its dispatcher died) is claimable again. Only a
 process that dies after the server accepted the data but before the outcome was
@@ -67,7 +74,7 @@ from schedctl.delivery.backends import MailBackend, SendResult, make_backend
 from schedctl.delivery.message import build_email, validate_email
 from schedctl.delivery.policy import DeliveryPolicy, retry_delay, weekend_postponement
 from schedctl.delivery.tokens import unsubscribe_url
-from schedctl.errors import MailUnavailable, ValidationError
+from schedctl.errors import ConfigError, MailUnavailable, ValidationError
 from schedctl.outbox import Attachment, get_message
 from schedctl.suppressions import suppressed_among
 
@@ -169,6 +176,7 @@ class Dispatcher:
         self.settings = settings
         self.policy = policy or policy_for(settings)
         self.backend = backend or mail_backend(settings)
+        self.quota_limit = quota.daily_limit(settings)
         self.owner = lease_owner()
         self._start_now = now
         self._start = time.monotonic()
@@ -318,21 +326,31 @@ class Dispatcher:
         batch.claimed_at = time.monotonic()
         return [r for r in batch.rows if r.id in owned]
 
-    def release(self, rows: Sequence[Any], *, next_attempt_at: datetime | None = None) -> None:
-        """Give claimed, unsent messages back untouched (optionally not before a time)."""
+    def release(
+        self,
+        rows: Sequence[Any],
+        *,
+        next_attempt_at: datetime | None = None,
+        reservation: quota.Reservation | None = None,
+    ) -> None:
+        """Give claimed, unsent messages back untouched (optionally not before a time),
+        and the quota unit reserved for one of them, if any."""
         ids = [r.id for r in rows]
-        if not ids:
+        if not ids and reservation is None:
             return
         values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
         if next_attempt_at is not None:
             values["next_attempt_at"] = next_attempt_at
 
         def work(conn: sa.Connection) -> None:
-            conn.execute(
-                messages.update()
-                .where(messages.c.id.in_(ids), messages.c.lease_owner == self.owner)
-                .values(**values)
-            )
+            if ids:
+                conn.execute(
+                    messages.update()
+                    .where(messages.c.id.in_(ids), messages.c.lease_owner == self.owner)
+                    .values(**values)
+                )
+            if reservation is not None:
+                quota.release(conn, reservation)
 
         self.db.transaction(work)
 
@@ -381,10 +399,10 @@ class Dispatcher:
             )
             return "invalid", detail
 
-        day = None
-        if row.priority != "critical" and self.settings.daily_quota > 0:
-            day = quota.quota_day(now)
-            if not self._take_quota(day, now):
+        reservation = None
+        if row.priority != "critical" and self.quota_limit is not None:
+            reservation = self._reserve(quota.quota_day(now), self.quota_limit, now)
+            if reservation is None:
                 self._record(
                     row,
                     now,
@@ -395,43 +413,62 @@ class Dispatcher:
                 )
                 return "quota_deferred", "daily quota exhausted"
 
-        result = self.backend.send(msg)
+        try:
+            result = self.backend.send(msg)
+        except ConfigError:
+            # Raised before anything was offered: not an attempt, and no failure of
+            # this message; it goes back untouched (with its unit) until the fix.
+            self.release([row], reservation=reservation)
+            raise
         log.debug("message %s: %s %s", row.id, result.outcome, result.detail)
         if result.outcome == "retry" and result.stage == "connect":
             # Never offered to the server: not an attempt; the caller stops the batch.
-            self._record(row, now, result, give_back=day)
+            self._record(row, now, result, reservation=reservation)
             return "unavailable", result.detail
         self.offered += 1
-        return self._settle_result(row, now, result, day), result.detail
+        return self._settle_result(row, now, result, reservation), result.detail
 
-    def _take_quota(self, day: str, now: datetime) -> bool:
+    def _reserve(self, day: str, limit: int, now: datetime) -> quota.Reservation | None:
+        """One unit of ``day``'s quota for the next send, or None: the day's is used up."""
         if self._exhausted_day == day:
-            return False
-        limit = self.settings.daily_quota
+            return None
 
-        def work(conn: sa.Connection) -> tuple[int | None, list[quota.QuotaAlert]]:
-            count = quota.take(conn, day, limit)
-            reached = quota.thresholds_reached(limit if count is None else count, limit)
-            due = [t for t in reached if (day, t) not in self._alerted]
-            owned = (
-                quota.claim_alerts(
-                    conn, self.settings, self.policy.alert_to, day, due, count or limit, now
-                )
-                if due
-                else []
-            )
-            return count, owned
+        def work(
+            conn: sa.Connection,
+        ) -> tuple[quota.Reservation | None, int, list[quota.QuotaAlert]]:
+            reservation = quota.reserve(conn, day, limit)
+            if reservation is not None:
+                return reservation, 0, []
+            # Used up: the alerts its real count reached (normally already claimed by
+            # the sends that reached them; not so when the limit was lowered today).
+            count = quota.used(conn, day)
+            return None, count, self._claim_alerts(conn, day, count, limit, now)
 
-        count, owned = self.db.transaction(work)
-        self._alerted.update((day, t) for t in quota.thresholds_reached(count or limit, limit))
-        self.alerts.extend(owned)
-        if count is None:
+        reservation, count, owned = self.db.transaction(work)
+        self._keep_alerts(day, count, limit, owned)
+        if reservation is None:
             self._exhausted_day = day
-            return False
-        return True
+        return reservation
+
+    def _claim_alerts(
+        self, conn: sa.Connection, day: str, count: int, limit: int, now: datetime
+    ) -> list[quota.QuotaAlert]:
+        """Claim the alerts ``count`` sent of ``limit`` reached, unless already claimed."""
+        due = [t for t in quota.thresholds_reached(count, limit) if (day, t) not in self._alerted]
+        if not due:
+            return []
+        return quota.claim_alerts(
+            conn, self.settings, self.policy.alert_to, day, due, count, limit, now
+        )
+
+    def _keep_alerts(self, day: str, count: int, limit: int, owned: list[quota.QuotaAlert]) -> None:
+        """After commit: post our alerts at the end; skip the thresholds ``count``
+        reached from now on (claimed by us or by another dispatcher)."""
+        self._alerted.update((day, t) for t in quota.thresholds_reached(count, limit))
+        self.alerts.extend(owned)
 
     def _settle_result(
-        self, row: Any, now: datetime, result: SendResult, day: str | None
+        self, row: Any, now: datetime, result: SendResult, reservation: quota.Reservation | None
     ) -> Delivery:
         attempts = row.attempts + 1
         error = _error_text(result)
@@ -440,6 +477,7 @@ class Dispatcher:
                 row,
                 now,
                 result,
+                reservation=reservation,
                 status="sent",
                 sent_at=now,
                 attempts=attempts,
@@ -454,7 +492,7 @@ class Dispatcher:
                 row,
                 now,
                 result,
-                give_back=day,
+                reservation=reservation,
                 next_attempt_at=now + self.policy.provider_backoff,
                 reason_code="PROVIDER_DEFERRED",
                 last_error=error,
@@ -467,7 +505,7 @@ class Dispatcher:
                 row,
                 now,
                 result,
-                give_back=day,
+                reservation=reservation,
                 status="retrying",
                 attempts=attempts,
                 next_attempt_at=now + wait,
@@ -486,7 +524,7 @@ class Dispatcher:
             row,
             now,
             result,
-            give_back=None if reason == "UNKNOWN_DELIVERY" else day,
+            reservation=reservation,
             status="failed",
             attempts=attempts,
             next_attempt_at=None,
@@ -502,17 +540,35 @@ class Dispatcher:
         now: datetime,
         result: SendResult | None,
         *,
-        give_back: str | None = None,
+        reservation: quota.Reservation | None = None,
         **values: Any,
     ) -> None:
-        """Write one outcome, release the lease, log the attempt: one transaction.
+        """Write one outcome, release the lease, log the attempt, settle the quota
+        reservation (and claim the alerts a send reached): one transaction.
+
+        The reservation is settled whatever became of the row: it is this send's.
+        Mail the server accepted, or may have (``unknown``), counts as sent; any
+        other outcome gives the unit back.
 
         A message deleted while it was being sent (an operator's delete outside the
         lease rules, or after the lease ran out) has nothing left to record: the
         attempt is not logged (``email_log`` must not point at a missing message).
         """
+        handed_over = result is not None and result.outcome in ("sent", "unknown")
 
-        def work(conn: sa.Connection) -> Literal["recorded", "lost", "gone"]:
+        def settle(conn: sa.Connection) -> tuple[int, list[quota.QuotaAlert]]:
+            """(the day's sent count, the alerts it reached that we claimed)."""
+            if reservation is None:
+                return 0, []
+            if not handed_over:
+                quota.release(conn, reservation)
+                return 0, []
+            count = quota.use(conn, reservation)
+            return count, self._claim_alerts(conn, reservation.day, count, reservation.limit, now)
+
+        def work(
+            conn: sa.Connection,
+        ) -> tuple[Literal["recorded", "lost", "gone"], tuple[int, list[quota.QuotaAlert]]]:
             updated = conn.execute(
                 messages.update()
                 .where(messages.c.id == row.id, messages.c.lease_owner == self.owner)
@@ -520,9 +576,7 @@ class Dispatcher:
             ).rowcount
             # Our UPDATE holds the row until commit; otherwise hold it while we log.
             if not updated and not _still_there(conn, row.id):
-                if give_back is not None:
-                    quota.give_back(conn, give_back)
-                return "gone"
+                return "gone", settle(conn)
             if result is not None:
                 conn.execute(
                     email_log.insert().values(
@@ -536,11 +590,11 @@ class Dispatcher:
                         attempted_at=now,
                     )
                 )
-            if give_back is not None:
-                quota.give_back(conn, give_back)
-            return "recorded" if updated else "lost"
+            return ("recorded" if updated else "lost"), settle(conn)
 
-        state = self.db.transaction(work)
+        state, (count, owned) = self.db.transaction(work)
+        if reservation is not None:
+            self._keep_alerts(reservation.day, count, reservation.limit, owned)
         if state == "gone":
             log.info(
                 "message %s was deleted while it was being sent; its outcome (%s) is not recorded",
@@ -726,6 +780,8 @@ def send_now(
     try:
         with dispatcher.backend:
             delivery, detail = dispatcher.deliver(row)
+    except ConfigError:
+        raise  # exit 2; deliver gave the message back untouched
     except Exception as exc:
         log.debug("send-now of message %s failed", message_id, exc_info=True)
         dispatcher.release([row])

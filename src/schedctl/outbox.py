@@ -3,7 +3,9 @@
 Producers (schedule runs, digests, events, alerts) call :func:`enqueue` inside their
 own transaction, so a message exists exactly when the work that produced it
 committed. The idempotency key is unique: enqueueing the same key twice is a no-op,
-which is what makes a rerun after a crash safe.
+which is what makes a rerun after a crash safe. Each row's Message-ID is minted
+once, at enqueue, from the key and the installation's id, and stored: every
+attempt sends the same one.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from typing import Any, Literal, NamedTuple
 import sqlalchemy as sa
 
 from schedctl.db import dialect
-from schedctl.db.schema import messages
+from schedctl.db.schema import installation, messages
 from schedctl.delivery.message import make_message_id
-from schedctl.errors import NotFound, TemporaryError, ValidationError
+from schedctl.errors import NotFound, SchemaMismatch, TemporaryError, ValidationError
 
 Priority = Literal["normal", "critical"]
 STATUSES = ("scheduled", "paused", "blocked", "retrying", "sent", "failed", "skipped")
@@ -70,10 +72,21 @@ def mail_domain(mail_from: str) -> str:
     return address.rsplit("@", 1)[-1] if "@" in address else "localhost"
 
 
+def installation_id(conn: sa.Connection) -> str:
+    """This database's random id (made by ``db upgrade``), which Message-IDs hash."""
+    value = conn.execute(sa.select(installation.c.id)).scalar()
+    if not value:
+        raise SchemaMismatch("the database has no installation id (table installation is empty)")
+    return str(value)
+
+
 def enqueue(
     conn: sa.Connection, items: Sequence[NewMessage], *, now: datetime, domain: str
 ) -> list[int]:
     """Insert messages, skipping idempotency keys that exist; return the new ids."""
+    if not items:
+        return []
+    install = installation_id(conn)
     rows: list[dict[str, Any]] = [
         {
             "account_id": m.account_id,
@@ -90,7 +103,7 @@ def enqueue(
             "reason_code": m.reason_code,
             "attempts": 0,
             "idempotency_key": m.idempotency_key,
-            "message_id": make_message_id(m.idempotency_key, domain),
+            "message_id": make_message_id(m.idempotency_key, domain, installation=install),
             "schedule_run_id": m.schedule_run_id,
             "event_id": m.event_id,
             "created_at": now,

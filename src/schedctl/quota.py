@@ -1,18 +1,34 @@
 """The daily send quota and its 80/90/100 % alerts (SPEC §5).
 
-The budget is ``daily_quota`` normal sends per UTC day (0 = unlimited); critical mail
-never consumes it. Each normal send first takes one unit with a single atomic
-check-and-increment statement, so any number of dispatchers on any number of hosts
-can never exceed it. A unit is given back when the server did not accept the message
-(4xx, 5xx, provider deferral), never after an ``unknown`` outcome.
+The quota is opt-in: with ``daily_quota`` unset there is no budget, no counting and
+no alert. When set, it is ``daily_quota`` normal sends per UTC day; critical mail
+never consumes it. Each day has one ``send_counters`` row: ``sent``, the normal mail
+handed over to the server, and ``reserved``, the units held by sends in progress.
+
+A normal send first reserves one unit with one guarded statement (``reserved + 1``
+only while ``sent + reserved`` is below the limit), so any number of dispatchers on
+any number of hosts can never exceed it. The transaction that records the outcome
+settles the reservation: mail the server accepted (or may have accepted: an
+``unknown`` outcome) moves to ``sent``; mail it did not accept (4xx, 5xx, provider
+deferral, server down, a configuration error) gives the unit back. Alerts follow
+``sent`` only, so mail that was never handed over never raises one.
+
+A process killed between the reservation and the record (or a database outage in
+that window) leaves its unit reserved until the end of that UTC day: the budget can
+only err towards sending less, never more, and ``sent`` (what alerts report) stays
+exact. The message itself is claimed again once its lease runs out and reserves a
+fresh unit. A past day's leftover reservations are inert: each day has its own row.
+(Tying each unit to its message instead would let a re-claim reuse it, at the cost
+of settling it on every path that can touch such a message; not worth one unit.)
 
 An alert for a threshold is sent by whichever dispatcher first inserts its
-``(day, threshold)`` row into ``quota_alerts``; the insert commits before the alert
-goes out, so each alert is sent at most once per day however many dispatchers run
-(a process killed between the insert and the post loses that one alert). Alerts go
-to the Slack webhook (``slack_webhook_url``; text plus Block Kit blocks with the used,
-limit, threshold and day) and as ALERT e-mails to ``[messages] alert_to``; a failing
-webhook is logged and never fails the job.
+``(day, threshold)`` row into ``quota_alerts``, in the transaction that recorded the
+send that reached it; the insert commits before the alert goes out, so each alert
+is sent at most once per day however many dispatchers run (a process killed between
+the commit and the post loses that one alert). Alerts go to the Slack webhook
+(``slack_webhook_url``; text plus Block Kit blocks with the used, limit, threshold
+and day) and as ALERT e-mails to ``[messages] alert_to``; a failing webhook is
+logged and never fails the job.
 """
 
 from __future__ import annotations
@@ -47,21 +63,69 @@ def next_day_start(instant: datetime) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-def take(conn: sa.Connection, day: str, limit: int) -> int | None:
-    """Take one unit of ``day``'s budget; the count now used, or None when exhausted."""
-    return dialect.increment_below(conn, send_counters.c.sent, {"day": day}, limit)
+def daily_limit(settings: Settings) -> int | None:
+    """The day's budget of normal sends, or None: no quota (``daily_quota`` unset)."""
+    return settings.daily_quota
 
 
-def give_back(conn: sa.Connection, day: str) -> None:
-    """Return one unit taken for a message the server did not accept."""
+@dataclass(frozen=True)
+class Reservation:
+    """One unit of a day's budget, held by a send in progress until its outcome."""
+
+    day: str
+    limit: int
+
+
+def reserve(conn: sa.Connection, day: str, limit: int) -> Reservation | None:
+    """Reserve one unit of ``day``'s budget for a send; None when it is used up."""
+    counter = send_counters.c
+    guarded = (
+        send_counters.update()
+        .where(counter.day == day, counter.sent + counter.reserved < limit)
+        .values(reserved=counter.reserved + 1)
+    )
+    # One statement decides: PostgreSQL re-checks the WHERE on a row another
+    # dispatcher just updated, and SQLite's writers take turns.
+    if not conn.execute(guarded).rowcount:
+        if limit < 1:
+            return None
+        created = dialect.insert_ignore(
+            conn, send_counters, [{"day": day, "sent": 0, "reserved": 1}], ["day"],
+            returning=[counter.day],
+        )  # fmt: skip
+        # Not created: the day's row is at the limit, or a concurrent dispatcher made it.
+        if not created and not conn.execute(guarded).rowcount:
+            return None
+    return Reservation(day, limit)
+
+
+def use(conn: sa.Connection, reservation: Reservation) -> int:
+    """The reservation's mail was handed over: count it as sent; the day's sent count."""
+    counter = send_counters.c
+    value = conn.execute(
+        send_counters.update()
+        .where(counter.day == reservation.day)
+        .values(
+            sent=counter.sent + 1,
+            reserved=sa.case((counter.reserved > 0, counter.reserved - 1), else_=0),
+        )
+        .returning(counter.sent)
+    ).scalar()
+    return int(value or 0)
+
+
+def release(conn: sa.Connection, reservation: Reservation) -> None:
+    """Give back a reserved unit whose mail the server did not accept."""
+    counter = send_counters.c
     conn.execute(
         send_counters.update()
-        .where(send_counters.c.day == day, send_counters.c.sent > 0)
-        .values(sent=send_counters.c.sent - 1)
+        .where(counter.day == reservation.day, counter.reserved > 0)
+        .values(reserved=counter.reserved - 1)
     )
 
 
 def used(conn: sa.Connection, day: str) -> int:
+    """Normal mail handed over on ``day`` (reservations in progress not included)."""
     value = conn.execute(sa.select(send_counters.c.sent).where(send_counters.c.day == day))
     return int(value.scalar() or 0)
 
@@ -130,14 +194,15 @@ def claim_alerts(
     day: str,
     thresholds: Iterable[int],
     count: int,
+    limit: int,
     now: datetime,
 ) -> list[QuotaAlert]:
     """Record the given thresholds' alerts for ``day`` unless a dispatcher already did.
 
-    Returns the alerts this caller now owns (to post after commit) and enqueues their
-    ALERT e-mails in the same transaction.
+    ``count`` is the day's sent count (:func:`use`) that reached them. Returns the
+    alerts this caller now owns (to post after commit) and enqueues their ALERT
+    e-mails in the same transaction.
     """
-    limit = settings.daily_quota
     owned: list[QuotaAlert] = []
     for threshold in thresholds:
         inserted = dialect.insert_ignore(
@@ -148,7 +213,7 @@ def claim_alerts(
             returning=[quota_alerts.c.threshold],
         )
         if inserted:
-            owned.append(QuotaAlert(day, threshold, min(count, limit), limit))
+            owned.append(QuotaAlert(day, threshold, count, limit))
     if owned and alert_to:
         _enqueue_alert_mail(conn, settings, alert_to, owned, now)
     return owned

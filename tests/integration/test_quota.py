@@ -14,7 +14,7 @@ from delivery_helpers import T0, all_messages, enqueue_all, message
 from schedctl import quota
 from schedctl.config import Settings
 from schedctl.db.database import Database
-from schedctl.db.schema import quota_alerts
+from schedctl.db.schema import quota_alerts, send_counters
 from schedctl.dispatch import dispatch_due
 from smtp_server import SmtpServer
 
@@ -39,16 +39,39 @@ def block_fields(blocks: list[dict[str, Any]]) -> dict[str, str]:
     return {label.strip("*"): value for label, value in (f.split("\n", 1) for f in fields)}
 
 
-def test_take_counts_up_to_the_limit_in_one_statement(db_url: str) -> None:
-    with Database(db_url) as db:
-        taken = [db.transaction(lambda conn: quota.take(conn, DAY, 3)) for _ in range(5)]
-        db.transaction(lambda conn: quota.give_back(conn, DAY))
-        after_give_back = db.transaction(lambda conn: quota.take(conn, DAY, 3))
-        other_day = db.transaction(lambda conn: quota.take(conn, "2026-11-19", 3))
+def test_reserve_counts_up_to_the_limit_and_settles_in_sent_or_back(db_url: str) -> None:
+    def reserve(day: str = DAY) -> quota.Reservation | None:
+        return db.transaction(lambda conn: quota.reserve(conn, day, 3))
 
-    assert taken == [1, 2, 3, None, None]
-    assert after_give_back == 3
-    assert other_day == 1
+    def counter() -> tuple[int, int]:
+        row = db.transaction(
+            lambda conn: conn.execute(
+                sa.select(send_counters.c.sent, send_counters.c.reserved).where(
+                    send_counters.c.day == DAY
+                )
+            ).one()
+        )
+        return int(row.sent), int(row.reserved)
+
+    with Database(db_url) as db:
+        taken = [reserve() for _ in range(4)]
+        held = counter()
+        first, second, third, _ = taken
+        assert first is not None
+        assert second is not None
+        assert third is not None
+        sent = db.transaction(lambda conn: quota.use(conn, first))
+        db.transaction(lambda conn: quota.release(conn, second))
+        after = counter()
+        again = reserve()
+        other_day = reserve("2026-11-19")
+
+    assert [t is not None for t in taken] == [True, True, True, False]
+    assert held == (0, 3)
+    assert sent == 1
+    assert after == (1, 1)  # one sent, one still held (the third), one given back
+    assert again == quota.Reservation(DAY, 3)
+    assert other_day == quota.Reservation("2026-11-19", 3)
 
 
 def test_at_the_limit_normal_mail_waits_for_the_next_day_and_critical_goes(

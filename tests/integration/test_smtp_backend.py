@@ -106,7 +106,7 @@ def make_msg(n: int = 1, recipient: str = "bob@example.org", **kwargs: Any) -> E
         subject=f"Report {n}",
         text=f"Hello {n}\n.leading dot line\n",
         html=f"<p>Hello {n}</p>",
-        message_id=make_message_id(f"run-{n}", "example.com"),
+        message_id=make_message_id(f"run-{n}", "example.com", installation="a1"),
         **kwargs,
     )
 
@@ -141,7 +141,7 @@ def test_sends_multipart_message_with_headers(smtp_server: StartServer) -> None:
     assert envelope.mail_from == "reports@example.com"
     assert envelope.rcpt_tos == ["bob@example.org", "audit@example.com"]
     received = recorder.message()
-    assert received["Message-ID"] == make_message_id("run-1", "example.com")
+    assert received["Message-ID"] == make_message_id("run-1", "example.com", installation="a1")
     assert received["Bcc"] is None
     assert received["List-Unsubscribe"] == (
         "<https://example.com/unsubscribe?a=acc&e=bob%40example.org&t=tok>"

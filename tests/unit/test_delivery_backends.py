@@ -30,7 +30,7 @@ def make_msg(n: int = 1, recipient: str = "bob@example.org") -> email.message.Em
         subject=f"Report {n}",
         text=f"Body {n}\n",
         html=f"<p>Body {n}</p>",
-        message_id=make_message_id(f"key-{n}", "example.com"),
+        message_id=make_message_id(f"key-{n}", "example.com", installation="a1"),
         attachments=[("data.csv", "text/csv", b"a\n1\n")],
         unsubscribe_url="https://example.com/unsubscribe?a=1&e=bob%40example.org&t=t",
     )
@@ -79,7 +79,7 @@ def test_console_backend_prints_summary_and_text() -> None:
     assert result.provider == "console"
     assert "To: bob@example.org" in out
     assert "Subject: Report 1" in out
-    assert f"Message-ID: {make_message_id('key-1', 'example.com')}" in out
+    assert f"Message-ID: {make_message_id('key-1', 'example.com', installation='a1')}" in out
     assert "Parts: text + HTML" in out
     assert "Attachments: data.csv (text/csv, 4 bytes)" in out
     assert "Body 1" in out
@@ -105,7 +105,8 @@ def test_file_backend_writes_one_eml_per_message_id(tmp_path: Path) -> None:
     assert all(name.endswith("@example.com.eml") for name in files)
     assert not any(name.startswith(".tmp") for name in files)
     path = Path(first.detail)
-    assert path.name == make_message_id("key-1", "example.com").strip("<>") + ".eml"
+    expected = make_message_id("key-1", "example.com", installation="a1")
+    assert path.name == expected.strip("<>") + ".eml"
     parsed = email.message_from_bytes(path.read_bytes(), policy=POLICY)
     assert parsed["Subject"] == "Report 1"
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"

@@ -16,7 +16,9 @@ from schedctl.delivery.message import (
 )
 from schedctl.errors import ValidationError
 
-MID = make_message_id("schedule-1:2025-01-06T09:00:00Z:bob@example.org", "example.com")
+MID = make_message_id(
+    "schedule-1:2025-01-06T09:00:00Z:bob@example.org", "example.com", installation="a1"
+)
 
 
 def build(**kwargs: object) -> email.message.EmailMessage:
@@ -34,9 +36,9 @@ def build(**kwargs: object) -> email.message.EmailMessage:
 
 
 def test_message_id_is_deterministic_and_well_formed() -> None:
-    first = make_message_id("key-1", "Example.COM")
-    assert first == make_message_id("key-1", "example.com")
-    assert first != make_message_id("key-2", "example.com")
+    first = make_message_id("key-1", "Example.COM", installation="a1")
+    assert first == make_message_id("key-1", "example.com", installation="a1")
+    assert first != make_message_id("key-2", "example.com", installation="a1")
     local, _, domain = first.strip("<>").partition("@")
     assert first.startswith("<")
     assert first.endswith(">")
@@ -45,15 +47,27 @@ def test_message_id_is_deterministic_and_well_formed() -> None:
     assert domain == "example.com"
 
 
+def test_message_id_differs_between_installations() -> None:
+    """Staging and production enqueue the same key: receivers must not merge them."""
+    ids = {make_message_id("key-1", "example.com", installation=i) for i in ("a1", "b2")}
+    assert len(ids) == 2
+    # The pair is hashed unambiguously: "a" + "1x" is not "a1" + "x".
+    assert make_message_id("1x", "example.com", installation="a") != make_message_id(
+        "x", "example.com", installation="a1"
+    )
+
+
 @pytest.mark.parametrize("domain", ["", "bad domain", "a..b", "-x.com", "x@y.com"])
 def test_message_id_rejects_bad_domain(domain: str) -> None:
     with pytest.raises(ValidationError, match="Message-ID domain"):
-        make_message_id("key", domain)
+        make_message_id("key", domain, installation="a1")
 
 
-def test_message_id_rejects_empty_key() -> None:
+def test_message_id_rejects_empty_key_or_installation() -> None:
     with pytest.raises(ValidationError, match="idempotency key"):
-        make_message_id("", "example.com")
+        make_message_id("", "example.com", installation="a1")
+    with pytest.raises(ValidationError, match="installation"):
+        make_message_id("key", "example.com", installation="")
 
 
 @pytest.mark.parametrize(

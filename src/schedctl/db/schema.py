@@ -27,6 +27,15 @@ schema_migrations = sa.Table(
     sa.Column("applied_at", UTCDateTime, nullable=False),
 )
 
+# One row: this database's random id, made by migration 0005 (Message-IDs hash it).
+installation = sa.Table(
+    "installation",
+    metadata,
+    sa.Column("singleton", sa.Boolean, primary_key=True, server_default=sa.true()),
+    sa.Column("id", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
 accounts = sa.Table(
     "accounts",
     metadata,
@@ -191,7 +200,9 @@ send_counters = sa.Table(
     "send_counters",
     metadata,
     sa.Column("day", sa.Text, primary_key=True),  # UTC date YYYY-MM-DD
-    sa.Column("sent", sa.Integer, nullable=False),
+    sa.Column("sent", sa.Integer, nullable=False),  # normal mail handed over to the server
+    # Units held by sends in progress; the limit applies to sent + reserved.
+    sa.Column("reserved", sa.Integer, nullable=False, server_default=sa.text("0")),
 )
 
 quota_alerts = sa.Table(

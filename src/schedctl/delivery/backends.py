@@ -23,6 +23,12 @@ unknown    timeout or connection loss after the whole message was sent     never
            and before the final reply: the server may have accepted it     automatically
 =========  ==============================================================  ==============
 
+``send`` raises only ConfigError, when ``smtp_user`` is set but the server offers no
+AUTH: nothing was offered, and retrying cannot help until the configuration is fixed
+(exit 2). A server that offers no STARTTLS when ``starttls`` is configured is a
+``retry`` at the connect stage instead: it may be an attacker stripping it on the way,
+and schedctl never falls back to plain text.
+
 ``452 4.5.3 Too many recipients`` is a plain 4xx (retry): it is about the envelope,
 not the sender's quota. When every recipient is refused, the outcome is that of their
 replies (all permanent: failed; any quota: deferred; otherwise retry). A ``retry`` with
@@ -305,6 +311,10 @@ class SmtpBackend(_Backend):
                 conn.starttls(context=self._context())
                 conn.ehlo_or_helo_if_needed()
             if self.user and self._password:
+                if not conn.has_extn("auth"):
+                    # Retrying cannot help; fixing the configuration (or server) does.
+                    _close(conn)
+                    raise self._no_auth()
                 conn.login(self.user, self._password)
         except smtplib.SMTPAuthenticationError as exc:
             _close(conn)
@@ -316,12 +326,22 @@ class SmtpBackend(_Backend):
             raise _Failure(self._result("retry", "connect", detail, exc.smtp_code)) from None
         except (OSError, ValueError) as exc:
             # OSError covers refused/reset/timeout, TLS errors (ssl.SSLError) and
-            # smtplib's SMTPNotSupportedError (no STARTTLS or AUTH on offer).
+            # smtplib's SMTPNotSupportedError (no STARTTLS on offer: misconfigured, or
+            # stripped on the way; never fall back to plain text).
             _close(conn)
             detail = f"cannot use SMTP server {self.host}:{self.port}: {_describe(exc)}"
             raise _Failure(self._result("retry", "connect", detail)) from None
         self.connections_opened += 1
         return conn
+
+    def _no_auth(self) -> ConfigError:
+        server = f"the SMTP server {self.host}:{self.port}"
+        unset = "unset SCHEDCTL_SMTP_USER and SCHEDCTL_SMTP_PASSWORD"
+        if self.tls == "none":
+            advice = f" without TLS: set SCHEDCTL_SMTP_TLS, or {unset}"
+        else:
+            advice = f": {unset}, or use a server that offers it"
+        return ConfigError(f"SCHEDCTL_SMTP_USER is set, but {server} offers no AUTH{advice}")
 
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
@@ -338,7 +358,11 @@ class SmtpBackend(_Backend):
             self._drop()
 
     def send(self, msg: EmailMessage) -> SendResult:
-        """Send one message over the batch's connection (opened on first use)."""
+        """Send one message over the batch's connection (opened on first use).
+
+        Raises ConfigError, before offering anything, when ``smtp_user`` is set but
+        the server offers no AUTH.
+        """
         try:
             sender, recipients = _envelope(msg, self.envelope_from)
             payload = _wire_bytes(msg)

@@ -117,18 +117,25 @@ def _header_address(value: str) -> Address:
     return Address(display_name=name, username=local, domain=domain)
 
 
-def make_message_id(idempotency_key: str, domain: str) -> str:
-    """A deterministic Message-ID, ``<32 hex chars@domain>``, for one idempotency key.
+def make_message_id(idempotency_key: str, domain: str, *, installation: str) -> str:
+    """A deterministic Message-ID, ``<32 hex chars@domain>``, for one outbox row.
 
-    The same outbox row always produces the same Message-ID, so a resend after an
-    ``unknown`` outcome can be de-duplicated by the receiving side.
+    It hashes the installation's id (``outbox.installation_id``) with the idempotency
+    key: the same row always has the same Message-ID, so a resend after an
+    ``unknown`` outcome can be de-duplicated by the receiving side, while another
+    installation's mail with the same key (staging and production, a database made
+    anew) never shares it.
     """
     if not idempotency_key:
         raise ValidationError("empty idempotency key")
+    if not installation:
+        raise ValidationError("empty installation id")
     ascii_domain = _normalise_domain(domain)
     if ascii_domain is None:
         raise ValidationError(f"invalid Message-ID domain {domain!r}")
-    digest = hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:32]
+    # The installation id never contains a NUL, so the first one splits the pair.
+    material = f"{installation}\0{idempotency_key}".encode()
+    digest = hashlib.sha256(material).hexdigest()[:32]
     return f"<{digest}@{ascii_domain}>"
 
 
