@@ -8,7 +8,9 @@ register a callable under the entry-point group ``schedctl.report_kinds``::
     weather = "mypackage.reports:weather_report"
 
 A kind may carry a ``validate_params(settings, params)`` attribute; it is called when
-a schedule is created or updated and raises ValidationError for bad params.
+a schedule is created or updated and raises ValidationError for bad params. A kind
+that delivers its report itself rather than by mail declares
+``needs_recipients = False``; otherwise a schedule of that kind must have recipients.
 """
 
 from __future__ import annotations
@@ -50,7 +52,15 @@ QUERY_BINDS = ("slot", "schedule_id", "account_id")
 
 
 class ReportFailed(SchedctlError):
-    """The report could not be produced."""
+    """The report could not be produced.
+
+    ``retryable`` is False when producing it again cannot succeed as things stand (a
+    report query that read-only mode refuses): the run then fails without retries.
+    """
+
+    def __init__(self, message: str | None = None, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,11 @@ def validate_params(settings: Settings, kind_name: str, params: Mapping[str, str
     validate = getattr(kind, "validate_params", None)
     if validate is not None:
         validate(settings, params)
+
+
+def needs_recipients(kind_name: str) -> bool:
+    """Whether a schedule of kind ``kind_name`` must have recipients (the default)."""
+    return bool(getattr(get_kind(kind_name), "needs_recipients", True))
 
 
 def produce_report(settings: Settings, schedule: Schedule, slot: datetime) -> Report:
@@ -192,6 +207,8 @@ def _bind_names(sql: str) -> tuple[str, ...]:
 class SqlReport:
     """The built-in ``sql`` kind: a configured read-only query, as a table and a CSV."""
 
+    needs_recipients = True  # its report is mailed
+
     def validate_params(self, settings: Settings, params: Mapping[str, str]) -> None:
         unknown = set(params) - set(SQL_PARAMS)
         if unknown:
@@ -264,12 +281,19 @@ def _run_query(
                 dialect.set_account_scope(conn, schedule.account_id)
             result = conn.execute(statement, binds)
             if not result.returns_rows:
-                raise ReportFailed(f"report query {query.name!r} returns no rows to report")
+                raise ReportFailed(
+                    f"report query {query.name!r} returns no rows to report", retryable=False
+                )
             columns = list(result.keys())
             rows = [tuple(row) for row in result.fetchmany(MAX_ROWS + 1)]
     except sa.exc.SQLAlchemyError as exc:
+        refused = isinstance(exc, sa.exc.DBAPIError) and dialect.is_refused_statement(exc)
         message = f"report query {query.name!r} failed: {first_line(exc)}"
-        raise ReportFailed(_hide_password(message, url)) from None
+        if refused:
+            message += " (a report query is one read-only statement; not retried)"
+        raise ReportFailed(_hide_password(message, url), retryable=not refused) from None
+    except ReportFailed as exc:
+        raise ReportFailed(_hide_password(exc.message, url), retryable=exc.retryable) from None
     except SchedctlError as exc:
         raise ReportFailed(_hide_password(exc.message, url)) from None
     return columns, rows

@@ -31,8 +31,11 @@ Policies:
   (`send-now --schedule`) of a paused schedule runs, but is not retried.
 - Retry: a run whose report fails is ``failed`` with its error; later ticks retry it
   after RETRY_BACKOFF, doubled per attempt (5 min, then 10), until MAX_ATTEMPTS
-  attempts, after which it stays failed. A run whose process died (lease expired)
-  is claimed again the same way; one that dies on its last attempt is marked failed.
+  attempts, after which it stays failed. A failure that a retry cannot mend is
+  final at once: a report query that read-only mode refuses (ReportFailed with
+  ``retryable`` False), a schedule without recipients (MISSING_RECIPIENT). A run
+  whose process died (lease expired) is claimed again the same way; one that dies
+  on its last attempt is marked failed.
 """
 
 from __future__ import annotations
@@ -45,19 +48,21 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 
 from schedctl import outbox, reports
-from schedctl.accounts import resolve_account
 from schedctl.cadence import next_slot, slots_between
 from schedctl.config import Settings
 from schedctl.db import dialect
 from schedctl.db.database import Database
-from schedctl.db.schema import schedule_runs, schedules
+from schedctl.db.schema import messages, schedule_runs, schedules
 from schedctl.errors import NotFound, SchedctlError
 from schedctl.schedules import Schedule
+
+if TYPE_CHECKING:
+    from schedctl.dispatch import SendNowResult
 
 log = logging.getLogger("schedctl.runs")
 
@@ -422,16 +427,36 @@ class RunResult:
     outcome: Outcome  # lost: the lease passed to another process; it finishes the run
     messages: int = 0
     error: str | None = None
+    reason_code: str | None = None  # of a failed run: MISSING_RECIPIENT or REPORT_FAILED
 
 
 def execute_run(
     db: Database, settings: Settings, run: ClaimedRun, owner: str, clock: Clock
 ) -> RunResult:
-    """Produce a claimed run's report, then enqueue its messages and mark it done."""
+    """Produce a claimed run's report, then enqueue its messages and mark it done.
+
+    A run of a schedule without recipients whose kind needs them (a row stored before
+    create and update refused that, or edited by hand) fails with MISSING_RECIPIENT,
+    without producing the report and without retries: a run is never recorded
+    succeeded with nothing delivered.
+    """
+    schedule = run.schedule
     try:
-        report = reports.produce_report(settings, run.schedule, run.slot)
+        missing = not schedule.recipients and reports.needs_recipients(schedule.kind)
+        report = None if missing else reports.produce_report(settings, schedule, run.slot)
     except Exception as exc:  # a report kind's failure, whatever it is, fails the run
-        return _record_failure(db, settings, run, owner, clock(), exc)
+        text = exc.message if isinstance(exc, SchedctlError) else f"{type(exc).__name__}: {exc}"
+        # A plugin's own exception (a network error, say) may pass; a ReportFailed says.
+        retryable = exc.retryable if isinstance(exc, reports.ReportFailed) else True
+        return _record_failure(db, settings, run, owner, clock(), text, retryable=retryable)
+    if report is None:
+        error = (
+            f"{MISSING_RECIPIENT}: the schedule has no recipients"
+            f" (add them with `schedctl schedules update {schedule.id} --to EMAIL`)"
+        )
+        return _record_failure(
+            db, settings, run, owner, clock(), error, retryable=False, reason=MISSING_RECIPIENT
+        )
     now = clock()
     items = [
         outbox.NewMessage(
@@ -486,11 +511,20 @@ def _still_held(run_id: int, owner: str) -> sa.ColumnElement[bool]:
 
 
 def _record_failure(
-    db: Database, settings: Settings, run: ClaimedRun, owner: str, now: datetime, exc: Exception
+    db: Database,
+    settings: Settings,
+    run: ClaimedRun,
+    owner: str,
+    now: datetime,
+    text: str,
+    *,
+    retryable: bool,
+    reason: str = REPORT_FAILED,
 ) -> RunResult:
-    text = exc.message if isinstance(exc, SchedctlError) else f"{type(exc).__name__}: {exc}"
+    """Record a run failed: retried after a backoff unless it is not ``retryable``
+    (it would fail the same way) or this was its last attempt."""
     error = settings.redact(" ".join(text.split()))[:MAX_ERROR_LENGTH]
-    final = run.attempt >= MAX_ATTEMPTS
+    final = run.attempt >= MAX_ATTEMPTS or not retryable
     retry_at = None if final else now + RETRY_BACKOFF * 2 ** (run.attempt - 1)
     db.transaction(
         lambda conn: conn.execute(
@@ -511,7 +545,7 @@ def _record_failure(
         "schedule %s run %s failed (attempt %d of %d, %s): %s",
         run.schedule.id, run.id, run.attempt, MAX_ATTEMPTS, when, error,
     )  # fmt: skip
-    return RunResult("failed", error=error)
+    return RunResult("failed", error=error, reason_code=reason)
 
 
 def release_runs(db: Database, claimed: Sequence[ClaimedRun], owner: str) -> None:
@@ -598,24 +632,20 @@ def run_schedules(
 
 
 def run_schedule_now(
-    db: Database,
-    settings: Settings,
-    schedule_id: int,
-    now: datetime,
-    account: str | None = None,
+    db: Database, settings: Settings, account_id: int, schedule_id: int, now: datetime
 ) -> tuple[int, str]:
-    """Run one schedule now as a manual run, as `send-now --schedule ID` does.
+    """Run one schedule of ``account_id`` now as a manual run (NotFound if it has none).
 
     Records a run with ``manual`` set and slot ``now`` (``next_run_at`` does not
     move; a paused schedule runs too), produces its report and enqueues one REPORT
-    message per recipient, sent at ``now``, exactly as a tick would. ``account`` is
-    an account name or id (default: the ``default`` account); a schedule of another
-    account is NotFound. Returns ``(run_id, reason_code)``:
+    message per recipient, sent at ``now``, exactly as a tick would. Returns
+    ``(run_id, reason_code)``:
 
     - ``ENQUEUED``: the report was made and its messages are in the outbox;
-    - ``MISSING_RECIPIENT``: the report was made but the schedule has no recipients;
+    - ``MISSING_RECIPIENT``: the schedule has no recipients; the run is recorded
+      failed, without retries;
     - ``REPORT_FAILED``: the run is recorded failed with its error; later ticks
-      retry it like any failed run.
+      retry it like any failed run, unless the error says retrying cannot help.
     """
     owner = lease_owner()
     started = time.monotonic()
@@ -624,7 +654,6 @@ def run_schedule_now(
         return now + timedelta(seconds=time.monotonic() - started)
 
     def start(conn: sa.Connection) -> ClaimedRun:
-        account_id = resolve_account(conn, account)
         row = conn.execute(
             sa.select(schedules).where(
                 schedules.c.id == schedule_id, schedules.c.account_id == account_id
@@ -652,7 +681,9 @@ def run_schedule_now(
         ).scalar_one()
         last = max(now, schedule.last_run_at) if schedule.last_run_at else now
         conn.execute(
-            schedules.update().where(schedules.c.id == schedule_id).values(last_run_at=last)
+            schedules.update()
+            .where(schedules.c.id == schedule_id, schedules.c.account_id == account_id)
+            .values(last_run_at=last)
         )
         return ClaimedRun(int(run_id), now, 1, True, schedule, now + RUN_LEASE)
 
@@ -662,8 +693,54 @@ def run_schedule_now(
     finally:
         reports.close_engines()
     if result.outcome != "succeeded":
-        return run.id, REPORT_FAILED
-    return run.id, ENQUEUED if run.schedule.recipients else MISSING_RECIPIENT
+        return run.id, result.reason_code or REPORT_FAILED
+    return run.id, ENQUEUED
+
+
+@dataclass(frozen=True)
+class ManualRun:
+    """What `send-now --schedule` did: the run, and each of its messages' outcome."""
+
+    run_id: int
+    reason_code: str  # SENT, or the run's or the first failed message's reason code
+    messages: tuple[tuple[int, SendNowResult], ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.reason_code == "SENT"
+
+    @property
+    def temporary(self) -> bool:
+        """The first failed message found the mail server unreachable: safe to rerun."""
+        failed = [r for _, r in self.messages if not r.ok]
+        return bool(failed) and failed[0].temporary
+
+
+def send_schedule_now(
+    db: Database, settings: Settings, account_id: int, schedule_id: int
+) -> ManualRun:
+    """`send-now --schedule ID`: run the schedule now, then send its messages at once.
+
+    The run is made as by run_schedule_now; each message it enqueued is then sent as
+    by `send-now MESSAGE_ID` (never to a suppressed address). The caller scopes ``db``
+    to ``account_id`` (row-level security); every query here also filters by it.
+    """
+    from schedctl.dispatch import send_now
+
+    run_id, reason = run_schedule_now(db, settings, account_id, schedule_id, db.now())
+    if reason != ENQUEUED:
+        return ManualRun(run_id, reason)
+    query = (
+        sa.select(messages.c.id)
+        .where(messages.c.schedule_run_id == run_id, messages.c.account_id == account_id)
+        .order_by(messages.c.id)
+    )
+    ids = db.transaction(lambda conn: list(conn.execute(query).scalars()), read_only=True)
+    results = tuple(
+        (int(i), send_now(db, settings, int(i), db.now(), account_id=account_id)) for i in ids
+    )
+    failed = [r for _, r in results if not r.ok]
+    return ManualRun(run_id, failed[0].reason_code if failed else "SENT", results)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from schedctl.db.database import Database
 from schedctl.db.schema import schedule_runs, schedules
 from schedctl.delivery.message import validate_email
 from schedctl.errors import ConflictError, NotFound, ValidationError
+from schedctl.ids import parse_id
 
 CATCHUP_POLICIES = ("latest", "all", "none")
 DEFAULT_CATCHUP = "latest"
@@ -148,10 +149,7 @@ class ScheduleOptions:
 
 
 def parse_schedule_id(text: str) -> int:
-    value = text.strip()
-    if not value.isdigit() or len(value) > 18:
-        raise ValidationError(f"invalid schedule id {text!r} (expected a number)")
-    return int(value)
+    return parse_id(text, "schedule")
 
 
 def parse_params(items: Sequence[str]) -> dict[str, str]:
@@ -257,6 +255,10 @@ def resolve_values(
     else:
         params = existing.params if existing else {}
     reports.validate_params(settings, kind, params)
+    if not recipients and reports.needs_recipients(kind):
+        raise ValidationError(
+            f"a schedule of kind {kind} needs at least one recipient (--to EMAIL)"
+        )
     if options.catchup is not None:
         catchup = parse_catchup(options.catchup)
     else:

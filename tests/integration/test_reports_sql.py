@@ -46,6 +46,7 @@ def produce(db: Database, settings: Settings, query: str, **params: str) -> repo
         cadence="daily",
         at="09:00",
         tz="Europe/Berlin",
+        to=["ops@example.com"],
         params=[f"query={query}", *(f"{k}={v}" for k, v in params.items())],
     )
     schedule: Schedule = create_schedule(db, settings, 1, options, T0)

@@ -116,7 +116,7 @@ def test_paused_schedules_are_not_due(db: Database, settings: Settings) -> None:
 @sqlite_only
 def test_limit_bounds_the_schedules_of_one_tick(db: Database, settings: Settings) -> None:
     for n in range(5):
-        make(db, settings, name=f"r{n}", to=[])
+        make(db, settings, name=f"r{n}")
     first = runs.materialise_due(db, NINE, limit=3)
     assert (first.due, first.runs_created) == (3, 3)
     rest = runs.materialise_due(db, NINE, limit=3)
@@ -145,7 +145,7 @@ def test_catch_up_after_a_three_day_outage(
     queued: list[int],
     skipped: list[int],
 ) -> None:
-    schedule = make(db, settings, catchup=catchup, max_lateness=max_lateness, to=[])
+    schedule = make(db, settings, catchup=catchup, max_lateness=max_lateness)
     runs.materialise_due(db, NINE + timedelta(seconds=30))  # day 0 runs on time
     # The ticks stop for three days; the next one comes at 12:00 on day 3.
     counts = runs.materialise_due(db, NINE + timedelta(days=3, hours=3))
@@ -161,8 +161,8 @@ def test_catch_up_after_a_three_day_outage(
 def test_catch_up_none_still_runs_a_slot_cron_fired_late_for(
     db: Database, settings: Settings
 ) -> None:
-    make(db, settings, name="late", catchup="none", to=[])
-    make(db, settings, name="very-late", catchup="none", to=[], at="08:40")
+    make(db, settings, name="late", catchup="none")
+    make(db, settings, name="very-late", catchup="none", at="08:40")
     runs.materialise_due(db, NINE + timedelta(minutes=10))
     rows = run_rows(db)
     assert [(r.slot, r.status) for r in rows] == [
@@ -173,7 +173,7 @@ def test_catch_up_none_still_runs_a_slot_cron_fired_late_for(
 
 @sqlite_only
 def test_catch_up_all_is_bounded_to_the_newest_100_slots(db: Database, settings: Settings) -> None:
-    schedule = make(db, settings, cadence="cron", at=None, cron="*/5 * * * *", catchup="all", to=[])
+    schedule = make(db, settings, cadence="cron", at=None, cron="*/5 * * * *", catchup="all")
     now = T0 + timedelta(days=3)
     counts = runs.materialise_due(db, now)
     assert counts.runs_created == runs.MAX_CATCHUP_SLOTS == 100
@@ -216,7 +216,7 @@ def test_dst_nights_run_each_slot_once(
     cadence: str,
 ) -> None:
     hour, minute = local_time.split(":")
-    options: dict[str, Any] = {"cadence": cadence, "tz": tz, "to": []}
+    options: dict[str, Any] = {"cadence": cadence, "tz": tz}
     if cadence == "cron":
         options.update(at=None, cron=f"{int(minute)} {int(hour)} * * *")
     else:
@@ -236,7 +236,7 @@ def test_monthly_day_31_runs_on_the_last_day_of_shorter_months(
     db: Database, settings: Settings, year: int, february: int
 ) -> None:
     start = datetime(year, 1, 15, 10, 0, tzinfo=UTC)
-    schedule = make(db, settings, now=start, cadence="monthly", day="31", to=[])
+    schedule = make(db, settings, now=start, cadence="monthly", day="31")
     for n in range(0, 112):  # one tick a day at 10:00 until early May
         runs.materialise_due(db, start + timedelta(days=n))
     assert slots(run_rows(db, schedule.id), "queued") == [
@@ -470,8 +470,8 @@ def test_run_schedule_now_is_a_manual_run_that_keeps_next_run_at(
 ) -> None:
     schedule = make(db, settings)
     now = T0 + timedelta(minutes=5)
-    first = runs.run_schedule_now(db, settings, schedule.id, now)
-    second = runs.run_schedule_now(db, settings, schedule.id, now)
+    first = runs.run_schedule_now(db, settings, 1, schedule.id, now)
+    second = runs.run_schedule_now(db, settings, 1, schedule.id, now)
     assert first[1] == second[1] == runs.ENQUEUED
     assert first[0] != second[0]  # manual runs are not slots: both are kept
     rows = run_rows(db)
@@ -485,22 +485,28 @@ def test_run_schedule_now_is_a_manual_run_that_keeps_next_run_at(
 
 @sqlite_only
 def test_run_schedule_now_reason_codes(db: Database, settings: Settings) -> None:
-    silent = make(db, settings, name="silent", to=[], paused=True)
+    silent = make(db, settings, name="silent", paused=True)
+    db.transaction(  # stored without recipients (before create refused that)
+        lambda c: c.execute(
+            schedules.update().where(schedules.c.id == silent.id).values(recipients=[])
+        )
+    )
     broken = make(db, settings, name="broken", params=["query=broken"])
-    assert runs.run_schedule_now(db, settings, silent.id, T0)[1] == runs.MISSING_RECIPIENT
-    run_id, reason = runs.run_schedule_now(db, settings, broken.id, T0)
+    silent_run, reason = runs.run_schedule_now(db, settings, 1, silent.id, T0)
+    assert reason == runs.MISSING_RECIPIENT
+    run_id, reason = runs.run_schedule_now(db, settings, 1, broken.id, T0)
     assert reason == runs.REPORT_FAILED
-    failed = [r for r in run_rows(db) if r.id == run_id]
-    assert failed[0].status == "failed"
+    statuses = {r.id: r.status for r in run_rows(db)}
+    assert statuses == {silent_run: "failed", run_id: "failed"}
     assert message_rows(db) == []
 
 
 @sqlite_only
 def test_run_schedule_now_stays_inside_its_account(db: Database, settings: Settings) -> None:
     schedule = make(db, settings)
-    db.transaction(lambda c: create_account(c, "other", T0))
+    other = db.transaction(lambda c: create_account(c, "other", T0))
     with pytest.raises(NotFound):
-        runs.run_schedule_now(db, settings, schedule.id, T0, account="other")
+        runs.run_schedule_now(db, settings, other, schedule.id, T0)
     with pytest.raises(NotFound):
-        runs.run_schedule_now(db, settings, 999, T0)
+        runs.run_schedule_now(db, settings, 1, 999, T0)
     assert run_rows(db) == []

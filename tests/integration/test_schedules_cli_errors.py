@@ -17,7 +17,8 @@ from schedctl.db.database import Database
 from schedctl.db.schema import schedules
 
 CONFIG = '[reports.queries.ping]\nsql = "select 1"\n'
-GOOD = ["--name", "n", "--kind", "sql", "--param", "query=ping", "--cadence", "daily"]
+GOOD = ["--name", "n", "--kind", "sql", "--param", "query=ping", "--cadence", "daily",
+        "--to", "ops@example.com"]  # fmt: skip
 
 
 @pytest.fixture

@@ -269,7 +269,7 @@ def test_delete_removes_the_runs_and_keeps_sent_messages(db: Database, settings:
 
 @sqlite_only
 def test_run_history_is_newest_first_and_limited(db: Database, settings: Settings) -> None:
-    schedule = create(db, settings, catchup="all", to=[])
+    schedule = create(db, settings, catchup="all")
     runs.run_schedules(db, settings, T0 + timedelta(days=4, hours=1))
     history = runs.run_history(db, 1, schedule.id, limit=3)
     assert [r.slot.day for r in history] == [5, 4, 3]

@@ -8,6 +8,7 @@ on a unique key, the migration lock and the row-level-security scope.
 from __future__ import annotations
 
 import re
+import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -79,49 +80,67 @@ def insert_ignore(
     return list(result.all()) if returning else []
 
 
-def increment_below(
-    conn: sa.Connection, column: sa.Column[Any], key: dict[str, Any], limit: int
-) -> int | None:
-    """Add 1 to ``column`` in the row with primary key ``key`` (created at 1) unless
-    it has reached ``limit``; return the new value, or None when at the limit.
-
-    One statement (``INSERT … ON CONFLICT DO UPDATE … WHERE … RETURNING``, PostgreSQL
-    and SQLite ≥ 3.35), so concurrent callers can never push the value past the limit.
-    """
-    if limit <= 0:
-        return None
-    table = column.table
-    insert = _upsert_capable_insert(conn, table)
-    statement = (
-        insert.values({**key, column.name: 1})
-        .on_conflict_do_update(
-            index_elements=list(key), set_={column.name: column + 1}, where=column < limit
-        )
-        .returning(column)
-    )
-    value = conn.execute(statement).scalar()
-    return None if value is None else int(value)
-
-
 def begin_read_only(conn: sa.Connection, timeout_s: float) -> None:
     """Make this transaction read-only, with a statement timeout where there is one.
 
     For queries schedctl runs on behalf of a user (report queries): they may read,
-    never write. SQLite has no per-transaction mode, so the connection is switched
-    to query_only (callers use a connection reserved for such queries).
+    never write, and each execute runs exactly one statement -- so a query cannot
+    end the read-only transaction (``commit; delete ...``) and go on in a new one.
+    Callers use a connection reserved for such queries (an engine of their own):
+    the settings below outlive the transaction on purpose.
+
+    - PostgreSQL: psycopg sends a statement without parameters by the simple query
+      protocol, which runs several statements in one string. With a prepare
+      threshold of 0 every statement is prepared first, by the extended protocol,
+      which refuses more than one ("cannot insert multiple commands into a prepared
+      statement"); a lone COMMIT then ends the transaction with nothing after it.
+      The settings are transaction-local (a session-level one would leak to other
+      clients through a transaction-pooling PgBouncer). The SELECT takes the
+      transaction's snapshot, after which it can no longer be set read-write, not
+      even from inside a function or DO block.
+    - SQLite: sqlite3 runs one statement per execute; the connection is switched to
+      query_only, which a COMMIT does not end.
+    - Oracle (a supported data source): one statement per execute as well.
     """
     name = conn.dialect.name
     if name == "postgresql":
-        # One round trip (no parameters, so psycopg accepts two statements); both
-        # settings end with the transaction.
+        conn.connection.driver_connection.prepare_threshold = 0  # type: ignore[union-attr]
         milliseconds = max(1, int(timeout_s * 1000))
-        conn.exec_driver_sql(
-            f"SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {milliseconds}"
+        conn.execute(
+            sa.text(
+                "SELECT set_config('transaction_read_only', 'on', true),"
+                " set_config('statement_timeout', :timeout, true)"
+            ),
+            {"timeout": str(milliseconds)},
         )
     elif name == "sqlite":
         conn.exec_driver_sql("PRAGMA query_only = ON")
     else:  # Oracle, a supported data source
         conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+
+
+# The errors of a statement that read-only mode refuses, or that cannot run as written:
+# running it again cannot succeed. PostgreSQL: SQLSTATE class 25 (invalid transaction
+# state, e.g. 25006 a write in a read-only transaction), 2D (invalid transaction
+# termination) and 42601 (a syntax error; also several statements in one query).
+_PG_REFUSED_CLASSES = ("25", "2D")
+_PG_REFUSED_STATES = ("42601",)
+_SQLITE_REFUSED = ("readonly database", "syntax error", "incomplete input")
+
+
+def is_refused_statement(exc: sa.exc.DBAPIError) -> bool:
+    """Whether a read-only query failed because of what it is, not of when it ran:
+    a write, more than one statement, a syntax error. Retrying it cannot help."""
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return sqlstate in _PG_REFUSED_STATES or sqlstate[:2] in _PG_REFUSED_CLASSES
+    if isinstance(orig, sqlite3.ProgrammingError):  # more than one statement
+        return True
+    if isinstance(orig, sqlite3.OperationalError):
+        text = str(orig).lower()
+        return any(fragment in text for fragment in _SQLITE_REFUSED)
+    return False
 
 
 def lock_migrations(conn: sa.Connection) -> None:
