@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from schedctl.db.schema import accounts
 from schedctl.errors import NotFound, ValidationError
+from schedctl.ids import as_id
 
 DEFAULT_ACCOUNT = "default"
 
@@ -19,8 +20,9 @@ def resolve_account(conn: sa.Connection, ref: str | None) -> int:
     if not ref:
         raise ValidationError("empty account")
     condition = accounts.c.name == ref
-    if ref.isdigit():
-        condition = sa.or_(condition, accounts.c.id == int(ref))
+    number = as_id(ref)
+    if number is not None:  # names are never all digits, so this is an id or no account
+        condition = sa.or_(condition, accounts.c.id == number)
     found = conn.execute(sa.select(accounts.c.id).where(condition)).scalars().all()
     if not found:
         raise NotFound(f"no account {ref!r}")

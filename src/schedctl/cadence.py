@@ -49,6 +49,12 @@ _DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 _NOT_IANA = {"local", "localtime", "posixrules"}
 _NOT_IANA_PREFIXES = ("posix/", "right/")
 _ONE_SECOND = timedelta(seconds=1)
+# The instants schedctl accepts: from the Unix epoch to a year before the end of
+# datetime's range, so that arithmetic near them (a day, a reminder's lead, a zone's
+# offset) cannot overflow.
+EARLIEST_INSTANT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_INSTANT = datetime(9999, 1, 1, tzinfo=UTC)  # exclusive
+_UTC_ZONE = ZoneInfo("UTC")
 
 
 # --- parsing raw CLI values -------------------------------------------------------
@@ -115,17 +121,72 @@ def parse_timezone(name: str) -> ZoneInfo:
         raise ValidationError(message) from None
 
 
-def parse_instant(text: str) -> datetime:
-    """Parse an ISO 8601 instant; one without an offset is UTC. Returns aware UTC."""
+def parse_instant(text: str, zone: ZoneInfo | None = None) -> datetime:
+    """Parse an ISO 8601 instant; returns aware UTC.
+
+    One without an offset is a wall time in ``zone`` (UTC when there is none), read by
+    the DST rule above: a time skipped by a spring-forward gap means the first instant
+    after the gap, a repeated one its first occurrence.
+    """
+    return to_instant(parse_local_or_instant(text), zone or _UTC_ZONE)
+
+
+def parse_local_or_instant(text: str) -> datetime:
+    """Parse ISO 8601: aware UTC if it has an offset, else the naive wall time it names.
+
+    Either must lie within EARLIEST_INSTANT..LATEST_INSTANT (a wall time as if UTC).
+    """
     try:
-        instant = datetime.fromisoformat(text.strip())
+        value = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ValidationError(
             f"invalid instant {text!r} (expected ISO 8601, e.g. 2026-03-29T02:30:00Z)"
         ) from None
-    if instant.tzinfo is None:
-        return instant.replace(tzinfo=UTC)
-    return instant.astimezone(UTC)
+    if value.tzinfo is not None:
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:  # 9999-12-31T23:00-05:00 is past datetime's last year
+            raise _out_of_range(text) from None
+    _check_range(value.replace(tzinfo=UTC), text)
+    return value
+
+
+def to_instant(value: datetime, zone: ZoneInfo) -> datetime:
+    """An aware value as UTC; a naive wall time as its instant in ``zone`` (§3's rule)."""
+    if value.tzinfo is not None:
+        return value.astimezone(UTC)
+    instant = first_instant_at_or_after(value, zone)
+    _check_range(instant, value.isoformat())
+    return instant
+
+
+def wall_time_note(wall: datetime, zone: ZoneInfo) -> str | None:
+    """Why a naive wall time does not name exactly one instant in ``zone``, or None."""
+    instant = first_instant_at_or_after(wall, zone)
+    local = instant.astimezone(zone)
+    if _wall_time(instant, zone) != wall:
+        return (
+            f"{wall:%Y-%m-%d %H:%M} does not exist in {zone.key} (the clocks go forward);"
+            f" using {local:%H:%M %Z}, the first instant after the gap"
+        )
+    if wall.replace(tzinfo=zone, fold=1).astimezone(UTC) != instant:
+        return (
+            f"{wall:%Y-%m-%d %H:%M} occurs twice in {zone.key} (the clocks go back);"
+            f" using the first, {local:%H:%M %Z}"
+        )
+    return None
+
+
+def _check_range(instant: datetime, text: str) -> None:
+    if not EARLIEST_INSTANT <= instant < LATEST_INSTANT:
+        raise _out_of_range(text)
+
+
+def _out_of_range(text: str) -> ValidationError:
+    return ValidationError(
+        f"instant {text!r} is out of range (expected {EARLIEST_INSTANT:%Y-%m-%d}"
+        f" to {LATEST_INSTANT - timedelta(days=1):%Y-%m-%d})"
+    )
 
 
 def _parse_cron(expr: str) -> str:

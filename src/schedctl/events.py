@@ -12,6 +12,8 @@ Planning is idempotent: each message's idempotency key is ``event:{id}:{type}`` 
 ``events.planned_at`` records the last planning; an event is planned again only
 after it changed, so an INIT an operator deleted is never recreated.
 
+- Times without an offset are wall times in the event's zone (SPEC §3's DST rule); a
+  load-in time after the start is refused.
 - An event with a load-in time gets no INIT; a pending INIT is skipped with reason
   HAS_LOAD_IN_TIME when a load-in time is added later.
 - Moving ``starts_at`` moves the pending reminders and refreshes the text (and the
@@ -31,7 +33,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from schedctl.cadence import parse_timezone
+from schedctl.cadence import parse_timezone, to_instant
 from schedctl.config import Settings, duration_setting
 from schedctl.db import dialect
 from schedctl.db.database import Database
@@ -45,6 +47,7 @@ HAS_LOAD_IN_TIME = "HAS_LOAD_IN_TIME"
 PAST_DUE = "PAST_DUE"
 DEFAULT_REMINDERS = ("1d", "2h")
 PLAN_BATCH = 100
+MAX_REMINDER_LEAD = timedelta(days=366)
 _LEAD = re.compile(r"([0-9]+)([smhd])")
 _UNITS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
 
@@ -73,13 +76,16 @@ def reminders_for(settings: Settings) -> tuple[Reminder, ...]:
         match = _LEAD.fullmatch(text.strip())
         if match is None:  # parse_duration accepted it, so this cannot happen
             raise ConfigError(f"[events] reminders: invalid duration {text!r}")
+        if lead > MAX_REMINDER_LEAD:  # and the start minus the lead stays a date
+            raise ConfigError(f"[events] reminders: {text!r} is longer than 366d")
         amount, unit = match.groups()
         label = f"{int(amount)} {_UNITS[unit]}{'' if int(amount) == 1 else 's'}"
         found.setdefault(text, Reminder(f"REMINDER_{int(amount)}{unit.upper()}", lead, label))
     return tuple(found.values())
 
 
-def _local(instant: datetime | None, zone: ZoneInfo) -> str:
+def local_time(instant: datetime | None, zone: ZoneInfo) -> str:
+    """An instant as the event's people read it: ``Sun 2027-01-10 10:00 CET``."""
     return instant.astimezone(zone).strftime("%a %Y-%m-%d %H:%M %Z") if instant else ""
 
 
@@ -89,8 +95,8 @@ def _content(event: Any, kind: str, lead: str = "") -> tuple[str, str, str]:
     context = {
         "kind": kind,
         "name": event.name,
-        "starts_local": _local(event.starts_at, zone),
-        "load_in_local": _local(event.load_in_time, zone),
+        "starts_local": local_time(event.starts_at, zone),
+        "load_in_local": local_time(event.load_in_time, zone),
         "tz": event.tz,
         "lead": lead,
     }
@@ -211,6 +217,14 @@ def _name(value: str) -> str:
     return name
 
 
+def _check_load_in(starts_at: datetime, load_in_time: datetime | None, zone: ZoneInfo) -> None:
+    if load_in_time is not None and load_in_time > starts_at:
+        raise ValidationError(
+            f"the load-in time {local_time(load_in_time, zone)} is after the start"
+            f" {local_time(starts_at, zone)}"
+        )
+
+
 def add_event(
     conn: sa.Connection,
     settings: Settings,
@@ -223,8 +237,15 @@ def add_event(
     tz: str = "UTC",
     load_in_time: datetime | None = None,
 ) -> tuple[int, int]:
-    """Create an event and plan its messages: (event id, messages planned)."""
-    parse_timezone(tz)
+    """Create an event and plan its messages: (event id, messages planned).
+
+    A naive ``starts_at`` or ``load_in_time`` is a wall time in ``tz`` (SPEC §3's rule
+    for times skipped or repeated by a DST change). A load-in after the start is refused.
+    """
+    zone = parse_timezone(tz)
+    starts_at = to_instant(starts_at, zone)
+    load_in_time = None if load_in_time is None else to_instant(load_in_time, zone)
+    _check_load_in(starts_at, load_in_time, zone)
     values = {
         "account_id": account_id,
         "name": _name(name),
@@ -260,16 +281,25 @@ def update_event(
     starts_at: datetime | None = None,
     load_in_time: datetime | None = None,
 ) -> tuple[sa.Row[Any], int]:
-    """Change an event and re-plan its messages: (the event, messages changed)."""
+    """Change an event and re-plan its messages: (the event, messages changed).
+
+    A naive time is a wall time in the event's zone, as in `add_event`.
+    """
     if starts_at is None and load_in_time is None:
         raise ValidationError("nothing to change: give --starts-at and/or --load-in-time")
     reminders_for(settings)
-    get_event(conn, account_id, event_id)
+    existing = get_event(conn, account_id, event_id)
+    zone = ZoneInfo(existing.tz)
     values: dict[str, Any] = {"updated_at": now}
     if starts_at is not None:
-        values["starts_at"] = starts_at
+        values["starts_at"] = to_instant(starts_at, zone)
     if load_in_time is not None:
-        values["load_in_time"] = load_in_time
+        values["load_in_time"] = to_instant(load_in_time, zone)
+    _check_load_in(
+        values.get("starts_at", existing.starts_at),
+        values.get("load_in_time", existing.load_in_time),
+        zone,
+    )
     conn.execute(events.update().where(events.c.id == event_id).values(**values))
     changed = plan_event(conn, settings, get_event(conn, account_id, event_id), now)
     return get_event(conn, account_id, event_id), changed

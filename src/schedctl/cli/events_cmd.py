@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 import typer
 
 from schedctl import events
-from schedctl.cadence import parse_instant, parse_timezone
-from schedctl.cli.messages_cmd import Account, parse_id
+from schedctl.cadence import parse_local_or_instant, parse_timezone, to_instant, wall_time_note
+from schedctl.cli.output import warn
+from schedctl.cli.params import Account
 from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
 from schedctl.db.database import Database
 from schedctl.delivery.message import validate_email
 from schedctl.errors import UsageError
+from schedctl.ids import parse_id
 
 events_app = typer.Typer(help="Manage events whose messages tick plans.", no_args_is_help=True)
 
@@ -21,16 +26,35 @@ LoadIn = Annotated[
     str | None,
     typer.Option(
         "--load-in-time",
-        help="Load-in instant (ISO 8601); an event with one gets no INIT message.",
+        metavar="TIME",
+        help="Load-in time, not after the start; an event with one gets no INIT message.",
         show_default=False,
     ),
 ]
 
 
+def _time(text: str | None) -> datetime | None:
+    """An option's time: aware UTC if written with an offset, else a naive wall time."""
+    return None if text is None else parse_local_or_instant(text)
+
+
+def _warn_dst(times: Iterable[datetime | None], tz: str) -> None:
+    """Say so when a wall time was moved or disambiguated by SPEC §3's DST rule."""
+    zone = ZoneInfo(tz)
+    for value in times:
+        note = wall_time_note(value, zone) if value is not None and value.tzinfo is None else None
+        if note:
+            warn(note)
+
+
 def _describe(data: dict[str, Any], planned: int) -> str:
+    starts = data["starts_at"]
+    when = events.local_time(starts, ZoneInfo(data["tz"]))
+    if data["tz"] != "UTC":
+        when += f" ({starts:%Y-%m-%d %H:%M} UTC)"
     return (
-        f"event {data['id']} {data['name']!r} starts {data['starts_at']}"
-        f" ({data['tz']}); {planned} message(s) planned or changed"
+        f"event {data['id']} {data['name']!r} starts {when};"
+        f" {planned} message(s) planned or changed"
     )
 
 
@@ -38,20 +62,39 @@ def _describe(data: dict[str, Any], planned: int) -> str:
 def add_command(
     name: Annotated[str, typer.Option("--name", help="The event's name.", show_default=False)],
     starts_at: Annotated[
-        str, typer.Option("--starts-at", help="Start instant (ISO 8601).", show_default=False)
+        str,
+        typer.Option("--starts-at", metavar="TIME", help="Start time.", show_default=False),
     ],
-    contact: Annotated[str, typer.Option("--contact", help="E-mail address the messages go to.")],
+    contact: Annotated[
+        str,
+        typer.Option("--contact", metavar="EMAIL", help="E-mail address the messages go to."),
+    ],
     load_in_time: LoadIn = None,
     tz: Annotated[
-        str, typer.Option("--tz", help="IANA zone for the messages' local times and weekends.")
+        str,
+        typer.Option(
+            "--tz",
+            metavar="ZONE",
+            help="IANA zone of the event: of its times written without an offset, and of"
+            " the messages' local times and weekends.",
+        ),
     ] = "UTC",
     account: Account = None,
 ) -> None:
-    """Add an event and plan its INIT message and reminders."""
-    start = parse_instant(starts_at)
-    load_in = parse_instant(load_in_time) if load_in_time is not None else None
+    """Add an event and plan its INIT message and reminders.
+
+    Times are ISO 8601. One without an offset (2027-01-10T10:00) is local time in
+    --tz, so UTC when --tz is not given. A local time that a DST change skips means
+    the first instant after the gap, one it repeats its first occurrence; a warning
+    says so.
+    """
+    zone = parse_timezone(tz)
+    start = parse_local_or_instant(starts_at)
+    load_in = _time(load_in_time)
+    for value in (start, load_in):
+        if value is not None:
+            to_instant(value, zone)  # out of range there: refused before the database opens
     address = validate_email(contact)
-    parse_timezone(tz)
     settings = current().settings
     events.reminders_for(settings)
 
@@ -70,6 +113,7 @@ def add_command(
         return CommandResult({**data, "messages_planned": planned})
 
     data = run_command("events add", work).data
+    _warn_dst((start, load_in), tz)
     current().output.result(data, _describe(data, data["messages_planned"]))
 
 
@@ -83,16 +127,21 @@ def update_command(
         str | None,
         typer.Option(
             "--starts-at",
-            help="New start instant; pending reminders move with it.",
+            metavar="TIME",
+            help="New start time; pending reminders move with it.",
             show_default=False,
         ),
     ] = None,
     account: Account = None,
 ) -> None:
-    """Change an event's start or load-in time and re-plan its pending messages."""
+    """Change an event's start or load-in time and re-plan its pending messages.
+
+    Times are ISO 8601. One without an offset is local time in the event's zone (the
+    --tz it was added with), read as `events add` reads it.
+    """
     number = parse_id(event_id, "event")
-    start = parse_instant(starts_at) if starts_at is not None else None
-    load_in = parse_instant(load_in_time) if load_in_time is not None else None
+    start = _time(starts_at)
+    load_in = _time(load_in_time)
     settings = current().settings
     if start is None and load_in is None:
         raise UsageError("nothing to change: give --starts-at and/or --load-in-time")
@@ -112,6 +161,7 @@ def update_command(
         return CommandResult({**data, "messages_changed": changed})
 
     data = run_command("events update", work).data
+    _warn_dst((start, load_in), data["tz"])
     current().output.result(data, _describe(data, data["messages_changed"]))
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 import sqlalchemy as sa
@@ -12,19 +12,15 @@ import typer
 from schedctl import outbox
 from schedctl.cadence import parse_instant
 from schedctl.cli.output import warn
+from schedctl.cli.params import Account, limit_option
 from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
 from schedctl.db.database import Database
 from schedctl.delivery.policy import normalise_type
-from schedctl.errors import UsageError, ValidationError
+from schedctl.errors import UsageError
+from schedctl.ids import parse_id
 
 messages_app = typer.Typer(help="Manage scheduled messages (the outbox).", no_args_is_help=True)
 
-Account = Annotated[
-    str | None,
-    typer.Option(
-        "--account", help="Account name or id (default: the `default` account).", show_default=False
-    ),
-]
 TypeOpt = Annotated[
     str | None,
     typer.Option("--type", help="Only this message type, e.g. REPORT or INIT.", show_default=False),
@@ -32,23 +28,12 @@ TypeOpt = Annotated[
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
-def parse_id(value: str, what: str = "message") -> int:
-    """A numeric id from the command line (exit 2 otherwise)."""
-    if not value.strip().isdigit():
-        raise ValidationError(f"invalid {what} id {value!r}")
-    return int(value)
-
-
 def _bound(value: str, *, end: bool) -> datetime:
-    """A --from/--until value: a date (its whole day) or an instant."""
-    if _DATE.fullmatch(value.strip()):
-        try:
-            day = date.fromisoformat(value.strip())
-        except ValueError:
-            raise ValidationError(f"invalid date {value!r}") from None
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        return start + timedelta(days=1) if end else start
-    return parse_instant(value)
+    """A --from/--until value: a date (its whole day, in UTC) or an instant."""
+    instant = parse_instant(value)  # a date alone reads as its midnight
+    if end and _DATE.fullmatch(value.strip()):
+        return instant + timedelta(days=1)
+    return instant
 
 
 @command(messages_app, "list")
@@ -61,18 +46,22 @@ def list_command(
     since: Annotated[
         str | None,
         typer.Option(
-            "--from", help="send_at on or after this date or instant.", show_default=False
+            "--from",
+            metavar="DATE|TIME",
+            help="send_at on or after this date or instant.",
+            show_default=False,
         ),
     ] = None,
     until: Annotated[
         str | None,
         typer.Option(
-            "--until", help="send_at up to this date (inclusive) or instant.", show_default=False
+            "--until",
+            metavar="DATE|TIME",
+            help="send_at up to this date (inclusive) or instant.",
+            show_default=False,
         ),
     ] = None,
-    limit: Annotated[
-        int | None, typer.Option("--limit", min=1, help="At most this many.", show_default=False)
-    ] = None,
+    limit: Annotated[int | None, limit_option("At most this many.")] = None,
     account: Account = None,
 ) -> None:
     """List messages, nearest send time first."""
@@ -112,6 +101,7 @@ def edit_command(
         str | None,
         typer.Option(
             "--send-at",
+            metavar="TIME",
             help="New send time (ISO 8601; no more than 5 minutes in the past).",
             show_default=False,
         ),
@@ -123,7 +113,7 @@ def edit_command(
     account: Account = None,
 ) -> None:
     """Change a message's send time and/or status."""
-    number = parse_id(message_id)
+    number = parse_id(message_id, "message")
     new_send_at = parse_instant(send_at) if send_at is not None else None
     new_status = outbox.validate_status(status) if status is not None else None
     if new_send_at is None and new_status is None:

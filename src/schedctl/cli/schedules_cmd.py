@@ -6,24 +6,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from schedctl.cli.params import Account, limit_option
 from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
 from schedctl.db.database import Database
 from schedctl.errors import UsageError
+from schedctl.ids import parse_id
 
 if TYPE_CHECKING:
     from schedctl.schedules import ScheduleOptions
 
 schedules_app = typer.Typer(help="Manage schedules.", no_args_is_help=True)
 
-Account = Annotated[
-    str | None,
-    typer.Option(
-        "--account",
-        metavar="ACCOUNT",
-        help="Account name or id (default: the `default` account).",
-        show_default=False,
-    ),
-]
 ScheduleId = Annotated[
     str, typer.Argument(metavar="ID", help="The schedule's id.", show_default=False)
 ]
@@ -183,9 +176,9 @@ def list_command(account: Account = None) -> None:
 @command(schedules_app, "show")
 def show_command(schedule_id: ScheduleId, account: Account = None) -> None:
     """Show one schedule."""
-    from schedctl.schedules import get_schedule, parse_schedule_id
+    from schedctl.schedules import get_schedule
 
-    sid = parse_schedule_id(schedule_id)
+    sid = parse_id(schedule_id, "schedule")
 
     def work(db: Database) -> CommandResult:
         return CommandResult(get_schedule(db, scope_to_account(db, account), sid).as_dict())
@@ -212,13 +205,17 @@ def update_command(
     paused: Paused = False,
 ) -> None:
     """Change a schedule; a new cadence recomputes next_run_at and drops unused fields."""
-    from schedctl.schedules import parse_schedule_id, update_schedule
+    from schedctl.schedules import update_schedule
 
-    sid = parse_schedule_id(schedule_id)
+    sid = parse_id(schedule_id, "schedule")
     options = _options(
         name=name, kind=kind, cadence=cadence, at=at, weekday=weekday, day=day, cron=cron,
         tz=tz, to=to, params=param, catchup=catchup, max_lateness=max_lateness, paused=paused,
     )  # fmt: skip
+    if all(value is None or value is False or value == [] for value in vars(options).values()):
+        raise UsageError(
+            "nothing to update: give at least one option (schedctl schedules update --help)"
+        )
     runtime = current()
 
     def work(db: Database) -> CommandResult:
@@ -230,9 +227,9 @@ def update_command(
 
 
 def _set_active(command_name: str, schedule_id: str, account: str | None, active: bool) -> None:
-    from schedctl.schedules import parse_schedule_id, set_active
+    from schedctl.schedules import set_active
 
-    sid = parse_schedule_id(schedule_id)
+    sid = parse_id(schedule_id, "schedule")
 
     def work(db: Database) -> CommandResult:
         account_id = scope_to_account(db, account)
@@ -265,9 +262,9 @@ def delete_command(
     yes: Annotated[bool, typer.Option("--yes", help="Really delete it and its runs.")] = False,
 ) -> None:
     """Delete a schedule and its run history (needs --yes)."""
-    from schedctl.schedules import delete_schedule, parse_schedule_id
+    from schedctl.schedules import delete_schedule
 
-    sid = parse_schedule_id(schedule_id)
+    sid = parse_id(schedule_id, "schedule")
     if not yes:
         raise UsageError(f"deleting schedule {sid} and its runs needs --yes; nothing deleted")
 
@@ -285,13 +282,12 @@ def delete_command(
 def runs_command(
     schedule_id: ScheduleId,
     account: Account = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="Show the N newest runs.")] = 50,
+    limit: Annotated[int, limit_option("Show the N newest runs (default 50).")] = 50,
 ) -> None:
     """Show a schedule's run history, newest first."""
     from schedctl.runs import run_history
-    from schedctl.schedules import parse_schedule_id
 
-    sid = parse_schedule_id(schedule_id)
+    sid = parse_id(schedule_id, "schedule")
 
     def work(db: Database) -> CommandResult:
         runs = run_history(db, scope_to_account(db, account), sid, limit)

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 import typer
 
 from schedctl import suppressions
-from schedctl.cli.messages_cmd import Account
+from schedctl.cli.params import Account
 from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
 from schedctl.db.database import Database
 from schedctl.delivery.message import validate_email
