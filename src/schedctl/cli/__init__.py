@@ -22,7 +22,7 @@ from schedctl.cli import (
     suppressions_cmd,
     tick_cmd,
 )
-from schedctl.cli.output import error_line
+from schedctl.cli.output import report_error
 from schedctl.cli.runtime import Runtime, current, use, with_output_flags
 from schedctl.config import Settings
 from schedctl.db.database import wrap_unexpected
@@ -106,39 +106,46 @@ def run(argv: Sequence[str] | None = None) -> int:
     runtime = Runtime()
     use(runtime)
     args = list(argv) if argv is not None else sys.argv[1:]
+
+    def fail(message: str, exit_code: int) -> int:
+        # --json may sit after an argument typer refused before reaching it.
+        as_json = runtime.output_options.json or "--json" in _options(args)
+        report_error(message, exit_code, as_json=as_json)
+        return exit_code
+
     try:
         value = app(args=args, prog_name="schedctl", standalone_mode=False)
         return value if isinstance(value, int) else 0
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:
-        error_line("aborted")
-        return 130
+        return fail("aborted", 130)
     except typer.TyperException as exc:  # usage errors: bad flag, missing argument
         message = exc.format_message()
         if message.lstrip().startswith("Usage:"):  # a group called without a command
             print(message.rstrip(), file=sys.stderr)
-        else:
-            error_line(message)
-        return exc.exit_code
+            return exc.exit_code
+        return fail(message, exc.exit_code)
     except SchedctlError as exc:
-        error_line(_redact(runtime, exc.message))
-        return exc.exit_code
+        return fail(_redact(runtime, exc.message), exc.exit_code)
     except KeyboardInterrupt:
-        error_line("interrupted")
-        return 130
+        return fail("interrupted", 130)
     except Exception as exc:
         wrapped = wrap_unexpected(exc)
         if wrapped is not None:
-            error_line(_redact(runtime, wrapped.message))
-            return wrapped.exit_code
-        error_line(_redact(runtime, f"internal error: {type(exc).__name__}: {exc}"))
+            return fail(_redact(runtime, wrapped.message), wrapped.exit_code)
+        code = fail(_redact(runtime, f"internal error: {type(exc).__name__}: {exc}"), 1)
         if runtime.output_options.verbose:
             import traceback  # only here: it costs start-up time on every run
 
             # Never with local variables: they may hold secrets.
             print(_redact(runtime, "".join(traceback.format_exception(exc))), file=sys.stderr)
-        return 1
+        return code
+
+
+def _options(args: list[str]) -> list[str]:
+    """The arguments before a `--` (after it, everything is a value)."""
+    return args[: args.index("--")] if "--" in args else args
 
 
 def _redact(runtime: Runtime, text: str) -> str:

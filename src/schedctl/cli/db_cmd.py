@@ -16,7 +16,7 @@ db_app = typer.Typer(help="Apply or show schema migrations.", no_args_is_help=Tr
 def upgrade_command() -> None:
     """Apply pending migrations (idempotent; safe to run from several hosts at once)."""
     runtime = current()
-    with runtime.open_db() as db:
+    with runtime.open_db(create=True) as db:
         started = db.now()
         applied = upgrade(db)
         _, version, _ = status(db)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -103,10 +104,37 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+# An error message quotes what it refused, and input can be any length: a quoted value
+# is cut to QUOTED_MAX characters, the whole message to MESSAGE_MAX.
+QUOTED_MAX = 80
+MESSAGE_MAX = 300
+ELLIPSIS = "\u2026"
+# A quote that opens after a non-word character and closes before one ('x', "x"), so
+# the apostrophe in "file's" opens nothing.
+_QUOTED = re.compile(rf"""(?<!\w)(['"])((?:(?!\1).){{{QUOTED_MAX + 1},}})\1(?!\w)""")
+
+
+def error_text(message: str) -> str:
+    """`message` as a failure is reported: one line, with what it quotes cut short."""
+    text = " ".join(message.split())
+    text = _QUOTED.sub(lambda m: f"{m[1]}{m[2][:QUOTED_MAX]}{ELLIPSIS}{m[1]}", text)
+    return text if len(text) <= MESSAGE_MAX else text[:MESSAGE_MAX] + ELLIPSIS
+
+
 def error_line(message: str) -> None:
     """One line on stderr, as every failure is reported."""
-    text = " ".join(message.split())
-    print(f"schedctl: error: {text}", file=sys.stderr)
+    print(f"schedctl: error: {error_text(message)}", file=sys.stderr)
+
+
+def report_error(message: str, exit_code: int, *, as_json: bool) -> None:
+    """Report a failure: one line on stderr and, with --json, one object on stdout.
+
+    Scripts reading --json output get a document whatever happened:
+    ``{"error": {"code": <the exit code>, "message": <the line on stderr>}}``.
+    """
+    error_line(message)
+    if as_json:
+        print(to_json({"error": {"code": exit_code, "message": error_text(message)}}))
 
 
 def warn(message: str) -> None:

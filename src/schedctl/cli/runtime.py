@@ -1,8 +1,8 @@
 """Per-process state shared by the commands: settings, output, the database.
 
-`run_command` is the frame every database command runs in: open the database,
-check its schema version, record the heartbeat, run one core function, record the
-outcome, send configured pings.
+`run_command` is the frame every database command runs in: open the database
+(never creating it), check its schema version, run one core function, record its
+heartbeat and outcome (no sooner than it writes), send configured pings.
 """
 
 from __future__ import annotations
@@ -13,12 +13,15 @@ import logging
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
 import typer
 
 from schedctl import heartbeat
-from schedctl.cli.output import Output, OutputOptions
+from schedctl.cli.output import Output, OutputOptions, error_text
+from schedctl.cli.params import Command
 from schedctl.config import Settings, load_settings
 from schedctl.db.database import Database
 from schedctl.db.migrations import check_schema, current_version
@@ -63,9 +66,12 @@ class Runtime:
 
         return mask_url(self.settings.database_url)
 
-    def open_db(self, url: str | None = None) -> Database:
+    def open_db(self, url: str | None = None, *, create: bool = False) -> Database:
+        """Open the database; a missing SQLite file is created only if `create`."""
         settings = self.settings
-        return Database(url or settings.database_url, retry_seconds=settings.db_retry_seconds)
+        return Database(
+            url or settings.database_url, create=create, retry_seconds=settings.db_retry_seconds
+        )
 
 
 _current: ContextVar[Runtime] = ContextVar("schedctl_runtime")
@@ -143,48 +149,81 @@ def run_command(
             return work(db)
         if ping_url:
             ping(ping_url, "/start")
-        heartbeat_id = heartbeat.start_run(db, name, db.now())
+        beat = _Heartbeat(db, name, db.now())
         try:
             result = work(db)
-        except UsageError:
-            # Bad input is refused with nothing written (SPEC §2), the heartbeat included.
-            _discard(db, heartbeat_id)
+        except UsageError as exc:
+            # Bad input is refused with nothing written (SPEC §2), the heartbeat included;
+            # a command that wrote before refusing says so in its row.
+            if beat.started:
+                beat.finish(exc.exit_code, {"error": _error(settings, exc.message)})
+            else:
+                beat.cancel()
             if ping_url:
                 ping(ping_url, "/fail")
             raise
         except SchedctlError as exc:
-            _finish(db, heartbeat_id, exc.exit_code, {"error": settings.redact(exc.message)})
+            beat.finish(exc.exit_code, {"error": _error(settings, exc.message)})
             if ping_url:
                 ping(ping_url, "/fail")
             raise
         except BaseException:
-            _finish(db, heartbeat_id, 1, {"error": "internal error"})
+            beat.finish(1, {"error": "internal error"})
             if ping_url:
                 ping(ping_url, "/fail")
             raise
         recorded = (
             result.exit_code if result.recorded_exit_code is None else result.recorded_exit_code
         )
-        _finish(db, heartbeat_id, recorded, result.counts)
+        beat.finish(recorded, result.counts)
         if ping_url:
             ping(ping_url, "" if recorded == 0 else "/fail")
         return result
 
 
-def _discard(db: Database, heartbeat_id: int) -> None:
-    try:
-        heartbeat.discard_run(db, heartbeat_id)
-    except SchedctlError as exc:
-        log.debug("could not discard the heartbeat: %s", exc.message)
+def _error(settings: Settings, message: str) -> str:
+    return error_text(settings.redact(message))
 
 
-def _finish(db: Database, heartbeat_id: int, exit_code: int, counts: dict[str, Any]) -> None:
-    try:
-        heartbeat.finish_run(
-            db, heartbeat_id, finished_at=db.now(), exit_code=exit_code, counts=counts
-        )
-    except SchedctlError as exc:  # the database went away; the command's own error wins
-        log.debug("could not record the heartbeat: %s", exc.message)
+class _Heartbeat:
+    """One command's heartbeat row, written no sooner than the command writes.
+
+    The ``running`` row goes in with the command's first write transaction, so input
+    refused before anything is written leaves no trace (not even a used id); a
+    command that writes nothing gets its complete row when it ends. On a database
+    this process may only read, a reading command runs unrecorded.
+    """
+
+    def __init__(self, db: Database, command: str, started_at: datetime) -> None:
+        self.db = db
+        self.command = command
+        self.started_at = started_at
+        self._id: int | None = None
+        db.on_first_write(self._insert)
+
+    def _insert(self, conn: sa.Connection) -> None:
+        self._id = heartbeat.insert_run(conn, self.command, self.started_at)
+
+    @property
+    def started(self) -> bool:
+        """Whether the ``running`` row has been committed."""
+        return self._id is not None and not self.db.first_write_pending
+
+    def cancel(self) -> None:
+        self.db.on_first_write(None)
+
+    def finish(self, exit_code: int, counts: dict[str, Any]) -> None:
+        started = self.started
+        self.cancel()
+        try:
+            row = self._id if started else None
+            if row is None:
+                row = heartbeat.start_run(self.db, self.command, self.started_at)
+            heartbeat.finish_run(
+                self.db, row, finished_at=self.db.now(), exit_code=exit_code, counts=counts
+            )
+        except SchedctlError as exc:  # the database went away or is read-only
+            log.debug("could not record the heartbeat: %s", exc.message)
 
 
 def scope_to_account(db: Database, account: str | None) -> int:
@@ -209,10 +248,10 @@ def ping(url: str, suffix: str) -> None:
 
 
 def command(app: typer.Typer, name: str, **settings: Any) -> Callable[[F], F]:
-    """Register a command on `app` with the shared output flags."""
+    """Register a command on `app` with the shared output flags and help layout."""
 
     def register(func: F) -> F:
-        app.command(name, **settings)(with_output_flags(func))
+        app.command(name, cls=Command, **settings)(with_output_flags(func))
         return func
 
     return register

@@ -3,13 +3,16 @@
 Every command opens one Database, runs short transactions through
 :meth:`Database.transaction`, and closes it. Transient failures (connection loss,
 serialization failure, deadlock, SQLite busy) retry the whole transaction with
-exponential backoff; when retries run out the command fails with exit 75.
+exponential backoff; when retries run out the command fails with exit 75. Errors
+retrying cannot mend -- connection settings libpq refuses, a SQLite file that is
+missing or read-only -- fail at once with exit 2.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator
@@ -21,8 +24,20 @@ import sqlalchemy as sa
 import tenacity
 
 from schedctl.db import dialect
-from schedctl.db.engine import create_engine, describe_target, parse_url
-from schedctl.errors import ConfigError, ConflictError, DatabaseUnavailable, SchedctlError
+from schedctl.db.engine import (
+    create_engine,
+    describe_target,
+    is_sqlite_read_only,
+    parse_url,
+    sqlite_path,
+)
+from schedctl.errors import (
+    ConfigError,
+    ConflictError,
+    DatabaseUnavailable,
+    SchedctlError,
+    SchemaMismatch,
+)
 
 log = logging.getLogger("schedctl.db")
 T = TypeVar("T")
@@ -30,9 +45,35 @@ T = TypeVar("T")
 NOW_ENV = "SCHEDCTL_NOW"
 
 
+# What libpq (or psycopg, checking them first) says when it refuses the connection
+# settings themselves, before it connects: an unknown option, a value it cannot
+# parse, a malformed URI.
+_LIBPQ_SETTINGS = re.compile(
+    r'invalid \w+ value: "'
+    r"|bad value for \w+: "
+    r'|invalid integer value "[^"]*" for connection option'
+    r"|invalid connection option"
+    r"|invalid URI query parameter"
+    r"|invalid percent-encoded token"
+    r'|missing "=" after'
+    r"|could not match \d+ (?:host names|port numbers) to \d+"
+)
+
+
+def is_configuration_error(exc: BaseException) -> bool:
+    """Whether the driver refused the connection settings (a wrong database URL)."""
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    psycopg = sys.modules.get("psycopg")
+    return (
+        psycopg is not None
+        and isinstance(orig, psycopg.Error)
+        and _LIBPQ_SETTINGS.search(str(orig)) is not None
+    )
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether retrying the whole transaction may succeed."""
-    if not isinstance(exc, sa.exc.DBAPIError):
+    if not isinstance(exc, sa.exc.DBAPIError) or is_configuration_error(exc):
         return False
     if exc.connection_invalidated:
         return True
@@ -69,13 +110,19 @@ class Database:
         self,
         url: str,
         *,
+        create: bool = True,
         retry_seconds: float = 20.0,
         account_id: int | None = None,
         environ: dict[str, str] | None = None,
     ) -> None:
+        """``create=False``: a missing SQLite file is an error, never created empty."""
         self.url = parse_url(url)
-        self.engine = create_engine(url)
+        self._raw_url = url
+        self.engine = create_engine(url, sqlite_mode="rwc" if create else "rw")
         self.dialect = self.engine.dialect.name
+        # Set when a SQLite file could only be opened for reading.
+        self.read_only = False
+        self._first_write: Callable[[sa.Connection], object] | None = None
         self.retry_seconds = retry_seconds
         self.account_id = account_id
         env = os.environ if environ is None else environ
@@ -103,17 +150,37 @@ class Database:
                 dialect.set_account_scope(conn, self.account_id)
             yield conn
 
+    def on_first_write(self, record: Callable[[sa.Connection], object] | None) -> None:
+        """Have ``record(conn)`` run in the next write transaction, after its work.
+
+        It commits with that work or rolls back with it, so what it writes exists only
+        if the command wrote something (how a refused command leaves no heartbeat).
+        ``None`` cancels it.
+        """
+        self._first_write = record
+
+    @property
+    def first_write_pending(self) -> bool:
+        """Whether the on_first_write record has not been committed (yet)."""
+        return self._first_write is not None
+
     def transaction(self, work: Callable[[sa.Connection], T], *, read_only: bool = False) -> T:
         """Run ``work(conn)`` in one transaction, retrying it on transient errors."""
 
         def attempt() -> T:
+            record = None if read_only else self._first_write
             try:
                 with self._begin(read_only) as conn:
-                    return work(conn)
+                    result = work(conn)
+                    if record is not None:
+                        record(conn)
             except sa.exc.IntegrityError as exc:
                 raise ConflictError(
                     first_line(exc), constraint=dialect.constraint_name(exc)
                 ) from None
+            if record is not None:
+                self._first_write = None  # committed
+            return result
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_transient),
@@ -124,20 +191,45 @@ class Database:
         )
         try:
             return retrying(attempt)
-        except sa.exc.OperationalError as exc:
-            if isinstance(exc.orig, sqlite3.OperationalError) and "unable to open" in str(exc.orig):
-                raise ConfigError(f"cannot open {self.target}: {first_line(exc)}") from None
-            if is_transient(exc) or _is_psycopg_operational(exc.orig):
-                raise DatabaseUnavailable(
-                    f"database unavailable ({self.target}): {first_line(exc)}"
-                ) from None
-            raise
         except sa.exc.DBAPIError as exc:
+            if isinstance(exc.orig, sqlite3.Error):
+                if is_sqlite_read_only(exc.orig) and read_only and not self.read_only:
+                    self._reopen_read_only()
+                    return self.transaction(work, read_only=True)
+                self._raise_sqlite_error(exc, read_only)
+            if is_configuration_error(exc):
+                raise ConfigError(
+                    f"invalid database connection settings ({self.target}): {first_line(exc)}"
+                ) from None
             if is_transient(exc) or _is_psycopg_operational(exc.orig):
                 raise DatabaseUnavailable(
                     f"database unavailable ({self.target}): {first_line(exc)}"
                 ) from None
             raise
+
+    def _raise_sqlite_error(self, exc: sa.exc.DBAPIError, read_only: bool) -> None:
+        """Turn a SQLite error about the file itself into one line, exit 2."""
+        path = sqlite_path(self.url)
+        if is_sqlite_read_only(exc.orig) and read_only:
+            raise ConfigError(f"cannot read {self.target}: {first_line(exc)}") from None
+        if is_sqlite_read_only(exc.orig):
+            raise ConfigError(
+                f"database file {path} is read-only: this command writes to it"
+                " (check the permissions of the file and of its directory)"
+            ) from None
+        if getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_CANTOPEN:
+            if path and not os.path.exists(path) and os.path.isdir(os.path.dirname(path) or "."):
+                raise SchemaMismatch(
+                    f"{self.target} does not exist: run `schedctl db upgrade` to create it"
+                ) from None
+            raise ConfigError(f"cannot open {self.target}: {first_line(exc)}") from None
+
+    def _reopen_read_only(self) -> None:
+        """Read a file we may not write (nor write beside, for WAL's -shm) read-only."""
+        log.debug("%s is read-only to this process: reading it read-only", self.target)
+        self.engine.dispose()
+        self.engine = create_engine(self._raw_url, sqlite_mode="ro")
+        self.read_only = True
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -163,6 +255,8 @@ class Database:
 
 def wrap_unexpected(exc: BaseException) -> SchedctlError | None:
     """Map a stray driver error to a domain error, or None if it is a bug."""
+    if isinstance(exc, sa.exc.DBAPIError) and is_configuration_error(exc):
+        return ConfigError(f"invalid database connection settings: {first_line(exc)}")
     if isinstance(exc, sa.exc.DBAPIError) and is_transient(exc):
         return DatabaseUnavailable(f"database unavailable: {first_line(exc)}")
     return None

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 from typing import Any
+from urllib.parse import quote, unquote
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.util import asbool
 
 from schedctl.errors import ConfigError
 
@@ -49,13 +53,59 @@ def mask_url(raw: str | URL) -> str:
     return url.render_as_string(hide_password=True)
 
 
+def sqlite_path(url: URL) -> str | None:
+    """The file a SQLite URL names (also as a ``file:`` URI), or None for memory."""
+    database = url.database or ""
+    if _is_uri(url) and database.startswith("file:"):
+        database = unquote(database.removeprefix("file:"))
+    if database in {"", ":memory:"} or url.query.get("mode") == "memory":
+        return None
+    return database
+
+
+def _is_uri(url: URL) -> bool:
+    return bool(asbool(_query(url, "uri") or False))
+
+
+def _query(url: URL, name: str) -> str | None:
+    value = url.query.get(name)
+    if isinstance(value, tuple):  # ?host=a&host=b: libpq tries each
+        return ",".join(value)
+    return value
+
+
 def describe_target(url: URL) -> str:
-    """A short description of where a URL points: host:port/db or the file."""
-    if url.get_backend_name() == "sqlite":
-        return f"sqlite file {url.database or ':memory:'}"
-    host = url.host or "localhost"
-    port = f":{url.port}" if url.port else ""
-    return f"{url.get_backend_name()} at {host}{port}/{url.database or ''}"
+    """A short description of where a URL points: host:port/db, a socket, or the file.
+
+    libpq takes the host and port from the query string too (``?host=…&port=…``), and
+    a host that is a directory names a Unix socket.
+    """
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        return f"sqlite file {sqlite_path(url) or ':memory:'}"
+    host = _query(url, "host") or url.host or os.environ.get("PGHOST")
+    port = _query(url, "port") or url.port or os.environ.get("PGPORT")
+    database = url.database or _query(url, "dbname") or ""
+    if host and not host.startswith("/"):
+        return f"{backend} at {host}" + (f":{port}" if port else "") + f"/{database}"
+    socket = f"socket {host}" if host else "the default local socket"
+    return f"{backend} at {socket}" + (f" port {port}" if port else "") + f", database {database}"
+
+
+def _sqlite_uri(url: URL, mode: str) -> URL:
+    """The URL opening its file through SQLite's URI form, in `mode` (rwc, rw or ro).
+
+    ``rw`` never creates a missing file; ``ro`` adds ``immutable=1`` when there is no
+    WAL to read, which is how SQLite reads a WAL database in a directory it may not
+    write to (it cannot create the shared-memory file there).
+    """
+    path = sqlite_path(url)
+    if path is None or _is_uri(url):
+        return url  # memory, or the URL chose its own mode
+    query = {**url.query, "uri": "true", "mode": mode}
+    if mode == "ro" and not os.path.exists(f"{path}-wal"):
+        query["immutable"] = "1"
+    return url.set(database="file:" + quote(os.path.abspath(path)), query=query)
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:
@@ -66,7 +116,12 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.OperationalError as exc:
+            # A read-only file keeps the journal mode it has; writes will say so.
+            if not is_sqlite_read_only(exc):
+                raise
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
@@ -79,6 +134,12 @@ def _configure_sqlite(engine: sa.Engine) -> None:
         conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+def is_sqlite_read_only(exc: BaseException | None) -> bool:
+    """Whether SQLite refused to write: the file, its directory or the URL is read-only."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_READONLY
+
+
 def _configure_postgresql(engine: sa.Engine) -> None:
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -88,8 +149,12 @@ def _configure_postgresql(engine: sa.Engine) -> None:
         dbapi_conn.commit()
 
 
-def create_engine(raw_url: str, *, store: bool = True) -> sa.Engine:
-    """Create an engine for schedctl's own database (store=True) or a data source."""
+def create_engine(raw_url: str, *, store: bool = True, sqlite_mode: str = "rwc") -> sa.Engine:
+    """Create an engine for schedctl's own database (store=True) or a data source.
+
+    ``sqlite_mode`` is how a SQLite file is opened: ``rwc`` creates it if missing,
+    ``rw`` does not, ``ro`` only reads.
+    """
     url = parse_url(raw_url)
     backend = url.get_backend_name()
     if store and backend not in STORE_DIALECTS:
@@ -99,9 +164,12 @@ def create_engine(raw_url: str, *, store: bool = True) -> sa.Engine:
         )
     connect_args: dict[str, Any] = {}
     if backend == "postgresql":
-        connect_args = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "schedctl"}
+        # Defaults only: what the URL says wins (and libpq judges it).
+        defaults = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "schedctl"}
+        connect_args = {k: v for k, v in defaults.items() if k not in url.query}
     elif backend == "sqlite":
         connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
+        url = _sqlite_uri(url, sqlite_mode)
     try:
         # hide_parameters: bound values (e-mail addresses, IDs) stay out of error text.
         engine = sa.create_engine(url, connect_args=connect_args, hide_parameters=True)
