@@ -24,23 +24,32 @@ def at(delta: timedelta) -> dict[str, str]:
     return {"SCHEDCTL_NOW": (T0 + delta).isoformat()}
 
 
-def test_fresh_database_reports_every_command_unknown(cli, db_url: str) -> None:
+def test_fresh_database_has_nothing_to_judge(cli, db_url: str) -> None:
     result = cli("heartbeat", "--json", db_url=db_url)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["status"] == "unknown"
-    assert {c["command"] for c in data["commands"]} == {"tick", "digest", "distribute", "reconcile"}
-    assert all(c["status"] == "unknown" and c["age_s"] is None for c in data["commands"])
+    assert data["note"].startswith("nothing to judge")
+    assert not any(c["monitored"] for c in data["commands"])
 
 
 def test_a_command_that_ran_is_green(cli, db_url: str) -> None:
     assert cli("db", "status", db_url=db_url).returncode == 0
-    data = json.loads(cli("heartbeat", "--json", db_url=db_url).stdout)
-    commands = {c["command"]: c for c in data["commands"]}
+    result = cli("heartbeat", "-c", "db status", "-c", "tick", "--json", db_url=db_url)
+    commands = {c["command"]: c for c in json.loads(result.stdout)["commands"]}
     assert commands["db status"]["status"] == "green"
     assert commands["db status"]["last_outcome"] == "success"
     assert commands["db status"]["age_s"] < 60
     assert commands["tick"]["status"] == "unknown"
+    assert commands["tick"]["note"] == "never ran"
+
+
+def test_commands_not_judged_are_listed_without_a_status(cli, db_url: str) -> None:
+    assert cli("db", "status", db_url=db_url).returncode == 0
+    data = json.loads(cli("heartbeat", "--json", db_url=db_url).stdout)
+    (db_status,) = (c for c in data["commands"] if c["command"] == "db status")
+    assert (db_status["status"], db_status["monitored"]) == (None, False)
+    assert db_status["note"] == "not monitored"
 
 
 @pytest.mark.parametrize(

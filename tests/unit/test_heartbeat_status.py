@@ -5,7 +5,14 @@ from datetime import UTC, datetime
 import pytest
 
 from schedctl.config import load_settings
-from schedctl.heartbeat import CHECK_EXIT, CommandHealth, classify, overall
+from schedctl.heartbeat import (
+    CHECK_EXIT,
+    NOTHING_TO_JUDGE,
+    CommandHealth,
+    classify,
+    overall,
+    overall_note,
+)
 
 
 @pytest.mark.parametrize(
@@ -27,7 +34,7 @@ def test_classify(command: str, age_s: int | None, status: str) -> None:
     assert classify(age_s, command, load_settings({}, environ={})) == status
 
 
-def health(status: str, monitored: bool = True) -> CommandHealth:
+def health(status: str | None, monitored: bool = True) -> CommandHealth:
     return CommandHealth(
         "x",
         datetime(2026, 1, 1, tzinfo=UTC),
@@ -54,7 +61,13 @@ def test_overall_is_the_worst_monitored(statuses: list[str], expected: str) -> N
 
 
 def test_unmonitored_commands_do_not_change_overall() -> None:
-    assert overall([health("green"), health("red", monitored=False)]) == "green"
+    assert overall([health("green"), health(None, monitored=False)]) == "green"
+
+
+def test_nothing_judged_is_unknown_and_says_why() -> None:
+    shown = [health(None, monitored=False)]
+    assert (overall(shown), overall_note(shown)) == ("unknown", NOTHING_TO_JUDGE)
+    assert overall_note([health("green")]) is None
 
 
 def test_check_exit_codes_follow_the_plugin_convention() -> None:

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import os
+from typing import Annotated, Any
 
 import typer
 
 from schedctl import heartbeat
-from schedctl.cli.runtime import CommandResult, command, current, ping, run_command
-from schedctl.db.database import Database
+from schedctl.cli.runtime import CommandResult, Runtime, command, current, ping, run_command
+from schedctl.config import ENV_PREFIX
+from schedctl.db.database import Database, wrap_unexpected
+from schedctl.errors import SchedctlError
+
+
+class CheckUnknown(SchedctlError):
+    """`heartbeat --check` could not judge: UNKNOWN in the monitoring convention."""
+
+    exit_code = heartbeat.CHECK_EXIT["unknown"]
 
 
 def heartbeat_command(
@@ -16,62 +25,108 @@ def heartbeat_command(
         bool,
         typer.Option(
             "--check",
-            help="Exit with the monitoring-plugin code: 0 green, 1 yellow, 2 red, 3 unknown.",
+            help="Exit with the monitoring-plugin code: 0 green, 1 yellow, 2 red, 3 unknown"
+            " (also when the database, its schema or the configuration is unusable).",
         ),
     ] = False,
     ping_url: Annotated[
         str | None,
         typer.Option(
             "--ping-url",
+            metavar="URL",
             help="healthchecks.io-style URL (default: SCHEDCTL_PING_URL): pinged /start,"
-            " then plain when green or /fail otherwise.",
+            " then plain when green or /fail otherwise, errors included.",
             show_default=False,
         ),
     ] = None,
     only: Annotated[
         list[str] | None,
-        typer.Option("--command", "-c", help="Judge only these commands (repeatable)."),
+        typer.Option(
+            "--command",
+            "-c",
+            help="Judge only these commands (repeatable; e.g. tick, 'schedules list')."
+            " Default: [heartbeat] commands, else the scheduled jobs that have run.",
+        ),
     ] = None,
 ) -> None:
     """Show when each command last succeeded: green, yellow, red or unknown."""
     runtime = current()
+    url = ping_url or _configured_ping_url(runtime)
+    if url:
+        ping(url, "/start")
+    status = "unknown"
+    try:
+        result = _judge(runtime, check, only or None)
+        status = result.data["status"]
+    except SchedctlError as exc:
+        if check:  # monitoring reads 0/1/2/3 only: whatever went wrong is UNKNOWN
+            raise CheckUnknown(exc.message) from None
+        raise
+    except Exception as exc:
+        if check:
+            wrapped = wrap_unexpected(exc)
+            message = wrapped.message if wrapped else f"internal error: {type(exc).__name__}: {exc}"
+            raise CheckUnknown(message) from exc
+        raise
+    finally:
+        if url:  # every /start gets its end, errors included
+            ping(url, "" if status == "green" else "/fail")
+    _show(runtime, result.data)
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+def _configured_ping_url(runtime: Runtime) -> str | None:
+    try:
+        return runtime.settings.ping_url
+    except SchedctlError:
+        # A broken configuration is itself worth a /fail: the environment may still say where.
+        return os.environ.get(f"{ENV_PREFIX}PING_URL") or None
+
+
+def _judge(runtime: Runtime, check: bool, only: list[str] | None) -> CommandResult:
     settings = runtime.settings
-    ping_url = ping_url or settings.ping_url
-    if ping_url:
-        ping(ping_url, "/start")
+    if only:
+        heartbeat.check_command_names(only, "--command")
 
     def work(db: Database) -> CommandResult:
         # Judge before this run's own heartbeat row counts.
-        health = heartbeat.report(db, settings, db.now(), only=only or None)
+        health = heartbeat.report(db, settings, db.now(), only=only)
         status = heartbeat.overall(health)
         return CommandResult(
-            {"status": status, "commands": [h.as_dict() for h in health]},
+            {
+                "status": status,
+                "note": heartbeat.overall_note(health),
+                "commands": [h.as_dict() for h in health],
+            },
             exit_code=heartbeat.CHECK_EXIT[status] if check else 0,
             recorded_exit_code=0,
         )
 
-    result = run_command("heartbeat", work)
-    status = result.data["status"]
-    if ping_url:
-        ping(ping_url, "" if status == "green" else "/fail")
+    return run_command("heartbeat", work)
+
+
+def _show(runtime: Runtime, data: dict[str, Any]) -> None:
     rows = [
         (
             h["command"],
-            h["status"],
+            h["status"] or "-",
             _age(h["age_s"]),
             h["last_success_at"] or "never",
             h["last_outcome"] or "",
+            h["note"] or "",
         )
-        for h in result.data["commands"]
+        for h in data["commands"]
     ]
+    footer = f"overall: {data['status']}"
+    if data["note"]:
+        footer += f" ({data['note']})"
     runtime.output.table(
-        result.data,
-        ["command", "status", "age", "last success", "last outcome"],
+        data,
+        ["command", "status", "age", "last success", "last outcome", "note"],
         rows,
-        footer=f"overall: {status}",
+        footer=footer,
     )
-    if result.exit_code:
-        raise typer.Exit(result.exit_code)
 
 
 def _age(seconds: int | None) -> str:
