@@ -77,10 +77,19 @@ class ConflictError(SchedctlError):
         self.constraint = constraint
 
 
-def quoted(value: object, limit: int = 60) -> str:
-    """`value` as an error message quotes it, cut short: input can be any length."""
+# Input can be any length: an error message quotes at most QUOTED_MAX characters of
+# it. `quoted` cuts a value where a message is made; the output layer
+# (cli.output.error_text) applies the same cut to any message, typer's included.
+QUOTED_MAX = 80
+ELLIPSIS = "\u2026"
+
+
+def quoted(value: object) -> str:
+    """`value` as an error message quotes it ('...'), cut to QUOTED_MAX characters."""
     text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+    if len(text) <= QUOTED_MAX + 2:
+        return text
+    return f"{text[: QUOTED_MAX + 1]}{ELLIPSIS}{text[0]}"
 
 
 def did_you_mean(word: object, candidates: Iterable[str]) -> str:

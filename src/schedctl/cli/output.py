@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, TextIO
 
+from schedctl.errors import ELLIPSIS, QUOTED_MAX
+
 
 @dataclass
 class OutputOptions:
@@ -104,11 +106,9 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-# An error message quotes what it refused, and input can be any length: a quoted value
-# is cut to QUOTED_MAX characters, the whole message to MESSAGE_MAX.
-QUOTED_MAX = 80
+# A quoted value is cut to QUOTED_MAX characters (errors.quoted), the whole message
+# to MESSAGE_MAX.
 MESSAGE_MAX = 300
-ELLIPSIS = "\u2026"
 # A quote that opens after a non-word character and closes before one ('x', "x"), so
 # the apostrophe in "file's" opens nothing.
 _QUOTED = re.compile(rf"""(?<!\w)(['"])((?:(?!\1).){{{QUOTED_MAX + 1},}})\1(?!\w)""")
