@@ -111,3 +111,13 @@ def test_schedules_update_with_no_options_changes_nothing(
     with Database(db_url, environ={}) as db:
         after = db.transaction(lambda conn: conn.execute(sa.select(schedules)).one())
     assert after == before
+
+
+def test_top_level_help_names_values_without_python_types(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    text = help_of([], capsys)
+
+    assert not re.search(r"<(str|int|int range)>", text), text
+    assert re.search(r"^  --database-url URL ", text, re.M), text
+    assert re.search(r"^  --config FILE ", text, re.M), text

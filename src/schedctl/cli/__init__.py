@@ -53,6 +53,7 @@ def _root(
         str | None,
         typer.Option(
             "--database-url",
+            metavar="URL",
             help="SQLAlchemy URL of schedctl's database (env SCHEDCTL_DATABASE_URL;"
             " default sqlite:///schedctl.db).",
             show_default=False,
@@ -61,7 +62,10 @@ def _root(
     config: Annotated[
         str | None,
         typer.Option(
-            "--config", help="TOML configuration file (env SCHEDCTL_CONFIG).", show_default=False
+            "--config",
+            metavar="FILE",
+            help="TOML configuration file (env SCHEDCTL_CONFIG).",
+            show_default=False,
         ),
     ] = None,
     version: Annotated[
