@@ -31,7 +31,7 @@ GROUPS = {
         ["create", "list", "show", "update", "pause", "resume", "delete", "runs"],
     ),
     "messages": ("Manage scheduled messages.", ["list", "edit", "delete-all"]),
-    "users": ("Manage digest users.", ["add", "list"]),
+    "users": ("Manage digest users.", ["add", "list", "update", "remove"]),
     "events": ("Manage events whose messages tick plans.", ["add", "update", "list"]),
     "suppressions": ("Manage the suppression list.", ["list", "add", "remove"]),
 }

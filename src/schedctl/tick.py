@@ -1,8 +1,9 @@
 """`tick`: the every-minute job (SPEC §4, §7).
 
 One tick materialises due schedule runs and executes them (their messages go to the
-outbox), plans event messages, then dispatches due messages. Each step is safe to
-run concurrently on any number of hosts and to kill at any point.
+outbox), plans event messages, turns critical notifications into messages, then
+dispatches due messages. Each step is safe to run concurrently on any number of
+hosts and to kill at any point.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.dispatch import check_delivery_settings, dispatch_due
 from schedctl.events import plan_event_messages
+from schedctl.notifications import queue_critical_notifications
 from schedctl.runs import run_schedules
 
 
@@ -41,8 +43,11 @@ def run_tick(
     # 2. Events: plan event messages (INIT, reminders).
     counts["messages_planned"] = plan_event_messages(db, settings, now)
 
-    # 3. Dispatch due messages, including the reports enqueued by step 1 (their send
-    #    time is the runs' clock, so dispatch looks at the time that has passed since).
+    # 3. Critical notifications: one message each, sent by the dispatch below.
+    counts["notifications_queued"] = queue_critical_notifications(db, settings, now)
+
+    # 4. Dispatch due messages, including those enqueued by steps 1-3 (their send
+    #    time is the tick's clock, so dispatch looks at the time that has passed since).
     dispatch_now = now + timedelta(seconds=time.monotonic() - started)
     counts.update(dispatch_due(db, settings, dispatch_now))
     return counts

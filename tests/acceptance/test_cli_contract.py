@@ -19,6 +19,8 @@ CONTRACT = [
 
 BUILT = {"db", "demo", "heartbeat", "tick", "accounts", "schedules"}
 BUILT |= {"send-now", "events", "messages", "suppressions", "unsubscribe", "unsubscribe-url"}
+CONTRACT += [["users", "list"], ["users", "update"], ["users", "remove"]]
+BUILT |= {"users", "notify"}
 NOT_BUILT_YET = [c for c in CONTRACT if c[0] not in BUILT]
 
 

@@ -16,11 +16,13 @@ from schedctl.cli import (
     events_cmd,
     heartbeat_cmd,
     messages_cmd,
+    notify_cmd,
     pending,
     schedules_cmd,
     send_now_cmd,
     suppressions_cmd,
     tick_cmd,
+    users_cmd,
 )
 from schedctl.cli.output import report_error
 from schedctl.cli.runtime import Runtime, current, use, with_output_flags
@@ -87,6 +89,8 @@ for _module in (
     messages_cmd,
     events_cmd,
     suppressions_cmd,
+    users_cmd,
+    notify_cmd,
     demo_cmd,
 ):
     _module.register(app)

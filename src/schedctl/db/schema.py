@@ -228,3 +228,90 @@ events = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sqlite_autoincrement=True,
 )
+
+# --- Users, notifications and digests (SPEC §5) -------------------------------------
+
+# Instants the database fills in when an application inserts a row without them (the
+# SQLite migration writes the same fixed-width UTC text UTCDateTime writes).
+_NOW_DEFAULT = sa.text("CURRENT_TIMESTAMP")
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("account_id", Id, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("email", sa.Text, nullable=False),  # normalised (validate_email)
+    sa.Column("tz", sa.Text, nullable=False, server_default=sa.text("'UTC'")),
+    sa.Column("digest_enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("digest_time", sa.Text, nullable=False, server_default=sa.text("'08:00'")),
+    sa.Column("created_at", UTCDateTime, nullable=False, server_default=_NOW_DEFAULT),
+    sa.Column("updated_at", UTCDateTime, nullable=False, server_default=_NOW_DEFAULT),
+    sa.UniqueConstraint("account_id", "email", name="users_account_email_key"),
+    sqlite_autoincrement=True,
+)
+
+# The digest's tracking: one row per (user, local day) it claimed.
+digests = sa.Table(
+    "digests",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("account_id", Id, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("local_date", sa.Date, nullable=False),  # the user's local day
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("items", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("message_id", Id, sa.ForeignKey("messages.id", ondelete="SET NULL")),
+    sa.Column("created_at", UTCDateTime, nullable=False, server_default=_NOW_DEFAULT),
+    sa.Column("updated_at", UTCDateTime, nullable=False, server_default=_NOW_DEFAULT),
+    sa.Column("expires_at", UTCDateTime, nullable=False),  # reconcile purges after it
+    sa.CheckConstraint(
+        "status IN ('scheduled', 'completed', 'skipped', 'failed', 'deferred')",
+        name="digests_status_check",
+    ),
+    sa.UniqueConstraint("user_id", "local_date", name="digests_user_date_key"),
+    sa.Index("digests_expires", "expires_at"),
+    sa.Index(
+        "digests_deferred",
+        "status",
+        sqlite_where=sa.text("status = 'deferred'"),
+        postgresql_where=sa.text("status = 'deferred'"),
+    ),
+    sqlite_autoincrement=True,
+)
+
+# A public interface: applications insert rows directly (README documents it).
+_UNDIGESTED = "priority = 'normal' AND digest_id IS NULL AND message_id IS NULL AND read_at IS NULL"
+_CRITICAL_PENDING = "priority = 'critical' AND message_id IS NULL AND read_at IS NULL"
+
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("account_id", Id, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("priority", sa.Text, nullable=False, server_default=sa.text("'normal'")),
+    sa.Column("digest_key", sa.Text),  # groups a digest's items
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("body", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False, server_default=_NOW_DEFAULT),
+    sa.Column("read_at", UTCDateTime),  # seen by the user: never digested
+    # What consumed it: the digest that listed it, or the message that carried it.
+    sa.Column("digest_id", Id, sa.ForeignKey("digests.id", ondelete="SET NULL")),
+    sa.Column("message_id", Id, sa.ForeignKey("messages.id", ondelete="SET NULL")),
+    sa.Column("consumed_at", UTCDateTime),
+    sa.CheckConstraint("priority IN ('normal', 'critical')", name="notifications_priority_check"),
+    sa.Index(
+        "notifications_undigested",
+        "user_id",
+        "id",
+        sqlite_where=sa.text(_UNDIGESTED),
+        postgresql_where=sa.text(_UNDIGESTED),
+    ),
+    sa.Index(
+        "notifications_critical_pending",
+        "id",
+        sqlite_where=sa.text(_CRITICAL_PENDING),
+        postgresql_where=sa.text(_CRITICAL_PENDING),
+    ),
+    sqlite_autoincrement=True,
+)

@@ -1,0 +1,84 @@
+"""Users, notifications and digests are account-scoped by PostgreSQL's RLS (issue 8).
+
+Connected as a plain login role (superusers bypass RLS), as production does; the
+fixture is test_rls.py's.
+"""
+
+from __future__ import annotations
+
+import json
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+from test_rls import _connect, tenant_url
+
+from conftest import run_cli
+
+__all__ = ["tenant_url"]  # the fixture, used by name below
+
+NEW_TABLES = ["users", "notifications", "digests"]
+
+
+def _cli_json(db_url: str, *args: str) -> dict[str, str]:
+    result = run_cli(*args, "--json", db_url=db_url)
+    assert result.returncode == 0, result.stderr
+    return dict(json.loads(result.stdout))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("dialect", ["postgresql"])
+def test_the_new_tables_have_forced_row_level_security(db_url: str) -> None:
+    with _connect(str(make_url(db_url).database)) as conn:
+        rows = conn.execute(
+            "SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class"
+            " WHERE relname = ANY(%s) AND relkind = 'r'",
+            (NEW_TABLES,),
+        ).fetchall()
+        policies = conn.execute(
+            "SELECT tablename, policyname FROM pg_policies WHERE tablename = ANY(%s)",
+            (NEW_TABLES,),
+        ).fetchall()
+    assert sorted(rows) == sorted((t, True, True) for t in NEW_TABLES)
+    assert sorted(policies) == sorted((t, f"{t}_account_scope") for t in NEW_TABLES)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("dialect", ["postgresql"])
+def test_another_account_cannot_see_or_touch_users_and_notifications(
+    db_url: str, tenant_url: str
+) -> None:
+    other = _cli_json(db_url, "accounts", "create", "other")["id"]
+    mine = _cli_json(db_url, "users", "add", "ann@example.com")["id"]
+    theirs = _cli_json(db_url, "users", "add", "zed@example.com", "--account", "other")["id"]
+    _cli_json(db_url, "notify", "--user", mine, "--title", "mine")
+    _cli_json(db_url, "notify", "--user", theirs, "--title", "theirs", "--account", "other")
+
+    listed = _cli_json(tenant_url, "users", "list", "--account", "other")
+    assert [u["email"] for u in listed["users"]] == ["zed@example.com"]  # type: ignore[index]
+    for args in [
+        ("notify", "--user", mine, "--title", "planted"),
+        ("users", "update", mine, "--tz", "Asia/Tokyo"),
+        ("users", "remove", mine, "--yes"),
+    ]:
+        result = run_cli(*args, "--account", "other", db_url=tenant_url)
+        assert (result.returncode, result.stdout) == (2, ""), args
+        assert f"no user {mine} in this account" in result.stderr
+
+    url = make_url(tenant_url)
+    with psycopg.connect(
+        host=url.host, port=url.port, user=url.username, dbname=url.database
+    ) as conn:
+        conn.execute("SELECT set_config('schedctl.account_id', %s, true)", (other,))
+        assert conn.execute("SELECT email FROM users").fetchall() == [("zed@example.com",)]
+        assert conn.execute("SELECT title FROM notifications").fetchall() == [("theirs",)]
+        changed = conn.execute("UPDATE notifications SET read_at = now() WHERE account_id = 1")
+        assert changed.rowcount == 0
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            conn.execute(
+                "INSERT INTO notifications (account_id, user_id, title) VALUES (1, %s, 'x')",
+                (int(mine),),
+            )
+        conn.rollback()
+        # Unscoped (tick, digest) sees every account.
+        assert len(conn.execute("SELECT id FROM notifications").fetchall()) == 2
