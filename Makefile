@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test install lint typecheck pytest bench clean
+.PHONY: demo test install lint typecheck pytest bench soak-digest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,15 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/bench_tick.py
 	$(BIN)/python bench/bench_dispatch.py
+	$(BIN)/python bench/bench_digest.py
+
+# The digest's "Done when" proof at full size (10,000 users, 100,000 notifications, a
+# whole UTC day every 5 minutes, 4 processes per step, on PostgreSQL and SQLite); the
+# same test runs small in `make test`. Takes tens of minutes.
+soak-digest: $(VENV)/.installed-test
+	scripts/ensure-postgres
+	SOAK_DIGEST=1 $(BIN)/python -m pytest -p no:randomly -s $(PYTEST_ARGS) \
+		tests/acceptance/test_digest_day.py -k a_whole_day
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache schedctl-demo.db*

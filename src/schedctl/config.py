@@ -35,9 +35,10 @@ from schedctl.errors import ConfigError, ValidationError, did_you_mean, quoted
 DEFAULT_DATABASE_URL = "sqlite:///schedctl.db"
 ENV_PREFIX = "SCHEDCTL_"
 MIN_SECRET_LENGTH = 16  # the unsubscribe HMAC key: anything shorter is guessable
+DEFAULT_DIGEST_RETENTION = timedelta(days=30)  # how long a digests row is kept
 
 # Tables in the file that are passed through untouched to the feature that reads them.
-RAW_TABLES = frozenset({"distribute", "reports", "events", "messages", "digest", "accounts"})
+RAW_TABLES = frozenset({"distribute", "reports", "events", "messages", "accounts"})
 
 
 @dataclass(frozen=True)
@@ -177,6 +178,10 @@ def _heartbeat_thresholds(value: Any, origin: str) -> dict[str, HeartbeatThresho
     return thresholds
 
 
+def _duration(value: Any, origin: str) -> timedelta:
+    return duration_setting(value, origin)  # defined below; Settings is declared first
+
+
 def _ping_urls(value: Any, origin: str) -> dict[str, str]:
     if not isinstance(value, dict):
         raise ConfigError(f"{origin}: must map command names to URLs")
@@ -221,6 +226,12 @@ class Settings:
     ping_urls: Mapping[str, str] = setting(
         factory=dict, table="heartbeat", key="ping_urls", env=None, secret=True, parse=_ping_urls
     )
+    # The daily digest ([digest] in the file, SPEC §5): notifications listed in one
+    # mail (the rest are counted, "and N more"); how many past local days a digest
+    # that never ran may still be sent (0: only today); how long tracking rows live.
+    digest_max_items: int = setting(50, at_least=1, at_most=10000)
+    digest_catch_up_days: int = setting(0, at_least=0, at_most=1)
+    digest_retention: timedelta = setting(DEFAULT_DIGEST_RETENTION, parse=_duration)  # noqa: RUF009 (immutable)
     # Raw tables from the TOML file that belong to one feature (RAW_TABLES).
     file_tables: Mapping[str, Any] = field(default_factory=dict)
 

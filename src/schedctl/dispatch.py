@@ -185,6 +185,10 @@ class Dispatcher:
         self._exhausted_day: str | None = None
         self._warned_unsubscribe = False
         self.offered = 0  # messages that reached the server (any outcome but connect)
+        self.types: tuple[str, ...] | None = None  # only these message types (None: all)
+        # Quota units reserved for given messages by their producer (the digest
+        # reserves one per digest it builds); used by their send, else given back.
+        self.prepaid: dict[int, quota.Reservation] = {}
 
     def now(self) -> datetime:
         """The injected start instant plus the time this process has run since."""
@@ -213,6 +217,8 @@ class Dispatcher:
             )
             if disabled:
                 query = query.where(messages.c.type.not_in(disabled))
+            if self.types is not None:
+                query = query.where(messages.c.type.in_(self.types))
             rows = list(conn.execute(dialect.claim(query, conn)))
             settled: Counter[str] = Counter()
             if not rows:
@@ -401,7 +407,9 @@ class Dispatcher:
 
         reservation = None
         if row.priority != "critical" and self.quota_limit is not None:
-            reservation = self._reserve(quota.quota_day(now), self.quota_limit, now)
+            reservation = self._prepaid_for(row.id, quota.quota_day(now))
+            if reservation is None:
+                reservation = self._reserve(quota.quota_day(now), self.quota_limit, now)
             if reservation is None:
                 self._record(
                     row,
@@ -427,6 +435,27 @@ class Dispatcher:
             return "unavailable", result.detail
         self.offered += 1
         return self._settle_result(row, now, result, reservation), result.detail
+
+    def _prepaid_for(self, message_id: int, day: str) -> quota.Reservation | None:
+        """The unit reserved for this message by its producer, if it is for ``day``."""
+        reservation = self.prepaid.get(message_id)
+        if reservation is None or reservation.day != day:
+            return None  # one for another (past) day stays in prepaid: given back at the end
+        del self.prepaid[message_id]
+        return reservation
+
+    def release_prepaid(self) -> None:
+        """Give back the prepaid units no send of this dispatcher used (the message was
+        suppressed, postponed, held, sent by another dispatcher, or not reached)."""
+        unused, self.prepaid = list(self.prepaid.values()), {}
+        if not unused:
+            return
+
+        def work(conn: sa.Connection) -> None:
+            for reservation in unused:
+                quota.release(conn, reservation)
+
+        self.db.transaction(work)
 
     def _reserve(self, day: str, limit: int, now: datetime) -> quota.Reservation | None:
         """One unit of ``day``'s quota for the next send, or None: the day's is used up."""
@@ -636,17 +665,26 @@ def dispatch_due(
     limit: int = 1000,
     *,
     backend: MailBackend | None = None,
+    types: Sequence[str] | None = None,
+    prepaid: dict[int, quota.Reservation] | None = None,
 ) -> dict[str, int]:
     """Send up to ``limit`` due messages; return counts (``messages_sent``, ...).
+
+    ``types``: only messages of these types. ``prepaid``: quota units the producer
+    of the given messages reserved for them (by message id); a send uses its unit
+    instead of reserving one, and the units not used are given back at the end.
 
     Raises MailUnavailable (exit 75) when the mail server cannot be used at all; the
     claimed messages are released untouched first.
     """
     counts: Counter[str] = Counter({key: 0 for key in COUNT_KEYS})
     dispatcher = Dispatcher(db, settings, now, backend=backend)
+    dispatcher.types = None if types is None else tuple(types)
+    dispatcher.prepaid = dict(prepaid or {})
     policy = dispatcher.policy
     if not policy.enabled:
         log.info("dispatch is disabled ([messages] enabled = false)")
+        dispatcher.release_prepaid()
         return dict(counts)
     try:
         with dispatcher.backend:
@@ -659,7 +697,10 @@ def dispatch_due(
                 if _send_batch(dispatcher, batch, counts):
                     break
     finally:
-        dispatcher.post_alerts()
+        try:
+            dispatcher.release_prepaid()
+        finally:
+            dispatcher.post_alerts()
     return dict(counts)
 
 

@@ -108,7 +108,7 @@ def add_notification(
 
 
 def _pending_critical() -> sa.ColumnElement[bool]:
-    # The index notifications_critical_pending serves the first three conditions; a
+    # The index notifications_critical_pending serves all but digest_id; a
     # notification whose message was deleted (message_id SET NULL) stays consumed.
     return sa.and_(
         notifications.c.priority == "critical",

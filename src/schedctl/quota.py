@@ -130,6 +130,15 @@ def used(conn: sa.Connection, day: str) -> int:
     return int(value.scalar() or 0)
 
 
+def remaining(conn: sa.Connection, day: str, limit: int) -> int:
+    """What is left of ``day``'s budget (neither sent nor reserved); reserves nothing."""
+    counter = send_counters.c
+    taken = conn.execute(
+        sa.select(counter.sent + counter.reserved).where(counter.day == day)
+    ).scalar()
+    return max(0, limit - int(taken or 0))
+
+
 def thresholds_reached(count: int, limit: int) -> list[int]:
     """The alert thresholds (percent) that ``count`` of ``limit`` has reached."""
     if limit <= 0:

@@ -21,6 +21,7 @@ BUILT = {"db", "demo", "heartbeat", "tick", "accounts", "schedules"}
 BUILT |= {"send-now", "events", "messages", "suppressions", "unsubscribe", "unsubscribe-url"}
 CONTRACT += [["users", "list"], ["users", "update"], ["users", "remove"]]
 BUILT |= {"users", "notify"}
+BUILT |= {"digest"}
 NOT_BUILT_YET = [c for c in CONTRACT if c[0] not in BUILT]
 
 

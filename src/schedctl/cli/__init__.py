@@ -13,6 +13,7 @@ from schedctl.cli import (
     accounts_cmd,
     db_cmd,
     demo_cmd,
+    digest_cmd,
     events_cmd,
     heartbeat_cmd,
     messages_cmd,
@@ -82,6 +83,7 @@ def _root(
 for _module in (
     db_cmd,
     tick_cmd,
+    digest_cmd,
     send_now_cmd,
     heartbeat_cmd,
     accounts_cmd,

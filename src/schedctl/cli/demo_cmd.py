@@ -1,9 +1,10 @@
 """`schedctl demo`: try schedctl on a throw-away SQLite database.
 
 The demo creates schedules as if they had been made a month ago, so that `tick` finds
-them overdue and each catch-up policy shows what it does; plans two events; runs
-`tick` against the console mailer (each mail is printed on stderr); then runs `tick`
-again to show that nothing is sent twice.
+them overdue and each catch-up policy shows what it does; plans two events; adds
+users in three zones with notifications; runs `tick` against the console mailer (each
+mail is printed on stderr), then `digest` (one digest per user and local day); then
+runs both again to show that nothing is sent twice.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from schedctl.cli.runtime import command, current
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.migrations import upgrade
+from schedctl.digest import DigestOptions, run_digest
 from schedctl.events import add_event
 from schedctl.outbox import list_messages
 from schedctl.schedules import ScheduleOptions, create_schedule, list_schedules
@@ -60,6 +62,37 @@ DEMO_SCHEDULES = [
 ]  # fmt: skip
 
 
+# Users in three zones; digest at local midnight, so each is due whenever the demo runs.
+DEMO_USERS: list[tuple[str, str, list[tuple[str, str | None, str | None]]]] = [
+    ("ana@example.com", "Europe/Berlin", [
+        ("Invoice 1043 paid", "billing", None), ("Invoice 1044 overdue", "billing", None),
+        ("New sign-in from Lisbon", "security", None), ("Weekly report is ready", None, None),
+    ]),
+    ("ben@example.com", "America/New_York", [
+        ("Build 42 failed", "builds", None),
+        ("Password changed", None, "critical"),  # not digested: sent alone by tick
+    ]),
+    ("chi@example.com", "Asia/Tokyo", []),  # nothing new: a skipped day, no mail
+]  # fmt: skip
+
+
+def _add_users(db: Database, now: datetime) -> None:
+    from schedctl.notifications import add_notification
+    from schedctl.users import add_user, parse_changes
+
+    def work(conn: Any) -> None:
+        for address, tz, notes in DEMO_USERS:
+            changes = parse_changes(email=address, tz=tz, digest_at="00:00")
+            add_user(conn, DEFAULT_ACCOUNT_ID, changes, now)
+            for title, key, priority in notes:
+                add_notification(
+                    conn, DEFAULT_ACCOUNT_ID, address, now,
+                    title=title, key=key, priority=priority or "normal",
+                )  # fmt: skip
+
+    db.transaction(work)
+
+
 def _demo_settings(settings: Settings, url: str) -> Settings:
     tables = dict(settings.file_tables)
     tables["reports"] = {"queries": DEMO_QUERIES}
@@ -81,12 +114,19 @@ def _tick(db: Database, settings: Settings, now: datetime) -> dict[str, Any]:
     return counts
 
 
+def _digest(db: Database, settings: Settings, now: datetime) -> dict[str, Any]:
+    heartbeat_id = heartbeat.start_run(db, "digest", now)
+    counts = run_digest(db, settings, now, DigestOptions())
+    heartbeat.finish_run(db, heartbeat_id, finished_at=db.now(), exit_code=0, counts=counts)
+    return counts
+
+
 def demo_command(
     path: Annotated[
         Path, typer.Option("--path", help="SQLite file to (re)create for the demo.")
     ] = Path("schedctl-demo.db"),
 ) -> None:
-    """Create a demo SQLite database, run tick against the console mailer, show results."""
+    """Create a demo SQLite database, run tick and digest (console mailer), show results."""
     runtime = current()
     out = runtime.output
     for suffix in ("", "-wal", "-shm"):
@@ -118,8 +158,11 @@ def demo_command(
                 ),
             ]
         )  # fmt: skip
+        _add_users(db, now)
         first = _tick(db, settings, db.now())
+        first_digest = _digest(db, settings, db.now())
         second = _tick(db, settings, db.now())
+        second_digest = _digest(db, settings, db.now())
         schedules = list_schedules(db, DEFAULT_ACCOUNT_ID)
         sent = db.transaction(lambda conn: list_messages(conn, DEFAULT_ACCOUNT_ID), read_only=True)
         health = heartbeat.report(db, settings, db.now())
@@ -129,6 +172,8 @@ def demo_command(
         "migrations_applied": len(applied),
         "first_tick": first,
         "second_tick": second,
+        "first_digest": first_digest,
+        "second_digest": second_digest,
         "schedules": [s.summary() for s in schedules],
         "messages": [
             {"type": m.type, "recipient": m.recipient, "subject": m.subject, "status": m.status}
@@ -144,14 +189,24 @@ def demo_command(
         return
     if out.options.quiet:
         return
-    print(f"\ncreated {path}: {len(applied)} migrations, {len(schedules)} schedules, 2 events")
+    print(
+        f"\ncreated {path}: {len(applied)} migrations, {len(schedules)} schedules, 2 events,"
+        f" {len(DEMO_USERS)} users"
+    )
     print(
         "first tick:  {due} schedules due, {runs_created} runs, {runs_skipped} slots skipped,"
         " {messages_sent} mails sent (printed above on stderr)".format(**first)
     )
     print(
-        "second tick: {due} due, {runs_created} runs, {messages_sent} sent"
-        " -- nothing is ever sent twice\n".format(**second)
+        "first digest: {users_due} users due, {digests_sent} digests sent"
+        " ({notifications_digested} notifications), {skipped_empty} skipped (nothing new)".format(
+            **first_digest
+        )
+    )
+    print("second tick: {due} due, {runs_created} runs, {messages_sent} sent".format(**second))
+    print(
+        "second digest: {users_due} users due, {digests_sent} sent"
+        " -- nothing is ever sent twice\n".format(**second_digest)
     )
     out.table(
         data,

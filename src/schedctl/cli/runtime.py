@@ -136,8 +136,13 @@ def run_command(
     work: Callable[[Database], CommandResult],
     *,
     needs_schema: bool = True,
+    record: bool = True,
 ) -> CommandResult:
-    """Run one database command inside the heartbeat frame."""
+    """Run one database command inside the heartbeat frame.
+
+    ``record=False``: no heartbeat row and no pings, for a run that must write
+    nothing at all (`digest --preview`), and is no run of the job either.
+    """
     runtime = current()
     settings = runtime.settings
     ping_url = settings.ping_urls.get(name)
@@ -146,6 +151,8 @@ def run_command(
             check_schema(db)
         elif not current_version(db):
             # No schema yet (e.g. `db status` before `db upgrade`): nowhere to record.
+            return work(db)
+        if not record:
             return work(db)
         if ping_url:
             ping(ping_url, "/start")

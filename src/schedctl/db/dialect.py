@@ -29,14 +29,20 @@ def server_now(conn: sa.Connection) -> datetime:
     return datetime.fromisoformat(raw).replace(tzinfo=UTC)
 
 
-def claim(select: sa.Select[Any], conn: sa.Connection) -> sa.Select[Any]:
+def claim(
+    select: sa.Select[Any], conn: sa.Connection, *, key_share: bool = False
+) -> sa.Select[Any]:
     """Make a SELECT claim its rows: FOR UPDATE SKIP LOCKED where the database has it.
+
+    ``key_share``: FOR NO KEY UPDATE instead, which still excludes other claimers but
+    neither waits for nor is skipped because of transactions inserting rows that
+    reference the claimed ones (a foreign key check takes FOR KEY SHARE).
 
     SQLite has no row locks; its write transactions (BEGIN IMMEDIATE) serialise
     claimers instead, which gives the same exactly-once result.
     """
     if conn.dialect.name == "postgresql":
-        return select.with_for_update(skip_locked=True)
+        return select.with_for_update(skip_locked=True, key_share=key_share)
     return select
 
 

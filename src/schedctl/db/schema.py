@@ -270,6 +270,7 @@ digests = sa.Table(
     ),
     sa.UniqueConstraint("user_id", "local_date", name="digests_user_date_key"),
     sa.Index("digests_expires", "expires_at"),
+    sa.Index("digests_message", "message_id"),
     sa.Index(
         "digests_deferred",
         "status",
@@ -280,8 +281,13 @@ digests = sa.Table(
 )
 
 # A public interface: applications insert rows directly (README documents it).
-_UNDIGESTED = "priority = 'normal' AND digest_id IS NULL AND message_id IS NULL AND read_at IS NULL"
-_CRITICAL_PENDING = "priority = 'critical' AND message_id IS NULL AND read_at IS NULL"
+_UNDIGESTED = (
+    "priority = 'normal' AND digest_id IS NULL AND message_id IS NULL"
+    " AND read_at IS NULL AND consumed_at IS NULL"
+)
+_CRITICAL_PENDING = (
+    "priority = 'critical' AND message_id IS NULL AND read_at IS NULL AND consumed_at IS NULL"
+)
 
 notifications = sa.Table(
     "notifications",
@@ -313,5 +319,8 @@ notifications = sa.Table(
         sqlite_where=sa.text(_CRITICAL_PENDING),
         postgresql_where=sa.text(_CRITICAL_PENDING),
     ),
+    sa.Index("notifications_user", "user_id"),
+    sa.Index("notifications_digest", "digest_id"),
+    sa.Index("notifications_message", "message_id"),
     sqlite_autoincrement=True,
 )

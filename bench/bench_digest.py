@@ -1,0 +1,422 @@
+"""Digest planning throughput and peak memory, beside a set-based raw-SQL baseline.
+
+N users in 20 zones, every one due (digest time 00:00), each with K unread normal
+notifications. "Planning" is everything one `digest` run does before it sends: claim
+each (user, local_date), gather the user's notifications, render one DIGEST message
+(Jinja2 text + HTML), enqueue it, mark the notifications consumed and the day
+completed. Two figures per size, each the median of --repeat rounds (default 1: a
+round at 100,000 users takes minutes), every round on a fresh copy of the seeded
+database and in a fresh child process:
+
+- raw SQL: the same inserts and updates as five set-based statements in one
+  transaction (psycopg / sqlite3): INSERT digests ... SELECT the due users; INSERT
+  messages ... SELECT one row per digest, its body aggregated by the database; UPDATE
+  notifications ... FROM digests; UPDATE digests to completed, the rest to skipped.
+  No rendering, no Message-ID hashing, no pages: the floor for this work;
+- schedctl: `digest.run_digest` as the command calls it, with dispatch disabled
+  (``[messages] enabled = false``), so what is timed is the planning alone.
+
+Peak memory is the child's peak RSS (ru_maxrss) minus its RSS just before the work
+(after imports and connecting): schedctl's must not grow with the number of users,
+since the digest claims a page of users per transaction. (The raw baseline's is the
+driver's and SQLite's own caches.) Read the ratios; absolute numbers depend on the
+machine.
+
+    .venv/bin/python bench/bench_digest.py [--sizes 10000x10,100000x2] [--repeat 1]
+        [--sqlite] [--postgres postgresql://127.0.0.1:5432/postgres | --postgres none]
+
+Creates its own databases on $PGHOST:$PGPORT (default 127.0.0.1:5432), drops them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+NOW = datetime(2027, 3, 10, 12, 0, tzinfo=UTC)  # no zone changes its clocks that day
+CREATED = NOW - timedelta(days=1)
+ZONES = [
+    "Etc/GMT+12", "Pacific/Pago_Pago", "Pacific/Honolulu", "America/Anchorage",
+    "America/Los_Angeles", "America/New_York", "America/Santiago", "America/St_Johns",
+    "America/Sao_Paulo", "Atlantic/Azores", "Europe/London", "Europe/Berlin", "Asia/Tehran",
+    "Asia/Kolkata", "Asia/Kathmandu", "Asia/Tokyo", "Australia/Sydney", "Pacific/Chatham",
+    "Pacific/Kiritimati", "UTC",
+]  # fmt: skip
+KEYS = ["billing", "security", "comments", "mentions", None]
+BODY = "Something happened that you may want to look at.\nSecond line of the body."
+
+
+# --------------------------------------------------------------------------- seeding
+
+
+def _text_instant(value: datetime) -> str:
+    """An instant as schedctl stores it in SQLite (fixed-width UTC text)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def user_rows(users: int) -> list[tuple[Any, ...]]:
+    return [(1, f"user{n:06d}@example.org", ZONES[n % len(ZONES)], True, "00:00")
+            for n in range(users)]  # fmt: skip
+
+
+def note_rows(users: int, per_user: int) -> list[tuple[Any, ...]]:
+    return [
+        (1, user, "normal", KEYS[(user + k) % len(KEYS)], f"Notification {user}-{k}", BODY)
+        for user in range(1, users + 1)
+        for k in range(per_user)
+    ]
+
+
+def seed_postgres(dsn: str, users: int, per_user: int) -> None:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
+        with cur.copy(
+            "COPY users (account_id, email, tz, digest_enabled, digest_time, created_at,"
+            " updated_at) FROM STDIN"
+        ) as copy:
+            for row in user_rows(users):
+                copy.write_row((*row, CREATED, CREATED))
+        with cur.copy(
+            "COPY notifications (account_id, user_id, priority, digest_key, title, body,"
+            " created_at) FROM STDIN"
+        ) as copy:
+            for row in note_rows(users, per_user):
+                copy.write_row((*row, CREATED))
+        cur.execute("ANALYZE")
+
+
+def seed_sqlite(path: Path, users: int, per_user: int) -> None:
+    import sqlite3
+
+    created = _text_instant(CREATED)
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.executemany(
+            "INSERT INTO users (account_id, email, tz, digest_enabled, digest_time, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(*row, created, created) for row in user_rows(users)],
+        )
+        conn.executemany(
+            "INSERT INTO notifications (account_id, user_id, priority, digest_key, title, body,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(*row, created) for row in note_rows(users, per_user)],
+        )
+    conn.execute("ANALYZE")
+    conn.close()
+
+
+# --------------------------------------------------------------------------- the work
+
+
+def _zone_dates() -> str:
+    """CASE users.tz WHEN ... THEN 'local date' END: each zone's date, from Python."""
+    whens = " ".join(
+        f"WHEN '{tz}' THEN '{NOW.astimezone(ZoneInfo(tz)).date().isoformat()}'" for tz in ZONES
+    )
+    return f"CASE u.tz {whens} END"
+
+
+UNDIGESTED = (
+    "n.priority = 'normal' AND n.digest_id IS NULL AND n.message_id IS NULL"
+    " AND n.read_at IS NULL AND n.consumed_at IS NULL"
+)
+
+
+def raw_statements(dialect: str) -> list[str]:
+    """The planning as set-based SQL (named parameters :now, :expires)."""
+    day = _zone_dates()
+    if dialect == "postgresql":
+        day = f"CAST({day} AS DATE)"
+        text = "string_agg(n.title || E'\\n' || coalesce(n.body, ''), E'\\n'"
+        text += " ORDER BY n.digest_key, n.id)"
+        html = "string_agg('<li>' || n.title || '</li>', '' ORDER BY n.digest_key, n.id)"
+    else:
+        text = "group_concat(n.title || char(10) || coalesce(n.body, ''), char(10))"
+        html = "group_concat('<li>' || n.title || '</li>', '')"
+    return [
+        "INSERT INTO digests (account_id, user_id, local_date, status, items, created_at,"
+        f" updated_at, expires_at) SELECT u.account_id, u.id, {day}, 'scheduled', 0, :now,"
+        " :now, :expires FROM users u WHERE u.digest_enabled AND u.digest_time <= '23:59'"
+        f" AND NOT EXISTS (SELECT 1 FROM digests d WHERE d.user_id = u.id AND d.local_date ="
+        f" {day}) ON CONFLICT (user_id, local_date) DO NOTHING",
+        "INSERT INTO messages (account_id, type, priority, recipient, subject, body_text,"
+        " body_html, subscription, send_at, status, attempts, idempotency_key, message_id,"
+        " created_at, updated_at) SELECT d.account_id, 'DIGEST', 'normal', u.email,"
+        f" 'Your daily digest: ' || count(*) || ' new notifications', {text}, {html}, true,"
+        " :now, 'scheduled', 0, 'digest:' || d.user_id || ':' || d.local_date,"
+        " '<digest.' || d.id || '@example.com>', :now, :now"
+        " FROM digests d JOIN users u ON u.id = d.user_id"
+        f" JOIN notifications n ON n.user_id = d.user_id AND {UNDIGESTED}"
+        " WHERE d.status = 'scheduled' GROUP BY d.id, d.account_id, u.email, d.user_id,"
+        " d.local_date",
+        "UPDATE notifications AS n SET digest_id = d.id, consumed_at = :now FROM digests d"
+        f" WHERE d.status = 'scheduled' AND n.user_id = d.user_id AND {UNDIGESTED}",
+        "UPDATE digests AS d SET status = 'completed', items = c.items, message_id = m.id,"
+        " updated_at = :now FROM (SELECT digest_id, count(*) AS items FROM notifications"
+        " WHERE digest_id IS NOT NULL GROUP BY digest_id) AS c, messages AS m"
+        " WHERE d.status = 'scheduled' AND c.digest_id = d.id"
+        " AND m.idempotency_key = 'digest:' || d.user_id || ':' || d.local_date",
+        "UPDATE digests SET status = 'skipped', updated_at = :now WHERE status = 'scheduled'",
+    ]
+
+
+def _rss_kb() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def child(kind: str, url: str) -> dict[str, Any]:
+    """One measured round, in this (fresh) process."""
+    params = {"now": NOW, "expires": NOW + timedelta(days=30)}
+    if kind == "raw" and url.startswith("postgresql"):
+        import psycopg
+
+        dsn = url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(dsn) as conn:
+            conn.execute("SELECT 1")
+            before = _rss_kb()
+            start = time.perf_counter()
+            with conn.transaction():
+                for sql in raw_statements("postgresql"):
+                    conn.execute(sql.replace(":now", "%(now)s").replace(":expires",
+                                 "%(expires)s"), params)  # fmt: skip
+            elapsed = time.perf_counter() - start
+    elif kind == "raw":
+        import sqlite3
+
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        conn.execute("SELECT 1")
+        text = {"now": _text_instant(NOW), "expires": _text_instant(params["expires"])}
+        before = _rss_kb()
+        start = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        for sql in raw_statements("sqlite"):
+            conn.execute(sql, text)
+        conn.execute("COMMIT")
+        elapsed = time.perf_counter() - start
+        conn.close()
+    else:
+        from schedctl import digest
+        from schedctl.config import Settings
+        from schedctl.db.database import Database
+
+        settings = Settings(
+            database_url=url,
+            mail_backend="memory",
+            mail_from="bench@example.com",
+            file_tables={"messages": {"enabled": False}},  # planning only: nothing is sent
+        )
+        with Database(url, environ={}) as db:
+            db.transaction(lambda conn: None, read_only=True)
+            digest.render_digest(NOW.date(), [], 0)  # templates loaded before measuring
+            before = _rss_kb()
+            start = time.perf_counter()
+            counts = digest.run_digest(db, settings, NOW, digest.DigestOptions())
+            elapsed = time.perf_counter() - start
+        if counts.get("failed"):
+            raise SystemExit(f"digest failed: {counts}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"seconds": elapsed, "before_kb": before, "peak_kb": peak}
+
+
+# --------------------------------------------------------------------------- harness
+
+
+def check(url: str, users: int, notes: int, label: str) -> None:
+    """Every user got one completed digest holding all their notifications."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        completed = conn.execute(
+            sa.text(
+                "SELECT count(*), coalesce(sum(items), 0) FROM digests"
+                " WHERE status = 'completed' AND message_id IS NOT NULL"
+            )
+        ).one()
+        consumed = conn.execute(
+            sa.text("SELECT count(*) FROM notifications WHERE digest_id IS NOT NULL")
+        ).scalar_one()
+        mails = conn.execute(
+            sa.text("SELECT count(*) FROM messages WHERE type = 'DIGEST'")
+        ).scalar_one()
+    engine.dispose()
+    if tuple(completed) != (users, notes) or consumed != notes or mails != users:
+        raise SystemExit(
+            f"{label}: expected {users} digests of {notes} notifications, got {tuple(completed)},"
+            f" {consumed} consumed, {mails} messages"
+        )
+
+
+def run_child(kind: str, url: str) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, __file__, "--child", kind, "--url", url],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise SystemExit(f"{kind} round failed:\n{result.stderr}")
+    return dict(json.loads(result.stdout.splitlines()[-1]))
+
+
+class Postgres:
+    label = "PostgreSQL"
+
+    def __init__(self, admin_url: str) -> None:
+        self.libpq = admin_url.replace("postgresql+psycopg://", "postgresql://")
+        self.base = self.libpq.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+        self.prefix = f"schedctl_bench_digest_{os.getpid()}"
+        self.names: list[str] = []
+        self.counter = 0
+
+    def _admin(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.libpq, autocommit=True) as conn:
+            conn.execute(sql)  # type: ignore[arg-type]
+
+    def template(self, users: int, per_user: int) -> str:
+        from schedctl.db.database import Database
+        from schedctl.db.migrations import upgrade
+
+        name = f"{self.prefix}_{users}_tpl"
+        self._admin(f'CREATE DATABASE "{name}"')
+        self.names.append(name)
+        with Database(f"{self.base}/{name}", environ={}) as db:
+            upgrade(db)
+        seed_postgres(f"{self.libpq.rsplit('/', 1)[0]}/{name}", users, per_user)
+        return name
+
+    def copy(self, template: str) -> str:
+        self.counter += 1
+        name = f"{self.prefix}_{self.counter}"
+        self._admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        self.names.append(name)
+        return f"{self.base}/{name}"
+
+    def release(self, url: str) -> None:
+        name = url.rsplit("/", 1)[1]
+        self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.names.remove(name)
+
+    def close(self) -> None:
+        for name in list(self.names):
+            self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class Sqlite:
+    label = "SQLite"
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="schedctl-bench-digest-"))
+        self.counter = 0
+
+    def template(self, users: int, per_user: int) -> str:
+        from schedctl.db.database import Database
+        from schedctl.db.migrations import upgrade
+
+        path = self.dir / f"template_{users}.db"
+        with Database(f"sqlite:///{path}", environ={}) as db:
+            upgrade(db)
+        seed_sqlite(path, users, per_user)
+        return str(path)
+
+    def copy(self, template: str) -> str:
+        self.counter += 1
+        path = self.dir / f"round_{self.counter}.db"
+        shutil.copyfile(template, path)
+        return f"sqlite:///{path}"
+
+    def release(self, url: str) -> None:
+        Path(url.removeprefix("sqlite:///")).unlink()
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def measure(store: Any, template: str, kind: str, users: int, notes: int, repeat: int
+            ) -> tuple[float, int]:  # fmt: skip
+    """(median seconds, largest peak RSS growth in KB) over `repeat` rounds."""
+    seconds, growth = [], []
+    for _ in range(repeat):
+        url = store.copy(template)
+        try:
+            result = run_child(kind, url)
+            check(url, users, notes, f"{store.label} {kind}")
+        finally:
+            store.release(url)
+        seconds.append(result["seconds"])
+        growth.append(result["peak_kb"] - result["before_kb"])
+    return statistics.median(seconds), max(growth)
+
+
+def figures(label: str, users: int, notes: int, seconds: float, peak_kb: int) -> None:
+    print(
+        f"      {label:36s} {users / seconds:9.0f} users/s {notes / seconds:10.0f}"
+        f" notifications/s   peak +{peak_kb / 1024:6.1f} MiB"
+    )
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    sizes = []
+    for part in text.split(","):
+        users, _, per_user = part.partition("x")
+        sizes.append((int(users), int(per_user or 10)))
+    return sizes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000x10,100000x2",
+                        help="USERSxNOTIFICATIONS_PER_USER, comma-separated")  # fmt: skip
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--postgres", default="postgresql://127.0.0.1:5432/postgres",
+                        help="maintenance database URL, or 'none'")  # fmt: skip
+    parser.add_argument("--sqlite", action="store_true", help="also measure SQLite")
+    parser.add_argument("--child", choices=["raw", "core"], help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.url)))
+        return
+
+    stores: list[Any] = []
+    if args.postgres.lower() != "none":
+        stores.append(Postgres(args.postgres))
+    if args.sqlite:
+        stores.append(Sqlite())
+    print(f"digest planning (claim, gather, render, enqueue, mark consumed), every user due,"
+          f" median of {args.repeat} rounds; peak = RSS growth during the work")  # fmt: skip
+    try:
+        for store in stores:
+            print(f"\n  {store.label}")
+            for users, per_user in parse_sizes(args.sizes):
+                notes = users * per_user
+                template = store.template(users, per_user)
+                raw_s, raw_kb = measure(store, template, "raw", users, notes, args.repeat)
+                core_s, core_kb = measure(store, template, "core", users, notes, args.repeat)
+                print(f"    {users} users x {per_user} notifications")
+                figures("raw SQL, set-based (1 transaction)", users, notes, raw_s, raw_kb)
+                figures("schedctl digest planning", users, notes, core_s, core_kb)
+                print(f"      schedctl / raw                       {raw_s / core_s:9.2f}x")
+    finally:
+        for store in stores:
+            store.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""`schedctl digest`: each opted-in user's daily digest, once per local day."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from schedctl.cli.params import limit_option
+from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
+from schedctl.db.database import Database
+
+
+def digest_command(
+    user: Annotated[
+        str | None,
+        typer.Option(
+            "--user",
+            metavar="ID_OR_EMAIL",
+            help="Only this user (looked up in --account).",
+            show_default=False,
+        ),
+    ] = None,
+    on_date: Annotated[
+        str | None,
+        typer.Option(
+            "--date",
+            metavar="YYYY-MM-DD",
+            help="Only digests for this local date: today somewhere (or, with [digest]"
+            " catch_up_days = 1, the day before).",
+            show_default=False,
+        ),
+    ] = None,
+    preview: Annotated[
+        bool,
+        typer.Option(
+            "--preview",
+            help="Show who would get a digest now and with how many items; write nothing.",
+        ),
+    ] = False,
+    limit: Annotated[
+        int | None, limit_option("Handle at most N users' digests (default: every one due).")
+    ] = None,
+    account: Annotated[
+        str | None,
+        typer.Option(
+            "--account",
+            metavar="ACCOUNT",
+            help="Only this account's users, by name or id (default: every account's;"
+            " --user is looked up in the `default` account unless this is given).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """Send each opted-in user's daily digest once per local day (default: every account)."""
+    from schedctl import digest
+    from schedctl.users import find_user
+
+    runtime = current()
+    settings = runtime.settings
+    local_date = None if on_date is None else digest.parse_date(on_date)
+
+    def work(db: Database) -> CommandResult:
+        account_id = None
+        if account is not None or user is not None:
+            account_id = scope_to_account(db, account)
+        now = db.now()
+        user_id = tz = None
+        if user is not None:
+            assert account_id is not None
+            found = db.transaction(lambda c: find_user(c, account_id, user), read_only=True)
+            user_id, tz = int(found.id), str(found.tz)
+        if local_date is not None:
+            digest.check_date(local_date, now, settings.digest_catch_up_days, tz)
+        options = digest.DigestOptions(account_id, user_id, local_date, limit)
+        if preview:
+            return CommandResult(digest.preview_digest(db, settings, now, options))
+        counts = digest.run_digest(db, settings, now, options)
+        return CommandResult(counts, exit_code=1 if digest.digest_failed(counts) else 0)
+
+    # A preview writes nothing at all, not even the heartbeat: it is no run of the job.
+    result = run_command("digest", work, record=not preview)
+    if preview:
+        _show_preview(result.data)
+    else:
+        c = result.data
+        runtime.output.result(
+            c,
+            f"{c['users_due']} user(s) due: {c['digests_created']} digest(s) built"
+            f" ({c['notifications_digested']} notifications), {c['skipped_empty']} skipped"
+            f" (nothing new), {c['deferred_quota']} deferred (quota), {c['failed']} failed;"
+            f" {c['digests_sent']} digest mail(s) sent",
+        )
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
+
+
+def _show_preview(data: dict[str, Any]) -> None:
+    notes = {"digest": "", "skip": "nothing new: skipped", "deferred": "quota: deferred"}
+    current().output.table(
+        data,
+        ["user", "email", "tz", "local date", "items", "note"],
+        [
+            (
+                u["id"],
+                u["email"],
+                u["tz"],
+                u["local_date"],
+                u["items"],
+                ("retry of a deferred day; " if u["retry"] else "") + notes[u["outcome"]],
+            )
+            for u in data["users"]
+        ],
+        footer=f"{data['users_due']} user(s) due: {data['digests_due']} digest(s) with"
+        f" {data['notifications_due']} notifications, {data['skipped_empty']} with nothing new,"
+        f" {data['deferred_quota']} deferred by the quota (preview: nothing was written)",
+    )
+
+
+def register(app: typer.Typer) -> None:
+    command(app, "digest")(digest_command)

@@ -1,0 +1,882 @@
+"""`digest`: each opted-in user's daily digest, exactly once per local day (SPEC §5).
+
+Due. A user is due when ``digest_enabled``, their ``digest_time`` has passed on their
+current local date (inclusive; a time in a spring-forward gap is due at the first
+instant after it, a repeated one at its first occurrence: cadence's rule, §3), and
+no ``digests`` row exists for (user, that date). Planning is set-based: the zones of
+the opted-in users are read once per run; for each zone the local date and the
+latest due ``HH:MM`` (its *cutoff*: due-ness is monotone in the wall time, so a
+binary search over the day's minutes with ``cadence.first_instant_at_or_after``) are
+computed in Python, and one query per page selects the due users with a CASE over
+the zones. Only the current local date is sent: a day on which `digest` never ran
+is not sent late, unless ``[digest] catch_up_days = 1``, which lets a user whose
+digest time has not come yet today still get yesterday's (if they existed then).
+
+Claim. A page of due users is claimed in one transaction: the page query locks
+their rows (FOR NO KEY UPDATE SKIP LOCKED on PostgreSQL, so concurrent runs share
+the work; SQLite's write lock serialises), the (user, local_date) rows are inserted
+with ON CONFLICT DO NOTHING (a conflict: another process has that day), the users'
+undigested notifications are selected (locked), one DIGEST message per user is
+rendered (grouped by ``digest_key``, the newest ``max_items`` listed, "and N more")
+and enqueued (key ``digest:{user}:{date}``), the notifications are marked consumed
+by the digest and the day recorded ``completed`` -- or ``skipped`` when there was
+nothing new -- and all of it commits together. A process killed anywhere leaves a
+page done or untouched; a notification that arrives after the claim waits for the
+next local day.
+
+Quota. With a daily quota each digest that has something to send reserves one unit
+of the UTC day's budget in its claim transaction (``quota.reserve``, the guarded
+statement dispatch uses) and its send uses that unit (``dispatch_due``'s
+``prepaid``). When none is left the day is recorded ``deferred``: its notifications
+stay unconsumed, and every later run first retries the deferred days (oldest first,
+whatever their date: they are owed) once there is budget again -- the digest is then
+built from what is unconsumed at that moment and sent, once.
+
+Send. Finally the run dispatches due DIGEST messages through the dispatcher
+(suppression, weekend, enabled and retry rules unchanged), including any a killed
+run committed but never sent.
+
+Preview. The same plan in read-only transactions, with each user's item count;
+nothing is written.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from datetime import time as clock
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+
+from schedctl import quota
+from schedctl.cadence import first_instant_at_or_after, parse_timezone
+from schedctl.config import Settings
+from schedctl.db import dialect
+from schedctl.db.database import Database
+from schedctl.db.schema import digests, messages, notifications, users
+from schedctl.errors import ValidationError
+from schedctl.outbox import NewMessage, enqueue, mail_domain
+
+log = logging.getLogger("schedctl.digest")
+
+MESSAGE_TYPE = "DIGEST"
+PAGE = 100  # users claimed per transaction
+_IN_CHUNK = 500  # ids per IN (...) list
+# Earliest and latest UTC offsets in use (UTC-12, UTC+14): the bounds of "today".
+_WESTMOST = timedelta(hours=-12)
+_EASTMOST = timedelta(hours=14)
+# DIGEST messages one run dispatches at most (each run sends what it made, and more).
+DISPATCH_LIMIT = 1_000_000
+
+COUNT_KEYS = (
+    "users_due",
+    "digests_sent",
+    "skipped_empty",
+    "deferred_quota",
+    "failed",
+    "digests_created",
+    "notifications_digested",
+    "digests_retried",
+    "messages_deferred",
+)
+
+
+@dataclass(frozen=True)
+class DigestOptions:
+    """Which digests one run handles."""
+
+    account_id: int | None = None  # None: every account
+    user_id: int | None = None
+    local_date: date | None = None  # only this local date (today, or a catch-up day)
+    limit: int | None = None  # users (digest days) handled at most
+
+
+# --- when a user is due (pure) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ZoneDay:
+    """A zone's local day at the run's instant."""
+
+    tz: str
+    today: date
+    cutoff: str | None  # the latest HH:MM due today; None: none is due yet
+    catch_up: date | None  # an earlier local date still owed (catch_up_days), or None
+    today_start: datetime  # the first instant of today, UTC
+
+
+def _wall(day: date, minute: int) -> datetime:
+    return datetime.combine(day, clock(minute // 60, minute % 60))
+
+
+def due_cutoff(zone: ZoneInfo, day: date, now: datetime) -> str | None:
+    """The latest ``HH:MM`` whose digest is due on local ``day`` at ``now``, or None.
+
+    A time ``t`` is due once ``first_instant_at_or_after(day t) <= now`` (§3's DST
+    rule); that instant never decreases as ``t`` grows, so due times are those up to
+    a cutoff, found by binary search over the day's 1440 minutes.
+    """
+    low, high = -1, 24 * 60 - 1  # invariant: minute `low` is due (-1: none), beyond `high` not
+    while low < high:
+        middle = (low + high + 1) // 2
+        if first_instant_at_or_after(_wall(day, middle), zone) <= now:
+            low = middle
+        else:
+            high = middle - 1
+    return None if low < 0 else f"{low // 60:02d}:{low % 60:02d}"
+
+
+def zone_day(tz: str, now: datetime, catch_up_days: int = 0) -> ZoneDay | None:
+    """The local day in zone ``tz`` at ``now``; None for a name zoneinfo cannot load."""
+    try:
+        zone = parse_timezone(tz)
+    except ValidationError:
+        return None
+    today = now.astimezone(zone).date()
+    return ZoneDay(
+        tz=tz,
+        today=today,
+        cutoff=due_cutoff(zone, today, now),
+        catch_up=today - timedelta(days=1) if catch_up_days >= 1 else None,
+        today_start=first_instant_at_or_after(_wall(today, 0), zone),
+    )
+
+
+def check_date(value: date, now: datetime, catch_up_days: int, tz: str | None = None) -> None:
+    """Refuse (exit 2) a --date that is no one's current local date (or, with
+    ``catch_up_days``, the day before); with ``tz``, that zone's only."""
+    if tz is not None:
+        day = zone_day(tz, now, catch_up_days)
+        allowed = {day.today, day.catch_up} - {None} if day else set()
+        if value not in allowed:
+            raise ValidationError(
+                f"--date {value.isoformat()} is not the user's current local date"
+                + (f" ({day.today.isoformat()} in {tz})" if day else "")
+                + _catch_up_hint(catch_up_days)
+            )
+        return
+    first = (now + _WESTMOST).date() - timedelta(days=catch_up_days)
+    last = (now + _EASTMOST).date()
+    if not first <= value <= last:
+        raise ValidationError(
+            f"--date {value.isoformat()} is not the current local date in any time zone"
+            f" ({first.isoformat()} to {last.isoformat()} now){_catch_up_hint(catch_up_days)}"
+        )
+
+
+def _catch_up_hint(catch_up_days: int) -> str:
+    if catch_up_days:
+        return " (digests are sent for the current local day and the one before it)"
+    return " (digests are sent for the current local day only; see [digest] catch_up_days)"
+
+
+def parse_date(text: str) -> date:
+    """A ``YYYY-MM-DD`` local date from the command line (exit 2 if it is not one)."""
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise ValidationError(f"invalid date {text!r} (expected YYYY-MM-DD)") from None
+
+
+# --- planning (set-based) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DueUser:
+    """One (user, local date) a digest is owed for."""
+
+    user_id: int
+    account_id: int
+    email: str
+    tz: str
+    local_date: date
+    digest_id: int | None = None  # set for a deferred day being retried
+    enabled: bool = True
+
+
+def _scope(table: sa.Table, options: DigestOptions) -> list[sa.ColumnElement[bool]]:
+    where = []
+    if options.account_id is not None:
+        where.append(table.c.account_id == options.account_id)
+    if options.user_id is not None:
+        where.append((table.c.id if table is users else table.c.user_id) == options.user_id)
+    return where
+
+
+def load_zones(
+    conn: sa.Connection, now: datetime, options: DigestOptions, catch_up_days: int
+) -> dict[str, ZoneDay]:
+    """The local day of every zone an opted-in user (in scope) lives in."""
+    query = sa.select(users.c.tz).distinct().where(users.c.digest_enabled, *_scope(users, options))
+    zones = {}
+    for (tz,) in conn.execute(query):
+        day = zone_day(tz, now, catch_up_days)
+        if day is None:
+            log.warning("users in zone %r are skipped: it is not a known IANA time zone", tz)
+        else:
+            zones[tz] = day
+    return zones
+
+
+def _by_zone(zones: Iterable[ZoneDay], value: Any, type_: Any) -> sa.ColumnElement[Any]:
+    """``CASE users.tz WHEN zone THEN value(zone) ... END``, typed ``type_``."""
+    return sa.case({zone.tz: sa.literal(value(zone), type_) for zone in zones}, value=users.c.tz)
+
+
+def _no_digest_on(day: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+    return ~sa.exists().where(digests.c.user_id == users.c.id, digests.c.local_date == day)
+
+
+def due_query(
+    zones: dict[str, ZoneDay],
+    options: DigestOptions,
+    *,
+    catch_up: bool = False,
+    after: int = 0,
+    size: int = PAGE,
+) -> sa.Select[Any] | None:
+    """The next page of due users (id > ``after``), or None when no zone has any.
+
+    ``catch_up``: the users owed their previous local day instead (catch_up_days):
+    not due yet today, existing before today began, and with no row for that day.
+    """
+    u = users.c
+    if catch_up:
+        chosen = [z for z in zones.values() if z.catch_up is not None]
+    else:
+        chosen = [z for z in zones.values() if z.cutoff is not None]
+    if options.local_date is not None:
+        wanted = options.local_date
+        chosen = [z for z in chosen if (z.catch_up if catch_up else z.today) == wanted]
+    if not chosen:
+        return None
+    if catch_up:
+        day = _by_zone(chosen, lambda z: z.catch_up, sa.Date())
+        # Not yet due today ('' is before every HH:MM: none is due).
+        cutoff = _by_zone(chosen, lambda z: z.cutoff or "", sa.Text())
+        started = _by_zone(chosen, lambda z: z.today_start, users.c.created_at.type)
+        condition = sa.and_(u.digest_time > cutoff, u.created_at < started)
+    else:
+        day = _by_zone(chosen, lambda z: z.today, sa.Date())
+        condition = u.digest_time <= _by_zone(chosen, lambda z: z.cutoff, sa.Text())
+    return (
+        sa.select(u.id, u.account_id, u.email, u.tz, day.label("local_date"))
+        .where(
+            u.digest_enabled,
+            u.tz.in_([z.tz for z in chosen]),
+            condition,
+            _no_digest_on(day),
+            u.id > after,
+            *_scope(users, options),
+        )
+        .order_by(u.id)
+        .limit(size)
+    )
+
+
+def due_page(
+    conn: sa.Connection,
+    zones: dict[str, ZoneDay],
+    options: DigestOptions,
+    *,
+    catch_up: bool = False,
+    after: int = 0,
+    size: int = PAGE,
+    lock: bool = False,
+) -> list[DueUser]:
+    """One page of due users, ordered by id; ``lock``: claim their rows (SKIP LOCKED)."""
+    query = due_query(zones, options, catch_up=catch_up, after=after, size=size)
+    if query is None:
+        return []
+    if lock:
+        query = dialect.claim(query, conn, key_share=True)
+    return [
+        DueUser(int(r.id), int(r.account_id), r.email, r.tz, _as_date(r.local_date))
+        for r in conn.execute(query)
+    ]
+
+
+def _as_date(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def deferred_query(options: DigestOptions, *, after: int = 0, size: int = PAGE) -> sa.Select[Any]:
+    """The next page of deferred days to retry (digest id > ``after``), oldest first."""
+    d, u = digests.c, users.c
+    query = (
+        sa.select(d.id, d.user_id, d.account_id, d.local_date, u.email, u.tz, u.digest_enabled)
+        .select_from(digests.join(users, users.c.id == d.user_id))
+        .where(d.status == "deferred", d.id > after, *_scope(digests, options))
+        .order_by(d.id)
+        .limit(size)
+    )
+    if options.local_date is not None:
+        query = query.where(d.local_date == options.local_date)
+    return query
+
+
+def deferred_page(
+    conn: sa.Connection,
+    options: DigestOptions,
+    *,
+    after: int = 0,
+    size: int = PAGE,
+    lock: bool = False,
+) -> list[DueUser]:
+    """One page of deferred days (their users' current address and zone)."""
+    query = deferred_query(options, after=after, size=size)
+    if lock:
+        query = dialect.claim(query, conn, key_share=True)
+    return [
+        DueUser(
+            int(r.user_id),
+            int(r.account_id),
+            r.email,
+            r.tz,
+            _as_date(r.local_date),
+            digest_id=int(r.id),
+            enabled=bool(r.digest_enabled),
+        )
+        for r in conn.execute(query)
+    ]
+
+
+# --- building one digest (pure) --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Item:
+    """One notification as a digest lists it."""
+
+    title: str
+    body: str | None
+    created_at: str  # local time, "YYYY-MM-DD HH:MM"
+    key: str | None
+
+
+@dataclass(frozen=True)
+class Group:
+    key: str | None
+    notifications: list[Item]
+
+
+def group_items(items: Sequence[Item]) -> list[Group]:
+    """Items by ``digest_key`` (alphabetical; the ones without a key last), each
+    group in the order given."""
+    keyed: dict[str | None, list[Item]] = {}
+    for item in items:
+        keyed.setdefault(item.key, []).append(item)
+    order = sorted(k for k in keyed if k is not None) + ([None] if None in keyed else [])
+    return [Group(key, keyed[key]) for key in order]
+
+
+def date_label(day: date) -> str:
+    return f"{day:%A} {day.day} {day:%B %Y}"
+
+
+def render_digest(
+    local_date: date,
+    items: Sequence[Item],
+    total: int,
+    *,
+    unsubscribe_url: str | None = None,
+) -> tuple[str, str, str]:
+    """(subject, text, html) of a digest listing ``items`` out of ``total``."""
+    from schedctl.delivery.templating import render_pair  # jinja2 on demand
+
+    label = date_label(local_date)
+    text, html = render_pair(
+        "digest",
+        notifications=list(items),
+        groups=group_items(items),
+        total=total,
+        more=total - len(items),
+        date_label=label,
+        unsubscribe_url=unsubscribe_url,
+    )
+    plural = "" if total == 1 else "s"
+    return f"Your daily digest for {label}: {total} new notification{plural}", text, html
+
+
+# --- the run ---------------------------------------------------------------------------
+
+
+def _undigested() -> list[sa.ColumnElement[bool]]:
+    """A normal notification no digest or message has consumed and the user has not
+    read: exactly the partial index notifications_undigested. consumed_at also keeps
+    out one whose digest row was purged (digest_id SET NULL)."""
+    n = notifications.c
+    return [
+        n.priority == "normal",
+        n.digest_id.is_(None),
+        n.message_id.is_(None),
+        n.read_at.is_(None),
+        n.consumed_at.is_(None),
+    ]
+
+
+def _chunks(values: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+@dataclass
+class _Page:
+    """What one committed claim transaction did (counted only once committed)."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    prepaid: dict[int, quota.Reservation] = field(default_factory=dict)
+    handled: int = 0  # digest days this transaction took
+    exhausted: bool = False
+
+
+class DigestRun:
+    """One `digest` run: its clock, settings, quota state and counts."""
+
+    def __init__(
+        self, db: Database, settings: Settings, now: datetime, options: DigestOptions
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.options = options
+        self._start_now = now
+        self._start = time.monotonic()
+        self.max_items = settings.digest_max_items
+        self.catch_up_days = settings.digest_catch_up_days
+        self.retention = settings.digest_retention
+        self.quota_limit = quota.daily_limit(settings)
+        self.domain = mail_domain(settings.mail_from)
+        self.counts: Counter[str] = Counter({key: 0 for key in COUNT_KEYS})
+        self.prepaid: dict[int, quota.Reservation] = {}
+        self.exhausted = False  # the day's budget ran out during this run
+        self.handled = 0
+
+    def now(self) -> datetime:
+        """The run's start instant plus the time it has run since (SCHEDCTL_NOW-safe)."""
+        return self._start_now + timedelta(seconds=time.monotonic() - self._start)
+
+    @property
+    def room(self) -> int:
+        """How many more digest days this run may take (--limit)."""
+        if self.options.limit is None:
+            return PAGE
+        return max(0, min(PAGE, self.options.limit - self.handled))
+
+    def _count(self, page: _Page, last: int) -> int:
+        """Count a committed page's outcome (never inside the transaction: a retried
+        one must not count twice); returns ``last``."""
+        self.counts.update(page.counts)
+        self.prepaid.update(page.prepaid)
+        self.handled += page.handled
+        self.exhausted = self.exhausted or page.exhausted
+        return last
+
+    # ------------------------------------------------------------------ claiming
+
+    def retry_deferred(self) -> None:
+        """Build the deferred days again, oldest first, while there is budget."""
+        after = 0
+        while self.room and not self.exhausted and self._budget_left():
+            done = self.db.transaction(functools.partial(self._retry_page, after=after))
+            if done is None:
+                return
+            after = self._count(*done)
+
+    def _budget_left(self) -> bool:
+        limit = self.quota_limit
+        if limit is None:
+            return True
+        day = quota.quota_day(self.now())
+        return bool(self.db.transaction(lambda c: quota.remaining(c, day, limit), read_only=True))
+
+    def _retry_page(self, conn: sa.Connection, *, after: int) -> tuple[_Page, int] | None:
+        """Lock and build one page of deferred days: (outcome, last id), or None."""
+        page = deferred_page(conn, self.options, after=after, size=self.room, lock=True)
+        if not page:
+            return None
+        return self._fill(conn, page, retried=True), max(_id(p) for p in page)
+
+    def claim_due(self, zones: dict[str, ZoneDay], *, catch_up: bool) -> None:
+        """Claim and build every due user's digest, a page per transaction."""
+        after = 0
+        while self.room:
+            claim = functools.partial(self._claim_page, zones=zones, catch_up=catch_up, after=after)
+            done = self.db.transaction(claim)
+            if done is None:
+                return
+            after = self._count(*done)
+
+    def _claim_page(
+        self, conn: sa.Connection, *, zones: dict[str, ZoneDay], catch_up: bool, after: int
+    ) -> tuple[_Page, int] | None:
+        """Claim and build one page of due users: (outcome, last user id), or None."""
+        page = due_page(
+            conn, zones, self.options, catch_up=catch_up, after=after, size=self.room, lock=True
+        )
+        if not page:
+            return None
+        return self._fill(conn, self._insert_days(conn, page), retried=False), page[-1].user_id
+
+    def _insert_days(self, conn: sa.Connection, page: list[DueUser]) -> list[DueUser]:
+        """Insert the page's (user, local_date) rows; those another process has are left."""
+        now = self.now()
+        rows = [
+            {
+                "account_id": p.account_id,
+                "user_id": p.user_id,
+                "local_date": p.local_date,
+                "status": "scheduled",
+                "items": 0,
+                "created_at": now,
+                "updated_at": now,
+                "expires_at": now + self.retention,
+            }
+            for p in page
+        ]
+        inserted = dialect.insert_ignore(
+            conn, digests, rows, ["user_id", "local_date"],
+            returning=[digests.c.id, digests.c.user_id, digests.c.local_date],
+        )  # fmt: skip
+        ids = {(int(r.user_id), _as_date(r.local_date)): int(r.id) for r in inserted}
+        return [
+            DueUser(p.user_id, p.account_id, p.email, p.tz, p.local_date, digest_id=key_id)
+            for p in page
+            if (key_id := ids.get((p.user_id, p.local_date))) is not None
+        ]
+
+    # ------------------------------------------------------------------ building
+
+    def _fill(self, conn: sa.Connection, claimed: list[DueUser], *, retried: bool) -> _Page:
+        """Build the claimed days' digests in the claim transaction; their outcome."""
+        page = _Page(handled=len(claimed))
+        if not claimed:  # another run took every day of this page since it was read
+            return page
+        page.counts["users_due"] += len(claimed)
+        if retried:
+            page.counts["digests_retried"] += len(claimed)
+        now = self.now()
+        pending = self._pending_ids(conn, [c.user_id for c in claimed if c.enabled])
+        outcome: dict[int, dict[str, Any]] = {}  # digest id -> new column values
+        owners: dict[int, DueUser] = {}  # user id -> the day their notifications go to
+        for day in claimed:
+            if day.enabled and pending.get(day.user_id) and day.user_id not in owners:
+                owners[day.user_id] = day  # a user's oldest claimed day takes them all
+            else:
+                outcome[_id(day)] = {"status": "skipped", "items": 0}
+        exhausted = self.exhausted
+        if exhausted:
+            for day in owners.values():
+                outcome[_id(day)] = {"status": "deferred", "items": 0}
+            owners = {}
+        built = self._build(conn, owners, pending, outcome)
+
+        new: list[tuple[DueUser, NewMessage, quota.Reservation | None]] = []
+        for day, message in built:
+            reservation = None
+            if self.quota_limit is not None and not exhausted:
+                reservation = quota.reserve(conn, quota.quota_day(now), self.quota_limit)
+                exhausted = reservation is None
+            if exhausted:
+                outcome[_id(day)] = {"status": "deferred", "items": 0}
+                continue
+            new.append((day, message, reservation))
+        page.exhausted = exhausted
+
+        message_ids = self._enqueue(conn, [m for _, m, _ in new], now)
+        consumed: dict[int, tuple[int, list[int]]] = {}
+        for day, message, reservation in new:
+            message_id = message_ids.get(message.idempotency_key)
+            if message_id is None:  # the key exists: a row for this day was deleted by hand
+                log.warning(
+                    "user %s: a digest message for %s exists already; the day is failed and"
+                    " the notifications wait for the next digest",
+                    day.user_id,
+                    day.local_date,
+                )
+                outcome[_id(day)] = {"status": "failed", "items": 0}
+                if reservation is not None:
+                    quota.release(conn, reservation)
+                continue
+            ids = pending[day.user_id]
+            consumed[day.user_id] = (_id(day), ids)
+            outcome[_id(day)] = {"status": "completed", "items": len(ids), "message_id": message_id}
+            if reservation is not None:
+                page.prepaid[message_id] = reservation
+        self._consume(conn, consumed, now)
+        conn.execute(
+            digests.update()
+            .where(digests.c.id == sa.bindparam("b_id"))
+            .values(
+                status=sa.bindparam("b_status"),
+                items=sa.bindparam("b_items"),
+                message_id=sa.bindparam("b_message"),
+                updated_at=now,
+            ),
+            [
+                {
+                    "b_id": digest_id,
+                    "b_status": values["status"],
+                    "b_items": values["items"],
+                    "b_message": values.get("message_id"),
+                }
+                for digest_id, values in outcome.items()
+            ],
+        )
+        statuses = Counter(values["status"] for values in outcome.values())
+        page.counts["skipped_empty"] += statuses["skipped"]
+        page.counts["deferred_quota"] += statuses["deferred"]
+        page.counts["failed"] += statuses["failed"]
+        page.counts["digests_created"] += statuses["completed"]
+        page.counts["notifications_digested"] += sum(len(ids) for _, ids in consumed.values())
+        return page
+
+    def _consume(
+        self, conn: sa.Connection, consumed: dict[int, tuple[int, list[int]]], now: datetime
+    ) -> None:
+        """Mark notifications consumed by their digest ({user: (digest id, ids)}), with
+        one UPDATE per chunk of ids."""
+        if not consumed:
+            return
+        n = notifications.c
+        digest_of = sa.case(
+            {user: digest for user, (digest, _) in consumed.items()}, value=n.user_id
+        )
+        ids = [i for _, user_ids in consumed.values() for i in user_ids]
+        for chunk in _chunks(ids):
+            conn.execute(
+                notifications.update()
+                .where(n.id.in_(chunk))
+                .values(digest_id=digest_of, consumed_at=now)
+            )
+
+    def _pending_ids(self, conn: sa.Connection, user_ids: list[int]) -> dict[int, list[int]]:
+        """Each user's undigested notification ids, oldest first, locked."""
+        pending: dict[int, list[int]] = {}
+        n = notifications.c
+        for chunk in _chunks(user_ids):
+            query = (
+                sa.select(n.id, n.user_id)
+                .where(n.user_id.in_(chunk), *_undigested())
+                .order_by(n.user_id, n.id)
+            )
+            for row in conn.execute(dialect.claim(query, conn)):
+                pending.setdefault(int(row.user_id), []).append(int(row.id))
+        return pending
+
+    def _build(
+        self,
+        conn: sa.Connection,
+        owners: dict[int, DueUser],
+        pending: dict[int, list[int]],
+        outcome: dict[int, dict[str, Any]],
+    ) -> list[tuple[DueUser, NewMessage]]:
+        """Render each owner's digest from their newest ``max_items`` notifications."""
+        listed = [i for user in owners for i in pending[user][-self.max_items :]]
+        n = notifications.c
+        rows: dict[int, list[Any]] = {}
+        for chunk in _chunks(listed):
+            query = sa.select(n.id, n.user_id, n.digest_key, n.title, n.body, n.created_at).where(
+                n.id.in_(chunk)
+            )
+            for row in conn.execute(query):
+                rows.setdefault(int(row.user_id), []).append(row)
+        built = []
+        for user_id, day in owners.items():
+            zone = ZoneInfo(day.tz)
+            items = [
+                Item(
+                    r.title, r.body, f"{r.created_at.astimezone(zone):%Y-%m-%d %H:%M}", r.digest_key
+                )
+                for r in sorted(rows.get(user_id, []), key=lambda r: int(r.id))
+            ]
+            try:
+                subject, text, html = render_digest(
+                    day.local_date,
+                    items,
+                    len(pending[user_id]),
+                    unsubscribe_url=self._unsubscribe_url(day),
+                )
+            except Exception:  # one user's bad data must not stop everyone's digest
+                log.exception(
+                    "user %s: the digest for %s could not be built", user_id, day.local_date
+                )
+                outcome[_id(day)] = {"status": "failed", "items": 0}
+                continue
+            built.append(
+                (
+                    day,
+                    NewMessage(
+                        account_id=day.account_id,
+                        type=MESSAGE_TYPE,
+                        recipient=day.email,
+                        subject=subject,
+                        body_text=text,
+                        body_html=html,
+                        send_at=self.now(),
+                        idempotency_key=f"digest:{user_id}:{day.local_date.isoformat()}",
+                        subscription=True,
+                    ),
+                )
+            )
+        return built
+
+    def _unsubscribe_url(self, day: DueUser) -> str | None:
+        base, secret = self.settings.unsubscribe_base_url, self.settings.unsubscribe_secret
+        if not (base and secret):
+            return None  # the dispatcher warns once that the link is missing
+        from schedctl.delivery.tokens import unsubscribe_url
+
+        try:
+            return unsubscribe_url(base, str(day.account_id), day.email, secret)
+        except ValidationError:  # an address the dispatcher will refuse anyway
+            return None
+
+    def _enqueue(
+        self, conn: sa.Connection, items: list[NewMessage], now: datetime
+    ) -> dict[str, int]:
+        """Enqueue the digests; the new messages' ids by idempotency key (a key that
+        existed already is absent)."""
+        if not items:
+            return {}
+        new_ids = set(enqueue(conn, items, now=now, domain=self.domain))
+        keys = [m.idempotency_key for m in items]
+        found: dict[str, int] = {}
+        for chunk in _chunks(keys):
+            query = sa.select(messages.c.id, messages.c.idempotency_key).where(
+                messages.c.idempotency_key.in_(chunk)
+            )
+            for row in conn.execute(query):
+                if int(row.id) in new_ids:
+                    found[row.idempotency_key] = int(row.id)
+        return found
+
+
+def _id(day: DueUser) -> int:
+    assert day.digest_id is not None
+    return day.digest_id
+
+
+def run_digest(
+    db: Database, settings: Settings, now: datetime, options: DigestOptions
+) -> dict[str, Any]:
+    """One `digest` run at ``now``: retry deferred days, claim and build due digests,
+    then send the DIGEST messages. Returns its counts (SPEC §11 keys first)."""
+    from schedctl.dispatch import check_delivery_settings, dispatch_due
+
+    check_delivery_settings(settings)  # a configuration error stops the run before any write
+    run = DigestRun(db, settings, now, options)
+    run.retry_deferred()
+    zones = db.transaction(
+        lambda conn: load_zones(conn, now, options, run.catch_up_days), read_only=True
+    )
+    if run.catch_up_days:
+        run.claim_due(zones, catch_up=True)
+    run.claim_due(zones, catch_up=False)
+
+    sent = dispatch_due(
+        db, settings, run.now(), DISPATCH_LIMIT, types=(MESSAGE_TYPE,), prepaid=run.prepaid
+    )
+    run.counts["digests_sent"] += sent["messages_sent"]
+    run.counts["failed"] += sent["messages_failed"]
+    run.counts["messages_deferred"] += sent["messages_deferred"]
+    return dict(run.counts)
+
+
+def digest_failed(counts: dict[str, Any]) -> bool:
+    """Whether some digests failed in this run (exit 1)."""
+    return bool(counts.get("failed"))
+
+
+# --- preview ---------------------------------------------------------------------------
+
+
+def preview_digest(
+    db: Database, settings: Settings, now: datetime, options: DigestOptions
+) -> dict[str, Any]:
+    """Who would get a digest now and with how many items; writes nothing."""
+    catch_up_days = settings.digest_catch_up_days
+    limit = options.limit
+
+    def work(conn: sa.Connection) -> list[tuple[DueUser, bool]]:
+        found: list[tuple[DueUser, bool]] = []
+
+        def room() -> int:
+            return PAGE if limit is None else max(0, min(PAGE, limit - len(found)))
+
+        after = 0
+        while room() and (page := deferred_page(conn, options, after=after)):
+            found.extend((p, True) for p in page[: room()])
+            after = max(p.digest_id or 0 for p in page)
+        zones = load_zones(conn, now, options, catch_up_days)
+        for catch_up in ([True] if catch_up_days else []) + [False]:
+            after = 0
+            while room() and (
+                page := due_page(conn, zones, options, catch_up=catch_up, after=after, size=room())
+            ):
+                found.extend((p, False) for p in page)
+                after = page[-1].user_id
+        return found
+
+    found = db.transaction(work, read_only=True)
+
+    def count(conn: sa.Connection) -> tuple[dict[int, int], int | None]:
+        counts: dict[int, int] = {}
+        n = notifications.c
+        user_ids = sorted({p.user_id for p, _ in found})
+        for chunk in _chunks(user_ids):
+            query = (
+                sa.select(n.user_id, sa.func.count())
+                .where(n.user_id.in_(chunk), *_undigested())
+                .group_by(n.user_id)
+            )
+            counts.update({int(u): int(c) for u, c in conn.execute(query)})
+        limit = quota.daily_limit(settings)
+        budget = None if limit is None else quota.remaining(conn, quota.quota_day(now), limit)
+        return counts, budget
+
+    items, budget = db.transaction(count, read_only=True)
+    rows = []
+    owners: set[int] = set()
+    to_send = deferred = 0
+    for day, retry in found:
+        n = items.get(day.user_id, 0) if day.enabled and day.user_id not in owners else 0
+        if n:
+            owners.add(day.user_id)
+            if budget is not None and to_send >= budget:
+                deferred += 1
+                outcome = "deferred"
+            else:
+                to_send += 1
+                outcome = "digest"
+        else:
+            outcome = "skip"
+        rows.append(
+            {
+                "id": str(day.user_id),
+                "email": day.email,
+                "tz": day.tz,
+                "local_date": day.local_date.isoformat(),
+                "items": n,
+                "retry": retry,
+                "outcome": outcome,
+            }
+        )
+    return {
+        "preview": True,
+        "users_due": len(rows),
+        "digests_sent": 0,
+        "skipped_empty": sum(1 for r in rows if r["outcome"] == "skip"),
+        "deferred_quota": deferred,
+        "failed": 0,
+        "digests_due": to_send,
+        "notifications_due": sum(r["items"] for r in rows if r["outcome"] == "digest"),
+        "users": rows,
+        "count": len(rows),
+    }
