@@ -14,9 +14,9 @@ that claimers and reconcile reason about all of them the same way:
   start instant (``SCHEDCTL_NOW``, else the database server's clock; see
   ``Database.now``) advanced by this process's monotonic clock. Live while
   ``lease_expires_at > now``, expired from then on: its process died or overran, and
-  the work may be claimed again. Never judged by elapsed time alone -- a holder that
-  is still working :func:`renew`\\s before half the lease is spent
-  (:func:`half_spent`), so a slow holder is not taken over.
+  the work may be claimed again. Never judged by elapsed time alone: a holder still
+  at work calls :func:`renew` once half the lease is spent (:func:`half_spent`), so
+  a slow holder is not taken over.
 - The outcome is recorded by :func:`finish`, only while the owner still holds the
   lease: a holder whose lease ran out and was taken over updates nothing (0 rows)
   and its result is dropped, so the new owner's stands. :func:`release` gives
