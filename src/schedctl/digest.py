@@ -21,8 +21,9 @@ rendered (grouped by ``digest_key``, the newest ``max_items`` listed, "and N mor
 and enqueued (key ``digest:{user}:{date}``), the notifications are marked consumed
 by the digest and the day recorded ``completed`` -- or ``skipped`` when there was
 nothing new -- and all of it commits together. A process killed anywhere leaves a
-page done or untouched; a notification that arrives after the claim waits for the
-next local day.
+page done or untouched, so a digest day holds no lease across transactions (the row
+locks are its lease; see leases.py); a notification that arrives after the claim
+waits for the next local day.
 
 Quota. With a daily quota each digest that has something to send reserves one unit
 of the UTC day's budget in its claim transaction (``quota.reserve``, the guarded
@@ -44,7 +45,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -55,7 +55,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from schedctl import quota
+from schedctl import leases, quota
 from schedctl.cadence import first_instant_at_or_after, parse_timezone
 from schedctl.config import Settings
 from schedctl.db import dialect
@@ -446,8 +446,7 @@ class DigestRun:
         self.db = db
         self.settings = settings
         self.options = options
-        self._start_now = now
-        self._start = time.monotonic()
+        self.now = leases.clock_from(now)  # ``now`` advanced by the time run since
         self.max_items = settings.digest_max_items
         self.catch_up_days = settings.digest_catch_up_days
         self.retention = settings.digest_retention
@@ -457,10 +456,6 @@ class DigestRun:
         self.prepaid: dict[int, quota.Reservation] = {}
         self.exhausted = False  # the day's budget ran out during this run
         self.handled = 0
-
-    def now(self) -> datetime:
-        """The run's start instant plus the time it has run since (SCHEDCTL_NOW-safe)."""
-        return self._start_now + timedelta(seconds=time.monotonic() - self._start)
 
     @property
     def room(self) -> int:

@@ -2,8 +2,8 @@
 
 Each round claims a batch in one short transaction (``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL; SQLite's write lock serialises claimers), applies the rules that need
-no mail server, stamps a lease (owner ``host:pid:nonce``, expiry) on what is left
-and commits. The batch is then sent outside any transaction over one backend
+no mail server, stamps a lease (leases.py: owner ``host:pid:nonce``, expiry) on what
+is left and commits. The batch is then sent outside any transaction over one backend
 connection, and each outcome is recorded in its own transaction, guarded by the
 lease owner, together with its ``email_log`` row.
 
@@ -51,21 +51,17 @@ to record: the attempt is not logged and the batch goes on.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-import socket
-import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.message import EmailMessage
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from schedctl import quota
+from schedctl import leases, quota
 from schedctl.config import Settings
 from schedctl.db import dialect
 from schedctl.db.database import Database
@@ -141,11 +137,6 @@ def check_delivery_settings(settings: Settings) -> None:
     mail_backend(settings).close()
 
 
-def lease_owner() -> str:
-    """This process's lease owner: host:pid plus a nonce (pids repeat across hosts)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
 def _recipient(row: Any) -> str | None:
     try:
         return validate_email(row.recipient) if row.recipient else None
@@ -157,7 +148,7 @@ def _recipient(row: Any) -> str | None:
 class _Batch:
     rows: list[Any]  # claimed and leased, still to send
     selected: int  # due rows the claim looked at, including those settled at once
-    claimed_at: float
+    lease_expires_at: datetime  # of the rows' leases (unused when there are none)
 
 
 class Dispatcher:
@@ -177,9 +168,8 @@ class Dispatcher:
         self.policy = policy or policy_for(settings)
         self.backend = backend or mail_backend(settings)
         self.quota_limit = quota.daily_limit(settings)
-        self.owner = lease_owner()
-        self._start_now = now
-        self._start = time.monotonic()
+        self.owner = leases.new_owner()
+        self.now = leases.clock_from(now)  # ``now`` advanced by the time run since
         self.alerts: list[quota.QuotaAlert] = []
         self._alerted: set[tuple[str, int]] = set()
         self._exhausted_day: str | None = None
@@ -190,17 +180,13 @@ class Dispatcher:
         # reserves one per digest it builds); used by their send, else given back.
         self.prepaid: dict[int, quota.Reservation] = {}
 
-    def now(self) -> datetime:
-        """The injected start instant plus the time this process has run since."""
-        return self._start_now + timedelta(seconds=time.monotonic() - self._start)
-
     # ---------------------------------------------------------------- claiming
 
     def claim_due(self, size: int, counts: Counter[str]) -> _Batch:
         """Claim up to ``size`` due messages; settle those the rules decide at once."""
         disabled = self.policy.disabled_types
 
-        def work(conn: sa.Connection) -> tuple[list[Any], int, Counter[str]]:
+        def work(conn: sa.Connection) -> tuple[list[Any], int, Counter[str], datetime]:
             now = self.now()
             query = (
                 sa.select(messages)
@@ -208,9 +194,7 @@ class Dispatcher:
                     messages.c.status.in_(("scheduled", "retrying")),
                     messages.c.send_at <= now,
                     sa.or_(messages.c.next_attempt_at.is_(None), messages.c.next_attempt_at <= now),
-                    sa.or_(
-                        messages.c.lease_expires_at.is_(None), messages.c.lease_expires_at < now
-                    ),
+                    leases.free(messages, now),
                 )
                 .order_by(messages.c.send_at, messages.c.id)
                 .limit(size)
@@ -222,23 +206,22 @@ class Dispatcher:
             rows = list(conn.execute(dialect.claim(query, conn)))
             settled: Counter[str] = Counter()
             if not rows:
-                return [], 0, settled
+                return [], 0, settled, now
             sendable = self._settle(conn, rows, now, settled)
-            if sendable:
-                self.stamp_lease(conn, [r.id for r in sendable], now)
-            return sendable, len(rows), settled
+            expires_at = self.stamp_lease(conn, [r.id for r in sendable], now)
+            return sendable, len(rows), settled, expires_at
 
         # Counted only once committed: a retried transaction must not count twice.
-        rows, selected, settled = self.db.transaction(work)
+        rows, selected, settled, expires_at = self.db.transaction(work)
         counts.update(settled)
-        return _Batch(rows, selected, time.monotonic())
+        return _Batch(rows, selected, expires_at)
 
-    def stamp_lease(self, conn: sa.Connection, ids: list[int], now: datetime) -> None:
-        conn.execute(
-            messages.update()
-            .where(messages.c.id.in_(ids))
-            .values(lease_owner=self.owner, lease_expires_at=now + self.policy.lease)
-        )
+    def stamp_lease(self, conn: sa.Connection, ids: list[int], now: datetime) -> datetime:
+        """Lease the claimed messages ``ids`` to this dispatcher; the lease's expiry."""
+        expires_at = now + self.policy.lease
+        if ids:
+            leases.stamp(conn, messages, ids, self.owner, expires_at)
+        return expires_at
 
     def _settle(
         self, conn: sa.Connection, rows: list[Any], now: datetime, counts: Counter[str]
@@ -310,26 +293,18 @@ class Dispatcher:
         conn.execute(
             messages.update()
             .where(messages.c.id == message_id)
-            .values(updated_at=now, lease_owner=None, lease_expires_at=None, **values)
+            .values(updated_at=now, **leases.CLEARED, **values)
         )
 
     def renew(self, batch: _Batch) -> list[Any]:
         """Extend the leases of the batch's unsent rows; return those still ours."""
         ids = [r.id for r in batch.rows]
 
-        def work(conn: sa.Connection) -> set[int]:
-            conn.execute(
-                messages.update()
-                .where(messages.c.id.in_(ids), messages.c.lease_owner == self.owner)
-                .values(lease_expires_at=self.now() + self.policy.lease)
-            )
-            owned = sa.select(messages.c.id).where(
-                messages.c.id.in_(ids), messages.c.lease_owner == self.owner
-            )
-            return {int(i) for (i,) in conn.execute(owned)}
+        def work(conn: sa.Connection) -> tuple[set[int], datetime]:
+            expires_at = self.now() + self.policy.lease
+            return leases.renew(conn, messages, ids, self.owner, expires_at), expires_at
 
-        owned = self.db.transaction(work)
-        batch.claimed_at = time.monotonic()
+        owned, batch.lease_expires_at = self.db.transaction(work)
         return [r for r in batch.rows if r.id in owned]
 
     def release(
@@ -344,17 +319,13 @@ class Dispatcher:
         ids = [r.id for r in rows]
         if not ids and reservation is None:
             return
-        values: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+        values: dict[str, Any] = {}
         if next_attempt_at is not None:
             values["next_attempt_at"] = next_attempt_at
 
         def work(conn: sa.Connection) -> None:
             if ids:
-                conn.execute(
-                    messages.update()
-                    .where(messages.c.id.in_(ids), messages.c.lease_owner == self.owner)
-                    .values(**values)
-                )
+                leases.release(conn, messages, ids, self.owner, **values)
             if reservation is not None:
                 quota.release(conn, reservation)
 
@@ -598,11 +569,9 @@ class Dispatcher:
         def work(
             conn: sa.Connection,
         ) -> tuple[Literal["recorded", "lost", "gone"], tuple[int, list[quota.QuotaAlert]]]:
-            updated = conn.execute(
-                messages.update()
-                .where(messages.c.id == row.id, messages.c.lease_owner == self.owner)
-                .values(lease_owner=None, lease_expires_at=None, updated_at=now, **values)
-            ).rowcount
+            updated = leases.finish(
+                conn, messages, self.owner, messages.c.id == row.id, updated_at=now, **values
+            )
             # Our UPDATE holds the row until commit; otherwise hold it while we log.
             if not updated and not _still_there(conn, row.id):
                 return "gone", settle(conn)
@@ -707,10 +676,10 @@ def dispatch_due(
 def _send_batch(dispatcher: Dispatcher, batch: _Batch, counts: Counter[str]) -> bool:
     """Send a claimed batch; True when dispatching should stop for this run."""
     pending = list(batch.rows)
-    half_lease = dispatcher.policy.lease.total_seconds() / 2
+    lease = dispatcher.policy.lease
     try:
         while pending:
-            if time.monotonic() - batch.claimed_at > half_lease:
+            if leases.half_spent(batch.lease_expires_at, lease, dispatcher.now()):
                 batch.rows = pending
                 pending = dispatcher.renew(batch)
                 continue
@@ -801,7 +770,7 @@ def send_now(
     def claim(conn: sa.Connection) -> tuple[Any, str | None]:
         row = get_message(conn, message_id, account_id=account_id, lock=True)
         at = dispatcher.now()
-        if row.lease_owner and row.lease_expires_at is not None and row.lease_expires_at > at:
+        if leases.is_live(row, at):
             return None, "IN_PROGRESS"
         if row.status == "sent" and not force:
             return None, "ALREADY_SENT"

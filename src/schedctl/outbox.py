@@ -18,6 +18,7 @@ from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
 
+from schedctl import leases
 from schedctl.db import dialect
 from schedctl.db.schema import installation, messages
 from schedctl.delivery.message import make_message_id
@@ -210,7 +211,7 @@ def edit_message(
         )
     status = validate_status(status) if status is not None else None
     row = get_message(conn, message_id, account_id=account_id, lock=True)
-    if row.lease_expires_at is not None and row.lease_expires_at > now:
+    if leases.is_live(row, now):
         raise TemporaryError(f"message {message_id} is being sent right now; try again shortly")
     values: dict[str, Any] = {"updated_at": now}
     if send_at is not None:
@@ -251,10 +252,9 @@ def delete_messages(
     scope = [messages.c.account_id == account_id]
     if type is not None:
         scope.append(messages.c.type == type)
-    live = sa.and_(messages.c.lease_expires_at.is_not(None), messages.c.lease_expires_at > at)
     # PostgreSQL re-checks the condition on a row a concurrent claim just leased.
-    deleted = conn.execute(messages.delete().where(*scope, sa.not_(live))).rowcount
+    deleted = conn.execute(messages.delete().where(*scope, leases.free(messages, at))).rowcount
     in_flight = conn.execute(
-        sa.select(sa.func.count()).select_from(messages).where(*scope, live)
+        sa.select(sa.func.count()).select_from(messages).where(*scope, leases.live(messages, at))
     ).scalar()
     return DeleteResult(int(deleted or 0), int(in_flight or 0))

@@ -6,7 +6,7 @@ elsewhere), decide each missed slot by the catch-up policy, insert the runs
 (a unique (schedule_id, slot) conflict means another tick did it), advance
 ``next_run_at`` and commit. Any number of concurrent ticks create each run once.
 
-Execute. Claim a few runs (CLAIM_BATCH) with a lease (owner host:pid, RUN_LEASE),
+Execute. Claim a few runs (CLAIM_BATCH) with a lease (leases.py; RUN_LEASE long),
 commit; produce each report with no transaction open; then, in one transaction,
 mark the run succeeded -- only if this process still holds its lease -- and enqueue
 one message per recipient. A process killed anywhere leaves either nothing or runs
@@ -42,23 +42,21 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import socket
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 
-from schedctl import outbox, reports
+from schedctl import leases, outbox, reports
 from schedctl.cadence import next_slot, slots_between
 from schedctl.config import Settings
 from schedctl.db import dialect
 from schedctl.db.database import Database
 from schedctl.db.schema import messages, schedule_runs, schedules
 from schedctl.errors import NotFound, SchedctlError
+from schedctl.leases import Clock
 from schedctl.schedules import Schedule
 
 if TYPE_CHECKING:
@@ -80,15 +78,9 @@ ENQUEUED = "ENQUEUED"
 MISSING_RECIPIENT = "MISSING_RECIPIENT"
 REPORT_FAILED = "REPORT_FAILED"
 
-Clock = Callable[[], datetime]
 # The predicate of the partial unique index on (schedule_id, slot), written as in sql/.
 _NOT_MANUAL = sa.text("NOT manual")
 _ONE_MICROSECOND = timedelta(microseconds=1)
-
-
-def lease_owner() -> str:
-    """Who holds a lease: this host and process."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 # --- catch-up decisions (pure) -------------------------------------------------------
@@ -201,9 +193,8 @@ def _materialise_batch(conn: sa.Connection, now: datetime, size: int) -> TickCou
                     status="failed",
                     error=f"the schedule cannot be read: {exc.message}"[:MAX_ERROR_LENGTH],
                     finished_at=now,
-                    lease_owner=None,
-                    lease_expires_at=None,
                     next_attempt_at=None,
+                    **leases.CLEARED,
                 )
             ).rowcount
             continue
@@ -291,7 +282,7 @@ def _claimable(now: datetime) -> sa.ColumnElement[bool]:
     return sa.and_(
         sa.or_(
             c.status == "queued",
-            sa.and_(c.status == "running", c.lease_expires_at <= now),
+            _orphaned(now),
             sa.and_(c.status == "failed", c.next_attempt_at <= now),
         ),
         _schedule_active(),
@@ -304,9 +295,14 @@ def _waiting(now: datetime) -> sa.ColumnElement[bool]:
     c = schedule_runs.c
     return sa.or_(
         c.status == "queued",
-        sa.and_(c.status == "running", c.lease_expires_at <= now),
+        _orphaned(now),
         sa.and_(c.status == "failed", c.next_attempt_at.is_not(None)),
     )
+
+
+def _orphaned(now: datetime) -> sa.ColumnElement[bool]:
+    """A run whose process died: still running, under an expired lease."""
+    return sa.and_(schedule_runs.c.status == "running", leases.expired(schedule_runs, now))
 
 
 def skip_paused_runs(db: Database, now: datetime) -> int:
@@ -325,9 +321,8 @@ def skip_paused_runs(db: Database, now: datetime) -> int:
             status="skipped",
             error=sa.case((c.error.is_(None), PAUSED), else_=kept_error),
             finished_at=now,
-            lease_owner=None,
-            lease_expires_at=None,
             next_attempt_at=None,
+            **leases.CLEARED,
         )
     )
     return int(db.transaction(lambda conn: conn.execute(statement).rowcount))
@@ -361,28 +356,26 @@ def claim_runs(
                     error=f"the process running it stopped (lease expired) on attempt"
                     f" {MAX_ATTEMPTS} of {MAX_ATTEMPTS}",
                     finished_at=now,
-                    lease_owner=None,
-                    lease_expires_at=None,
                     next_attempt_at=None,
+                    **leases.CLEARED,
                 )
             )
         ids = [r.id for r in rows if r.id not in dead]
         if not ids:
             return [], len(dead)
-        runs = conn.execute(
-            schedule_runs.update()
-            .where(c.id.in_(ids))
-            .values(
-                status="running",
-                attempt=c.attempt + 1,
-                lease_owner=owner,
-                lease_expires_at=now + RUN_LEASE,
-                next_attempt_at=None,
-                started_at=now,
-                finished_at=None,
-            )
-            .returning(c.id, c.slot, c.attempt, c.manual, c.schedule_id, c.lease_expires_at)
-        ).all()
+        runs = leases.stamp(
+            conn,
+            schedule_runs,
+            ids,
+            owner,
+            now + RUN_LEASE,
+            returning=[c.id, c.slot, c.attempt, c.manual, c.schedule_id, c.lease_expires_at],
+            status="running",
+            attempt=c.attempt + 1,
+            next_attempt_at=None,
+            started_at=now,
+            finished_at=None,
+        )
         owners = conn.execute(
             sa.select(schedules).where(schedules.c.id.in_({r.schedule_id for r in runs}))
         ).all()
@@ -398,8 +391,7 @@ def claim_runs(
                         status="failed",
                         error=f"the schedule cannot be read: {exc.message}",
                         finished_at=now,
-                        lease_owner=None,
-                        lease_expires_at=None,
+                        **leases.CLEARED,
                     )
                 )
         claimed = [
@@ -477,20 +469,9 @@ def execute_run(
     domain = outbox.mail_domain(settings.mail_from)
 
     def finish(conn: sa.Connection) -> int | None:
-        # The guard: if the lease expired and another process claimed the run, this
-        # process's result is dropped and the new owner's stands.
-        done = conn.execute(
-            schedule_runs.update()
-            .where(_still_held(run.id, owner))
-            .values(
-                status="succeeded",
-                finished_at=now,
-                lease_owner=None,
-                lease_expires_at=None,
-                error=None,
-            )
-        ).rowcount
-        if done != 1:
+        # If the lease expired and another process claimed the run, this process's
+        # result is dropped and the new owner's stands.
+        if not _finish_run(conn, run, owner, status="succeeded", finished_at=now, error=None):
             return None
         return len(outbox.enqueue(conn, items, now=now, domain=domain))
 
@@ -501,13 +482,13 @@ def execute_run(
     return RunResult("succeeded", messages=enqueued)
 
 
-def _still_held(run_id: int, owner: str) -> sa.ColumnElement[bool]:
-    """The run is still running under this process's lease (not taken over)."""
-    return sa.and_(
-        schedule_runs.c.id == run_id,
-        schedule_runs.c.lease_owner == owner,
-        schedule_runs.c.status == "running",
+def _finish_run(conn: sa.Connection, run: ClaimedRun, owner: str, **values: Any) -> bool:
+    """Record a run's outcome, only if it is still running under ``owner``'s lease."""
+    c = schedule_runs.c
+    done = leases.finish(
+        conn, schedule_runs, owner, c.id == run.id, c.status == "running", **values
     )
+    return done == 1
 
 
 def _record_failure(
@@ -527,17 +508,14 @@ def _record_failure(
     final = run.attempt >= MAX_ATTEMPTS or not retryable
     retry_at = None if final else now + RETRY_BACKOFF * 2 ** (run.attempt - 1)
     db.transaction(
-        lambda conn: conn.execute(
-            schedule_runs.update()
-            .where(_still_held(run.id, owner))
-            .values(
-                status="failed",
-                error=error,
-                finished_at=now,
-                lease_owner=None,
-                lease_expires_at=None,
-                next_attempt_at=retry_at,
-            )
+        lambda conn: _finish_run(
+            conn,
+            run,
+            owner,
+            status="failed",
+            error=error,
+            finished_at=now,
+            next_attempt_at=retry_at,
         )
     )
     when = "no more retries" if retry_at is None else f"retry after {retry_at.isoformat()}"
@@ -552,16 +530,15 @@ def release_runs(db: Database, claimed: Sequence[ClaimedRun], owner: str) -> Non
     """Give back leased runs not started, as if never claimed, for any process to take."""
     c = schedule_runs.c
     db.transaction(
-        lambda conn: conn.execute(
-            schedule_runs.update()
-            .where(c.id.in_([r.id for r in claimed]), c.lease_owner == owner, c.status == "running")
-            .values(
-                status="queued",
-                attempt=c.attempt - 1,
-                lease_owner=None,
-                lease_expires_at=None,
-                started_at=None,
-            )
+        lambda conn: leases.release(
+            conn,
+            schedule_runs,
+            [r.id for r in claimed],
+            owner,
+            c.status == "running",
+            status="queued",
+            attempt=c.attempt - 1,
+            started_at=None,
         )
     )
 
@@ -586,7 +563,7 @@ def execute_due_runs(
                 continue
             break
         for index, run in enumerate(claimed):
-            if clock() >= run.lease_expires_at - RUN_LEASE / 2:
+            if leases.half_spent(run.lease_expires_at, RUN_LEASE, clock()):
                 release_runs(db, claimed[index:], owner)
                 break
             attempted += 1
@@ -613,13 +590,8 @@ def run_schedules(
     counts: due, runs_created, runs_skipped, runs_succeeded, runs_failed,
     messages_enqueued, schedules_invalid.
     """
-    owner = owner or lease_owner()
-    started = time.monotonic()
-
-    def clock() -> datetime:
-        # ``now`` may be SCHEDCTL_NOW; leases and timestamps move on from it.
-        return now + timedelta(seconds=time.monotonic() - started)
-
+    owner = owner or leases.new_owner()
+    clock = leases.clock_from(now)
     counts = materialise_due(db, now, limit)
     try:
         counts.add(execute_due_runs(db, settings, clock, owner, limit))
@@ -647,11 +619,8 @@ def run_schedule_now(
     - ``REPORT_FAILED``: the run is recorded failed with its error; later ticks
       retry it like any failed run, unless the error says retrying cannot help.
     """
-    owner = lease_owner()
-    started = time.monotonic()
-
-    def clock() -> datetime:
-        return now + timedelta(seconds=time.monotonic() - started)
+    owner = leases.new_owner()
+    clock = leases.clock_from(now)
 
     def start(conn: sa.Connection) -> ClaimedRun:
         row = conn.execute(
@@ -672,10 +641,9 @@ def run_schedule_now(
                 manual=True,
                 status="running",
                 attempt=1,
-                lease_owner=owner,
-                lease_expires_at=now + RUN_LEASE,
                 started_at=now,
                 created_at=now,
+                **leases.held(owner, now + RUN_LEASE),
             )
             .returning(schedule_runs.c.id)
         ).scalar_one()

@@ -8,10 +8,10 @@ hosts and to kill at any point.
 
 from __future__ import annotations
 
-import time
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
+from schedctl import leases
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.dispatch import check_delivery_settings, dispatch_due
@@ -35,7 +35,7 @@ def run_tick(
         "messages_failed": 0,
         "messages_deferred": 0,
     }
-    started = time.monotonic()
+    clock = leases.clock_from(now)
     check_delivery_settings(settings)  # a configuration error stops the tick before any write
     # 1. Schedules: materialise due runs, execute them (report -> outbox).
     counts.update(run_schedules(db, settings, now, limit))
@@ -48,8 +48,7 @@ def run_tick(
 
     # 4. Dispatch due messages, including those enqueued by steps 1-3 (their send
     #    time is the tick's clock, so dispatch looks at the time that has passed since).
-    dispatch_now = now + timedelta(seconds=time.monotonic() - started)
-    counts.update(dispatch_due(db, settings, dispatch_now))
+    counts.update(dispatch_due(db, settings, clock()))
     return counts
 
 

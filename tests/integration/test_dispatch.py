@@ -306,7 +306,7 @@ def test_a_slow_batch_renews_its_leases_and_skips_rows_it_lost(
                 messages.update().where(messages.c.id == ids[1]).values(lease_owner="other:2:x")
             )
         )
-        batch.claimed_at -= dispatcher.policy.lease.total_seconds()
+        batch.lease_expires_at -= dispatcher.policy.lease
         counts: Counter[str] = Counter()
         with dispatcher.backend:
             _send_batch(dispatcher, batch, counts)
