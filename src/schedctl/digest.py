@@ -554,6 +554,7 @@ class DigestRun:
         if not claimed:  # another run took every day of this page since it was read
             return page
         page.counts["users_due"] += len(claimed)
+        dialect.plan_for_current_sizes(conn)
         if retried:
             page.counts["digests_retried"] += len(claimed)
         now = self.now()

@@ -86,6 +86,20 @@ def insert_ignore(
     return list(result.all()) if returning else []
 
 
+def plan_for_current_sizes(conn: sa.Connection) -> None:
+    """Plan this transaction's statements, foreign-key checks included, for the tables
+    as they are now (PostgreSQL; SQLite has no plan cache to speak of).
+
+    A backend caches one generic plan per foreign-key check. Made while the referenced
+    table was nearly empty (a new installation's first large run), it is a sequential
+    scan, and every later check in the session costs time in proportion to the rows
+    inserted since: the digest's first run over 40,000 users spent 70 of its 116 s in
+    them. A custom plan per execution costs a fraction of a millisecond.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
+
+
 def begin_read_only(conn: sa.Connection, timeout_s: float) -> None:
     """Make this transaction read-only, with a statement timeout where there is one.
 
