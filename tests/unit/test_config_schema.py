@@ -164,7 +164,10 @@ def test_importing_config_stays_cheap() -> None:
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
-    assert result.stdout.strip() == "['schedctl.config', 'schedctl.errors']"
+    assert result.stdout.strip() == (
+        "['schedctl.config', 'schedctl.distribute', 'schedctl.distribute.config',"
+        " 'schedctl.errors']"
+    )
 
 
 def test_the_readme_configuration_example_is_valid(tmp_path: Path) -> None:
