@@ -113,7 +113,9 @@ def test_url_normalisation_and_masking() -> None:
     assert "s3cret" not in mask_url("postgresql://u:s3cret@h:notaport/db")
 
 
-@pytest.mark.parametrize("url", ["not a url", "mssql+pyodbc://u@h/db", "postgresql+psycopg2://u@h/db"])
+@pytest.mark.parametrize(
+    "url", ["not a url", "mssql+pyodbc://u@h/db", "postgresql+psycopg2://u@h/db"]
+)
 def test_bad_urls_are_config_errors(url: str) -> None:
     with pytest.raises(ConfigError):
         parse_url(url)
