@@ -21,6 +21,8 @@ import sqlalchemy as sa
 # An arbitrary constant: the advisory lock key that serialises `db upgrade` runs.
 MIGRATION_LOCK_KEY = 0x5C4ED
 ACCOUNT_SETTING = "schedctl.account_id"
+# Oracle and MySQL/MariaDB: the first statement of a read-only transaction.
+READ_ONLY_TRANSACTION = "SET TRANSACTION READ ONLY"
 
 
 def server_now(conn: sa.Connection) -> datetime:
@@ -126,7 +128,7 @@ def begin_read_only(conn: sa.Connection, timeout_s: float) -> None:
         conn.exec_driver_sql("PRAGMA query_only = ON")
     else:  # Oracle, MySQL/MariaDB: data sources of `distribute`
         # Both take it as the first statement of the transaction.
-        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+        conn.exec_driver_sql(READ_ONLY_TRANSACTION)
 
 
 # The errors of a statement that read-only mode refuses, or that cannot run as written:
@@ -204,9 +206,17 @@ def lock_for_insert(conn: sa.Connection, table: sa.Table) -> None:
     made with FOR UPDATE (`existence_check`), whose next-key locks keep the checked
     keys from being inserted by anyone else until commit.
     """
-    if conn.dialect.name in ("postgresql", "oracle"):
-        name = conn.dialect.identifier_preparer.format_table(table)
-        conn.exec_driver_sql(f"LOCK TABLE {name} IN SHARE ROW EXCLUSIVE MODE")
+    statement = lock_table_statement(conn.dialect, table)
+    if statement is not None:
+        conn.exec_driver_sql(statement)
+
+
+def lock_table_statement(sa_dialect: sa.Dialect, table: sa.Table) -> str | None:
+    """The LOCK TABLE statement of `lock_for_insert` for a dialect, or None."""
+    if sa_dialect.name not in ("postgresql", "oracle"):
+        return None
+    name = sa_dialect.identifier_preparer.format_table(table)
+    return f"LOCK TABLE {name} IN SHARE ROW EXCLUSIVE MODE"
 
 
 def existence_check(select: sa.Select[Any], conn: sa.Connection) -> sa.Select[Any]:
