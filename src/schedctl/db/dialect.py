@@ -219,6 +219,12 @@ def lock_table_statement(sa_dialect: sa.Dialect, table: sa.Table) -> str | None:
     return f"LOCK TABLE {name} IN SHARE ROW EXCLUSIVE MODE"
 
 
+def in_list_limit(conn: sa.Connection) -> int:
+    """How many values one IN (...) list may hold: Oracle refuses more than 1000
+    (ORA-01795); elsewhere a batch's worth is fine."""
+    return 1000 if conn.dialect.name == "oracle" else 10_000
+
+
 def existence_check(select: sa.Select[Any], conn: sa.Connection) -> sa.Select[Any]:
     """The check half of lock_for_insert's check-then-insert (FOR UPDATE on MySQL)."""
     return select.with_for_update() if is_mysql(conn) else select

@@ -31,7 +31,6 @@ from schedctl.errors import DatabaseUnavailable, SchedctlError, UsageError
 
 SOURCE_CHUNK = 10_000  # rows fetched from the source at a time
 MAX_CAMPAIGNS = 10_000
-IN_LIST = 1000  # values per IN (...) list: Oracle's limit
 
 
 class StageError(SchedctlError):
@@ -265,8 +264,9 @@ class DestinationWriter:
             dialect.set_local_time_zone(conn, self.tz)
             dialect.lock_for_insert(conn, table)
             present: set[str] = set()
-            for start in range(0, len(ids), IN_LIST):
-                chunk = ids[start : start + IN_LIST]
+            size = dialect.in_list_limit(conn)
+            for start in range(0, len(ids), size):
+                chunk = ids[start : start + size]
                 check = dialect.existence_check(
                     existing_query(table, self.destination, group_ids, chunk), conn
                 )
