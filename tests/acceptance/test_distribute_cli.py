@@ -12,6 +12,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import os
 import random
 import sqlite3
 from dataclasses import dataclass
@@ -169,6 +170,32 @@ def test_a_day_is_distributed_once_and_mailed(files: Files) -> None:
     body = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     assert "SC00000002" in body
     assert not any(i in body or i in attachment.get_content().decode() for i in files.ids)
+
+
+def test_concurrent_runs_write_once(files: Files) -> None:
+    import subprocess
+
+    from conftest import SCHEDCTL
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDCTL_")}
+    env.update(
+        SCHEDCTL_DATABASE_URL=files.db_url, SCHEDCTL_CONFIG=str(files.config()),
+        SCHEDCTL_NOW=NOW, SCHEDCTL_MAIL_BACKEND="file",
+        SCHEDCTL_MAIL_FILE_DIR=str(files.tmp / "mail"),
+    )  # fmt: skip
+    processes = [
+        subprocess.Popen([str(SCHEDCTL), "distribute", "--json"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]  # fmt: skip
+    outcomes = [p.communicate(timeout=120) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0], outcomes
+    statuses = sorted(json.loads(out)["status"] for out, _ in outcomes)
+    assert statuses == ["already_done", "already_done", "completed"], outcomes
+    assert len(files.rows("dssb", "sc_target")) == 320
+    assert len(set(files.rows("dssb", "sc_target"))) == 320
+    assert len(files.rows("spss", "sc_mirror")) == 320
+    assert len(files.mails()) == 1
 
 
 def test_a_backfill_of_an_earlier_date(files: Files) -> None:

@@ -370,6 +370,7 @@ class DistributeRun:
     def hold(self) -> store.Day | Outcome:
         """Hold the day's lease, waiting while another live run holds it."""
         deadline = time.monotonic() + self.job.wait.total_seconds()
+        waiting = False
         while True:
             try:
                 held = self.db.transaction(self._hold)
@@ -380,6 +381,10 @@ class DistributeRun:
                 held = None
             if held is not None:
                 return held
+            if not waiting:
+                waiting = True
+                log.info("another run holds %s: waiting for it", self.day.isoformat())
+                self.progress.start("waiting")
             if time.monotonic() >= deadline:
                 raise TemporaryError(
                     f"the distribution of {self.day.isoformat()} is in progress in another run;"
