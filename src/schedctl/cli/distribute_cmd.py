@@ -112,11 +112,15 @@ class _progress:
             from schedctl.distribute.run import SILENT
 
             return SILENT
+        import os
+
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+        console = Console(stderr=True, no_color=bool(os.environ.get("NO_COLOR")) or None)
         self.display = Progress(
             TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
-            transient=False,
+            console=console, transient=False,
         )  # fmt: skip
         self.display.start()
         return self

@@ -27,7 +27,7 @@ from schedctl.db import dialect
 from schedctl.db.database import Database, first_line, is_transient
 from schedctl.distribute.config import Destination, Source
 from schedctl.distribute.plan import Campaign, as_date, campaign_order, scrub
-from schedctl.errors import DatabaseUnavailable, SchedctlError, UsageError
+from schedctl.errors import DatabaseUnavailable, SchedctlError
 
 SOURCE_CHUNK = 10_000  # rows fetched from the source at a time
 MAX_CAMPAIGNS = 10_000
@@ -59,7 +59,7 @@ def stage(name: str, db: Database | None, ids: Sequence[str] = ()) -> Iterator[N
     except DatabaseUnavailable as exc:
         text = scrub(exc.message.removeprefix("database unavailable "), ids)
         raise StageError(name, f"{name} database unavailable {text}", temporary=True) from None
-    except (UsageError, SchedctlError) as exc:
+    except SchedctlError as exc:
         raise StageError(name, f"{name}{where}: {scrub(exc.message, ids)}") from None
     except sa.exc.SQLAlchemyError as exc:
         text = scrub(first_line(exc), ids)

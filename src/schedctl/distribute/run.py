@@ -465,8 +465,7 @@ class DistributeRun:
                 finished=finished,
             )  # fmt: skip
 
-        with stage("plan", None):
-            held = self.db.transaction(work)
+        held = self.db.transaction(work)  # schedctl's own database: its errors are its own
         if not held:
             raise LeaseLost(
                 f"another run took the distribution of {self.day.isoformat()} over (this"
@@ -521,6 +520,7 @@ class DistributeRun:
 
     def fail_unplanned(self, exc: StageError) -> Outcome:
         """A stage failed before a plan was stored (campaigns, source, plan)."""
+        exc = StageError(exc.stage, self.settings.redact(exc.message), temporary=exc.temporary)
         result = self.result("failed", reason=exc.message, stage=exc.stage)
 
         def work(conn: sa.Connection) -> None:
@@ -537,6 +537,7 @@ class DistributeRun:
 
     def fail_planned(self, day: store.Day, exc: StageError) -> Outcome:
         """A destination failed while copying: let the day go, a rerun resumes it."""
+        exc = StageError(exc.stage, self.settings.redact(exc.message), temporary=exc.temporary)
 
         def work(conn: sa.Connection) -> dict[str, Any]:
             now = self.clock()
@@ -558,10 +559,10 @@ class DistributeRun:
 
     def critical(self, exc: BaseException) -> None:
         """An unexpected error: mail the operators (best effort), then it is raised."""
-        result = self.result(
-            "failed", reason=f"internal error: {type(exc).__name__}", stage="internal"
-        )
         try:
+            result = self.result(
+                "failed", reason=f"internal error: {type(exc).__name__}", stage="internal"
+            )
             self.db.transaction(
                 lambda c: notify.enqueue_notice(c, self.settings, result, "critical", self.clock())
             )
