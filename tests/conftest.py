@@ -20,8 +20,9 @@ import psycopg
 import pytest
 
 # Tests control their own configuration: nothing from the developer's shell leaks in.
+# (SCHEDCTL_TEST_* variables configure the tests themselves and stay.)
 for _name in list(os.environ):
-    if _name.startswith("SCHEDCTL_") and _name != "SCHEDCTL_TEST_REQUIRE_POSTGRES":
+    if _name.startswith("SCHEDCTL_") and not _name.startswith("SCHEDCTL_TEST_"):
         del os.environ[_name]
 
 REPO = Path(__file__).resolve().parents[1]

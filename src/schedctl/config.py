@@ -30,6 +30,7 @@ from pathlib import Path
 from types import NoneType
 from typing import Any
 
+from schedctl.distribute import config as dist
 from schedctl.errors import ConfigError, ValidationError, did_you_mean, quoted
 
 DEFAULT_DATABASE_URL = "sqlite:///schedctl.db"
@@ -38,7 +39,7 @@ MIN_SECRET_LENGTH = 16  # the unsubscribe HMAC key: anything shorter is guessabl
 DEFAULT_DIGEST_RETENTION = timedelta(days=30)  # how long a digests row is kept
 
 # Tables in the file that are passed through untouched to the feature that reads them.
-RAW_TABLES = frozenset({"distribute", "reports", "events", "messages", "accounts"})
+RAW_TABLES = frozenset({"reports", "events", "messages", "accounts"})
 
 
 @dataclass(frozen=True)
@@ -231,16 +232,61 @@ class Settings:
     # that never ran may still be sent (0: only today); how long tracking rows live.
     digest_max_items: int = setting(50, at_least=1, at_most=10000)
     digest_catch_up_days: int = setting(0, at_least=0, at_most=1)
-    digest_retention: timedelta = setting(DEFAULT_DIGEST_RETENTION, parse=_duration)  # noqa: RUF009 (immutable)
+    digest_retention: timedelta = setting(DEFAULT_DIGEST_RETENTION, parse=_duration)
+    # The daily distribution ([distribute] in the file, SPEC §6; schedctl.distribute.config
+    # parses the structured values). The data sources are in the file only (SPEC §11).
+    distribute_source: dist.Source | None = setting(env=None, parse=dist.parse_source)
+    distribute_campaigns: dist.Source | None = setting(env=None, parse=dist.parse_source)
+    distribute_control: dist.Destination | None = setting(env=None, parse=dist.parse_control)
+    distribute_target: dist.Destination | None = setting(env=None, parse=dist.parse_target)
+    distribute_mirror: dist.Destination | None = setting(env=None, parse=dist.parse_mirror)
+    distribute_groups: tuple[str, ...] = setting(
+        dist.DEFAULT_GROUPS, env=None, parse=dist.parse_groups
+    )
+    distribute_control_groups: tuple[str, ...] = setting(
+        dist.DEFAULT_CONTROL_GROUPS, env=None, parse=dist.parse_groups
+    )
+    distribute_group_id_format: str = setting(
+        dist.DEFAULT_GROUP_ID_FORMAT, check=dist.check_group_id_format
+    )
+    distribute_locale: str = setting("en", choices=("en", "ru"))
+    distribute_tz: str = setting("UTC", check=dist.check_zone)  # the business date's zone
+    distribute_salt: str | None = setting()  # part of the assignment hash's key
+    distribute_notify: tuple[str, ...] = setting((), env=None, parse=dist.parse_addresses)
+    distribute_batch_size: int = setting(5000, at_least=1, at_most=100_000)
+    # How long a completed day's stored plan is kept (reconcile purges it after).
+    distribute_retention: timedelta = setting(
+        timedelta(days=30), parse=dist.duration_between(timedelta(days=1), timedelta(days=3660))
+    )
+    # A run's hold on the day; renewed as it copies, so it only runs out when the
+    # process died (then a rerun resumes after at most this long).
+    distribute_lease: timedelta = setting(
+        timedelta(minutes=5), parse=dist.duration_between(timedelta(seconds=1), timedelta(days=1))
+    )
+    # How long a run waits for another run holding the day before it exits 75.
+    distribute_wait: timedelta = setting(
+        timedelta(minutes=30), parse=dist.duration_between(timedelta(seconds=1), timedelta(days=1))
+    )
     # Raw tables from the TOML file that belong to one feature (RAW_TABLES).
     file_tables: Mapping[str, Any] = field(default_factory=dict)
 
     def thresholds_for(self, command: str) -> HeartbeatThresholds:
         return self.heartbeat_thresholds.get(command, FALLBACK_THRESHOLDS)
 
+    def database_urls(self) -> list[str]:
+        """schedctl's own database URL and those of the distribution's endpoints."""
+        endpoints = (
+            self.distribute_source,
+            self.distribute_campaigns,
+            self.distribute_control,
+            self.distribute_target,
+            self.distribute_mirror,
+        )
+        return [self.database_url, *(e.database_url for e in endpoints if e is not None)]
+
     def secrets(self) -> list[str]:
         """The secret values in force, for redaction of any text we print."""
-        values: list[Any] = [_url_password(self.database_url)]
+        values: list[Any] = [_url_password(url) for url in self.database_urls()]
         for name in SECRET_KEYS:
             value = getattr(self, name)
             values.extend(value.values() if isinstance(value, Mapping) else [value])
@@ -503,7 +549,16 @@ def load_settings(
             values[name], origins[name] = resolved
     settings = Settings(file_tables=tables, **values)
     _check_mail(settings, origins)
+    _check_distribute(settings, origins)
     return settings
+
+
+def _check_distribute(settings: Settings, origins: Mapping[str, str]) -> None:
+    """The rules between the ``[distribute]`` keys."""
+    where = origins.get("distribute_control_groups") or origins.get(
+        "distribute_groups", "[distribute] groups (default)"
+    )
+    dist.check_groups(settings.distribute_groups, settings.distribute_control_groups, where)
 
 
 def describe(settings: Settings) -> dict[str, Any]:

@@ -107,11 +107,15 @@ def test_url_normalisation_and_masking() -> None:
     assert parse_url("postgresql://u@h/db").drivername == "postgresql+psycopg"
     assert parse_url("sqlite:///x.db").drivername == "sqlite+pysqlite"
     assert parse_url("oracle://u:p@h/svc").drivername == "oracle+oracledb"
+    assert parse_url("mysql://u@h/db").drivername == "mysql+pymysql"  # a distribute source
+    assert parse_url("mariadb://u@h/db").drivername == "mariadb+pymysql"
     assert "s3cret" not in mask_url("postgresql://u:s3cret@h:5432/db")
     assert "s3cret" not in mask_url("postgresql://u:s3cret@h:notaport/db")
 
 
-@pytest.mark.parametrize("url", ["not a url", "mysql://u@h/db", "postgresql+psycopg2://u@h/db"])
+@pytest.mark.parametrize(
+    "url", ["not a url", "mssql+pyodbc://u@h/db", "postgresql+psycopg2://u@h/db"]
+)
 def test_bad_urls_are_config_errors(url: str) -> None:
     with pytest.raises(ConfigError):
         parse_url(url)

@@ -164,7 +164,10 @@ def test_importing_config_stays_cheap() -> None:
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
-    assert result.stdout.strip() == "['schedctl.config', 'schedctl.errors']"
+    assert result.stdout.strip() == (
+        "['schedctl.config', 'schedctl.distribute', 'schedctl.distribute.config',"
+        " 'schedctl.errors']"
+    )
 
 
 def test_the_readme_configuration_example_is_valid(tmp_path: Path) -> None:
@@ -174,3 +177,15 @@ def test_the_readme_configuration_example_is_valid(tmp_path: Path) -> None:
     settings = from_file(tmp_path, example)
     assert settings.mail_backend == "smtp"
     assert settings.heartbeat_commands == ("tick", "digest", "reconcile")
+
+
+def test_the_readme_distribute_example_is_valid(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Distribute", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    settings = from_file(tmp_path, example)
+    assert settings.distribute_tz == "Asia/Almaty"
+    assert settings.distribute_control is not None
+    assert settings.distribute_control.table_name == "sc_local_control"
+    assert settings.distribute_source is not None
+    assert "@spss" in settings.distribute_source.database_url

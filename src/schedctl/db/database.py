@@ -81,7 +81,31 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(orig, sqlite3.OperationalError):
         text = str(orig).lower()
         return "locked" in text or "busy" in text
+    if _is_other_transient(orig):
+        return True
     return _is_psycopg_operational(orig)
+
+
+# MySQL/MariaDB client and server error numbers after which the same transaction may
+# succeed: cannot connect, server gone or restarting, connection lost or killed,
+# too many connections, lock wait timeout, deadlock.
+_MYSQL_TRANSIENT = frozenset({1040, 1053, 1205, 1213, 1927, 2002, 2003, 2006, 2013, 2055, 4031})
+
+
+def _is_other_transient(orig: BaseException | None) -> bool:
+    """Transient errors of the data-source-only drivers (PyMySQL, oracledb)."""
+    module = type(orig).__module__ if orig is not None else ""
+    if module.startswith("pymysql"):
+        code = orig.args[0] if orig is not None and orig.args else None
+        return isinstance(code, int) and code in _MYSQL_TRANSIENT
+    if module.startswith("oracledb"):
+        # oracledb raises OperationalError for connection failures and losses; the
+        # error object says whether the same call may succeed again.
+        error = orig.args[0] if orig is not None and orig.args else None
+        return type(orig).__name__ == "OperationalError" or bool(
+            getattr(error, "isrecoverable", False)
+        )
+    return False
 
 
 def _is_psycopg_operational(orig: BaseException | None) -> bool:
@@ -114,11 +138,17 @@ class Database:
         retry_seconds: float = 20.0,
         account_id: int | None = None,
         environ: dict[str, str] | None = None,
+        store: bool = True,
     ) -> None:
-        """``create=False``: a missing SQLite file is an error, never created empty."""
+        """``create=False``: a missing SQLite file is an error, never created empty.
+
+        ``store=False``: a data source or destination of `distribute` (any supported
+        dialect), not schedctl's own database.
+        """
         self.url = parse_url(url)
         self._raw_url = url
-        self.engine = create_engine(url, sqlite_mode="rwc" if create else "rw")
+        self.store = store
+        self.engine = create_engine(url, store=store, sqlite_mode="rwc" if create else "rw")
         self.dialect = self.engine.dialect.name
         # Set when a SQLite file could only be opened for reading.
         self.read_only = False
@@ -218,7 +248,12 @@ class Database:
                 " (check the permissions of the file and of its directory)"
             ) from None
         if getattr(exc.orig, "sqlite_errorcode", None) == sqlite3.SQLITE_CANTOPEN:
-            if path and not os.path.exists(path) and os.path.isdir(os.path.dirname(path) or "."):
+            if (
+                self.store
+                and path
+                and not os.path.exists(path)
+                and os.path.isdir(os.path.dirname(path) or ".")
+            ):
                 raise SchemaMismatch(
                     f"{self.target} does not exist: run `schedctl db upgrade` to create it"
                 ) from None
@@ -228,7 +263,7 @@ class Database:
         """Read a file we may not write (nor write beside, for WAL's -shm) read-only."""
         log.debug("%s is read-only to this process: reading it read-only", self.target)
         self.engine.dispose()
-        self.engine = create_engine(self._raw_url, sqlite_mode="ro")
+        self.engine = create_engine(self._raw_url, store=self.store, sqlite_mode="ro")
         self.read_only = True
 
     def _log_retry(self, state: tenacity.RetryCallState) -> None:

@@ -1,8 +1,11 @@
-"""Everything that differs between SQLite and PostgreSQL, in one place.
+"""Everything that differs between the dialects, in one place.
 
 Callers build portable SQLAlchemy Core statements and ask this module for the few
 dialect-specific pieces: the server clock, a claim with SKIP LOCKED, insert-or-skip
-on a unique key, the migration lock and the row-level-security scope.
+on a unique key, the migration lock and the row-level-security scope -- and, for
+`distribute`'s data sources and destinations (also MySQL/MariaDB and Oracle), a
+read-only transaction, the lock that serialises writers of a destination table and
+the fastest bulk insert (COPY on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import sqlalchemy as sa
 # An arbitrary constant: the advisory lock key that serialises `db upgrade` runs.
 MIGRATION_LOCK_KEY = 0x5C4ED
 ACCOUNT_SETTING = "schedctl.account_id"
+# Oracle and MySQL/MariaDB: the first statement of a read-only transaction.
+READ_ONLY_TRANSACTION = "SET TRANSACTION READ ONLY"
 
 
 def server_now(conn: sa.Connection) -> datetime:
@@ -135,8 +140,9 @@ def begin_read_only(conn: sa.Connection, timeout_s: float) -> None:
         )
     elif name == "sqlite":
         conn.exec_driver_sql("PRAGMA query_only = ON")
-    else:  # Oracle, a supported data source
-        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+    else:  # Oracle, MySQL/MariaDB: data sources of `distribute`
+        # Both take it as the first statement of the transaction.
+        conn.exec_driver_sql(READ_ONLY_TRANSACTION)
 
 
 # The errors of a statement that read-only mode refuses, or that cannot run as written:
@@ -188,3 +194,78 @@ def constraint_name(exc: sa.exc.IntegrityError) -> str | None:
         return str(diag.constraint_name)
     match = _SQLITE_UNIQUE.search(str(exc.orig))
     return match.group(1) if match else None
+
+
+def lock_row(select: sa.Select[Any], conn: sa.Connection) -> sa.Select[Any]:
+    """Make a SELECT lock its rows until the transaction ends, waiting for them if
+    another transaction has them (FOR UPDATE). SQLite's write transaction already
+    excludes every other writer."""
+    if conn.dialect.name == "sqlite":
+        return select
+    return select.with_for_update()
+
+
+def is_mysql(conn: sa.Connection) -> bool:
+    return conn.dialect.name in ("mysql", "mariadb")
+
+
+def lock_for_insert(conn: sa.Connection, table: sa.Table) -> None:
+    """Serialise the writers of ``table`` for the rest of this transaction, so that a
+    check for rows that exist and the insert of the missing ones act as one step
+    even when two processes copy the same rows (readers are not blocked).
+
+    PostgreSQL and Oracle: LOCK TABLE ... IN SHARE ROW EXCLUSIVE MODE (conflicts
+    with itself and with writers). SQLite: the write transaction (BEGIN IMMEDIATE)
+    holds the database's write lock already. MySQL/MariaDB: the existence check is
+    made with FOR UPDATE (`existence_check`), whose next-key locks keep the checked
+    keys from being inserted by anyone else until commit.
+    """
+    statement = lock_table_statement(conn.dialect, table)
+    if statement is not None:
+        conn.exec_driver_sql(statement)
+
+
+def lock_table_statement(sa_dialect: sa.Dialect, table: sa.Table) -> str | None:
+    """The LOCK TABLE statement of `lock_for_insert` for a dialect, or None."""
+    if sa_dialect.name not in ("postgresql", "oracle"):
+        return None
+    name = sa_dialect.identifier_preparer.format_table(table)
+    return f"LOCK TABLE {name} IN SHARE ROW EXCLUSIVE MODE"
+
+
+def in_list_limit(conn: sa.Connection) -> int:
+    """How many values one IN (...) list may hold: Oracle refuses more than 1000
+    (ORA-01795); elsewhere a batch's worth is fine."""
+    return 1000 if conn.dialect.name == "oracle" else 10_000
+
+
+def existence_check(select: sa.Select[Any], conn: sa.Connection) -> sa.Select[Any]:
+    """The check half of lock_for_insert's check-then-insert (FOR UPDATE on MySQL)."""
+    return select.with_for_update() if is_mysql(conn) else select
+
+
+def bulk_insert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert rows as fast as the dialect allows: COPY on PostgreSQL, executemany
+    (SQLAlchemy's batched multi-row INSERTs) elsewhere."""
+    if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(table.insert(), list(rows))
+        return
+    columns = list(rows[0])
+    prepare = conn.dialect.identifier_preparer
+    statement = (
+        f"COPY {prepare.format_table(table)} ({', '.join(prepare.quote(c) for c in columns)})"
+        " FROM STDIN"
+    )
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(statement) as copy:
+        for row in rows:
+            copy.write_row([row[c] for c in columns])
+
+
+def set_local_time_zone(conn: sa.Connection, zone: str) -> None:
+    """Interpret naive instants in ``zone`` for the rest of this transaction, where
+    the database has a session time zone to set (PostgreSQL)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT set_config('TimeZone', :zone, true)"), {"zone": zone})

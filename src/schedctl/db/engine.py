@@ -14,8 +14,15 @@ from sqlalchemy.util import asbool
 
 from schedctl.errors import ConfigError
 
-# Drivers schedctl installs; a bare dialect name is mapped to these.
-_DRIVERS = {"postgresql": "psycopg", "oracle": "oracledb", "sqlite": "pysqlite"}
+# Drivers for a bare dialect name. schedctl installs psycopg and oracledb; a MySQL or
+# MariaDB data source of `distribute` needs PyMySQL installed beside it.
+_DRIVERS = {
+    "postgresql": "psycopg",
+    "oracle": "oracledb",
+    "sqlite": "pysqlite",
+    "mysql": "pymysql",
+    "mariadb": "pymysql",
+}
 STORE_DIALECTS = frozenset({"sqlite", "postgresql"})
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -32,7 +39,7 @@ def parse_url(raw: str) -> URL:
     if backend not in _DRIVERS:
         raise ConfigError(
             f"unsupported database {backend!r} in {mask_url(raw)}"
-            " (use sqlite://, postgresql:// or oracle+oracledb://)"
+            " (use sqlite://, postgresql://, oracle+oracledb:// or mysql+pymysql://)"
         )
     driver = url.get_driver_name()
     if backend == "postgresql" and driver in {"psycopg2", "pg8000", "asyncpg"}:
@@ -170,6 +177,9 @@ def create_engine(raw_url: str, *, store: bool = True, sqlite_mode: str = "rwc")
     elif backend == "sqlite":
         connect_args = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}
         url = _sqlite_uri(url, sqlite_mode)
+    elif backend in ("mysql", "mariadb"):
+        defaults = {"connect_timeout": CONNECT_TIMEOUT_S, "charset": "utf8mb4"}
+        connect_args = {k: v for k, v in defaults.items() if k not in url.query}
     try:
         # hide_parameters: bound values (e-mail addresses, IDs) stay out of error text.
         engine = sa.create_engine(url, connect_args=connect_args, hide_parameters=True)

@@ -324,3 +324,85 @@ notifications = sa.Table(
     sa.Index("notifications_message", "message_id"),
     sqlite_autoincrement=True,
 )
+
+# --- The daily distribution (SPEC §6) ------------------------------------------------
+
+# One row per business date: its state, the plan's parameters and the lease of the
+# run copying it. Not account-owned (the distribution serves the installation).
+distributions = sa.Table(
+    "distributions",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("business_date", sa.Date, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("stage", sa.Text),
+    sa.Column("plan", Json),
+    sa.Column("users", sa.BigInteger),
+    sa.Column("source_rows", sa.BigInteger),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("lease_owner", sa.Text),
+    sa.Column("lease_expires_at", UTCDateTime),
+    sa.Column("planned_at", UTCDateTime),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("expires_at", UTCDateTime),
+    sa.Column("purged_at", UTCDateTime),
+    sa.CheckConstraint(
+        "status IN ('planned', 'copying', 'completed', 'skipped', 'failed')",
+        name="distributions_status_check",
+    ),
+    sa.UniqueConstraint("business_date", name="distributions_business_date_key"),
+    sqlite_autoincrement=True,
+)
+
+# The day's plan: every distinct user (the full ID: this is schedctl's own database),
+# its place in the keyed-hash order, campaign and group, and the source's extras.
+distribution_users = sa.Table(
+    "distribution_users",
+    metadata,
+    sa.Column(
+        "distribution_id",
+        Id,
+        sa.ForeignKey("distributions.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("sort_key", sa.LargeBinary, nullable=False),
+    sa.Column("seq", sa.BigInteger),
+    sa.Column("campaign_id", sa.Text),
+    sa.Column("group_name", sa.Text),
+    sa.Column("group_id", sa.Text),
+    sa.Column("extras", sa.Text),  # JSON object of the source's extra columns
+    sa.Index("distribution_users_seq", "distribution_id", "seq", unique=True),
+)
+
+# How far the copy of a plan to each destination has got.
+distribution_destinations = sa.Table(
+    "distribution_destinations",
+    metadata,
+    sa.Column(
+        "distribution_id",
+        Id,
+        sa.ForeignKey("distributions.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    sa.Column("name", sa.Text, primary_key=True),  # control | target | mirror
+    sa.Column("status", sa.Text, nullable=False),  # pending | copying | completed
+    sa.Column("rows_planned", sa.BigInteger, nullable=False),
+    sa.Column("rows_inserted", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("rows_existing", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("last_seq", sa.BigInteger, nullable=False, server_default=sa.text("0")),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+    sa.CheckConstraint(
+        "name IN ('control', 'target', 'mirror')", name="distribution_destinations_name_check"
+    ),
+    sa.CheckConstraint(
+        "status IN ('pending', 'copying', 'completed')",
+        name="distribution_destinations_status_check",
+    ),
+)

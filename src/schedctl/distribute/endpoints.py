@@ -1,0 +1,279 @@
+"""The distribution's other databases: the source, the campaigns, the destinations.
+
+Each is opened as a `Database` of its own (``store=False``: any supported dialect),
+so connecting is retried on transient errors the same way as for schedctl's own
+database. Queries run in read-only transactions (`dialect.begin_read_only`); the
+source is streamed in chunks. A batch is written to a destination in one
+transaction that locks the table for writers (`dialect.lock_for_insert`), finds the
+batch's (ID, campaign) pairs already there and inserts the rest, so a batch copied
+twice -- a rerun after a crash, or two runs racing -- is written once.
+
+Errors become `StageError`s naming the stage (``source``, ``campaigns``, ``control``,
+``target``, ``mirror``): exit 75 when the database is unavailable (rerun later),
+1 otherwise. Their text is scrubbed of IDs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from schedctl.db import dialect
+from schedctl.db.database import Database, first_line, is_transient
+from schedctl.distribute.config import Destination, Source
+from schedctl.distribute.plan import Campaign, as_date, campaign_order, scrub
+from schedctl.errors import DatabaseUnavailable, SchedctlError
+
+SOURCE_CHUNK = 10_000  # rows fetched from the source at a time
+MAX_CAMPAIGNS = 10_000
+
+
+class StageError(SchedctlError):
+    """A stage of the distribution failed (``stage`` names it)."""
+
+    def __init__(self, stage: str, message: str, *, temporary: bool = False) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.temporary = temporary
+        self.exit_code = 75 if temporary else 1
+
+
+def open_endpoint(url: str, retry_seconds: float) -> Database:
+    """A source or destination database (never created: a missing SQLite file fails)."""
+    return Database(url, create=False, store=False, retry_seconds=retry_seconds)
+
+
+@contextmanager
+def stage(name: str, db: Database | None, ids: Sequence[str] = ()) -> Iterator[None]:
+    """Errors inside become a StageError for ``name``, scrubbed of ``ids``."""
+    where = f" ({db.target})" if db is not None else ""
+    try:
+        yield
+    except StageError:
+        raise
+    except DatabaseUnavailable as exc:
+        text = scrub(exc.message.removeprefix("database unavailable "), ids)
+        raise StageError(name, f"{name} database unavailable {text}", temporary=True) from None
+    except SchedctlError as exc:
+        raise StageError(name, f"{name}{where}: {scrub(exc.message, ids)}") from None
+    except sa.exc.SQLAlchemyError as exc:
+        text = scrub(first_line(exc), ids)
+        if is_transient(exc):
+            raise StageError(
+                name, f"{name} database unavailable{where}: {text}", temporary=True
+            ) from None
+        raise StageError(name, f"{name}{where}: {text}") from None
+
+
+# --- campaigns -------------------------------------------------------------------------
+
+
+def read_campaigns(source: Source, business_date: date, retry_seconds: float) -> list[Campaign]:
+    """Every campaign the campaigns query returns (id, start date, end date), ordered
+    by id; a campaign with a NULL date is never active (SQL's BETWEEN)."""
+    db = open_endpoint(source.database_url, retry_seconds)
+    try:
+        with stage("campaigns", db):
+
+            def work(conn: sa.Connection) -> tuple[list[str], list[Any]]:
+                dialect.begin_read_only(conn, source.timeout.total_seconds())
+                result = conn.execute(*query(source, business_date))
+                if not result.returns_rows:
+                    raise StageError("campaigns", "the campaigns query returns no rows")
+                return list(result.keys()), list(result.fetchmany(MAX_CAMPAIGNS + 1))
+
+            columns, rows = db.transaction(work, read_only=True)
+    finally:
+        db.close()
+    if len(columns) < 3:
+        raise StageError(
+            "campaigns",
+            f"the campaigns query returns {len(columns)} column(s); it must return the"
+            " campaign id, start date and end date, in this order",
+        )
+    if len(rows) > MAX_CAMPAIGNS:
+        raise StageError("campaigns", f"the campaigns query returns over {MAX_CAMPAIGNS} rows")
+    return parse_campaigns(rows)
+
+
+def parse_campaigns(rows: Sequence[Sequence[Any]]) -> list[Campaign]:
+    """Campaigns from (id, start, end) rows, ordered by id (numerically for numbers)."""
+    found: dict[str, Campaign] = {}
+    for raw_id, raw_start, raw_end, *_ in sorted(rows, key=lambda r: campaign_order(r[0])):
+        if raw_id is None:
+            raise StageError("campaigns", "a campaign has no id (NULL)")
+        campaign_id = str(raw_id).strip()
+        if campaign_id in found:
+            raise StageError("campaigns", f"campaign {campaign_id!r} is returned twice")
+        if raw_start is None or raw_end is None:
+            continue  # never active, as with SQL's BETWEEN
+        start, end = as_date(raw_start), as_date(raw_end)
+        if start is None or end is None:
+            raise StageError(
+                "campaigns", f"campaign {campaign_id!r}: its start or end is not a date"
+            )
+        found[campaign_id] = Campaign(campaign_id, start, end)
+    return list(found.values())
+
+
+def query(source: Source, business_date: date) -> tuple[sa.TextClause, dict[str, Any]]:
+    """A configured query and its bind values (``:business_date`` when it uses it)."""
+    statement = sa.text(source.query)
+    names = statement.compile().params
+    binds: dict[str, Any] = {}
+    if "business_date" in names:
+        statement = statement.bindparams(sa.bindparam("business_date", type_=sa.Date))
+        binds["business_date"] = business_date
+    return statement, binds
+
+
+# --- the source ---------------------------------------------------------------------------
+
+
+@dataclass
+class SourceStream:
+    """The source query's columns and its rows, chunk by chunk."""
+
+    columns: list[str]
+    chunks: Iterator[Sequence[Any]]
+
+
+@contextmanager
+def stream_source(
+    source: Source, business_date: date, retry_seconds: float
+) -> Iterator[SourceStream]:
+    """Stream the source query in a read-only transaction (server-side cursor where
+    the driver has one), ``SOURCE_CHUNK`` rows at a time. Only errors of the source
+    become its StageError: the caller's own (the store's) pass through untouched."""
+    db = open_endpoint(source.database_url, retry_seconds)
+    try:
+        with ExitStack() as stack:
+            with stage("source", db):
+                db.transaction(lambda conn: None, read_only=True)  # connect, with retries
+                options = {"schedctl_read_only": True, "stream_results": True}
+                conn = stack.enter_context(db.engine.connect().execution_options(**options))
+                stack.enter_context(conn.begin())
+                dialect.begin_read_only(conn, source.timeout.total_seconds())
+                result = conn.execute(*query(source, business_date))
+                if not result.returns_rows:
+                    raise StageError("source", "the source query returns no rows")
+                columns = list(result.keys())
+            yield SourceStream(columns, _chunks(result, db))
+    finally:
+        db.close()
+
+
+def _chunks(result: sa.CursorResult[Any], db: Database) -> Iterator[Sequence[Any]]:
+    while True:
+        with stage("source", db):
+            rows = result.fetchmany(SOURCE_CHUNK)
+        if not rows:
+            return
+        yield rows
+
+
+# --- destinations ----------------------------------------------------------------------------
+
+
+def destination_table(destination: Destination, extra_names: Sequence[str] = ()) -> sa.Table:
+    """The destination table as far as schedctl writes it (never created here):
+    the mapped columns, and the extra ones (``extra_names`` when not mapped)."""
+    types: Mapping[str, Any] = {
+        "id": sa.String(),
+        "group_id": sa.String(),
+        "date_start": sa.Date(),
+        "date_end": sa.Date(),
+        "inserted_at": sa.DateTime(),
+    }
+    columns = [sa.Column(col, types[role]) for role, col in destination.columns.items()]
+    extras = destination.extra_columns
+    columns += [sa.Column(col, sa.String()) for col in (extra_names if extras is None else extras)]
+    return sa.Table(destination.table_name, sa.MetaData(), *columns, schema=destination.schema)
+
+
+def existing_query(
+    table: sa.Table, destination: Destination, group_ids: Sequence[str], ids: Sequence[str]
+) -> sa.Select[Any]:
+    """Which of ``ids`` the table has already under one of ``group_ids`` (a campaign's)."""
+    id_column = table.c[destination.columns["id"]]
+    group_column = table.c[destination.columns["group_id"]]
+    return sa.select(id_column).where(group_column.in_(group_ids), id_column.in_(ids))
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    inserted: int
+    existing: int
+
+
+class DestinationWriter:
+    """Writes plan batches to one destination table."""
+
+    def __init__(
+        self,
+        destination: Destination,
+        tz: str,
+        retry_seconds: float,
+        extra_names: Sequence[str] = (),
+    ) -> None:
+        self.destination = destination
+        self.tz = tz
+        self.db = open_endpoint(destination.database_url, retry_seconds)
+        self.table = destination_table(destination, extra_names)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def row_values(
+        self,
+        user_id: str,
+        group_id: str,
+        campaign: Campaign,
+        inserted_at: datetime,
+        extras: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        """One destination row, by column name."""
+        values = {
+            "id": user_id,
+            "group_id": group_id,
+            "date_start": campaign.start,
+            "date_end": campaign.end,
+            "inserted_at": inserted_at,
+        }
+        row = {col: values[role] for role, col in self.destination.columns.items()}
+        mapping = self.destination.extra_columns
+        if mapping is None:
+            row.update(extras)
+        else:
+            row.update({dest: extras.get(src) for dest, src in mapping.items()})
+        return row
+
+    def write(self, rows: Sequence[dict[str, Any]], group_ids: Sequence[str]) -> BatchResult:
+        """Insert the rows whose (ID, campaign) is not in the table yet -- the
+        campaign's ``group_ids`` -- in one transaction holding the table's write lock."""
+        id_column = self.destination.columns["id"]
+        ids = [r[id_column] for r in rows]
+        table = self.table
+
+        def work(conn: sa.Connection) -> BatchResult:
+            dialect.set_local_time_zone(conn, self.tz)
+            dialect.lock_for_insert(conn, table)
+            present: set[str] = set()
+            size = dialect.in_list_limit(conn)
+            for start in range(0, len(ids), size):
+                chunk = ids[start : start + size]
+                check = dialect.existence_check(
+                    existing_query(table, self.destination, group_ids, chunk), conn
+                )
+                present.update(str(v) for v in conn.execute(check).scalars())
+            missing = [r for r in rows if r[id_column] not in present]
+            dialect.bulk_insert(conn, table, missing)
+            return BatchResult(inserted=len(missing), existing=len(rows) - len(missing))
+
+        with stage(self.destination.name, self.db, ids):
+            return self.db.transaction(work)

@@ -1,0 +1,375 @@
+"""`schedctl distribute` through the CLI, on a SQLite and a PostgreSQL store (issue 9).
+
+The data sources and destinations are SQLite files here (the cross-engine day is in
+test_distribute_day.py): bad configuration and bad flags (exit 2, nothing written),
+skips, failures naming their stage (exit 1, or 75 when a database is unreachable),
+backfills, resuming after a destination was fixed, the operators' mail in English and
+Russian, and the preview writing nothing.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import os
+import random
+import sqlite3
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import run_cli
+from distribute_helpers import Campaign, destination_toml, expected_rows
+
+NOW = "2026-11-18T06:00:00Z"  # 12:00 in Asia/Almaty: business date 2026-11-18
+DAY = date(2026, 11, 18)
+CAMPAIGNS = [
+    Campaign("SC00000001", date(2026, 11, 1), date(2026, 11, 30)),
+    Campaign("SC00000002", date(2026, 11, 18), date(2026, 11, 18)),
+    Campaign("SC00000003", date(2026, 10, 1), date(2026, 10, 31)),  # over by then
+]
+
+
+@dataclass
+class Files:
+    tmp: Path
+    db_url: str
+    ids: dict[str, tuple[Any, ...]]
+
+    def path(self, name: str) -> Path:
+        return self.tmp / f"{name}.db"
+
+    def config(self, extra: str = "", **tables: str) -> Path:
+        parts = {
+            "source": f"""
+[distribute.source]
+database_url = "sqlite:///{self.path("source")}"
+query = "select iin, tab1, tab2 from sc_1_120 where count_day = 5"
+""",
+            "campaigns": f"""
+[distribute.campaigns]
+database_url = "sqlite:///{self.path("dssb")}"
+query = "select theory_id, theory_start_date, theory_end_date from theories"
+""",
+            "control": destination_toml("control", f"sqlite:///{self.path('dssb')}", "sc_control"),
+            "target": destination_toml("target", f"sqlite:///{self.path('dssb')}", "sc_target"),
+            "mirror": destination_toml("mirror", f"sqlite:///{self.path('spss')}", "sc_mirror"),
+        }
+        parts.update(tables)
+        path = self.tmp / "schedctl.toml"
+        header = {"tz": '"Asia/Almaty"', "batch_size": "37", "notify": '["ops@example.com"]'}
+        lines = [f"{k} = {v}" for k, v in header.items() if not extra.startswith(f"{k} ")]
+        path.write_text("\n".join(["[distribute]", *lines, extra, *parts.values()]))
+        return path
+
+    def run(self, *args: str, config: Path | None = None, **env: str) -> Any:
+        full = {
+            "SCHEDCTL_CONFIG": str(config or self.config()),
+            "SCHEDCTL_NOW": NOW,
+            "SCHEDCTL_MAIL_BACKEND": "file",
+            "SCHEDCTL_MAIL_FILE_DIR": str(self.tmp / "mail"),
+            **env,
+        }
+        return run_cli("distribute", *args, db_url=self.db_url, env=full, timeout=120)
+
+    def rows(self, name: str, table: str) -> list[tuple[Any, ...]]:
+        with sqlite3.connect(self.path(name)) as conn:
+            return conn.execute(
+                f"SELECT iin, theory_id, date_start, date_end, tab1, tab2 FROM {table}"
+            ).fetchall()
+
+    def counts(self) -> dict[str, int]:
+        found = {}
+        for name, tables in (
+            ("source", ["sc_1_120"]),
+            ("dssb", ["theories", "sc_control", "sc_target"]),
+            ("spss", ["sc_mirror"]),
+        ):
+            with sqlite3.connect(self.path(name)) as conn:
+                for table in tables:
+                    found[table] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        return found
+
+    def mails(self) -> list[email.message.EmailMessage]:
+        return [
+            email.message_from_bytes(p.read_bytes(), policy=email.policy.default)  # type: ignore[misc]
+            for p in sorted((self.tmp / "mail").glob("*.eml"))
+        ]
+
+
+def _table(conn: sqlite3.Connection, name: str) -> None:
+    conn.execute(
+        f"CREATE TABLE {name} (iin TEXT, theory_id TEXT, date_start DATE, date_end DATE,"
+        " insert_datetime TIMESTAMP, tab1 TEXT, tab2 TEXT)"
+    )
+
+
+@pytest.fixture
+def files(db_url: str, tmp_path: Path) -> Files:
+    rng = random.Random(5)
+    ids = {f"{rng.randrange(10**11, 10**12)}": (f"t{n % 7}", None) for n in range(400)}
+    with sqlite3.connect(tmp_path / "source.db") as conn:
+        conn.execute("CREATE TABLE sc_1_120 (iin TEXT, count_day INT, tab1 TEXT, tab2 TEXT)")
+        rows = [(i, 5, *e) for i, e in ids.items()]
+        conn.executemany("INSERT INTO sc_1_120 VALUES (?, ?, ?, ?)", rows + rows[:50])
+    with sqlite3.connect(tmp_path / "dssb.db") as conn:
+        conn.execute("CREATE TABLE theories (theory_id TEXT, theory_start_date, theory_end_date)")
+        conn.executemany(
+            "INSERT INTO theories VALUES (?, ?, ?)",
+            [(c.id, c.start.isoformat(), c.end.isoformat()) for c in CAMPAIGNS],
+        )
+        _table(conn, "sc_control")
+        _table(conn, "sc_target")
+    with sqlite3.connect(tmp_path / "spss.db") as conn:
+        _table(conn, "sc_mirror")
+    return Files(tmp_path, db_url, ids)
+
+
+def _store(files: Files, query: str) -> list[tuple[Any, ...]]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(files.db_url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.exec_driver_sql(query)]
+    finally:
+        engine.dispose()
+
+
+def test_a_day_is_distributed_once_and_mailed(files: Files) -> None:
+    result = files.run("--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["status"] == "completed"
+    assert data["date"] == "2026-11-18"
+    assert [c["id"] for c in data["campaigns"]] == ["SC00000001", "SC00000002"]
+    assert [c["users"] for c in data["campaigns"]] == [200, 200]
+    assert data["campaigns"][0]["groups"] == {"A": 40, "B": 40, "C": 40, "D": 40, "E": 40}
+    expected = expected_rows(files.ids, DAY, CAMPAIGNS)
+
+    def normal(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        return sorted((r[0], r[1], date.fromisoformat(r[2]), date.fromisoformat(r[3]), *r[4:])
+                      for r in rows)  # fmt: skip
+
+    assert normal(files.rows("dssb", "sc_control")) == sorted(expected["control"])
+    assert normal(files.rows("dssb", "sc_target")) == sorted(expected["target"])
+    assert normal(files.rows("spss", "sc_mirror")) == sorted(expected["target"])
+    again = files.run("--json")
+    assert json.loads(again.stdout)["status"] == "already_done"
+    backfill = files.run("--json", "--date", "2026-11-18")
+    assert json.loads(backfill.stdout)["status"] == "already_done"
+    (mail,) = files.mails()
+    assert mail["Subject"] == "\u2705 Distribution for 2026-11-18 completed: 400 users distributed"
+    attachment = next(p for p in mail.iter_attachments())
+    assert attachment.get_filename() == "distribute-2026-11-18.json"
+    assert json.loads(attachment.get_content())["status"] == "completed"
+    body = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "SC00000002" in body
+    assert not any(i in body or i in attachment.get_content().decode() for i in files.ids)
+
+
+def test_concurrent_runs_write_once(files: Files) -> None:
+    import subprocess
+
+    from conftest import SCHEDCTL
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDCTL_")}
+    env.update(
+        SCHEDCTL_DATABASE_URL=files.db_url, SCHEDCTL_CONFIG=str(files.config()),
+        SCHEDCTL_NOW=NOW, SCHEDCTL_MAIL_BACKEND="file",
+        SCHEDCTL_MAIL_FILE_DIR=str(files.tmp / "mail"),
+    )  # fmt: skip
+    processes = [
+        subprocess.Popen([str(SCHEDCTL), "distribute", "--json"], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]  # fmt: skip
+    outcomes = [p.communicate(timeout=120) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0], outcomes
+    statuses = sorted(json.loads(out)["status"] for out, _ in outcomes)
+    assert statuses == ["already_done", "already_done", "completed"], outcomes
+    assert len(files.rows("dssb", "sc_target")) == 320
+    assert len(set(files.rows("dssb", "sc_target"))) == 320
+    assert len(files.rows("spss", "sc_mirror")) == 320
+    assert len(files.mails()) == 1
+
+
+def test_a_backfill_of_an_earlier_date(files: Files) -> None:
+    result = files.run("--json", "--date", "2026-11-17")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [c["id"] for c in data["campaigns"]] == ["SC00000001"]  # SC2 runs on the 18th only
+    assert data["distributed"] == 400
+    assert {r[1].split(".")[0] for r in files.rows("dssb", "sc_target")} == {"SC00000001"}
+
+
+def test_the_preview_writes_nothing_anywhere(files: Files) -> None:
+    before = files.counts()
+    store_before = _store(files, "SELECT count(*) FROM heartbeats")
+    result = files.run("--preview", "--json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["status"] == "preview"
+    assert (data["available"], data["distinct"], data["distributed"]) == (450, 400, 400)
+    assert len(data["sample"]) == 5
+    assert all(s[4:10] == "******" for s in data["sample"])
+    assert files.counts() == before
+    assert _store(files, "SELECT count(*) FROM heartbeats") == store_before
+    assert _store(files, "SELECT count(*) FROM distributions") == [(0,)]
+    human = files.run("--preview")
+    assert "preview: nothing was written" in human.stdout
+    assert not any(i in human.stdout for i in files.ids)
+
+
+def test_no_active_campaign_is_a_skip_mailed_once_in_russian(files: Files) -> None:
+    config = files.config('locale = "ru"')
+    for _ in range(2):
+        result = files.run("--json", "--date", "2026-09-01", config=config)
+        assert result.returncode == 0, result.stderr
+        data = json.loads(result.stdout)
+        assert (data["status"], data["reason"]) == ("skipped", "no_active_campaigns")
+    (mail,) = files.mails()
+    assert mail["Subject"] == (
+        "\u23ed\ufe0f Ежедневная дистрибуция за 2026-09-01 пропущена: нет активных кампаний"
+    )
+    assert files.counts()["sc_target"] == 0
+
+
+def test_no_users_is_a_skip(files: Files) -> None:
+    config = files.config(
+        source=f"""
+[distribute.source]
+database_url = "sqlite:///{files.path("source")}"
+query = "select iin from sc_1_120 where count_day = 6"
+"""
+    )
+    result = files.run("--json", config=config)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["reason"] == "no_users"
+    assert _store(files, "SELECT status, reason FROM distributions") == [("skipped", "no_users")]
+
+
+def test_an_unreachable_source_exits_75_names_the_stage_and_hides_the_password(
+    files: Files, closed_port: int
+) -> None:
+    url = f"postgresql://reader:pa55w0rd-secret@127.0.0.1:{closed_port}/spss"
+    config = files.config(
+        source=f'[distribute.source]\ndatabase_url = "{url}"\nquery = "select 1"\n'
+    )
+    result = files.run("--json", config=config, SCHEDCTL_DB_RETRY_SECONDS="1")
+    assert result.returncode == 75, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["status"], data["stage"]) == ("failed", "source")
+    assert "pa55w0rd" not in result.stdout + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    (mail,) = files.mails()
+    assert mail["Subject"] == "\u274c Distribution for 2026-11-18 failed at stage source"
+    assert "pa55w0rd" not in mail.as_string()
+    assert files.counts()["sc_target"] == 0
+
+
+def test_a_broken_source_query_fails_with_exit_1(files: Files) -> None:
+    config = files.config(
+        source=f'[distribute.source]\ndatabase_url = "sqlite:///{files.path("source")}"\n'
+        'query = "select iin from no_such_table"\n'
+    )
+    result = files.run("--json", config=config)
+    assert result.returncode == 1, result.stderr
+    assert json.loads(result.stdout)["stage"] == "source"
+    assert "no_such_table" in result.stderr
+
+
+def test_a_missing_destination_table_fails_and_a_rerun_resumes(files: Files) -> None:
+    with sqlite3.connect(files.path("spss")) as conn:
+        conn.execute("ALTER TABLE sc_mirror RENAME TO sc_mirror_moved")
+    result = files.run("--json")
+    assert result.returncode == 1, result.stderr
+    data = json.loads(result.stdout)
+    assert (data["status"], data["stage"]) == ("failed", "mirror")
+    assert [d["status"] for d in data["destinations"]] == ["completed", "completed", "pending"]
+    with sqlite3.connect(files.path("source")) as conn:
+        conn.execute("DELETE FROM sc_1_120")  # the rerun never reads the source again
+    with sqlite3.connect(files.path("spss")) as conn:
+        conn.execute("ALTER TABLE sc_mirror_moved RENAME TO sc_mirror")
+    rerun = files.run("--json")
+    assert rerun.returncode == 0, rerun.stderr
+    data = json.loads(rerun.stdout)
+    assert (data["status"], data["resumed"]) == ("completed", True)
+    assert len(files.rows("spss", "sc_mirror")) == len(files.rows("dssb", "sc_target")) == 320
+    assert [d["inserted"] for d in data["destinations"]] == [80, 320, 320]
+    assert sorted(m["Subject"] for m in files.mails()) == [
+        "\u2705 Distribution for 2026-11-18 completed: 400 users distributed",
+        "\u274c Distribution for 2026-11-18 failed at stage mirror",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "extra", "message"),
+    [
+        (["--date", "2026-13-01"], "", "invalid --date '2026-13-01' (expected YYYY-MM-DD)"),
+        (["--date", "tomorrow"], "", "invalid --date 'tomorrow'"),
+        (["--date", "2026-11-19"], "", "--date 2026-11-19 is in the future"),
+        ([], "batch_size = 0", "[distribute] batch_size: must be a whole number from 1"),
+        ([], 'groups = ["A", "A"]', "[distribute] groups: a group is listed twice"),
+        ([], 'control_groups = ["F"]', "control group 'F' is not one of groups"),
+        ([], 'locale = "de"', "[distribute] locale: must be one of en|ru"),
+        ([], 'group_id_format = "{campaign}.{x}"', "unknown field {x}"),
+        ([], "wait = 5", "[distribute] wait: expected a duration"),
+        ([], 'notify = ["ops"]', "not an e-mail address: 'ops'"),
+        ([], "sault = 'x'", "unknown setting [distribute] sault (did you mean 'salt'?)"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(
+    files: Files, args: list[str], extra: str, message: str
+) -> None:
+    result = files.run(*args, config=files.config(extra))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert _store(files, "SELECT count(*) FROM distributions") == [(0,)]
+    assert _store(files, "SELECT count(*) FROM heartbeats") == [(0,)]
+    assert files.counts()["sc_target"] == 0
+
+
+@pytest.mark.parametrize(
+    ("tables", "message"),
+    [
+        ({"target": '[distribute.target]\ndatabase_url = "sqlite:///x.db"\ntable = "t"\n'},
+         "[distribute] target: needs columns"),
+        ({"target": '[distribute.target]\ndatabase_url = "sqlite:///x.db"\ntable = "t; drop"\n'
+                    'columns = { id = "iin", group_id = "g" }\n'},
+         "[distribute] target.table: must be a table name"),
+        ({"target": '[distribute.target]\ndatabase_url = "sqlite:///x.db"\ntable = "t"\n'
+                    'columns = { id = "iin", group_id = "iin" }\n'},
+         "column 'iin' is given twice"),
+        ({"source": '[distribute.source]\ndatabase_url = "mssql://u:hunter22@h/db"\n'
+                    'query = "select 1"\n'},
+         "[distribute] source.database_url: unsupported database 'mssql'"),
+        ({"source": '[distribute.source]\ndatabase_url = "sqlite:///x.db"\n'
+                    'query = "select iin from t where d = :day"\n'},
+         "uses unknown parameter(s) :day (available: :business_date)"),
+        ({"target": ""}, "[distribute.target] is missing"),
+        ({"campaigns": ""}, "[distribute.campaigns] is missing"),
+    ],
+)  # fmt: skip
+def test_bad_tables_are_refused_naming_the_key(
+    files: Files, tables: dict[str, str], message: str
+) -> None:
+    result = files.run(config=files.config(**tables))
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "hunter22" not in result.stderr
+    assert _store(files, "SELECT count(*) FROM heartbeats") == [(0,)]
+
+
+def test_without_configuration_distribute_says_what_to_add(files: Files, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    result = files.run(config=empty)
+    assert result.returncode == 2
+    assert "distribute is not configured" in result.stderr
+    assert "[distribute.source]" in result.stderr

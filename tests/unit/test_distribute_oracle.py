@@ -1,0 +1,87 @@
+"""Oracle, the seed's database: every statement `distribute` sends to a source, the
+campaigns or a destination compiles for the Oracle dialect (no Oracle server here; a
+live test runs when SCHEDCTL_TEST_ORACLE_URL is set: test_distribute_oracle_live.py)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import oracle
+
+from schedctl.db import dialect
+from schedctl.distribute.config import Destination, Source
+from schedctl.distribute.endpoints import destination_table, existing_query, query
+
+ORACLE = oracle.dialect()
+DAY = date(2026, 11, 18)
+TARGET = Destination(
+    name="target",
+    database_url="oracle+oracledb://app@dssb/?service_name=DSSB",
+    table="dssb_app.sc_local_target",
+    columns={"id": "iin", "group_id": "theory_id", "date_start": "date_start",
+             "date_end": "date_end", "inserted_at": "insert_datetime"},
+)  # fmt: skip
+SOURCE = Source(
+    database_url="oracle+oracledb://reader@spss/?service_name=SPSS",
+    query="select iin, region from spss_user_dracrm.sc_1_120 where count_day = 5"
+    " and load_date <= :business_date",
+)
+
+
+def compiled(statement: sa.ClauseElement) -> str:
+    return str(statement.compile(dialect=ORACLE))
+
+
+def test_the_source_and_campaigns_queries_bind_the_business_date() -> None:
+    statement, binds = query(SOURCE, DAY)
+    assert ":business_date" in compiled(statement)
+    assert binds == {"business_date": DAY}
+
+
+def test_the_preview_counts_in_an_inline_view() -> None:
+    statement, _ = query(SOURCE, DAY)
+    inner = statement.columns(sa.column("iin")).subquery("src")
+    text = compiled(sa.select(sa.func.count(), sa.func.count(sa.distinct(inner.c.iin))))
+    assert ") src" in text  # Oracle takes no AS before a table alias
+    assert " AS src" not in text
+    assert "count(DISTINCT src.iin)" in text
+
+
+def test_the_existence_check_is_a_plain_select_within_oracles_in_list_limit() -> None:
+    table = destination_table(TARGET, ["region"])
+    ids = [f"{n:012d}" for n in range(1000)]
+    check = existing_query(table, TARGET, ["SC00000001.1", "SC00000001.2"], ids)
+    text = compiled(check)
+    assert text.startswith("SELECT dssb_app.sc_local_target.iin")
+    assert "theory_id IN (__[POSTCOMPILE_theory_id_1])" in text
+    assert "FOR UPDATE" not in text  # Oracle's writers are serialised by LOCK TABLE
+    expanded = str(check.compile(dialect=ORACLE, compile_kwargs={"render_postcompile": True}))
+    assert expanded.count(":iin_1_") == 1000  # at most 1000 values: ORA-01795 beyond
+
+
+def test_rows_are_inserted_with_plain_binds() -> None:
+    table = destination_table(TARGET, ["region"])
+    text = compiled(table.insert().values(
+        iin="1", theory_id="SC00000001.2", date_start=DAY, date_end=DAY,
+        insert_datetime=datetime(2026, 11, 18, 9), region="N",
+    ))  # fmt: skip
+    assert text == (
+        "INSERT INTO dssb_app.sc_local_target (iin, theory_id, date_start, date_end,"
+        " insert_datetime, region) VALUES (:iin, :theory_id, :date_start, :date_end,"
+        " :insert_datetime, :region)"
+    )
+
+
+def test_writers_lock_the_table_and_sources_read_only() -> None:
+    table = destination_table(TARGET)
+    assert dialect.lock_table_statement(ORACLE, table) == (
+        "LOCK TABLE dssb_app.sc_local_target IN SHARE ROW EXCLUSIVE MODE"
+    )
+    assert dialect.READ_ONLY_TRANSACTION == "SET TRANSACTION READ ONLY"
+    upper = Destination("target", TARGET.database_url, "DSSB_APP.SC_LOCAL_TARGET", TARGET.columns)
+    # Upper-case names are quoted (case-sensitive in Oracle): the README says to write
+    # names in lower case unless the table was created with quoted names.
+    assert '"SC_LOCAL_TARGET"' in str(
+        dialect.lock_table_statement(ORACLE, destination_table(upper))
+    )
