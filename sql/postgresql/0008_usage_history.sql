@@ -29,3 +29,5 @@ CREATE POLICY usage_history_account_scope ON usage_history
 CREATE INDEX email_log_attempted ON email_log (attempted_at);
 CREATE INDEX heartbeats_started ON heartbeats (started_at);
 CREATE INDEX schedule_runs_finished ON schedule_runs (finished_at);
+-- Deleting a run sets its messages' schedule_run_id to NULL: find them by index.
+CREATE INDEX messages_schedule_run ON messages (schedule_run_id);

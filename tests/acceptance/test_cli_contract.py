@@ -22,6 +22,7 @@ BUILT |= {"send-now", "events", "messages", "suppressions", "unsubscribe", "unsu
 CONTRACT += [["users", "list"], ["users", "update"], ["users", "remove"]]
 BUILT |= {"users", "notify"}
 BUILT |= {"digest"}
+BUILT |= {"reconcile"}
 NOT_BUILT_YET = [c for c in CONTRACT if c[0] not in BUILT]
 
 

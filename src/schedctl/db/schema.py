@@ -159,6 +159,7 @@ messages = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Index("messages_due", "status", "send_at"),
+    sa.Index("messages_schedule_run", "schedule_run_id"),  # a run's purge sets it NULL
     sa.Index(
         "messages_event_type",
         "event_id",
@@ -343,9 +344,7 @@ usage_history = sa.Table(
     sa.Column("total", sa.Integer, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
-    sa.UniqueConstraint(
-        "account_id", "day", "message_type", "outcome", name="usage_history_key"
-    ),
+    sa.UniqueConstraint("account_id", "day", "message_type", "outcome", name="usage_history_key"),
     sa.Index("usage_history_day", "day"),
     sqlite_autoincrement=True,
 )
