@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test install lint typecheck pytest bench soak-digest clean
+.PHONY: demo test install lint typecheck pytest bench soak-digest soak-reconcile clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,14 @@ soak-digest: $(VENV)/.installed-test
 	scripts/ensure-postgres
 	SOAK_DIGEST=1 $(BIN)/python -m pytest -p no:randomly -s $(PYTEST_ARGS) \
 		tests/acceptance/test_digest_day.py -k a_whole_day
+
+# Reconcile's purge at full size: 1,000,000 expired digest days in batches of 5,000 (the
+# default), on PostgreSQL and SQLite; prints the time and the largest batch. The same
+# test purges 20,000 in `make test`.
+soak-reconcile: $(VENV)/.installed-test
+	scripts/ensure-postgres
+	SOAK_RECONCILE=1 $(BIN)/python -m pytest -p no:randomly -s $(PYTEST_ARGS) \
+		tests/acceptance/test_reconcile_processes.py -k large_purge
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache schedctl-demo.db*
