@@ -44,7 +44,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from schedctl import outbox, quota, runs, usage
+from schedctl import leases, outbox, quota, runs, usage
 from schedctl.config import Settings
 from schedctl.db import dialect
 from schedctl.db.database import Database
@@ -160,6 +160,13 @@ def purges(settings: Settings) -> list[Purge]:
 
 # --- distributions ----------------------------------------------------------------------
 
+# What the distribution step calls in the distribute module (branch distribute), looked
+# up when the step runs so this module needs none of it until it exists.
+DISTRIBUTE_STORE = "schedctl.distribute.store"  # purge_expired_plans(conn, now, limit) -> int
+DISTRIBUTE_MIRROR = "schedctl.distribute.mirror"  # check(db, settings, now, repair=) -> Mirror
+# Statuses in which a day is held under a lease while a run copies it.
+DISTRIBUTION_HELD = ("planned", "copying")
+
 
 @dataclass(frozen=True)
 class DistributionReport:
@@ -167,8 +174,7 @@ class DistributionReport:
 
     installed: bool = False  # the distributions table exists
     recovered: int = 0  # days whose run died holding the lease, made free to resume
-    plans_purged: int = 0  # stored plan rows deleted
-    plan_batches: Purged | None = None
+    plans: Purged | None = None  # stored plan rows deleted
     checked: int = 0  # target-group rows looked up in the mirror
     missing: int = 0  # of those, not in the mirror
     repaired: int = 0  # missing rows inserted (--repair)
@@ -179,18 +185,63 @@ def reconcile_distributions(
 ) -> DistributionReport:
     """The distribution's share of reconcile: its leases, plan purge and mirror check.
 
-    A no-op until the ``distributions`` table is part of the schema (it comes with
-    ``distribute``, built on its own branch). Then it needs from the distribute
-    module: the expired-lease recovery of a day (a ``planned``/``copying`` row under
-    an expired lease made free with ``leases.CLEARED``), the bounded plan purge
-    (``purge_expired_plans(conn, now, limit)``), the stored plan's target-group rows
-    of recent completed days (``iter_plan`` and the plan's layout), and a mirror
-    writer that looks rows up and inserts the missing ones under the table's write
-    lock (``DestinationWriter``), so two runs repair each row once.
+    A no-op while the ``distributions`` table is not part of the schema (it comes
+    with ``distribute``). Then:
+
+    - a day whose run died holding its lease (``planned``/``copying``, lease
+      expired) is freed with ``leases.CLEARED``; the next ``distribute`` resumes it
+      from the stored plan (resuming is always safe, so it is never failed here);
+    - the stored plans of completed days past their ``expires_at`` ([distribute]
+      retention) are deleted, ``[reconcile] batch_size`` rows per transaction, by
+      ``purge_expired_plans`` of the distribute store;
+    - the mirror is checked by the distribute module's ``mirror.check``: every
+      target-group row of the recent completed days' plans looked up in the mirror
+      table, and with ``repair`` the missing ones inserted under the table's write
+      lock (its destination writer), so concurrent runs insert each once. It
+      returns ``checked``, ``missing`` and ``repaired``; until it exists the check
+      reports nothing and says so in the log.
     """
-    if "distributions" not in metadata.tables:
+    table = metadata.tables.get("distributions")
+    if table is None:
         return DistributionReport()
-    raise NotImplementedError("the distribution step is written with the distribute module")
+    import importlib
+
+    dry = options.dry_run
+    batch = settings.reconcile_batch_size
+    held = sa.and_(table.c.status.in_(DISTRIBUTION_HELD), leases.expired(table, now))
+    if dry:
+        recovered = int(db.scalar(sa.select(sa.func.count()).select_from(table).where(held)))
+    else:
+        recovered = int(
+            db.transaction(
+                lambda conn: (
+                    conn.execute(
+                        table.update().where(held).values(updated_at=now, **leases.CLEARED)
+                    ).rowcount
+                )
+            )
+        )
+
+    store: Any = importlib.import_module(DISTRIBUTE_STORE)
+    plans = Purged()
+    if not dry:
+        while True:
+            deleted = int(db.transaction(lambda c: store.purge_expired_plans(c, now, batch)))
+            if deleted:
+                plans.rows += deleted
+                plans.batches += 1
+                plans.largest = max(plans.largest, deleted)
+            if deleted < batch:
+                break
+    try:
+        mirror: Any = importlib.import_module(DISTRIBUTE_MIRROR)
+    except ImportError:
+        log.warning("the mirror was not checked: %s is not built yet", DISTRIBUTE_MIRROR)
+        return DistributionReport(True, recovered, plans)
+    found = mirror.check(db, settings, now, repair=options.repair and not dry)
+    return DistributionReport(
+        True, recovered, plans, int(found.checked), int(found.missing), int(found.repaired)
+    )
 
 
 # --- the run ---------------------------------------------------------------------------
@@ -223,8 +274,8 @@ def run_reconcile(
     for what in purges(settings):
         purged[what.name] = purge(db, what, now, batch, dry_run=dry)
     dist = reconcile_distributions(db, settings, now, options)
-    if dist.plan_batches is not None:
-        purged["plans"] = dist.plan_batches
+    if dist.plans is not None:
+        purged["plans"] = dist.plans
 
     recovered = run_leases.retryable + run_leases.failed + sum(messages) + dist.recovered
     report: dict[str, Any] = {
@@ -245,7 +296,7 @@ def run_reconcile(
         "heartbeats_purged": purged["heartbeats"].rows,
         "email_log_purged": purged["email_log"].rows,
         "runs_purged": purged["runs"].rows,
-        "plans_purged": dist.plans_purged,
+        "plans_purged": dist.plans.rows if dist.plans else 0,
         "purge_batches": sum(p.batches for p in purged.values()),
         "largest_batch": max(p.largest for p in purged.values()),
         "distributions": "checked" if dist.installed else "not installed",
