@@ -160,10 +160,11 @@ def purges(settings: Settings) -> list[Purge]:
 
 # --- distributions ----------------------------------------------------------------------
 
-# What the distribution step calls in the distribute module (branch distribute), looked
-# up when the step runs so this module needs none of it until it exists.
-DISTRIBUTE_STORE = "schedctl.distribute.store"  # purge_expired_plans(conn, now, limit) -> int
-DISTRIBUTE_MIRROR = "schedctl.distribute.mirror"  # check(db, settings, now, repair=) -> Mirror
+# The distribute module's parts the distribution step uses (branch distribute), looked
+# up when the step runs: until that branch is merged this module needs none of them.
+DISTRIBUTE = "schedctl.distribute"
+# Completed distributions of the last MIRROR_DAYS business dates are checked.
+MIRROR_DAYS = 7
 # Statuses in which a day is held under a lease while a run copies it.
 DISTRIBUTION_HELD = ("planned", "copying")
 
@@ -194,12 +195,12 @@ def reconcile_distributions(
     - the stored plans of completed days past their ``expires_at`` ([distribute]
       retention) are deleted, ``[reconcile] batch_size`` rows per transaction, by
       ``purge_expired_plans`` of the distribute store;
-    - the mirror is checked by the distribute module's ``mirror.check``: every
-      target-group row of the recent completed days' plans looked up in the mirror
-      table, and with ``repair`` the missing ones inserted under the table's write
-      lock (its destination writer), so concurrent runs insert each once. It
-      returns ``checked``, ``missing`` and ``repaired``; until it exists the check
-      reports nothing and says so in the log.
+    - the mirror is checked (:func:`check_mirror`), and with ``--repair`` mended.
+
+    It uses the distribute store (``read_day``, ``read_plan_rows``,
+    ``destination_slots``, ``purge_expired_plans``), its endpoints
+    (``DestinationWriter``, ``existing_query``) and ``plan.group_id``, looked up by
+    name (:data:`DISTRIBUTE`) so that this branch builds without them.
     """
     table = metadata.tables.get("distributions")
     if table is None:
@@ -222,7 +223,7 @@ def reconcile_distributions(
             )
         )
 
-    store: Any = importlib.import_module(DISTRIBUTE_STORE)
+    store: Any = importlib.import_module(f"{DISTRIBUTE}.store")
     plans = Purged()
     if not dry:
         while True:
@@ -233,15 +234,100 @@ def reconcile_distributions(
                 plans.largest = max(plans.largest, deleted)
             if deleted < batch:
                 break
-    try:
-        mirror: Any = importlib.import_module(DISTRIBUTE_MIRROR)
-    except ImportError:
-        log.warning("the mirror was not checked: %s is not built yet", DISTRIBUTE_MIRROR)
-        return DistributionReport(True, recovered, plans)
-    found = mirror.check(db, settings, now, repair=options.repair and not dry)
-    return DistributionReport(
-        True, recovered, plans, int(found.checked), int(found.missing), int(found.repaired)
+    checked, missing, repaired = check_mirror(db, settings, now, repair=options.repair and not dry)
+    return DistributionReport(True, recovered, plans, checked, missing, repaired)
+
+
+def check_mirror(
+    db: Database, settings: Settings, now: datetime, *, repair: bool
+) -> tuple[int, int, int]:
+    """Look up every target-group row of the recent completed days' stored plans in
+    the mirror table; with ``repair``, insert the missing ones. Returns (checked,
+    missing, repaired).
+
+    A row is there when the mirror has its ID under one of its campaign's group ids
+    (as the copy decides). The repair is the copy's own write -- the destination
+    table's write lock, then check and insert -- so two runs repairing at once insert
+    each row once. Days copied before the mirror was configured, or whose plan was
+    purged, are not checked.
+    """
+    import importlib
+    from zoneinfo import ZoneInfo
+
+    destination = getattr(settings, "distribute_mirror", None)
+    if destination is None:
+        return 0, 0, 0
+    store: Any = importlib.import_module(f"{DISTRIBUTE}.store")
+    endpoints: Any = importlib.import_module(f"{DISTRIBUTE}.endpoints")
+    plan: Any = importlib.import_module(f"{DISTRIBUTE}.plan")
+    days_table = metadata.tables["distributions"]
+    progress = metadata.tables["distribution_destinations"]
+    business_zone = str(getattr(settings, "distribute_tz", "UTC"))
+    tz = ZoneInfo(business_zone)
+    first_day = now.astimezone(tz).date() - timedelta(days=MIRROR_DAYS)
+    recent = (
+        sa.select(days_table.c.business_date)
+        .where(
+            days_table.c.status == "completed",
+            days_table.c.purged_at.is_(None),
+            days_table.c.business_date >= first_day,
+            sa.exists().where(
+                progress.c.distribution_id == days_table.c.id, progress.c.name == "mirror"
+            ),
+        )
+        .order_by(days_table.c.business_date)
     )
+    checked = missing = repaired = 0
+    for business_date in db.transaction(functools.partial(_values, query=recent), read_only=True):
+        read_day = functools.partial(store.read_day, business_date=business_date)
+        day = db.transaction(read_day, read_only=True)
+        stored = day.plan or {}
+        zone = str(stored.get("tz") or business_zone)
+        inserted_at = day.planned_at.astimezone(ZoneInfo(zone)).replace(tzinfo=None)
+        fmt = str(stored["group_id_format"])
+        group_ids = {
+            c.id: [plan.group_id(fmt, c.id, i, g) for i, g in enumerate(stored["groups"], 1)]
+            for c in day.campaigns()
+        }
+        extra_names = list(stored.get("extra_columns") or [])
+        writer = endpoints.DestinationWriter(
+            destination, zone, settings.db_retry_seconds, extra_names
+        )
+        id_column = destination.columns["id"]
+        try:
+            for slot in store.destination_slots(day.slots(), "mirror"):
+                for first in range(slot.first, slot.last + 1, settings.reconcile_batch_size):
+                    upto = min(slot.last, first + settings.reconcile_batch_size - 1)
+                    read = functools.partial(
+                        store.read_plan_rows, day_id=day.id, first=first, last=upto
+                    )
+                    rows = db.transaction(read, read_only=True)
+                    values = [
+                        writer.row_values(
+                            r.user_id, r.group_id, slot.campaign, inserted_at, r.extras
+                        )
+                        for r in rows
+                    ]
+                    wanted = group_ids[slot.campaign.id]
+                    query = endpoints.existing_query(
+                        writer.table, destination, wanted, [r.user_id for r in rows]
+                    )
+                    present = writer.db.transaction(
+                        functools.partial(_values, query=query), read_only=True
+                    )
+                    known = {str(v) for v in present}
+                    absent = [v for v in values if str(v[id_column]) not in known]
+                    checked += len(rows)
+                    missing += len(absent)
+                    if repair and absent:
+                        repaired += int(writer.write(absent, wanted).inserted)
+        finally:
+            writer.close()
+    return checked, missing, repaired
+
+
+def _values(conn: sa.Connection, query: sa.Select[Any]) -> list[Any]:
+    return list(conn.execute(query).scalars())
 
 
 # --- the run ---------------------------------------------------------------------------
