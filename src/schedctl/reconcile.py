@@ -173,7 +173,8 @@ DISTRIBUTION_HELD = ("planned", "copying")
 class DistributionReport:
     """What the distribution step did."""
 
-    installed: bool = False  # the distributions table exists
+    # "checked", "no mirror configured", or "not installed": no distributions table.
+    state: str = "not installed"
     recovered: int = 0  # days whose run died holding the lease, made free to resume
     plans: Purged | None = None  # stored plan rows deleted
     checked: int = 0  # target-group rows looked up in the mirror
@@ -234,16 +235,18 @@ def reconcile_distributions(
                 plans.largest = max(plans.largest, deleted)
             if deleted < batch:
                 break
-    checked, missing, repaired = check_mirror(db, settings, now, repair=options.repair and not dry)
-    return DistributionReport(True, recovered, plans, checked, missing, repaired)
+    found = check_mirror(db, settings, now, repair=options.repair and not dry)
+    if found is None:
+        return DistributionReport("no mirror configured", recovered, plans)
+    return DistributionReport("checked", recovered, plans, *found)
 
 
 def check_mirror(
     db: Database, settings: Settings, now: datetime, *, repair: bool
-) -> tuple[int, int, int]:
+) -> tuple[int, int, int] | None:
     """Look up every target-group row of the recent completed days' stored plans in
     the mirror table; with ``repair``, insert the missing ones. Returns (checked,
-    missing, repaired).
+    missing, repaired), or None when no ``[distribute.mirror]`` is configured.
 
     A row is there when the mirror has its ID under one of its campaign's group ids
     (as the copy decides). The repair is the copy's own write -- the destination
@@ -256,7 +259,7 @@ def check_mirror(
 
     destination = getattr(settings, "distribute_mirror", None)
     if destination is None:
-        return 0, 0, 0
+        return None
     store: Any = importlib.import_module(f"{DISTRIBUTE}.store")
     endpoints: Any = importlib.import_module(f"{DISTRIBUTE}.endpoints")
     plan: Any = importlib.import_module(f"{DISTRIBUTE}.plan")
@@ -385,7 +388,7 @@ def run_reconcile(
         "plans_purged": dist.plans.rows if dist.plans else 0,
         "purge_batches": sum(p.batches for p in purged.values()),
         "largest_batch": max(p.largest for p in purged.values()),
-        "distributions": "checked" if dist.installed else "not installed",
+        "distributions": dist.state,
         "mirror_checked": dist.checked,
         "mirror_repaired": dist.repaired,
     }

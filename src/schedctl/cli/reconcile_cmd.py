@@ -58,7 +58,7 @@ def _summary(r: dict[str, Any]) -> str:
         f"mirror: {r['mirror_checked']} row(s) checked, {r['mirror_missing']} missing,"
         f" {r['mirror_repaired']} repaired"
         if r["distributions"] == "checked"
-        else "mirror: no distributions"
+        else f"mirror: not checked ({r['distributions']})"
     )
     return (
         f"{would}usage of {', '.join(r['usage_dates'])}: {r['usage_snapshot']} row(s) written"
