@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test install lint typecheck pytest bench soak-digest soak-distribute clean
+.PHONY: demo test install lint typecheck pytest bench soak-digest soak-distribute soak-reconcile clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,13 @@ soak-distribute: $(VENV)/.installed-test
 	scripts/ensure-mariadb
 	SOAK_DISTRIBUTE=1 $(BIN)/python -m pytest -p no:randomly -s $(PYTEST_ARGS) \
 		tests/acceptance/test_distribute_day.py
+# Reconcile's purge at full size: 1,000,000 expired digest days in batches of 5,000 (the
+# default), on PostgreSQL and SQLite; prints the time and the largest batch. The same
+# test purges 20,000 in `make test`.
+soak-reconcile: $(VENV)/.installed-test
+	scripts/ensure-postgres
+	SOAK_RECONCILE=1 $(BIN)/python -m pytest -p no:randomly -s $(PYTEST_ARGS) \
+		tests/acceptance/test_reconcile_processes.py -k large_purge
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache .ruff_cache schedctl-demo.db*

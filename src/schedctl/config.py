@@ -37,6 +37,7 @@ DEFAULT_DATABASE_URL = "sqlite:///schedctl.db"
 ENV_PREFIX = "SCHEDCTL_"
 MIN_SECRET_LENGTH = 16  # the unsubscribe HMAC key: anything shorter is guessable
 DEFAULT_DIGEST_RETENTION = timedelta(days=30)  # how long a digests row is kept
+DEFAULT_RECONCILE_RETENTION = timedelta(days=90)  # heartbeats, email_log, finished runs
 
 # Tables in the file that are passed through untouched to the feature that reads them.
 RAW_TABLES = frozenset({"reports", "events", "messages", "accounts"})
@@ -183,6 +184,22 @@ def _duration(value: Any, origin: str) -> timedelta:
     return duration_setting(value, origin)  # defined below; Settings is declared first
 
 
+def _retention(minimum: timedelta, why: str) -> Callable[[Any, str], timedelta]:
+    """A parser of a retention: a duration of at least ``minimum`` (``why`` says why)."""
+
+    def parse(value: Any, origin: str) -> timedelta:
+        kept = duration_setting(value, origin)
+        if kept < minimum:
+            raise ConfigError(f"{origin}: must be at least {_days(minimum)} ({why})")
+        return kept
+
+    return parse
+
+
+def _days(length: timedelta) -> str:
+    return f"{length.days}d" if length.days and not length.seconds else str(length)
+
+
 def _ping_urls(value: Any, origin: str) -> dict[str, str]:
     if not isinstance(value, dict):
         raise ConfigError(f"{origin}: must map command names to URLs")
@@ -267,6 +284,23 @@ class Settings:
     distribute_wait: timedelta = setting(
         timedelta(minutes=30), parse=dist.duration_between(timedelta(seconds=1), timedelta(days=1))
     )
+    # Nightly housekeeping ([reconcile] in the file, SPEC §8): how long heartbeats,
+    # email_log rows and finished schedule runs are kept, and the rows one purge
+    # transaction deletes at most. (Digest days and distribution plans carry their
+    # own expiry, from [digest] retention and [distribute] retention.)
+    reconcile_heartbeats_retention: timedelta = setting(
+        DEFAULT_RECONCILE_RETENTION,
+        parse=_retention(timedelta(days=1), "heartbeat judges a day's runs"),
+    )
+    reconcile_email_log_retention: timedelta = setting(
+        DEFAULT_RECONCILE_RETENTION,
+        parse=_retention(timedelta(days=2), "the usage snapshot counts yesterday's attempts"),
+    )
+    reconcile_runs_retention: timedelta = setting(
+        DEFAULT_RECONCILE_RETENTION,
+        parse=_retention(timedelta(days=1), "a run's history outlives its retries"),
+    )
+    reconcile_batch_size: int = setting(5000, at_least=1, at_most=100_000)
     # Raw tables from the TOML file that belong to one feature (RAW_TABLES).
     file_tables: Mapping[str, Any] = field(default_factory=dict)
 

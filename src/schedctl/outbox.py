@@ -118,6 +118,64 @@ def enqueue(
     return [int(row.id) for row in inserted]
 
 
+# --- messages whose dispatcher died (SPEC §8, reconcile) ---------------------------
+
+LEASE_EXPIRED = "LEASE_EXPIRED"  # the reason code of a message whose dispatcher died
+# The statuses a dispatcher claims (and leases) a message in.
+CLAIMED_FROM = ("scheduled", "retrying")
+
+
+def recover_abandoned(
+    conn: sa.Connection, now: datetime, max_attempts: int, limit: int
+) -> tuple[int, int]:
+    """Up to ``limit`` messages whose dispatcher died holding them (a pending status
+    under an expired lease) are settled: the lost attempt counts -- its outcome was
+    never recorded, and the server may have taken the mail -- and the message is
+    ``retrying`` at once (reason LEASE_EXPIRED), or ``failed`` (LEASE_EXPIRED) when
+    that was its ``max_attempts``-th attempt. Returns (retrying, failed). A message
+    under a live lease is never touched; locked ones another process holds are skipped.
+    """
+    c = messages.c
+    candidates = (
+        sa.select(c.id)
+        .where(c.status.in_(CLAIMED_FROM), leases.expired(messages, now))
+        .order_by(c.id)
+        .limit(limit)
+    )
+    ids = list(conn.execute(dialect.claim(candidates, conn)).scalars())
+    if not ids:
+        return 0, 0
+    last = c.attempts + 1 >= max_attempts
+    settled = conn.execute(
+        messages.update()
+        .where(c.id.in_(ids))
+        .values(
+            status=sa.case((last, "failed"), else_="retrying"),
+            attempts=c.attempts + 1,
+            reason_code=LEASE_EXPIRED,
+            last_error="the dispatcher sending it stopped (lease expired); outcome unknown",
+            next_attempt_at=None,
+            updated_at=now,
+            **leases.CLEARED,
+        )
+        .returning(c.status)
+    ).scalars()
+    statuses = list(settled)
+    failed = statuses.count("failed")
+    return len(statuses) - failed, failed
+
+
+def count_abandoned(conn: sa.Connection, now: datetime, max_attempts: int) -> tuple[int, int]:
+    """What :func:`recover_abandoned` would settle now: (retrying, failed)."""
+    c = messages.c
+    last = c.attempts + 1 >= max_attempts
+    query = sa.select(sa.func.count().filter(~last), sa.func.count().filter(last)).where(
+        c.status.in_(CLAIMED_FROM), leases.expired(messages, now)
+    )
+    retrying, failed = conn.execute(query).one()
+    return int(retrying or 0), int(failed or 0)
+
+
 # --- operator commands: list, edit, delete (SPEC §7) ---------------------------------
 
 # Statuses in which a message may still be sent by dispatch or rescheduled.

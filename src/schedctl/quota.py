@@ -17,7 +17,8 @@ A process killed between the reservation and the record (or a database outage in
 that window) leaves its unit reserved until the end of that UTC day: the budget can
 only err towards sending less, never more, and ``sent`` (what alerts report) stays
 exact. The message itself is claimed again once its lease runs out and reserves a
-fresh unit. A past day's leftover reservations are inert: each day has its own row.
+fresh unit. A past day's leftover reservations are inert (each day has its own row);
+``reconcile`` gives them back, so the day's row ends with what was really sent.
 (Tying each unit to its message instead would let a re-claim reuse it, at the cost
 of settling it on every path that can touch such a message; not worth one unit.)
 
@@ -122,6 +123,24 @@ def release(conn: sa.Connection, reservation: Reservation) -> None:
         .where(counter.day == reservation.day, counter.reserved > 0)
         .values(reserved=counter.reserved - 1)
     )
+
+
+def release_past_reservations(conn: sa.Connection, today: str, *, dry_run: bool = False) -> int:
+    """Give back the units still reserved on days before ``today``: each is a send
+    whose process died before recording its outcome. Safe at any time -- no send
+    reserves a unit of a past day, and a late :func:`use` or :func:`release` of one
+    never goes below zero -- and it leaves ``sent`` exact. Returns the units."""
+    counter = send_counters.c
+    stale = sa.and_(counter.day < today, counter.reserved > 0)
+    if dry_run:
+        value = conn.execute(sa.select(sa.func.sum(counter.reserved)).where(stale)).scalar()
+        return int(value or 0)
+    # (Today's cannot be told from sends in progress: a unit records no process.)
+    held = conn.execute(dialect.claim(sa.select(counter.day, counter.reserved).where(stale), conn))
+    units: dict[str, int] = {str(day): int(n) for day, n in held}
+    if units:
+        conn.execute(send_counters.update().where(counter.day.in_(units)).values(reserved=0))
+    return sum(units.values())
 
 
 def used(conn: sa.Connection, day: str) -> int:

@@ -328,6 +328,93 @@ def skip_paused_runs(db: Database, now: datetime) -> int:
     return int(db.transaction(lambda conn: conn.execute(statement).rowcount))
 
 
+def orphan_error(attempt: int) -> str:
+    """The error recorded on a run whose process died during ``attempt``."""
+    return f"the process running it stopped (lease expired) on attempt {attempt} of {MAX_ATTEMPTS}"
+
+
+def fail_exhausted_orphans(conn: sa.Connection, rows: Sequence[Any], now: datetime) -> list[int]:
+    """Of locked candidate runs (``id``, ``attempt``, ``status``), mark failed for good
+    those orphaned on their last attempt; their ids. The caller checked the orphans'
+    leases expired (:func:`_orphaned`)."""
+    dead = [int(r.id) for r in rows if r.status == "running" and r.attempt >= MAX_ATTEMPTS]
+    if dead:
+        conn.execute(
+            schedule_runs.update()
+            .where(schedule_runs.c.id.in_(dead))
+            .values(
+                status="failed",
+                error=orphan_error(MAX_ATTEMPTS),
+                finished_at=now,
+                next_attempt_at=None,
+                **leases.CLEARED,
+            )
+        )
+    return dead
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """Work whose process died, as reconcile found it: made retryable, or failed."""
+
+    retryable: int = 0
+    failed: int = 0
+
+
+def recover_orphaned_runs(
+    db: Database, now: datetime, *, batch: int, dry_run: bool = False
+) -> Recovered:
+    """Reconcile's half of the run lease: runs whose process died (``running`` under
+    an expired lease) become ``failed`` with the reason and a retry due at once --
+    the state a failed attempt leaves, which tick claims like any retry -- or failed
+    for good when the process died on their last attempt. A run under a live lease
+    is never touched. ``batch`` runs per transaction; ``dry_run`` only counts.
+
+    Tick does the same on its own when it claims an orphan (:func:`claim_runs`);
+    this settles the ones no tick has come for (a paused tick, a disabled host).
+    """
+    c = schedule_runs.c
+    exhausted = c.attempt >= MAX_ATTEMPTS
+    if dry_run:
+        query = sa.select(
+            sa.func.count().filter(~exhausted), sa.func.count().filter(exhausted)
+        ).where(_orphaned(now))
+        retryable, failed = db.transaction(lambda conn: conn.execute(query).one(), read_only=True)
+        return Recovered(int(retryable or 0), int(failed or 0))
+
+    def work(conn: sa.Connection) -> tuple[int, int]:
+        candidates = (
+            sa.select(c.id, c.attempt, c.status).where(_orphaned(now)).order_by(c.id).limit(batch)
+        )
+        rows = conn.execute(dialect.claim(candidates, conn)).all()
+        dead = fail_exhausted_orphans(conn, rows, now)
+        by_attempt: dict[int, list[int]] = {}
+        for row in rows:
+            if row.id not in dead:
+                by_attempt.setdefault(int(row.attempt), []).append(int(row.id))
+        for attempt, ids in by_attempt.items():
+            conn.execute(
+                schedule_runs.update()
+                .where(c.id.in_(ids))
+                .values(
+                    status="failed",
+                    error=orphan_error(attempt),
+                    finished_at=now,
+                    next_attempt_at=now,
+                    **leases.CLEARED,
+                )
+            )
+        return len(rows) - len(dead), len(dead)
+
+    retryable = failed = 0
+    while True:
+        made_retryable, made_failed = db.transaction(work)
+        retryable += made_retryable
+        failed += made_failed
+        if made_retryable + made_failed < batch:
+            return Recovered(retryable, failed)
+
+
 def claim_runs(
     db: Database, now: datetime, owner: str, limit: int = 1
 ) -> tuple[list[ClaimedRun], int]:
@@ -346,20 +433,7 @@ def claim_runs(
             .limit(limit)
         )
         rows = conn.execute(dialect.claim(candidates, conn)).all()
-        dead = [r.id for r in rows if r.status == "running" and r.attempt >= MAX_ATTEMPTS]
-        if dead:
-            conn.execute(
-                schedule_runs.update()
-                .where(c.id.in_(dead))
-                .values(
-                    status="failed",
-                    error=f"the process running it stopped (lease expired) on attempt"
-                    f" {MAX_ATTEMPTS} of {MAX_ATTEMPTS}",
-                    finished_at=now,
-                    next_attempt_at=None,
-                    **leases.CLEARED,
-                )
-            )
+        dead = fail_exhausted_orphans(conn, rows, now)
         ids = [r.id for r in rows if r.id not in dead]
         if not ids:
             return [], len(dead)

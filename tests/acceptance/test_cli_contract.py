@@ -23,6 +23,7 @@ CONTRACT += [["users", "list"], ["users", "update"], ["users", "remove"]]
 BUILT |= {"users", "notify"}
 BUILT |= {"digest"}
 BUILT |= {"distribute"}
+BUILT |= {"reconcile"}
 NOT_BUILT_YET = [c for c in CONTRACT if c[0] not in BUILT]
 
 

@@ -2,10 +2,10 @@
 
 Callers build portable SQLAlchemy Core statements and ask this module for the few
 dialect-specific pieces: the server clock, a claim with SKIP LOCKED, insert-or-skip
-on a unique key, the migration lock and the row-level-security scope -- and, for
-`distribute`'s data sources and destinations (also MySQL/MariaDB and Oracle), a
-read-only transaction, the lock that serialises writers of a destination table and
-the fastest bulk insert (COPY on PostgreSQL).
+and insert-or-update on a unique key, the migration lock and the row-level-security
+scope -- and, for `distribute`'s data sources and destinations (also MySQL/MariaDB
+and Oracle), a read-only transaction, the lock that serialises writers of a
+destination table and the fastest bulk insert (COPY on PostgreSQL).
 """
 
 from __future__ import annotations
@@ -103,6 +103,29 @@ def plan_for_current_sizes(conn: sa.Connection) -> None:
     """
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
+
+
+def upsert_changed(
+    conn: sa.Connection,
+    table: sa.Table,
+    rows: Sequence[dict[str, Any]],
+    conflict_columns: Sequence[str],
+    compare: Sequence[str],
+    also: Sequence[str] = (),
+) -> int:
+    """Insert rows; a row whose unique key exists is updated instead, and only when
+    one of its ``compare`` columns changed (then the ``also`` columns are written
+    too, e.g. ``updated_at``). Returns how many rows were inserted or changed."""
+    if not rows:
+        return 0
+    insert = _upsert_capable_insert(conn, table)
+    changed = sa.or_(*[table.c[name].is_distinct_from(insert.excluded[name]) for name in compare])
+    statement = insert.on_conflict_do_update(
+        index_elements=list(conflict_columns),
+        set_={name: insert.excluded[name] for name in (*compare, *also)},
+        where=changed,
+    ).returning(table.c[conflict_columns[0]])
+    return len(conn.execute(statement, list(rows)).all())
 
 
 def begin_read_only(conn: sa.Connection, timeout_s: float) -> None:

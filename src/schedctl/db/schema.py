@@ -60,6 +60,7 @@ heartbeats = sa.Table(
     sa.Column("exit_code", sa.Integer),
     sa.Column("counts", Json),
     sa.Index("heartbeats_command_outcome_finished", "command", "outcome", "finished_at"),
+    sa.Index("heartbeats_started", "started_at"),  # reconcile's purge
     sqlite_autoincrement=True,
 )
 
@@ -122,6 +123,7 @@ schedule_runs = sa.Table(
     sa.Index("schedule_runs_claim", "status", "lease_expires_at"),
     # `schedules runs ID` reads one schedule's history, newest slot first.
     sa.Index("schedule_runs_history", "schedule_id", "slot"),
+    sa.Index("schedule_runs_finished", "finished_at"),  # reconcile's purge
     sqlite_autoincrement=True,
 )
 
@@ -157,6 +159,7 @@ messages = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Index("messages_due", "status", "send_at"),
+    sa.Index("messages_schedule_run", "schedule_run_id"),  # a run's purge sets it NULL
     sa.Index(
         "messages_event_type",
         "event_id",
@@ -181,6 +184,7 @@ email_log = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("attempted_at", UTCDateTime, nullable=False),
     sa.Index("email_log_message", "message_id"),
+    sa.Index("email_log_attempted", "attempted_at"),  # reconcile's snapshot and purge
     sqlite_autoincrement=True,
 )
 
@@ -405,4 +409,23 @@ distribution_destinations = sa.Table(
         "status IN ('pending', 'copying', 'completed')",
         name="distribution_destinations_status_check",
     ),
+)
+# --- Reconcile (SPEC §8) -----------------------------------------------------------
+
+# Each account's attempts of one UTC day by message type and outcome, from email_log;
+# written by `reconcile` (a rerun updates the totals in place).
+usage_history = sa.Table(
+    "usage_history",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("account_id", Id, sa.ForeignKey("accounts.id"), nullable=False),
+    sa.Column("day", sa.Date, nullable=False),  # the UTC date of the attempts
+    sa.Column("message_type", sa.Text, nullable=False),  # UNKNOWN: the message was deleted
+    sa.Column("outcome", sa.Text, nullable=False),  # as email_log's
+    sa.Column("total", sa.Integer, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("account_id", "day", "message_type", "outcome", name="usage_history_key"),
+    sa.Index("usage_history_day", "day"),
+    sqlite_autoincrement=True,
 )
