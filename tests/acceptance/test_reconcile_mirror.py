@@ -2,8 +2,8 @@
 concurrent ``--repair`` runs inserting each missing row once, a day's dead lease
 freed and stored plans purged in bounded batches.
 
-It needs the distribute module and its CLI tests' fixtures (branch distribute): until
-that branch is merged, the whole module is skipped.
+The day's source, campaigns and destinations come from the distribute CLI tests'
+fixture.
 """
 
 from __future__ import annotations
@@ -14,11 +14,7 @@ import sqlite3
 import subprocess
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
-
-pytest.importorskip("schedctl.distribute", reason="branch distribute is not merged yet")
-
 import test_distribute_cli as distribute_cli
 
 from conftest import SCHEDCTL, run_cli
