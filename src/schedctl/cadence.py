@@ -131,6 +131,14 @@ def parse_instant(text: str, zone: ZoneInfo | None = None) -> datetime:
     return to_instant(parse_local_or_instant(text), zone or _UTC_ZONE)
 
 
+def parse_date(text: str) -> date:
+    """A ``YYYY-MM-DD`` date given on the command line (exit 2 if it is not one)."""
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise ValidationError(f"invalid date {text!r} (expected YYYY-MM-DD)") from None
+
+
 def parse_local_or_instant(text: str) -> datetime:
     """Parse ISO 8601: aware UTC if it has an offset, else the naive wall time it names.
 

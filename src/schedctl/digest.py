@@ -177,14 +177,6 @@ def _catch_up_hint(catch_up_days: int) -> str:
     return " (digests are sent for the current local day only; see [digest] catch_up_days)"
 
 
-def parse_date(text: str) -> date:
-    """A ``YYYY-MM-DD`` local date from the command line (exit 2 if it is not one)."""
-    try:
-        return date.fromisoformat(text.strip())
-    except ValueError:
-        raise ValidationError(f"invalid date {text!r} (expected YYYY-MM-DD)") from None
-
-
 # --- planning (set-based) -------------------------------------------------------------
 
 

@@ -310,8 +310,8 @@ def test_a_missing_destination_table_fails_and_a_rerun_resumes(files: Files) -> 
 @pytest.mark.parametrize(
     ("args", "extra", "message"),
     [
-        (["--date", "2026-13-01"], "", "invalid --date '2026-13-01' (expected YYYY-MM-DD)"),
-        (["--date", "tomorrow"], "", "invalid --date 'tomorrow'"),
+        (["--date", "2026-13-01"], "", "invalid date '2026-13-01' (expected YYYY-MM-DD)"),
+        (["--date", "tomorrow"], "", "invalid date 'tomorrow'"),
         (["--date", "2026-11-19"], "", "--date 2026-11-19 is in the future"),
         ([], "batch_size = 0", "[distribute] batch_size: must be a whole number from 1"),
         ([], 'groups = ["A", "A"]', "[distribute] groups: a group is listed twice"),

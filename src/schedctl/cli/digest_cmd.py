@@ -54,11 +54,12 @@ def digest_command(
 ) -> None:
     """Send each opted-in user's daily digest once per local day (default: every account)."""
     from schedctl import digest
+    from schedctl.cadence import parse_date
     from schedctl.users import find_user
 
     runtime = current()
     settings = runtime.settings
-    local_date = None if on_date is None else digest.parse_date(on_date)
+    local_date = None if on_date is None else parse_date(on_date)
 
     def work(db: Database) -> CommandResult:
         account_id = None

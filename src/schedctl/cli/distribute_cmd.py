@@ -31,12 +31,13 @@ def distribute_command(
     ] = None,
 ) -> None:
     """Distribute the day's users to the active campaigns and groups, exactly once."""
+    from schedctl.cadence import parse_date
     from schedctl.cli.output import error_line
     from schedctl.distribute import run as distribution
 
     runtime = current()
     settings = runtime.settings
-    requested = None if on_date is None else distribution.parse_date(on_date)
+    requested = None if on_date is None else parse_date(on_date)
     distribution.job_from(settings)  # what is missing is refused before anything is opened
 
     def work(db: Database) -> CommandResult:

@@ -160,14 +160,6 @@ def job_from(settings: Settings) -> Job:
     )
 
 
-def parse_date(text: str) -> date:
-    """A ``--date YYYY-MM-DD`` (exit 2 if it is not one)."""
-    try:
-        return date.fromisoformat(text.strip())
-    except ValueError:
-        raise ValidationError(f"invalid --date {text!r} (expected YYYY-MM-DD)") from None
-
-
 def business_date(settings: Settings, now: datetime, requested: date | None) -> date:
     """Today in the ``[distribute] tz`` zone, or ``requested`` (not in the future)."""
     today = now.astimezone(ZoneInfo(settings.distribute_tz)).date()
