@@ -22,7 +22,6 @@ from schedctl.cli.runtime import command, current
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.migrations import upgrade
-from schedctl.digest import DigestOptions, run_digest
 from schedctl.events import add_event
 from schedctl.outbox import list_messages
 from schedctl.schedules import ScheduleOptions, create_schedule, list_schedules
@@ -115,6 +114,8 @@ def _tick(db: Database, settings: Settings, now: datetime) -> dict[str, Any]:
 
 
 def _digest(db: Database, settings: Settings, now: datetime) -> dict[str, Any]:
+    from schedctl.digest import DigestOptions, run_digest  # not on every command's start-up
+
     heartbeat_id = heartbeat.start_run(db, "digest", now)
     counts = run_digest(db, settings, now, DigestOptions())
     heartbeat.finish_run(db, heartbeat_id, finished_at=db.now(), exit_code=0, counts=counts)
