@@ -186,6 +186,7 @@ class DistributionReport:
     checked: int = 0  # target-group rows looked up in the mirror
     missing: int = 0  # of those, not in the mirror
     repaired: int = 0  # missing rows inserted (--repair)
+    repaired_elsewhere: int = 0  # missing when checked, inserted by a concurrent repair
 
 
 def reconcile_distributions(
@@ -236,10 +237,12 @@ def reconcile_distributions(
 
 def check_mirror(
     db: Database, settings: Settings, now: datetime, *, repair: bool
-) -> tuple[int, int, int] | None:
+) -> tuple[int, int, int, int] | None:
     """Look up every target-group row of the recent completed days' stored plans in
     the mirror table; with ``repair``, insert the missing ones. Returns (checked,
-    missing, repaired), or None when no ``[distribute.mirror]`` is configured.
+    missing, repaired, repaired elsewhere: found by the writer's check under the lock,
+    put there by a concurrent repair), or None when no ``[distribute.mirror]`` is
+    configured.
 
     A row is there when the mirror has its ID under one of its campaign's group ids
     (as the copy decides). The repair is the copy's own write -- the destination
@@ -267,7 +270,7 @@ def check_mirror(
         )
         .order_by(days_table.c.business_date)
     )
-    checked = missing = repaired = 0
+    checked = missing = repaired = elsewhere = 0
     for business_date in db.transaction(functools.partial(_values, query=recent), read_only=True):
         read_day = functools.partial(store.read_day, business_date=business_date)
         day = db.transaction(read_day, read_only=True)
@@ -312,10 +315,12 @@ def check_mirror(
                     checked += len(rows)
                     missing += len(absent)
                     if repair and absent:
-                        repaired += int(writer.write(absent, wanted).inserted)
+                        result = writer.write(absent, wanted)
+                        repaired += int(result.inserted)
+                        elsewhere += int(result.existing)
         finally:
             writer.close()
-    return checked, missing, repaired
+    return checked, missing, repaired, elsewhere
 
 
 def _values(conn: sa.Connection, query: sa.Select[Any]) -> list[Any]:
@@ -380,6 +385,7 @@ def run_reconcile(
         "distributions": dist.state,
         "mirror_checked": dist.checked,
         "mirror_repaired": dist.repaired,
+        "mirror_repaired_elsewhere": dist.repaired_elsewhere,
     }
     return report
 
@@ -404,5 +410,7 @@ def _recover_messages(
 
 
 def reconcile_failed(report: dict[str, Any]) -> bool:
-    """Exit 1: mirror rows are missing and were not repaired."""
-    return bool(report["mirror_missing"] > report["mirror_repaired"])
+    """Exit 1: mirror rows are missing and were not repaired (by this run or by a
+    concurrent one)."""
+    repaired = report["mirror_repaired"] + report["mirror_repaired_elsewhere"]
+    return bool(report["mirror_missing"] > repaired)

@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -67,20 +68,32 @@ def test_mirror_check_and_two_concurrent_repairs_insert_each_row_once(files: Fil
         SCHEDCTL_NOW=NOW,
         SCHEDCTL_RECONCILE_BATCH_SIZE="50",
     )
-    processes = [
-        subprocess.Popen(
-            [str(SCHEDCTL), "reconcile", "--json", "--repair"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
+    # The mirror's write lock is held while both processes start, so that both find
+    # the 17 rows missing before either can repair: the repairs really overlap, and
+    # the writer's check under the lock is what keeps the second from inserting.
+    blocker = sqlite3.connect(files.path("spss"), isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    try:
+        processes = [
+            subprocess.Popen(
+                [str(SCHEDCTL), "reconcile", "--json", "--repair"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        time.sleep(6)  # well within the writers' 10 s busy timeout
+    finally:
+        blocker.execute("COMMIT")
+        blocker.close()
     outcomes = [p.communicate(timeout=120) for p in processes]
     reports = [json.loads(out) for out, _ in outcomes]
     assert [p.returncode for p in processes] == [0, 0], outcomes  # repaired: nothing missing
-    assert sum(r["mirror_repaired"] for r in reports) == 17
+    assert [r["mirror_missing"] for r in reports] == [17, 17]  # both checked before a repair
+    assert sorted(r["mirror_repaired"] for r in reports) == [0, 17]
+    assert sorted(r["mirror_repaired_elsewhere"] for r in reports) == [0, 17]
     assert sorted(files.rows("spss", "sc_mirror")) == full
     after = json.loads(reconcile(files).stdout)
     assert (after["mirror_missing"], after["mirror_repaired"]) == (0, 0)
