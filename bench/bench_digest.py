@@ -16,7 +16,7 @@ database and in a fresh child process:
 - schedctl: `digest.run_digest` as the command calls it, with dispatch disabled
   (``[messages] enabled = false``), so what is timed is the planning alone.
 
-Peak memory is the child's peak RSS (ru_maxrss) minus its RSS just before the work
+Peak memory is the child's peak RSS (VmHWM) minus its RSS just before the work
 (after imports and connecting): schedctl's must not grow with the number of users,
 since the digest claims a page of users per transaction. (The raw baseline's is the
 driver's and SQLite's own caches.) Read the ratios; absolute numbers depend on the
@@ -173,11 +173,16 @@ def raw_statements(dialect: str) -> list[str]:
     ]
 
 
-def _rss_kb() -> int:
+def _status_kb(field: str) -> int:
+    """A size from /proc/self/status (Linux): VmRSS now, VmHWM the peak so far."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _rss_kb() -> int:
+    return _status_kb("VmRSS")
 
 
 def child(kind: str, url: str) -> dict[str, Any]:
@@ -230,7 +235,9 @@ def child(kind: str, url: str) -> dict[str, Any]:
             elapsed = time.perf_counter() - start
         if counts.get("failed"):
             raise SystemExit(f"digest failed: {counts}")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Not ru_maxrss: Linux carries the parent's high-water mark over fork and exec, and
+    # the parent holds the seed rows, so ru_maxrss grew with the size seeded.
+    peak = _status_kb("VmHWM")
     return {"seconds": elapsed, "before_kb": before, "peak_kb": peak}
 
 
