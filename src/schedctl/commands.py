@@ -1,9 +1,8 @@
-"""The command contract (SPEC §2): every command schedctl has, built or not yet.
+"""The command contract (SPEC §2): every command schedctl has.
 
 A command records its heartbeat under its name here (``tick``, ``schedules list``),
-so the configuration checks ``[heartbeat]`` command names against this list, and the
-CLI shows the whole contract in ``--help`` (cli/pending.py adds a placeholder that
-says "not implemented yet" for any command no module has registered).
+so the configuration checks ``[heartbeat]`` command names against this list; a test
+checks that ``--help`` lists every one.
 """
 
 from __future__ import annotations

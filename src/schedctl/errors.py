@@ -37,10 +37,6 @@ class ValidationError(UsageError):
     """Invalid value."""
 
 
-class NotImplementedYet(UsageError):
-    """This command is not implemented yet."""
-
-
 class SchemaMismatch(UsageError):
     """The database schema does not match this version of schedctl."""
 

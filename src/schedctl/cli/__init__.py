@@ -19,7 +19,6 @@ from schedctl.cli import (
     heartbeat_cmd,
     messages_cmd,
     notify_cmd,
-    pending,
     reconcile_cmd,
     schedules_cmd,
     send_now_cmd,
@@ -100,7 +99,6 @@ for _module in (
     demo_cmd,
 ):
     _module.register(app)
-pending.register(app)  # whatever is not built yet says so
 
 
 def _configure_logging() -> None:
