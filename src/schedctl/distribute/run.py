@@ -72,7 +72,6 @@ from schedctl.errors import (
 log = logging.getLogger("schedctl.distribute")
 
 SAMPLE_SIZE = 5  # masked IDs a preview shows
-PURGE_ROUNDS = 200  # batches of expired plan rows one run deletes at most
 NOTICE_LIMIT = 100  # DISTRIBUTE messages one run sends at most
 
 
@@ -615,16 +614,6 @@ class DistributeRun:
         except MailUnavailable as exc:
             log.warning("the notification stays queued for the next tick: %s", exc.message)
 
-    def purge(self) -> int:
-        """Delete the plan rows of completed days past their retention (bounded)."""
-        purged = 0
-        for _ in range(PURGE_ROUNDS):
-            gone = self.db.transaction(lambda c: store.purge_expired_plans(c, self.clock()))
-            purged += gone
-            if not gone:
-                break
-        return purged
-
 
 def run_distribute(
     db: Database,
@@ -649,11 +638,7 @@ def run_distribute(
         run.send_notices()
         raise
     run.send_notices()
-    try:
-        run.purge()
-    except SchedctlError as exc:
-        log.warning("expired plans were not purged: %s", exc.message)
-    return outcome
+    return outcome  # expired plans are reconcile's to purge (reconcile.py)
 
 
 # --- preview ------------------------------------------------------------------------------
