@@ -13,6 +13,8 @@ Replies can be scripted:
 - an entry is a reply line, or a :class:`Reply`: ``DROP`` closes the connection
   instead of answering, ``slow(reply, seconds)`` answers late (a client whose
   timeout is shorter has given up by then);
+- ``credentials=(user, password)`` offers AUTH without TLS (``logins`` counts the
+  successful ones);
 - ``hold_data=n`` makes the server sit on the first n DATA replies until
   ``release()`` (a client with a short timeout sees "no reply after the data": the
   unknown outcome).
@@ -36,7 +38,7 @@ from types import TracebackType
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>]+>)", re.IGNORECASE | re.MULTILINE)
 
@@ -89,6 +91,7 @@ class SmtpServer:
         mail_replies: list[Script] | None = None,
         rcpt_script: list[Script] | None = None,
         faults: dict[str, list[Reply | None]] | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         self.data_replies = list(data_replies or [])
         self.rcpt_replies = dict(rcpt_replies or {})
@@ -107,7 +110,29 @@ class SmtpServer:
         self._lock = threading.Lock()
         self._held: asyncio.Event | None = None
         self.holding = threading.Event()  # set once a DATA reply is being held
-        self.controller = Controller(self, hostname="127.0.0.1", port=free_port())
+        self.credentials = credentials
+        self.logins = 0
+        auth: dict[str, Any] = {}
+        if credentials is not None:
+            auth = {
+                "auth_require_tls": False,
+                "authenticator": self._authenticate,
+            }
+        self.controller = Controller(self, hostname="127.0.0.1", port=free_port(), **auth)
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        assert self.credentials is not None
+        user, password = self.credentials
+        ok = (
+            isinstance(data, LoginPassword)
+            and data.login == user.encode()
+            and data.password == password.encode()
+        )
+        with self._lock:
+            self.logins += ok
+        return AuthResult(success=ok)
 
     @property
     def port(self) -> int:
@@ -123,6 +148,14 @@ class SmtpServer:
             "SCHEDCTL_SMTP_TLS": "none",
             "SCHEDCTL_SMTP_TIMEOUT": "5",
             "SCHEDCTL_MAIL_FROM": "schedctl@example.com",
+            **(
+                {
+                    "SCHEDCTL_SMTP_USER": self.credentials[0],
+                    "SCHEDCTL_SMTP_PASSWORD": self.credentials[1],
+                }
+                if self.credentials
+                else {}
+            ),
         }
 
     def settings(self, **overrides: Any) -> dict[str, Any]:
