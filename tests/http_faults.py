@@ -2,8 +2,10 @@
 
 ``mode`` says how it answers every request: ``ok`` (200), ``500``, ``429`` (with
 ``Retry-After``), ``500/429``: the two by turns (500 to the first request, 429 to
-the second, ...), or ``hang``: it reads the request and never answers, holding the
-connection open until ``close()``. Every request is recorded (method, path, body),
+the second, ...), ``hang``: it reads the request and never answers, holding the
+connection open until ``close()``, or ``trickle``: it starts a 200 answer and then
+sends one more byte of a header every 0.2 s until ``close()`` (a client whose
+timeout applies to each read alone never times out). Every request is recorded (method, path, body),
 the ones it never answered included.
 """
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 import http.server
 import threading
 
-MODES = ("ok", "500", "429", "500/429", "hang")
+MODES = ("ok", "500", "429", "500/429", "hang", "trickle")
 
 
 class ScriptedHTTPServer:
@@ -35,6 +37,16 @@ class ScriptedHTTPServer:
                 if recorder.mode == "hang":
                     recorder._released.wait(300)
                     self.close_connection = True
+                    return
+                if recorder.mode == "trickle":
+                    self.close_connection = True
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Trickle: ")
+                    while not recorder._released.wait(0.2):
+                        try:
+                            self.wfile.write(b"a")
+                            self.wfile.flush()
+                        except OSError:
+                            return
                     return
                 status = {"ok": 200, "500": 500, "429": 429}.get(recorder.mode, 0)
                 if recorder.mode == "500/429":
