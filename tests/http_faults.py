@@ -5,7 +5,8 @@
 the second, ...), ``hang``: it reads the request and never answers, holding the
 connection open until ``close()``, or ``trickle``: it starts a 200 answer and then
 sends one more byte of a header every 0.2 s until ``close()`` (a client whose
-timeout applies to each read alone never times out). Every request is recorded (method, path, body),
+timeout applies to each read alone never times out); ``hang/trickle``: the two by
+turns. Every request is recorded (method, path, body),
 the ones it never answered included.
 """
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import http.server
 import threading
 
-MODES = ("ok", "500", "429", "500/429", "hang", "trickle")
+MODES = ("ok", "500", "429", "500/429", "hang", "trickle", "hang/trickle")
 
 
 class ScriptedHTTPServer:
@@ -34,11 +35,14 @@ class ScriptedHTTPServer:
                 with recorder._lock:
                     recorder.requests.append((self.command, self.path, body))
                     turn = len(recorder.requests)
-                if recorder.mode == "hang":
+                mode = recorder.mode
+                if mode == "hang/trickle":
+                    mode = "hang" if turn % 2 else "trickle"
+                if mode == "hang":
                     recorder._released.wait(300)
                     self.close_connection = True
                     return
-                if recorder.mode == "trickle":
+                if mode == "trickle":
                     self.close_connection = True
                     self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Trickle: ")
                     while not recorder._released.wait(0.2):

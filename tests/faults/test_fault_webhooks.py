@@ -8,7 +8,8 @@ the per-command `[heartbeat.ping_urls]` pinged around each run (here `digest`).
 Each scenario runs the same three processes at once twice, on two databases with
 the same content: once against a healthy loopback endpoint, once against one that
 answers 500 and 429 with Retry-After by turns (so each channel's retries meet both),
-or hangs (reads the request and never answers).
+or by turns hangs (reads the request and never answers) and trickles (starts a 200
+answer and sends a byte every 0.2 s, so no single read ever times out).
 The job's outcome must not depend on it (README: "a ping that fails is logged as a
 warning and never changes the exit code"; quota.py: "a failing webhook is logged and
 never fails the job"): the same exit codes, the same rows, the same mail; each
@@ -151,15 +152,15 @@ def run_job(
 
 
 # mode -> (due messages, the quota's thresholds they reach)
-CASES = {"500/429": (12, 3), "hang": (8, 1)}
+CASES = {"500/429": (12, 3), "hang/trickle": (8, 1)}
 
 
 @pytest.mark.parametrize("mode", list(CASES))
 def test_a_failing_side_channel_changes_nothing_about_the_job(
     db_url: str, baseline_db_url: str, dialect: str, tmp_path: Path, mode: str
 ) -> None:
-    """Invariant: with the Slack webhook and both kinds of ping answering 500, 429 or
-    hanging, tick, digest and `heartbeat --check` exit as with a healthy endpoint and
+    """Invariant: with the Slack webhook and both kinds of ping answering 500, 429,
+    hanging or trickling, tick, digest and `heartbeat --check` exit as with a healthy endpoint and
     leave the same rows and the same mail; every process ends; no secret is printed."""
     count, alerts = CASES[mode]
     with (
