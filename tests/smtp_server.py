@@ -12,7 +12,9 @@ Replies can be scripted:
   ``data``; ``None``: a normal attempt), later ones are normal;
 - an entry is a reply line, or a :class:`Reply`: ``DROP`` closes the connection
   instead of answering, ``slow(reply, seconds)`` answers late (a client whose
-  timeout is shorter has given up by then);
+  timeout is shorter has given up by then), ``tarpit(reply)`` sends the reply's code
+  at once and then a space every 0.25 s for up to a minute (no single read waits
+  long: only a client that bounds the whole reply gives up);
 - ``credentials=(user, password)`` offers AUTH without TLS (``logins`` counts the
   successful ones);
 - ``hold_data=n`` makes the server sit on the first n DATA replies until
@@ -53,9 +55,10 @@ class Reply:
     drop: bool = False
     delay: float = 0.0
     stage: str = "data"
+    trickle: bool = False
 
     def at(self, stage: str) -> Reply:
-        return Reply(self.text, self.drop, self.delay, stage)
+        return Reply(self.text, self.drop, self.delay, stage, self.trickle)
 
 
 DROP = Reply(drop=True)
@@ -63,6 +66,10 @@ DROP = Reply(drop=True)
 
 def slow(text: str, seconds: float) -> Reply:
     return Reply(text, delay=seconds)
+
+
+def tarpit(text: str) -> Reply:
+    return Reply(text, trickle=True)
 
 
 Script = str | Reply | None
@@ -245,6 +252,15 @@ class SmtpServer:
     async def _answer(server: SMTP, reply: Reply, normal: str) -> str:
         if reply.delay:
             await asyncio.sleep(reply.delay)
+        if reply.trickle and reply.text and server.transport is not None:
+            transport = server.transport
+            transport.write(reply.text[:3].encode())
+            for _ in range(240):
+                await asyncio.sleep(0.25)
+                if transport.is_closing():
+                    break
+                transport.write(b" ")
+            return reply.text[3:]
         if reply.drop:
             if server.transport is not None:
                 server.transport.abort()

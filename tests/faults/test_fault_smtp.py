@@ -5,7 +5,8 @@ minutes per step (longer than any retry delay here) until nothing is left to sen
 then once more, three days later. The server answers given MAIL FROM, RCPT
 TO and end-of-data commands with 421/451/452 (transient), 550/554 (permanent), the
 provider's quota reply 550 5.4.5, drops the connection at RCPT, at MAIL or after the
-data, or answers later than SCHEDCTL_SMTP_TIMEOUT.
+data, answers later than SCHEDCTL_SMTP_TIMEOUT, or sends its reply a byte at a time
+(a tarpit: no single read waits as long as the timeout).
 
 The policy (README "Messages and delivery", dispatch.py): 4xx and connection
 failures are retried with backoff and finally delivered; 5xx fail at once with
@@ -30,7 +31,7 @@ import pytest
 
 import fault_ledger
 from delivery_helpers import T0, Tick, all_messages, bulk_insert, log_rows, start_ticks
-from smtp_server import DROP, Reply, SmtpServer, slow
+from smtp_server import DROP, Reply, SmtpServer, slow, tarpit
 
 STEP = timedelta(minutes=20)
 MAX_STEPS = 25
@@ -51,6 +52,7 @@ TRANSIENT = {
     "452 at RCPT": Reply("452 4.5.3 Too many recipients").at("rcpt"),
     "drop at RCPT": DROP.at("rcpt"),
     "slow RCPT": slow("250 OK", SLOW).at("rcpt"),
+    "tarpit RCPT": tarpit("250 OK").at("rcpt"),
     "421 after data": Reply("421 4.3.2 Shutting down"),
     "451 after data": Reply("451 4.3.0 Local error"),
     "452 after data": Reply("452 4.3.1 Insufficient system storage"),
@@ -68,6 +70,7 @@ QUOTA = {
 UNKNOWN = {
     "drop after data": DROP,
     "slow after data": slow("250 2.0.0 Ok: queued late", SLOW),
+    "tarpit after data": tarpit("250 2.0.0 Ok: queued, a byte at a time"),
 }
 
 
@@ -244,10 +247,10 @@ def test_mixed_faults_across_a_batch_with_two_ticks_per_step(
                 "transient": list(TRANSIENT),
                 "quota": list(QUOTA),
                 "permanent": list(PERMANENT),
-                "unknown": [*fast_unknown, "slow after data"],
+                "unknown": [*fast_unknown, "slow after data", "tarpit after data"],
             }[kind]
             name = rng.choice(pool)
-            if name.startswith("slow"):
+            if name.startswith(("slow", "tarpit")):
                 if slow_budget == 0:
                     name = "drop after data" if kind == "unknown" else "451 at RCPT"
                 else:
