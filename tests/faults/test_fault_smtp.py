@@ -154,6 +154,8 @@ def check(drive: Drive, expected: dict[str, tuple[str, str | None]]) -> tuple[in
             assert (row.status, row.reason_code) == ("failed", reason), row
             assert seen[row.message_id] == taken[row.message_id] == 1, row
             assert "may have been delivered" in (row.last_error or ""), row
+            outcomes = [e.outcome for e in log_rows(drive.db_url) if e.message_id == row.id]
+            assert outcomes[-1] == "unknown", outcomes
     assert set(rows) == set(expected)
     assert duplicates == 0, taken.most_common(3)
     assert drive.settled == {m.id: (m.status, m.attempts) for m in all_messages(drive.db_url)}
@@ -278,3 +280,22 @@ def test_mixed_faults_across_a_batch_with_two_ticks_per_step(
         note=f"seed {seed}, {dict(states)}, {len(drive.ticks)} ticks",
     )
     assert losses == 0
+
+
+def test_the_docs_and_the_code_state_the_same_unknown_outcome_rule() -> None:
+    """The rule the scenarios above assert is the one the docs state: no reply after
+    the whole message was sent is failed/UNKNOWN_DELIVERY and never resent; the only
+    second copy is a process dying between the server's acceptance and the record."""
+    from conftest import REPO
+    from schedctl import dispatch
+
+    def flat(text: str) -> str:
+        return " ".join(text.split())
+
+    readme = flat((REPO / "README.md").read_text(encoding="utf-8"))
+    delivery = flat((REPO / "docs" / "delivery.md").read_text(encoding="utf-8"))
+    code = flat(dispatch.__doc__ or "")
+    assert "recorded as unknown and never resent automatically" in readme
+    assert "| no reply after the whole message was sent | `failed`, `UNKNOWN_DELIVERY`" in delivery
+    assert "unknown (no reply after the data) → ``failed`` (UNKNOWN_DELIVERY), never resent" in code
+    assert "Only a process that dies after the server accepted the data but before the" in code
