@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,6 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from conftest import SCHEDCTL
 from schedctl.db.database import Database
 from schedctl.db.schema import email_log, messages
 from schedctl.outbox import NewMessage, enqueue
@@ -115,3 +118,46 @@ class InProcessCli:
             code = run(list(args))
             out, err = self.capsys.readouterr()
         return Result(code, out, err)
+
+
+@dataclass
+class Tick:
+    """One finished `schedctl tick --json` process."""
+
+    returncode: int
+    counts: dict[str, int]
+    stderr: str
+
+
+def start_ticks(
+    count: int, db_url: str, env: dict[str, str], now: datetime = T0, timeout: float = 120
+) -> list[Tick]:
+    """Start `count` tick processes at once at ``now``; wait for all (exit codes unchecked)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDCTL_")}
+    full_env.update(SCHEDCTL_NOW=now.isoformat(), SCHEDCTL_DATABASE_URL=db_url, NO_COLOR="1")
+    full_env.update(env)
+    processes = [
+        subprocess.Popen(
+            [str(SCHEDCTL), "tick", "--json"],
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    results = []
+    for process in processes:
+        out, err = process.communicate(timeout=timeout)
+        counts = json.loads(out) if out.strip().startswith("{") else {}
+        results.append(Tick(process.returncode, counts, err))
+    return results
+
+
+def run_ticks(count: int, db_url: str, env: dict[str, str]) -> list[dict[str, int]]:
+    """Start `count` tick processes at once (SCHEDCTL_NOW T0 unless ``env`` says);
+    wait for all; each must exit 0; return their JSON counts."""
+    results = start_ticks(count, db_url, env)
+    for result in results:
+        assert result.returncode == 0, result.stderr
+    return [r.counts for r in results]

@@ -1,9 +1,31 @@
 """A real SMTP server on loopback (aiosmtpd) that records what it accepted.
 
-Replies can be scripted: ``data_replies`` are answered to successive DATA commands
-before the server starts accepting; ``rcpt_replies`` refuse given recipients;
-``hold_data=n`` makes the server sit on the first n DATA replies until ``release()`` (a
-client with a short timeout sees "no reply after the data": the unknown outcome).
+Replies can be scripted:
+
+- ``data_replies`` are answered to successive messages (the reply after the data)
+  before the server starts accepting; ``mail_replies`` and ``rcpt_script`` likewise
+  answer successive MAIL FROM and RCPT TO commands (an entry ``None``: the normal
+  reply for that call);
+- ``rcpt_replies`` refuse given recipients, every time;
+- ``faults`` script each recipient's successive attempts: the n-th transaction for
+  an address gets ``faults[address][n]`` (a :class:`Reply` at stage ``rcpt`` or
+  ``data``; ``None``: a normal attempt), later ones are normal;
+- an entry is a reply line, or a :class:`Reply`: ``DROP`` closes the connection
+  instead of answering, ``slow(reply, seconds)`` answers late (a client whose
+  timeout is shorter has given up by then), ``tarpit(reply)`` sends the reply's code
+  at once and then a space every 0.25 s for up to a minute (no single read waits
+  long: only a client that bounds the whole reply gives up);
+- ``credentials=(user, password)`` offers AUTH without TLS (``logins`` counts the
+  successful ones);
+- ``hold_data=n`` makes the server sit on the first n DATA replies until
+  ``release()`` (a client with a short timeout sees "no reply after the data": the
+  unknown outcome).
+
+``accepted`` holds the messages answered 250 (also those answered too late for the
+client, or whose client went away while the server was slow to answer);
+``unanswered`` those whose data arrived and whose connection was dropped instead of
+a reply; ``data_seen`` every message whose data arrived, whatever the reply was (a
+message refused with a 4xx and sent again is seen twice).
 """
 
 from __future__ import annotations
@@ -13,13 +35,48 @@ import re
 import socket
 import threading
 from collections import Counter
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*(<[^>]+>)", re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A scripted reply: ``text`` (None: the normal one), or ``drop`` the connection
+    instead; after waiting ``delay`` seconds. ``stage`` places a per-recipient fault:
+    at its RCPT TO (``rcpt``) or after its data (``data``)."""
+
+    text: str | None = None
+    drop: bool = False
+    delay: float = 0.0
+    stage: str = "data"
+    trickle: bool = False
+
+    def at(self, stage: str) -> Reply:
+        return Reply(self.text, self.drop, self.delay, stage, self.trickle)
+
+
+DROP = Reply(drop=True)
+
+
+def slow(text: str, seconds: float) -> Reply:
+    return Reply(text, delay=seconds)
+
+
+def tarpit(text: str) -> Reply:
+    return Reply(text, trickle=True)
+
+
+Script = str | Reply | None
+
+
+def _as_reply(entry: Script) -> Reply | None:
+    return Reply(entry) if isinstance(entry, str) else entry
 
 
 def free_port() -> int:
@@ -35,19 +92,54 @@ class SmtpServer:
     def __init__(
         self,
         *,
-        data_replies: list[str] | None = None,
+        data_replies: list[Script] | None = None,
         rcpt_replies: dict[str, str] | None = None,
         hold_data: int = 0,
+        mail_replies: list[Script] | None = None,
+        rcpt_script: list[Script] | None = None,
+        faults: dict[str, list[Reply | None]] | None = None,
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         self.data_replies = list(data_replies or [])
         self.rcpt_replies = dict(rcpt_replies or {})
+        self.mail_replies = list(mail_replies or [])
+        self.rcpt_script = list(rcpt_script or [])
+        self.faults = {address: list(script) for address, script in (faults or {}).items()}
         self.hold_data = hold_data
         self.accepted: list[Envelope] = []
+        self.data_seen: list[Envelope] = []
+        self.unanswered: list[Envelope] = []
         self.data_commands = 0
+        self.mail_commands = 0
+        self.rcpt_commands = 0
+        self.attempts: Counter[str] = Counter()  # RCPT TO commands per address
+        self.faults_used = 0
         self._lock = threading.Lock()
         self._held: asyncio.Event | None = None
         self.holding = threading.Event()  # set once a DATA reply is being held
-        self.controller = Controller(self, hostname="127.0.0.1", port=free_port())
+        self.credentials = credentials
+        self.logins = 0
+        auth: dict[str, Any] = {}
+        if credentials is not None:
+            auth = {
+                "auth_require_tls": False,
+                "authenticator": self._authenticate,
+            }
+        self.controller = Controller(self, hostname="127.0.0.1", port=free_port(), **auth)
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        assert self.credentials is not None
+        user, password = self.credentials
+        ok = (
+            isinstance(data, LoginPassword)
+            and data.login == user.encode()
+            and data.password == password.encode()
+        )
+        with self._lock:
+            self.logins += ok
+        return AuthResult(success=ok)
 
     @property
     def port(self) -> int:
@@ -63,6 +155,14 @@ class SmtpServer:
             "SCHEDCTL_SMTP_TLS": "none",
             "SCHEDCTL_SMTP_TIMEOUT": "5",
             "SCHEDCTL_MAIL_FROM": "schedctl@example.com",
+            **(
+                {
+                    "SCHEDCTL_SMTP_USER": self.credentials[0],
+                    "SCHEDCTL_SMTP_PASSWORD": self.credentials[1],
+                }
+                if self.credentials
+                else {}
+            ),
         }
 
     def settings(self, **overrides: Any) -> dict[str, Any]:
@@ -99,15 +199,29 @@ class SmtpServer:
 
     # ------------------------------------------------------------------ results
 
+    @staticmethod
+    def _ids(envelopes: list[Envelope]) -> list[str]:
+        ids = []
+        for envelope in envelopes:
+            match = _MESSAGE_ID.search(envelope.original_content or b"")
+            ids.append(match.group(1).decode() if match else "")
+        return ids
+
     @property
     def message_ids(self) -> list[str]:
         with self._lock:
-            contents = [e.original_content or b"" for e in self.accepted]
-        ids = []
-        for content in contents:
-            match = _MESSAGE_ID.search(content)
-            ids.append(match.group(1).decode() if match else "")
-        return ids
+            return self._ids(list(self.accepted))
+
+    @property
+    def seen_ids(self) -> list[str]:
+        """Message-IDs of every message whose data arrived (accepted or not)."""
+        with self._lock:
+            return self._ids(list(self.data_seen))
+
+    @property
+    def unanswered_ids(self) -> list[str]:
+        with self._lock:
+            return self._ids(list(self.unanswered))
 
     def id_counts(self) -> Counter[str]:
         return Counter(self.message_ids)
@@ -119,21 +233,88 @@ class SmtpServer:
 
     # ------------------------------------------------------------------ handlers
 
+    def _next_fault(self, address: str, stage: str) -> Reply | None:
+        """The fault scripted for this attempt of ``address`` at ``stage`` (used up)."""
+        with self._lock:
+            if stage == "rcpt":
+                attempt = self.attempts[address]
+                self.attempts[address] += 1
+            else:
+                attempt = self.attempts[address] - 1
+            script = self.faults.get(address, [])
+            fault = script[attempt] if 0 <= attempt < len(script) else None
+            if fault is None or fault.stage != stage:
+                return None
+            self.faults_used += 1
+            return fault
+
+    @staticmethod
+    async def _answer(server: SMTP, reply: Reply, normal: str) -> str:
+        if reply.delay:
+            await asyncio.sleep(reply.delay)
+        if reply.trickle and reply.text and server.transport is not None:
+            transport = server.transport
+            transport.write(reply.text[:3].encode())
+            for _ in range(240):
+                await asyncio.sleep(0.25)
+                if transport.is_closing():
+                    break
+                transport.write(b" ")
+            return reply.text[3:]
+        if reply.drop:
+            if server.transport is not None:
+                server.transport.abort()
+            return "421 4.4.2 Connection dropped"  # never reaches the client
+        return reply.text or normal
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> Any:
+        with self._lock:
+            self.mail_commands += 1
+            reply = _as_reply(self.mail_replies.pop(0)) if self.mail_replies else None
+        if reply is None:
+            return MISSING  # aiosmtpd's own handling
+        answer = await self._answer(server, reply, "250 OK")
+        if answer.startswith("250"):
+            envelope.mail_from = address
+            envelope.mail_options.extend(options)
+        return answer
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> str:
-        reply = self.rcpt_replies.get(address)
-        if reply is not None:
-            return reply
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
+        with self._lock:
+            self.rcpt_commands += 1
+            scripted = _as_reply(self.rcpt_script.pop(0)) if self.rcpt_script else None
+        fault = self._next_fault(address, "rcpt")
+        reply = fault or scripted
+        if reply is None:
+            refused = self.rcpt_replies.get(address)
+            if refused is not None:
+                return refused
+            reply = Reply()
+        answer = await self._answer(server, reply, "250 OK")
+        if answer.startswith("250"):
+            envelope.rcpt_tos.append(address)
+        return answer
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         with self._lock:
             self.data_commands += 1
-            scripted = self.data_replies.pop(0) if self.data_replies else None
-        if scripted is not None:
-            return scripted
+            self.data_seen.append(envelope)
+            scripted = _as_reply(self.data_replies.pop(0)) if self.data_replies else None
+        faults = [self._next_fault(address, "data") for address in envelope.rcpt_tos]
+        reply = next((f for f in faults if f is not None), None) or scripted
+        if reply is not None:
+            # The server has taken the message before its (late, or dropped) reply:
+            # a client that gave up meanwhile cannot tell whether it was delivered.
+            with self._lock:
+                if reply.drop:
+                    self.unanswered.append(envelope)
+                elif (reply.text or "250").startswith("250"):
+                    self.accepted.append(envelope)
+            return await self._answer(server, reply, "250 2.0.0 Ok: queued")
         with self._lock:
             hold = self.hold_data > 0
             self.hold_data -= hold

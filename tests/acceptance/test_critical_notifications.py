@@ -16,10 +16,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from test_dispatch_concurrency import run_ticks
 
 from conftest import run_cli
-from delivery_helpers import T0, all_messages, enqueue_all, message
+from delivery_helpers import T0, all_messages, enqueue_all, message, run_ticks
 from schedctl.db.database import Database
 from schedctl.db.schema import notifications, send_counters
 from smtp_server import SmtpServer

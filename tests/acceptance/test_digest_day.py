@@ -50,6 +50,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
+from clock_oracle import due_instant
 from conftest import SCHEDCTL, _admin
 from smtp_server import SmtpServer
 
@@ -227,19 +228,6 @@ def make_world(day: date, users: int, notifications: int, seed: int) -> World:
 
 
 # --------------------------------------------------------------------------- model
-
-
-def due_instant(zone: ZoneInfo, day: date, at: str) -> datetime:
-    """When a digest at local `at` is due on local `day`, by §3's rules, independently
-    of schedctl's code: a repeated time is due at its first occurrence, a time in a
-    spring-forward gap at the first instant after the gap."""
-    wall = datetime.combine(day, clock.fromisoformat(at))
-    instant = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
-    if instant.astimezone(zone).replace(tzinfo=None) == wall:
-        return instant  # exists; fold=0 is the first occurrence of a repeated time
-    while (instant - timedelta(minutes=1)).astimezone(zone).replace(tzinfo=None) >= wall:
-        instant -= timedelta(minutes=1)
-    return instant
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -11,7 +10,7 @@ from datetime import timedelta
 import pytest
 
 from conftest import SCHEDCTL
-from delivery_helpers import T0, all_messages, bulk_insert, log_rows
+from delivery_helpers import T0, all_messages, bulk_insert, log_rows, run_ticks
 from smtp_server import SmtpServer
 
 
@@ -19,29 +18,6 @@ from smtp_server import SmtpServer
 def smtp() -> Iterator[SmtpServer]:
     with SmtpServer() as server:
         yield server
-
-
-def run_ticks(count: int, db_url: str, env: dict[str, str]) -> list[dict[str, int]]:
-    """Start `count` tick processes at once; wait for all; return their JSON counts."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDCTL_")}
-    full_env.update(SCHEDCTL_NOW=T0.isoformat(), SCHEDCTL_DATABASE_URL=db_url)
-    full_env.update(env)
-    processes = [
-        subprocess.Popen(
-            [str(SCHEDCTL), "tick", "--json"],
-            env=full_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(count)
-    ]
-    results = []
-    for process in processes:
-        out, err = process.communicate(timeout=120)
-        assert process.returncode == 0, err
-        results.append(json.loads(out))
-    return results
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from test_dispatch_concurrency import run_ticks
 
-from delivery_helpers import T0, all_messages, enqueue_all, message
+from delivery_helpers import T0, all_messages, enqueue_all, message, run_ticks
 from smtp_server import SmtpServer
 
 NEXT_DAY = datetime(2026, 11, 19, tzinfo=UTC)

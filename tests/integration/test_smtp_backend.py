@@ -363,6 +363,65 @@ def test_timeout_before_data_is_retry(smtp_server: StartServer) -> None:
     assert handler.envelopes == []
 
 
+class Trickle(Recorder):
+    """Starts its reply to MAIL FROM or to the data at once, then sends one more byte
+    every TIMEOUT / 3 for up to a minute: no single read waits as long as the timeout."""
+
+    def __init__(self, stage: str) -> None:
+        super().__init__()
+        self.stage = stage
+
+    @staticmethod
+    async def trickle(server: SMTP) -> None:
+        transport = server.transport
+        assert transport is not None
+        transport.write(b"250")
+        for _ in range(int(60 / (TIMEOUT / 3))):
+            await asyncio.sleep(TIMEOUT / 3)
+            if transport.is_closing():
+                return
+            transport.write(b" ")
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        envelope.mail_from = address
+        if self.stage == "mail":
+            await self.trickle(server)
+            return " OK"  # the end of the trickled line
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.envelopes.append(envelope)
+        if self.stage == "reply":
+            await self.trickle(server)
+            return " OK"
+        return "250 OK"
+
+
+@pytest.mark.parametrize(("stage", "outcome"), [("mail", "retry"), ("reply", "unknown")])
+def test_a_reply_trickling_in_is_given_up_after_the_timeout(
+    smtp_server: StartServer, stage: str, outcome: str
+) -> None:
+    """A tarpitting server that sends its reply a byte at a time never lets a per-read
+    timeout fire: waiting for a reply must end after the timeout overall (a send that
+    outlives its message's lease could be taken over and sent twice)."""
+    controller = smtp_server(Trickle(stage))
+    results = []
+
+    def send() -> None:
+        with backend_for(controller) as backend:
+            results.append(backend.send(make_msg()))
+
+    worker = threading.Thread(target=send, daemon=True)
+    worker.start()
+    worker.join(30)  # generous: bounded by the timeout, not by the server
+    assert not worker.is_alive(), "still reading the trickling reply"
+    [result] = results
+    assert (result.outcome, result.stage) == (outcome, stage)
+    assert "timed out" in result.detail
+
+
 def test_connection_refused_is_retry() -> None:
     port = free_port()  # bound and released: nothing listens there now
     with SmtpBackend("127.0.0.1", port, tls="none", timeout=TIMEOUT) as backend:

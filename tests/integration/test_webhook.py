@@ -226,3 +226,27 @@ def test_ping_failure_is_false(server: Server, script: Script) -> None:
     script.replies = [(404, {})]
     assert ping(server.url, backoff=0.01) is False
     assert len(script.requests) == 1
+
+
+@pytest.mark.parametrize("send", ["ping", "slack"])
+def test_an_endpoint_that_trickles_its_answer_is_given_up_after_the_timeout(send: str) -> None:
+    """A server that keeps sending a byte now and then never lets a per-read timeout
+    fire; each attempt must still end after ``timeout`` (overall), so the job goes on."""
+    from http_faults import ScriptedHTTPServer
+
+    outcome: list[bool] = []
+    with ScriptedHTTPServer("trickle") as trickle:
+        url = f"{trickle.url}/{SECRET}"
+        call = (
+            (lambda: ping(url, timeout=0.5, max_attempts=2, backoff=0.01))
+            if send == "ping"
+            else (lambda: post_slack_alert(url, "quota", timeout=0.5, max_attempts=2, backoff=0.01))
+        )
+        worker = threading.Thread(target=lambda: outcome.append(call()), daemon=True)
+        worker.start()
+        worker.join(60)  # generous; the attempts are bounded by their timeout
+        finished = not worker.is_alive()
+        requests = len(trickle.paths)
+    assert finished, "the call is still reading the trickling answer"
+    assert outcome == [False]
+    assert requests == 2  # each attempt given up, then retried once

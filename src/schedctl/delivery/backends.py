@@ -39,6 +39,7 @@ offered), so the caller should stop the batch rather than try every message.
 from __future__ import annotations
 
 import copy
+import io
 import logging
 import os
 import re
@@ -47,7 +48,8 @@ import socket
 import ssl
 import sys
 import tempfile
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.generator import BytesGenerator
 from email.message import EmailMessage, MIMEPart
@@ -55,7 +57,7 @@ from email.utils import getaddresses, parseaddr
 from io import BytesIO
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Protocol, Self, TextIO, cast
+from typing import Any, Literal, Protocol, Self, TextIO, cast
 
 from schedctl.delivery.message import validate_email
 from schedctl.errors import ConfigError, ValidationError
@@ -219,6 +221,62 @@ class _StaleConnection(_Failure):
     """The connection was gone before MAIL FROM was accepted: nothing was sent."""
 
 
+class _ReplyReader(io.RawIOBase):
+    """The connection's socket as smtplib reads replies from it, with a deadline.
+
+    A socket timeout bounds each read alone: a server that sends its reply a byte at a
+    time (a tarpit) would never let it fire, and a send could outlive its message's
+    lease. Each read waits at most until ``deadline``; past it, TimeoutError.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is not None:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("timed out")
+            self.sock.settimeout(remaining)
+        return self.sock.recv_into(buffer)
+
+
+def _reply_within_timeout(
+    conn: smtplib.SMTP, read: Callable[[], tuple[int, bytes]]
+) -> tuple[int, bytes]:
+    """smtplib's getreply, the whole reply (every line) within ``conn.timeout``."""
+    timeout = conn.timeout
+    if conn.sock is None or not isinstance(timeout, int | float):
+        return read()
+    if conn.file is None:
+        conn.file = io.BufferedReader(_ReplyReader(conn.sock))
+    reader = getattr(conn.file, "raw", None)
+    if not isinstance(reader, _ReplyReader):
+        return read()
+    reader.deadline = time.monotonic() + timeout
+    try:
+        return read()
+    finally:
+        reader.deadline = None
+        if conn.sock is not None:  # smtplib closes it on errors
+            conn.sock.settimeout(timeout)
+
+
+class _Smtp(smtplib.SMTP):
+    def getreply(self) -> tuple[int, bytes]:
+        return _reply_within_timeout(self, super().getreply)
+
+
+class _SmtpSsl(smtplib.SMTP_SSL):
+    def getreply(self) -> tuple[int, bytes]:
+        return _reply_within_timeout(self, super().getreply)
+
+
 class SmtpBackend(_Backend):
     """SMTP with STARTTLS or implicit TLS, AUTH, and one connection per batch.
 
@@ -295,7 +353,7 @@ class SmtpBackend(_Backend):
             # smtplib connects in the constructor and closes the socket itself when
             # the greeting fails; it needs the host there for TLS hostname checks.
             if self.tls == "ssl":
-                conn = smtplib.SMTP_SSL(
+                conn = _SmtpSsl(
                     self.host,
                     self.port,
                     local_hostname=self.local_hostname,
@@ -303,7 +361,7 @@ class SmtpBackend(_Backend):
                     context=self._context(),
                 )
             else:
-                conn = smtplib.SMTP(
+                conn = _Smtp(
                     self.host, self.port, local_hostname=self.local_hostname, timeout=self.timeout
                 )
             conn.ehlo_or_helo_if_needed()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -75,7 +76,40 @@ def _host(url: str) -> str:
 
 
 def _attempt(request: urllib.request.Request, timeout: float) -> None:
-    """One HTTP exchange: returns on 2xx, raises _Retryable or _Permanent otherwise."""
+    """One HTTP exchange within ``timeout`` seconds overall: returns on 2xx, raises
+    _Retryable or _Permanent otherwise.
+
+    urllib's timeout bounds each socket operation only, so a server that sends a byte
+    now and then would hold the job for as long as it likes; the exchange runs in a
+    daemon thread and is given up (retryable, "timed out") once ``timeout`` has passed.
+    The abandoned thread ends with its socket's own timeout, or with the process.
+    """
+    fresh = urllib.request.Request(  # noqa: S310  (the scheme was checked by _deliver)
+        request.full_url,
+        data=request.data,
+        headers=dict(request.header_items()),
+        method=request.get_method(),
+    )
+    outcome: list[BaseException | None] = []
+
+    def exchange() -> None:
+        try:
+            _exchange(fresh, timeout)
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    worker = threading.Thread(target=exchange, name="schedctl-webhook", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not outcome:
+        raise _Retryable("timed out")
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
+def _exchange(request: urllib.request.Request, timeout: float) -> None:
     opener = urllib.request.build_opener(_NoRedirect)
     try:
         with opener.open(request, timeout=timeout) as response:
