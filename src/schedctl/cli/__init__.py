@@ -28,8 +28,6 @@ from schedctl.cli import (
 )
 from schedctl.cli.output import report_error
 from schedctl.cli.runtime import Runtime, current, use, with_output_flags
-from schedctl.config import Settings
-from schedctl.db.database import wrap_unexpected
 from schedctl.errors import SchedctlError
 
 app = typer.Typer(
@@ -143,6 +141,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return fail("interrupted", 130)
     except Exception as exc:
+        from schedctl.db.database import wrap_unexpected
+
         wrapped = wrap_unexpected(exc)
         if wrapped is not None:
             return fail(_redact(runtime, wrapped.message), wrapped.exit_code)
@@ -165,6 +165,8 @@ def _redact(runtime: Runtime, text: str) -> str:
     try:
         return runtime.settings.redact(text)
     except SchedctlError:
+        from schedctl.config import Settings
+
         # The configuration itself is broken: mask what we can see directly.
         return Settings(database_url=runtime.flags.get("database_url") or "").redact(text)
 

@@ -8,11 +8,11 @@ import typer
 
 from schedctl.cli.params import Account, limit_option
 from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
-from schedctl.db.database import Database
 from schedctl.errors import UsageError
 from schedctl.ids import parse_id
 
 if TYPE_CHECKING:
+    from schedctl.db.database import Database
     from schedctl.schedules import ScheduleOptions
 
 schedules_app = typer.Typer(help="Manage schedules.", no_args_is_help=True)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import sqlalchemy as sa
 import typer
 
 from schedctl.cli.params import Account
 from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
-from schedctl.db.database import Database
 from schedctl.errors import UsageError
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from schedctl.db.database import Database
 
 users_app = typer.Typer(help="Manage digest users.", no_args_is_help=True)
 
