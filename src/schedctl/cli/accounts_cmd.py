@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from schedctl.cli.params import command_group
 from schedctl.cli.runtime import CommandResult, command, current, run_command
 from schedctl.errors import ConflictError, ValidationError
 
@@ -14,9 +15,7 @@ if TYPE_CHECKING:
 
     from schedctl.db.database import Database
 
-accounts_app = typer.Typer(
-    help="Manage accounts (the tenants schedules belong to).", no_args_is_help=True
-)
+accounts_app = command_group("Manage accounts (the tenants schedules belong to).")
 
 
 @command(accounts_app, "create")

@@ -6,12 +6,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from schedctl.cli.params import command_group
 from schedctl.cli.runtime import CommandResult, command, current, run_command
 
 if TYPE_CHECKING:
     from schedctl.db.database import Database
 
-db_app = typer.Typer(help="Apply or show schema migrations.", no_args_is_help=True)
+db_app = command_group("Apply or show schema migrations.")
 
 
 @command(db_app, "upgrade")

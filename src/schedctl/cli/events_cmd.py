@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import typer
 
 from schedctl.cli.output import warn
-from schedctl.cli.params import Account
+from schedctl.cli.params import Account, command_group
 from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
 from schedctl.errors import UsageError
 from schedctl.ids import parse_id
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from schedctl.db.database import Database
 
-events_app = typer.Typer(help="Manage events whose messages tick plans.", no_args_is_help=True)
+events_app = command_group("Manage events whose messages tick plans.")
 
 LoadIn = Annotated[
     str | None,

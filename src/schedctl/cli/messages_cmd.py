@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from schedctl.cli.output import warn
-from schedctl.cli.params import Account, limit_option
+from schedctl.cli.params import Account, command_group, limit_option
 from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
 from schedctl.errors import UsageError
 from schedctl.ids import parse_id
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
     from schedctl.db.database import Database
 
-messages_app = typer.Typer(help="Manage scheduled messages (the outbox).", no_args_is_help=True)
+messages_app = command_group("Manage scheduled messages (the outbox).")
 
 TypeOpt = Annotated[
     str | None,

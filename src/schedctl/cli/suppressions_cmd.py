@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from schedctl.cli.params import Account
+from schedctl.cli.params import Account, command_group
 from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
 from schedctl.errors import ValidationError
 from schedctl.vocabulary import SUPPRESSION_REASONS
@@ -16,9 +16,7 @@ if TYPE_CHECKING:
 
     from schedctl.db.database import Database
 
-suppressions_app = typer.Typer(
-    help="Manage the suppression list (addresses never mailed again).", no_args_is_help=True
-)
+suppressions_app = command_group("Manage the suppression list (addresses never mailed again).")
 
 Email = Annotated[
     str, typer.Argument(help="The e-mail address.", metavar="EMAIL", show_default=False)

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from schedctl.cli.params import Account
+from schedctl.cli.params import Account, command_group
 from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
 from schedctl.errors import UsageError
 
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from schedctl.db.database import Database
 
-users_app = typer.Typer(help="Manage digest users.", no_args_is_help=True)
+users_app = command_group("Manage digest users.")
 
 Email = Annotated[
     str, typer.Argument(metavar="EMAIL", help="The user's e-mail address.", show_default=False)
