@@ -576,16 +576,17 @@ class Dispatcher:
                 return "gone", settle(conn)
             if result is not None:
                 conn.execute(
-                    email_log.insert().values(
-                        account_id=row.account_id,
-                        message_id=row.id,
-                        provider=result.provider or self.backend.name,
-                        recipients=row.recipient or "",
-                        outcome=result.outcome,
-                        response_code=result.code,
-                        error=None if result.outcome == "sent" else _error_text(result),
-                        attempted_at=now,
-                    )
+                    _LOG_ATTEMPT,
+                    {
+                        "account_id": row.account_id,
+                        "message_id": row.id,
+                        "provider": result.provider or self.backend.name,
+                        "recipients": row.recipient or "",
+                        "outcome": result.outcome,
+                        "response_code": result.code,
+                        "error": None if result.outcome == "sent" else _error_text(result),
+                        "attempted_at": now,
+                    },
                 )
             return ("recorded" if updated else "lost"), settle(conn)
 
@@ -608,6 +609,10 @@ class Dispatcher:
     def post_alerts(self) -> None:
         alerts, self.alerts = self.alerts, []
         quota.post_alerts(self.settings, alerts)
+
+
+# One statement for every attempt's email_log row (its values bound per execution).
+_LOG_ATTEMPT = email_log.insert()
 
 
 def _still_there(conn: sa.Connection, message_id: int) -> bool:

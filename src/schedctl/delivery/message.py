@@ -285,8 +285,11 @@ def prepare_email(
         return PreparedEmail(fields, _bare(sender), _bare(recipient), None, message)
     # Checked in build_email's order, so that a bad message fails with the same error.
     _check_message_id(message_id)
-    from_line = _plain_address_line("From", sender)
-    to_line = _plain_address_line("To", recipient)
+    from_address = _header_address(sender)
+    to_address = _header_address(recipient)
+    envelope = (_spec(from_address), _spec(to_address))  # as address_of reads them
+    from_line = _plain_address_line("From", from_address)
+    to_line = _plain_address_line("To", to_address)
     lines: list[str] | None = None
     if from_line is not None and to_line is not None:
         lines = [from_line, to_line]
@@ -300,7 +303,7 @@ def prepare_email(
         _check_unsubscribe_url(unsubscribe_url)
     if lines is None:
         message = build_email(**fields)  # type: ignore[arg-type]
-        return PreparedEmail(fields, _bare(sender), _bare(recipient), None, message)
+        return PreparedEmail(fields, *envelope, None, message)
     lines += [date_line, f"Message-ID: {message_id}", "Auto-Submitted: auto-generated"]
     if unsubscribe_url is not None:
         lines.append(f"List-Unsubscribe: <{unsubscribe_url}>")
@@ -318,7 +321,11 @@ def prepare_email(
         lines.append(f' boundary="{boundary}"')
         body = "".join(f"\n--{boundary}\n{part}" for part in parts) + f"\n--{boundary}--\n"
     data = ("\n".join(lines) + "\n" + body).replace("\n", "\r\n").encode("ascii")
-    return PreparedEmail(fields, _bare(sender), _bare(recipient), data, None)
+    return PreparedEmail(fields, *envelope, data, None)
+
+
+def _spec(address: Address) -> str:
+    return f"{address.username}@{address.domain}"
 
 
 def _bare(value: str) -> str:
@@ -331,14 +338,13 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9 _'-]*[A-Za-z0-9])?")
 _PLAIN_TEXT = re.compile(r"[ -~]*")  # printable ASCII
 
 
-def _plain_address_line(name: str, value: str) -> str | None:
-    """The header line for an address (validated as build_email does), or None when
-    the email package would quote, encode or fold it."""
-    address = _header_address(value)
+def _plain_address_line(name: str, address: Address) -> str | None:
+    """The header line for an address, or None when the email package would quote,
+    encode or fold it."""
     display = address.display_name
     if display and (not _PLAIN_NAME.fullmatch(display) or "  " in display):
         return None
-    spec = f"{address.username}@{address.domain}"
+    spec = _spec(address)
     line = f"{name}: {display} <{spec}>" if display else f"{name}: {spec}"
     return line if len(line) <= 78 else None
 
