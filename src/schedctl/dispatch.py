@@ -55,7 +55,6 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from email.message import EmailMessage
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -67,7 +66,7 @@ from schedctl.db import dialect
 from schedctl.db.database import Database
 from schedctl.db.schema import email_log, events, messages, schedule_runs, schedules
 from schedctl.delivery.backends import MailBackend, SendResult, make_backend
-from schedctl.delivery.message import build_email, validate_email
+from schedctl.delivery.message import PreparedEmail, prepare_email, validate_email
 from schedctl.delivery.policy import DeliveryPolicy, retry_delay, weekend_postponement
 from schedctl.delivery.tokens import unsubscribe_url
 from schedctl.errors import ConfigError, MailUnavailable, ValidationError
@@ -333,7 +332,7 @@ class Dispatcher:
 
     # ---------------------------------------------------------------- delivering
 
-    def build(self, row: Any, now: datetime) -> EmailMessage:
+    def build(self, row: Any, now: datetime) -> PreparedEmail:
         """The e-mail for an outbox row (Message-ID from the row, RFC 8058 headers)."""
         link = None
         if row.subscription:
@@ -347,7 +346,7 @@ class Dispatcher:
                     "SCHEDCTL_UNSUBSCRIBE_BASE_URL and SCHEDCTL_UNSUBSCRIBE_SECRET"
                 )
         attachments = [Attachment.from_json(a) for a in row.attachments or []]
-        return build_email(
+        return prepare_email(
             sender=self.settings.mail_from,
             recipient=row.recipient,
             subject=row.subject,
@@ -577,16 +576,17 @@ class Dispatcher:
                 return "gone", settle(conn)
             if result is not None:
                 conn.execute(
-                    email_log.insert().values(
-                        account_id=row.account_id,
-                        message_id=row.id,
-                        provider=result.provider or self.backend.name,
-                        recipients=row.recipient or "",
-                        outcome=result.outcome,
-                        response_code=result.code,
-                        error=None if result.outcome == "sent" else _error_text(result),
-                        attempted_at=now,
-                    )
+                    _LOG_ATTEMPT,
+                    {
+                        "account_id": row.account_id,
+                        "message_id": row.id,
+                        "provider": result.provider or self.backend.name,
+                        "recipients": row.recipient or "",
+                        "outcome": result.outcome,
+                        "response_code": result.code,
+                        "error": None if result.outcome == "sent" else _error_text(result),
+                        "attempted_at": now,
+                    },
                 )
             return ("recorded" if updated else "lost"), settle(conn)
 
@@ -609,6 +609,10 @@ class Dispatcher:
     def post_alerts(self) -> None:
         alerts, self.alerts = self.alerts, []
         quota.post_alerts(self.settings, alerts)
+
+
+# One statement for every attempt's email_log row (its values bound per execution).
+_LOG_ATTEMPT = email_log.insert()
 
 
 def _still_there(conn: sa.Connection, message_id: int) -> bool:

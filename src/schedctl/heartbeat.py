@@ -29,12 +29,12 @@ from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import heartbeats
 from schedctl.errors import ValidationError
+from schedctl.vocabulary import CHECK_EXIT as CHECK_EXIT  # monitoring exit codes
 
 Status = Literal["green", "yellow", "red", "unknown"]
 Outcome = Literal["running", "success", "failed", "error", "temporary"]
 
-# Monitoring-plugin exit codes for `heartbeat --check`.
-CHECK_EXIT = {"green": 0, "yellow": 1, "red": 2, "unknown": 3}
+# How bad each status is, for the overall one.
 _SEVERITY = {"green": 0, "unknown": 1, "yellow": 2, "red": 3}
 
 # How far ahead of now a recorded time may be before it is suspect (clock skew).

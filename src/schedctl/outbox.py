@@ -23,9 +23,10 @@ from schedctl.db import dialect
 from schedctl.db.schema import installation, messages
 from schedctl.delivery.message import make_message_id
 from schedctl.errors import NotFound, SchemaMismatch, TemporaryError, ValidationError
+from schedctl.vocabulary import MESSAGE_STATUSES
 
 Priority = Literal["normal", "critical"]
-STATUSES = ("scheduled", "paused", "blocked", "retrying", "sent", "failed", "skipped")
+STATUSES = MESSAGE_STATUSES
 
 
 @dataclass(frozen=True)

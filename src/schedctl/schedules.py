@@ -13,6 +13,7 @@ the cadence alone keeps it, so a slot already due is not lost by renaming.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -66,20 +67,12 @@ class Schedule:
     @classmethod
     def from_row(cls, row: Any) -> Schedule:
         """Decode a row; ValidationError if it holds a cadence schedctl cannot use."""
-        cadence = make_cadence(
-            row.cadence,
-            tz=row.tz,
-            at=row.at_time,
-            weekday=None if row.weekday is None else WEEKDAYS[row.weekday],
-            day=row.day_of_month,
-            cron=row.cron,
-        )
         return cls(
             id=int(row.id),
             account_id=int(row.account_id),
             name=row.name,
             kind=row.kind,
-            cadence=cadence,
+            cadence=stored_cadence(row),
             recipients=tuple(row.recipients or ()),
             params=dict(row.params or {}),
             active=bool(row.active),
@@ -124,6 +117,30 @@ class Schedule:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
+
+
+def stored_cadence(row: Any) -> Cadence:
+    """The cadence a ``schedules`` row stores; ValidationError if schedctl cannot use it."""
+    return _decode_cadence(
+        row.cadence, row.tz, row.at_time, row.weekday, row.day_of_month, row.cron
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _decode_cadence(
+    kind: str, tz: str, at: str | None, weekday: int | None, day: str | None, cron: str | None
+) -> Cadence:
+    # Decoded once per process for each stored definition: a tick reads thousands of
+    # rows that share a few ("daily at 09:00" in one zone), and a Cadence is immutable.
+    # An invalid one raises again each time (lru_cache keeps no exceptions).
+    return make_cadence(
+        kind,
+        tz=tz,
+        at=at,
+        weekday=None if weekday is None else WEEKDAYS[weekday],
+        day=day,
+        cron=cron,
+    )
 
 
 @dataclass(frozen=True)

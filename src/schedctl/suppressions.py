@@ -20,8 +20,9 @@ from schedctl.db.schema import accounts, suppressions
 from schedctl.delivery.message import validate_email
 from schedctl.delivery.tokens import unsubscribe_url, verify_token
 from schedctl.errors import ConfigError
+from schedctl.vocabulary import SUPPRESSION_REASONS
 
-REASONS = ("manual", "unsubscribe", "bounce")
+REASONS = SUPPRESSION_REASONS
 
 
 def add_suppression(

@@ -6,7 +6,6 @@ import email
 import logging
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from delivery_helpers import T0, InProcessCli, all_messages, enqueue_all, log_ro
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import events, messages
-from schedctl.delivery.backends import MemoryBackend, SendResult
+from schedctl.delivery.backends import Mail, MemoryBackend, SendResult, as_message
 from schedctl.delivery.message import POLICY
 from schedctl.delivery.tokens import verify_token
 from schedctl.dispatch import dispatch_due
@@ -327,11 +326,11 @@ class _DeletingBackend(MemoryBackend):
         self.deleted: Any = None
         self.sent: list[str] = []
 
-    def send(self, msg: EmailMessage) -> SendResult:
+    def send(self, msg: Mail) -> SendResult:
         if not self.sent:
             with Database(self.db_url) as db:
                 self.deleted = db.transaction(self.delete)
-        self.sent.append(str(msg["Message-ID"]))
+        self.sent.append(str(as_message(msg)["Message-ID"]))
         return SendResult("sent", 250, "accepted", provider="memory")
 
 

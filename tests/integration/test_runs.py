@@ -123,6 +123,25 @@ def test_limit_bounds_the_schedules_of_one_tick(db: Database, settings: Settings
     assert (rest.due, rest.runs_created) == (2, 2)
 
 
+def test_runs_another_tick_made_are_neither_made_again_nor_counted(
+    db: Database, settings: Settings
+) -> None:
+    schedule = make(db, settings)  # catch-up latest
+    later = NINE + timedelta(days=2, hours=3)
+    first = runs.materialise_due(db, later)
+    assert (first.due, first.runs_created, first.runs_skipped) == (1, 1, 2)
+    # As a tick finds it that claimed the schedule row before another's runs committed:
+    # every slot's run (the queued one and the skipped ones) exists already.
+    db.transaction(
+        lambda c: c.execute(
+            schedules.update().where(schedules.c.id == schedule.id).values(next_run_at=NINE)
+        )
+    )
+    again = runs.materialise_due(db, later)
+    assert (again.due, again.runs_created, again.runs_skipped) == (1, 0, 0)
+    assert [r.status for r in run_rows(db, schedule.id)] == ["skipped", "skipped", "queued"]
+
+
 # --- catch-up ----------------------------------------------------------------------------
 
 

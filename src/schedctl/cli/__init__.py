@@ -27,13 +27,13 @@ from schedctl.cli import (
     users_cmd,
 )
 from schedctl.cli.output import report_error
+from schedctl.cli.params import Group
 from schedctl.cli.runtime import Runtime, current, use, with_output_flags
-from schedctl.config import Settings
-from schedctl.db.database import wrap_unexpected
 from schedctl.errors import SchedctlError
 
 app = typer.Typer(
     name="schedctl",
+    cls=Group,
     help="Run recurring business jobs from cron, exactly once.",
     no_args_is_help=True,
     add_completion=False,
@@ -143,6 +143,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return fail("interrupted", 130)
     except Exception as exc:
+        from schedctl.db.database import wrap_unexpected
+
         wrapped = wrap_unexpected(exc)
         if wrapped is not None:
             return fail(_redact(runtime, wrapped.message), wrapped.exit_code)
@@ -165,6 +167,8 @@ def _redact(runtime: Runtime, text: str) -> str:
     try:
         return runtime.settings.redact(text)
     except SchedctlError:
+        from schedctl.config import Settings
+
         # The configuration itself is broken: mask what we can see directly.
         return Settings(database_url=runtime.flags.get("database_url") or "").redact(text)
 

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import sqlalchemy as sa
 import typer
 
-from schedctl import accounts
+from schedctl.cli.params import command_group
 from schedctl.cli.runtime import CommandResult, command, current, run_command
-from schedctl.db.database import Database
 from schedctl.errors import ConflictError, ValidationError
 
-accounts_app = typer.Typer(
-    help="Manage accounts (the tenants schedules belong to).", no_args_is_help=True
-)
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from schedctl.db.database import Database
+
+accounts_app = command_group("Manage accounts (the tenants schedules belong to).")
 
 
 @command(accounts_app, "create")
@@ -22,6 +23,8 @@ def create_command(
     name: Annotated[str, typer.Argument(help="The new account's name (no spaces).")],
 ) -> None:
     """Create an account; prints its id."""
+    from schedctl import accounts
+
     runtime = current()
 
     def work(db: Database) -> CommandResult:
@@ -43,6 +46,8 @@ def create_command(
 @command(accounts_app, "list")
 def list_command() -> None:
     """List the accounts."""
+    from schedctl import accounts
+
     runtime = current()
 
     def work(db: Database) -> CommandResult:

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
-from schedctl import heartbeat
+from schedctl.cli.params import command_group
 from schedctl.cli.runtime import CommandResult, command, current, run_command
-from schedctl.db.database import Database
-from schedctl.db.migrations import status, upgrade
 
-db_app = typer.Typer(help="Apply or show schema migrations.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from schedctl.db.database import Database
+
+db_app = command_group("Apply or show schema migrations.")
 
 
 @command(db_app, "upgrade")
 def upgrade_command() -> None:
     """Apply pending migrations (idempotent; safe to run from several hosts at once)."""
+    from schedctl import heartbeat
+    from schedctl.db.migrations import status, upgrade
+
     runtime = current()
     with runtime.open_db(create=True) as db:
         started = db.now()
@@ -44,6 +50,8 @@ def upgrade_command() -> None:
 @command(db_app, "status")
 def status_command() -> None:
     """Show which migrations are applied and whether the schema matches this version."""
+    from schedctl.db.migrations import status
+
     runtime = current()
 
     def work(db: Database) -> CommandResult:

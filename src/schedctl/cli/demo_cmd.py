@@ -13,19 +13,15 @@ import dataclasses
 import secrets
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from schedctl import heartbeat
 from schedctl.cli.runtime import command, current
-from schedctl.config import Settings
-from schedctl.db.database import Database
-from schedctl.db.migrations import upgrade
-from schedctl.events import add_event
-from schedctl.outbox import list_messages
-from schedctl.schedules import ScheduleOptions, create_schedule, list_schedules
-from schedctl.tick import run_tick
+
+if TYPE_CHECKING:
+    from schedctl.config import Settings
+    from schedctl.db.database import Database
 
 DEFAULT_ACCOUNT_ID = 1  # created by the first migration
 
@@ -40,21 +36,22 @@ DEMO_QUERIES = {
     },
 }
 
-DEMO_SCHEDULES = [
-    ScheduleOptions(
+# The demo's schedules, as ScheduleOptions fields.
+DEMO_SCHEDULES: list[dict[str, Any]] = [
+    dict(
         name="daily-accounts", kind="sql", cadence="daily", at="07:00", tz="Europe/Berlin",
         to=["ops@example.com", "finance@example.com"], params=["query=accounts"],
     ),
-    ScheduleOptions(
+    dict(
         name="month-end-schedules", kind="sql", cadence="monthly", day="last", at="18:00",
         tz="America/New_York", to=["ceo@example.com"], params=["query=schedules"],
     ),
-    ScheduleOptions(
+    dict(
         name="weekly-accounts-all-missed", kind="sql", cadence="weekly", weekday="mon",
         at="09:00", tz="Asia/Tokyo", to=["audit@example.com"], params=["query=accounts"],
         catchup="all",
     ),
-    ScheduleOptions(
+    dict(
         name="quarter-hourly-no-catchup", kind="sql", cadence="cron", cron="*/15 * * * *",
         to=["noc@example.com"], params=["query=accounts"], catchup="none",
     ),
@@ -107,6 +104,9 @@ def _demo_settings(settings: Settings, url: str) -> Settings:
 
 
 def _tick(db: Database, settings: Settings, now: datetime) -> dict[str, Any]:
+    from schedctl import heartbeat
+    from schedctl.tick import run_tick
+
     heartbeat_id = heartbeat.start_run(db, "tick", now)
     counts = run_tick(db, settings, now)
     heartbeat.finish_run(db, heartbeat_id, finished_at=db.now(), exit_code=0, counts=counts)
@@ -114,7 +114,8 @@ def _tick(db: Database, settings: Settings, now: datetime) -> dict[str, Any]:
 
 
 def _digest(db: Database, settings: Settings, now: datetime) -> dict[str, Any]:
-    from schedctl.digest import DigestOptions, run_digest  # not on every command's start-up
+    from schedctl import heartbeat
+    from schedctl.digest import DigestOptions, run_digest
 
     heartbeat_id = heartbeat.start_run(db, "digest", now)
     counts = run_digest(db, settings, now, DigestOptions())
@@ -128,6 +129,13 @@ def demo_command(
     ] = Path("schedctl-demo.db"),
 ) -> None:
     """Create a demo SQLite database, run tick and digest (console mailer), show results."""
+    from schedctl import heartbeat
+    from schedctl.db.database import Database
+    from schedctl.db.migrations import upgrade
+    from schedctl.events import add_event
+    from schedctl.outbox import list_messages
+    from schedctl.schedules import ScheduleOptions, create_schedule, list_schedules
+
     runtime = current()
     out = runtime.output
     for suffix in ("", "-wal", "-shm"):
@@ -141,8 +149,10 @@ def demo_command(
     # Everything below was "created a month ago", so tick finds it overdue.
     month_ago = now - timedelta(days=32)
     with Database(url, environ={"SCHEDCTL_NOW": month_ago.isoformat()}) as past:
-        for options in DEMO_SCHEDULES:
-            create_schedule(past, settings, DEFAULT_ACCOUNT_ID, options, month_ago)
+        for fields in DEMO_SCHEDULES:
+            create_schedule(
+                past, settings, DEFAULT_ACCOUNT_ID, ScheduleOptions(**fields), month_ago
+            )
 
     with Database(url) as db:
         db.transaction(

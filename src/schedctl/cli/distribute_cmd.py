@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from schedctl.cli.runtime import CommandResult, command, current, run_command
-from schedctl.db.database import Database
+
+if TYPE_CHECKING:
+    from schedctl.db.database import Database
 
 
 def distribute_command(

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
 import typer
 
-from schedctl import events
-from schedctl.cadence import parse_local_or_instant, parse_timezone, to_instant, wall_time_note
 from schedctl.cli.output import warn
-from schedctl.cli.params import Account
+from schedctl.cli.params import Account, command_group
 from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
-from schedctl.db.database import Database
-from schedctl.delivery.message import validate_email
 from schedctl.errors import UsageError
 from schedctl.ids import parse_id
 
-events_app = typer.Typer(help="Manage events whose messages tick plans.", no_args_is_help=True)
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from schedctl.db.database import Database
+
+events_app = command_group("Manage events whose messages tick plans.")
 
 LoadIn = Annotated[
     str | None,
@@ -35,11 +35,15 @@ LoadIn = Annotated[
 
 def _time(text: str | None) -> datetime | None:
     """An option's time: aware UTC if written with an offset, else a naive wall time."""
+    from schedctl.cadence import parse_local_or_instant
+
     return None if text is None else parse_local_or_instant(text)
 
 
 def _warn_dst(times: Iterable[datetime | None], tz: str) -> None:
     """Say so when a wall time was moved or disambiguated by SPEC §3's DST rule."""
+    from schedctl.cadence import wall_time_note
+
     zone = ZoneInfo(tz)
     for value in times:
         note = wall_time_note(value, zone) if value is not None and value.tzinfo is None else None
@@ -48,6 +52,8 @@ def _warn_dst(times: Iterable[datetime | None], tz: str) -> None:
 
 
 def _describe(data: dict[str, Any], planned: int) -> str:
+    from schedctl import events
+
     starts = data["starts_at"]
     when = events.local_time(starts, ZoneInfo(data["tz"]))
     if data["tz"] != "UTC":
@@ -88,6 +94,10 @@ def add_command(
     the first instant after the gap, one it repeats its first occurrence; a warning
     says so.
     """
+    from schedctl import events
+    from schedctl.cadence import parse_local_or_instant, parse_timezone, to_instant
+    from schedctl.delivery.message import validate_email
+
     zone = parse_timezone(tz)
     start = parse_local_or_instant(starts_at)
     load_in = _time(load_in_time)
@@ -139,6 +149,8 @@ def update_command(
     Times are ISO 8601. One without an offset is local time in the event's zone (the
     --tz it was added with), read as `events add` reads it.
     """
+    from schedctl import events
+
     number = parse_id(event_id, "event")
     start = _time(starts_at)
     load_in = _time(load_in_time)
@@ -168,6 +180,7 @@ def update_command(
 @command(events_app, "list")
 def list_command(account: Account = None) -> None:
     """List the account's events, soonest first."""
+    from schedctl import events
 
     def work(db: Database) -> CommandResult:
         account_id = scope_to_account(db, account)

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from schedctl import heartbeat
 from schedctl.cli.runtime import CommandResult, Runtime, command, current, ping, run_command
-from schedctl.config import ENV_PREFIX
-from schedctl.db.database import Database, wrap_unexpected
 from schedctl.errors import SchedctlError
+from schedctl.vocabulary import CHECK_EXIT
+
+if TYPE_CHECKING:
+    from schedctl.db.database import Database
 
 
 class CheckUnknown(SchedctlError):
     """`heartbeat --check` could not judge: UNKNOWN in the monitoring convention."""
 
-    exit_code = heartbeat.CHECK_EXIT["unknown"]
+    exit_code = CHECK_EXIT["unknown"]
 
 
 def heartbeat_command(
@@ -64,6 +65,8 @@ def heartbeat_command(
         raise
     except Exception as exc:
         if check:
+            from schedctl.db.database import wrap_unexpected
+
             wrapped = wrap_unexpected(exc)
             message = wrapped.message if wrapped else f"internal error: {type(exc).__name__}: {exc}"
             raise CheckUnknown(message) from exc
@@ -80,11 +83,15 @@ def _configured_ping_url(runtime: Runtime) -> str | None:
     try:
         return runtime.settings.ping_url
     except SchedctlError:
+        from schedctl.config import ENV_PREFIX
+
         # A broken configuration is itself worth a /fail: the environment may still say where.
         return os.environ.get(f"{ENV_PREFIX}PING_URL") or None
 
 
 def _judge(runtime: Runtime, check: bool, only: list[str] | None) -> CommandResult:
+    from schedctl import heartbeat
+
     settings = runtime.settings
     if only:
         heartbeat.check_command_names(only, "--command")
@@ -99,7 +106,7 @@ def _judge(runtime: Runtime, check: bool, only: list[str] | None) -> CommandResu
                 "note": heartbeat.overall_note(health),
                 "commands": [h.as_dict() for h in health],
             },
-            exit_code=heartbeat.CHECK_EXIT[status] if check else 0,
+            exit_code=CHECK_EXIT[status] if check else 0,
             recorded_exit_code=0,
         )
 

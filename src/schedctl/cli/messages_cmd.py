@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import sqlalchemy as sa
 import typer
 
-from schedctl import outbox
-from schedctl.cadence import parse_instant
 from schedctl.cli.output import warn
-from schedctl.cli.params import Account, limit_option
+from schedctl.cli.params import Account, command_group, limit_option
 from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
-from schedctl.db.database import Database
-from schedctl.delivery.policy import normalise_type
 from schedctl.errors import UsageError
 from schedctl.ids import parse_id
+from schedctl.vocabulary import MESSAGE_STATUSES
 
-messages_app = typer.Typer(help="Manage scheduled messages (the outbox).", no_args_is_help=True)
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from schedctl.db.database import Database
+
+messages_app = command_group("Manage scheduled messages (the outbox).")
 
 TypeOpt = Annotated[
     str | None,
@@ -30,6 +31,8 @@ _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 def _bound(value: str, *, end: bool) -> datetime:
     """A --from/--until value: a date (its whole day, in UTC) or an instant."""
+    from schedctl.cadence import parse_instant
+
     instant = parse_instant(value)  # a date alone reads as its midnight
     if end and _DATE.fullmatch(value.strip()):
         return instant + timedelta(days=1)
@@ -41,7 +44,7 @@ def list_command(
     type_: TypeOpt = None,
     status: Annotated[
         str | None,
-        typer.Option("--status", help=f"Only this status: {', '.join(outbox.STATUSES)}."),
+        typer.Option("--status", help=f"Only this status: {', '.join(MESSAGE_STATUSES)}."),
     ] = None,
     since: Annotated[
         str | None,
@@ -65,6 +68,9 @@ def list_command(
     account: Account = None,
 ) -> None:
     """List messages, nearest send time first."""
+    from schedctl import outbox
+    from schedctl.delivery.policy import normalise_type
+
     message_type = normalise_type(type_) if type_ is not None else None
     wanted_status = outbox.validate_status(status) if status is not None else None
     lower = _bound(since, end=False) if since else None
@@ -108,11 +114,14 @@ def edit_command(
     ] = None,
     status: Annotated[
         str | None,
-        typer.Option("--status", help=f"New status: {', '.join(outbox.STATUSES)}."),
+        typer.Option("--status", help=f"New status: {', '.join(MESSAGE_STATUSES)}."),
     ] = None,
     account: Account = None,
 ) -> None:
     """Change a message's send time and/or status."""
+    from schedctl import outbox
+    from schedctl.cadence import parse_instant
+
     number = parse_id(message_id, "message")
     new_send_at = parse_instant(send_at) if send_at is not None else None
     new_status = outbox.validate_status(status) if status is not None else None
@@ -151,6 +160,9 @@ def delete_all_command(
     Messages a dispatcher is sending right now are left alone and reported as
     in flight.
     """
+    from schedctl import outbox
+    from schedctl.delivery.policy import normalise_type
+
     message_type = normalise_type(type_) if type_ is not None else None
     if not confirm:
         raise UsageError("refusing to delete messages without --confirm")

@@ -14,18 +14,21 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import sqlalchemy as sa
 import typer
 
-from schedctl import heartbeat
 from schedctl.cli.output import Output, OutputOptions, error_text
 from schedctl.cli.params import Command
-from schedctl.config import Settings, load_settings
-from schedctl.db.database import Database
-from schedctl.db.migrations import check_schema, current_version
 from schedctl.errors import SchedctlError, UsageError
+
+if TYPE_CHECKING:
+    # The database layer (SQLAlchemy and its drivers) and the configuration are imported
+    # by the command that uses them, so that --help never pays for them.
+    import sqlalchemy as sa
+
+    from schedctl.config import Settings
+    from schedctl.db.database import Database
 
 log = logging.getLogger("schedctl")
 
@@ -54,6 +57,8 @@ class Runtime:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from schedctl.config import load_settings
+
             self._settings = load_settings(self.flags)
         return self._settings
 
@@ -68,6 +73,8 @@ class Runtime:
 
     def open_db(self, url: str | None = None, *, create: bool = False) -> Database:
         """Open the database; a missing SQLite file is created only if `create`."""
+        from schedctl.db.database import Database
+
         settings = self.settings
         return Database(
             url or settings.database_url, create=create, retry_seconds=settings.db_retry_seconds
@@ -143,6 +150,8 @@ def run_command(
     ``record=False``: no heartbeat row and no pings, for a run that must write
     nothing at all (`digest --preview`), and is no run of the job either.
     """
+    from schedctl.db.migrations import check_schema, current_version
+
     runtime = current()
     settings = runtime.settings
     ping_url = settings.ping_urls.get(name)
@@ -209,6 +218,8 @@ class _Heartbeat:
         db.on_first_write(self._insert)
 
     def _insert(self, conn: sa.Connection) -> None:
+        from schedctl import heartbeat
+
         self._id = heartbeat.insert_run(conn, self.command, self.started_at)
 
     @property
@@ -220,6 +231,8 @@ class _Heartbeat:
         self.db.on_first_write(None)
 
     def finish(self, exit_code: int, counts: dict[str, Any]) -> None:
+        from schedctl import heartbeat
+
         started = self.started
         self.cancel()
         try:

@@ -6,16 +6,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from schedctl.cli.params import Account, limit_option
+from schedctl.cli.params import Account, command_group, limit_option
 from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
-from schedctl.db.database import Database
 from schedctl.errors import UsageError
 from schedctl.ids import parse_id
 
 if TYPE_CHECKING:
+    from schedctl.db.database import Database
     from schedctl.schedules import ScheduleOptions
 
-schedules_app = typer.Typer(help="Manage schedules.", no_args_is_help=True)
+schedules_app = command_group("Manage schedules.")
 
 ScheduleId = Annotated[
     str, typer.Argument(metavar="ID", help="The schedule's id.", show_default=False)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from schedctl.cli.params import Account
 from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
-from schedctl.db.database import Database
 from schedctl.errors import UsageError
 from schedctl.ids import parse_id
+
+if TYPE_CHECKING:
+    from schedctl.db.database import Database
 
 # Exit codes: sent 0; the mail server unreachable 75 (safe to rerun); otherwise 1.
 _TEMPORARY_EXIT = 75

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import sqlalchemy as sa
 import typer
 
-from schedctl import suppressions
-from schedctl.cli.params import Account
+from schedctl.cli.params import Account, command_group
 from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
-from schedctl.db.database import Database
-from schedctl.delivery.message import validate_email
 from schedctl.errors import ValidationError
+from schedctl.vocabulary import SUPPRESSION_REASONS
 
-suppressions_app = typer.Typer(
-    help="Manage the suppression list (addresses never mailed again).", no_args_is_help=True
-)
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from schedctl.db.database import Database
+
+suppressions_app = command_group("Manage the suppression list (addresses never mailed again).")
 
 Email = Annotated[
     str, typer.Argument(help="The e-mail address.", metavar="EMAIL", show_default=False)
@@ -26,6 +26,7 @@ Email = Annotated[
 @command(suppressions_app, "list")
 def list_command(account: Account = None) -> None:
     """List the account's suppressed addresses."""
+    from schedctl import suppressions
 
     def work(db: Database) -> CommandResult:
         account_id = scope_to_account(db, account)
@@ -51,14 +52,17 @@ def list_command(account: Account = None) -> None:
 def add_command(
     email: Email,
     reason: Annotated[
-        str, typer.Option("--reason", help=f"Why: {', '.join(suppressions.REASONS)}.")
+        str, typer.Option("--reason", help=f"Why: {', '.join(SUPPRESSION_REASONS)}.")
     ] = "manual",
     account: Account = None,
 ) -> None:
     """Suppress an address (idempotent: adding it twice is not an error)."""
+    from schedctl import suppressions
+    from schedctl.delivery.message import validate_email
+
     address = validate_email(email)
-    if reason not in suppressions.REASONS:
-        raise ValidationError(f"invalid reason {reason!r} ({', '.join(suppressions.REASONS)})")
+    if reason not in SUPPRESSION_REASONS:
+        raise ValidationError(f"invalid reason {reason!r} ({', '.join(SUPPRESSION_REASONS)})")
 
     def work(db: Database) -> CommandResult:
         account_id = scope_to_account(db, account)
@@ -76,6 +80,9 @@ def add_command(
 @command(suppressions_app, "remove")
 def remove_command(email: Email, account: Account = None) -> None:
     """Lift an address's suppression (idempotent)."""
+    from schedctl import suppressions
+    from schedctl.delivery.message import validate_email
+
     address = validate_email(email)
 
     def work(db: Database) -> CommandResult:
@@ -99,6 +106,9 @@ def unsubscribe_command(
     account: Account = None,
 ) -> None:
     """Apply an unsubscribe token: verify it and suppress the address."""
+    from schedctl import suppressions
+    from schedctl.delivery.message import validate_email
+
     address = validate_email(email)
     settings = current().settings
 
@@ -123,6 +133,9 @@ def unsubscribe_command(
 
 def unsubscribe_url_command(email: Email, account: Account = None) -> None:
     """Print the signed one-click unsubscribe URL for an address."""
+    from schedctl import suppressions
+    from schedctl.delivery.message import validate_email
+
     address = validate_email(email)
     settings = current().settings
     suppressions.unsubscribe_link(settings, 1, address)  # configured? (exit 2 before any write)

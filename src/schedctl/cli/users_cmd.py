@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import sqlalchemy as sa
 import typer
 
-from schedctl.cli.params import Account
+from schedctl.cli.params import Account, command_group
 from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
-from schedctl.db.database import Database
 from schedctl.errors import UsageError
 
-users_app = typer.Typer(help="Manage digest users.", no_args_is_help=True)
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from schedctl.db.database import Database
+
+users_app = command_group("Manage digest users.")
 
 Email = Annotated[
     str, typer.Argument(metavar="EMAIL", help="The user's e-mail address.", show_default=False)

@@ -59,17 +59,19 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self, TextIO, cast
 
-from schedctl.delivery.message import validate_email
+from schedctl.delivery.message import PreparedEmail, validate_email
 from schedctl.errors import ConfigError, ValidationError
 
 __all__ = [
     "ConsoleBackend",
     "FileBackend",
+    "Mail",
     "MailBackend",
     "MemoryBackend",
     "Outcome",
     "SendResult",
     "SmtpBackend",
+    "as_message",
     "classify_reply",
     "clear_outbox",
     "make_backend",
@@ -79,6 +81,8 @@ __all__ = [
 logger = logging.getLogger("schedctl.delivery")
 
 Outcome = Literal["sent", "retry", "failed", "deferred", "unknown"]
+Mail = EmailMessage | PreparedEmail
+"""What a backend sends: a built message, or one prepared by prepare_email."""
 TlsMode = Literal["none", "starttls", "ssl"]
 
 
@@ -113,7 +117,7 @@ class MailBackend(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    def send(self, msg: EmailMessage) -> SendResult:
+    def send(self, msg: Mail) -> SendResult:
         """Deliver one message; never raises for a delivery problem."""
         ...
 
@@ -187,6 +191,11 @@ def _envelope(msg: EmailMessage, envelope_from: str | None) -> tuple[str, list[s
     return validate_email(sender), [validate_email(r) for r in recipients]
 
 
+def as_message(msg: Mail) -> EmailMessage:
+    """The EmailMessage of what a backend was given."""
+    return msg.message() if isinstance(msg, PreparedEmail) else msg
+
+
 def _wire_bytes(msg: EmailMessage) -> bytes:
     """The DATA payload: CRLF lines, dot-stuffed, without Bcc, ending in CRLF.CRLF."""
     # A shallow copy is enough: deleting a header rebinds the copy's header list.
@@ -195,7 +204,12 @@ def _wire_bytes(msg: EmailMessage) -> bytes:
     del stripped["Resent-Bcc"]
     buf = BytesIO()
     BytesGenerator(buf, policy=msg.policy.clone(linesep="\r\n")).flatten(stripped)
-    data = re.sub(rb"(?m)^\.", b"..", buf.getvalue())
+    return _data_payload(buf.getvalue())
+
+
+def _data_payload(message: bytes) -> bytes:
+    """A message's bytes (CRLF lines) as the DATA payload: dot-stuffed, ending in CRLF.CRLF."""
+    data = re.sub(rb"(?m)^\.", b"..", message)
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     return data + b".\r\n"
@@ -415,15 +429,22 @@ class SmtpBackend(_Backend):
         if code != 250:
             self._drop()
 
-    def send(self, msg: EmailMessage) -> SendResult:
+    def send(self, msg: Mail) -> SendResult:
         """Send one message over the batch's connection (opened on first use).
 
         Raises ConfigError, before offering anything, when ``smtp_user`` is set but
         the server offers no AUTH.
         """
         try:
-            sender, recipients = _envelope(msg, self.envelope_from)
-            payload = _wire_bytes(msg)
+            if isinstance(msg, PreparedEmail) and msg.data is not None:
+                # Its one recipient and sender, read as _envelope reads the headers.
+                sender = self.envelope_from or msg.sender
+                recipients = [msg.recipient]
+                payload = _data_payload(msg.data)
+            else:
+                built = as_message(msg)
+                sender, recipients = _envelope(built, self.envelope_from)
+                payload = _wire_bytes(built)
         except (ValidationError, ValueError, LookupError) as exc:
             return self._result("failed", "mail", f"cannot send this message: {exc}")
         try:
@@ -587,7 +608,8 @@ class ConsoleBackend(_Backend):
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
 
-    def send(self, msg: EmailMessage) -> SendResult:
+    def send(self, msg: Mail) -> SendResult:
+        msg = as_message(msg)
         stream = self._stream or sys.stderr
         lines = ["=" * 72]
         for header in ("From", "To", "Cc", "Subject", "Date", "Message-ID", "List-Unsubscribe"):
@@ -633,7 +655,8 @@ class FileBackend(_Backend):
             raise ValidationError("the message has no Message-ID")
         return self.directory / f"{_safe_filename(message_id)}.eml"
 
-    def send(self, msg: EmailMessage) -> SendResult:
+    def send(self, msg: Mail) -> SendResult:
+        msg = as_message(msg)
         try:
             target = self.path_for(msg)
         except ValidationError as exc:
@@ -682,7 +705,8 @@ class MemoryBackend(_Backend):
     def clear() -> None:
         clear_outbox()
 
-    def send(self, msg: EmailMessage) -> SendResult:
+    def send(self, msg: Mail) -> SendResult:
+        msg = as_message(msg)
         for _, addr in getaddresses([str(v) for v in msg.get_all("To", [])]):
             try:
                 scripted = self._results.get(validate_email(addr))
