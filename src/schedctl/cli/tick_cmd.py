@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from schedctl.cli.params import limit_option
 from schedctl.cli.runtime import CommandResult, command, current, run_command
 from schedctl.db.database import Database
 
@@ -13,12 +14,9 @@ from schedctl.db.database import Database
 def tick_command(
     limit: Annotated[
         int | None,
-        typer.Option(
-            "--limit",
-            min=1,
-            help="Materialise at most N due schedules and execute at most N runs"
-            " (default: all that are due).",
-            show_default=False,
+        limit_option(
+            "Materialise at most N due schedules and execute at most N runs"
+            " (default: all that are due)."
         ),
     ] = None,
 ) -> None:
