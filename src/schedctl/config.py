@@ -572,6 +572,8 @@ def load_settings(
     file_values: dict[str, tuple[Any, str]] = {}
     tables: dict[str, Any] = {}
     if config is not None:
+        if config[0] is None:  # `--config ''`: an empty variable is unset, a flag is a mistake
+            raise ConfigError(f"{config[1]}: must name a TOML file, got ''")
         values["config_path"], origins["config_path"] = config
         file_values, tables = _file_values(_read_file(config[0]), config[0])
 

@@ -164,7 +164,7 @@ def _redact(runtime: Runtime, text: str) -> str:
     """Remove every configured secret from text about to be printed."""
     try:
         return runtime.settings.redact(text)
-    except SchedctlError:
+    except Exception:  # never let reporting one error raise another
         # The configuration itself is broken: mask what we can see directly.
         return Settings(database_url=runtime.flags.get("database_url") or "").redact(text)
 
