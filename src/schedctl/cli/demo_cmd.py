@@ -22,6 +22,7 @@ from schedctl.cli.runtime import command, current
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.migrations import upgrade
+from schedctl.errors import ValidationError, quoted
 from schedctl.events import add_event
 from schedctl.outbox import list_messages
 from schedctl.schedules import ScheduleOptions, create_schedule, list_schedules
@@ -130,8 +131,15 @@ def demo_command(
     """Create a demo SQLite database, run tick and digest (console mailer), show results."""
     runtime = current()
     out = runtime.output
+    if path.is_dir():  # also `--path ''`, which is "."
+        raise ValidationError(f"--path: {quoted(str(path))} is a directory, not a database file")
     for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
+        try:
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        except OSError as exc:
+            raise ValidationError(
+                f"--path: cannot replace {quoted(str(path))}: {exc.strerror}"
+            ) from None
     url = f"sqlite:///{path}"
     settings = _demo_settings(runtime.settings, url)
 
