@@ -143,6 +143,11 @@ def _http_url(value: str) -> str | None:
     return None
 
 
+def http_url_problem(value: str) -> str | None:
+    """What is wrong with an http(s) URL given on the command line (never quoting it)."""
+    return _http_url(value)
+
+
 def _command(name: Any, origin: str) -> str:
     from schedctl.commands import unknown_command
 

@@ -9,9 +9,9 @@ import typer
 
 from schedctl import heartbeat
 from schedctl.cli.runtime import CommandResult, Runtime, command, current, ping, run_command
-from schedctl.config import ENV_PREFIX
+from schedctl.config import ENV_PREFIX, http_url_problem
 from schedctl.db.database import Database, wrap_unexpected
-from schedctl.errors import SchedctlError
+from schedctl.errors import ConfigError, SchedctlError
 
 
 class CheckUnknown(SchedctlError):
@@ -51,6 +51,12 @@ def heartbeat_command(
 ) -> None:
     """Show when each command last succeeded: green, yellow, red or unknown."""
     runtime = current()
+    if ping_url is not None:
+        # Checked like SCHEDCTL_PING_URL; never quoted, since it may carry a token.
+        problem = http_url_problem(ping_url)
+        if problem:
+            message = f"--ping-url: {problem}"
+            raise CheckUnknown(message) if check else ConfigError(message)
     url = ping_url or _configured_ping_url(runtime)
     if url:
         ping(url, "/start")
@@ -80,8 +86,10 @@ def _configured_ping_url(runtime: Runtime) -> str | None:
     try:
         return runtime.settings.ping_url
     except SchedctlError:
-        # A broken configuration is itself worth a /fail: the environment may still say where.
-        return os.environ.get(f"{ENV_PREFIX}PING_URL") or None
+        # A broken configuration is itself worth a /fail: the environment may still say
+        # where, unless the broken value is that URL (its error line says so, once).
+        url = os.environ.get(f"{ENV_PREFIX}PING_URL") or None
+        return None if url is None or http_url_problem(url) else url
 
 
 def _judge(runtime: Runtime, check: bool, only: list[str] | None) -> CommandResult:
