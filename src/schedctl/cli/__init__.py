@@ -137,7 +137,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         if message.lstrip().startswith("Usage:"):  # a group called without a command
             print(message.rstrip(), file=sys.stderr)
             return exc.exit_code
-        return fail(message, exc.exit_code)
+        return fail(message, _usage_exit_code(args, exc.exit_code))
     except SchedctlError as exc:
         return fail(_redact(runtime, exc.message), exc.exit_code)
     except KeyboardInterrupt:
@@ -153,6 +153,25 @@ def run(argv: Sequence[str] | None = None) -> int:
             # Never with local variables: they may hold secrets.
             print(_redact(runtime, "".join(traceback.format_exception(exc))), file=sys.stderr)
         return code
+
+
+def _usage_exit_code(args: list[str], exit_code: int) -> int:
+    """`heartbeat --check` exits 3 (UNKNOWN) in every failure, a bad command line too:
+    monitoring reads 2 as CRITICAL, which would blame the jobs, not the check."""
+    options = _options(args)
+    if "--check" not in options:
+        return exit_code
+    words = iter(options)
+    for word in words:
+        if word in ("--database-url", "--config"):
+            next(words, None)
+        elif not word.startswith("-"):
+            if word == "heartbeat":
+                from schedctl.heartbeat import CHECK_EXIT
+
+                return CHECK_EXIT["unknown"]
+            break
+    return exit_code
 
 
 def _options(args: list[str]) -> list[str]:
