@@ -16,7 +16,8 @@ DEFAULT_ACCOUNT = "default"
 
 def resolve_account(conn: sa.Connection, ref: str | None) -> int:
     """The id of the account named or numbered `ref` (default: the `default` account)."""
-    ref = (ref or DEFAULT_ACCOUNT).strip()
+    # `--account ""` is a mistake (an unset shell variable), not the default account.
+    ref = DEFAULT_ACCOUNT if ref is None else ref.strip()
     if not ref:
         raise ValidationError("empty account")
     condition = accounts.c.name == ref
