@@ -40,7 +40,7 @@ DEFAULT_DIGEST_RETENTION = timedelta(days=30)  # how long a digests row is kept
 DEFAULT_RECONCILE_RETENTION = timedelta(days=90)  # heartbeats, email_log, finished runs
 
 # Tables in the file that are passed through untouched to the feature that reads them.
-RAW_TABLES = frozenset({"reports", "events", "messages", "accounts"})
+RAW_TABLES = frozenset({"reports", "events", "messages"})
 
 
 @dataclass(frozen=True)
