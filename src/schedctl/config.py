@@ -588,6 +588,10 @@ def load_settings(
         resolved = _resolve(spec, flags, environ, file_values)
         if resolved is not None:
             values[name], origins[name] = resolved
+        if name in file_values and origins.get(name) != file_values[name][1]:
+            # A flag or variable wins, but a bad value in the file is still a mistake:
+            # it is refused now, not on the day the override goes away.
+            _check(spec, *file_values[name], text=False)
     settings = Settings(file_tables=tables, **values)
     _check_mail(settings, origins)
     _check_distribute(settings, origins)
