@@ -85,7 +85,7 @@ def heartbeat_command(
 def _configured_ping_url(runtime: Runtime) -> str | None:
     try:
         return runtime.settings.ping_url
-    except SchedctlError:
+    except Exception:  # _judge reports it (as UNKNOWN with --check)
         # A broken configuration is itself worth a /fail: the environment may still say
         # where, unless the broken value is that URL (its error line says so, once).
         url = os.environ.get(f"{ENV_PREFIX}PING_URL") or None
