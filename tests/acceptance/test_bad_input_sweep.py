@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -176,6 +177,12 @@ BY_METAVAR = {
 EXTRA_INVALID: dict[tuple[str, str], list[Bad]] = {
     ("messages edit", "send_at"): ["2000-01-01T00:00:00Z"],  # in the past
     ("events update", "event_id"): ["2"],  # an id of nothing
+    ("digest", "on_date"): ["2026-01-01"],  # nobody's today (SCHEDCTL_NOW is 2026-11-18)
+    ("reconcile", "on_date"): ["2099-01-01"],  # after today
+    ("events add", "load_in_time"): ["2030-06-02T18:00:00Z"],  # after the start
+    ("users add", "email"): ["seed@example.com", "SEED@example.com"],  # exists already
+    ("users update", "email"): ["seed2@example.com\nBcc: x@example.com"],
+    ("accounts create", "name"): ["default", "123", "a b", "x" * 101],
 }
 
 # Flags have no invalid value; the reason each is still covered (or need not be).
@@ -212,6 +219,7 @@ def kind_of(param: Param) -> str | None:
 EVENT_AT = "2030-06-01T18:00:00Z"
 SCHEDULE = ["--name", "sweep", "--kind", "sql", "--param", "query=q", "--to", "r@example.com"]
 DAILY = [*SCHEDULE, "--cadence", "daily", "--at", "07:00"]
+BASE_CREATE = ["schedules", "create", *DAILY]
 
 BASE: dict[str, list[str]] = {
     "accounts create": ["accounts", "create", "acme"],
@@ -268,6 +276,27 @@ VARIANT: dict[tuple[str, str], list[str]] = {
 # What is invalid without any value: a confirmation left out, an argument missing, an
 # argument too many. Each command gets the last two from `_structural_cases`.
 MISSING: dict[str, list[list[str]]] = {
+    "schedules create": [
+        [*BASE_CREATE, "--weekday", "mon"],  # no weekday in a daily cadence
+        [*BASE_CREATE, "--day", "5"],
+        [*BASE_CREATE, "--cron", "* * * * *"],
+        [
+            "schedules",
+            "create",
+            *SCHEDULE,
+            "--cadence",
+            "cron",
+            "--cron",
+            "* * * * *",
+            "--at",
+            "07:00",
+        ],
+        [*BASE_CREATE, "--param", "query=q"],  # the same key twice
+        ["schedules", "create", *SCHEDULE, "--at", "07:00"],  # no cadence
+        ["schedules", "create", *SCHEDULE[2:], "--cadence", "daily", "--at", "07:00"],
+        ["schedules", "create", *SCHEDULE[:2], *SCHEDULE[4:], "--cadence", "daily"],
+    ],
+    "schedules update": [["schedules", "update", "1", "--weekday", "mon"]],
     "messages delete-all": [["messages", "delete-all"]],
     "schedules delete": [["schedules", "delete", "1"]],
     "users remove": [["users", "remove", "seed@example.com"]],
@@ -412,6 +441,10 @@ def env_cases() -> list[Case]:
             mentions = spec.env_name if name != "database_url" else None
             cases.append(Case(f"{spec.env_name}={shown!r}", SETTINGS_PROBE, code,
                               env={spec.env_name: value}, mentions=mentions))  # fmt: skip
+    # Read by the database layer, not a declared setting.
+    for value in ["tomorrow", "2026-13-45", "9999-12-31T23:59:59Z", "2026-11-18T12:00+25:00", LONG]:
+        cases.append(Case(f"SCHEDCTL_NOW={value[:30]!r}", SETTINGS_PROBE,
+                          env={"SCHEDCTL_NOW": value}, mentions="SCHEDCTL_NOW"))  # fmt: skip
     cases.append(Case("SMTP_USER without password", SETTINGS_PROBE,
                       env={"SCHEDCTL_SMTP_PASSWORD": "", "SCHEDCTL_SMTP_USER": "u"}))  # fmt: skip
     cases.append(Case("smtp backend without host", SETTINGS_PROBE,
@@ -771,6 +804,54 @@ def sweep_on_sqlite(
     return make
 
 
+# The whole sweep on PostgreSQL too (slow: a seeded database per command and control):
+# SCHEDCTL_TEST_SWEEP_POSTGRES=1. CI runs one case per command there, as processes.
+FULL_SWEEP_ON_POSTGRES = os.environ.get("SCHEDCTL_TEST_SWEEP_POSTGRES") == "1"
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param(
+            "postgresql",
+            marks=[
+                pytest.mark.postgres,
+                pytest.mark.skipif(
+                    not FULL_SWEEP_ON_POSTGRES, reason="SCHEDCTL_TEST_SWEEP_POSTGRES=1"
+                ),
+            ],
+        ),
+    ]
+)
+def sweep_db(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    closed_port: int,
+    http: RecordingHTTPServer,
+) -> Iterator[Any]:
+    if request.param == "sqlite":
+        yield request.getfixturevalue("sweep_on_sqlite")
+        return
+    postgres = request.getfixturevalue("postgres")
+    created: list[str] = []
+
+    def make(name: str) -> Sweep:
+        database = postgres.new()
+        created.append(database)
+        user = PG_USER or getpass.getuser()
+        url = f"postgresql+psycopg://{user}:{PASSWORD}@{PG_HOST}:{PG_PORT}/{database}"
+        env = sweep_env(tmp_path, http)
+        env["SWEEP_TOKEN"] = seed(_quick_run(url), url, env)
+        cli = InProcessCli(monkeypatch, capsys)
+        return Sweep(url, tmp_path, env, _in_process(cli, url), closed_port)
+
+    yield make
+    for database in created:
+        postgres.release(database)
+
+
 # ---------------------------------------------------------------------------------
 # The tests.
 
@@ -795,14 +876,14 @@ def test_every_parameter_has_invalid_values() -> None:
 
 
 @pytest.mark.parametrize("command", COMMANDS)
-def test_bad_values_of_every_option(command: str, sweep_on_sqlite: Any) -> None:
+def test_bad_values_of_every_option(command: str, sweep_db: Any) -> None:
     if command not in NO_CONTROL:
-        control = sweep_on_sqlite(f"control-{command.replace(' ', '-')}")
+        control = sweep_db(f"control-{command.replace(' ', '-')}")
         env = control.case_env(Case("", []))
         code, out, err = control.run(control.expand(BASE[command]), env)
         problem = judge_control(command, code, out, err)
         assert problem is None, problem
-    sweep = sweep_on_sqlite(f"sweep-{command.replace(' ', '-')}")
+    sweep = sweep_db(f"sweep-{command.replace(' ', '-')}")
     cases = cases_for(command)
     seen_params: set[str] = set()
     for case in cases:
@@ -817,11 +898,11 @@ def test_bad_values_of_every_option(command: str, sweep_on_sqlite: Any) -> None:
 
 
 @pytest.mark.parametrize("group", ["root", "env", "config"])
-def test_bad_settings(group: str, sweep_on_sqlite: Any) -> None:
-    control = sweep_on_sqlite(f"settings-control-{group}")
+def test_bad_settings(group: str, sweep_db: Any) -> None:
+    control = sweep_db(f"settings-control-{group}")
     code, _, err = control.run(SETTINGS_PROBE, control.case_env(Case("", [])))
     assert code == 0, f"the probe {SETTINGS_PROBE} fails with valid settings: {err}"
-    sweep = sweep_on_sqlite(f"settings-{group}")
+    sweep = sweep_db(f"settings-{group}")
     cases = {"root": root_cases, "env": env_cases, "config": config_cases}[group]()
     for case in cases:
         sweep.check(case)

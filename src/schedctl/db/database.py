@@ -37,6 +37,7 @@ from schedctl.errors import (
     DatabaseUnavailable,
     SchedctlError,
     SchemaMismatch,
+    ValidationError,
 )
 
 log = logging.getLogger("schedctl.db")
@@ -122,9 +123,13 @@ def first_line(exc: BaseException) -> str:
 
 
 def parse_now(raw: str) -> datetime:
+    """The instant SCHEDCTL_NOW names; its error line names the variable."""
     from schedctl.cadence import parse_instant
 
-    return parse_instant(raw)
+    try:
+        return parse_instant(raw)
+    except ValidationError as exc:
+        raise ValidationError(f"{NOW_ENV}: {exc.message}") from None
 
 
 class Database:
