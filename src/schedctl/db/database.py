@@ -58,12 +58,15 @@ _LIBPQ_SETTINGS = re.compile(
     r"|invalid percent-encoded token"
     r'|missing "=" after'
     r"|could not match \d+ (?:host names|port numbers) to \d+"
+    r'|invalid port number: "'
 )
 
 
 def is_configuration_error(exc: BaseException) -> bool:
     """Whether the driver refused the connection settings (a wrong database URL)."""
     orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    if isinstance(orig, sqlite3.DatabaseError) and "file is not a database" in str(orig):
+        return True  # the URL names some other file
     psycopg = sys.modules.get("psycopg")
     return (
         psycopg is not None
