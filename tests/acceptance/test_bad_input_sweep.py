@@ -421,6 +421,8 @@ DATABASE_URLS: list[Bad] = [
     "postgresql+nosuchdriver://u:S3cretPw@localhost/db",
     f"sqlite:///{ABSENT_DIR}/schedctl.db",
     "postgresql+psycopg://u:S3cretPw@127.0.0.1:5432/db?sslmode=bogus",
+    "postgresql+psycopg://u:S3cretPw@127.0.0.1:99999/db",  # no such port: retrying cannot help
+    "sqlite:///{tmp}/sweep.toml",  # a file, but not a database
     ("postgresql+psycopg://u:S3cretPw@127.0.0.1:{closed_port}/db", 75),
     "",
 ]
