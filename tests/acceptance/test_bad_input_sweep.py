@@ -375,7 +375,9 @@ SMTP_PASSWORD = "SmtpS3cretPass"
 WEBHOOK_TOKEN = "T0kenHookSecret"
 UNSUBSCRIBE_SECRET = "UnsubS3cretKey-0123456789"
 PING_TOKEN = "Ping5ecretToken"
-SECRETS = (PASSWORD, SMTP_PASSWORD, WEBHOOK_TOKEN, UNSUBSCRIBE_SECRET, PING_TOKEN)
+# Part of the invalid values of secret settings: refused, never quoted.
+LEAK = "Le4kT0k"
+SECRETS = (PASSWORD, SMTP_PASSWORD, WEBHOOK_TOKEN, UNSUBSCRIBE_SECRET, PING_TOKEN, LEAK)
 
 # A line whose settings are all read (the mail configuration too) and that writes.
 SETTINGS_PROBE = ["users", "add", "probe@example.com"]
@@ -412,6 +414,10 @@ def invalid_settings(spec: Setting) -> list[Bad]:
         values += ["not-an-address", "a@", "ftp://x", "not a url", "x" * 5000]
     if spec.min_length:
         values.append("s" * (spec.min_length - 1))
+    if spec.secret and spec.check:
+        values += [f"ftp://u:{LEAK}@x/{LEAK}", f"not a url {LEAK}"]
+    if spec.secret and spec.min_length:
+        values.append(LEAK)  # too short
     return values
 
 
@@ -517,6 +523,13 @@ def config_cases() -> list[Case]:
         "[heartbeat.ping_urls] ftp": "[heartbeat.ping_urls]\ntick = 'ftp://x'\n",
         "[heartbeat] commands unknown": "[heartbeat]\ncommands = ['bogus']\n",
         "[heartbeat] commands empty": "[heartbeat]\ncommands = []\n",
+        "[distribute.source] a password in a bad URL": (
+            f'[distribute.source]\ndatabase_url = "nosuch://u:{LEAK}@h/db"\nquery = "select 1"\n'
+        ),
+        "[distribute.source] a password, a bad driver": (
+            f'[distribute.source]\ndatabase_url = "postgresql+psycopg2://u:{LEAK}@h/db"\n'
+            'query = "select 1"\n'
+        ),
     }
     cases += [Case(label, SETTINGS_PROBE, config=text) for label, text in nested.items()]
     query = '[reports.queries.q]\nsql = "select 1 as one"\n'
@@ -528,6 +541,8 @@ def config_cases() -> list[Case]:
         ("[messages] lease = '1s'", ["tick"], query + "[messages]\nlease = '1s'\n"),
         ("[events] reminders = ['-5m']", ["tick"], query + "[events]\nreminders = ['-5m']\n"),
         ("[events] reminders = '1d'", ["tick"], query + "[events]\nreminders = '1d'\n"),
+        ("[reports.queries.q] a password in a bad URL", RAW_TABLE_READER["reports"],
+         query + f'database_url = "nosuch://u:{LEAK}@h/db"\n'),
     ]  # fmt: skip
     cases += [Case(label, args, config=text) for label, args, text in features]
     for table in sorted(RAW_TABLES):
@@ -539,7 +554,11 @@ def config_cases() -> list[Case]:
     for spec in SCHEMA.values():
         if not spec.in_file:
             continue
-        for value in _wrong_types(spec):
+        wrong = _wrong_types(spec)
+        if spec.secret:  # the refused value is never quoted
+            wrong += [[LEAK], {"k": LEAK}]
+            wrong += [f"ftp://x/{LEAK}"] if spec.check else [LEAK] if spec.min_length else []
+        for value in wrong:
             cases.append(Case(f"[{spec.table}] {spec.key} = {_toml(value)}", SETTINGS_PROBE,
                               config=f"[{spec.table}]\n{spec.key} = {_toml(value)}\n",
                               mentions=f"[{spec.table}] {spec.key}"))  # fmt: skip
