@@ -57,6 +57,7 @@ class Param:
     metavar: str | None
     is_argument: bool
     is_flag: bool
+    multiple: bool
 
 
 def _walk() -> tuple[list[str], list[Param]]:
@@ -92,6 +93,7 @@ def _param(command: str, p: Any) -> Param:
         p.metavar,
         isinstance(p, TyperArgument),
         isinstance(p, TyperOption) and bool(p.is_flag),
+        bool(p.multiple),
     )
 
 
@@ -271,6 +273,7 @@ VARIANT: dict[tuple[str, str], list[str]] = {
     ("schedules update", "day"): ["schedules", "update", "1", "--cadence", "monthly"],
     ("schedules update", "cron"): ["schedules", "update", "1", "--cadence", "cron"],
     ("send-now", "schedule"): ["send-now"],
+    ("heartbeat", "only"): ["heartbeat", "--command", "tick"],
 }  # fmt: skip
 
 # What is invalid without any value: a confirmation left out, an argument missing, an
@@ -358,6 +361,11 @@ def cases_for(command: str) -> list[Case]:
             value, code = bad if isinstance(bad, tuple) else (bad, 2)
             shown = value if len(value) <= 30 else f"{value[:12]}...({len(value)})"
             cases.append(Case(f"{param.opts[0]}={shown!r}", _with(line, param, value), code))
+        if param.multiple:  # a bad value after a good one
+            bad = INVALID[kind][0]
+            good = [*line, param.opts[0], bad] if param.opts[0] in line else None
+            if good is not None:
+                cases.append(Case(f"{param.opts[0]} good then {bad!r}", good))
     for args in MISSING.get(command, []):
         cases.append(Case(f"missing: {' '.join(args)}", args))
     cases.append(Case("extra argument", [*base, "extra-argument"]))
