@@ -868,19 +868,9 @@ def sweep_on_postgresql(
 
 
 @pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param(
-            "postgresql",
-            marks=[
-                pytest.mark.postgres,
-                pytest.mark.skipif(
-                    not FULL_SWEEP_ON_POSTGRES, reason="SCHEDCTL_TEST_SWEEP_POSTGRES=1"
-                ),
-            ],
-        ),
-    ]
-)
+    params=["sqlite", *([pytest.param("postgresql", marks=pytest.mark.postgres)]
+                       if FULL_SWEEP_ON_POSTGRES else [])]
+)  # fmt: skip
 def sweep_db(request: pytest.FixtureRequest) -> Any:
     return request.getfixturevalue(f"sweep_on_{request.param}")
 
