@@ -18,7 +18,11 @@ Speed: the SQLite sweep runs in this process (`InProcessCli`: `schedctl.cli.run`
 fresh Runtime per call), one seeded database copy per command, dumped around every
 case. Each command's valid base line runs first on its own copy (the control: it
 must succeed, so the refusal comes from the bad value). PostgreSQL gets one case per
-command and some configuration cases, as separate `schedctl` processes.
+command, the cases refused by what the database holds, and some settings, in-process
+too. A sample runs as separate `schedctl` processes on both dialects, judged the same
+way and compared with its in-process output (so the in-process runs carry no state
+from one case to the next). The whole sweep on PostgreSQL, too slow for CI:
+``SCHEDCTL_TEST_SWEEP_POSTGRES=1``.
 """
 
 from __future__ import annotations
