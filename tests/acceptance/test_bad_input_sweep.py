@@ -903,6 +903,9 @@ def test_every_parameter_has_invalid_values() -> None:
     stale = [k for k in [*NO_INVALID_VALUE, *KIND_OF, *VARIANT, *EXTRA_INVALID] if k not in known]
     assert not stale, f"entries for parameters that no longer exist: {stale}"
     assert sorted(BASE) == sorted(COMMANDS), "every command needs a valid base line in BASE"
+    valued = [f"{p.command} {p.opts[0]}" for p in PARAMS
+              if (p.command, p.name) in NO_INVALID_VALUE and not p.is_flag]  # fmt: skip
+    assert not valued, f"only flags may go without invalid values: {valued}"
     for key, reason in NO_INVALID_VALUE.items():
         if "MISSING" in reason:
             assert key[0] in MISSING, key
