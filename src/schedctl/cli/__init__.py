@@ -135,6 +135,12 @@ def run(argv: Sequence[str] | None = None) -> int:
     except typer.TyperException as exc:  # usage errors: bad flag, missing argument
         message = exc.format_message()
         if message.lstrip().startswith("Usage:"):  # a group called without a command
+            if runtime.output_options.json or "--json" in _options(args):
+                # A script gets its error document, not the group's help.
+                # "Usage: schedctl schedules [OPTIONS] COMMAND [ARGS]..."
+                words = message.split()
+                end = words.index("[OPTIONS]") if "[OPTIONS]" in words else 2
+                return fail(f"missing command: see {' '.join(words[1:end])} --help", exc.exit_code)
             print(message.rstrip(), file=sys.stderr)
             return exc.exit_code
         return fail(message, _usage_exit_code(args, exc.exit_code))
