@@ -65,13 +65,15 @@ class Param:
     multiple: bool
 
 
-def _walk() -> tuple[list[str], list[Param]]:
+def _walk() -> tuple[list[str], list[Param], list[str]]:
     root = typer.main.get_command(app)
     commands: list[str] = []
     params: list[Param] = []
+    groups: list[str] = []
 
     def visit(cmd: Any, path: list[str]) -> None:
         if isinstance(cmd, TyperGroup):
+            groups.append(" ".join(path))
             if path:
                 assert not [p for p in cmd.params if not str(p.name).startswith("_")], path
             for name, sub in sorted(cmd.commands.items()):
@@ -87,7 +89,7 @@ def _walk() -> tuple[list[str], list[Param]]:
         if not str(p.name).startswith("_"):
             params.append(_param("", p))
     visit(root, [])
-    return commands, params
+    return commands, params, groups
 
 
 def _param(command: str, p: Any) -> Param:
@@ -102,7 +104,7 @@ def _param(command: str, p: Any) -> Param:
     )
 
 
-COMMANDS, PARAMS = _walk()
+COMMANDS, PARAMS, GROUPS = _walk()
 
 # ---------------------------------------------------------------------------------
 # Invalid values, by what a value means.
@@ -648,7 +650,7 @@ class Sweep:
     def check(self, case: Case, *, as_json: bool = False) -> None:
         self.counted += 1
         args = self.expand(case.args)
-        if as_json:
+        if as_json and "--json" not in args:
             args = [*args, "--json"] if "--" not in args else ["--json", *args]
         before = full_dump(self.engine)
         code, out, err = self.last = self.run(args, self.case_env(case))
@@ -977,6 +979,15 @@ def test_one_case_per_command_on_postgresql(sweep_on_postgresql: Any) -> None:
     assert not sweep.failures, f"{len(sweep.failures)} of {sweep.counted}:\n" + "\n".join(
         sweep.failures
     )
+
+
+def test_a_group_without_a_command_under_json(sweep_on_sqlite: Any) -> None:
+    """`schedctl --json schedules` is an error document, not the group's help."""
+    sweep = sweep_on_sqlite("groups")
+    for group in GROUPS:
+        sweep.check(Case(f"{group or 'schedctl'} without a command",
+                         ["--json", *group.split()]), as_json=True)  # fmt: skip
+    assert not sweep.failures, "\n".join(sweep.failures)
 
 
 # A sample across commands and settings, after the other cases ran in this process.
