@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from schedctl.db.schema import accounts
-from schedctl.errors import NotFound, ValidationError
+from schedctl.errors import ConflictError, NotFound, ValidationError
 from schedctl.ids import as_id
 
 DEFAULT_ACCOUNT = "default"
@@ -16,7 +16,8 @@ DEFAULT_ACCOUNT = "default"
 
 def resolve_account(conn: sa.Connection, ref: str | None) -> int:
     """The id of the account named or numbered `ref` (default: the `default` account)."""
-    ref = (ref or DEFAULT_ACCOUNT).strip()
+    # `--account ""` is a mistake (an unset shell variable), not the default account.
+    ref = DEFAULT_ACCOUNT if ref is None else ref.strip()
     if not ref:
         raise ValidationError("empty account")
     condition = accounts.c.name == ref
@@ -36,6 +37,11 @@ def create_account(conn: sa.Connection, name: str, now: datetime) -> int:
         raise ValidationError(
             f"invalid account name {name!r} (1-100 characters, no spaces, not only digits)"
         )
+    # Looked up first: on PostgreSQL a refused INSERT still uses up an id (SPEC §2:
+    # refused input leaves no trace); the unique key still settles a race.
+    taken = conn.execute(sa.select(accounts.c.id).where(accounts.c.name == name)).first()
+    if taken is not None:
+        raise ConflictError(f"an account named {name!r} exists already")
     statement = accounts.insert().values(name=name, created_at=now).returning(accounts.c.id)
     return int(conn.execute(statement).scalar_one())
 

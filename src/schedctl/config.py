@@ -40,7 +40,7 @@ DEFAULT_DIGEST_RETENTION = timedelta(days=30)  # how long a digests row is kept
 DEFAULT_RECONCILE_RETENTION = timedelta(days=90)  # heartbeats, email_log, finished runs
 
 # Tables in the file that are passed through untouched to the feature that reads them.
-RAW_TABLES = frozenset({"reports", "events", "messages", "accounts"})
+RAW_TABLES = frozenset({"reports", "events", "messages"})
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,11 @@ def _http_url(value: str) -> str | None:
     ):
         return "must be an http:// or https:// URL"  # never quoted: it may hold a secret
     return None
+
+
+def http_url_problem(value: str) -> str | None:
+    """What is wrong with an http(s) URL given on the command line (never quoting it)."""
+    return _http_url(value)
 
 
 def _command(name: Any, origin: str) -> str:
@@ -454,6 +459,8 @@ def _read_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: not UTF-8 (at byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
 
@@ -572,6 +579,8 @@ def load_settings(
     file_values: dict[str, tuple[Any, str]] = {}
     tables: dict[str, Any] = {}
     if config is not None:
+        if config[0] is None:  # `--config ''`: an empty variable is unset, a flag is a mistake
+            raise ConfigError(f"{config[1]}: must name a TOML file, got ''")
         values["config_path"], origins["config_path"] = config
         file_values, tables = _file_values(_read_file(config[0]), config[0])
 
@@ -581,6 +590,10 @@ def load_settings(
         resolved = _resolve(spec, flags, environ, file_values)
         if resolved is not None:
             values[name], origins[name] = resolved
+        if name in file_values and origins.get(name) != file_values[name][1]:
+            # A flag or variable wins, but a bad value in the file is still a mistake:
+            # it is refused now, not on the day the override goes away.
+            _check(spec, *file_values[name], text=False)
     settings = Settings(file_tables=tables, **values)
     _check_mail(settings, origins)
     _check_distribute(settings, origins)

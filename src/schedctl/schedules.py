@@ -223,7 +223,7 @@ def merge_cadence(options: ScheduleOptions, existing: Cadence | None) -> Cadence
     schedule to daily clears its weekday; a field given on the command line that
     the kind does not use is an error.
     """
-    kind = options.cadence or (existing.kind if existing else None)
+    kind = options.cadence if options.cadence is not None else (existing.kind if existing else None)
     if kind is None:
         raise ValidationError("--cadence is required (daily, weekly, monthly or cron)")
     kind = kind.strip().lower()

@@ -135,9 +135,15 @@ def run(argv: Sequence[str] | None = None) -> int:
     except typer.TyperException as exc:  # usage errors: bad flag, missing argument
         message = exc.format_message()
         if message.lstrip().startswith("Usage:"):  # a group called without a command
+            if runtime.output_options.json or "--json" in _options(args):
+                # A script gets its error document, not the group's help.
+                # "Usage: schedctl schedules [OPTIONS] COMMAND [ARGS]..."
+                words = message.split()
+                end = words.index("[OPTIONS]") if "[OPTIONS]" in words else 2
+                return fail(f"missing command: see {' '.join(words[1:end])} --help", exc.exit_code)
             print(message.rstrip(), file=sys.stderr)
             return exc.exit_code
-        return fail(message, exc.exit_code)
+        return fail(message, _usage_exit_code(args, exc.exit_code))
     except SchedctlError as exc:
         return fail(_redact(runtime, exc.message), exc.exit_code)
     except KeyboardInterrupt:
@@ -157,6 +163,25 @@ def run(argv: Sequence[str] | None = None) -> int:
         return code
 
 
+def _usage_exit_code(args: list[str], exit_code: int) -> int:
+    """`heartbeat --check` exits 3 (UNKNOWN) in every failure, a bad command line too:
+    monitoring reads 2 as CRITICAL, which would blame the jobs, not the check."""
+    options = _options(args)
+    if "--check" not in options:
+        return exit_code
+    words = iter(options)
+    for word in words:
+        if word in ("--database-url", "--config"):
+            next(words, None)
+        elif not word.startswith("-"):
+            if word == "heartbeat":
+                from schedctl.heartbeat import CHECK_EXIT
+
+                return CHECK_EXIT["unknown"]
+            break
+    return exit_code
+
+
 def _options(args: list[str]) -> list[str]:
     """The arguments before a `--` (after it, everything is a value)."""
     return args[: args.index("--")] if "--" in args else args
@@ -166,7 +191,7 @@ def _redact(runtime: Runtime, text: str) -> str:
     """Remove every configured secret from text about to be printed."""
     try:
         return runtime.settings.redact(text)
-    except SchedctlError:
+    except Exception:  # never let reporting one error raise another
         from schedctl.config import Settings
 
         # The configuration itself is broken: mask what we can see directly.

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from schedctl.cli.runtime import command, current
+from schedctl.errors import ValidationError, quoted
 
 if TYPE_CHECKING:
     from schedctl.config import Settings
@@ -138,8 +139,15 @@ def demo_command(
 
     runtime = current()
     out = runtime.output
+    if path.is_dir():  # also `--path ''`, which is "."
+        raise ValidationError(f"--path: {quoted(str(path))} is a directory, not a database file")
     for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
+        try:
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        except OSError as exc:
+            raise ValidationError(
+                f"--path: cannot replace {quoted(str(path))}: {exc.strerror}"
+            ) from None
     url = f"sqlite:///{path}"
     settings = _demo_settings(runtime.settings, url)
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from schedctl.cli.runtime import CommandResult, Runtime, command, current, ping, run_command
-from schedctl.errors import SchedctlError
+from schedctl.errors import ConfigError, SchedctlError
 from schedctl.vocabulary import CHECK_EXIT
 
 if TYPE_CHECKING:
@@ -52,6 +52,14 @@ def heartbeat_command(
 ) -> None:
     """Show when each command last succeeded: green, yellow, red or unknown."""
     runtime = current()
+    if ping_url is not None:
+        from schedctl.config import http_url_problem
+
+        # Checked like SCHEDCTL_PING_URL; never quoted, since it may carry a token.
+        problem = http_url_problem(ping_url)
+        if problem:
+            message = f"--ping-url: {problem}"
+            raise CheckUnknown(message) if check else ConfigError(message)
     url = ping_url or _configured_ping_url(runtime)
     if url:
         ping(url, "/start")
@@ -82,11 +90,13 @@ def heartbeat_command(
 def _configured_ping_url(runtime: Runtime) -> str | None:
     try:
         return runtime.settings.ping_url
-    except SchedctlError:
-        from schedctl.config import ENV_PREFIX
+    except Exception:  # _judge reports it (as UNKNOWN with --check)
+        from schedctl.config import ENV_PREFIX, http_url_problem
 
-        # A broken configuration is itself worth a /fail: the environment may still say where.
-        return os.environ.get(f"{ENV_PREFIX}PING_URL") or None
+        # A broken configuration is itself worth a /fail: the environment may still say
+        # where, unless the broken value is that URL (its error line says so, once).
+        url = os.environ.get(f"{ENV_PREFIX}PING_URL") or None
+        return None if url is None or http_url_problem(url) else url
 
 
 def _judge(runtime: Runtime, check: bool, only: list[str] | None) -> CommandResult:

@@ -73,8 +73,8 @@ def list_command(
 
     message_type = normalise_type(type_) if type_ is not None else None
     wanted_status = outbox.validate_status(status) if status is not None else None
-    lower = _bound(since, end=False) if since else None
-    upper = _bound(until, end=True) if until else None
+    lower = _bound(since, end=False) if since is not None else None
+    upper = _bound(until, end=True) if until is not None else None
 
     def work(db: Database) -> CommandResult:
         account_id = scope_to_account(db, account)

@@ -116,14 +116,17 @@ def unsubscribe_command(
         account_id = scope_to_account(db, account)
         now = db.now()
 
-        def apply(conn: sa.Connection) -> bool | None:
-            return suppressions.apply_unsubscribe(
+        def apply(conn: sa.Connection) -> bool:
+            added = suppressions.apply_unsubscribe(
                 conn, settings, str(account_id), address, token, now
             )
+            if added is None:
+                # Raised inside the transaction, so the heartbeat row that would
+                # commit with it rolls back: refused input leaves no trace (SPEC §2).
+                raise ValidationError("invalid unsubscribe token for this address and account")
+            return added
 
         added = db.transaction(apply)
-        if added is None:
-            raise ValidationError("invalid unsubscribe token for this address and account")
         return CommandResult({"email": address, "unsubscribed": True, "already": not added})
 
     data = run_command("unsubscribe", work).data

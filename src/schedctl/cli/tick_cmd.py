@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from schedctl.cli.params import limit_option
 from schedctl.cli.runtime import CommandResult, command, current, run_command
 
 if TYPE_CHECKING:
@@ -15,12 +16,9 @@ if TYPE_CHECKING:
 def tick_command(
     limit: Annotated[
         int | None,
-        typer.Option(
-            "--limit",
-            min=1,
-            help="Materialise at most N due schedules and execute at most N runs"
-            " (default: all that are due).",
-            show_default=False,
+        limit_option(
+            "Materialise at most N due schedules and execute at most N runs"
+            " (default: all that are due)."
         ),
     ] = None,
 ) -> None:

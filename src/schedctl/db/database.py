@@ -37,6 +37,7 @@ from schedctl.errors import (
     DatabaseUnavailable,
     SchedctlError,
     SchemaMismatch,
+    ValidationError,
 )
 
 log = logging.getLogger("schedctl.db")
@@ -57,12 +58,15 @@ _LIBPQ_SETTINGS = re.compile(
     r"|invalid percent-encoded token"
     r'|missing "=" after'
     r"|could not match \d+ (?:host names|port numbers) to \d+"
+    r'|invalid port number: "'
 )
 
 
 def is_configuration_error(exc: BaseException) -> bool:
     """Whether the driver refused the connection settings (a wrong database URL)."""
     orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    if isinstance(orig, sqlite3.DatabaseError) and "file is not a database" in str(orig):
+        return True  # the URL names some other file
     psycopg = sys.modules.get("psycopg")
     return (
         psycopg is not None
@@ -122,9 +126,13 @@ def first_line(exc: BaseException) -> str:
 
 
 def parse_now(raw: str) -> datetime:
+    """The instant SCHEDCTL_NOW names; its error line names the variable."""
     from schedctl.cadence import parse_instant
 
-    return parse_instant(raw)
+    try:
+        return parse_instant(raw)
+    except ValidationError as exc:
+        raise ValidationError(f"{NOW_ENV}: {exc.message}") from None
 
 
 class Database:
