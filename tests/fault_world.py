@@ -175,6 +175,7 @@ sql = "select 1 as one"
 tz = "UTC"
 batch_size = {self.size.batch}
 notify = ["distribution@example.net"]
+wait = "2s"  # a run finding the day held by a live (or dead) run exits 75 soon
 
 [distribute.source]
 database_url = "{self.dist_url}"
@@ -300,9 +301,17 @@ query = "select theory_id, theory_start_date, theory_end_date from theories"
         out, err = process.communicate(timeout=300)
         return Proc(command or str(process.args[1]), process.returncode, out, err)  # type: ignore[index]
 
-    def run(self, command: str, now: datetime, *args: str, kill_at: str | None = None) -> Proc:
+    def run(
+        self,
+        command: str,
+        now: datetime,
+        *args: str,
+        kill_at: str | None = None,
+        check: bool = True,
+    ) -> Proc:
+        """Run one command to its end; with ``check`` (and no kill point) it must exit 0."""
         done = self.wait(self.popen(command, now, *args, kill_at=kill_at), command)
-        if kill_at is None:
+        if kill_at is None and check:
             assert done.code == 0, (command, done.code, done.stderr)
             self.ran(command, now)
         return done
