@@ -109,8 +109,9 @@ class Counts:
         if not self.resent_after_data:
             return ""
         return (
-            f"{self.resent_after_data} resent after DATA: killed after the server accepted"
-            " it and before the outcome was recorded (docs/delivery.md, the documented exception)"
+            f"{self.resent_after_data} resent after DATA: cut off (killed, or the database"
+            " lost) after the server accepted it and before the outcome was recorded;"
+            " docs/delivery.md's documented exception"
         )
 
 

@@ -198,5 +198,5 @@ def test_killed_at_a_chosen_point_then_rerun(
         iterations=iterations,
         losses=lost,
         duplicates=duplicated,
-        note=f"{resent} resent after DATA (documented exception)" if resent else "",
+        note=f"{resent} resent after DATA, the documented exception" if resent else "",
     )
