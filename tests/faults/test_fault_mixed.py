@@ -11,6 +11,7 @@ recovers are sent and run once, the purges keep what they must, and nothing is l
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,3 +59,32 @@ def test_every_command_at_once_for_several_rounds(
     assert counts.duplicated == 0, counts.duplicates
     assert counts.resent_after_data == 0  # nothing was killed here
     print(f"\n{dialect}: {world.summary()}")
+
+
+@pytest.mark.parametrize("dialect", ["sqlite"])
+def test_the_checks_count_a_lost_mail_and_a_doubled_assignment(
+    dialect: str, db_url: str, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """The counting itself can fail: one mail the server never got and one row a
+    destination holds twice are each counted once."""
+    world = FaultWorld(dialect, db_url, smtp, tmp_path, size=Size(), rounds_back=2, seed=5)
+    try:
+        for command in ("tick", "distribute"):
+            world.run(command, world.round_time(0))
+        world.recover(world.round_time(0) + PAST_LEASES)
+        with world.engine.connect() as conn:
+            report_id = conn.exec_driver_sql(
+                "SELECT min(message_id) FROM messages WHERE type = 'REPORT'"
+            ).scalar_one()
+        report = smtp.accepted[smtp.message_ids.index(report_id)]
+        smtp.accepted.remove(report)
+        with world.dist_engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO sc_target SELECT * FROM sc_target WHERE iin ="
+                " (SELECT min(iin) FROM sc_target)"
+            )
+        counts = world.check()
+    finally:
+        world.close()
+    assert +counts.losses == Counter({"message never received": 1}), counts.losses
+    assert +counts.duplicates == Counter({"sc_target row twice": 1}), counts.duplicates
