@@ -2,8 +2,9 @@
 
 Invariants:
 
-- The server stopped (``pg_ctl stop -m fast``) while `tick` and `digest` processes
-  work, then started again: each process exits 75 with one line saying the database
+- The server stopped (``pg_ctl stop -m fast``) while `tick`, `digest` and
+  `distribute` processes work (distribute copying into tables of that same server),
+  then started again: each process exits 75 with one line saying the database
   is unavailable (or 0 if it had finished); what the tables hold is consistent; the
   next runs complete the work; nothing is lost or done twice. (A process cut off
   after the SMTP server accepted a message and before the outcome was recorded sends
@@ -43,6 +44,7 @@ from smtp_server import SmtpServer, free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 COMMANDS = ("tick", "digest", "distribute", "reconcile")
+CUT_OFF = ("tick", "digest", "distribute", "tick", "digest")  # running when the server stops
 
 
 @dataclass
@@ -138,7 +140,7 @@ def test_the_server_restarted_mid_run(cluster: Cluster, smtp: SmtpServer, tmp_pa
     )  # fmt: skip
     assert upgrade.returncode == 0, upgrade.stderr
     iterations = fault_ledger.soak(1, 5)
-    size = Size(schedules=60, users=800, notifications=6000)
+    size = Size(schedules=60, users=800, notifications=6000, ids=3000)
     world = FaultWorld("postgresql", url, smtp, tmp_path, size=size, rounds_back=iterations + 1)
     world.env["SCHEDCTL_DB_RETRY_SECONDS"] = "1"
     cut_off = 0
@@ -146,7 +148,7 @@ def test_the_server_restarted_mid_run(cluster: Cluster, smtp: SmtpServer, tmp_pa
         for k in range(iterations):
             now = world.round_time(k)
             enough = len(smtp.accepted) + 40
-            processes = [world.popen(c, now) for c in ("tick", "digest", "tick", "digest")]
+            processes = [world.popen(c, now) for c in CUT_OFF]
             reached = dw.wait_until(lambda: len(smtp.accepted) >= enough, processes)  # noqa: B023
             assert reached, "every process finished before the server could be stopped"
             assert any(p.poll() is None for p in processes), "nothing left running to cut off"
@@ -174,13 +176,15 @@ def test_the_server_restarted_mid_run(cluster: Cluster, smtp: SmtpServer, tmp_pa
             )
             for command in ("tick", "digest"):
                 world.run(command, now)  # the reruns complete
+            # (distribute's rerun resumes the day once the dead run's lease is over:
+            # in the recovery below.)
         world.after_data_kills = cut_off
         world.recover(world.round_time(iterations - 1) + PAST_LEASES)
         counts = world.check()
     finally:
         world.close()
     fault_ledger.record(
-        "PostgreSQL restarted under tick and digest",
+        "PostgreSQL restarted under tick, digest, distribute",
         "postgresql",
         "exit 75, one line; consistent; rerun: none lost/twice",
         iterations=iterations,
