@@ -89,3 +89,60 @@ def test_the_checks_count_a_lost_mail_and_a_doubled_assignment(
         world.close()
     assert +counts.losses == Counter({"message never received": 1}), counts.losses
     assert +counts.duplicates == Counter({"sc_target row twice": 1}), counts.duplicates
+
+
+# One process of each round's mix dies at a point every such process reaches,
+# whatever the others do (the other processes of the round race it).
+ROUND_KILLS = [
+    ("distribute", "schedctl.distribute.endpoints:DestinationWriter.write:after:3"),
+    ("tick", "schedctl.runs:materialise_due:after"),
+    ("digest", "schedctl.dispatch:dispatch_due:before"),
+    ("reconcile", "schedctl.reconcile:purge:after:2"),
+    ("tick", "schedctl.dispatch:dispatch_due:before"),
+    ("digest", "schedctl.digest:DigestRun.claim_due:after"),
+]
+
+
+def test_every_command_at_once_with_one_killed_each_round(
+    dialect: str, db_url: str, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """Invariant: as above, with one process of each round SIGKILLed at a chosen
+    point (the first round's distribute mid-copy, a tick after creating runs, a
+    digest before sending, a reconcile between purges, ...) and the next rounds and
+    the recovery past every lease carrying on."""
+    rounds = fault_ledger.soak(2, len(ROUND_KILLS) * 2)
+    world = FaultWorld(
+        dialect, db_url, smtp, tmp_path, size=Size(), rounds_back=rounds + 1, seed=29
+    )
+    killed = 0
+    try:
+        for k in range(rounds):
+            now = world.round_time(k)
+            victim, point = ROUND_KILLS[k % len(ROUND_KILLS)]
+            if victim == "distribute" and k:  # the date is distributed: no copy to kill
+                victim, point = ("tick", "schedctl.runs:execute_due_runs:after")
+            others = list(MIX)
+            others.remove(victim)  # the victim takes its place in the mix
+            started = [(victim, world.popen(victim, now, kill_at=point))]
+            started += [(c, world.popen(c, now)) for c in others]
+            done = [world.wait(p, c) for c, p in started]
+            assert done[0].code == -9, (victim, point, done[0].code, done[0].stderr)
+            killed += 1
+            for proc in done[1:]:
+                assert proc.code == 0, (proc.command, proc.code, proc.stderr)
+                world.ran(proc.command, now)
+        world.recover(world.round_time(rounds - 1) + PAST_LEASES)
+        counts = world.check()
+    finally:
+        world.close()
+    fault_ledger.record(
+        "mixed commands, one killed each round",
+        dialect,
+        "no slot/mail/digest/assignment twice, none lost",
+        iterations=rounds,
+        losses=counts.lost,
+        duplicates=counts.duplicated,
+        note=counts.note(),
+    )
+    assert counts.lost == 0, counts.losses
+    assert counts.duplicated == 0, counts.duplicates
