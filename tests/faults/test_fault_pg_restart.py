@@ -200,7 +200,7 @@ def _check_refused(world: FaultWorld, smtp: SmtpServer, url: str) -> int:
     """Run every command against ``url``; each must exit 75 with one line. Returns
     how many commands wrote something (mail) anyway."""
     world.env["SCHEDCTL_DATABASE_URL"] = url
-    world.env["SCHEDCTL_DB_RETRY_SECONDS"] = "1"
+    world.env["SCHEDCTL_DB_RETRY_SECONDS"] = "0"  # refused is refused: no retries
     wrote = 0
     for command in COMMANDS:
         proc = world.run(command, world.round_time(0), check=False)
@@ -219,7 +219,8 @@ def _check_refused(world: FaultWorld, smtp: SmtpServer, url: str) -> int:
 def test_a_database_refusing_connections_from_the_start(
     how: str, db_url: str, smtp: SmtpServer, tmp_path: Path, closed_port: int
 ) -> None:
-    world = FaultWorld("postgresql", db_url, smtp, tmp_path)
+    tiny = Size(schedules=2, users=10, notifications=40, ids=20, abandoned=2, orphans=1)
+    world = FaultWorld("postgresql", db_url, smtp, tmp_path, size=tiny)
     before = dump(db_url)
     name = sa.engine.make_url(db_url).database
     try:
