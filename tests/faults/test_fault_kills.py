@@ -193,7 +193,8 @@ def test_killed_at_a_chosen_point_then_rerun(
                 killed = world.run(kill.command, now, kill_at=kill.at)
                 assert killed.code == -signal.SIGKILL, (killed.code, killed.stderr)
                 assert kill.probe(world), f"{kill.at}: the kill did not happen where it should"
-                world.after_data_kills = int(kill.after_data)
+                cut_off = world.mark_after_data()
+                assert len(cut_off) == int(kill.after_data), cut_off
                 rerun = world.run(kill.command, now, check=False)  # the next cron run, at once
                 if kill.command == "distribute" and rerun.code == 75:
                     # The dead run's lease still holds the day: "rerun later" (SPEC exit 75).
