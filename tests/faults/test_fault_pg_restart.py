@@ -42,7 +42,8 @@ from fault_world import PAST_LEASES, FaultWorld, Size
 from reconcile_helpers import dump
 from smtp_server import SmtpServer, free_port
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# PostgreSQL 15's programs (initdb, pg_ctl); SCHEDCTL_TEST_PG_BIN names another place.
+PG_BIN = Path(os.environ.get("SCHEDCTL_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
 # PostgreSQL refuses to run as root: as root, the cluster belongs to the postgres user.
 AS_OWNER = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
 COMMANDS = ("tick", "digest", "distribute", "reconcile")
