@@ -1,0 +1,99 @@
+"""Test-only kill points for the fault suite (tests/faults/): never on a real install.
+
+A `schedctl` process started with this directory on its PYTHONPATH and with
+``FAULT_KILL_AT="package.module:Qualified.name:before|after[:nth]"`` wraps that
+function as soon as its module is imported, so that the process SIGKILLs itself
+right before the ``nth`` call (default 1) starts, or right after it returns. A
+kill point is a function, not a moment: the same run dies at the same place every
+time, with no timing involved. src carries no test hooks.
+
+Several points may be given, separated by commas; the first one reached kills.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.abc
+import importlib.machinery
+import os
+import signal
+import sys
+from types import ModuleType
+from typing import Any
+
+_SPEC = os.environ.get("FAULT_KILL_AT", "")
+
+
+def _die() -> None:
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _wrap(function: Any, when: str, nth: int) -> Any:
+    calls = 0
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if when == "before" and calls == nth:
+            _die()
+        result = function(*args, **kwargs)
+        if when == "after" and calls == nth:
+            _die()
+        return result
+
+    return wrapper
+
+
+def _install(module: ModuleType, qualname: str, when: str, nth: int) -> None:
+    *owners, name = qualname.split(".")
+    holder: Any = module
+    for part in owners:
+        holder = getattr(holder, part)
+    setattr(holder, name, _wrap(getattr(holder, name), when, nth))
+
+
+class _Loader(importlib.abc.Loader):
+    def __init__(self, inner: importlib.abc.Loader, points: list[tuple[str, str, int]]) -> None:
+        self.inner = inner
+        self.points = points
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self.inner.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        self.inner.exec_module(module)
+        for qualname, when, nth in self.points:
+            _install(module, qualname, when, nth)
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def __init__(self, points: dict[str, list[tuple[str, str, int]]]) -> None:
+        self.points = points
+
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        if name not in self.points:
+            return None
+        for finder in sys.meta_path:
+            if finder is self:
+                continue
+            spec = finder.find_spec(name, path, target)  # type: ignore[attr-defined]
+            if spec is not None and spec.loader is not None:
+                spec.loader = _Loader(spec.loader, self.points[name])
+                return spec
+        return None
+
+
+def _parse(text: str) -> dict[str, list[tuple[str, str, int]]]:
+    points: dict[str, list[tuple[str, str, int]]] = {}
+    for item in filter(None, (p.strip() for p in text.split(","))):
+        module, qualname, when, *rest = item.split(":")
+        if when not in ("before", "after"):
+            raise SystemExit(f"FAULT_KILL_AT: {item!r}: 'before' or 'after', not {when!r}")
+        points.setdefault(module, []).append((qualname, when, int(rest[0]) if rest else 1))
+    return points
+
+
+if _SPEC:
+    sys.meta_path.insert(0, _Finder(_parse(_SPEC)))
