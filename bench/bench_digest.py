@@ -433,7 +433,7 @@ def main() -> None:
                     workload=f"digest: plan {per_user} notifications/user ({store.label})",
                     size=users,
                     unit="users",
-                    schedctl_rate=users / core_s,
+                    rate=users / core_s,
                     baseline_rate=users / raw_s,
                     peak_kb=core_peak,
                     work_kb=core_kb,

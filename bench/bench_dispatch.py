@@ -369,7 +369,7 @@ def main() -> None:
                         workload=f"dispatch: outbox to SMTP ({label})",
                         size=count,
                         unit="messages",
-                        schedctl_rate=ours["rate"],
+                        rate=ours["rate"],
                         baseline_rate=raw["rate"],
                         peak_kb=ours["peak_kb"],
                         work_kb=ours["work_kb"],

@@ -277,7 +277,7 @@ def main() -> None:
                     workload="distribute: source rows to control/target/mirror (PostgreSQL)",
                     size=size,
                     unit="rows",
-                    schedctl_rate=our_rate,
+                    rate=our_rate,
                     baseline_rate=raw_rate,
                     peak_kb=ours["max_kb"],
                     work_kb=ours["peak_kb"],

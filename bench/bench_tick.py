@@ -246,7 +246,7 @@ def main() -> None:
         workload="tick: claim due schedules + create runs (PostgreSQL)",
         size=n,
         unit="schedules",
-        schedctl_rate=core["rate"],
+        rate=core["rate"],
         baseline_rate=raw["rate"],
         peak_kb=core["peak_kb"],
         work_kb=core["work_kb"],
