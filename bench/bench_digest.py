@@ -59,8 +59,8 @@ ZONES = [
     "Pacific/Kiritimati", "UTC",
 ]  # fmt: skip
 RAW_NOTE = (
-    "digest.run_digest planning (claim, gather, render Jinja2, enqueue, mark consumed) vs"
-    " 5 set-based raw SQL statements in 1 transaction (no rendering)"
+    "5 set-based SQL statements in 1 transaction (digests, messages with bodies"
+    " aggregated by the database, mark consumed, complete); no rendering"
 )
 KEYS = ["billing", "security", "comments", "mentions", None]
 BODY = "Something happened that you may want to look at.\nSecond line of the body."
@@ -430,7 +430,7 @@ def main() -> None:
                 print(f"      schedctl / raw                       {raw_s / core_s:9.2f}x")
                 workload_row(
                     args.json_out,
-                    workload=f"digest: plan {per_user} notifications/user ({store.label})",
+                    workload=f"digest: planning, {per_user} notifications/user, {store.label}",
                     size=users,
                     unit="users",
                     rate=users / core_s,

@@ -62,8 +62,8 @@ NOW = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
 DOMAIN = "example.com"
 SENDER = "bench@example.com"
 RAW_NOTE = (
-    "dispatch_due (claim, build, send, record outcome + email_log) vs raw"
-    " smtplib.SMTP.sendmail(from, to, bytes) of pre-built bytes over one connection"
+    "raw smtplib.SMTP.sendmail(from, to, bytes) over one connection, the bytes built"
+    " before timing; no database"
 )
 
 
@@ -366,7 +366,7 @@ def main() -> None:
                           f"   peak {ours['peak_kb'] / 1024:.1f} MiB")  # fmt: skip
                     workload_row(
                         args.json_out,
-                        workload=f"dispatch: outbox to SMTP ({label})",
+                        workload=f"dispatch: dispatch_due to SMTP, {label}",
                         size=count,
                         unit="messages",
                         rate=ours["rate"],

@@ -49,10 +49,9 @@ DAY = date(2026, 11, 18)
 CAMPAIGNS = 10
 GROUPS = "ABCDE"
 RAW_NOTE = (
-    "distribute.run.run_distribute (plan stored, hash order, split, batched COPY with"
-    " existence check + progress) vs raw psycopg: stream SELECT DISTINCT, COPY to"
-    " control/target/mirror; size = source rows (a tenth duplicates), rate = distinct"
-    " users/s"
+    "raw psycopg: stream SELECT DISTINCT from the source, COPY each row to control or"
+    " target + mirror; no plan, no crash safety. Size = source rows (a tenth duplicates),"
+    " rates = distinct users/s"
 )
 TABLE = (
     "(iin VARCHAR(50), theory_id VARCHAR(50), date_start DATE, date_end DATE,"
@@ -274,7 +273,7 @@ def main() -> None:
                 )
                 workload_row(
                     args.json_out,
-                    workload="distribute: source rows to control/target/mirror (PostgreSQL)",
+                    workload="distribute: run_distribute, PostgreSQL",
                     size=size,
                     unit="rows",
                     rate=our_rate,

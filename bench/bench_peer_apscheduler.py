@@ -46,9 +46,9 @@ BATCH = 100  # AsyncScheduler._process_schedules: acquire_schedules(..., 100)
 LEASE = timedelta(seconds=30)  # AsyncScheduler.lease_duration's default
 TASK_ID = "bench:noop"
 NOTE = (
-    "APScheduler 4.0.0a6 SQLAlchemyDataStore (asyncpg), its schedule loop driven"
-    f" directly: acquire_schedules({BATCH}), trigger.next(), add_job per fire time,"
-    " release_schedules; vs the same raw psycopg loop as the tick row"
+    "the same raw psycopg loop as tick's row; APScheduler 4.0.0a6 (asyncpg) driven as its"
+    f" schedule loop drives it: acquire_schedules({BATCH}), trigger.next(), add_job per"
+    " fire time, release_schedules"
 )
 
 
@@ -229,7 +229,7 @@ def main() -> None:
           f"   peak {peer['peak_kb'] / 1024:.1f} MiB")  # fmt: skip
     workload_row(
         args.json_out,
-        workload="peer: APScheduler 4 claim due schedules + add jobs (PostgreSQL)",
+        workload="peer: APScheduler 4 SQLAlchemyDataStore, PostgreSQL",
         size=n,
         unit="schedules",
         rate=peer["rate"],

@@ -243,7 +243,7 @@ def main() -> None:
               f"   {tick / raw['rate']:5.2f}x raw")  # fmt: skip
     workload_row(
         args.json_out,
-        workload="tick: claim due schedules + create runs (PostgreSQL)",
+        workload="tick: runs.materialise_due, PostgreSQL",
         size=n,
         unit="schedules",
         rate=core["rate"],
@@ -255,8 +255,9 @@ def main() -> None:
 
 
 RAW_NOTE = (
-    f"runs.materialise_due vs raw psycopg loop: SELECT .. FOR UPDATE SKIP LOCKED batches of"
-    f" {BATCH}, executemany INSERT runs ON CONFLICT DO NOTHING + UPDATE next_run_at"
+    f"raw psycopg loop, a transaction per batch: SELECT due FOR UPDATE SKIP LOCKED LIMIT"
+    f" {BATCH}; executemany INSERT runs ON CONFLICT DO NOTHING; executemany UPDATE"
+    " next_run_at (= slot + 1 day)"
 )
 
 
