@@ -49,7 +49,7 @@ import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from benchlib import peak_kb, rss_kb, run_child, workload_row
+from benchlib import Samples, peak_kb, rss_kb, run_child, workload_row
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.migrations import upgrade
@@ -204,37 +204,31 @@ def child(kind: str, url: str, port: int, count: int) -> dict[str, Any]:
             "sent": counts["messages_sent"]}  # fmt: skip
 
 
-def measure_child(
+def round_child(
     kind: str,
     new_database: Callable[[], tuple[str, Callable[[], None]]] | None,
     port: int,
     count: int,
-    runs: int,
 ) -> dict[str, Any]:
-    """Median rate over `runs` fresh-process rounds (each on a fresh outbox), peak memory."""
-    seconds, peaks, growth = [], [], []
-    for _ in range(runs):
-        url, cleanup = ("", lambda: None) if new_database is None else new_database()
-        try:
-            if new_database is not None:
-                fill_outbox(url, count)
-            result = run_child(__file__, "--child", kind, url, str(port), str(count))
-            if new_database is not None:
-                with Database(url) as db:
-                    left = db.scalar(
-                        sa.select(sa.func.count())
-                        .select_from(messages)
-                        .where(messages.c.status != "sent")
-                    )
-                if result["sent"] != count or left:
-                    raise SystemExit(f"not every message was sent: {result}, {left} left")
-        finally:
-            cleanup()
-        seconds.append(result["seconds"])
-        peaks.append(result["peak_kb"])
-        growth.append(result["peak_kb"] - result["before_kb"])
-    return {"rate": count / statistics.median(seconds), "peak_kb": max(peaks),
-            "work_kb": max(growth)}  # fmt: skip
+    """One round in a fresh process (dispatch: on a fresh outbox of `count`), checked."""
+    url, cleanup = ("", lambda: None) if new_database is None else new_database()
+    try:
+        if new_database is not None:
+            fill_outbox(url, count)
+        result = run_child(__file__, "--child", kind, url, str(port), str(count))
+        left = 0
+        if new_database is not None:
+            with Database(url) as db:
+                left = db.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(messages)
+                    .where(messages.c.status != "sent")
+                )
+        if result["sent"] != count or left:
+            raise SystemExit(f"{kind}: not every message was sent: {result}, {left} left")
+    finally:
+        cleanup()
+    return result
 
 
 def dispatch_rate(
@@ -338,19 +332,6 @@ def main() -> None:
     controller.start()
     settings = settings_for(port)
     try:
-        raw = measure_child("raw", None, port, count, runs)
-        print(f"{count} messages to aiosmtpd on loopback, median of {runs} runs (messages/s)\n")
-        print(f"  raw smtplib sendmail(bytes), one connection   {raw['rate']:8.0f}   (baseline)")
-        if not args.brief:
-            batch = prebuilt(count)
-            raw_reuse = median([raw_smtplib(port, batch, reuse=True) for _ in range(runs)])
-            raw_fresh = median([raw_smtplib(port, batch, reuse=False) for _ in range(runs)])
-            build_and_send = median([build_then_send(port, count) for _ in range(runs)])
-            print(f"  raw send_message, one connection, in-process  {raw_reuse:8.0f}   (A)")
-            print(f"  raw send_message, a connection per message    {raw_fresh:8.0f}   (B)")
-            print(f"  build_email + raw send_message, one conn.     {build_and_send:8.0f}   (C)")
-            print(f"  reusing the connection saves, raw             x{raw_reuse / raw_fresh:.2f}")
-
         with tempfile.TemporaryDirectory() as tmp:
             stores: list[tuple[str, Any]] = [("SQLite", sqlite_databases(Path(tmp)))]
             if args.postgres.lower() != "none":
@@ -358,10 +339,20 @@ def main() -> None:
                 if pg is not None:
                     stores.append(("PostgreSQL", pg))
             try:
-                for label, new_database in stores:
-                    ours = measure_child("dispatch", new_database, port, count, runs)
-                    print(f"\n  dispatch_due on {label}")
-                    print(f"    connection reused (fresh child process)     {ours['rate']:8.0f}"
+                raw_samples = Samples()
+                ours_samples = {label: Samples() for label, _ in stores}
+                for _ in range(runs):  # alternating, so that a change in load hits all
+                    raw_samples.add(round_child("raw", None, port, count))
+                    for label, new_database in stores:
+                        ours_samples[label].add(round_child("dispatch", new_database, port, count))
+                raw = raw_samples.summary(count)
+                measured = {label: ours_samples[label].summary(count) for label, _ in stores}
+                print(f"{count} messages to aiosmtpd on loopback, median of {runs} runs"
+                      " (messages/s)\n")  # fmt: skip
+                print(f"  raw smtplib sendmail(bytes), one connection   {raw['rate']:8.0f}"
+                      "   (baseline)")  # fmt: skip
+                for label, ours in measured.items():
+                    print(f"  dispatch_due on {label:10s} (fresh process)  {ours['rate']:8.0f}"
                           f"   {ours['rate'] / raw['rate']:.2f} x baseline"
                           f"   peak {ours['peak_kb'] / 1024:.1f} MiB")  # fmt: skip
                     workload_row(
@@ -375,20 +366,8 @@ def main() -> None:
                         work_kb=ours["work_kb"],
                         note=RAW_NOTE,
                     )
-                    if args.brief:
-                        continue
-                    reuse = median(
-                        [dispatch_rate(new_database, settings, count, True) for _ in range(runs)]
-                    )
-                    fresh = median(
-                        [dispatch_rate(new_database, settings, count, False) for _ in range(runs)]
-                    )
-                    print(f"    connection reused, in-process               {reuse:8.0f}   "
-                          f"{reuse / raw_reuse:.2f} x A, "
-                          f"{reuse / build_and_send:.2f} x C")  # fmt: skip
-                    print(f"    a connection per message, in-process        {fresh:8.0f}   "
-                          f"{fresh / raw_fresh:.2f} x B")  # fmt: skip
-                    print(f"    reusing the connection saves                x{reuse / fresh:.2f}")
+                if not args.brief:
+                    extra_detail(stores, port, settings, count, runs)
             finally:
                 for _, new_database in stores:
                     drop = getattr(new_database, "drop_template", None)
@@ -397,6 +376,29 @@ def main() -> None:
     finally:
         controller.stop()
     print(f"\n(server accepted {sink.accepted} messages in all)")
+
+
+def extra_detail(stores: list[tuple[str, Any]], port: int, settings: Settings, count: int,
+                 runs: int) -> None:  # fmt: skip
+    """The other variants, in this process: connection reuse, building, no database."""
+    print("\nextra detail, in this process:")
+    batch = prebuilt(count)
+    raw_reuse = median([raw_smtplib(port, batch, reuse=True) for _ in range(runs)])
+    raw_fresh = median([raw_smtplib(port, batch, reuse=False) for _ in range(runs)])
+    build_and_send = median([build_then_send(port, count) for _ in range(runs)])
+    print(f"  raw send_message, one connection              {raw_reuse:8.0f}   (A)")
+    print(f"  raw send_message, a connection per message    {raw_fresh:8.0f}   (B)")
+    print(f"  build_email + raw send_message, one conn.     {build_and_send:8.0f}   (C)")
+    print(f"  reusing the connection saves, raw             x{raw_reuse / raw_fresh:.2f}")
+    for label, new_database in stores:
+        reuse = median([dispatch_rate(new_database, settings, count, True) for _ in range(runs)])
+        fresh = median([dispatch_rate(new_database, settings, count, False) for _ in range(runs)])
+        print(f"  dispatch_due on {label}")
+        print(f"    connection reused                           {reuse:8.0f}   "
+              f"{reuse / raw_reuse:.2f} x A, {reuse / build_and_send:.2f} x C")  # fmt: skip
+        print(f"    a connection per message                    {fresh:8.0f}   "
+              f"{fresh / raw_fresh:.2f} x B")  # fmt: skip
+        print(f"    reusing the connection saves                x{reuse / fresh:.2f}")
 
 
 def _free_port() -> int:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 from contextlib import AsyncExitStack
@@ -39,8 +38,8 @@ from typing import Any
 
 import psycopg
 
-from bench_tick import HOST, PORT, TickDatabase, admin, measure_child
-from benchlib import peak_kb, rss_kb, run_child, workload_row
+from bench_tick import HOST, PORT, TickDatabase, admin, round_child
+from benchlib import Samples, peak_kb, rss_kb, run_child, workload_row
 
 BATCH = 100  # AsyncScheduler._process_schedules: acquire_schedules(..., 100)
 LEASE = timedelta(seconds=30)  # AsyncScheduler.lease_duration's default
@@ -175,28 +174,23 @@ def check(dsn: str, count: int) -> None:
         )
 
 
-def measure_peer(count: int, repeat: int) -> dict[str, Any]:
+def peer_round(count: int, n: int) -> dict[str, Any]:
+    """One round: a fresh database, N schedules added, processed in a fresh child."""
     import anyio
 
-    seconds, peaks, growth = [], [], []
-    for n in range(repeat):
-        name = f"schedctl_bench_apscheduler_{os.getpid()}_{n}"
+    name = f"schedctl_bench_apscheduler_{os.getpid()}_{n}"
+    with admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+    try:
+        url = f"postgresql+asyncpg://{HOST}:{PORT}/{name}"
+        anyio.run(seed, url, count, datetime.now(UTC) - timedelta(seconds=30))
+        result = run_child(__file__, "--child", url)
+        check(f"host={HOST} port={PORT} dbname={name}", count)
+    finally:
         with admin() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
-            conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
-        try:
-            url = f"postgresql+asyncpg://{HOST}:{PORT}/{name}"
-            anyio.run(seed, url, count, datetime.now(UTC) - timedelta(seconds=30))
-            result = run_child(__file__, "--child", url)
-            check(f"host={HOST} port={PORT} dbname={name}", count)
-        finally:
-            with admin() as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
-        seconds.append(result["seconds"])
-        peaks.append(result["peak_kb"])
-        growth.append(result["peak_kb"] - result["before_kb"])
-    return {"rate": count / statistics.median(seconds), "peak_kb": max(peaks),
-            "work_kb": max(growth)}  # fmt: skip
+    return result
 
 
 def main() -> None:
@@ -217,11 +211,14 @@ def main() -> None:
         sys.exit("bench_peer_apscheduler: APScheduler is not installed: pip install -e '.[bench]'")
     n, r = args.schedules, args.repeat
     database = TickDatabase(n, tag="peer_raw")
+    raw_samples, peer_samples = Samples(), Samples()
     try:
-        raw = measure_child("raw", database.dsn, database.dsn, n, r)
+        for round_ in range(r):  # alternating, so that a change in load hits both
+            raw_samples.add(round_child("raw", database.dsn, database.dsn, n))
+            peer_samples.add(peer_round(n, round_))
     finally:
         database.drop()
-    peer = measure_peer(n, r)
+    raw, peer = raw_samples.summary(n), peer_samples.summary(n)
     print(f"{n} due schedules on PostgreSQL, median of {r} rounds")
     print(f"  raw SQL claim loop (psycopg, 1 process)       {raw['rate']:9.0f} schedules/s")
     print(f"  APScheduler 4 SQLAlchemyDataStore (asyncpg)   {peer['rate']:9.0f} schedules/s"

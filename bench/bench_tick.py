@@ -13,7 +13,8 @@ on the same database (reset between rounds):
   materialise, then execute every run (a one-row `sql` report, one message each);
   left out with --no-cli.
 
-The raw loop and materialise_due each run in a fresh child process per round (timed
+The raw loop and materialise_due each run in a fresh child process, alternating round by
+round (timed
 from after connecting), which also gives materialise_due's peak memory (VmHWM).
 The ratios are what to read; absolute numbers depend on the machine.
 
@@ -42,7 +43,7 @@ from typing import Any
 
 import psycopg
 
-from benchlib import peak_kb, rss_kb, run_child, workload_row
+from benchlib import Samples, peak_kb, rss_kb, run_child, workload_row
 from schedctl import runs
 from schedctl.db.database import Database
 from schedctl.db.migrations import upgrade
@@ -140,18 +141,12 @@ def child(kind: str, target: str) -> dict[str, Any]:
     return {"seconds": elapsed, "before_kb": before, "peak_kb": peak_kb()}
 
 
-def measure_child(kind: str, target: str, dsn: str, count: int, repeat: int) -> dict[str, Any]:
-    """Median rate over `repeat` fresh-process rounds, and the largest peak seen."""
-    seconds, peaks, growth = [], [], []
-    for _ in range(repeat):
-        reset(dsn)
-        result = run_child(__file__, "--child", kind, target)
-        check(dsn, count, kind)
-        seconds.append(result["seconds"])
-        peaks.append(result["peak_kb"])
-        growth.append(result["peak_kb"] - result["before_kb"])
-    return {"rate": count / statistics.median(seconds), "peak_kb": max(peaks),
-            "work_kb": max(growth)}  # fmt: skip
+def round_child(kind: str, target: str, dsn: str, count: int) -> dict[str, Any]:
+    """One round of `kind` in a fresh process on the reset database, checked."""
+    reset(dsn)
+    result = run_child(__file__, "--child", kind, target)
+    check(dsn, count, kind)
+    return result
 
 
 class TickDatabase:
@@ -219,8 +214,11 @@ def main() -> None:
     n, k, r = args.schedules, args.processes, args.repeat
     database = TickDatabase(n)
     try:
-        raw = measure_child("raw", database.dsn, database.dsn, n, r)
-        core = measure_child("core", database.url, database.dsn, n, r)
+        raw_samples, core_samples = Samples(), Samples()
+        for _ in range(r):  # alternating, so that a change in the machine's load hits both
+            raw_samples.add(round_child("raw", database.dsn, database.dsn, n))
+            core_samples.add(round_child("core", database.url, database.dsn, n))
+        raw, core = raw_samples.summary(n), core_samples.summary(n)
         tick = None
         if not args.no_cli:
             with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as config:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import resource
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,28 @@ def run_child(script: str, *args: str) -> dict[str, Any]:
     if result.returncode != 0:
         raise SystemExit(f"child {args} failed:\n{result.stderr}{result.stdout}")
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+class Samples:
+    """Rounds of one measured part: median rate, largest peak and largest growth."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.peaks: list[int] = []
+        self.growth: list[int] = []
+
+    def add(self, result: dict[str, Any]) -> None:
+        """One child's result: seconds, peak_kb (VmHWM), before_kb (RSS before the work)."""
+        self.seconds.append(result["seconds"])
+        self.peaks.append(result["peak_kb"])
+        self.growth.append(result["peak_kb"] - result["before_kb"])
+
+    def summary(self, count: int) -> dict[str, Any]:
+        return {
+            "rate": count / statistics.median(self.seconds),
+            "peak_kb": max(self.peaks),
+            "work_kb": max(self.growth),
+        }
 
 
 def emit(path: str | None, **row: Any) -> None:

@@ -53,7 +53,7 @@ POSTGRES = f"postgresql://{HOST}:{PORT}/postgres"
 # (base size, rounds at the base size) for a full run and for --smoke; the second size
 # is base x --scale, measured in one round (a round at 10x takes up to minutes). The
 # peer uses tick's size. start-up: (-, fresh processes per command).
-FULL = {"tick": (2000, 3), "peer": (2000, 1), "dispatch": (500, 3), "digest": (10_000, 1),
+FULL = {"tick": (2000, 3), "peer": (2000, 3), "dispatch": (500, 3), "digest": (10_000, 1),
         "distribute": (100_000, 1), "startup": (0, 9)}  # fmt: skip
 SMOKE = {"tick": (20, 1), "peer": (20, 1), "dispatch": (20, 1), "digest": (50, 1),
          "distribute": (500, 1), "startup": (0, 1)}  # fmt: skip
