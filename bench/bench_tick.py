@@ -3,19 +3,19 @@
 N schedules are all due at once. Three figures, each the median of --repeat rounds
 on the same database (reset between rounds):
 
-- raw SQL: the materialise loop written directly with psycopg in this process --
+- raw SQL: the materialise loop written directly with psycopg --
   the same claim (FOR UPDATE SKIP LOCKED, batches of 50), run insert (ON CONFLICT
   DO NOTHING RETURNING, executemany) and schedule update (executemany) statements,
   the next slot computed inline as slot + 1 day;
-- schedctl core: `runs.materialise_due` in this process (the same work, through
+- schedctl core: `runs.materialise_due` (the same work, through
   SQLAlchemy, the cadence rules and the catch-up policy);
 - schedctl tick: K concurrent `schedctl tick` processes, end to end: start-up,
   materialise, then execute every run (a one-row `sql` report, one message each);
   left out with --no-cli.
 
-The raw loop and materialise_due each run in a fresh child process, alternating round by
-round (timed
-from after connecting), which also gives materialise_due's peak memory (VmHWM).
+The raw loop and materialise_due each run in a fresh child process, alternating round
+by round, timed from after connecting; the child gives materialise_due's peak memory
+(VmHWM).
 The ratios are what to read; absolute numbers depend on the machine.
 
     .venv/bin/python bench/bench_tick.py [--schedules 2000] [--processes 4] [--repeat 3]
