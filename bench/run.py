@@ -23,7 +23,8 @@ script in the same run, on the same database server:
 
 Start-up -- median wall time of fresh processes (`schedctl --help`; an idle
 `schedctl tick`: migrated database, nothing due), against the targets (--help <= 300
-ms, idle tick <= 600 ms): met or missed.
+ms, idle tick <= 600 ms): met or missed; beside it the same median for a bare
+interpreter doing the least of that work (baseline).
 
     .venv/bin/python bench/run.py [--smoke] [--scale 10] [--verbose]
 
@@ -166,14 +167,15 @@ def tables(rows: list[dict[str, Any]]) -> list[str]:
         )
     out += [
         "",
-        "| start-up | median ms | target ms | target | runs |",
-        "|---|---:|---:|---|---:|",
+        "| start-up | median ms | target ms | target | runs | baseline ms | baseline |",
+        "|---|---:|---:|---|---:|---:|---|",
     ]
     for row in (r for r in rows if r["kind"] == "startup"):
         out.append(
             f"| `{row['command'].split(',')[0]}`{_suffix(row['command'])} |"
             f" {row['median_ms']:.0f} | {row['target_ms']} |"
             f" {'met' if row['met'] else 'missed'} | {row['runs']} |"
+            f" {row['baseline_ms']:.0f} | {row['baseline']} |"
         )
     return out
 

@@ -75,10 +75,12 @@ def test_bench_smoke_prints_every_row(postgres: PostgresDatabases) -> None:
         assert note, cells
     for command, target in STARTUP.items():
         cells = rows.pop(command)
-        median, target_ms, verdict, runs = cells[1:]
+        median, target_ms, verdict, runs, baseline_ms, baseline = cells[1:]
         assert _number(median) > 0, cells
         assert _number(target_ms) == target, cells
         assert verdict == ("met" if _number(median) <= target else "missed"), cells
         assert _number(runs) == 1, cells
+        assert _number(baseline_ms) > 0, cells
+        assert baseline.startswith("python"), cells
     assert not rows, f"rows nobody expected: {rows}"
     assert not re.search(r"\bnan\b|\binf\b", out)
