@@ -17,8 +17,8 @@ script in the same run, on the same database server:
 - ratio: schedctl/s / baseline/s (1.00 = as fast as the hand-written floor);
 - peak MiB: the peak resident set (VmHWM) of the child process that did schedctl's
   part: interpreter, imports and the work;
-- work MiB: how much of that peak the work added (peak minus the RSS just before it)
-  -- what should not grow with the size;
+- work MiB: how much of that peak the work added (peak minus the RSS just before it;
+  distribute: minus the peak just before it) -- what should not grow with the size;
 - note: how the baseline is defined.
 
 Start-up -- median wall time of fresh processes (`schedctl --help`; an idle
