@@ -24,6 +24,9 @@ machine.
 
     .venv/bin/python bench/bench_digest.py [--sizes 10000x10,100000x2] [--repeat 1]
         [--sqlite] [--postgres postgresql://127.0.0.1:5432/postgres | --postgres none]
+        [--json-out FILE]
+
+--json-out appends one JSON line per store and size (see benchlib.workload_row).
 
 Creates its own databases on $PGHOST:$PGPORT (default 127.0.0.1:5432), drops them.
 """
@@ -33,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -45,6 +47,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from benchlib import rss_kb, status_kb, workload_row
+
 NOW = datetime(2027, 3, 10, 12, 0, tzinfo=UTC)  # no zone changes its clocks that day
 CREATED = NOW - timedelta(days=1)
 ZONES = [
@@ -54,6 +58,10 @@ ZONES = [
     "Asia/Kolkata", "Asia/Kathmandu", "Asia/Tokyo", "Australia/Sydney", "Pacific/Chatham",
     "Pacific/Kiritimati", "UTC",
 ]  # fmt: skip
+RAW_NOTE = (
+    "5 set-based SQL statements in 1 transaction (digests, messages with bodies"
+    " aggregated by the database, mark consumed, complete); no rendering"
+)
 KEYS = ["billing", "security", "comments", "mentions", None]
 BODY = "Something happened that you may want to look at.\nSecond line of the body."
 
@@ -174,15 +182,11 @@ def raw_statements(dialect: str) -> list[str]:
 
 
 def _status_kb(field: str) -> int:
-    """A size from /proc/self/status (Linux): VmRSS now, VmHWM the peak so far."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return status_kb(field)
 
 
 def _rss_kb() -> int:
-    return _status_kb("VmRSS")
+    return rss_kb()
 
 
 def child(kind: str, url: str) -> dict[str, Any]:
@@ -356,9 +360,9 @@ class Sqlite:
 
 
 def measure(store: Any, template: str, kind: str, users: int, notes: int, repeat: int
-            ) -> tuple[float, int]:  # fmt: skip
-    """(median seconds, largest peak RSS growth in KB) over `repeat` rounds."""
-    seconds, growth = [], []
+            ) -> tuple[float, int, int]:  # fmt: skip
+    """(median seconds, largest peak RSS growth, largest peak RSS; in KB) over `repeat`."""
+    seconds, growth, peaks = [], [], []
     for _ in range(repeat):
         url = store.copy(template)
         try:
@@ -368,7 +372,8 @@ def measure(store: Any, template: str, kind: str, users: int, notes: int, repeat
             store.release(url)
         seconds.append(result["seconds"])
         growth.append(result["peak_kb"] - result["before_kb"])
-    return statistics.median(seconds), max(growth)
+        peaks.append(result["peak_kb"])
+    return statistics.median(seconds), max(growth), max(peaks)
 
 
 def figures(label: str, users: int, notes: int, seconds: float, peak_kb: int) -> None:
@@ -394,6 +399,7 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgresql://127.0.0.1:5432/postgres",
                         help="maintenance database URL, or 'none'")  # fmt: skip
     parser.add_argument("--sqlite", action="store_true", help="also measure SQLite")
+    parser.add_argument("--json-out", help="append machine-readable rows to this file")
     parser.add_argument("--child", choices=["raw", "core"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -414,12 +420,25 @@ def main() -> None:
             for users, per_user in parse_sizes(args.sizes):
                 notes = users * per_user
                 template = store.template(users, per_user)
-                raw_s, raw_kb = measure(store, template, "raw", users, notes, args.repeat)
-                core_s, core_kb = measure(store, template, "core", users, notes, args.repeat)
+                raw_s, raw_kb, _ = measure(store, template, "raw", users, notes, args.repeat)
+                core_s, core_kb, core_peak = measure(
+                    store, template, "core", users, notes, args.repeat
+                )
                 print(f"    {users} users x {per_user} notifications")
                 figures("raw SQL, set-based (1 transaction)", users, notes, raw_s, raw_kb)
                 figures("schedctl digest planning", users, notes, core_s, core_kb)
                 print(f"      schedctl / raw                       {raw_s / core_s:9.2f}x")
+                workload_row(
+                    args.json_out,
+                    workload=f"digest: planning, {per_user} notifications/user, {store.label}",
+                    size=users,
+                    unit="users",
+                    rate=users / core_s,
+                    baseline_rate=users / raw_s,
+                    peak_kb=core_peak,
+                    work_kb=core_kb,
+                    note=RAW_NOTE,
+                )
     finally:
         for store in stores:
             store.close()

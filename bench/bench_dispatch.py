@@ -1,24 +1,36 @@
 """Dispatch throughput: messages/second from the outbox to a loopback SMTP server.
 
-Each figure is the median of several runs over a fresh outbox of N due messages,
-printed beside a raw smtplib loop sending the same prebuilt messages in the same
-process, so the results read as ratios rather than absolute rates on a noisy machine:
+N due messages in a fresh outbox, sent to aiosmtpd on loopback (running in this
+process; every measured sender runs in a fresh child process, so the two do not share
+a GIL). Each figure is the median of --runs rounds, beside baselines measured in the
+same run, so the results read as ratios rather than absolute rates on a noisy machine:
 
-- dispatch, connection reused: ``dispatch_due`` as ``tick`` runs it (claim in
-  batches, build, send over one SMTP connection, record each outcome + email_log);
+- raw smtplib (the baseline): ``smtplib.SMTP.sendmail(from, to, bytes)`` over one
+  connection, every message's bytes built before the clock starts -- the transport
+  alone, the floor for this work;
+- dispatch_due on SQLite and PostgreSQL, as ``tick`` runs it (claim in batches,
+  build, send over one SMTP connection, record each outcome + email_log), timed from
+  after connecting; its child's peak memory (VmHWM) is reported too.
+
+Extra detail, in this process (left out with --brief):
+
 - dispatch, a connection per message: the same with the connection closed after
   every send (what a backend without reuse would cost);
-- raw smtplib, one connection / a connection per message: the transport alone;
-- build_email + raw smtplib: the same plus building each message, i.e. everything
+- raw smtplib, a connection per message: the transport alone, without reuse;
+- build_email + raw smtplib: building each message plus sending it, i.e. everything
   dispatch does except the database work (claim, lease, outcome, email_log).
 
-    .venv/bin/python bench/bench_dispatch.py [--messages 500] [--runs 3]
+    .venv/bin/python bench/bench_dispatch.py [--messages 500] [--runs 3] [--brief]
         [--postgres postgresql://127.0.0.1:5432/postgres | --postgres none]
+        [--json-out FILE]
+
+--json-out appends one JSON line per store (see benchlib.workload_row) for run.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import smtplib
@@ -37,6 +49,7 @@ import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from benchlib import Samples, peak_kb, rss_kb, run_child, workload_row
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.migrations import upgrade
@@ -47,6 +60,11 @@ from schedctl.dispatch import dispatch_due, mail_backend
 
 NOW = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
 DOMAIN = "example.com"
+SENDER = "bench@example.com"
+RAW_NOTE = (
+    "raw smtplib.SMTP.sendmail(from, to, bytes) over one connection, the bytes built"
+    " before timing; no database"
+)
 
 
 class Sink:
@@ -99,7 +117,8 @@ def fill_outbox(url: str, count: int) -> None:
                 "body_text": f"Hello {n}\n" * 20, "body_html": f"<p>Hello {n}</p>" * 20,
                 "attachments": None, "subscription": False, "send_at": NOW,
                 "status": "scheduled", "attempts": 0, "idempotency_key": key,
-                "message_id": make_message_id(key, DOMAIN), "created_at": NOW, "updated_at": NOW,
+                "message_id": make_message_id(key, DOMAIN, installation="bench"),
+                "created_at": NOW, "updated_at": NOW,
             }
         )  # fmt: skip
     with Database(url) as db:
@@ -109,12 +128,12 @@ def fill_outbox(url: str, count: int) -> None:
 def prebuilt(count: int) -> list[EmailMessage]:
     return [
         build_email(
-            sender="bench@example.com",
+            sender=SENDER,
             recipient=f"user{n}@example.org",
             subject=f"Report {n}",
             text=f"Hello {n}\n" * 20,
             html=f"<p>Hello {n}</p>" * 20,
-            message_id=make_message_id(f"bench:{n}", DOMAIN),
+            message_id=make_message_id(f"bench:{n}", DOMAIN, installation="bench"),
             date=NOW,
         )
         for n in range(count)
@@ -146,6 +165,70 @@ def build_then_send(port: int, count: int) -> float:
     finally:
         conn.quit()
     return count / (time.perf_counter() - start)
+
+
+def settings_for(port: int) -> Settings:
+    return Settings(
+        mail_backend="smtp", smtp_host="127.0.0.1", smtp_port=port, smtp_tls="none",
+        smtp_timeout=10.0, mail_from=SENDER,  # no daily quota
+    )  # fmt: skip
+
+
+def child(kind: str, url: str, port: int, count: int) -> dict[str, Any]:
+    """One measured round in this (fresh) process."""
+    if kind == "raw":
+        # Built before the clock starts; CRLF lines, since sendmail() sends bytes as is.
+        payloads = [
+            (SENDER, str(msg["To"]), msg.as_bytes(policy=msg.policy.clone(linesep="\r\n")))
+            for msg in prebuilt(count)
+        ]
+        before = rss_kb()
+        start = time.perf_counter()
+        conn = smtplib.SMTP("127.0.0.1", port, local_hostname="bench.local", timeout=10)
+        try:
+            for sender, recipient, data in payloads:
+                conn.sendmail(sender, recipient, data)
+        finally:
+            conn.quit()
+        elapsed = time.perf_counter() - start
+        return {"seconds": elapsed, "before_kb": before, "peak_kb": peak_kb(), "sent": count}
+    settings = settings_for(port)
+    with Database(url) as db:
+        db.now()
+        backend = mail_backend(settings)
+        before = rss_kb()
+        start = time.perf_counter()
+        counts = dispatch_due(db, settings, NOW, limit=count, backend=backend)
+        elapsed = time.perf_counter() - start
+    return {"seconds": elapsed, "before_kb": before, "peak_kb": peak_kb(),
+            "sent": counts["messages_sent"]}  # fmt: skip
+
+
+def round_child(
+    kind: str,
+    new_database: Callable[[], tuple[str, Callable[[], None]]] | None,
+    port: int,
+    count: int,
+) -> dict[str, Any]:
+    """One round in a fresh process (dispatch: on a fresh outbox of `count`), checked."""
+    url, cleanup = ("", lambda: None) if new_database is None else new_database()
+    try:
+        if new_database is not None:
+            fill_outbox(url, count)
+        result = run_child(__file__, "--child", kind, url, str(port), str(count))
+        left = 0
+        if new_database is not None:
+            with Database(url) as db:
+                left = db.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(messages)
+                    .where(messages.c.status != "sent")
+                )
+        if result["sent"] != count or left:
+            raise SystemExit(f"{kind}: not every message was sent: {result}, {left} left")
+    finally:
+        cleanup()
+    return result
 
 
 def dispatch_rate(
@@ -233,28 +316,22 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--postgres", default="postgresql://127.0.0.1:5432/postgres",
                         help="maintenance database URL, or 'none'")  # fmt: skip
+    parser.add_argument("--brief", action="store_true", help="leave out the extra variants")
+    parser.add_argument("--json-out", help="append machine-readable rows to this file")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        kind, url, port, count = args.child
+        print(json.dumps(child(kind, url, int(port), int(count))))
+        return
     count, runs = args.messages, args.runs
 
     sink = Sink()
     port = _free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port)
     controller.start()
-    settings = Settings(
-        mail_backend="smtp", smtp_host="127.0.0.1", smtp_port=port, smtp_tls="none",
-        smtp_timeout=10.0, mail_from="bench@example.com", daily_quota=0,
-    )  # fmt: skip
+    settings = settings_for(port)
     try:
-        batch = prebuilt(count)
-        raw_reuse = median([raw_smtplib(port, batch, reuse=True) for _ in range(runs)])
-        raw_fresh = median([raw_smtplib(port, batch, reuse=False) for _ in range(runs)])
-        build_and_send = median([build_then_send(port, count) for _ in range(runs)])
-        print(f"{count} messages to aiosmtpd on loopback, median of {runs} runs (messages/s)\n")
-        print(f"  raw smtplib, one connection            {raw_reuse:8.0f}   (baseline A)")
-        print(f"  raw smtplib, a connection per message  {raw_fresh:8.0f}   (baseline B)")
-        print(f"  build_email + raw smtplib, one conn.   {build_and_send:8.0f}   (baseline C)")
-        print(f"  reusing the connection saves, raw      x{raw_reuse / raw_fresh:.2f}\n")
-
         with tempfile.TemporaryDirectory() as tmp:
             stores: list[tuple[str, Any]] = [("SQLite", sqlite_databases(Path(tmp)))]
             if args.postgres.lower() != "none":
@@ -262,20 +339,35 @@ def main() -> None:
                 if pg is not None:
                     stores.append(("PostgreSQL", pg))
             try:
-                for label, new_database in stores:
-                    reuse = median(
-                        [dispatch_rate(new_database, settings, count, True) for _ in range(runs)]
+                raw_samples = Samples()
+                ours_samples = {label: Samples() for label, _ in stores}
+                for _ in range(runs):  # alternating, so that a change in load hits all
+                    raw_samples.add(round_child("raw", None, port, count))
+                    for label, new_database in stores:
+                        ours_samples[label].add(round_child("dispatch", new_database, port, count))
+                raw = raw_samples.summary(count)
+                measured = {label: ours_samples[label].summary(count) for label, _ in stores}
+                print(f"{count} messages to aiosmtpd on loopback, median of {runs} runs"
+                      " (messages/s)\n")  # fmt: skip
+                print(f"  raw smtplib sendmail(bytes), one connection   {raw['rate']:8.0f}"
+                      "   (baseline)")  # fmt: skip
+                for label, ours in measured.items():
+                    print(f"  dispatch_due on {label:10s} (fresh process)  {ours['rate']:8.0f}"
+                          f"   {ours['rate'] / raw['rate']:.2f} x baseline"
+                          f"   peak {ours['peak_kb'] / 1024:.1f} MiB")  # fmt: skip
+                    workload_row(
+                        args.json_out,
+                        workload=f"dispatch: dispatch_due to SMTP, {label}",
+                        size=count,
+                        unit="messages",
+                        rate=ours["rate"],
+                        baseline_rate=raw["rate"],
+                        peak_kb=ours["peak_kb"],
+                        work_kb=ours["work_kb"],
+                        note=RAW_NOTE,
                     )
-                    fresh = median(
-                        [dispatch_rate(new_database, settings, count, False) for _ in range(runs)]
-                    )
-                    print(f"  dispatch_due on {label}")
-                    print(f"    connection reused                    {reuse:8.0f}   "
-                          f"{reuse / raw_reuse:.2f} x baseline A, "
-                          f"{reuse / build_and_send:.2f} x baseline C")  # fmt: skip
-                    print(f"    a connection per message             {fresh:8.0f}   "
-                          f"{fresh / raw_fresh:.2f} x baseline B")  # fmt: skip
-                    print(f"    reusing the connection saves         x{reuse / fresh:.2f}")
+                if not args.brief:
+                    extra_detail(stores, port, settings, count, runs)
             finally:
                 for _, new_database in stores:
                     drop = getattr(new_database, "drop_template", None)
@@ -284,6 +376,29 @@ def main() -> None:
     finally:
         controller.stop()
     print(f"\n(server accepted {sink.accepted} messages in all)")
+
+
+def extra_detail(stores: list[tuple[str, Any]], port: int, settings: Settings, count: int,
+                 runs: int) -> None:  # fmt: skip
+    """The other variants, in this process: connection reuse, building, no database."""
+    print("\nextra detail, in this process:")
+    batch = prebuilt(count)
+    raw_reuse = median([raw_smtplib(port, batch, reuse=True) for _ in range(runs)])
+    raw_fresh = median([raw_smtplib(port, batch, reuse=False) for _ in range(runs)])
+    build_and_send = median([build_then_send(port, count) for _ in range(runs)])
+    print(f"  raw send_message, one connection              {raw_reuse:8.0f}   (A)")
+    print(f"  raw send_message, a connection per message    {raw_fresh:8.0f}   (B)")
+    print(f"  build_email + raw send_message, one conn.     {build_and_send:8.0f}   (C)")
+    print(f"  reusing the connection saves, raw             x{raw_reuse / raw_fresh:.2f}")
+    for label, new_database in stores:
+        reuse = median([dispatch_rate(new_database, settings, count, True) for _ in range(runs)])
+        fresh = median([dispatch_rate(new_database, settings, count, False) for _ in range(runs)])
+        print(f"  dispatch_due on {label}")
+        print(f"    connection reused                           {reuse:8.0f}   "
+              f"{reuse / raw_reuse:.2f} x A, {reuse / build_and_send:.2f} x C")  # fmt: skip
+        print(f"    a connection per message                    {fresh:8.0f}   "
+              f"{fresh / raw_fresh:.2f} x B")  # fmt: skip
+        print(f"    reusing the connection saves                x{reuse / fresh:.2f}")
 
 
 def _free_port() -> int:

@@ -14,14 +14,15 @@ database, the mirror in a third, schedctl's store in a fourth -- as in productio
   with an existence check and a progress record per batch.
 
 rows/s counts distinct users distributed per second (each written to one or two
-tables). Peak memory is the child's peak RSS (ru_maxrss; each child is forked from a
-parent that stays small, since Linux carries the high-water mark over exec), and in
-brackets how much
-the work added to the peak reached by imports and connecting: schedctl's must not
+tables). Peak memory is the child's peak RSS (VmHWM from /proc/self/status, not
+ru_maxrss, which Linux carries over fork and exec from the parent), and in brackets how
+much the work added to the peak reached by imports and connecting: schedctl's must not
 grow with the number of users.
 
     .venv/bin/python bench/bench_distribute.py [--sizes 100000,1000000] [--batch 5000]
-        [--postgres postgresql://127.0.0.1:5432/postgres]
+        [--postgres postgresql://127.0.0.1:5432/postgres] [--json-out FILE]
+
+--json-out appends one JSON line per size (see benchlib.workload_row) for run.py.
 
 Creates its own databases on $PGHOST:$PGPORT (default 127.0.0.1:5432), drops them.
 """
@@ -32,7 +33,6 @@ import argparse
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
 import tempfile
@@ -42,10 +42,17 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from benchlib import peak_kb, workload_row
+
 NOW = datetime(2026, 11, 18, 4, 0, tzinfo=UTC)
 DAY = date(2026, 11, 18)
 CAMPAIGNS = 10
 GROUPS = "ABCDE"
+RAW_NOTE = (
+    "raw psycopg: stream SELECT DISTINCT from the source, COPY each row to control or"
+    " target + mirror; no plan, no crash safety. Size = source rows (a tenth duplicates),"
+    " rates = distinct users/s"
+)
 TABLE = (
     "(iin VARCHAR(50), theory_id VARCHAR(50), date_start DATE, date_end DATE,"
     " insert_datetime TIMESTAMP, tab1 VARCHAR(255))"
@@ -98,7 +105,8 @@ def fresh_tables(targets: str, mirror: str) -> None:
 
 
 def _rss_kb() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    """The peak so far (VmHWM)."""
+    return peak_kb()
 
 
 def child(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -219,7 +227,8 @@ def main() -> None:
     host = os.environ.get("PGHOST", "127.0.0.1")
     port = os.environ.get("PGPORT", "5432")
     parser.add_argument("--postgres", default=f"postgresql://{host}:{port}/postgres")
-    parser.add_argument("--child", nargs=2)
+    parser.add_argument("--json-out", help="append machine-readable rows to this file")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child[0], json.loads(args.child[1]))))
@@ -261,6 +270,17 @@ def main() -> None:
                     f"  {_mb(raw['max_kb']):>7} (+{_mb(raw['peak_kb'])})"
                     f"  {_mb(ours['max_kb']):>11} (+{_mb(ours['peak_kb'])})",
                     flush=True,
+                )
+                workload_row(
+                    args.json_out,
+                    workload="distribute: run_distribute, PostgreSQL",
+                    size=size,
+                    unit="rows",
+                    rate=our_rate,
+                    baseline_rate=raw_rate,
+                    peak_kb=ours["max_kb"],
+                    work_kb=ours["peak_kb"],
+                    note=RAW_NOTE,
                 )
         finally:
             for name in names.values():

@@ -5,7 +5,11 @@ measured the same way in the same run (a bare interpreter, and a raw-sqlite3 /
 raw-psycopg process doing the same minimal database round trip), so the output
 is ratios rather than absolute times on a noisy shared machine.
 
-    .venv/bin/python bench/startup.py [--runs 9] [--postgres URL]
+    .venv/bin/python bench/startup.py [--runs 9] [--postgres URL] [--no-imports]
+        [--json-out FILE]
+
+--json-out appends one JSON line per target (`schedctl --help`, an idle `schedctl
+tick` on SQLite and on PostgreSQL: median wall ms and the target) for bench/run.py.
 """
 
 from __future__ import annotations
@@ -20,8 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchlib import emit
+
 BIN = Path(sys.executable).parent
 SCHEDCTL = str(BIN / "schedctl")
+HELP_TARGET_MS = 300
+IDLE_TICK_TARGET_MS = 600
 DEPENDENCIES = [
     "typer", "sqlalchemy", "psycopg", "oracledb", "jinja2", "rich", "tenacity", "cronsim",
 ]  # fmt: skip
@@ -56,6 +64,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--postgres", default="postgresql://127.0.0.1:5432/postgres")
+    parser.add_argument("--no-imports", action="store_true", help="skip the import costs")
+    parser.add_argument("--json-out", help="append machine-readable rows to this file")
     args = parser.parse_args()
     runs = args.runs
 
@@ -74,7 +84,7 @@ def main() -> None:
             runs,
         )
         help_s = median_seconds([SCHEDCTL, "--help"], runs, env)
-        noop = "tick" if _tick_is_built(env) else "heartbeat"
+        noop = "tick"
         noop_sqlite = median_seconds([SCHEDCTL, noop, "-q"], runs, env)
 
         print(f"start-up, median of {runs} fresh processes")
@@ -88,6 +98,12 @@ def main() -> None:
             f"  schedctl {noop} (no-op, SQLite)     {noop_sqlite * 1000:7.0f} ms  "
             f"x{noop_sqlite / raw_sqlite:.1f} baseline"
         )
+        startup_row(args.json_out, "schedctl --help", help_s, HELP_TARGET_MS, runs, bare,
+                    "python -c pass")  # fmt: skip
+        startup_row(
+            args.json_out, "schedctl tick, idle (SQLite)", noop_sqlite, IDLE_TICK_TARGET_MS,
+            runs, raw_sqlite, "python: import sqlite3, connect, select 1",
+        )  # fmt: skip
 
         pg = _postgres_database(args.postgres)
         if pg:
@@ -106,17 +122,40 @@ def main() -> None:
                     f"  schedctl {noop} (no-op, PostgreSQL) {noop_pg * 1000:5.0f} ms  "
                     f"x{noop_pg / raw_pg:.1f} baseline"
                 )
+                startup_row(
+                    args.json_out, "schedctl tick, idle (PostgreSQL)", noop_pg,
+                    IDLE_TICK_TARGET_MS, runs, raw_pg, "python: import psycopg, connect, select 1",
+                )  # fmt: skip
             finally:
                 cleanup()
 
+    if args.no_imports:
+        return
     print("\nimport cost of each dependency (cumulative, median, ms)")
     for module in [*DEPENDENCIES, "schedctl.cli"]:
         print(f"  {module:14s} {import_cost_ms(module, max(3, runs // 2)):7.1f}")
 
 
-def _tick_is_built(env: dict[str, str]) -> bool:
-    result = subprocess.run([SCHEDCTL, "tick", "-q"], env=env, capture_output=True, text=True)
-    return "not implemented" not in result.stderr
+def startup_row(
+    path: str | None,
+    command: str,
+    seconds: float,
+    target_ms: int,
+    runs: int,
+    base: float,
+    baseline: str,
+) -> None:
+    emit(
+        path,
+        kind="startup",
+        command=command,
+        median_ms=seconds * 1000,
+        target_ms=target_ms,
+        met=seconds * 1000 <= target_ms,
+        runs=runs,
+        baseline_ms=base * 1000,
+        baseline=baseline,
+    )
 
 
 def _libpq(url: str) -> str:

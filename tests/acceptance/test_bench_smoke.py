@@ -1,0 +1,86 @@
+"""`bench/run.py --smoke` still runs and prints every row of its table.
+
+The benchmarks are not part of `make test` (they take minutes and need a quiet
+machine); this runs them at tiny sizes, one round each, so that a change that breaks
+a bench script (an API it calls, a column it inserts) fails here instead of at the
+next `make bench`. It asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, PostgresDatabases
+
+pytestmark = pytest.mark.postgres
+
+WORKLOADS = [
+    "tick: runs.materialise_due, PostgreSQL",
+    "dispatch: dispatch_due to SMTP, SQLite",
+    "dispatch: dispatch_due to SMTP, PostgreSQL",
+    "digest: planning, 5 notifications/user, PostgreSQL",
+    "digest: planning, 5 notifications/user, SQLite",
+    "distribute: run_distribute, PostgreSQL",
+]
+PEER = "peer: APScheduler 4 SQLAlchemyDataStore, PostgreSQL"
+STARTUP = {
+    "`schedctl --help`": 300,
+    "`schedctl tick`, idle (SQLite)": 600,
+    "`schedctl tick`, idle (PostgreSQL)": 600,
+}
+SIZES = {"tick": 20, "peer": 20, "dispatch": 20, "digest": 50, "distribute": 500}
+
+
+def _number(cell: str) -> float:
+    return float(cell.split()[0].replace(",", ""))
+
+
+def test_bench_smoke_prints_every_row(postgres: PostgresDatabases) -> None:
+    peer = all(importlib.util.find_spec(m) for m in ("apscheduler", "asyncpg"))
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--smoke"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    out = result.stdout
+    assert "- CPUs: " in out
+    assert "- PostgreSQL server " in out
+    assert "Command: `" in out
+    rows = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and not line.startswith(("| workload", "| start-up")):
+            rows[cells[0]] = cells
+
+    expected = [*WORKLOADS, PEER] if peer else WORKLOADS
+    if not peer:
+        assert PEER not in rows
+        assert "APScheduler row left out" in out
+    for workload in expected:
+        cells = rows.pop(workload)
+        size, rate, baseline, ratio, peak, work, note = cells[1:]
+        assert _number(size) == SIZES[workload.split(":")[0]], cells
+        assert _number(rate) > 0, cells
+        assert _number(baseline) > 0, cells
+        assert _number(ratio) == pytest.approx(
+            _number(rate) / _number(baseline), rel=0.02, abs=0.01
+        )
+        assert 10 < _number(peak) < 2000, cells
+        assert _number(work) >= 0, cells
+        assert note, cells
+    for command, target in STARTUP.items():
+        cells = rows.pop(command)
+        median, target_ms, verdict, runs, baseline_ms, baseline = cells[1:]
+        assert _number(median) > 0, cells
+        assert _number(target_ms) == target, cells
+        assert verdict == ("met" if _number(median) <= target else "missed"), cells
+        assert _number(runs) == 1, cells
+        assert _number(baseline_ms) > 0, cells
+        assert baseline.startswith("python"), cells
+    assert not rows, f"rows nobody expected: {rows}"
+    assert not re.search(r"\bnan\b|\binf\b", out)
