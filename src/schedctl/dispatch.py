@@ -568,8 +568,8 @@ class Dispatcher:
         def work(
             conn: sa.Connection,
         ) -> tuple[Literal["recorded", "lost", "gone"], tuple[int, list[quota.QuotaAlert]]]:
-            updated = leases.finish(
-                conn, messages, self.owner, messages.c.id == row.id, updated_at=now, **values
+            updated = leases.finish_one(
+                conn, messages, self.owner, row.id, updated_at=now, **values
             )
             # Our UPDATE holds the row until commit; otherwise hold it while we log.
             if not updated and not _still_there(conn, row.id):

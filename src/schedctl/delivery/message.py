@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import binascii
 import email.policy
+import functools
 import hashlib
 import random
 import re
@@ -117,6 +118,7 @@ def address_of(value: str) -> str:
     return validate_email(addr)
 
 
+@functools.lru_cache(maxsize=1024)  # a batch mails few senders and often one recipient
 def _header_address(value: str) -> Address:
     name, addr = parseaddr(value)
     local, _, domain = address_of(addr or value).partition("@")
