@@ -2,7 +2,7 @@
 concurrent ``--repair`` runs inserting each missing row once, a day's dead lease
 freed and stored plans purged in bounded batches.
 
-The day's source, campaigns and destinations come from the distribute CLI tests'
+The day's source, campaigns and destinations come from tests/distribute_files.py's
 fixture.
 """
 
@@ -16,12 +16,9 @@ import time
 from typing import Any
 
 import sqlalchemy as sa
-import test_distribute_cli as distribute_cli
 
 from conftest import SCHEDCTL, run_cli
-
-NOW, Files, _store = distribute_cli.NOW, distribute_cli.Files, distribute_cli._store
-files = distribute_cli.files  # the fixture: the day's source, campaigns and destinations
+from distribute_files import NOW, Files, files_fixture, store  # noqa: F401  (the files fixture)
 
 
 def reconcile(files: Files, *args: str) -> Any:
@@ -108,7 +105,7 @@ def test_expired_day_lease_freed_and_plans_purged(files: Files) -> None:
     )
     data = json.loads(reconcile(files).stdout)
     assert data["distributions_recovered"] == 1
-    assert _store(files, "SELECT lease_owner FROM distributions") == [(None,)]
+    assert store(files, "SELECT lease_owner FROM distributions") == [(None,)]
     _exec(
         files,
         "UPDATE distributions SET status = 'completed', expires_at = '2026-11-18 05:00:00.000000'",
@@ -116,4 +113,4 @@ def test_expired_day_lease_freed_and_plans_purged(files: Files) -> None:
     data = json.loads(reconcile(files).stdout)
     assert data["plans_purged"] == 400
     assert data["largest_batch"] <= 50
-    assert _store(files, "SELECT count(*) FROM distribution_users") == [(0,)]
+    assert store(files, "SELECT count(*) FROM distribution_users") == [(0,)]

@@ -15,9 +15,9 @@ from typing import Any
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
-from test_rls import tenant_url  # noqa: F401  (a fixture)
 
 from conftest import PG_HOST, PG_PORT, PG_USER
+from rls_helpers import tenant_url_fixture  # noqa: F401  (the tenant_url fixture)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.parametrize("dialect", ["postgresql"])]
 
@@ -84,7 +84,7 @@ def created(result: Any) -> dict[str, Any]:
 def test_send_now_schedule_runs_scoped_to_its_account_and_cannot_reach_another(
     run: Any,
     db_url: str,
-    tenant_url: str,  # noqa: F811
+    tenant_url: str,
     scope_log: None,
 ) -> None:
     other = created(run(db_url, "accounts", "create", "other", "--json"))["id"]

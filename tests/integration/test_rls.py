@@ -7,8 +7,6 @@ for the test: a plain login role with the usual table rights, as production uses
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -16,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from conftest import PG_HOST, PG_PORT, PG_USER
+from rls_helpers import connect_pg, tenant_url_fixture  # noqa: F401  (the tenant_url fixture)
 from schedctl import runs
 from schedctl.accounts import create_account
 from schedctl.config import Settings
@@ -27,31 +25,6 @@ from schedctl.schedules import ScheduleOptions, create_schedule
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 RLS_TABLES = ["schedules", "schedule_runs", "messages", "email_log", "suppressions", "events"]
 SETTINGS_QUERIES = {"reports": {"queries": {"ping": {"sql": "select 1 as one"}}}}
-
-
-def _connect(dbname: str) -> psycopg.Connection:
-    return psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=dbname, autocommit=True)
-
-
-@pytest.fixture
-def tenant_url(db_url: str) -> Iterator[str]:
-    """A URL of the test database for a login role that RLS applies to."""
-    role = f"schedctl_tenant_{uuid.uuid4().hex[:12]}"
-    dbname = str(make_url(db_url).database)
-    with _connect("postgres") as admin:
-        admin.execute(f'CREATE ROLE "{role}" LOGIN')  # type: ignore[arg-type]
-    try:
-        with _connect(dbname) as conn:
-            conn.execute(
-                f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"'  # type: ignore[arg-type]
-            )
-            conn.execute(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{role}"')  # type: ignore[arg-type]
-        yield f"postgresql+psycopg://{role}@{PG_HOST}:{PG_PORT}/{dbname}"
-    finally:
-        with _connect(dbname) as conn:
-            conn.execute(f'DROP OWNED BY "{role}"')  # type: ignore[arg-type]
-        with _connect("postgres") as admin:
-            admin.execute(f'DROP ROLE "{role}"')  # type: ignore[arg-type]
 
 
 def two_accounts(db_url: str) -> tuple[int, int, int]:
@@ -100,7 +73,7 @@ def test_operator_commands_cannot_reach_another_accounts_schedule(
 @pytest.mark.postgres
 @pytest.mark.parametrize("dialect", ["postgresql"])
 def test_every_account_owned_table_has_forced_row_level_security(db_url: str) -> None:
-    with _connect(str(make_url(db_url).database)) as conn:
+    with connect_pg(str(make_url(db_url).database)) as conn:
         rows = conn.execute(
             "SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class"
             " WHERE relname = ANY(%s) AND relkind = 'r'",

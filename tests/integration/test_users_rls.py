@@ -11,11 +11,9 @@ import json
 import psycopg
 import pytest
 from sqlalchemy.engine import make_url
-from test_rls import _connect, tenant_url
 
 from conftest import run_cli
-
-__all__ = ["tenant_url"]  # the fixture, used by name below
+from rls_helpers import connect_pg, tenant_url_fixture  # noqa: F401  (the tenant_url fixture)
 
 NEW_TABLES = ["users", "notifications", "digests"]
 
@@ -29,7 +27,7 @@ def _cli_json(db_url: str, *args: str) -> dict[str, str]:
 @pytest.mark.postgres
 @pytest.mark.parametrize("dialect", ["postgresql"])
 def test_the_new_tables_have_forced_row_level_security(db_url: str) -> None:
-    with _connect(str(make_url(db_url).database)) as conn:
+    with connect_pg(str(make_url(db_url).database)) as conn:
         rows = conn.execute(
             "SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class"
             " WHERE relname = ANY(%s) AND relkind = 'r'",
