@@ -60,7 +60,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from schedctl import leases, quota
+from schedctl import leases, outbox, quota
 from schedctl.config import Settings
 from schedctl.db import dialect
 from schedctl.db.database import Database
@@ -174,6 +174,8 @@ class Dispatcher:
         self._exhausted_day: str | None = None
         self._warned_unsubscribe = False
         self.offered = 0  # messages that reached the server (any outcome but connect)
+        # Attempts lost by a dead dispatcher, counted at the claim (see _abandoned).
+        self.lost_attempts: dict[int, int] = {}
         self.types: tuple[str, ...] | None = None  # only these message types (None: all)
         # Quota units reserved for given messages by their producer (the digest
         # reserves one per digest it builds); used by their send, else given back.
@@ -242,6 +244,9 @@ class Dispatcher:
         sendable = []
         for row in rows:
             address = _recipient(row)
+            self.lost_attempts.pop(row.id, None)  # a row this run gave back and claims again
+            if row.lease_expires_at is not None and self._abandoned(conn, row, now, counts):
+                continue
             if address is None:
                 self.set_fields(conn, row.id, now, status="failed", reason_code="MISSING_RECIPIENT")
                 counts["messages_failed"] += 1
@@ -264,6 +269,32 @@ class Dispatcher:
             else:
                 sendable.append(row)
         return sendable
+
+    def _abandoned(
+        self, conn: sa.Connection, row: Any, now: datetime, counts: Counter[str]
+    ) -> bool:
+        """A message claimed from under an expired lease: its dispatcher died holding it,
+        perhaps after the server took it. The lost attempt counts, as reconcile counts it
+        (outbox.recover_abandoned): True when that was the last one and the message is
+        failed; otherwise it is sent now, one attempt further on."""
+        attempts = row.attempts + 1
+        self.lost_attempts[row.id] = 1
+        if attempts < self.policy.max_attempts:
+            conn.execute(messages.update().where(messages.c.id == row.id).values(attempts=attempts))
+            return False
+        self.set_fields(
+            conn,
+            row.id,
+            now,
+            status="failed",
+            attempts=attempts,
+            reason_code=outbox.LEASE_EXPIRED,
+            last_error=outbox.ABANDONED,
+            next_attempt_at=None,
+        )
+        counts["messages_failed"] += 1
+        log.warning("message %s failed: its dispatcher died on its last attempt", row.id)
+        return True
 
     def _zones(self, conn: sa.Connection, ids: list[int]) -> dict[int, ZoneInfo]:
         """Each message's weekend zone: its event's, else its schedule's, else the policy's."""
@@ -469,7 +500,7 @@ class Dispatcher:
     def _settle_result(
         self, row: Any, now: datetime, result: SendResult, reservation: quota.Reservation | None
     ) -> Delivery:
-        attempts = row.attempts + 1
+        attempts = row.attempts + 1 + self.lost_attempts.get(row.id, 0)
         error = _error_text(result)
         if result.outcome == "sent":
             self._record(

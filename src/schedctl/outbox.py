@@ -122,6 +122,7 @@ def enqueue(
 # --- messages whose dispatcher died (SPEC §8, reconcile) ---------------------------
 
 LEASE_EXPIRED = "LEASE_EXPIRED"  # the reason code of a message whose dispatcher died
+ABANDONED = "the dispatcher sending it stopped (lease expired); outcome unknown"
 # The statuses a dispatcher claims (and leases) a message in.
 CLAIMED_FROM = ("scheduled", "retrying")
 
@@ -154,7 +155,7 @@ def recover_abandoned(
             status=sa.case((last, "failed"), else_="retrying"),
             attempts=c.attempts + 1,
             reason_code=LEASE_EXPIRED,
-            last_error="the dispatcher sending it stopped (lease expired); outcome unknown",
+            last_error=ABANDONED,
             next_attempt_at=None,
             updated_at=now,
             **leases.CLEARED,

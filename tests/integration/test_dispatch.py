@@ -246,6 +246,37 @@ def test_a_live_lease_is_respected_and_an_expired_one_is_taken_over(
 
     assert counts["messages_sent"] == 1
     assert [one(db_url, i).status for i in ids] == ["scheduled", "sent"]
+    assert one(db_url, ids[1]).attempts == 2  # the dead dispatcher's attempt counts
+
+
+def test_a_message_whose_dispatcher_died_on_its_last_attempt_fails_unsent(
+    db_url: str, smtp: SmtpServer
+) -> None:
+    """tick counts the attempt a dead dispatcher lost, as reconcile does: a message
+    that kills every process that sends it stops at max_attempts."""
+    ids = enqueue_all(db_url, [message(1), message(2)])
+    with Database(db_url) as db:
+        for mid, attempts in [(ids[0], 1), (ids[1], 2)]:
+            db.transaction(
+                lambda conn, mid=mid, attempts=attempts: conn.execute(
+                    messages.update()
+                    .where(messages.c.id == mid)
+                    .values(
+                        attempts=attempts,
+                        lease_owner="dead-host:1:abc",
+                        lease_expires_at=T0 - timedelta(seconds=1),
+                    )
+                )
+            )
+
+    counts = dispatch(db_url, settings_for(smtp, {"max_attempts": 3}))
+
+    assert (counts["messages_sent"], counts["messages_failed"]) == (1, 1)
+    sent, failed = one(db_url, ids[0]), one(db_url, ids[1])
+    assert (sent.status, sent.attempts) == ("sent", 3)
+    assert (failed.status, failed.reason_code, failed.attempts) == ("failed", "LEASE_EXPIRED", 3)
+    assert failed.lease_owner is None
+    assert smtp.message_ids == [sent.message_id]
 
 
 def test_the_mail_is_multipart_with_attachments_and_one_click_unsubscribe(
