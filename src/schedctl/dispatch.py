@@ -34,7 +34,9 @@ Outcomes (see delivery/backends.py):
   offer): the backend raises ConfigError (exit 2) before offering anything; the
   claimed messages are released untouched, so once it is fixed they go out.
 
-A message whose lease expired (its dispatcher died) is claimable again. Only a
+A message whose lease expired (its dispatcher died) is claimable again; the claim
+counts the attempt the dead dispatcher lost (as reconcile does), and fails it with
+LEASE_EXPIRED when that was the ``max_attempts``-th. Only a
 process that dies after the server accepted the data but before the outcome was
 recorded (or a database outage in that same window) can cause a second send; the
 Message-ID is the same both times, so receivers that de-duplicate by it see one.
