@@ -149,10 +149,13 @@ def check(drive: Drive, expected: dict[str, tuple[str, str | None]]) -> tuple[in
             assert accepted[row.message_id] == 0, row
             assert " 55" in (row.last_error or ""), row  # the server's reason is kept
         else:
-            # unknown: its data reached the server once; never offered again
+            # unknown: the server took its data once (earlier copies it refused with a
+            # 4xx after the data, e.g. "451 after data", were seen but not taken) and it
+            # was never offered again after that
             losses += row.status not in ("failed",)
             assert (row.status, row.reason_code) == ("failed", reason), row
-            assert seen[row.message_id] == taken[row.message_id] == 1, row
+            assert taken[row.message_id] == 1, row
+            assert seen[row.message_id] >= 1, row
             assert "may have been delivered" in (row.last_error or ""), row
             outcomes = [e.outcome for e in log_rows(drive.db_url) if e.message_id == row.id]
             assert outcomes[-1] == "unknown", outcomes
