@@ -19,6 +19,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from http_faults import ScriptedHTTPServer
+
 # Tests control their own configuration: nothing from the developer's shell leaks in.
 # (SCHEDCTL_TEST_* variables configure the tests themselves and stay.)
 for _name in list(os.environ):
@@ -150,9 +152,9 @@ def dialect(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture
-def db_url(dialect: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A freshly migrated database of its own for this test, on each dialect."""
+def fresh_database(dialect: str, request: pytest.FixtureRequest, path: Path) -> Iterator[str]:
+    """The URL of a freshly migrated database (a copy of the template: a new PostgreSQL
+    database, or the SQLite file ``path``), dropped after the test; for fixtures."""
     if dialect == "postgresql":
         databases: PostgresDatabases = request.getfixturevalue("postgres")
         name = databases.new()
@@ -160,9 +162,14 @@ def db_url(dialect: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iter
         databases.release(name)
         return
     template: Path = request.getfixturevalue("sqlite_template")
-    path = tmp_path / "schedctl.db"
     shutil.copyfile(template, path)
     yield f"sqlite:///{path}"
+
+
+@pytest.fixture
+def db_url(dialect: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A freshly migrated database of its own for this test, on each dialect."""
+    yield from fresh_database(dialect, request, tmp_path / "schedctl.db")
 
 
 @pytest.fixture
@@ -214,47 +221,8 @@ class _Cli:
         return run_cli(*args, **kwargs)  # type: ignore[arg-type]
 
 
-class RecordingHTTPServer:
-    """A real HTTP server on loopback that records requests and answers 200."""
-
-    def __init__(self) -> None:
-        import http.server
-        import threading
-
-        self.requests: list[tuple[str, str, bytes]] = []
-        recorder = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _record(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                recorder.requests.append((self.command, self.path, body))
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"OK")
-
-            do_GET = do_POST = do_HEAD = _record
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    @property
-    def paths(self) -> list[str]:
-        return [path for _, path, _ in self.requests]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
+# A real HTTP server on loopback that answers 200 and records every request.
+RecordingHTTPServer = ScriptedHTTPServer
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ from typing import Any
 import sqlalchemy as sa
 
 import digest_world as dw
+import fault_ledger
 from conftest import SCHEDCTL
 from delivery_helpers import bulk_insert
 from distribute_helpers import Campaign, destination_toml, expected_rows, seed_table, table_rows
@@ -105,6 +106,20 @@ class Counts:
     @property
     def duplicated(self) -> int:
         return sum(self.duplicates.values())
+
+    def record(self, scenario: str, dialect: str, invariant: str, iterations: int) -> None:
+        """Put the counts in the fault ledger, then assert nothing was lost or doubled."""
+        fault_ledger.record(
+            scenario,
+            dialect,
+            invariant,
+            iterations=iterations,
+            losses=self.lost,
+            duplicates=self.duplicated,
+            note=self.note(),
+        )
+        assert self.lost == 0, self.losses
+        assert self.duplicated == 0, self.duplicates
 
     def note(self) -> str:
         if not self.resent_after_data:

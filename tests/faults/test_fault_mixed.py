@@ -30,6 +30,9 @@ def smtp() -> Iterator[SmtpServer]:
         yield server
 
 
+INVARIANT = "no slot/mail/digest/assignment twice, none lost"
+
+
 def test_every_command_at_once_for_several_rounds(
     dialect: str, db_url: str, smtp: SmtpServer, tmp_path: Path
 ) -> None:
@@ -46,17 +49,7 @@ def test_every_command_at_once_for_several_rounds(
         counts = world.check()
     finally:
         world.close()
-    fault_ledger.record(
-        "mixed commands, concurrent rounds",
-        dialect,
-        "no slot/mail/digest/assignment twice, none lost",
-        iterations=rounds,
-        losses=counts.lost,
-        duplicates=counts.duplicated,
-        note=counts.note(),
-    )
-    assert counts.lost == 0, counts.losses
-    assert counts.duplicated == 0, counts.duplicates
+    counts.record("mixed commands, concurrent rounds", dialect, INVARIANT, rounds)
     assert counts.resent_after_data == 0  # nothing was killed here
     print(f"\n{dialect}: {world.summary()}")
 
@@ -135,14 +128,4 @@ def test_every_command_at_once_with_one_killed_each_round(
         counts = world.check()
     finally:
         world.close()
-    fault_ledger.record(
-        "mixed commands, one killed each round",
-        dialect,
-        "no slot/mail/digest/assignment twice, none lost",
-        iterations=rounds,
-        losses=counts.lost,
-        duplicates=counts.duplicated,
-        note=counts.note(),
-    )
-    assert counts.lost == 0, counts.losses
-    assert counts.duplicated == 0, counts.duplicates
+    counts.record("mixed commands, one killed each round", dialect, INVARIANT, rounds)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections import Counter
 from collections.abc import Iterator
@@ -36,7 +35,7 @@ import pytest
 import sqlalchemy as sa
 
 import fault_ledger
-from conftest import SCHEDCTL, PostgresDatabases, pg_url
+from conftest import SCHEDCTL, fresh_database
 from delivery_helpers import T0, bulk_insert, start_ticks
 from http_faults import ScriptedHTTPServer
 from schedctl.db.database import Database
@@ -60,16 +59,7 @@ TIMEOUT = 180  # generous: the side channels' own timeouts bound each process
 @pytest.fixture
 def baseline_db_url(dialect: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A second freshly migrated database, for the run against a healthy endpoint."""
-    if dialect == "postgresql":
-        databases: PostgresDatabases = request.getfixturevalue("postgres")
-        name = databases.new()
-        yield pg_url(name)
-        databases.release(name)
-        return
-    template: Path = request.getfixturevalue("sqlite_template")
-    path = tmp_path / "baseline.db"
-    shutil.copyfile(template, path)
-    yield f"sqlite:///{path}"
+    yield from fresh_database(dialect, request, tmp_path / "baseline.db")
 
 
 @dataclass
