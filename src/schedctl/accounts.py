@@ -49,3 +49,11 @@ def create_account(conn: sa.Connection, name: str, now: datetime) -> int:
 def list_accounts(conn: sa.Connection) -> list[sa.Row[Any]]:
     """Every account (id, name, created_at), oldest first."""
     return list(conn.execute(sa.select(accounts).order_by(accounts.c.id)).all())
+
+
+def account_name(conn: sa.Connection, account_id: int) -> str:
+    """The name of account ``account_id`` (NotFound if there is none)."""
+    name = conn.execute(sa.select(accounts.c.name).where(accounts.c.id == account_id)).scalar()
+    if name is None:
+        raise NotFound(f"no account {account_id}")
+    return str(name)

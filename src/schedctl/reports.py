@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 
+from schedctl.accounts import DEFAULT_ACCOUNT
 from schedctl.config import Settings, duration_setting
-from schedctl.db import dialect
+from schedctl.db import dialect, sandbox
 from schedctl.db.database import first_line
 from schedctl.db.types import UTCDateTime
 from schedctl.errors import ConfigError, SchedctlError, ValidationError
@@ -47,6 +48,9 @@ SQL_KIND = "sql"
 MAX_ROWS = 10_000
 HTML_ROWS = 200
 DEFAULT_QUERY_TIMEOUT = timedelta(seconds=60)
+ALL_ACCOUNTS = "*"
+# The run's reason code when its account's data cannot be kept apart (SPEC §13).
+TENANCY_UNSAFE = "TENANCY_UNSAFE"
 # Values a report query may refer to as :name.
 QUERY_BINDS = ("slot", "schedule_id", "account_id")
 
@@ -56,11 +60,15 @@ class ReportFailed(SchedctlError):
 
     ``retryable`` is False when producing it again cannot succeed as things stand (a
     report query that read-only mode refuses): the run then fails without retries.
+    ``reason`` is the run's reason code when it is not REPORT_FAILED.
     """
 
-    def __init__(self, message: str | None = None, *, retryable: bool = True) -> None:
+    def __init__(
+        self, message: str | None = None, *, retryable: bool = True, reason: str | None = None
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -151,9 +159,15 @@ class ReportQuery:
     database_url: str | None = None
     title: str | None = None
     timeout: timedelta = DEFAULT_QUERY_TIMEOUT
+    # The accounts whose schedules may use it (SPEC §13); ("*",) is every account.
+    # Without `accounts = [...]` in the config, only the default account's.
+    accounts: tuple[str, ...] = (DEFAULT_ACCOUNT,)
+
+    def allows(self, account: str) -> bool:
+        return ALL_ACCOUNTS in self.accounts or account in self.accounts
 
 
-_QUERY_KEYS = {"sql", "database_url", "title", "timeout"}
+_QUERY_KEYS = {"sql", "database_url", "title", "timeout", "accounts"}
 SQL_PARAMS = ("query", "subject")
 
 
@@ -194,9 +208,41 @@ def report_queries(settings: Settings) -> dict[str, ReportQuery]:
                 f" (available: {', '.join(':' + b for b in QUERY_BINDS)})"
             )
         found[name] = ReportQuery(
-            name, sql, values["database_url"] or None, values["title"] or None, timeout
+            name,
+            sql,
+            values["database_url"] or None,
+            values["title"] or None,
+            timeout,
+            _accounts_setting(table.get("accounts", [DEFAULT_ACCOUNT]), origin),
         )
     return found
+
+
+def _accounts_setting(value: object, origin: str) -> tuple[str, ...]:
+    if value == ALL_ACCOUNTS:
+        return (ALL_ACCOUNTS,)
+    names = value if isinstance(value, list) else None
+    if not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ConfigError(
+            f'{origin}: accounts must be "*" or a non-empty list of account names'
+            ' (accounts = ["acme"])'
+        )
+    return tuple(n.strip() for n in names)
+
+
+def check_account(settings: Settings, kind: str, params: Mapping[str, str], account: str) -> None:
+    """Refuse (ValidationError) a schedule of ``account`` using a report query that
+    its config does not bind to that account (SPEC §13). Other kinds: no check."""
+    if kind != SQL_KIND or "query" not in params:
+        return
+    query = report_queries(settings).get(params["query"])
+    if query is not None and not query.allows(account):
+        listed = ", ".join(query.accounts)
+        raise ValidationError(
+            f"report query {query.name!r} is not available to account {account!r}"
+            f" (its accounts: {listed}; add the account to"
+            f" [reports.queries.{query.name}] accounts)"
+        )
 
 
 @cache
@@ -264,8 +310,13 @@ sql_report = SqlReport()
 def _run_query(
     settings: Settings, query: ReportQuery, schedule: Schedule, slot: datetime
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run a report query read-only; at most MAX_ROWS + 1 rows come back."""
+    """Run a report query fenced to reading (db/sandbox.py) on a connection of its own;
+    at most MAX_ROWS + 1 rows come back. On schedctl's own database the query sees only
+    its schedule's account, or is refused (TENANCY_UNSAFE) where nothing can scope it."""
+    from schedctl.db.engine import create_engine
+
     url = query.database_url or settings.database_url
+    own_database = query.database_url is None
     names = _bind_names(query.sql)
     statement = sa.text(query.sql)
     if "slot" in names:  # stored the way schedctl stores instants, on every dialect
@@ -273,48 +324,79 @@ def _run_query(
     values = {"slot": slot, "schedule_id": schedule.id, "account_id": schedule.account_id}
     binds = {name: values[name] for name in names}
     try:
-        engine = _engine(url)
-        with engine.connect().execution_options(schedctl_read_only=True) as conn, conn.begin():
-            dialect.begin_read_only(conn, query.timeout.total_seconds())
-            if query.database_url is None and conn.dialect.name == "postgresql":
-                # schedctl's own database: the query sees only its schedule's account.
-                dialect.set_account_scope(conn, schedule.account_id)
-            result = conn.execute(statement, binds)
-            if not result.returns_rows:
-                raise ReportFailed(
-                    f"report query {query.name!r} returns no rows to report", retryable=False
+        engine = create_engine(url, store=False)
+        try:
+            with engine.connect().execution_options(schedctl_read_only=True) as conn:
+                if own_database:
+                    _refuse_unscoped(conn, query)
+                found = sandbox.run_read_only(
+                    conn,
+                    statement,
+                    binds,
+                    timeout_s=query.timeout.total_seconds(),
+                    max_rows=MAX_ROWS + 1,
+                    account_id=schedule.account_id if own_database else None,
                 )
-            columns = list(result.keys())
-            rows = [tuple(row) for row in result.fetchmany(MAX_ROWS + 1)]
+        finally:
+            engine.dispose()  # the connection is closed: nothing carries to the next query
     except sa.exc.SQLAlchemyError as exc:
         refused = isinstance(exc, sa.exc.DBAPIError) and dialect.is_refused_statement(exc)
         message = f"report query {query.name!r} failed: {first_line(exc)}"
         if refused:
             message += " (a report query is one read-only statement; not retried)"
         raise ReportFailed(_hide_password(message, url), retryable=not refused) from None
+    except sandbox.QueryRefused as exc:
+        raise ReportFailed(
+            f"report query {query.name!r} refused: {_hide_password(exc.message, url)}",
+            retryable=False,
+        ) from None
+    except sandbox.QueryTimedOut as exc:
+        raise ReportFailed(f"report query {query.name!r} {exc.message}") from None
     except ReportFailed as exc:
-        raise ReportFailed(_hide_password(exc.message, url), retryable=exc.retryable) from None
+        raise ReportFailed(
+            _hide_password(exc.message, url), retryable=exc.retryable, reason=exc.reason
+        ) from None
     except SchedctlError as exc:
         raise ReportFailed(_hide_password(exc.message, url)) from None
-    return columns, rows
+    if found is None:
+        raise ReportFailed(
+            f"report query {query.name!r} returns no rows to report", retryable=False
+        )
+    return found
 
 
-_engines: dict[str, sa.Engine] = {}
+def _refuse_unscoped(conn: sa.Connection, query: ReportQuery) -> None:
+    """TENANCY_UNSAFE when schedctl's own database holds several accounts and nothing
+    would keep the query to one: SQLite has no row-level security, and a PostgreSQL
+    role that is a superuser or has BYPASSRLS is exempt from it."""
+    why = unscoped_reason(conn)
+    if why is not None:
+        raise ReportFailed(
+            f"{TENANCY_UNSAFE}: report query {query.name!r} on schedctl's own database"
+            f" cannot be kept to its schedule's account: {why}",
+            retryable=False,
+            reason=TENANCY_UNSAFE,
+        )
 
 
-def _engine(url: str) -> sa.Engine:
-    """One engine per report data source for the life of the command."""
-    from schedctl.db.engine import create_engine
+def unscoped_reason(conn: sa.Connection) -> str | None:
+    """Why queries on this (schedctl's own) database could read every account, or None."""
+    from schedctl.db.schema import accounts
 
-    if url not in _engines:
-        _engines[url] = create_engine(url, store=False)
-    return _engines[url]
-
-
-def close_engines() -> None:
-    """Close the report data sources' connections (called when a tick ends)."""
-    while _engines:
-        _engines.popitem()[1].dispose()
+    several = conn.execute(sa.select(sa.func.count()).select_from(accounts)).scalar_one() > 1
+    conn.rollback()
+    if not several:
+        return None
+    if conn.dialect.name == "sqlite":
+        return "SQLite has no row-level security and the database holds several accounts"
+    if sandbox.bypasses_row_security(conn):
+        conn.rollback()
+        return (
+            "the database role is a superuser or has BYPASSRLS, so row-level security does"
+            " not apply to it, and the database holds several accounts"
+        )
+    conn.rollback()
+    return None
 
 
 def _hide_password(text: str, url: str) -> str:

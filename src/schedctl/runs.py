@@ -50,12 +50,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import sqlalchemy as sa
 
 from schedctl import leases, outbox, reports
+from schedctl.accounts import account_name
 from schedctl.cadence import Cadence, next_slot, slots_between
 from schedctl.config import Settings
 from schedctl.db import dialect
 from schedctl.db.database import Database
 from schedctl.db.schema import messages, schedule_runs, schedules
-from schedctl.errors import NotFound, SchedctlError
+from schedctl.errors import NotFound, SchedctlError, ValidationError
 from schedctl.leases import Clock
 from schedctl.schedules import Schedule, stored_cadence
 
@@ -560,12 +561,23 @@ def execute_run(
     schedule = run.schedule
     try:
         missing = not schedule.recipients and reports.needs_recipients(schedule.kind)
+        if not missing:
+            account = db.transaction(
+                functools.partial(account_name, account_id=schedule.account_id), read_only=True
+            )
+            reports.check_account(settings, schedule.kind, schedule.params, account)
         report = None if missing else reports.produce_report(settings, schedule, run.slot)
     except Exception as exc:  # a report kind's failure, whatever it is, fails the run
         text = exc.message if isinstance(exc, SchedctlError) else f"{type(exc).__name__}: {exc}"
         # A plugin's own exception (a network error, say) may pass; a ReportFailed says.
-        retryable = exc.retryable if isinstance(exc, reports.ReportFailed) else True
-        return _record_failure(db, settings, run, owner, clock(), text, retryable=retryable)
+        failed = exc if isinstance(exc, reports.ReportFailed) else None
+        # An account not allowed the query (ValidationError) stays so until the config
+        # changes: no retries.
+        retryable = failed.retryable if failed else not isinstance(exc, ValidationError)
+        reason = (failed.reason if failed else None) or REPORT_FAILED
+        return _record_failure(
+            db, settings, run, owner, clock(), text, retryable=retryable, reason=reason
+        )
     if report is None:
         error = (
             f"{MISSING_RECIPIENT}: the schedule has no recipients"
@@ -718,10 +730,7 @@ def run_schedules(
     owner = owner or leases.new_owner()
     clock = leases.clock_from(now)
     counts = materialise_due(db, now, limit)
-    try:
-        counts.add(execute_due_runs(db, settings, clock, owner, limit))
-    finally:
-        reports.close_engines()
+    counts.add(execute_due_runs(db, settings, clock, owner, limit))
     return counts.as_dict()
 
 
@@ -781,10 +790,7 @@ def run_schedule_now(
         return ClaimedRun(int(run_id), now, 1, True, schedule, now + RUN_LEASE)
 
     run = db.transaction(start)
-    try:
-        result = execute_run(db, settings, run, owner, clock)
-    finally:
-        reports.close_engines()
+    result = execute_run(db, settings, run, owner, clock)
     if result.outcome != "succeeded":
         return run.id, result.reason_code or REPORT_FAILED
     return run.id, ENQUEUED

@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from schedctl import reports
+from schedctl.accounts import account_name
 from schedctl.cadence import (
     WEEKDAYS,
     Cadence,
@@ -322,6 +323,13 @@ def _load(
     return Schedule.from_row(row)
 
 
+def _check_query_allowed(
+    conn: sa.Connection, settings: Settings, account_id: int, values: Mapping[str, Any]
+) -> None:
+    account = account_name(conn, account_id)
+    reports.check_account(settings, values["kind"], values["params"], account)
+
+
 def _check_name_free(conn: sa.Connection, account_id: int, name: str, own_id: int | None) -> None:
     query = sa.select(schedules.c.id).where(
         schedules.c.account_id == account_id, schedules.c.name == name
@@ -350,6 +358,7 @@ def create_schedule(
     values, cadence = resolve_values(settings, options, None)
 
     def work(conn: sa.Connection) -> Schedule:
+        _check_query_allowed(conn, settings, account_id, values)
         _check_name_free(conn, account_id, values["name"], None)
         statement = (
             schedules.insert()
@@ -396,6 +405,7 @@ def update_schedule(
     def work(conn: sa.Connection) -> Schedule:
         existing = _load(conn, account_id, schedule_id, lock=True)
         values, cadence = resolve_values(settings, options, existing)
+        _check_query_allowed(conn, settings, account_id, values)
         _check_name_free(conn, account_id, values["name"], schedule_id)
         if not values["active"]:
             next_run_at = None

@@ -135,10 +135,10 @@ def test_one_statement_still_runs_and_a_lone_commit_changes_nothing(
     tick = env.run("tick", "--json", now=DUE)
 
     [run] = env.runs(schedule_id)
-    if sql == "commit":
+    if sql == "commit":  # not a SELECT: refused before it runs, and not retried
         assert tick.exit_code == 1
-        assert run["status"] == "failed"
-        assert "returns no rows" in run["error"]
+        assert (run["status"], run["attempt"]) == ("failed", 1)
+        assert "one read-only SELECT" in run["error"]
     else:  # a trailing semicolon is still one statement
         assert tick.exit_code == 0, tick.stderr
         assert run["status"] == "succeeded"

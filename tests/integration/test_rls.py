@@ -24,7 +24,10 @@ from schedctl.schedules import ScheduleOptions, create_schedule
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 RLS_TABLES = ["schedules", "schedule_runs", "messages", "email_log", "suppressions", "events"]
-SETTINGS_QUERIES = {"reports": {"queries": {"ping": {"sql": "select 1 as one"}}}}
+# An external source: on schedctl's own database a superuser's query would be refused
+# (TENANCY_UNSAFE), and these tests set up as the superuser.
+PING = {"sql": "select 1 as one", "accounts": "*", "database_url": "sqlite://"}
+SETTINGS_QUERIES = {"reports": {"queries": {"ping": PING}}}
 
 
 def two_accounts(db_url: str) -> tuple[int, int, int]:

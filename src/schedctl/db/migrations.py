@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from schedctl.db import dialect
+from schedctl.db import dialect, migration_checks
 from schedctl.db.database import Database
 from schedctl.db.schema import schema_migrations
 from schedctl.errors import SchemaMismatch
@@ -143,6 +143,7 @@ def upgrade(db: Database) -> list[Migration]:
         for migration in migrations:
             if migration.version in applied:
                 continue
+            migration_checks.check_before(conn, migration.version, migration.name)
             _run_script(conn, migration.sql)
             conn.execute(
                 schema_migrations.insert().values(

@@ -90,6 +90,7 @@ schedules = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.UniqueConstraint("account_id", "name", name="schedules_account_name_key"),
     sa.Index("schedules_due", "active", "next_run_at"),
+    sa.UniqueConstraint("id", "account_id", name="schedules_id_account_key"),
     sqlite_autoincrement=True,
 )
 
@@ -98,7 +99,7 @@ schedule_runs = sa.Table(
     metadata,
     sa.Column("id", Id, primary_key=True),
     sa.Column("account_id", Id, sa.ForeignKey("accounts.id"), nullable=False),
-    sa.Column("schedule_id", Id, sa.ForeignKey("schedules.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("schedule_id", Id, nullable=False),
     sa.Column("slot", UTCDateTime, nullable=False),  # the UTC instant the run was due
     sa.Column("manual", sa.Boolean, nullable=False),
     # queued | running | succeeded | failed | skipped
@@ -124,6 +125,13 @@ schedule_runs = sa.Table(
     # `schedules runs ID` reads one schedule's history, newest slot first.
     sa.Index("schedule_runs_history", "schedule_id", "slot"),
     sa.Index("schedule_runs_finished", "finished_at"),  # reconcile's purge
+    sa.ForeignKeyConstraint(
+        ["schedule_id", "account_id"],
+        ["schedules.id", "schedules.account_id"],
+        ondelete="CASCADE",
+        name="schedule_runs_schedule_fkey",
+    ),
+    sa.UniqueConstraint("id", "account_id", name="schedule_runs_id_account_key"),
     sqlite_autoincrement=True,
 )
 
@@ -152,8 +160,8 @@ messages = sa.Table(
     sa.Column("lease_expires_at", UTCDateTime),
     sa.Column("idempotency_key", sa.Text, nullable=False, unique=True),
     sa.Column("message_id", sa.Text, nullable=False),  # the RFC 5322 Message-ID
-    sa.Column("schedule_run_id", Id, sa.ForeignKey("schedule_runs.id", ondelete="SET NULL")),
-    sa.Column("event_id", Id, sa.ForeignKey("events.id", ondelete="CASCADE")),
+    sa.Column("schedule_run_id", Id),
+    sa.Column("event_id", Id),
     sa.Column("sent_at", UTCDateTime),
     sa.Column("last_error", sa.Text),
     sa.Column("created_at", UTCDateTime, nullable=False),
@@ -168,6 +176,19 @@ messages = sa.Table(
         sqlite_where=sa.text("event_id IS NOT NULL"),
         postgresql_where=sa.text("event_id IS NOT NULL"),
     ),
+    sa.ForeignKeyConstraint(
+        ["schedule_run_id", "account_id"],
+        ["schedule_runs.id", "schedule_runs.account_id"],
+        ondelete="SET NULL (schedule_run_id)",
+        name="messages_schedule_run_fkey",
+    ),
+    sa.ForeignKeyConstraint(
+        ["event_id", "account_id"],
+        ["events.id", "events.account_id"],
+        ondelete="CASCADE",
+        name="messages_event_fkey",
+    ),
+    sa.UniqueConstraint("id", "account_id", name="messages_id_account_key"),
     sqlite_autoincrement=True,
 )
 
@@ -176,7 +197,7 @@ email_log = sa.Table(
     metadata,
     sa.Column("id", Id, primary_key=True),
     sa.Column("account_id", Id, sa.ForeignKey("accounts.id"), nullable=False),
-    sa.Column("message_id", Id, sa.ForeignKey("messages.id", ondelete="SET NULL")),
+    sa.Column("message_id", Id),
     sa.Column("provider", sa.Text, nullable=False),
     sa.Column("recipients", sa.Text, nullable=False),
     sa.Column("outcome", sa.Text, nullable=False),  # sent | retry | failed | deferred | unknown
@@ -185,6 +206,12 @@ email_log = sa.Table(
     sa.Column("attempted_at", UTCDateTime, nullable=False),
     sa.Index("email_log_message", "message_id"),
     sa.Index("email_log_attempted", "attempted_at"),  # reconcile's snapshot and purge
+    sa.ForeignKeyConstraint(
+        ["message_id", "account_id"],
+        ["messages.id", "messages.account_id"],
+        ondelete="SET NULL (message_id)",
+        name="email_log_message_fkey",
+    ),
     sqlite_autoincrement=True,
 )
 
@@ -209,6 +236,14 @@ send_counters = sa.Table(
     sa.Column("reserved", sa.Integer, nullable=False, server_default=sa.text("0")),
 )
 
+# Login roles bound to one account: their sessions see only its rows (SPEC §13).
+account_roles = sa.Table(
+    "account_roles",
+    metadata,
+    sa.Column("role_name", sa.Text, primary_key=True),
+    sa.Column("account_id", Id, sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+)
+
 quota_alerts = sa.Table(
     "quota_alerts",
     metadata,
@@ -230,6 +265,7 @@ events = sa.Table(
     sa.Column("planned_at", UTCDateTime),  # NULL or < updated_at: tick (re)plans it
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("id", "account_id", name="events_id_account_key"),
     sqlite_autoincrement=True,
 )
 
@@ -251,6 +287,7 @@ users = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False, server_default=_NOW_DEFAULT),
     sa.Column("updated_at", UTCDateTime, nullable=False, server_default=_NOW_DEFAULT),
     sa.UniqueConstraint("account_id", "email", name="users_account_email_key"),
+    sa.UniqueConstraint("id", "account_id", name="users_id_account_key"),
     sqlite_autoincrement=True,
 )
 
@@ -260,11 +297,11 @@ digests = sa.Table(
     metadata,
     sa.Column("id", Id, primary_key=True),
     sa.Column("account_id", Id, sa.ForeignKey("accounts.id"), nullable=False),
-    sa.Column("user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("user_id", Id, nullable=False),
     sa.Column("local_date", sa.Date, nullable=False),  # the user's local day
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("items", sa.Integer, nullable=False, server_default=sa.text("0")),
-    sa.Column("message_id", Id, sa.ForeignKey("messages.id", ondelete="SET NULL")),
+    sa.Column("message_id", Id),
     sa.Column("created_at", UTCDateTime, nullable=False, server_default=_NOW_DEFAULT),
     sa.Column("updated_at", UTCDateTime, nullable=False, server_default=_NOW_DEFAULT),
     sa.Column("expires_at", UTCDateTime, nullable=False),  # reconcile purges after it
@@ -281,6 +318,19 @@ digests = sa.Table(
         sqlite_where=sa.text("status = 'deferred'"),
         postgresql_where=sa.text("status = 'deferred'"),
     ),
+    sa.ForeignKeyConstraint(
+        ["user_id", "account_id"],
+        ["users.id", "users.account_id"],
+        ondelete="CASCADE",
+        name="digests_user_fkey",
+    ),
+    sa.ForeignKeyConstraint(
+        ["message_id", "account_id"],
+        ["messages.id", "messages.account_id"],
+        ondelete="SET NULL (message_id)",
+        name="digests_message_fkey",
+    ),
+    sa.UniqueConstraint("id", "account_id", name="digests_id_account_key"),
     sqlite_autoincrement=True,
 )
 
@@ -298,7 +348,7 @@ notifications = sa.Table(
     metadata,
     sa.Column("id", Id, primary_key=True),
     sa.Column("account_id", Id, sa.ForeignKey("accounts.id"), nullable=False),
-    sa.Column("user_id", Id, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("user_id", Id, nullable=False),
     sa.Column("priority", sa.Text, nullable=False, server_default=sa.text("'normal'")),
     sa.Column("digest_key", sa.Text),  # groups a digest's items
     sa.Column("title", sa.Text, nullable=False),
@@ -306,8 +356,8 @@ notifications = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False, server_default=_NOW_DEFAULT),
     sa.Column("read_at", UTCDateTime),  # seen by the user: never digested
     # What consumed it: the digest that listed it, or the message that carried it.
-    sa.Column("digest_id", Id, sa.ForeignKey("digests.id", ondelete="SET NULL")),
-    sa.Column("message_id", Id, sa.ForeignKey("messages.id", ondelete="SET NULL")),
+    sa.Column("digest_id", Id),
+    sa.Column("message_id", Id),
     sa.Column("consumed_at", UTCDateTime),
     sa.CheckConstraint("priority IN ('normal', 'critical')", name="notifications_priority_check"),
     sa.Index(
@@ -326,6 +376,24 @@ notifications = sa.Table(
     sa.Index("notifications_user", "user_id"),
     sa.Index("notifications_digest", "digest_id"),
     sa.Index("notifications_message", "message_id"),
+    sa.ForeignKeyConstraint(
+        ["user_id", "account_id"],
+        ["users.id", "users.account_id"],
+        ondelete="CASCADE",
+        name="notifications_user_fkey",
+    ),
+    sa.ForeignKeyConstraint(
+        ["digest_id", "account_id"],
+        ["digests.id", "digests.account_id"],
+        ondelete="SET NULL (digest_id)",
+        name="notifications_digest_fkey",
+    ),
+    sa.ForeignKeyConstraint(
+        ["message_id", "account_id"],
+        ["messages.id", "messages.account_id"],
+        ondelete="SET NULL (message_id)",
+        name="notifications_message_fkey",
+    ),
     sqlite_autoincrement=True,
 )
 
