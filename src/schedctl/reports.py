@@ -369,7 +369,10 @@ def _refuse_unscoped(conn: sa.Connection, query: ReportQuery) -> None:
     """TENANCY_UNSAFE when schedctl's own database holds several accounts and nothing
     would keep the query to one: SQLite has no row-level security, and a PostgreSQL
     role that is a superuser or has BYPASSRLS is exempt from it."""
-    why = unscoped_reason(conn)
+    try:
+        why = unscoped_reason(conn)
+    finally:
+        conn.rollback()
     if why is not None:
         raise ReportFailed(
             f"{TENANCY_UNSAFE}: report query {query.name!r} on schedctl's own database"
@@ -383,19 +386,16 @@ def unscoped_reason(conn: sa.Connection) -> str | None:
     """Why queries on this (schedctl's own) database could read every account, or None."""
     from schedctl.db.schema import accounts
 
-    several = conn.execute(sa.select(sa.func.count()).select_from(accounts)).scalar_one() > 1
-    conn.rollback()
-    if not several:
+    count = conn.execute(sa.select(sa.func.count()).select_from(accounts)).scalar_one()
+    if count <= 1:
         return None
     if conn.dialect.name == "sqlite":
         return "SQLite has no row-level security and the database holds several accounts"
     if sandbox.bypasses_row_security(conn):
-        conn.rollback()
         return (
             "the database role is a superuser or has BYPASSRLS, so row-level security does"
             " not apply to it, and the database holds several accounts"
         )
-    conn.rollback()
     return None
 
 

@@ -117,7 +117,7 @@ def test_the_query_runs_read_only(db: Database, db_url: str, sql: str) -> None:
 def test_a_slow_query_hits_the_statement_timeout(db: Database, db_url: str) -> None:
     slow = "SELECT count(*) FROM generate_series(1, 1000000000)"
     settings = settings_with(db_url, slow={"sql": slow, "timeout": "1s"})
-    with pytest.raises(reports.ReportFailed, match="statement timeout|after its timeout"):
+    with pytest.raises(reports.ReportFailed, match=r"statement timeout|after its timeout"):
         produce(db, settings, "slow")
 
 

@@ -11,6 +11,7 @@ import typer
 from schedctl import __version__
 from schedctl.cli import (
     accounts_cmd,
+    config_cmd,
     db_cmd,
     demo_cmd,
     digest_cmd,
@@ -96,6 +97,7 @@ for _module in (
     suppressions_cmd,
     users_cmd,
     notify_cmd,
+    config_cmd,
     demo_cmd,
 ):
     _module.register(app)
