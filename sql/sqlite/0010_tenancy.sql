@@ -182,3 +182,10 @@ WHEN NEW.account_id IS NOT OLD.account_id AND (
 BEGIN
     SELECT RAISE(ABORT, 'digests.account_id cannot change while other rows refer to it');
 END;
+
+-- PostgreSQL binds login roles to accounts here; SQLite has no login roles, and keeps
+-- the table only so that both dialects have one schema.
+CREATE TABLE account_roles (
+    role_name   TEXT PRIMARY KEY NOT NULL,
+    account_id  INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE
+);

@@ -48,14 +48,12 @@ def _diff(url: str) -> list[object]:
 
 
 # SQLite keeps references inside one account with 0010's triggers instead of composite
-# foreign keys, and has no login roles to bind (SPEC §13): the metadata's composite
-# keys, their (id, account_id) unique keys and account_roles are PostgreSQL's.
+# foreign keys (SPEC §13): the metadata's composite keys and their (id, account_id)
+# unique keys are PostgreSQL's.
 def _sqlite_tenancy(d: object) -> bool:
     if not isinstance(d, tuple):
         return False
     kind, item = d[0], d[1]
-    if kind == "add_table":
-        return bool(item.name == "account_roles")
     if kind == "add_fk":  # the composite key the metadata declares
         return "account_id" in [c.name for c in item.columns] and len(item.columns) == 2
     if kind == "remove_fk":  # the one-column key 0006 and earlier created
