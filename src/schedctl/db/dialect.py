@@ -395,9 +395,19 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, A
         " FROM STDIN"
     )
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row([row[c] for c in columns])
+    try:
+        with cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+    except conn.dialect.loaded_dbapi.Error as exc:
+        # COPY goes round SQLAlchemy: wrap its errors as SQLAlchemy wraps the others
+        # (a unique violation or a trigger's exception is then an IntegrityError or
+        # an InternalError like any other statement's, a lost connection transient).
+        lost = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
+        raise sa.exc.DBAPIError.instance(
+            statement, None, exc, conn.dialect.loaded_dbapi.Error,
+            connection_invalidated=lost, dialect=conn.dialect,
+        ) from exc  # fmt: skip
 
 
 def set_local_time_zone(conn: sa.Connection, zone: str) -> None:

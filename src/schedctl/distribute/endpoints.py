@@ -324,5 +324,12 @@ class DestinationWriter:
             dialect.bulk_insert(conn, table, missing)
             return BatchResult(inserted=len(missing), existing=len(rows) - len(missing))
 
-        with stage(self.destination.name, self.db, ids):
+        with stage(self.destination.name, self.db, self.private_values(rows)):
             return self.db.transaction(work)
+
+    def private_values(self, rows: Sequence[dict[str, Any]]) -> list[str]:
+        """The rows' IDs and source values (the extra columns), to be scrubbed from an
+        error: a destination's error (a trigger's) may quote the row it refused."""
+        mapped = set(self.destination.columns.values())
+        extras = [str(v) for r in rows for c, v in r.items() if c not in mapped and v is not None]
+        return [r[self.destination.columns["id"]] for r in rows] + extras
