@@ -156,11 +156,17 @@ def stream_source(
         with ExitStack() as stack:
             with stage("source", db):
                 db.transaction(lambda conn: None, read_only=True)  # connect, with retries
-                options = {"schedctl_read_only": True, "stream_results": True}
+                options = {"schedctl_read_only": True}
                 conn = stack.enter_context(db.engine.connect().execution_options(**options))
                 stack.enter_context(conn.begin())
                 dialect.begin_read_only(conn, source.timeout.total_seconds())
-                result = conn.execute(*query(source, business_date))
+                # Only the query streams: a server-side cursor left open (as the
+                # statements of begin_read_only would leave theirs) warns when it
+                # is collected; this one is closed first, also when the reader
+                # stops early.
+                statement, binds = query(source, business_date)
+                result = conn.execute(statement.execution_options(stream_results=True), binds)
+                stack.callback(result.close)
                 if not result.returns_rows:
                     raise StageError("source", "the source query returns no rows")
                 columns = list(result.keys())
@@ -303,7 +309,7 @@ class DestinationWriter:
         """The rows whose (ID, campaign) the table does not have (a read, no lock)."""
         id_column = self.destination.columns["id"]
         ids = [r[id_column] for r in rows]
-        with stage(self.destination.name, self.db, ids):
+        with stage(self.destination.name, self.db, self.private_values(rows)):
             present = self.db.transaction(
                 lambda conn: self.present(conn, ids, group_ids, lock=False), read_only=True
             )
