@@ -244,8 +244,9 @@ def check_mirror(
     put there by a concurrent repair), or None when no ``[distribute.mirror]`` is
     configured.
 
-    A row is there when the mirror has its ID under one of its campaign's group ids
-    (as the copy decides). The repair is the copy's own write -- the destination
+    A row is there when the mirror has its ID under one of its campaign's group ids,
+    as the copy decides (`DestinationWriter.absent`: the mirror compares the IDs, as
+    its ID column's type). The repair is the copy's own write -- the destination
     table's write lock, then check and insert -- so two runs repairing at once insert
     each row once. Days copied before the mirror was configured, or whose plan was
     purged, are not checked.
@@ -288,7 +289,6 @@ def check_mirror(
         writer = endpoints.DestinationWriter(
             destination, zone, settings.db_retry_seconds, extra_names
         )
-        id_column = destination.columns["id"]
         try:
             for slot in store.destination_slots(day.slots(), "mirror"):
                 for first in range(slot.first, slot.last + 1, settings.reconcile_batch_size):
@@ -304,14 +304,7 @@ def check_mirror(
                         for r in rows
                     ]
                     wanted = group_ids[slot.campaign.id]
-                    query = endpoints.existing_query(
-                        writer.table, destination, wanted, [r.user_id for r in rows]
-                    )
-                    present = writer.db.transaction(
-                        functools.partial(_values, query=query), read_only=True
-                    )
-                    known = {str(v) for v in present}
-                    absent = [v for v in values if str(v[id_column]) not in known]
+                    absent = writer.absent(values, wanted)
                     checked += len(rows)
                     missing += len(absent)
                     if repair and absent:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects import oracle
 
@@ -39,25 +40,41 @@ def test_the_source_and_campaigns_queries_bind_the_business_date() -> None:
     assert binds == {"business_date": DAY}
 
 
-def test_the_preview_counts_in_an_inline_view() -> None:
-    statement, _ = query(SOURCE, DAY)
-    inner = statement.columns(sa.column("iin")).subquery("src")
-    text = compiled(sa.select(sa.func.count(), sa.func.count(sa.distinct(inner.c.iin))))
-    assert ") src" in text  # Oracle takes no AS before a table alias
-    assert " AS src" not in text
-    assert "count(DISTINCT src.iin)" in text
-
-
-def test_the_existence_check_is_a_plain_select_within_oracles_in_list_limit() -> None:
+def test_the_existence_check_probes_each_id_within_oracles_limits() -> None:
     table = destination_table(TARGET, ["region"])
-    ids = [f"{n:012d}" for n in range(1000)]
-    check = existing_query(table, TARGET, ["SC00000001.1", "SC00000001.2"], ids)
+    ids = [f"{n:012d}" for n in range(dialect.existence_check_size(ORACLE))]
+    check = existing_query(table, TARGET, ["SC00000001.1", "SC00000001.2"], ids, ORACLE)
     text = compiled(check)
-    assert text.startswith("SELECT dssb_app.sc_local_target.iin")
-    assert "theory_id IN (__[POSTCOMPILE_theory_id_1])" in text
+    assert text.startswith("SELECT :param_1 AS value FROM DUAL \nWHERE EXISTS (SELECT 1 \n")
+    assert "FROM dssb_app.sc_local_target \nWHERE dssb_app.sc_local_target.theory_id IN" in text
+    assert text.count(" UNION ALL ") == 999
+    assert "CAST" not in text  # a VARCHAR2 ID column (or one not read): compared as it is
     assert "FOR UPDATE" not in text  # Oracle's writers are serialised by LOCK TABLE
     expanded = str(check.compile(dialect=ORACLE, compile_kwargs={"render_postcompile": True}))
-    assert expanded.count(":iin_1_") == 1000  # at most 1000 values: ORA-01795 beyond
+    assert expanded.count(":group_ids_1") == 1000  # the group ids, never more than 1000
+
+
+@pytest.mark.parametrize(
+    ("id_type", "compared"),
+    [(oracle.NUMBER(12), "dssb_app.sc_local_target.iin = CAST(:param_1 AS NUMBER(12))"),
+     (oracle.NUMBER(), "dssb_app.sc_local_target.iin = CAST(:param_1 AS NUMBER)"),
+     (sa.CHAR(14), "dssb_app.sc_local_target.iin = CAST(:param_1 AS CHAR(14))"),
+     (sa.NCHAR(14), "dssb_app.sc_local_target.iin = CAST(:param_1 AS NCHAR(14))"),
+     (oracle.VARCHAR2(20), "dssb_app.sc_local_target.iin = :param_1"),
+     (oracle.NVARCHAR2(20), "dssb_app.sc_local_target.iin = :param_1")],
+)  # fmt: skip
+def test_the_existence_check_compares_ids_as_the_id_columns_type(
+    id_type: sa.types.TypeEngine[object], compared: str
+) -> None:
+    """A NUMBER column holds 000000000150 as 150, a CHAR(14) one blank-padded, and
+    Oracle compares a CHAR blank-padded only with a CHAR: the plan's ID is cast to
+    the column's type, and the query still returns the plan's ID as it was bound."""
+    table = destination_table(TARGET)
+    check = existing_query(table, TARGET, ["SC00000001.1"], ["000000000150"], ORACLE, id_type)
+    text = compiled(check)
+    assert text.startswith("SELECT :param_1 AS value FROM DUAL")
+    assert text.endswith(f"IN (__[POSTCOMPILE_group_ids]) AND {compared})")
+    assert check.compile(dialect=ORACLE).params["param_1"] == "000000000150"
 
 
 def test_rows_are_inserted_with_plain_binds() -> None:

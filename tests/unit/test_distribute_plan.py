@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from schedctl.distribute.endpoints import StageError, parse_campaigns
 from schedctl.distribute.plan import (
     Campaign,
+    as_extra,
     as_user_id,
     balanced,
     counts,
@@ -20,6 +21,7 @@ from schedctl.distribute.plan import (
     mask_id,
     scrub,
     sort_key,
+    source_users,
     split,
 )
 
@@ -98,10 +100,22 @@ def test_ids_are_masked_and_scrubbed() -> None:
     ("value", "expected"),
     [("890123456734", "890123456734"), (890123456734, "890123456734"),
      (Decimal("890123456734"), "890123456734"), (Decimal("12.5"), "12.5"),
-     (12.0, "12"), (b"abc", "abc"), (None, None), ("", None)],
+     (12.0, "12"), (b"abc", "abc"), (None, None), ("", None), ("   ", None), ("\t\n", None),
+     (" 000000000150  ", "000000000150"), ("AB12cd", "AB12cd"), (b" 7 ", "7")],
 )  # fmt: skip
 def test_source_ids_become_text(value: object, expected: str | None) -> None:
     assert as_user_id(value) == expected
+
+
+def test_source_users_are_the_rows_with_an_id_in_order() -> None:
+    rows = [(None, "a"), ("", "b"), (" 0150 ", "c"), ("  ", "d"), ("ab", "e"), ("AB", None)]
+    assert source_users(rows) == [("0150", ("c",)), ("ab", ("e",)), ("AB", (None,))]
+
+
+def test_extra_values_are_text_as_read() -> None:
+    assert [as_extra(v) for v in ("", " x ", None, 12.0, True, date(2026, 1, 2))] == [
+        "", " x ", None, "12", "1", "2026-01-02",
+    ]  # fmt: skip
 
 
 def test_campaigns_are_ordered_by_id_and_need_dates() -> None:

@@ -10,9 +10,11 @@ destination table and the fastest bulk insert (COPY on PostgreSQL).
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -252,10 +254,6 @@ def lock_row(select: sa.Select[Any], conn: sa.Connection) -> sa.Select[Any]:
     return select.with_for_update()
 
 
-def is_mysql(conn: sa.Connection) -> bool:
-    return conn.dialect.name in ("mysql", "mariadb")
-
-
 def lock_for_insert(conn: sa.Connection, table: sa.Table) -> None:
     """Serialise the writers of ``table`` for the rest of this transaction, so that a
     check for rows that exist and the insert of the missing ones act as one step
@@ -280,15 +278,106 @@ def lock_table_statement(sa_dialect: sa.Dialect, table: sa.Table) -> str | None:
     return f"LOCK TABLE {name} IN SHARE ROW EXCLUSIVE MODE"
 
 
-def in_list_limit(conn: sa.Connection) -> int:
-    """How many values one IN (...) list may hold: Oracle refuses more than 1000
-    (ORA-01795); elsewhere a batch's worth is fine."""
-    return 1000 if conn.dialect.name == "oracle" else 10_000
+def existence_check_size(sa_dialect: sa.Dialect) -> int:
+    """How many IDs one `ids_present` statement checks: MySQL/MariaDB and Oracle get
+    one probe per ID (and Oracle refuses more than 1000 values in a list, ORA-01795);
+    elsewhere the IDs are one parameter and a batch's worth is fine."""
+    return 1000 if sa_dialect.name in ("mysql", "mariadb", "oracle") else 10_000
 
 
-def existence_check(select: sa.Select[Any], conn: sa.Connection) -> sa.Select[Any]:
+def existence_check(select: sa.Select[Any], sa_dialect: sa.Dialect) -> sa.Select[Any]:
     """The check half of lock_for_insert's check-then-insert (FOR UPDATE on MySQL)."""
-    return select.with_for_update() if is_mysql(conn) else select
+    return select.with_for_update() if sa_dialect.name in ("mysql", "mariadb") else select
+
+
+def ids_present(
+    ids: Sequence[str],
+    rows_of: Callable[[sa.ColumnElement[Any]], sa.Select[Any]],
+    sa_dialect: sa.Dialect,
+) -> sa.Select[Any] | sa.CompoundSelect[Any]:
+    """SELECT those of ``ids`` (text) for which ``rows_of(id)`` finds a row, each
+    compared by the database itself, and returned as given: PostgreSQL unnests one
+    text[] parameter, SQLite reads one JSON array (json_each); MySQL/MariaDB and
+    Oracle, which have neither, get one probe per ID (``SELECT :id [FROM DUAL] WHERE
+    EXISTS (...)``) joined by UNION ALL."""
+    name = sa_dialect.name
+    if name in ("postgresql", "sqlite"):
+        if name == "postgresql":
+            from sqlalchemy.dialects.postgresql import ARRAY
+
+            values = sa.bindparam("ids", list(ids), type_=ARRAY(sa.Text()))
+            table = sa.func.unnest(values).table_valued("value").render_derived()
+        else:
+            table = sa.func.json_each(sa.bindparam("ids", json.dumps(list(ids)))).table_valued(
+                "value"
+            )
+        return sa.select(table.c.value).where(rows_of(table.c.value).exists())
+
+    def probe(user_id: str) -> sa.Select[Any]:
+        value = sa.literal(user_id, sa.String())  # one parameter, used twice
+        return sa.select(value.label("value")).where(rows_of(value).exists())
+
+    return sa.union_all(*[probe(i) for i in ids])
+
+
+def id_column_type(
+    conn: sa.Connection, table: sa.Table, column: str
+) -> sa.types.TypeEngine[Any] | None:
+    """The database's type of ``table.column``, where `as_column_type` needs it
+    (PostgreSQL, Oracle); None elsewhere, for a type SQLAlchemy does not know, and
+    for a missing table (the statement that needs the table then fails naming it)."""
+    if conn.dialect.name not in ("postgresql", "oracle"):
+        return None
+    try:
+        with warnings.catch_warnings():
+            # A type SQLAlchemy does not know reflects as NullType, with a warning:
+            # it is then compared without a cast.
+            warnings.simplefilter("ignore", sa.exc.SAWarning)
+            columns = sa.inspect(conn).get_columns(table.name, schema=table.schema)
+    except sa.exc.NoSuchTableError:
+        return None
+    found = next((c["type"] for c in columns if c["name"] == column), None)
+    return None if isinstance(found, sa.types.NullType) else found
+
+
+def as_column_type(
+    value: sa.ColumnElement[Any],
+    column_type: sa.types.TypeEngine[Any] | None,
+    sa_dialect: sa.Dialect,
+) -> sa.ColumnElement[Any]:
+    """An ID given as text, as the database must see it to compare it with a column
+    of ``column_type`` (from `id_column_type`), so that ``000000000150`` finds the
+    150 of a numeric column and the blank-padded value of a CHAR one.
+
+    PostgreSQL compares text with the text types only (CHAR(n) without its padding):
+    any other type gets a CAST. Oracle compares a VARCHAR2 with a CHAR without
+    padding: CHAR and the non-text types get a CAST. SQLite (column affinity) and
+    MySQL/MariaDB (numeric comparison with a number column, PAD SPACE collations)
+    convert by the column's type themselves; a CAST to CHAR(n) there would cut."""
+    if column_type is None:
+        return value
+    text = isinstance(column_type, sa.String)
+    if sa_dialect.name == "postgresql" and not text:
+        return sa.cast(value, column_type)
+    if sa_dialect.name == "oracle" and isinstance(column_type, sa.CHAR | sa.NCHAR):
+        # SQLAlchemy writes a CAST to any text type as VARCHAR2 for Oracle.
+        spelled = _Spelled(sa_dialect.type_compiler_instance.process(column_type))
+        return sa.cast(value, spelled)
+    if sa_dialect.name == "oracle" and not text:
+        return sa.cast(value, column_type)
+    return value
+
+
+class _Spelled(sa.types.UserDefinedType[Any]):
+    """A type written in SQL exactly as given (a column type the database reported)."""
+
+    cache_ok = True
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+
+    def get_col_spec(self, **_kw: Any) -> str:
+        return self.spec
 
 
 def bulk_insert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -306,9 +395,19 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, A
         " FROM STDIN"
     )
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(statement) as copy:
-        for row in rows:
-            copy.write_row([row[c] for c in columns])
+    try:
+        with cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+    except conn.dialect.loaded_dbapi.Error as exc:
+        # COPY goes round SQLAlchemy: wrap its errors as SQLAlchemy wraps the others
+        # (a unique violation or a trigger's exception is then an IntegrityError or
+        # an InternalError like any other statement's, a lost connection transient).
+        lost = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
+        raise sa.exc.DBAPIError.instance(
+            statement, None, exc, conn.dialect.loaded_dbapi.Error,
+            connection_invalidated=lost, dialect=conn.dialect,
+        ) from exc  # fmt: skip
 
 
 def set_local_time_zone(conn: sa.Connection, zone: str) -> None:

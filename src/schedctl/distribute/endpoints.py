@@ -5,7 +5,8 @@ so connecting is retried on transient errors the same way as for schedctl's own
 database. Queries run in read-only transactions (`dialect.begin_read_only`); the
 source is streamed in chunks. A batch is written to a destination in one
 transaction that locks the table for writers (`dialect.lock_for_insert`), finds the
-batch's (ID, campaign) pairs already there and inserts the rest, so a batch copied
+batch's (ID, campaign) pairs already there -- the destination compares the IDs, as
+its ID column's type (`existing_query`) -- and inserts the rest, so a batch copied
 twice -- a rerun after a crash, or two runs racing -- is written once.
 
 Errors become `StageError`s naming the stage (``source``, ``campaigns``, ``control``,
@@ -155,11 +156,17 @@ def stream_source(
         with ExitStack() as stack:
             with stage("source", db):
                 db.transaction(lambda conn: None, read_only=True)  # connect, with retries
-                options = {"schedctl_read_only": True, "stream_results": True}
+                options = {"schedctl_read_only": True}
                 conn = stack.enter_context(db.engine.connect().execution_options(**options))
                 stack.enter_context(conn.begin())
                 dialect.begin_read_only(conn, source.timeout.total_seconds())
-                result = conn.execute(*query(source, business_date))
+                # Only the query streams: a server-side cursor left open (as the
+                # statements of begin_read_only would leave theirs) warns when it
+                # is collected; this one is closed first, also when the reader
+                # stops early.
+                statement, binds = query(source, business_date)
+                result = conn.execute(statement.execution_options(stream_results=True), binds)
+                stack.callback(result.close)
                 if not result.returns_rows:
                     raise StageError("source", "the source query returns no rows")
                 columns = list(result.keys())
@@ -197,12 +204,35 @@ def destination_table(destination: Destination, extra_names: Sequence[str] = ())
 
 
 def existing_query(
-    table: sa.Table, destination: Destination, group_ids: Sequence[str], ids: Sequence[str]
-) -> sa.Select[Any]:
-    """Which of ``ids`` the table has already under one of ``group_ids`` (a campaign's)."""
+    table: sa.Table,
+    destination: Destination,
+    group_ids: Sequence[str],
+    ids: Sequence[str],
+    sa_dialect: sa.Dialect,
+    id_type: sa.types.TypeEngine[Any] | None = None,
+    *,
+    lock: bool = False,
+) -> sa.Select[Any] | sa.CompoundSelect[Any]:
+    """Which of ``ids`` (the plan's, as text) the table has already under one of
+    ``group_ids`` (a campaign's). The destination compares them, each ID as the ID
+    column's type ``id_type`` (`dialect.as_column_type`), so the column's type --
+    a number, CHAR(n), text -- decides what is the same ID; the query returns the
+    plan's IDs as given. ``lock``: the check half of a check-then-insert
+    (`dialect.existence_check`)."""
     id_column = table.c[destination.columns["id"]]
     group_column = table.c[destination.columns["group_id"]]
-    return sa.select(id_column).where(group_column.in_(group_ids), id_column.in_(ids))
+    groups: sa.BindParameter[Any] = sa.bindparam("group_ids", list(group_ids), expanding=True)
+
+    def rows_of(user_id: sa.ColumnElement[Any]) -> sa.Select[Any]:
+        same_id = id_column == dialect.as_column_type(user_id, id_type, sa_dialect)
+        rows: sa.Select[Any] = (
+            sa.select(sa.literal_column("1"))
+            .select_from(table)
+            .where(group_column.in_(groups), same_id)
+        )
+        return dialect.existence_check(rows, sa_dialect) if lock else rows
+
+    return dialect.ids_present(ids, rows_of, sa_dialect)
 
 
 @dataclass(frozen=True)
@@ -225,6 +255,9 @@ class DestinationWriter:
         self.tz = tz
         self.db = open_endpoint(destination.database_url, retry_seconds)
         self.table = destination_table(destination, extra_names)
+        # The ID column's type, read once (`dialect.id_column_type`).
+        self._id_type: sa.types.TypeEngine[Any] | None = None
+        self._id_type_read = False
 
     def close(self) -> None:
         self.db.close()
@@ -253,6 +286,35 @@ class DestinationWriter:
             row.update({dest: extras.get(src) for dest, src in mapping.items()})
         return row
 
+    def present(
+        self, conn: sa.Connection, ids: Sequence[str], group_ids: Sequence[str], *, lock: bool
+    ) -> set[str]:
+        """Those of ``ids`` the table has under one of ``group_ids`` (`existing_query`)."""
+        if not self._id_type_read:
+            self._id_type = dialect.id_column_type(conn, self.table, self.destination.columns["id"])
+            self._id_type_read = True
+        found: set[str] = set()
+        size = dialect.existence_check_size(conn.dialect)
+        for start in range(0, len(ids), size):
+            query = existing_query(
+                self.table, self.destination, group_ids, ids[start : start + size],
+                conn.dialect, self._id_type, lock=lock,
+            )  # fmt: skip
+            found.update(conn.execute(query).scalars())
+        return found
+
+    def absent(
+        self, rows: Sequence[dict[str, Any]], group_ids: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """The rows whose (ID, campaign) the table does not have (a read, no lock)."""
+        id_column = self.destination.columns["id"]
+        ids = [r[id_column] for r in rows]
+        with stage(self.destination.name, self.db, self.private_values(rows)):
+            present = self.db.transaction(
+                lambda conn: self.present(conn, ids, group_ids, lock=False), read_only=True
+            )
+        return [r for r in rows if r[id_column] not in present]
+
     def write(self, rows: Sequence[dict[str, Any]], group_ids: Sequence[str]) -> BatchResult:
         """Insert the rows whose (ID, campaign) is not in the table yet -- the
         campaign's ``group_ids`` -- in one transaction holding the table's write lock."""
@@ -263,17 +325,17 @@ class DestinationWriter:
         def work(conn: sa.Connection) -> BatchResult:
             dialect.set_local_time_zone(conn, self.tz)
             dialect.lock_for_insert(conn, table)
-            present: set[str] = set()
-            size = dialect.in_list_limit(conn)
-            for start in range(0, len(ids), size):
-                chunk = ids[start : start + size]
-                check = dialect.existence_check(
-                    existing_query(table, self.destination, group_ids, chunk), conn
-                )
-                present.update(str(v) for v in conn.execute(check).scalars())
+            present = self.present(conn, ids, group_ids, lock=True)
             missing = [r for r in rows if r[id_column] not in present]
             dialect.bulk_insert(conn, table, missing)
             return BatchResult(inserted=len(missing), existing=len(rows) - len(missing))
 
-        with stage(self.destination.name, self.db, ids):
+        with stage(self.destination.name, self.db, self.private_values(rows)):
             return self.db.transaction(work)
+
+    def private_values(self, rows: Sequence[dict[str, Any]]) -> list[str]:
+        """The rows' IDs and source values (the extra columns), to be scrubbed from an
+        error: a destination's error (a trigger's) may quote the row it refused."""
+        mapped = set(self.destination.columns.values())
+        extras = [str(v) for r in rows for c, v in r.items() if c not in mapped and v is not None]
+        return [r[self.destination.columns["id"]] for r in rows] + extras

@@ -4,14 +4,16 @@ Each is a message of type ``DISTRIBUTE`` per address of ``[distribute] notify``,
 in the outbox in the transaction that records the outcome, rendered from the
 ``distribute`` templates with labels and subject in the configured locale (en, ru),
 the run's JSON result attached. Its idempotency key names the date, the outcome and
-the stage or reason, so a rerun that fails the same way (or two runs racing) mails
-each operator once about it. Errors and critical failures are critical mail (they
+the stage or reason -- for a failure, the stage and a digest of its error text -- so
+a rerun that ends the same way (or two runs racing) mails each operator once about
+it, and a different failure is mailed again. Errors and critical failures are critical mail (they
 bypass the daily quota, never the suppression list). The result holds no ID in
 full: the plan's sample is masked and error texts are scrubbed before they get here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from datetime import datetime
@@ -132,6 +134,10 @@ def enqueue_notice(
     groups = tuple(result.get("groups") or settings.distribute_groups)
     subject, text, html = render_notice(result, kind, settings.distribute_locale, groups)
     detail = str(result.get("stage") or result.get("reason") or "")
+    if kind in ("failed", "critical"):
+        # Each distinct failure is mailed once: the stage and the error text.
+        reason = str(result.get("reason") or "").encode("utf-8")
+        detail += ":" + hashlib.sha256(reason).hexdigest()[:16]
     attachment = Attachment(
         filename=f"distribute-{result.get('date')}.json",
         content_type="application/json",

@@ -165,9 +165,32 @@ def scrub(text: str, ids: Iterable[str] = ()) -> str:
 
 
 def as_user_id(value: Any) -> str | None:
-    """A source's ID value as text (numbers without a fraction or exponent), or None."""
+    """A source's ID value as the plan keeps it, or None when the row has no ID.
+
+    Text with the blanks around it trimmed (a CHAR(n) column pads the ID), its case
+    kept (``ab12`` and ``AB12`` are two users); NULL, empty and blank values are no
+    ID. A number is its text, without a fraction or exponent when it is whole. The
+    run and the preview both read IDs through `source_users`, which calls this.
+    """
     if value is None:
         return None
+    text = _as_text(value).strip()
+    return text if text != "" else None
+
+
+def source_users(rows: Iterable[Sequence[Any]]) -> list[tuple[str, Sequence[Any]]]:
+    """The users of a chunk of source rows: (ID, the row's other values) for each row
+    with an ID (`as_user_id`), in order; duplicates are the plan's to drop."""
+    users = []
+    for row in rows:
+        user_id = as_user_id(row[0])
+        if user_id is not None:
+            users.append((user_id, row[1:]))
+    return users
+
+
+def _as_text(value: Any) -> str:
+    """A value from a data source as text (numbers without a fraction or exponent)."""
     if isinstance(value, bytes):
         value = value.decode("utf-8")
     if isinstance(value, float) and value.is_integer():
@@ -180,7 +203,7 @@ def as_user_id(value: Any) -> str | None:
                 text = str(int(value))
         except (AttributeError, ArithmeticError, ValueError):
             pass
-    return text if text != "" else None
+    return text
 
 
 def as_date(value: Any) -> date | None:
@@ -207,4 +230,4 @@ def as_extra(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, bool):
         return "1" if value else "0"
-    return str(as_user_id(value))
+    return _as_text(value)

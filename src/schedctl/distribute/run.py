@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,6 @@ import sqlalchemy as sa
 
 from schedctl import leases
 from schedctl.config import Settings
-from schedctl.db import dialect
 from schedctl.db.database import Database
 from schedctl.db.schema import distribution_users
 from schedctl.distribute import notify, store
@@ -43,15 +43,12 @@ from schedctl.distribute.config import Destination, Source
 from schedctl.distribute.endpoints import (
     DestinationWriter,
     StageError,
-    query,
     read_campaigns,
-    stage,
     stream_source,
 )
 from schedctl.distribute.plan import (
     Campaign,
     as_extra,
-    as_user_id,
     balanced,
     counts,
     group_id,
@@ -59,6 +56,7 @@ from schedctl.distribute.plan import (
     layout,
     mask_id,
     sort_key,
+    source_users,
 )
 from schedctl.errors import (
     ConfigError,
@@ -255,13 +253,10 @@ class DistributeRun:
             self._check_extra_columns(extra_names)
             for chunk in stream.chunks:
                 rows = []
-                for row in chunk:
-                    user_id = as_user_id(row[0])
-                    if user_id is None:
-                        continue
+                for user_id, others in source_users(chunk):
                     extras = None
                     if extra_names:
-                        values = {n: as_extra(v) for n, v in zip(extra_names, row[1:], strict=True)}
+                        values = {n: as_extra(v) for n, v in zip(extra_names, others, strict=True)}
                         extras = json.dumps(values, ensure_ascii=False)
                     rows.append(store.PlanRow(user_id, sort_key(key, user_id), extras))
                 store.insert_plan_rows(conn, day.id, rows)
@@ -676,31 +671,36 @@ def preview_distribute(db: Database, settings: Settings, day: date) -> dict[str,
 
 
 def _count_source(source: Source, day: date, retry_seconds: float) -> tuple[int, int, list[str]]:
-    """(rows, distinct IDs, masked sample) of the source, counted by its database."""
-    with stream_source(source, day, retry_seconds) as stream:
-        first = next(stream.chunks, [])
-        seen: dict[str, None] = {}
-        for row in first:
-            user_id = as_user_id(row[0])
-            if user_id is not None:
-                seen.setdefault(user_id)
-            if len(seen) >= SAMPLE_SIZE:
-                break
-        id_column = stream.columns[0]
-    from schedctl.distribute.endpoints import open_endpoint
+    """(rows, distinct IDs, masked sample) of the source, its IDs read as a run reads
+    them (`source_users`) and de-duplicated as exactly as the plan's unique key does."""
+    rows = 0
+    first: list[str] = []  # the sample's users
+    with stream_source(source, day, retry_seconds) as stream, _DistinctIds() as distinct:
+        for chunk in stream.chunks:
+            rows += len(chunk)
+            users = [user_id for user_id, _ in source_users(chunk)]
+            distinct.add(users)
+            for user_id in users:
+                if len(first) < SAMPLE_SIZE and user_id not in first:
+                    first.append(user_id)
+        return rows, distinct.count(), [mask_id(u) for u in first]
 
-    endpoint = open_endpoint(source.database_url, retry_seconds)
-    statement, binds = query(source, day)
-    inner = statement.columns(sa.column(id_column)).subquery("src")
-    total = sa.select(sa.func.count(), sa.func.count(sa.distinct(inner.c[id_column])))
 
-    def count(conn: sa.Connection) -> tuple[Any, ...]:
-        dialect.begin_read_only(conn, source.timeout.total_seconds())
-        return tuple(conn.execute(total, binds).one())
+class _DistinctIds:
+    """A count of distinct IDs that does not hold them in memory, as a day may have
+    millions: a private temporary SQLite database keeps them (on disk past a small
+    cache, deleted when closed). Its TEXT key compares as the plan's does: exactly."""
 
-    try:
-        with stage("source", endpoint):
-            rows, distinct = endpoint.transaction(count, read_only=True)
-    finally:
-        endpoint.close()
-    return int(rows), int(distinct), [mask_id(u) for u in seen]
+    def __enter__(self) -> _DistinctIds:
+        self.db = sqlite3.connect("")  # "": a private temporary database
+        self.db.execute("CREATE TABLE ids (id TEXT PRIMARY KEY) WITHOUT ROWID")
+        return self
+
+    def add(self, ids: Sequence[str]) -> None:
+        self.db.executemany("INSERT OR IGNORE INTO ids VALUES (?)", [(i,) for i in ids])
+
+    def count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM ids").fetchone()[0])
+
+    def __exit__(self, *_exc: object) -> None:
+        self.db.close()
