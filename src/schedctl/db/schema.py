@@ -6,6 +6,8 @@ build queries and, in the tests, to prove each dialect's migrations match it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
@@ -217,6 +219,13 @@ quota_alerts = sa.Table(
     sa.Column("sent_at", UTCDateTime, nullable=False),
 )
 
+
+def quarantine_columns() -> list[sa.Column[Any]]:
+    """A table applications write: a row schedctl could not read or render is set
+    aside (schedctl.quarantine) with when and why."""
+    return [sa.Column("quarantined_at", UTCDateTime), sa.Column("quarantine_reason", sa.Text)]
+
+
 events = sa.Table(
     "events",
     metadata,
@@ -230,6 +239,7 @@ events = sa.Table(
     sa.Column("planned_at", UTCDateTime),  # NULL or < updated_at: tick (re)plans it
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    *quarantine_columns(),
     sqlite_autoincrement=True,
 )
 
@@ -250,6 +260,7 @@ users = sa.Table(
     sa.Column("digest_time", sa.Text, nullable=False, server_default=sa.text("'08:00'")),
     sa.Column("created_at", UTCDateTime, nullable=False, server_default=_NOW_DEFAULT),
     sa.Column("updated_at", UTCDateTime, nullable=False, server_default=_NOW_DEFAULT),
+    *quarantine_columns(),
     sa.UniqueConstraint("account_id", "email", name="users_account_email_key"),
     sqlite_autoincrement=True,
 )
@@ -309,7 +320,10 @@ notifications = sa.Table(
     sa.Column("digest_id", Id, sa.ForeignKey("digests.id", ondelete="SET NULL")),
     sa.Column("message_id", Id, sa.ForeignKey("messages.id", ondelete="SET NULL")),
     sa.Column("consumed_at", UTCDateTime),
+    *quarantine_columns(),
     sa.CheckConstraint("priority IN ('normal', 'critical')", name="notifications_priority_check"),
+    # The title is never blank: notifications_title_check, a CHECK constraint on
+    # PostgreSQL and two triggers on SQLite (sql/*/0010_data_integrity.sql).
     sa.Index(
         "notifications_undigested",
         "user_id",
