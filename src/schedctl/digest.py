@@ -830,8 +830,8 @@ class DigestRun:
         until each owner's newest ``max_items`` are all readable."""
         n = notifications.c
         query = sa.select(
-            n.id, n.user_id, n.digest_key, read_limited(n.title, MAX_TITLE),
-            read_limited(n.body, self.max_body), n.created_at,
+            n.id, n.user_id, n.digest_key, *read_limited(n.title, MAX_TITLE),
+            *read_limited(n.body, self.max_body), n.created_at,
         )  # fmt: skip
         items: dict[int, Item] = {}
         bad: dict[int, str] = {}
@@ -860,7 +860,8 @@ class DigestRun:
             local = f"{row.created_at.astimezone(ZoneInfo(day.tz)):%Y-%m-%d %H:%M}"
         except (ValueError, OverflowError, KeyError) as exc:
             return None, f"created_at cannot be shown ({type(exc).__name__}: {exc})"
-        title, body = clip(row.title, MAX_TITLE), clip(row.body, self.max_body)
+        title = clip(row.title, MAX_TITLE, row.title_length)
+        body = clip(row.body, self.max_body, row.body_length)
         return Item(title or "", body, local, row.digest_key), None
 
     def _render(

@@ -57,15 +57,21 @@ def parse_priority(text: str) -> str:
 
 def parse_title(text: str) -> str:
     title = text.strip()
-    if not title or len(title) > MAX_TITLE:
-        raise ValidationError(f"a notification title must be 1-{MAX_TITLE} characters")
+    if not title:  # the table refuses it too (notifications_title_check)
+        raise ValidationError("a notification title must not be blank")
+    if len(title) > MAX_TITLE:
+        raise ValidationError(
+            f"a notification title must be at most {MAX_TITLE} characters (got {len(title)})"
+        )
     return title
 
 
 def parse_body(text: str) -> str | None:
     body = text.strip()
     if len(body) > MAX_BODY:
-        raise ValidationError(f"a notification body must be at most {MAX_BODY} characters")
+        raise ValidationError(
+            f"a notification body must be at most {MAX_BODY} characters (got {len(body)})"
+        )
     return body or None
 
 
@@ -128,18 +134,25 @@ def _subject(title: str) -> str:
     return line if len(line) <= MAX_SUBJECT else line[: MAX_SUBJECT - 1] + "\u2026"
 
 
-def clip(text: str | None, limit: int) -> str | None:
-    """``text`` cut to ``limit`` characters with a visible marker saying how much is left
-    out (the body of a notification as a digest or a critical message shows it)."""
-    if text is None or len(text) <= limit:
+def clip(text: str | None, limit: int, length: int | None = None) -> str | None:
+    """``text`` (``length`` characters in the database, when only its start was read)
+    cut to ``limit`` characters with a visible marker saying how much is left out: the
+    body of a notification as a digest or a critical message shows it."""
+    if text is None:
+        return None
+    length = len(text) if length is None else length
+    if length <= limit:
         return text
-    return text[:limit] + f"\u2026 [truncated: {len(text) - limit} more characters]"
+    return text[:limit] + f"\u2026 [truncated: {length - limit} more characters]"
 
 
-def read_limited(column: sa.ColumnElement[Any], limit: int) -> sa.ColumnElement[Any]:
-    """``column`` as read for display: its first ``limit`` + 1 characters, so a huge
-    body never leaves the database in full and :func:`clip` still sees it is longer."""
-    return sa.func.substr(column, 1, limit + 1).label(column.key)
+def read_limited(column: sa.ColumnElement[Any], limit: int) -> list[sa.ColumnElement[Any]]:
+    """``column`` as read for display: its first ``limit`` characters (a huge body
+    never leaves the database in full) and, as ``{name}_length``, its length."""
+    return [
+        sa.func.substr(column, 1, limit).label(column.key),
+        sa.func.length(column).label(f"{column.key}_length"),
+    ]
 
 
 def text_problem(row: Any) -> str | None:
@@ -156,8 +169,8 @@ def _message(row: Any, email: str, account_id: int, now: datetime, max_body: int
 
     text, html = render_pair(
         "notification",
-        title=clip(row.title, MAX_TITLE),
-        body=clip(row.body, max_body),
+        title=clip(row.title, MAX_TITLE, row.title_length),
+        body=clip(row.body, max_body, row.body_length),
         created_at=row.created_at,
     )
     return NewMessage(
@@ -211,7 +224,7 @@ def _queue_batch(conn: sa.Connection, settings: Settings, now: datetime) -> _Que
     max_body = settings.digest_max_body_chars
     n = notifications.c
     query = sa.select(
-        n.id, n.user_id, read_limited(n.title, MAX_TITLE), read_limited(n.body, max_body),
+        n.id, n.user_id, *read_limited(n.title, MAX_TITLE), *read_limited(n.body, max_body),
         n.created_at,
     ).order_by(n.id)  # fmt: skip
     rows, bad = quarantine.read_rows(conn, query, n.id, ids)
