@@ -251,8 +251,11 @@ class Settings:
     )
     # The daily digest ([digest] in the file, SPEC §5): notifications listed in one
     # mail (the rest are counted, "and N more"); how many past local days a digest
-    # that never ran may still be sent (0: only today); how long tracking rows live.
+    # that never ran may still be sent (0: only today); how long tracking rows live;
+    # how much of a notification's body a digest (or a critical notification's
+    # message) shows at most, the rest cut with a visible marker.
     digest_max_items: int = setting(50, at_least=1, at_most=10000)
+    digest_max_body_chars: int = setting(2000, at_least=1, at_most=1_000_000)
     digest_catch_up_days: int = setting(0, at_least=0, at_most=1)
     digest_retention: timedelta = setting(DEFAULT_DIGEST_RETENTION, parse=_duration)
     # The daily distribution ([distribute] in the file, SPEC §6; schedctl.distribute.config

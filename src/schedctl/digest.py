@@ -55,13 +55,14 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from schedctl import leases, quota
+from schedctl import leases, quarantine, quota
 from schedctl.cadence import first_instant_at_or_after, parse_timezone
 from schedctl.config import Settings
 from schedctl.db import dialect
 from schedctl.db.database import Database
 from schedctl.db.schema import digests, messages, notifications, users
 from schedctl.errors import ValidationError
+from schedctl.notifications import MAX_TITLE, clip, read_limited, text_problem
 from schedctl.outbox import NewMessage, enqueue, mail_domain
 
 log = logging.getLogger("schedctl.digest")
@@ -85,6 +86,7 @@ COUNT_KEYS = (
     "notifications_digested",
     "digests_retried",
     "messages_deferred",
+    "quarantined",
 )
 
 
@@ -191,6 +193,7 @@ class DueUser:
     local_date: date
     digest_id: int | None = None  # set for a deferred day being retried
     enabled: bool = True
+    problem: str | None = None  # the user's row cannot be used: it is quarantined
 
 
 def _scope(table: sa.Table, options: DigestOptions) -> list[sa.ColumnElement[bool]]:
@@ -203,18 +206,54 @@ def _scope(table: sa.Table, options: DigestOptions) -> list[sa.ColumnElement[boo
 
 
 def load_zones(
-    conn: sa.Connection, now: datetime, options: DigestOptions, catch_up_days: int
+    conn: sa.Connection,
+    now: datetime,
+    options: DigestOptions,
+    catch_up_days: int,
+    bad: dict[int, str] | None = None,
 ) -> dict[str, ZoneDay]:
-    """The local day of every zone an opted-in user (in scope) lives in."""
-    query = sa.select(users.c.tz).distinct().where(users.c.digest_enabled, *_scope(users, options))
+    """The local day of every zone an opted-in user (in scope) lives in. Users whose
+    zone cannot be read are left out and added to ``bad`` ({id: reason}), for the
+    caller to quarantine."""
+    where = [users.c.digest_enabled, quarantine.active(users), *_scope(users, options)]
+    try:
+        names: list[Any] | None = list(
+            conn.execute(sa.select(users.c.tz).distinct().where(*where)).scalars()
+        )
+    except quarantine.READ_ERRORS as exc:
+        if quarantine.undecodable(exc) is None:
+            raise
+        names = None
+    if names is None or not all(isinstance(name, str) for name in names):
+        names = _readable_zones(conn, where, {} if bad is None else bad)
     zones = {}
-    for (tz,) in conn.execute(query):
+    for tz in names:
         day = zone_day(tz, now, catch_up_days)
         if day is None:
             log.warning("users in zone %r are skipped: it is not a known IANA time zone", tz)
         else:
             zones[tz] = day
     return zones
+
+
+def _readable_zones(
+    conn: sa.Connection, where: list[sa.ColumnElement[bool]], bad: dict[int, str]
+) -> list[str]:
+    """The zones of the users ``where`` selects, read row by row (the slow path, taken
+    only when some user's zone cannot be read); the unreadable ones go to ``bad``."""
+    ids = [int(i) for i in conn.execute(sa.select(users.c.id).where(*where)).scalars()]
+    query = sa.select(users.c.id, users.c.tz)
+    names: set[str] = set()
+    for chunk in _chunks(ids):
+        rows, unreadable = quarantine.read_rows(conn, query, users.c.id, chunk)
+        bad.update(unreadable)
+        for row in rows:
+            problem = quarantine.text_problem(row.tz, "tz", required=True)
+            if problem:
+                bad[int(row.id)] = problem
+            else:
+                names.add(row.tz)
+    return sorted(names)
 
 
 def _by_zone(zones: Iterable[ZoneDay], value: Any, type_: Any) -> sa.ColumnElement[Any]:
@@ -259,9 +298,10 @@ def due_query(
         day = _by_zone(chosen, lambda z: z.today, sa.Date())
         condition = u.digest_time <= _by_zone(chosen, lambda z: z.cutoff, sa.Text())
     return (
-        sa.select(u.id, u.account_id, u.email, u.tz, day.label("local_date"))
+        sa.select(u.id, u.account_id, u.tz, day.label("local_date"))
         .where(
             u.digest_enabled,
+            quarantine.active(users),
             u.tz.in_([z.tz for z in chosen]),
             condition,
             _no_digest_on(day),
@@ -283,16 +323,50 @@ def due_page(
     size: int = PAGE,
     lock: bool = False,
 ) -> list[DueUser]:
-    """One page of due users, ordered by id; ``lock``: claim their rows (SKIP LOCKED)."""
+    """One page of due users, ordered by id; ``lock``: claim their rows (SKIP LOCKED).
+    A user whose address cannot be read comes with its ``problem``."""
     query = due_query(zones, options, catch_up=catch_up, after=after, size=size)
     if query is None:
         return []
     if lock:
         query = dialect.claim(query, conn, key_share=True)
+    page = list(conn.execute(query))
+    found, bad = _read_users(conn, [int(r.id) for r in page])
     return [
-        DueUser(int(r.id), int(r.account_id), r.email, r.tz, _as_date(r.local_date))
-        for r in conn.execute(query)
+        DueUser(
+            int(r.id),
+            int(r.account_id),
+            found[int(r.id)].email if int(r.id) in found else "",
+            r.tz,
+            _as_date(r.local_date),
+            problem=bad.get(int(r.id)),
+        )
+        for r in page
+        if int(r.id) in found or int(r.id) in bad
     ]
+
+
+def _read_users(conn: sa.Connection, user_ids: list[int]) -> tuple[dict[int, Any], dict[int, str]]:
+    """The users' rows (email, tz, digest_enabled) by id, and those that cannot be
+    used, with the reason."""
+    query = sa.select(users.c.id, users.c.email, users.c.tz, users.c.digest_enabled)
+    rows, bad = quarantine.read_rows(conn, query, users.c.id, user_ids)
+    found = {}
+    for row in rows:
+        problem = quarantine.first_problem(
+            quarantine.text_problem(row.email, "email", required=True),
+            quarantine.text_problem(row.tz, "tz", required=True),
+        )
+        if problem is None:
+            try:
+                parse_timezone(row.tz)
+            except ValidationError:
+                problem = f"tz {row.tz[:60]!r} is not a known time zone"
+        if problem:
+            bad[int(row.id)] = problem
+        else:
+            found[int(row.id)] = row
+    return found, bad
 
 
 def _as_date(value: Any) -> date:
@@ -301,11 +375,12 @@ def _as_date(value: Any) -> date:
 
 def deferred_query(options: DigestOptions, *, after: int = 0, size: int = PAGE) -> sa.Select[Any]:
     """The next page of deferred days to retry (digest id > ``after``), oldest first."""
-    d, u = digests.c, users.c
+    d = digests.c
     query = (
-        sa.select(d.id, d.user_id, d.account_id, d.local_date, u.email, u.tz, u.digest_enabled)
+        sa.select(d.id, d.user_id, d.account_id, d.local_date)
         .select_from(digests.join(users, users.c.id == d.user_id))
         .where(d.status == "deferred", d.id > after, *_scope(digests, options))
+        .where(quarantine.active(users))
         .order_by(d.id)
         .limit(size)
     )
@@ -326,18 +401,24 @@ def deferred_page(
     query = deferred_query(options, after=after, size=size)
     if lock:
         query = dialect.claim(query, conn, key_share=True)
-    return [
-        DueUser(
-            int(r.user_id),
-            int(r.account_id),
-            r.email,
-            r.tz,
-            _as_date(r.local_date),
-            digest_id=int(r.id),
-            enabled=bool(r.digest_enabled),
+    page = list(conn.execute(query))
+    found, bad = _read_users(conn, sorted({int(r.user_id) for r in page}))
+    days = []
+    for r in page:
+        user = found.get(int(r.user_id))
+        days.append(
+            DueUser(
+                int(r.user_id),
+                int(r.account_id),
+                user.email if user else "",
+                user.tz if user else "UTC",
+                _as_date(r.local_date),
+                digest_id=int(r.id),
+                enabled=bool(user.digest_enabled) if user else False,
+                problem=None if user else bad.get(int(r.user_id), "the user cannot be read"),
+            )
         )
-        for r in conn.execute(query)
-    ]
+    return days
 
 
 # --- building one digest (pure) --------------------------------------------------------
@@ -427,6 +508,7 @@ class _Page:
     prepaid: dict[int, quota.Reservation] = field(default_factory=dict)
     handled: int = 0  # digest days this transaction took
     exhausted: bool = False
+    found: quarantine.Found = field(default_factory=quarantine.Found)
 
 
 class DigestRun:
@@ -438,8 +520,10 @@ class DigestRun:
         self.db = db
         self.settings = settings
         self.options = options
+        self.start = now
         self.now = leases.clock_from(now)  # ``now`` advanced by the time run since
         self.max_items = settings.digest_max_items
+        self.max_body = settings.digest_max_body_chars
         self.catch_up_days = settings.digest_catch_up_days
         self.retention = settings.digest_retention
         self.quota_limit = quota.daily_limit(settings)
@@ -448,6 +532,7 @@ class DigestRun:
         self.prepaid: dict[int, quota.Reservation] = {}
         self.exhausted = False  # the day's budget ran out during this run
         self.handled = 0
+        self.found = quarantine.Found()  # rows quarantined (schedctl.quarantine)
 
     @property
     def room(self) -> int:
@@ -463,6 +548,7 @@ class DigestRun:
         self.prepaid.update(page.prepaid)
         self.handled += page.handled
         self.exhausted = self.exhausted or page.exhausted
+        self.found.merge(page.found)
         return last
 
     # ------------------------------------------------------------------ claiming
@@ -488,7 +574,25 @@ class DigestRun:
         page = deferred_page(conn, self.options, after=after, size=self.room, lock=True)
         if not page:
             return None
-        return self._fill(conn, page, retried=True), max(_id(p) for p in page)
+        usable, found = self._set_aside(conn, page)
+        done = self._fill(conn, usable, retried=True)
+        done.found.merge(found)
+        return done, max(_id(p) for p in page)
+
+    def load_zones(self) -> dict[str, ZoneDay]:
+        """The zones of the opted-in users; users whose zone cannot be read are
+        quarantined (in a transaction of their own, the reading one is read-only)."""
+
+        def read(conn: sa.Connection) -> tuple[dict[str, ZoneDay], dict[int, str]]:
+            bad: dict[int, str] = {}
+            zones = load_zones(conn, self.start, self.options, self.catch_up_days, bad)
+            return zones, bad
+
+        zones, bad = self.db.transaction(read, read_only=True)
+        if bad:
+            self.db.transaction(lambda conn: quarantine.mark(conn, users, bad, self.now()))
+            self.found.add("users", bad)
+        return zones
 
     def claim_due(self, zones: dict[str, ZoneDay], *, catch_up: bool) -> None:
         """Claim and build every due user's digest, a page per transaction."""
@@ -509,7 +613,20 @@ class DigestRun:
         )
         if not page:
             return None
-        return self._fill(conn, self._insert_days(conn, page), retried=False), page[-1].user_id
+        usable, found = self._set_aside(conn, page)
+        done = self._fill(conn, self._insert_days(conn, usable), retried=False)
+        done.found.merge(found)
+        return done, page[-1].user_id
+
+    def _set_aside(
+        self, conn: sa.Connection, page: list[DueUser]
+    ) -> tuple[list[DueUser], quarantine.Found]:
+        """Quarantine the page's users that cannot be used; the others."""
+        bad = {p.user_id: p.problem for p in page if p.problem is not None}
+        quarantine.mark(conn, users, bad, self.now())
+        found = quarantine.Found()
+        found.add("users", bad)
+        return [p for p in page if p.problem is None], found
 
     def _insert_days(self, conn: sa.Connection, page: list[DueUser]) -> list[DueUser]:
         """Insert the page's (user, local_date) rows; those another process has are left."""
@@ -563,7 +680,7 @@ class DigestRun:
             for day in owners.values():
                 outcome[_id(day)] = {"status": "deferred", "items": 0}
             owners = {}
-        built = self._build(conn, owners, pending, outcome)
+        built = self._build(conn, owners, pending, outcome, page.found)
 
         new: list[tuple[DueUser, NewMessage, quota.Reservation | None]] = []
         for day, message in built:
@@ -664,39 +781,27 @@ class DigestRun:
         owners: dict[int, DueUser],
         pending: dict[int, list[int]],
         outcome: dict[int, dict[str, Any]],
+        found: quarantine.Found,
     ) -> list[tuple[DueUser, NewMessage]]:
-        """Render each owner's digest from their newest ``max_items`` notifications."""
-        listed = [i for user in owners for i in pending[user][-self.max_items :]]
-        n = notifications.c
-        rows: dict[int, list[Any]] = {}
-        for chunk in _chunks(listed):
-            query = sa.select(n.id, n.user_id, n.digest_key, n.title, n.body, n.created_at).where(
-                n.id.in_(chunk)
-            )
-            for row in conn.execute(query):
-                rows.setdefault(int(row.user_id), []).append(row)
+        """Render each owner's digest from their newest ``max_items`` notifications.
+
+        A notification that cannot be read or rendered is quarantined and taken out
+        of ``pending`` (so it is neither listed, counted nor consumed); an older one
+        takes its place in the list.
+        """
+        items, bad = self._read_items(conn, owners, pending)
         built = []
         for user_id, day in owners.items():
-            zone = ZoneInfo(day.tz)
-            items = [
-                Item(
-                    r.title, r.body, f"{r.created_at.astimezone(zone):%Y-%m-%d %H:%M}", r.digest_key
-                )
-                for r in sorted(rows.get(user_id, []), key=lambda r: int(r.id))
-            ]
-            try:
-                subject, text, html = render_digest(
-                    day.local_date,
-                    items,
-                    len(pending[user_id]),
-                    unsubscribe_url=self._unsubscribe_url(day),
-                )
-            except Exception:  # one user's bad data must not stop everyone's digest
-                log.exception(
-                    "user %s: the digest for %s could not be built", user_id, day.local_date
-                )
+            listed = [(i, items[i]) for i in pending[user_id][-self.max_items :]]
+            rendered = self._render(day, listed, len(pending[user_id]), bad)
+            pending[user_id] = [i for i in pending[user_id] if i not in bad]
+            if not pending[user_id]:  # every one of them was quarantined
+                outcome[_id(day)] = {"status": "skipped", "items": 0}
+                continue
+            if rendered is None:
                 outcome[_id(day)] = {"status": "failed", "items": 0}
                 continue
+            subject, text, html = rendered
             built.append(
                 (
                     day,
@@ -713,7 +818,82 @@ class DigestRun:
                     ),
                 )
             )
+        quarantine.mark(conn, notifications, bad, self.now())
+        found.add("notifications", bad)
         return built
+
+    def _read_items(
+        self, conn: sa.Connection, owners: dict[int, DueUser], pending: dict[int, list[int]]
+    ) -> tuple[dict[int, Item], dict[int, str]]:
+        """The owners' newest ``max_items`` notifications as digest items (by id), and
+        those that cannot be read ({id: reason}), which leave ``pending``; repeated
+        until each owner's newest ``max_items`` are all readable."""
+        n = notifications.c
+        query = sa.select(
+            n.id, n.user_id, n.digest_key, *read_limited(n.title, MAX_TITLE),
+            *read_limited(n.body, self.max_body), n.created_at,
+        )  # fmt: skip
+        items: dict[int, Item] = {}
+        bad: dict[int, str] = {}
+        while wanted := [
+            i for user in owners for i in pending[user][-self.max_items :] if i not in items
+        ]:
+            for chunk in _chunks(wanted):
+                rows, unreadable = quarantine.read_rows(conn, query, n.id, chunk)
+                bad.update(unreadable)
+                for row in rows:
+                    item, problem = self._item(row, owners[int(row.user_id)])
+                    if item is None:
+                        bad[int(row.id)] = problem or "cannot be read"
+                    else:
+                        items[int(row.id)] = item
+            for user in owners:
+                pending[user] = [i for i in pending[user] if i not in bad]
+        return items, bad
+
+    def _item(self, row: Any, day: DueUser) -> tuple[Item | None, str | None]:
+        """One notification as the digest lists it, or (None, why it cannot be)."""
+        problem = text_problem(row)
+        if problem is not None:
+            return None, problem
+        try:
+            local = f"{row.created_at.astimezone(ZoneInfo(day.tz)):%Y-%m-%d %H:%M}"
+        except (ValueError, OverflowError, KeyError) as exc:
+            return None, f"created_at cannot be shown ({type(exc).__name__}: {exc})"
+        title = clip(row.title, MAX_TITLE, row.title_length)
+        body = clip(row.body, self.max_body, row.body_length)
+        return Item(title or "", body, local, row.digest_key), None
+
+    def _render(
+        self, day: DueUser, listed: list[tuple[int, Item]], total: int, bad: dict[int, str]
+    ) -> tuple[str, str, str] | None:
+        """(subject, text, html) of one digest of ``listed`` ((id, item) pairs) out of
+        ``total``, or None when it cannot be rendered.
+
+        When the whole fails, each item is rendered alone: those that fail are
+        quarantined (added to ``bad``) and the digest is rendered without them.
+        """
+        url = self._unsubscribe_url(day)
+        try:
+            return render_digest(day.local_date, [i for _, i in listed], total, unsubscribe_url=url)
+        except Exception:  # one notification's content must not stop everyone's digest
+            log.debug("user %s: rendering the digest failed", day.user_id, exc_info=True)
+        kept = []
+        for notification_id, item in listed:
+            try:
+                render_digest(day.local_date, [item], 1)
+            except Exception as exc:
+                bad[notification_id] = f"cannot be rendered ({type(exc).__name__}: {exc})"
+            else:
+                kept.append(item)
+        try:
+            dropped = len(listed) - len(kept)
+            return render_digest(day.local_date, kept, total - dropped, unsubscribe_url=url)
+        except Exception:
+            log.exception(
+                "user %s: the digest for %s could not be built", day.user_id, day.local_date
+            )
+            return None
 
     def _unsubscribe_url(self, day: DueUser) -> str | None:
         base, secret = self.settings.unsubscribe_base_url, self.settings.unsubscribe_secret
@@ -761,9 +941,7 @@ def run_digest(
     check_delivery_settings(settings)  # a configuration error stops the run before any write
     run = DigestRun(db, settings, now, options)
     run.retry_deferred()
-    zones = db.transaction(
-        lambda conn: load_zones(conn, now, options, run.catch_up_days), read_only=True
-    )
+    zones = run.load_zones()
     if run.catch_up_days:
         run.claim_due(zones, catch_up=True)
     run.claim_due(zones, catch_up=False)
@@ -774,12 +952,14 @@ def run_digest(
     run.counts["digests_sent"] += sent["messages_sent"]
     run.counts["failed"] += sent["messages_failed"]
     run.counts["messages_deferred"] += sent["messages_deferred"]
+    run.counts["quarantined"] = run.found.total
+    run.found.warn("digest")
     return dict(run.counts)
 
 
 def digest_failed(counts: dict[str, Any]) -> bool:
-    """Whether some digests failed in this run (exit 1)."""
-    return bool(counts.get("failed"))
+    """Whether some digests failed, or rows were quarantined, in this run (exit 1)."""
+    return bool(counts.get("failed") or counts.get("quarantined"))
 
 
 # --- preview ---------------------------------------------------------------------------
@@ -800,7 +980,7 @@ def preview_digest(
 
         after = 0
         while room() and (page := deferred_page(conn, options, after=after)):
-            found.extend((p, True) for p in page[: room()])
+            found.extend((p, True) for p in page[: room()] if p.problem is None)
             after = max(p.digest_id or 0 for p in page)
         zones = load_zones(conn, now, options, catch_up_days)
         for catch_up in ([True] if catch_up_days else []) + [False]:
@@ -808,7 +988,7 @@ def preview_digest(
             while room() and (
                 page := due_page(conn, zones, options, catch_up=catch_up, after=after, size=room())
             ):
-                found.extend((p, False) for p in page)
+                found.extend((p, False) for p in page if p.problem is None)
                 after = page[-1].user_id
         return found
 

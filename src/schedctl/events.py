@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
+from schedctl import quarantine
 from schedctl.cadence import parse_timezone, to_instant
 from schedctl.config import Settings, duration_setting
 from schedctl.db import dialect
@@ -183,26 +184,65 @@ def plan_event(conn: sa.Connection, settings: Settings, event: Any, now: datetim
     return len(created) + changed
 
 
-def plan_event_messages(db: Database, settings: Settings, now: datetime) -> int:
-    """Plan the messages of every new or changed event; returns messages created/changed."""
+def event_problem(settings: Settings, event: Any) -> str | None:
+    """What makes an event row unusable (unreadable values, or messages that cannot
+    be rendered from it), or None; checked before any of its messages is written."""
+    problem = quarantine.first_problem(
+        quarantine.text_problem(event.name, "name", required=True),
+        quarantine.text_problem(event.contact, "contact"),
+        quarantine.text_problem(event.tz, "tz", required=True),
+    )
+    if problem is not None:
+        return problem
+    try:
+        _content(event, "init")
+        for reminder in reminders_for(settings):
+            _content(event, "reminder", reminder.label)
+    except Exception as exc:  # one event's content must not stop the tick
+        return f"its messages cannot be rendered ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _plan_batch(
+    conn: sa.Connection, settings: Settings, now: datetime
+) -> tuple[int, int, dict[int, str]]:
+    """Plan one batch of new or changed events: (messages created or changed, events
+    claimed, events quarantined {id: reason})."""
+    claim = (
+        sa.select(events.c.id)
+        .where(
+            sa.or_(events.c.planned_at.is_(None), events.c.planned_at < events.c.updated_at),
+            quarantine.active(events),
+        )
+        .order_by(events.c.id)
+        .limit(PLAN_BATCH)
+    )
+    ids = [int(i) for i in conn.execute(dialect.claim(claim, conn)).scalars()]
+    query = sa.select(events).order_by(events.c.id)
+    rows, bad = quarantine.read_rows(conn, query, events.c.id, ids)
+    planned = 0
+    for row in rows:
+        problem = event_problem(settings, row)
+        if problem is None:
+            planned += plan_event(conn, settings, row, now)
+        else:
+            bad[int(row.id)] = problem
+    quarantine.mark(conn, events, bad, now)
+    return planned, len(ids), bad
+
+
+def plan_event_messages(
+    db: Database, settings: Settings, now: datetime, found: quarantine.Found | None = None
+) -> int:
+    """Plan the messages of every new or changed event; returns messages created/changed.
+    The events quarantined on the way are added to ``found``."""
     reminders_for(settings)  # a bad [events] table fails before anything is written
     total = 0
     while True:
-
-        def work(conn: sa.Connection) -> tuple[int, int]:
-            query = (
-                sa.select(events)
-                .where(
-                    sa.or_(events.c.planned_at.is_(None), events.c.planned_at < events.c.updated_at)
-                )
-                .order_by(events.c.id)
-                .limit(PLAN_BATCH)
-            )
-            rows = list(conn.execute(dialect.claim(query, conn)))
-            return sum(plan_event(conn, settings, row, now) for row in rows), len(rows)
-
-        planned, seen = db.transaction(work)
+        planned, seen, bad = db.transaction(lambda conn: _plan_batch(conn, settings, now))
         total += planned
+        if found is not None:
+            found.add("events", bad)
         if seen < PLAN_BATCH:
             return total
 

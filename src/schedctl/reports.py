@@ -410,12 +410,12 @@ def _hide_password(text: str, url: str) -> str:
 
 
 def _csv(columns: list[str], rows: list[tuple[Any, ...]]) -> bytes:
-    from schedctl.delivery.templating import cell
+    from schedctl.delivery.templating import csv_cell
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(columns)
-    writer.writerows([cell(v) for v in row] for row in rows)
+    writer.writerow([csv_cell(c) for c in columns])
+    writer.writerows([csv_cell(v) for v in row] for row in rows)
     return buffer.getvalue().encode("utf-8")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from schedctl import leases
+from schedctl import leases, quarantine
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.dispatch import check_delivery_settings, dispatch_due
@@ -41,10 +41,13 @@ def run_tick(
     counts.update(run_schedules(db, settings, now, limit))
 
     # 2. Events: plan event messages (INIT, reminders).
-    counts["messages_planned"] = plan_event_messages(db, settings, now)
+    found = quarantine.Found()  # rows set aside as unreadable (schedctl.quarantine)
+    counts["messages_planned"] = plan_event_messages(db, settings, now, found)
 
     # 3. Critical notifications: one message each, sent by the dispatch below.
-    counts["notifications_queued"] = queue_critical_notifications(db, settings, now)
+    counts["notifications_queued"] = queue_critical_notifications(db, settings, now, found)
+    counts["quarantined"] = found.total
+    found.warn("tick")
 
     # 4. Dispatch due messages, including those enqueued by steps 1-3 (their send
     #    time is the tick's clock, so dispatch looks at the time that has passed since).
@@ -54,4 +57,6 @@ def run_tick(
 
 def tick_failed(counts: dict[str, Any]) -> bool:
     """Whether some items failed in this tick (exit 1: recorded, retried per policy)."""
-    return bool(counts.get("runs_failed") or counts.get("messages_failed"))
+    return bool(
+        counts.get("runs_failed") or counts.get("messages_failed") or counts.get("quarantined")
+    )

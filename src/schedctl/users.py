@@ -9,24 +9,31 @@ anything is written. Like the schedules module, every function filters by
 account for row-level security.
 
 Removing a user removes their notifications and digest tracking rows (ON DELETE
-CASCADE); messages already in the outbox stay.
+CASCADE); their unsent messages (digests, critical notifications) are skipped with
+reason USER_REMOVED and emptied of the notifications' text, after any dispatcher
+sending one of them right now has finished (it holds the message's lease); sent
+messages stay in the audit.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
+from schedctl import leases
 from schedctl.cadence import parse_hhmm, parse_timezone
+from schedctl.db import dialect
 from schedctl.db.database import Database
-from schedctl.db.schema import digests, notifications, users
+from schedctl.db.schema import digests, messages, notifications, users
 from schedctl.delivery.message import validate_email
-from schedctl.errors import ConflictError, NotFound, ValidationError
+from schedctl.errors import ConflictError, NotFound, TemporaryError, ValidationError
 from schedctl.ids import parse_id
+from schedctl.outbox import PENDING
 
 DEFAULT_TZ = "UTC"
 DEFAULT_DIGEST_AT = "08:00"
@@ -190,16 +197,100 @@ class Removed:
     email: str
     notifications_deleted: int
     digests_deleted: int
+    messages_skipped: int  # unsent mail that carried their notifications: skipped
 
 
-def remove_user(conn: sa.Connection, account_id: int, ref: str) -> Removed:
-    """Delete a user, and with it (cascade) their notifications and digest rows."""
+USER_REMOVED = "USER_REMOVED"  # the reason code of a removed user's unsent messages
+REMOVED_SUBJECT = "(removed: the user was deleted)"
+# How long `users remove` waits for a dispatcher sending one of the user's messages.
+REMOVE_WAIT = timedelta(seconds=30)
+_POLL = 0.5  # seconds between looks at those leases
+
+
+class UserBusy(TemporaryError):
+    """Some of the user's messages are being sent right now."""
+
+
+def _unsent_messages(conn: sa.Connection, account_id: int, user_id: int) -> list[Any]:
+    """The user's unsent messages (their digests and critical notifications), locked."""
+    m = messages.c
+    carried = sa.union(
+        sa.select(digests.c.message_id).where(digests.c.user_id == user_id),
+        sa.select(notifications.c.message_id).where(notifications.c.user_id == user_id),
+    ).subquery()
+    query = sa.select(m.id, m.lease_expires_at).where(
+        m.account_id == account_id,
+        m.status.in_(PENDING),
+        sa.or_(
+            m.id.in_(sa.select(carried.c.message_id)),
+            # a digest whose tracking row reconcile purged already
+            m.idempotency_key.startswith(f"digest:{user_id}:", autoescape=True),
+        ),
+    )
+    return list(conn.execute(dialect.lock_row(query, conn)))
+
+
+def remove_user(conn: sa.Connection, account_id: int, ref: str, now: datetime) -> Removed:
+    """Delete a user, and with it (cascade) their notifications and digest rows; their
+    unsent messages are skipped (USER_REMOVED) and emptied of the notifications' text.
+
+    A message of theirs under a live lease is being sent right now: UserBusy, and
+    nothing is changed (see :func:`remove_user_waiting`).
+    """
     row = find_user(conn, account_id, ref, lock=True)
+    # Lock their notifications first: a tick queueing one of them right now commits
+    # its message before we look for messages (and one that starts later skips them).
+    conn.execute(
+        dialect.lock_row(
+            sa.select(notifications.c.id).where(notifications.c.user_id == row.id), conn
+        )
+    )
+    unsent = _unsent_messages(conn, account_id, int(row.id))
+    busy = sum(1 for m in unsent if leases.is_live(m, now))
+    if busy:
+        raise UserBusy(
+            f"user {ref.strip()}: {busy} of their messages are being sent right now;"
+            " nothing was removed; try again shortly"
+        )
 
     def count(table: sa.Table) -> int:
         query = sa.select(sa.func.count()).select_from(table).where(table.c.user_id == row.id)
         return int(conn.execute(query).scalar_one())
 
-    removed = Removed(int(row.id), row.email, count(notifications), count(digests))
+    if unsent:
+        conn.execute(
+            messages.update()
+            .where(messages.c.id.in_([m.id for m in unsent]))
+            .values(
+                status="skipped",
+                reason_code=USER_REMOVED,
+                subject=REMOVED_SUBJECT,
+                body_text="",
+                body_html=None,
+                attachments=None,
+                next_attempt_at=None,
+                updated_at=now,
+                **leases.CLEARED,
+            )
+        )
+    removed = Removed(int(row.id), row.email, count(notifications), count(digests), len(unsent))
     conn.execute(users.delete().where(users.c.id == row.id, users.c.account_id == account_id))
     return removed
+
+
+def remove_user_waiting(
+    db: Database, account_id: int, ref: str, now: datetime, wait: timedelta | None = None
+) -> Removed:
+    """:func:`remove_user`, waiting up to ``wait`` for a dispatcher sending one of the
+    user's messages to record its outcome (then that message is sent, not skipped);
+    still busy after that: UserBusy (exit 75, nothing changed). ``wait`` defaults to
+    REMOVE_WAIT."""
+    clock = leases.clock_from(now)
+    deadline = clock() + (REMOVE_WAIT if wait is None else wait)
+    while True:
+        try:
+            return db.transaction(lambda conn: remove_user(conn, account_id, ref, clock()))
+        except UserBusy:
+            if clock() >= deadline:
+                raise
+        time.sleep(_POLL)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from jinja2 import UndefinedError
 
-from schedctl.delivery.templating import environment, render, render_pair, text_table
+from schedctl.delivery.templating import (
+    csv_cell,
+    environment,
+    render,
+    render_pair,
+    text_table,
+)
 
 EVIL = "<script>alert('x')</script>"
 
@@ -106,3 +113,26 @@ def test_text_table_alignment_and_clipping() -> None:
     assert lines[2].startswith("a  ")
     assert lines[3] == "long value"
     assert lines[4].startswith("x" * 39 + "…")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("=1+1", "'=1+1"),
+        ("+41 22 000", "'+41 22 000"),
+        ("-5", "'-5"),  # text, even when it looks like a number
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=cmd", "'\t=cmd"),
+        ("\r=cmd", "'\r=cmd"),
+        ("plain", "plain"),
+        ("a=b", "a=b"),
+        ("", ""),
+        (-5, "-5"),  # numbers from numeric columns stay numbers
+        (-1.5, "-1.5"),
+        (Decimal("-2.50"), "-2.50"),
+        (None, ""),
+        (datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=UTC), "2026-01-02 03:04:05+00:00"),
+    ],
+)
+def test_csv_cell_neutralises_formula_text_only(value: object, expected: str) -> None:
+    assert csv_cell(value) == expected

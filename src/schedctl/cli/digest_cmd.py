@@ -92,7 +92,8 @@ def digest_command(
             f"{c['users_due']} user(s) due: {c['digests_created']} digest(s) built"
             f" ({c['notifications_digested']} notifications), {c['skipped_empty']} skipped"
             f" (nothing new), {c['deferred_quota']} deferred (quota), {c['failed']} failed;"
-            f" {c['digests_sent']} digest mail(s) sent",
+            f" {c['digests_sent']} digest mail(s) sent"
+            + (f"; {c['quarantined']} row(s) quarantined" if c["quarantined"] else ""),
         )
     if result.exit_code:
         raise typer.Exit(result.exit_code)

@@ -138,7 +138,8 @@ def remove_command(
         bool, typer.Option("--yes", help="Really remove it, its notifications and digests.")
     ] = False,
 ) -> None:
-    """Remove a user with their notifications and digest history (needs --yes)."""
+    """Remove a user with their notifications and digest history (needs --yes); their
+    unsent messages are skipped (USER_REMOVED)."""
     from schedctl import users
 
     users.user_condition(user)
@@ -149,7 +150,7 @@ def remove_command(
 
     def work(db: Database) -> CommandResult:
         account_id = scope_to_account(db, account)
-        removed = db.transaction(lambda conn: users.remove_user(conn, account_id, user))
+        removed = users.remove_user_waiting(db, account_id, user, db.now())
         return CommandResult(
             {
                 "id": str(removed.id),
@@ -157,6 +158,7 @@ def remove_command(
                 "removed": True,
                 "notifications_deleted": removed.notifications_deleted,
                 "digests_deleted": removed.digests_deleted,
+                "messages_skipped": removed.messages_skipped,
             }
         )
 
@@ -164,7 +166,8 @@ def remove_command(
     current().output.result(
         data,
         f"removed user {data['id']} {data['email']}, {data['notifications_deleted']}"
-        f" notification(s) and {data['digests_deleted']} digest record(s)",
+        f" notification(s) and {data['digests_deleted']} digest record(s);"
+        f" {data['messages_skipped']} unsent message(s) skipped ({users.USER_REMOVED})",
     )
 
 

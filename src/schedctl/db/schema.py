@@ -6,6 +6,8 @@ build queries and, in the tests, to prove each dialect's migrations match it.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
@@ -252,6 +254,13 @@ quota_alerts = sa.Table(
     sa.Column("sent_at", UTCDateTime, nullable=False),
 )
 
+
+def quarantine_columns() -> list[sa.Column[Any]]:
+    """A table applications write: a row schedctl could not read or render is set
+    aside (schedctl.quarantine) with when and why."""
+    return [sa.Column("quarantined_at", UTCDateTime), sa.Column("quarantine_reason", sa.Text)]
+
+
 events = sa.Table(
     "events",
     metadata,
@@ -265,6 +274,7 @@ events = sa.Table(
     sa.Column("planned_at", UTCDateTime),  # NULL or < updated_at: tick (re)plans it
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    *quarantine_columns(),
     sa.UniqueConstraint("id", "account_id", name="events_id_account_key"),
     sqlite_autoincrement=True,
 )
@@ -286,6 +296,7 @@ users = sa.Table(
     sa.Column("digest_time", sa.Text, nullable=False, server_default=sa.text("'08:00'")),
     sa.Column("created_at", UTCDateTime, nullable=False, server_default=_NOW_DEFAULT),
     sa.Column("updated_at", UTCDateTime, nullable=False, server_default=_NOW_DEFAULT),
+    *quarantine_columns(),
     sa.UniqueConstraint("account_id", "email", name="users_account_email_key"),
     sa.UniqueConstraint("id", "account_id", name="users_id_account_key"),
     sqlite_autoincrement=True,
@@ -359,7 +370,10 @@ notifications = sa.Table(
     sa.Column("digest_id", Id),
     sa.Column("message_id", Id),
     sa.Column("consumed_at", UTCDateTime),
+    *quarantine_columns(),
     sa.CheckConstraint("priority IN ('normal', 'critical')", name="notifications_priority_check"),
+    # The title is never blank: notifications_title_check, a CHECK constraint on
+    # PostgreSQL and two triggers on SQLite (sql/*/0011_data_integrity.sql).
     sa.Index(
         "notifications_undigested",
         "user_id",

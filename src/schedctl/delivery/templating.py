@@ -14,9 +14,11 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-__all__ = ["cell", "environment", "render", "render_pair", "text_table"]
+__all__ = ["cell", "csv_cell", "environment", "render", "render_pair", "text_table"]
 
 _MAX_CELL_WIDTH = 40
+# What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def cell(value: object) -> str:
@@ -26,6 +28,17 @@ def cell(value: object) -> str:
     if isinstance(value, datetime):
         return value.replace(microsecond=0).isoformat(sep=" ")
     return str(value)
+
+
+def csv_cell(value: object) -> str:
+    """One CSV cell: :func:`cell`, with text that a spreadsheet would run as a formula
+    (starting with ``= + - @``, tab or carriage return) prefixed with a single quote, as
+    OWASP recommends. Only text is neutralised: a number from a numeric column (-5,
+    -1.5, a Decimal) stays a number."""
+    text = cell(value)
+    if isinstance(value, str) and text.startswith(_FORMULA_START):
+        return "'" + text
+    return text
 
 
 def text_table(rows: Iterable[Sequence[object]], columns: Sequence[str]) -> str:
