@@ -32,6 +32,7 @@ from typing import Any
 
 from schedctl.distribute import config as dist
 from schedctl.errors import ConfigError, ValidationError, did_you_mean, quoted
+from schedctl.redaction import redact, remember, secrets_in
 
 DEFAULT_DATABASE_URL = "sqlite:///schedctl.db"
 ENV_PREFIX = "SCHEDCTL_"
@@ -325,16 +326,20 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """The secret values in force, for redaction of any text we print."""
-        values: list[Any] = [_url_password(url) for url in self.database_urls()]
+        from schedctl.db.engine import url_secrets
+
+        values: list[Any] = [s for url in self.database_urls() for s in url_secrets(url)]
         for name in SECRET_KEYS:
             value = getattr(self, name)
-            values.extend(value.values() if isinstance(value, Mapping) else [value])
-        return [v for v in values if isinstance(v, str) and len(v) >= 4]
+            urls = value.values() if isinstance(value, Mapping) else [value]
+            # A secret URL (a ping or webhook URL) is masked whole, its password too.
+            values.extend(urls)
+            values.extend(s for url in urls if isinstance(url, str) for s in secrets_in(url))
+        return [v for v in values if isinstance(v, str)]
 
     def redact(self, text: str) -> str:
-        for secret in sorted(self.secrets(), key=len, reverse=True):
-            text = text.replace(secret, "***")
-        return text
+        """`text` with every secret masked (schedctl.redaction), these settings' too."""
+        return redact(text, self.secrets())
 
 
 def _declare() -> dict[str, Setting]:
@@ -365,17 +370,6 @@ SCHEMA: Mapping[str, Setting] = _declare()
 
 # Settings whose values are secrets: never printed, logged or shown in tracebacks.
 SECRET_KEYS = frozenset(name for name, spec in SCHEMA.items() if spec.secret)
-
-
-def _url_password(url: str) -> str | None:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        password = make_url(url).password
-        return None if password is None else str(password)
-    except (ArgumentError, ValueError):
-        return None
 
 
 def _range(spec: Setting) -> str:
@@ -595,6 +589,7 @@ def load_settings(
             # it is refused now, not on the day the override goes away.
             _check(spec, *file_values[name], text=False)
     settings = Settings(file_tables=tables, **values)
+    remember(*settings.secrets())
     _check_mail(settings, origins)
     _check_distribute(settings, origins)
     return settings
