@@ -132,15 +132,13 @@ def _http_url(value: str) -> str | None:
 
     try:
         parts = urlsplit(value)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+        usable = usable and (parts.port or 0) >= 0  # .port refuses a port that is no number
     except ValueError:
-        parts = None
-    if (
-        parts is None
-        or parts.scheme not in ("http", "https")
-        or not parts.netloc
-        or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value)
-    ):
-        return "must be an http:// or https:// URL"  # never quoted: it may hold a secret
+        usable = False
+    if not usable or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        # Never quoted: it may hold a secret (a token in the path, user:password@).
+        return "must be an http:// or https:// URL with a host"
     return None
 
 
