@@ -14,7 +14,7 @@ No schedctl imports: every layer may use it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import unquote
 
@@ -33,11 +33,9 @@ _SECRET_SETTING = re.compile(
     r"""(?P<value>'(?:[^'\\]|\\.)*'?|"(?:[^"\\]|\\.)*"?|[^\s&#'"<>]+)""",
     re.IGNORECASE,
 )
-# scheme://user:password@ -- the password runs to the token's last @, so that none of
-# it shows however a parser splits a password holding @, / or ?.
-_URL_PASSWORD = re.compile(
-    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/?#@'\"<>]*:)(?P<value>[^\s'\"<>]*)(?P<at>@)"
-)
+# Where a URL (or the run of text around one) ends, and where its user name does.
+_TOKEN_END = re.compile(r"[\s'\"<>]")
+_USER_END = re.compile(r"[:/?#@]")
 
 _remembered: set[str] = set()
 
@@ -55,14 +53,14 @@ def forget_all() -> None:
 def secrets_in(text: str) -> list[str]:
     """The secret values `text` carries where `redact` would mask them (a URL's
     password, secret settings' values), as written and percent-decoded."""
-    found: list[str] = []
-    for pattern in (_URL_PASSWORD, _SECRET_SETTING):
-        for match in pattern.finditer(text):
-            value = match["value"]
-            if value[:1] in "'\"" and value[-1:] == value[:1] and len(value) > 1:
-                value = value[1:-1]
-            found.extend(dict.fromkeys([value, unquote(value)]))
-    return [v for v in found if v]
+    values = [text[start:end] for start, end in _url_passwords(text)]
+    for match in _SECRET_SETTING.finditer(text):
+        value = match["value"]
+        if value[:1] in "'\"" and value[-1:] == value[:1] and len(value) > 1:
+            value = value[1:-1]
+        values.append(value)
+    found = [form for value in values for form in (value, unquote(value))]
+    return [v for v in dict.fromkeys(found) if v]
 
 
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
@@ -71,8 +69,34 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     values = {s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH} | _remembered
     for value in sorted(values, key=len, reverse=True):
         text = text.replace(value, MASK)
-    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}{m['at']}", text)
+    text = _mask_url_passwords(text)
     return _SECRET_SETTING.sub(lambda m: f"{m['key']}{m['eq']}{MASK}", text)
+
+
+def _url_passwords(text: str) -> Iterator[tuple[int, int]]:
+    """Where the passwords of ``scheme://user:password@`` in `text` are (start, end).
+
+    A password runs to the last @ before the URL ends (at a space, a quote or <>), so
+    that none of it shows however a parser splits one holding @, / or ?. One pass:
+    each URL is looked at once, whatever the text holds.
+    """
+    start = text.find("://")
+    while start != -1:
+        token_end = _TOKEN_END.search(text, start)
+        end = token_end.start() if token_end else len(text)
+        user_end = _USER_END.search(text, start + 3, end)
+        at = text.rfind("@", start + 3, end)
+        if user_end and user_end[0] == ":" and at > user_end.start():
+            yield user_end.end(), at
+        start = text.find("://", end)
+
+
+def _mask_url_passwords(text: str) -> str:
+    pieces, done = [], 0
+    for start, end in _url_passwords(text):
+        pieces += [text[done:start], MASK]
+        done = end
+    return "".join([*pieces, text[done:]])
 
 
 def redact_data(value: Any) -> Any:
