@@ -176,12 +176,14 @@ def test_ping_url_credentials_are_sent_as_basic_auth_never_printed(
 def test_ping_url_with_credentials_but_no_usable_host_is_refused(
     cli, db_url: str, url: str
 ) -> None:
-    for args, env in [
-        (["heartbeat", "--ping-url", url], {}),
-        (["heartbeat"], {"SCHEDCTL_PING_URL": url}),
+    for args, env, code in [
+        (["heartbeat", "--ping-url", url], {}, 2),
+        (["heartbeat"], {"SCHEDCTL_PING_URL": url}, 2),
+        (["heartbeat", "--check", "--ping-url", url], {}, 3),
+        (["heartbeat", "--check"], {"SCHEDCTL_PING_URL": url}, 3),
     ]:
         result = cli(*args, db_url=db_url, env=env)
-        assert result.returncode == 2, result.stderr
+        assert result.returncode == code, result.stderr
         assert result.stderr.startswith("schedctl: error: "), result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "S3cret" not in result.stdout + result.stderr

@@ -44,6 +44,7 @@ def nothing_remembered() -> Iterator[None]:
         "connection string: host=h password = 'S3 cret' dbname=x",
         'settings: sslpassword="S3 cret" user=x',
         "smtp: SMTP_PASSWORD=S3cret",
+        "https://api.example/x?client_secret=S3cret&Pwd=S3cretA&credentials=S3cretB",
     ],
 )
 def test_secrets_a_text_gives_away_are_masked(text: str) -> None:
