@@ -24,6 +24,7 @@ class ScriptedHTTPServer:
             raise ValueError(mode)
         self.mode = mode
         self.requests: list[tuple[str, str, bytes]] = []
+        self.authorizations: list[str | None] = []  # each request's Authorization header
         self._released = threading.Event()
         self._lock = threading.Lock()
         recorder = self
@@ -34,6 +35,7 @@ class ScriptedHTTPServer:
                 body = self.rfile.read(length) if length else b""
                 with recorder._lock:
                     recorder.requests.append((self.command, self.path, body))
+                    recorder.authorizations.append(self.headers.get("Authorization"))
                     turn = len(recorder.requests)
                 mode = recorder.mode
                 if mode == "hang/trickle":

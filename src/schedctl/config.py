@@ -32,6 +32,7 @@ from typing import Any
 
 from schedctl.distribute import config as dist
 from schedctl.errors import ConfigError, ValidationError, did_you_mean, quoted
+from schedctl.redaction import redact, remember, secrets_in
 
 DEFAULT_DATABASE_URL = "sqlite:///schedctl.db"
 ENV_PREFIX = "SCHEDCTL_"
@@ -131,15 +132,13 @@ def _http_url(value: str) -> str | None:
 
     try:
         parts = urlsplit(value)
+        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
+        usable = usable and (parts.port or 0) >= 0  # .port refuses a port that is no number
     except ValueError:
-        parts = None
-    if (
-        parts is None
-        or parts.scheme not in ("http", "https")
-        or not parts.netloc
-        or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value)
-    ):
-        return "must be an http:// or https:// URL"  # never quoted: it may hold a secret
+        usable = False
+    if not usable or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        # Never quoted: it may hold a secret (a token in the path, user:password@).
+        return "must be an http:// or https:// URL with a host"
     return None
 
 
@@ -328,16 +327,20 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """The secret values in force, for redaction of any text we print."""
-        values: list[Any] = [_url_password(url) for url in self.database_urls()]
+        from schedctl.db.engine import url_secrets
+
+        values: list[Any] = [s for url in self.database_urls() for s in url_secrets(url)]
         for name in SECRET_KEYS:
             value = getattr(self, name)
-            values.extend(value.values() if isinstance(value, Mapping) else [value])
-        return [v for v in values if isinstance(v, str) and len(v) >= 4]
+            urls = value.values() if isinstance(value, Mapping) else [value]
+            # A secret URL (a ping or webhook URL) is masked whole, its password too.
+            values.extend(urls)
+            values.extend(s for url in urls if isinstance(url, str) for s in secrets_in(url))
+        return [v for v in values if isinstance(v, str)]
 
     def redact(self, text: str) -> str:
-        for secret in sorted(self.secrets(), key=len, reverse=True):
-            text = text.replace(secret, "***")
-        return text
+        """`text` with every secret masked (schedctl.redaction), these settings' too."""
+        return redact(text, self.secrets())
 
 
 def _declare() -> dict[str, Setting]:
@@ -368,17 +371,6 @@ SCHEMA: Mapping[str, Setting] = _declare()
 
 # Settings whose values are secrets: never printed, logged or shown in tracebacks.
 SECRET_KEYS = frozenset(name for name, spec in SCHEMA.items() if spec.secret)
-
-
-def _url_password(url: str) -> str | None:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        password = make_url(url).password
-        return None if password is None else str(password)
-    except (ArgumentError, ValueError):
-        return None
 
 
 def _range(spec: Setting) -> str:
@@ -598,6 +590,7 @@ def load_settings(
             # it is refused now, not on the day the override goes away.
             _check(spec, *file_values[name], text=False)
     settings = Settings(file_tables=tables, **values)
+    remember(*settings.secrets())
     _check_mail(settings, origins)
     _check_distribute(settings, origins)
     return settings

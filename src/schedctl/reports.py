@@ -400,13 +400,10 @@ def unscoped_reason(conn: sa.Connection) -> str | None:
 
 
 def _hide_password(text: str, url: str) -> str:
-    from schedctl.db.engine import parse_url
+    from schedctl.db.engine import url_secrets
+    from schedctl.redaction import redact
 
-    try:
-        password = parse_url(url).password
-    except ConfigError:
-        return text
-    return text.replace(str(password), "***") if password else text
+    return redact(text, url_secrets(url))
 
 
 def _csv(columns: list[str], rows: list[tuple[Any, ...]]) -> bytes:

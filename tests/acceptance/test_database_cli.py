@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from conftest import PG_HOST, PG_PORT
+from rls_helpers import connect_pg
 from schedctl.db.database import Database
-from schedctl.db.migrations import expected_version
-from schedctl.db.schema import schema_migrations
+from schedctl.db.migrations import expected_version, upgrade
+from schedctl.db.schema import heartbeats, schema_migrations
 
 
 def test_db_upgrade_twice(cli, empty_db_url: str) -> None:
@@ -46,6 +51,78 @@ def test_db_upgrade_from_two_processes_at_once(empty_db_url: str) -> None:
         rows = db.scalar(sa.select(sa.func.count()).select_from(schema_migrations))
     assert sorted(applied) == [0, 0, 0, expected]
     assert rows == expected
+
+
+@contextmanager
+def table_rights_only(db_url: str) -> Iterator[str]:
+    """A URL of `db_url`'s database for a new login role with only SELECT, INSERT,
+    UPDATE and DELETE on its tables: it may not create a table."""
+    role = f"schedctl_weak_{uuid.uuid4().hex[:12]}"
+    dbname = str(sa.engine.make_url(db_url).database)
+    with connect_pg("postgres") as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')  # type: ignore[arg-type]
+    try:
+        with connect_pg(dbname) as conn:
+            conn.execute(
+                f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"'  # type: ignore[arg-type]
+            )
+            conn.execute(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{role}"')  # type: ignore[arg-type]
+        yield f"postgresql+psycopg://{role}@{PG_HOST}:{PG_PORT}/{dbname}"
+    finally:
+        with connect_pg(dbname) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')  # type: ignore[arg-type]
+        with connect_pg("postgres") as admin:
+            admin.execute(f'DROP ROLE "{role}"')  # type: ignore[arg-type]
+
+
+def _versions_and_heartbeats(db_url: str) -> tuple[list[int], int]:
+    with Database(db_url) as db:
+        versions = db.transaction(
+            lambda c: list(c.execute(sa.select(schema_migrations.c.version)).scalars()),
+            read_only=True,
+        )
+        beats = db.scalar(sa.select(sa.func.count()).select_from(heartbeats))
+    return sorted(versions), beats
+
+
+postgresql_only = pytest.mark.parametrize(
+    "dialect", [pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+
+
+@postgresql_only
+def test_upgrade_of_an_up_to_date_schema_needs_no_create_privilege(cli, db_url: str) -> None:
+    with table_rights_only(db_url) as url:
+        result = cli("db", "upgrade", db_url=url)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("schema up to date at version"), result.stdout
+        as_json = cli("db", "upgrade", "--json", db_url=url)
+        assert as_json.returncode == 0, as_json.stderr
+        data = json.loads(as_json.stdout)
+        assert (data["applied"], data["version"]) == ([], expected_version("postgresql"))
+
+
+@postgresql_only
+def test_a_migration_the_role_may_not_apply_is_one_line_exit_2_nothing_written(
+    cli, empty_db_url: str
+) -> None:
+    newest = expected_version("postgresql")
+    with Database(empty_db_url) as db:
+        upgrade(db, target=newest - 1)  # by the superuser
+    before = _versions_and_heartbeats(empty_db_url)
+    assert before[0] == list(range(1, newest))
+    with table_rights_only(empty_db_url) as url:
+        for flags in ([], ["--json"]):
+            result = cli("db", "upgrade", *flags, db_url=url)
+            assert result.returncode == 2, result.stderr
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1, lines
+            assert "internal error" not in lines[0]
+            assert "permission denied" in lines[0], lines[0]
+            assert "as a role that may create tables" in lines[0], lines[0]
+            if flags:
+                assert json.loads(result.stdout)["error"]["code"] == 2
+    assert _versions_and_heartbeats(empty_db_url) == before
 
 
 def test_commands_refuse_a_database_that_was_never_upgraded(cli, empty_db_url: str) -> None:

@@ -323,3 +323,22 @@ def test_a_failed_command_records_its_failure(run, db_url: str) -> None:
     result = run("suppressions", "list", db_url=db_url)
     assert result.returncode == 1, result.stderr
     assert _heartbeats(db_url) == [("suppressions list", "failed", 1)]
+
+
+@needs_setpriv
+@pytest.mark.parametrize("what", ["file", "directory"])
+def test_upgrade_of_an_up_to_date_read_only_sqlite_file_says_so(
+    sqlite_url: tuple[str, Path], config: dict[str, str], what: str
+) -> None:
+    url, path = sqlite_url
+    before = _dump(url)
+    (path if what == "file" else path.parent).chmod(0o444 if what == "file" else 0o555)
+    result = _run_without_override("db", "upgrade", db_url=url, config=config)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("schema up to date at version"), result.stdout
+    as_json = _run_without_override("db", "upgrade", "--json", db_url=url, config=config)
+    assert as_json.returncode == 0, as_json.stderr
+    assert '"applied": []' in as_json.stdout
+    path.parent.chmod(0o755)
+    path.chmod(0o644)
+    assert _dump(url) == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -138,3 +139,51 @@ def test_job_commands_ping_their_configured_url(
     result = cli("--config", str(config), "db", "status", db_url=db_url)
     assert result.returncode == 0, result.stderr
     assert http_server.paths == ["/p/db-status/start", "/p/db-status"]
+
+
+def _with_credentials(url: str, userinfo: str) -> str:
+    return url.replace("http://", f"http://{userinfo}@", 1)
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_ping_url_credentials_are_sent_as_basic_auth_never_printed(
+    cli, db_url: str, http_server, tmp_path: Path
+) -> None:
+    record(db_url, "tick", T0)
+    # Percent-encoded in the URL, sent decoded: the password is "S3cret@:/x".
+    url = _with_credentials(f"{http_server.url}/ping/check", "monitor:S3cret%40%3A%2Fx")
+    flag = cli("heartbeat", "-c", "tick", "--ping-url", url, db_url=db_url, env=at(timedelta()))
+    env = {**at(timedelta()), "SCHEDCTL_PING_URL": url}
+    variable = cli("heartbeat", "-c", "tick", "--json", db_url=db_url, env=env)
+    config = tmp_path / "schedctl.toml"
+    config.write_text(f'[heartbeat.ping_urls]\n"db status" = "{url}"\n')
+    job = cli("--config", str(config), "db", "status", "-v", db_url=db_url)
+    for result in (flag, variable, job):
+        assert result.returncode == 0, result.stderr
+        assert "S3cret" not in result.stdout + result.stderr
+        assert "ping" not in result.stderr  # every ping succeeded: no warning
+    assert http_server.paths == ["/ping/check/start", "/ping/check"] * 3
+    assert http_server.authorizations == [_basic("monitor", "S3cret@:/x")] * 6
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://monitor:S3cret@/ping/check", "http://monitor:S3cret@127.0.0.1:notaport/ping"],
+)
+def test_ping_url_with_credentials_but_no_usable_host_is_refused(
+    cli, db_url: str, url: str
+) -> None:
+    for args, env, code in [
+        (["heartbeat", "--ping-url", url], {}, 2),
+        (["heartbeat"], {"SCHEDCTL_PING_URL": url}, 2),
+        (["heartbeat", "--check", "--ping-url", url], {}, 3),
+        (["heartbeat", "--check"], {"SCHEDCTL_PING_URL": url}, 3),
+    ]:
+        result = cli(*args, db_url=db_url, env=env)
+        assert result.returncode == code, result.stderr
+        assert result.stderr.startswith("schedctl: error: "), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "S3cret" not in result.stdout + result.stderr

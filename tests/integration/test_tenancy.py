@@ -259,19 +259,12 @@ def test_a_row_cannot_refer_to_another_accounts_row(
     assert all("planted" not in body for body in w.mail_bodies())
 
 
-def _upgrade_to(db_url: str, version: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    with Database(db_url, environ={}) as db:
-        older = migrations.load_migrations(db.dialect)[:version]
-        with monkeypatch.context() as patch:
-            patch.setattr(migrations, "load_migrations", lambda _dialect: older)
-            migrations.upgrade(db)
-
-
 @pytest.mark.postgres
 def test_the_tenancy_migration_refuses_to_apply_over_rows_that_break_it(
-    cli: InProcessCli, empty_db_url: str, monkeypatch: pytest.MonkeyPatch
+    cli: InProcessCli, empty_db_url: str
 ) -> None:
-    _upgrade_to(empty_db_url, 9, monkeypatch)
+    with Database(empty_db_url, environ={}) as db:
+        migrations.upgrade(db, target=9)
     conn = _raw(empty_db_url)
     with conn:
         for sql in [

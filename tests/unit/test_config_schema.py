@@ -166,7 +166,7 @@ def test_importing_config_stays_cheap() -> None:
     )
     assert result.stdout.strip() == (
         "['schedctl.config', 'schedctl.distribute', 'schedctl.distribute.config',"
-        " 'schedctl.errors']"
+        " 'schedctl.errors', 'schedctl.redaction']"
     )
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Annotated
 
 import typer
 
-from schedctl import __version__
+from schedctl import __version__, redaction
 from schedctl.cli import (
     accounts_cmd,
     config_cmd,
@@ -103,11 +104,16 @@ for _module in (
     _module.register(app)
 
 
-def _configure_logging() -> None:
-    import logging
+class _RedactingFormatter(logging.Formatter):
+    """Log lines (warnings, -v's debug detail) pass through the one redaction."""
 
+    def format(self, record: logging.LogRecord) -> str:
+        return redaction.redact(super().format(record))
+
+
+def _configure_logging() -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("schedctl: %(levelname)s: %(message)s"))
+    handler.setFormatter(_RedactingFormatter("schedctl: %(levelname)s: %(message)s"))
     logger = logging.getLogger("schedctl")
     logger.handlers[:] = [handler]
     logger.setLevel(logging.WARNING)
@@ -117,6 +123,7 @@ def _configure_logging() -> None:
 def run(argv: Sequence[str] | None = None) -> int:
     """Run schedctl and return its exit code; the single error boundary."""
     _configure_logging()
+    redaction.forget_all()
     runtime = Runtime()
     use(runtime)
     args = list(argv) if argv is not None else sys.argv[1:]
@@ -194,10 +201,9 @@ def _redact(runtime: Runtime, text: str) -> str:
     try:
         return runtime.settings.redact(text)
     except Exception:  # never let reporting one error raise another
-        from schedctl.config import Settings
-
         # The configuration itself is broken: mask what we can see directly.
-        return Settings(database_url=runtime.flags.get("database_url") or "").redact(text)
+        flag = runtime.flags.get("database_url") or ""
+        return redaction.redact(text, redaction.secrets_in(flag))
 
 
 def main() -> None:

@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import typer
 
 from schedctl.cli.params import command_group
 from schedctl.cli.runtime import CommandResult, command, current, run_command
+from schedctl.errors import SchedctlError
 
 if TYPE_CHECKING:
     from schedctl.db.database import Database
+
+log = logging.getLogger("schedctl")
 
 db_app = command_group("Apply or show schema migrations.")
 
 
 @command(db_app, "upgrade")
 def upgrade_command() -> None:
-    """Apply pending migrations (idempotent; safe to run from several hosts at once)."""
+    """Apply pending migrations (idempotent; safe to run from several hosts at once).
+
+    An up-to-date schema needs only read access; applying a migration needs a role
+    that may create tables.
+    """
     from schedctl import heartbeat
     from schedctl.db.migrations import status, upgrade
 
@@ -26,14 +34,19 @@ def upgrade_command() -> None:
         started = db.now()
         applied = upgrade(db)
         _, version, _ = status(db)
-        heartbeat_id = heartbeat.start_run(db, "db upgrade", started)
-        heartbeat.finish_run(
-            db,
-            heartbeat_id,
-            finished_at=db.now(),
-            exit_code=0,
-            counts={"applied": len(applied), "version": version},
-        )
+        try:
+            heartbeat_id = heartbeat.start_run(db, "db upgrade", started)
+            heartbeat.finish_run(
+                db,
+                heartbeat_id,
+                finished_at=db.now(),
+                exit_code=0,
+                counts={"applied": len(applied), "version": version},
+            )
+        except SchedctlError as exc:
+            # An up-to-date schema on a file this process may only read: the upgrade
+            # (nothing to do) succeeded all the same, unrecorded like any reading command.
+            log.debug("could not record the heartbeat: %s", exc.message)
         data = {
             "database": runtime.settings_masked_url(),
             "applied": [f"{m.version:04d}_{m.name}" for m in applied],

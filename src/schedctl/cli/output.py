@@ -1,7 +1,8 @@
 """The one output layer: JSON for scripts, rich tables on a terminal, plain text in cron.
 
 Data goes to stdout, diagnostics to stderr. Every command hands its result here as a
-dict with stable keys; with --json that dict is the whole of stdout.
+dict with stable keys; with --json that dict is the whole of stdout. Everything printed
+here -- documents, tables, errors, warnings -- is redacted first (schedctl.redaction).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import date, datetime
 from typing import Any, TextIO
 
 from schedctl.errors import ELLIPSIS, QUOTED_MAX
+from schedctl.redaction import redact, redact_data
 
 
 @dataclass
@@ -32,7 +34,10 @@ def _default(value: Any) -> Any:
 
 
 def to_json(data: dict[str, Any]) -> str:
-    return json.dumps(data, default=_default, ensure_ascii=False)
+    """`data` as one line of JSON, every string in it redacted."""
+    return json.dumps(
+        redact_data(data), default=lambda v: redact_data(_default(v)), ensure_ascii=False
+    )
 
 
 @dataclass
@@ -52,7 +57,7 @@ class Output:
         if self.options.json:
             print(to_json(data), file=self.stream)
         elif not self.options.quiet and human:
-            print(human, file=self.stream)
+            print(redact(human), file=self.stream)
 
     def table(
         self,
@@ -69,7 +74,9 @@ class Output:
             return
         if self.options.quiet:
             return
-        cells = [["" if v is None else _cell(v) for v in row] for row in rows]
+        cells = [["" if v is None else redact(_cell(v)) for v in row] for row in rows]
+        title = redact(title) if title else title
+        footer = redact(footer) if footer else footer
         if self.is_terminal:
             # rich only for a person at a terminal: cron runs never pay for importing it.
             from rich.console import Console
@@ -115,8 +122,9 @@ _QUOTED = re.compile(rf"""(?<!\w)(['"])((?:(?!\1).){{{QUOTED_MAX + 1},}})\1(?!\w
 
 
 def error_text(message: str) -> str:
-    """`message` as a failure is reported: one line, with what it quotes cut short."""
-    text = " ".join(message.split())
+    """`message` as a failure is reported: redacted, one line, with what it quotes cut
+    short."""
+    text = " ".join(redact(message).split())
     text = _QUOTED.sub(lambda m: f"{m[1]}{m[2][:QUOTED_MAX]}{ELLIPSIS}{m[1]}", text)
     return text if len(text) <= MESSAGE_MAX else text[:MESSAGE_MAX] + ELLIPSIS
 
@@ -138,4 +146,4 @@ def report_error(message: str, exit_code: int, *, as_json: bool) -> None:
 
 
 def warn(message: str) -> None:
-    print(f"schedctl: warning: {message}", file=sys.stderr)
+    print(f"schedctl: warning: {redact(message)}", file=sys.stderr)

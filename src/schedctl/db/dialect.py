@@ -218,6 +218,12 @@ def is_refused_statement(exc: sa.exc.DBAPIError) -> bool:
     return False
 
 
+def is_permission_denied(exc: sa.exc.DBAPIError) -> bool:
+    """Whether the server refused the statement to this role (PostgreSQL's
+    insufficient_privilege: no CREATE on the schema, not the table's owner...)."""
+    return getattr(exc.orig, "sqlstate", None) == "42501"
+
+
 def lock_migrations(conn: sa.Connection) -> None:
     """Serialise concurrent `db upgrade` runs for the rest of this transaction."""
     if conn.dialect.name == "postgresql":

@@ -12,6 +12,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.util import asbool
 
+from schedctl import redaction
 from schedctl.errors import ConfigError
 
 # Drivers for a bare dialect name. schedctl installs psycopg and oracledb; a MySQL or
@@ -30,7 +31,12 @@ CONNECT_TIMEOUT_S = 5
 
 
 def parse_url(raw: str) -> URL:
-    """Parse and normalise a database URL, or raise ConfigError (exit 2)."""
+    """Parse and normalise a database URL, or raise ConfigError (exit 2).
+
+    Every database URL passes here first: from now on, whatever this process prints
+    (a driver's error quoting the URL included) masks the secrets the URL carries.
+    """
+    redaction.remember(*url_secrets(raw))
     try:
         url = make_url(raw)
     except (ArgumentError, ValueError):
@@ -50,14 +56,25 @@ def parse_url(raw: str) -> URL:
 
 
 def mask_url(raw: str | URL) -> str:
-    """The URL with its password replaced by ***, safe to print."""
+    """The URL with its password and secret query values replaced by ***, safe to print."""
     try:
         url = raw if isinstance(raw, URL) else make_url(raw)
     except (ArgumentError, ValueError):
         # Unparseable: keep only the scheme, anything after it may hold a secret.
         text = str(raw)
         return text.split("://", 1)[0] + "://***" if "://" in text else "***"
-    return url.render_as_string(hide_password=True)
+    return redaction.redact(url.render_as_string(hide_password=True))
+
+
+def url_secrets(raw: str | URL) -> list[str]:
+    """The secrets a database URL carries: its password, secret query values."""
+    text = raw.render_as_string(hide_password=False) if isinstance(raw, URL) else str(raw)
+    found = redaction.secrets_in(text)
+    try:
+        url = raw if isinstance(raw, URL) else make_url(raw)
+    except (ArgumentError, ValueError):
+        return found
+    return [*found, *([str(url.password)] if url.password else [])]
 
 
 def sqlite_path(url: URL) -> str | None:

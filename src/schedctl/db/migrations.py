@@ -1,8 +1,10 @@
 """Apply the plain SQL migrations in ``sql/<dialect>/NNNN_name.sql`` in order.
 
-Each upgrade runs in one transaction that first takes a lock (an advisory lock on
-PostgreSQL, the write lock on SQLite), so two processes upgrading at once apply each
-migration once; both DDL and the ``schema_migrations`` record commit together.
+An upgrade first reads, without a lock, which migrations are applied; with nothing
+pending it is done (a role that may only use the tables can run it). Otherwise it runs
+in one transaction that first takes a lock (an advisory lock on PostgreSQL, the write
+lock on SQLite) and reads again, so two processes upgrading at once apply each migration
+once; both DDL and the ``schema_migrations`` record commit together.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -20,9 +23,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from schedctl.db import dialect, migration_checks
-from schedctl.db.database import Database
+from schedctl.db.database import Database, first_line
 from schedctl.db.schema import schema_migrations
-from schedctl.errors import SchemaMismatch
+from schedctl.errors import ConfigError, SchemaMismatch
 
 _FILENAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -129,20 +132,27 @@ def _applied(conn: sa.Connection) -> dict[int, sa.Row[Any]]:
     return {row.version: row for row in rows}
 
 
-def upgrade(db: Database) -> list[Migration]:
-    """Apply every pending migration; return those this call applied."""
-    migrations = load_migrations(db.dialect)
+def upgrade(db: Database, *, target: int | None = None) -> list[Migration]:
+    """Apply every pending migration (up to version `target` if given); return those
+    this call applied.
+
+    An up-to-date schema is seen read-only, so a role that may only read and write rows
+    learns that nothing is pending; only pending migrations take the lock (and need a
+    role that may create tables), and are checked again under it.
+    """
+    migrations = load_migrations(db.dialect)[:target]
+    pending = _pending(db.transaction(_applied, read_only=True), migrations, db.dialect)
+    if not pending:
+        return []
     now = db.now()
+    current = pending[:1]  # the migration being applied, for the error line
 
     def work(conn: sa.Connection) -> list[Migration]:
         dialect.lock_migrations(conn)
         conn.exec_driver_sql(_CREATE_TABLE[db.dialect])
-        applied = _applied(conn)
-        _refuse_newer(applied, len(migrations))
         done: list[Migration] = []
-        for migration in migrations:
-            if migration.version in applied:
-                continue
+        for migration in _pending(_applied(conn), migrations, db.dialect):
+            current[:] = [migration]
             migration_checks.check_before(conn, migration.version, migration.name)
             _run_script(conn, migration.sql)
             conn.execute(
@@ -156,7 +166,24 @@ def upgrade(db: Database) -> list[Migration]:
             done.append(migration)
         return done
 
-    return db.transaction(work)
+    try:
+        return db.transaction(work)
+    except sa.exc.DBAPIError as exc:
+        if not dialect.is_permission_denied(exc):
+            raise
+        raise ConfigError(
+            f"cannot apply migration {current[0].version:04d}_{current[0].name} on"
+            f" {db.target}: {first_line(exc)}:"
+            " run `schedctl db upgrade` as a role that may create tables"
+        ) from None
+
+
+def _pending(
+    applied: dict[int, Any], migrations: Sequence[Migration], dialect_name: str
+) -> list[Migration]:
+    """The migrations not applied yet; SchemaMismatch if the schema is newer than ours."""
+    _refuse_newer(applied, expected_version(dialect_name))
+    return [m for m in migrations if m.version not in applied]
 
 
 def _refuse_newer(applied: dict[int, Any], expected: int) -> None:

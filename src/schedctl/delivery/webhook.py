@@ -2,11 +2,13 @@
 
 Both are side channels: they return False on failure and never raise, so a broken
 webhook never fails the job that called it. Their URLs are secrets (the path is the
-credential), so logs name at most the host.
+credential), so logs name at most the host. A URL's ``user:password@`` is sent as HTTP
+basic authentication, never as part of the host name.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
@@ -17,9 +19,11 @@ from collections.abc import Mapping, Sequence
 from email.utils import parsedate_to_datetime
 from http.client import HTTPException
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import tenacity
+
+from schedctl import redaction
 
 __all__ = ["MAX_RETRY_AFTER", "ping", "post_slack_alert", "retry_after_seconds"]
 
@@ -73,6 +77,24 @@ def _host(url: str) -> str:
         return urlsplit(url).hostname or "?"
     except ValueError:
         return "?"
+
+
+def _split_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """The URL without its ``user:password@`` and the HTTP basic authentication header
+    that carries them instead (urllib would take them for part of the host name).
+
+    ValueError for a URL with no host or a port that is no number.
+    """
+    parts = urlsplit(url)
+    if not parts.hostname or (parts.port or 0) < 0:  # .port raises for "h:abc"
+        raise ValueError("no usable host")
+    if parts.username is None and parts.password is None:
+        return url, {}
+    user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    redaction.remember(password, parts.password)
+    netloc = parts.netloc.rpartition("@")[2]
+    token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+    return urlunsplit(parts._replace(netloc=netloc)), {"Authorization": f"Basic {token}"}
 
 
 def _attempt(request: urllib.request.Request, timeout: float) -> None:
@@ -165,14 +187,16 @@ def _deliver(
 ) -> bool:
     host = _host(url)
     try:
+        url, credentials = _split_credentials(url)
         scheme = urlsplit(url).scheme
     except ValueError:
         scheme = ""
     if scheme not in ("http", "https"):
-        logger.warning("%s not sent: the URL is not an http(s) URL", what)
+        logger.warning("%s not sent: the URL is not an http(s) URL with a host", what)
         return False
+    headers = {**headers, **credentials}
     request = urllib.request.Request(  # noqa: S310  (scheme checked above)
-        url, data=data, headers=dict(headers), method="POST" if data is not None else "GET"
+        url, data=data, headers=headers, method="POST" if data is not None else "GET"
     )
 
     def before_sleep(state: tenacity.RetryCallState) -> None:
