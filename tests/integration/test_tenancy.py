@@ -156,6 +156,9 @@ def test_a_report_query_cannot_stop_another_session(db_url: str, tenant_url: str
         ("select set_config('statement_timeout', '0', true) as t", "set_config"),
         ("select pg_advisory_lock(1) is null as l", "pg_advisory_lock"),
         ("select pg_notify('c', 'x') is null as n", "pg_notify"),
+        ("select pg_cancel_backend(1) as c", "pg_cancel_backend"),
+        ("select pg_sleep(0) is null as s", "pg_sleep"),
+        ("select nextval('notifications_id_seq') as n", "nextval"),
         # Hidden in a view the query reads: the view's own functions are checked too.
         ("select * from sneaky", "lo_from_bytea"),
     ],
@@ -169,6 +172,34 @@ def test_a_report_query_that_would_act_is_refused_before_it_runs(
         admin.execute(f'GRANT SELECT ON sneaky TO "{make_url(tenant_url).username}"')  # type: ignore[arg-type]
     with pytest.raises(reports.ReportFailed, match=named):
         _produce(tenant_url, sql)
+    with connect_pg(dbname) as admin:
+        assert admin.execute("select count(*) from pg_largeobject_metadata").fetchone() == (0,)
+
+
+# A function its owner declared STABLE is taken at its word; what it writes anyway is
+# rolled back, and what it sets for the session dies with the query's connection.
+LYING_FUNCTIONS = """
+CREATE FUNCTION stable_but_writes() RETURNS int LANGUAGE plpgsql STABLE AS $$
+BEGIN PERFORM lo_from_bytea(0, 'x'::bytea); RETURN 1; END $$;
+CREATE FUNCTION stable_but_sets() RETURNS int LANGUAGE plpgsql STABLE AS $$
+BEGIN PERFORM set_config('schedctl.leak', 'left over', false); RETURN 1; END $$;
+"""
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("dialect", ["postgresql"])
+def test_what_a_query_writes_is_rolled_back_and_its_settings_end_with_it(
+    db_url: str, tenant_url: str
+) -> None:
+    dbname = str(make_url(db_url).database)
+    with connect_pg(dbname) as admin:
+        admin.execute(LYING_FUNCTIONS)  # type: ignore[arg-type]
+    _produce(tenant_url, "select stable_but_writes() as w")
+    _produce(tenant_url, "select stable_but_sets() as s")
+    report = _produce(
+        tenant_url, "select coalesce(current_setting('schedctl.leak', true), '-') as v"
+    )
+    assert "left over" not in report.text
     with connect_pg(dbname) as admin:
         assert admin.execute("select count(*) from pg_largeobject_metadata").fetchone() == (0,)
 
@@ -317,9 +348,9 @@ def test_a_bound_login_role_sees_only_its_account_whatever_it_sets(
 # --- item 3: report queries are bound to accounts ---------------------------------------
 
 
-@pytest.mark.parametrize("dialect", ["sqlite"])
+@pytest.mark.postgres
 def test_a_query_is_only_for_the_accounts_its_config_lists(
-    cli: InProcessCli, db_url: str, tmp_path: Path
+    cli: InProcessCli, db_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     queries = (
         '[reports.queries.mine]\nsql = "select 1 as one"\n'
@@ -337,7 +368,10 @@ def test_a_query_is_only_for_the_accounts_its_config_lists(
 
     allowed = w.schedule("shared", account="beta")
     w.config.write_text(queries.replace('accounts = ["beta"]', 'accounts = ["default"]'))
-    tick = w.run("tick", "--json", now=DUE)
+    url = db_url
+    if make_url(db_url).get_backend_name() == "postgresql":
+        url = request.getfixturevalue("tenant_url")
+    tick = w.run("tick", "--json", url=url, now=DUE)
     assert tick.exit_code == 1
     [run] = w.runs(allowed, account="beta")
     assert (run["status"], run["attempt"]) == ("failed", 1)  # not retried
