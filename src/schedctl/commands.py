@@ -24,6 +24,7 @@ TOP_LEVEL = {
 
 GROUPS = {
     "db": ("Apply or show the database migrations.", ["upgrade", "status"]),
+    "config": ("Check the configuration.", ["check"]),
     "accounts": ("Manage accounts.", ["create", "list"]),
     "schedules": (
         "Manage schedules.",

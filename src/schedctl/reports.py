@@ -350,6 +350,10 @@ def _run_query(
             f"report query {query.name!r} refused: {_hide_password(exc.message, url)}",
             retryable=False,
         ) from None
+    except sandbox.QueryFailed as exc:
+        raise ReportFailed(
+            f"report query {query.name!r} failed: {_hide_password(exc.message, url)}"
+        ) from None
     except sandbox.QueryTimedOut as exc:
         raise ReportFailed(f"report query {query.name!r} {exc.message}") from None
     except ReportFailed as exc:

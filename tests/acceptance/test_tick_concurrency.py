@@ -119,9 +119,9 @@ def test_concurrent_ticks_create_each_run_and_message_once(
 
 
 # A report query slow enough (~0.1 s a run) that the killed ticks are caught with runs
-# in flight: pg_sleep on PostgreSQL, a CPU-bound recursive count on SQLite.
+# in flight: a CPU-bound count on both (pg_sleep, volatile, is refused in a report query).
 SLOW_SQL = {
-    "postgresql": "select 1 as one from pg_sleep(0.1)",
+    "postgresql": "select count(*) as counted from generate_series(1, 1500000)",
     "sqlite": "with recursive n(i) as (select 1 union all select i + 1 from n where i < 300000)"
     " select count(*) as counted from n",
 }

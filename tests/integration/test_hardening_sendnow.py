@@ -63,7 +63,7 @@ def clear_log(db_url: str) -> None:
 @pytest.fixture
 def run(cli, tmp_path: Path):  # type: ignore[no-untyped-def]
     config = tmp_path / "schedctl.toml"
-    config.write_text('[reports.queries.ping]\nsql = "select 1 as one"\n')
+    config.write_text('[reports.queries.ping]\nsql = "select 1 as one"\naccounts = "*"\n')
 
     def invoke(url: str, *args: str) -> Any:
         env = {

@@ -27,7 +27,6 @@ SLOT = datetime(2026, 6, 1, 7, 0, tzinfo=UTC)
 def db(db_url: str) -> Iterator[Database]:
     with Database(db_url, environ={}) as database:
         yield database
-    reports.close_engines()
 
 
 def test_formula_text_is_quoted_and_numbers_stay_numbers(db: Database, db_url: str) -> None:

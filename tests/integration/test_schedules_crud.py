@@ -30,7 +30,7 @@ T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)  # Monday
 # Dialect-independent logic: SQLite only, to keep PostgreSQL for the SQL that differs.
 sqlite_only = pytest.mark.parametrize("dialect", ["sqlite"])
 
-QUERIES = {"ping": {"sql": "select 1 as one"}}
+QUERIES = {"ping": {"sql": "select 1 as one", "accounts": "*"}}
 BASE: dict[str, Any] = {
     "name": "sales",
     "kind": "sql",

@@ -40,6 +40,10 @@ class QueryRefused(SchedctlError):
     """The query does something a read-only report query may not do."""
 
 
+class QueryFailed(SchedctlError):
+    """The query failed as things stand (a missing table, say); it may succeed later."""
+
+
 class QueryTimedOut(SchedctlError):
     """The query ran past its timeout and was cancelled."""
 
@@ -143,10 +147,13 @@ def _refuse_volatile_functions(conn: sa.Connection, statement: sa.TextClause) ->
     try:
         try:
             driver.execute(f"CREATE TEMPORARY VIEW {_CHECK_VIEW} AS {_analysable(statement)}")
-        except Exception as exc:
+        except Exception as exc:  # the driver's own error class
+            first = str(exc).splitlines()[0]
+            if not _not_a_select(exc):  # a missing table, a lost connection: may pass
+                raise QueryFailed(first) from None
             raise QueryRefused(
                 "a report query is one read-only SELECT, and PostgreSQL did not take it"
-                f" as one: {str(exc).splitlines()[0]}"
+                f" as one: {first}"
             ) from None
         functions: set[int] = set()
         operators: set[int] = set()
@@ -181,6 +188,15 @@ def _refuse_volatile_functions(conn: sa.Connection, statement: sa.TextClause) ->
             f"it calls {', '.join(acting)}: a report query may call only functions"
             " PostgreSQL marks IMMUTABLE or STABLE"
         )
+
+
+# What PostgreSQL answers when the text is not one SELECT: a syntax error (also several
+# statements, or a statement other than a query), a column a view cannot have (void).
+_NOT_A_SELECT = ("42601", "42P16")
+
+
+def _not_a_select(exc: BaseException) -> bool:
+    return getattr(exc, "sqlstate", None) in _NOT_A_SELECT
 
 
 def _analysable(statement: sa.TextClause) -> str:
