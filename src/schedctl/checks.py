@@ -21,7 +21,7 @@ def check_installation(settings: Settings) -> tuple[list[str], list[str]]:
         errors.append(settings.redact(exc.message))
         queries = {}
     try:
-        with Database(settings.database_url, retry_seconds=0) as db:
+        with Database(settings.database_url, create=False, retry_seconds=0) as db:
             check_schema(db)
             unscoped = db.transaction(reports.unscoped_reason, read_only=True)
     except SchedctlError as exc:
@@ -32,8 +32,9 @@ def check_installation(settings: Settings) -> tuple[list[str], list[str]]:
         if own:
             errors.append(
                 f"{reports.TENANCY_UNSAFE}: report queries on schedctl's own database"
-                f" ({', '.join(own)}) will be refused: {unscoped}; connect as a role"
-                " without BYPASSRLS on PostgreSQL (README, Tenancy and its limits)"
+                f" ({', '.join(own)}) will be refused: {unscoped}; use PostgreSQL with a"
+                " login role that is neither a superuser nor BYPASSRLS"
+                " (README, Tenancy and its limits)"
             )
         else:
             warnings.append(

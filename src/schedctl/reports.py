@@ -324,7 +324,7 @@ def _run_query(
     values = {"slot": slot, "schedule_id": schedule.id, "account_id": schedule.account_id}
     binds = {name: values[name] for name in names}
     try:
-        engine = create_engine(url, store=False)
+        engine = create_engine(url, store=False, sqlite_mode="ro")  # it only reads
         try:
             with engine.connect().execution_options(schedctl_read_only=True) as conn:
                 if own_database:

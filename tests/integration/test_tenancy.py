@@ -407,6 +407,32 @@ def test_a_sqlite_report_query_cannot_attach_a_file(db_url: str, tmp_path: Path)
 
 
 @pytest.mark.parametrize("dialect", ["sqlite"])
+def test_a_report_query_on_a_missing_sqlite_file_creates_nothing(
+    db_url: str, tmp_path: Path
+) -> None:
+    missing = tmp_path / "no-such.db"
+    query = {"sql": "select 1 as one", "database_url": f"sqlite:///{missing}"}
+    settings = Settings(database_url=db_url, file_tables={"reports": {"queries": {"q": query}}})
+    options = ScheduleOptions(
+        name="s", kind="sql", cadence="daily", at="09:00", to=["ops@example.com"],
+        params=["query=q"],
+    )  # fmt: skip
+    with Database(db_url, environ={}) as db:
+        schedule = create_schedule(db, settings, 1, options, T0)
+    with pytest.raises(reports.ReportFailed, match="unable to open"):
+        reports.produce_report(settings, schedule, SLOT)
+    assert not missing.exists()
+
+
+def test_config_check_creates_no_database(cli: InProcessCli, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such.db"
+    result = cli("config", "check", db_url=f"sqlite:///{missing}")
+    assert result.exit_code == 2
+    assert "no-such.db" in result.stdout
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite"])
 def test_a_sqlite_report_query_is_cancelled_at_its_timeout(db_url: str) -> None:
     endless = (
         "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 10000000000)"
