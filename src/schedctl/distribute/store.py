@@ -344,6 +344,17 @@ def iter_plan(conn: sa.Connection, day_id: int, *, size: int = 10_000) -> Iterat
 
 # --- the lease: every schedctl.leases call of distribute is here -----------------------
 
+# Days as leased work (leases.recover, from reconcile): held while a run plans or
+# copies them. Resuming from the stored plan is always safe, so a day whose run died
+# is only freed -- never failed, and no attempt counted.
+LEASED_DAYS = leases.LeasedWork(
+    distributions,
+    in_flight=distributions.c.status.in_(("planned", "copying")),
+    attempts=None,
+    counted_at_claim=True,
+    after=lambda _expiry, now: {"updated_at": now},
+)
+
 
 class DayLease:
     """This process's hold on a day while it copies the plan.
