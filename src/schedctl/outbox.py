@@ -20,9 +20,10 @@ import sqlalchemy as sa
 
 from schedctl import leases
 from schedctl.db import dialect
+from schedctl.db.owned import get_owned
 from schedctl.db.schema import installation, messages
 from schedctl.delivery.message import make_message_id
-from schedctl.errors import NotFound, SchemaMismatch, TemporaryError, ValidationError
+from schedctl.errors import SchemaMismatch, TemporaryError, ValidationError
 from schedctl.vocabulary import MESSAGE_STATUSES
 
 Priority = Literal["normal", "critical"]
@@ -211,15 +212,7 @@ def get_message(
     conn: sa.Connection, message_id: int, *, account_id: int | None = None, lock: bool = False
 ) -> sa.Row[Any]:
     """One message (of ``account_id``, when given), or NotFound."""
-    query = sa.select(messages).where(messages.c.id == message_id)
-    if account_id is not None:
-        query = query.where(messages.c.account_id == account_id)
-    if lock and conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).first()
-    if row is None:
-        raise NotFound(f"no message {message_id}" + (" in this account" if account_id else ""))
-    return row
+    return get_owned(conn, messages, message_id, account_id, "message", lock=lock)
 
 
 def edit_message(

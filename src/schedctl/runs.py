@@ -56,8 +56,9 @@ from schedctl.cadence import Cadence, next_slot, slots_between
 from schedctl.config import Settings
 from schedctl.db import dialect
 from schedctl.db.database import Database
+from schedctl.db.owned import get_owned
 from schedctl.db.schema import messages, schedule_runs, schedules
-from schedctl.errors import NotFound, SchedctlError, ValidationError
+from schedctl.errors import SchedctlError, ValidationError
 from schedctl.leases import Clock
 from schedctl.schedules import Schedule, stored_cadence
 
@@ -702,14 +703,7 @@ def run_schedule_now(
     clock = leases.clock_from(now)
 
     def start(conn: sa.Connection) -> ClaimedRun:
-        row = conn.execute(
-            sa.select(schedules).where(
-                schedules.c.id == schedule_id, schedules.c.account_id == account_id
-            )
-        ).first()
-        if row is None:
-            raise NotFound(f"no schedule {schedule_id} in this account")
-        schedule = Schedule.from_row(row)
+        schedule = Schedule.from_row(get_owned(conn, schedules, schedule_id, account_id))
         # Created already leased to this process, so no tick can claim it meanwhile.
         run_id = conn.execute(
             schedule_runs.insert()
@@ -818,13 +812,7 @@ def run_history(db: Database, account_id: int, schedule_id: int, limit: int) -> 
     c = schedule_runs.c
 
     def work(conn: sa.Connection) -> list[RunRecord]:
-        exists = conn.execute(
-            sa.select(schedules.c.id).where(
-                schedules.c.id == schedule_id, schedules.c.account_id == account_id
-            )
-        ).first()
-        if exists is None:
-            raise NotFound(f"no schedule {schedule_id} in this account")
+        get_owned(conn, schedules, schedule_id, account_id, columns=[schedules.c.id])
         rows = conn.execute(
             sa.select(schedule_runs)
             .where(c.schedule_id == schedule_id, c.account_id == account_id)

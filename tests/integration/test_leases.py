@@ -14,7 +14,6 @@ import pytest
 import sqlalchemy as sa
 
 from schedctl import leases
-from schedctl.db import dialect
 from schedctl.db.database import Database
 from schedctl.db.types import UTCDateTime
 
@@ -59,8 +58,9 @@ def claim(
         .where(work.c.state == "new", leases.free(work, at))
         .order_by(work.c.id)
         .limit(limit)
+        .with_for_update(skip_locked=True)
     )
-    ids = [int(i) for i in conn.execute(dialect.claim(candidates, conn)).scalars()]
+    ids = [int(i) for i in conn.execute(candidates).scalars()]
     leases.stamp(conn, work, ids, owner, at + lease, state="new")
     return ids
 

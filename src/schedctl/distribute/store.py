@@ -92,7 +92,7 @@ def read_day(conn: sa.Connection, business_date: date, *, lock: bool = False) ->
     """The date's row (``lock``: held until the transaction ends), or None."""
     query = sa.select(distributions).where(distributions.c.business_date == business_date)
     if lock:
-        query = dialect.lock_row(query, conn)
+        query = query.with_for_update()
     row = conn.execute(query).first()
     return None if row is None else _day(row)
 
