@@ -329,7 +329,7 @@ def due_page(
     if query is None:
         return []
     if lock:
-        query = dialect.claim(query, conn, key_share=True)
+        query = query.with_for_update(skip_locked=True, key_share=True)
     page = list(conn.execute(query))
     found, bad = _read_users(conn, [int(r.id) for r in page])
     return [
@@ -400,7 +400,7 @@ def deferred_page(
     """One page of deferred days (their users' current address and zone)."""
     query = deferred_query(options, after=after, size=size)
     if lock:
-        query = dialect.claim(query, conn, key_share=True)
+        query = query.with_for_update(skip_locked=True, key_share=True)
     page = list(conn.execute(query))
     found, bad = _read_users(conn, sorted({int(r.user_id) for r in page}))
     days = []
@@ -771,7 +771,7 @@ class DigestRun:
                 .where(n.user_id.in_(chunk), *_undigested())
                 .order_by(n.user_id, n.id)
             )
-            for row in conn.execute(dialect.claim(query, conn)):
+            for row in conn.execute(query.with_for_update(skip_locked=True)):
                 pending.setdefault(int(row.user_id), []).append(int(row.id))
         return pending
 

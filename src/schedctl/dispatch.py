@@ -34,9 +34,10 @@ Outcomes (see delivery/backends.py):
   offer): the backend raises ConfigError (exit 2) before offering anything; the
   claimed messages are released untouched, so once it is fixed they go out.
 
-A message whose lease expired (its dispatcher died) is claimable again; the claim
-counts the attempt the dead dispatcher lost (as reconcile does), and fails it with
-LEASE_EXPIRED when that was the ``max_attempts``-th. Only a
+A message whose lease expired (its dispatcher died) is recovered by the claim
+before it claims, through the one recovery reconcile uses too (leases.recover,
+outbox.LEASED_MESSAGES): the lost attempt counts, and the message is retried at
+once, or failed with LEASE_EXPIRED when that was the ``max_attempts``-th. Only a
 process that dies after the server accepted the data but before the outcome was
 recorded (or a database outage in that same window) can cause a second send; the
 Message-ID is the same both times, so receivers that de-duplicate by it see one.
@@ -64,7 +65,6 @@ import sqlalchemy as sa
 
 from schedctl import leases, outbox, quota
 from schedctl.config import Settings
-from schedctl.db import dialect
 from schedctl.db.database import Database
 from schedctl.db.schema import email_log, events, messages, schedule_runs, schedules
 from schedctl.delivery.backends import MailBackend, SendResult, make_backend
@@ -176,8 +176,6 @@ class Dispatcher:
         self._exhausted_day: str | None = None
         self._warned_unsubscribe = False
         self.offered = 0  # messages that reached the server (any outcome but connect)
-        # Attempts lost by a dead dispatcher, counted at the claim (see _abandoned).
-        self.lost_attempts: dict[int, int] = {}
         self.types: tuple[str, ...] | None = None  # only these message types (None: all)
         # Quota units reserved for given messages by their producer (the digest
         # reserves one per digest it builds); used by their send, else given back.
@@ -191,33 +189,57 @@ class Dispatcher:
 
         def work(conn: sa.Connection) -> tuple[list[Any], int, Counter[str], datetime]:
             now = self.now()
+            due = [
+                messages.c.send_at <= now,
+                sa.or_(messages.c.next_attempt_at.is_(None), messages.c.next_attempt_at <= now),
+            ]
+            if disabled:
+                due.append(messages.c.type.not_in(disabled))
+            if self.types is not None:
+                due.append(messages.c.type.in_(self.types))
+            order = [messages.c.send_at, messages.c.id]
+            settled: Counter[str] = Counter()
+            # A due message whose dispatcher died goes back first, as reconcile sends it.
+            dead = self._recover(conn, now, due, order, size, settled)
             query = (
                 sa.select(messages)
-                .where(
-                    messages.c.status.in_(("scheduled", "retrying")),
-                    messages.c.send_at <= now,
-                    sa.or_(messages.c.next_attempt_at.is_(None), messages.c.next_attempt_at <= now),
-                    leases.free(messages, now),
-                )
-                .order_by(messages.c.send_at, messages.c.id)
+                .where(messages.c.status.in_(outbox.CLAIMED_FROM), leases.unleased(messages), *due)
+                .order_by(*order)
                 .limit(size)
+                .with_for_update(skip_locked=True)
             )
-            if disabled:
-                query = query.where(messages.c.type.not_in(disabled))
-            if self.types is not None:
-                query = query.where(messages.c.type.in_(self.types))
-            rows = list(conn.execute(dialect.claim(query, conn)))
-            settled: Counter[str] = Counter()
+            rows = list(conn.execute(query))
             if not rows:
-                return [], 0, settled, now
+                return [], dead, settled, now
             sendable = self._settle(conn, rows, now, settled)
             expires_at = self.stamp_lease(conn, [r.id for r in sendable], now)
-            return sendable, len(rows), settled, expires_at
+            return sendable, dead + len(rows), settled, expires_at
 
         # Counted only once committed: a retried transaction must not count twice.
         rows, selected, settled, expires_at = self.db.transaction(work)
         counts.update(settled)
         return _Batch(rows, selected, expires_at)
+
+    def _recover(
+        self,
+        conn: sa.Connection,
+        now: datetime,
+        due: Sequence[sa.ColumnElement[bool]],
+        order: Sequence[sa.ColumnElement[Any]],
+        size: int,
+        counts: Counter[str],
+    ) -> int:
+        """Recover up to ``size`` due messages whose dispatcher died (leases.recover):
+        the lost attempt counted, retrying now, or failed when it was the last one.
+        How many failed."""
+        recovered = leases.recover(
+            conn, outbox.LEASED_MESSAGES, now, *due,
+            max_attempts=self.policy.max_attempts, limit=size, order_by=order,
+        )  # fmt: skip
+        for message_id in recovered.failed:
+            log.warning("message %s failed: its dispatcher died on its last attempt", message_id)
+        counts["messages_failed"] += len(recovered.failed)
+        return len(recovered.failed)
 
     def stamp_lease(self, conn: sa.Connection, ids: list[int], now: datetime) -> datetime:
         """Lease the claimed messages ``ids`` to this dispatcher; the lease's expiry."""
@@ -246,9 +268,6 @@ class Dispatcher:
         sendable = []
         for row in rows:
             address = _recipient(row)
-            self.lost_attempts.pop(row.id, None)  # a row this run gave back and claims again
-            if row.lease_expires_at is not None and self._abandoned(conn, row, now, counts):
-                continue
             if address is None:
                 self.set_fields(conn, row.id, now, status="failed", reason_code="MISSING_RECIPIENT")
                 counts["messages_failed"] += 1
@@ -271,32 +290,6 @@ class Dispatcher:
             else:
                 sendable.append(row)
         return sendable
-
-    def _abandoned(
-        self, conn: sa.Connection, row: Any, now: datetime, counts: Counter[str]
-    ) -> bool:
-        """A message claimed from under an expired lease: its dispatcher died holding it,
-        perhaps after the server took it. The lost attempt counts, as reconcile counts it
-        (outbox.recover_abandoned): True when that was the last one and the message is
-        failed; otherwise it is sent now, one attempt further on."""
-        attempts = row.attempts + 1
-        self.lost_attempts[row.id] = 1
-        if attempts < self.policy.max_attempts:
-            conn.execute(messages.update().where(messages.c.id == row.id).values(attempts=attempts))
-            return False
-        self.set_fields(
-            conn,
-            row.id,
-            now,
-            status="failed",
-            attempts=attempts,
-            reason_code=outbox.LEASE_EXPIRED,
-            last_error=outbox.ABANDONED,
-            next_attempt_at=None,
-        )
-        counts["messages_failed"] += 1
-        log.warning("message %s failed: its dispatcher died on its last attempt", row.id)
-        return True
 
     def _zones(self, conn: sa.Connection, ids: list[int]) -> dict[int, ZoneInfo]:
         """Each message's weekend zone: its event's, else its schedule's, else the policy's."""
@@ -502,7 +495,7 @@ class Dispatcher:
     def _settle_result(
         self, row: Any, now: datetime, result: SendResult, reservation: quota.Reservation | None
     ) -> Delivery:
-        attempts = row.attempts + 1 + self.lost_attempts.get(row.id, 0)
+        attempts = row.attempts + 1
         error = _error_text(result)
         if result.outcome == "sent":
             self._record(
@@ -649,11 +642,9 @@ _LOG_ATTEMPT = email_log.insert()
 
 
 def _still_there(conn: sa.Connection, message_id: int) -> bool:
-    """Whether the message exists, locked against deletion (PostgreSQL) until commit."""
+    """Whether the message exists, locked against deletion until commit."""
     query = sa.select(messages.c.id).where(messages.c.id == message_id)
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update(key_share=True)
-    return conn.execute(query).first() is not None
+    return conn.execute(query.with_for_update(key_share=True)).first() is not None
 
 
 def _error_text(result: SendResult) -> str:

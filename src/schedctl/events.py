@@ -36,11 +36,11 @@ import sqlalchemy as sa
 from schedctl import quarantine
 from schedctl.cadence import parse_timezone, to_instant
 from schedctl.config import Settings, duration_setting
-from schedctl.db import dialect
 from schedctl.db.database import Database
+from schedctl.db.owned import get_owned
 from schedctl.db.schema import events, messages
 from schedctl.delivery.message import validate_email
-from schedctl.errors import ConfigError, NotFound, ValidationError
+from schedctl.errors import ConfigError, ValidationError
 from schedctl.outbox import PENDING, NewMessage, enqueue, mail_domain
 
 INIT = "INIT"
@@ -217,7 +217,7 @@ def _plan_batch(
         .order_by(events.c.id)
         .limit(PLAN_BATCH)
     )
-    ids = [int(i) for i in conn.execute(dialect.claim(claim, conn)).scalars()]
+    ids = [int(i) for i in conn.execute(claim.with_for_update(skip_locked=True)).scalars()]
     query = sa.select(events).order_by(events.c.id)
     rows, bad = quarantine.read_rows(conn, query, events.c.id, ids)
     planned = 0
@@ -303,12 +303,7 @@ def add_event(
 
 
 def get_event(conn: sa.Connection, account_id: int, event_id: int) -> sa.Row[Any]:
-    row = conn.execute(
-        sa.select(events).where(events.c.id == event_id, events.c.account_id == account_id)
-    ).first()
-    if row is None:
-        raise NotFound(f"no event {event_id} in this account")
-    return row
+    return get_owned(conn, events, event_id, account_id, "event")
 
 
 def update_event(

@@ -4,10 +4,10 @@ One mechanism for every kind of claimed work -- schedule runs, outbox messages, 
 any table with ``lease_owner`` and ``lease_expires_at`` columns (distributions) -- so
 that claimers and reconcile reason about all of them the same way:
 
-- Claim, in one short transaction: select the candidates with
-  :func:`schedctl.db.dialect.claim` (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite's
-  write lock serialises claimers), :func:`stamp` owner and expiry on those taken,
-  commit. The work itself runs with no transaction open.
+- Claim, in one short transaction: select the candidates ``FOR UPDATE SKIP LOCKED``
+  (SQLAlchemy writes no row lock for SQLite, whose write lock serialises claimers),
+  :func:`stamp` owner and expiry on those taken, commit. The work itself runs with
+  no transaction open.
 - The owner is :func:`new_owner`: ``host:pid:nonce`` (pids repeat across hosts, and
   on one host once a process is gone).
 - A lease is judged by its stored expiry against the one :data:`Clock`: the command's
@@ -22,6 +22,11 @@ that claimers and reconcile reason about all of them the same way:
   and its result is dropped, so the new owner's stands. :func:`release` gives
   unfinished work back the same way. Anyone else (a claim settling a row at once, a
   pause) clears a lease with :data:`CLEARED`.
+- Work whose lease expired (its holder died or overran with no outcome recorded) has
+  one way back, :func:`recover`, used by the claims of tick and by reconcile alike:
+  the attempt the holder lost counts, and the work goes back to be retried at once,
+  or fails for good when that was its last attempt (:func:`after_expiry` decides;
+  each kind of work, a :class:`LeasedWork`, says what that means for its row).
 
 Digests take no lease: a digest day is claimed (its rows locked, the (user, date) row
 inserted on conflict do nothing) and completed in one transaction, so the row locks
@@ -37,6 +42,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
@@ -98,6 +104,12 @@ def free(table: sa.Table, at: datetime) -> sa.ColumnElement[bool]:
     """No live lease at ``at``: never leased, released, or expired (``NOT live``)."""
     expires = table.c.lease_expires_at
     return sa.or_(expires.is_(None), expires <= at)
+
+
+def unleased(table: sa.Table) -> sa.ColumnElement[bool]:
+    """No lease at all: never leased, or ended (finished, released, recovered) --
+    what a claim takes once :func:`recover` has sent expired work back."""
+    return table.c.lease_expires_at.is_(None)
 
 
 def is_live(row: Any, at: datetime) -> bool:
@@ -190,3 +202,104 @@ def release(
     """Give back the rows ``ids`` that ``owner`` still holds, unfinished (``values``
     undo what the claim set); how many."""
     return finish(conn, table, owner, table.c.id.in_(ids), *where, **values)
+
+
+# --- work whose lease expired ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expiry:
+    """What becomes of one piece of work whose lease expired."""
+
+    attempts: int  # attempts made, the one the dead holder lost included
+    final: bool  # none is left: the work fails for good
+
+
+def after_expiry(attempts: int, max_attempts: int | None, *, counted: bool) -> Expiry:
+    """The decision for work whose holder died: the lost attempt counts -- nobody
+    recorded its outcome, and it may have had effects (a mail server may have taken
+    the message) -- and the work fails for good when that was its ``max_attempts``-th,
+    else it is retried at once. ``counted``: the claim counted the attempt already
+    (runs count one when it starts, messages when its outcome is recorded).
+    ``max_attempts`` None: work without a limit, which always resumes."""
+    made = attempts if counted else attempts + 1
+    return Expiry(made, max_attempts is not None and made >= max_attempts)
+
+
+@dataclass(frozen=True)
+class LeasedWork:
+    """One kind of leased work, as :func:`recover` sees its table."""
+
+    table: sa.Table
+    in_flight: sa.ColumnElement[bool]  # the rows a holder leases (its statuses)
+    attempts: sa.ColumnElement[int] | None  # the attempt counter; None: no limit
+    counted_at_claim: bool  # see after_expiry's ``counted``
+    # The row's new values for a decision at an instant (recover clears the lease).
+    after: Callable[[Expiry, datetime], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """The rows :func:`recover` sent back to be retried, and those it failed."""
+
+    retried: tuple[int, ...] = ()
+    failed: tuple[int, ...] = ()
+
+
+def _expired_work(work: LeasedWork, at: datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(work.in_flight, expired(work.table, at))
+
+
+def _attempts(work: LeasedWork) -> sa.ColumnElement[int]:
+    return work.attempts if work.attempts is not None else sa.literal(0)
+
+
+def recover(
+    conn: sa.Connection,
+    work: LeasedWork,
+    now: datetime,
+    *where: sa.ColumnElement[bool],
+    max_attempts: int | None,
+    limit: int,
+    order_by: Sequence[sa.ColumnElement[Any]] = (),
+) -> Recovered:
+    """Settle up to ``limit`` rows of ``work`` left in flight under a lease expired by
+    ``now`` (and matching ``where``), each by :func:`after_expiry` and the kind's
+    ``after``, its lease cleared. Rows another transaction holds are skipped; a row
+    under a live lease is never touched. Oldest ``order_by`` first (default: id)."""
+    table = work.table
+    candidates = (
+        sa.select(table.c.id, _attempts(work).label("attempts"))
+        .where(_expired_work(work, now), *where)
+        .order_by(*(order_by or [table.c.id]))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    decided: dict[Expiry, list[int]] = {}
+    for row in conn.execute(candidates):
+        expiry = after_expiry(int(row.attempts), max_attempts, counted=work.counted_at_claim)
+        decided.setdefault(expiry, []).append(int(row.id))
+    for expiry, ids in decided.items():
+        values = work.after(expiry, now)
+        conn.execute(table.update().where(table.c.id.in_(ids)).values(**values, **CLEARED))
+    return Recovered(
+        retried=tuple(sorted(i for e, ids in decided.items() if not e.final for i in ids)),
+        failed=tuple(sorted(i for e, ids in decided.items() if e.final for i in ids)),
+    )
+
+
+def count_expired(
+    conn: sa.Connection, work: LeasedWork, now: datetime, *, max_attempts: int | None
+) -> tuple[int, int]:
+    """What :func:`recover` would settle now, over the whole table: (retried, failed)."""
+    attempts = _attempts(work).label("attempts")
+    query = sa.select(attempts, sa.func.count().label("rows")).where(_expired_work(work, now))
+    if work.attempts is not None:
+        query = query.group_by(attempts)
+    retried = failed = 0
+    for row in conn.execute(query):
+        if after_expiry(int(row.attempts), max_attempts, counted=work.counted_at_claim).final:
+            failed += int(row.rows)
+        else:
+            retried += int(row.rows)
+    return retried, failed

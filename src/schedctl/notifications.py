@@ -24,7 +24,6 @@ import sqlalchemy as sa
 
 from schedctl import quarantine
 from schedctl.config import Settings
-from schedctl.db import dialect
 from schedctl.db.database import Database
 from schedctl.db.schema import messages, notifications, users
 from schedctl.errors import ValidationError
@@ -217,7 +216,7 @@ def _queue_batch(conn: sa.Connection, settings: Settings, now: datetime) -> _Que
         .order_by(notifications.c.id)
         .limit(QUEUE_BATCH)
     )
-    ids = [int(i) for i in conn.execute(dialect.claim(claim, conn)).scalars()]
+    ids = [int(i) for i in conn.execute(claim.with_for_update(skip_locked=True)).scalars()]
     outcome = _Queued(claimed=len(ids))
     if not ids:
         return outcome

@@ -20,9 +20,10 @@ import sqlalchemy as sa
 
 from schedctl import leases
 from schedctl.db import dialect
+from schedctl.db.owned import get_owned
 from schedctl.db.schema import installation, messages
 from schedctl.delivery.message import make_message_id
-from schedctl.errors import NotFound, SchemaMismatch, TemporaryError, ValidationError
+from schedctl.errors import SchemaMismatch, TemporaryError, ValidationError
 from schedctl.vocabulary import MESSAGE_STATUSES
 
 Priority = Literal["normal", "critical"]
@@ -119,7 +120,7 @@ def enqueue(
     return [int(row.id) for row in inserted]
 
 
-# --- messages whose dispatcher died (SPEC §8, reconcile) ---------------------------
+# --- messages whose dispatcher died (SPEC §8) ---------------------------------------
 
 LEASE_EXPIRED = "LEASE_EXPIRED"  # the reason code of a message whose dispatcher died
 ABANDONED = "the dispatcher sending it stopped (lease expired); outcome unknown"
@@ -127,55 +128,28 @@ ABANDONED = "the dispatcher sending it stopped (lease expired); outcome unknown"
 CLAIMED_FROM = ("scheduled", "retrying")
 
 
-def recover_abandoned(
-    conn: sa.Connection, now: datetime, max_attempts: int, limit: int
-) -> tuple[int, int]:
-    """Up to ``limit`` messages whose dispatcher died holding them (a pending status
-    under an expired lease) are settled: the lost attempt counts -- its outcome was
-    never recorded, and the server may have taken the mail -- and the message is
-    ``retrying`` at once (reason LEASE_EXPIRED), or ``failed`` (LEASE_EXPIRED) when
-    that was its ``max_attempts``-th attempt. Returns (retrying, failed). A message
-    under a live lease is never touched; locked ones another process holds are skipped.
-    """
-    c = messages.c
-    candidates = (
-        sa.select(c.id)
-        .where(c.status.in_(CLAIMED_FROM), leases.expired(messages, now))
-        .order_by(c.id)
-        .limit(limit)
-    )
-    ids = list(conn.execute(dialect.claim(candidates, conn)).scalars())
-    if not ids:
-        return 0, 0
-    last = c.attempts + 1 >= max_attempts
-    settled = conn.execute(
-        messages.update()
-        .where(c.id.in_(ids))
-        .values(
-            status=sa.case((last, "failed"), else_="retrying"),
-            attempts=c.attempts + 1,
-            reason_code=LEASE_EXPIRED,
-            last_error=ABANDONED,
-            next_attempt_at=None,
-            updated_at=now,
-            **leases.CLEARED,
-        )
-        .returning(c.status)
-    ).scalars()
-    statuses = list(settled)
-    failed = statuses.count("failed")
-    return len(statuses) - failed, failed
+def _after_expiry(expiry: leases.Expiry, now: datetime) -> dict[str, Any]:
+    """A message whose dispatcher died holding it: ``retrying`` at once, or ``failed``
+    when the lost attempt was its last -- LEASE_EXPIRED either way."""
+    return {
+        "status": "failed" if expiry.final else "retrying",
+        "attempts": expiry.attempts,
+        "reason_code": LEASE_EXPIRED,
+        "last_error": ABANDONED,
+        "next_attempt_at": None,
+        "updated_at": now,
+    }
 
 
-def count_abandoned(conn: sa.Connection, now: datetime, max_attempts: int) -> tuple[int, int]:
-    """What :func:`recover_abandoned` would settle now: (retrying, failed)."""
-    c = messages.c
-    last = c.attempts + 1 >= max_attempts
-    query = sa.select(sa.func.count().filter(~last), sa.func.count().filter(last)).where(
-        c.status.in_(CLAIMED_FROM), leases.expired(messages, now)
-    )
-    retrying, failed = conn.execute(query).one()
-    return int(retrying or 0), int(failed or 0)
+# Messages as leased work (leases.recover, from dispatch's claim and reconcile): the
+# attempt is counted when its outcome is recorded, so the lost one is counted here.
+LEASED_MESSAGES = leases.LeasedWork(
+    messages,
+    in_flight=messages.c.status.in_(CLAIMED_FROM),
+    attempts=messages.c.attempts,
+    counted_at_claim=False,
+    after=_after_expiry,
+)
 
 
 # --- operator commands: list, edit, delete (SPEC §7) ---------------------------------
@@ -238,15 +212,7 @@ def get_message(
     conn: sa.Connection, message_id: int, *, account_id: int | None = None, lock: bool = False
 ) -> sa.Row[Any]:
     """One message (of ``account_id``, when given), or NotFound."""
-    query = sa.select(messages).where(messages.c.id == message_id)
-    if account_id is not None:
-        query = query.where(messages.c.account_id == account_id)
-    if lock and conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).first()
-    if row is None:
-        raise NotFound(f"no message {message_id}" + (" in this account" if account_id else ""))
-    return row
+    return get_owned(conn, messages, message_id, account_id, "message", lock=lock)
 
 
 def edit_message(

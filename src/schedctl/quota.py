@@ -136,7 +136,9 @@ def release_past_reservations(conn: sa.Connection, today: str, *, dry_run: bool 
         value = conn.execute(sa.select(sa.func.sum(counter.reserved)).where(stale)).scalar()
         return int(value or 0)
     # (Today's cannot be told from sends in progress: a unit records no process.)
-    held = conn.execute(dialect.claim(sa.select(counter.day, counter.reserved).where(stale), conn))
+    held = conn.execute(
+        sa.select(counter.day, counter.reserved).where(stale).with_for_update(skip_locked=True)
+    )
     units: dict[str, int] = {str(day): int(n) for day, n in held}
     if units:
         conn.execute(send_counters.update().where(counter.day.in_(units)).values(reserved=0))

@@ -6,10 +6,9 @@ Its steps, in this order:
 1. Usage snapshot (usage.py): each account's attempts of yesterday and today so far
    (or ``--date``) by message type and outcome into ``usage_history`` -- first, so
    the log it counts is not yet purged.
-2. Leases whose process died (leases.py's ``expired``): schedule runs
-   (runs.recover_orphaned_runs) and messages (outbox.recover_abandoned) go back to a
-   retryable state, or fail with the reason once out of attempts; distributions are
-   the distribution step's. Work under a live lease is never touched.
+2. Leases whose process died: each kind of leased work (schedule runs, messages,
+   distributions) goes through leases.recover, as the claims of tick and distribute
+   do. Work under a live lease is never touched.
 3. Quota units still reserved on past UTC days are given back
    (quota.release_past_reservations); today's cannot be told from sends in progress.
 4. Purges past retention, oldest first, at most ``[reconcile] batch_size`` rows per
@@ -114,15 +113,9 @@ def purge(db: Database, what: Purge, now: datetime, batch: int, *, dry_run: bool
     if dry_run:
         query = sa.select(sa.func.count()).select_from(table).where(what.past(now))
         return Purged(rows=int(db.scalar(query) or 0))
-    oldest = sa.select(table.c.id).where(what.past(now)).order_by(what.age).limit(batch)
-
-    def work(conn: sa.Connection) -> int:
-        taken = dialect.claim(oldest, conn)  # rows another reconcile holds are its own
-        return int(conn.execute(table.delete().where(table.c.id.in_(taken))).rowcount)
-
     done = Purged()
     while True:
-        deleted = db.transaction(work)
+        deleted = db.transaction(functools.partial(purge_batch, what=what, now=now, batch=batch))
         if deleted:
             done.rows += deleted
             done.batches += 1
@@ -130,6 +123,20 @@ def purge(db: Database, what: Purge, now: datetime, batch: int, *, dry_run: bool
             log.debug("purged %d %s rows (%d so far)", deleted, what.name, done.rows)
         if deleted < batch:
             return done
+
+
+def purge_batch(conn: sa.Connection, what: Purge, now: datetime, batch: int) -> int:
+    """Delete up to ``batch`` of ``what``'s oldest rows past retention; how many. Rows
+    another reconcile holds are its own (SKIP LOCKED)."""
+    table = what.table
+    oldest = (
+        sa.select(table.c.id)
+        .where(what.past(now))
+        .order_by(what.age)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
+    return int(conn.execute(table.delete().where(table.c.id.in_(oldest))).rowcount)
 
 
 def purges(settings: Settings) -> list[Purge]:
@@ -171,8 +178,6 @@ def purges(settings: Settings) -> list[Purge]:
 
 # Completed distributions of the last MIRROR_DAYS business dates are checked.
 MIRROR_DAYS = 7
-# Statuses in which a day is held under a lease while a run copies it.
-DISTRIBUTION_HELD = ("planned", "copying")
 
 
 @dataclass(frozen=True)
@@ -194,30 +199,16 @@ def reconcile_distributions(
 ) -> DistributionReport:
     """The distribution's share of reconcile: its leases, plan purge and mirror check.
 
-    - a day whose run died holding its lease (``planned``/``copying``, lease
-      expired) is freed with ``leases.CLEARED``; the next ``distribute`` resumes it
-      from the stored plan (resuming is always safe, so it is never failed here);
+    - a day whose run died holding its lease is freed (``store.LEASED_DAYS``); the
+      next ``distribute`` resumes it from the stored plan;
     - the stored plans of completed days past their ``expires_at`` ([distribute]
       retention) are deleted, ``[reconcile] batch_size`` rows per transaction, by
       ``purge_expired_plans`` of the distribute store;
     - the mirror is checked (:func:`check_mirror`), and with ``--repair`` mended.
     """
-    table = distributions
     dry = options.dry_run
     batch = settings.reconcile_batch_size
-    held = sa.and_(table.c.status.in_(DISTRIBUTION_HELD), leases.expired(table, now))
-    if dry:
-        recovered = int(db.scalar(sa.select(sa.func.count()).select_from(table).where(held)))
-    else:
-        recovered = int(
-            db.transaction(
-                lambda conn: (
-                    conn.execute(
-                        table.update().where(held).values(updated_at=now, **leases.CLEARED)
-                    ).rowcount
-                )
-            )
-        )
+    recovered = sum(recover_leases(db, store.LEASED_DAYS, now, None, batch, dry_run=dry))
 
     plans = Purged()
     if not dry:
@@ -338,8 +329,8 @@ def run_reconcile(
 
     snapshot = usage.take_snapshot(db, now, days, dry_run=dry)
 
-    run_leases = runs.recover_orphaned_runs(db, now, batch=batch, dry_run=dry)
-    messages = _recover_messages(db, now, max_attempts, batch, dry_run=dry)
+    run_leases = recover_leases(db, runs.LEASED_RUNS, now, runs.MAX_ATTEMPTS, batch, dry_run=dry)
+    messages = recover_leases(db, outbox.LEASED_MESSAGES, now, max_attempts, batch, dry_run=dry)
     today = quota.quota_day(now)
     released = db.transaction(
         functools.partial(quota.release_past_reservations, today=today, dry_run=dry),
@@ -353,7 +344,7 @@ def run_reconcile(
     if dist.plans is not None:
         purged["plans"] = dist.plans
 
-    recovered = run_leases.retryable + run_leases.failed + sum(messages) + dist.recovered
+    recovered = sum(run_leases) + sum(messages) + dist.recovered
     report: dict[str, Any] = {
         "leases_recovered": recovered,
         "tracking_purged": purged["tracking"].rows,
@@ -363,8 +354,8 @@ def run_reconcile(
         "usage_dates": [d.isoformat() for d in snapshot.days],
         "usage_accounts": snapshot.accounts,
         "usage_kept": snapshot.kept,
-        "runs_retryable": run_leases.retryable,
-        "runs_failed": run_leases.failed,
+        "runs_retryable": run_leases[0],
+        "runs_failed": run_leases[1],
         "messages_retrying": messages[0],
         "messages_failed": messages[1],
         "distributions_recovered": dist.recovered,
@@ -383,23 +374,31 @@ def run_reconcile(
     return report
 
 
-def _recover_messages(
-    db: Database, now: datetime, max_attempts: int, batch: int, *, dry_run: bool
+def recover_leases(
+    db: Database,
+    work: leases.LeasedWork,
+    now: datetime,
+    max_attempts: int | None,
+    batch: int,
+    *,
+    dry_run: bool,
 ) -> tuple[int, int]:
-    """Messages whose dispatcher died: (made retrying, failed), a batch at a time."""
+    """``work`` whose process died, recovered a batch per transaction: (sent back to
+    be retried, failed)."""
     if dry_run:
         return db.transaction(
-            lambda conn: outbox.count_abandoned(conn, now, max_attempts), read_only=True
+            lambda conn: leases.count_expired(conn, work, now, max_attempts=max_attempts),
+            read_only=True,
         )
-    retrying = failed = 0
+    retried = failed = 0
     while True:
-        again, out = db.transaction(
-            lambda conn: outbox.recover_abandoned(conn, now, max_attempts, batch)
+        done = db.transaction(
+            lambda conn: leases.recover(conn, work, now, max_attempts=max_attempts, limit=batch)
         )
-        retrying += again
-        failed += out
-        if again + out < batch:
-            return retrying, failed
+        retried += len(done.retried)
+        failed += len(done.failed)
+        if len(done.retried) + len(done.failed) < batch:
+            return retried, failed
 
 
 def reconcile_failed(report: dict[str, Any]) -> bool:

@@ -393,7 +393,7 @@ def unscoped_reason(conn: sa.Connection) -> str | None:
     count = conn.execute(sa.select(sa.func.count()).select_from(accounts)).scalar_one()
     if count <= 1:
         return None
-    if conn.dialect.name == "sqlite":
+    if not dialect.capabilities(conn.dialect).row_level_security:
         return "SQLite has no row-level security and the database holds several accounts"
     if sandbox.bypasses_row_security(conn):
         return (

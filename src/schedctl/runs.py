@@ -34,8 +34,9 @@ Policies:
   attempts, after which it stays failed. A failure that a retry cannot mend is
   final at once: a report query that read-only mode refuses (ReportFailed with
   ``retryable`` False), a schedule without recipients (MISSING_RECIPIENT). A run
-  whose process died (lease expired) is claimed again the same way; one that dies
-  on its last attempt is marked failed.
+  whose process died (lease expired) goes back through leases.recover
+  (:data:`LEASED_RUNS`, the claim's first step and reconcile's) and is retried the
+  same way; one that died on its last attempt is marked failed.
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ from schedctl.cadence import Cadence, next_slot, slots_between
 from schedctl.config import Settings
 from schedctl.db import dialect
 from schedctl.db.database import Database
+from schedctl.db.owned import get_owned
 from schedctl.db.schema import messages, schedule_runs, schedules
-from schedctl.errors import NotFound, SchedctlError, ValidationError
+from schedctl.errors import SchedctlError, ValidationError
 from schedctl.leases import Clock
 from schedctl.schedules import Schedule, stored_cadence
 
@@ -194,6 +196,7 @@ _DUE = (
     .where(schedules.c.active == sa.true(), schedules.c.next_run_at <= sa.bindparam("now"))
     .order_by(schedules.c.next_run_at, schedules.c.id)
     .limit(sa.bindparam("size"))
+    .with_for_update(skip_locked=True)
 )
 
 
@@ -212,7 +215,7 @@ def _materialise_batch(
     queued: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     advances: list[dict[str, Any]] = []
-    claimed = conn.execute(dialect.claim(_DUE, conn), {"now": now, "size": size}).all()
+    claimed = conn.execute(_DUE, {"now": now, "size": size}).all()
     for row in claimed:
         counts.due += 1
         try:
@@ -330,13 +333,11 @@ def _schedule_active() -> sa.ColumnElement[bool]:
 
 
 def _claimable(now: datetime) -> sa.ColumnElement[bool]:
+    """Queued, or failed with a retry due (a run whose process died is recovered
+    into that state first)."""
     c = schedule_runs.c
     return sa.and_(
-        sa.or_(
-            c.status == "queued",
-            _orphaned(now),
-            sa.and_(c.status == "failed", c.next_attempt_at <= now),
-        ),
+        sa.or_(c.status == "queued", sa.and_(c.status == "failed", c.next_attempt_at <= now)),
         _schedule_active(),
     )
 
@@ -354,7 +355,7 @@ def _waiting(now: datetime) -> sa.ColumnElement[bool]:
 
 def _orphaned(now: datetime) -> sa.ColumnElement[bool]:
     """A run whose process died: still running, under an expired lease."""
-    return sa.and_(schedule_runs.c.status == "running", leases.expired(schedule_runs, now))
+    return sa.and_(LEASED_RUNS.in_flight, leases.expired(schedule_runs, now))
 
 
 def skip_paused_runs(db: Database, now: datetime) -> int:
@@ -385,86 +386,26 @@ def orphan_error(attempt: int) -> str:
     return f"the process running it stopped (lease expired) on attempt {attempt} of {MAX_ATTEMPTS}"
 
 
-def fail_exhausted_orphans(conn: sa.Connection, rows: Sequence[Any], now: datetime) -> list[int]:
-    """Of locked candidate runs (``id``, ``attempt``, ``status``), mark failed for good
-    those orphaned on their last attempt; their ids. The caller checked the orphans'
-    leases expired (:func:`_orphaned`)."""
-    dead = [int(r.id) for r in rows if r.status == "running" and r.attempt >= MAX_ATTEMPTS]
-    if dead:
-        conn.execute(
-            schedule_runs.update()
-            .where(schedule_runs.c.id.in_(dead))
-            .values(
-                status="failed",
-                error=orphan_error(MAX_ATTEMPTS),
-                finished_at=now,
-                next_attempt_at=None,
-                **leases.CLEARED,
-            )
-        )
-    return dead
+def _after_expiry(expiry: leases.Expiry, now: datetime) -> dict[str, Any]:
+    """A run whose process died: failed with the reason, due again at once -- the state
+    a failed attempt leaves, claimed like any retry -- unless that was its last."""
+    return {
+        "status": "failed",
+        "error": orphan_error(min(expiry.attempts, MAX_ATTEMPTS)),
+        "finished_at": now,
+        "next_attempt_at": None if expiry.final else now,
+    }
 
 
-@dataclass(frozen=True)
-class Recovered:
-    """Work whose process died, as reconcile found it: made retryable, or failed."""
-
-    retryable: int = 0
-    failed: int = 0
-
-
-def recover_orphaned_runs(
-    db: Database, now: datetime, *, batch: int, dry_run: bool = False
-) -> Recovered:
-    """Reconcile's half of the run lease: runs whose process died (``running`` under
-    an expired lease) become ``failed`` with the reason and a retry due at once --
-    the state a failed attempt leaves, which tick claims like any retry -- or failed
-    for good when the process died on their last attempt. A run under a live lease
-    is never touched. ``batch`` runs per transaction; ``dry_run`` only counts.
-
-    Tick does the same on its own when it claims an orphan (:func:`claim_runs`);
-    this settles the ones no tick has come for (a paused tick, a disabled host).
-    """
-    c = schedule_runs.c
-    exhausted = c.attempt >= MAX_ATTEMPTS
-    if dry_run:
-        query = sa.select(
-            sa.func.count().filter(~exhausted), sa.func.count().filter(exhausted)
-        ).where(_orphaned(now))
-        retryable, failed = db.transaction(lambda conn: conn.execute(query).one(), read_only=True)
-        return Recovered(int(retryable or 0), int(failed or 0))
-
-    def work(conn: sa.Connection) -> tuple[int, int]:
-        candidates = (
-            sa.select(c.id, c.attempt, c.status).where(_orphaned(now)).order_by(c.id).limit(batch)
-        )
-        rows = conn.execute(dialect.claim(candidates, conn)).all()
-        dead = fail_exhausted_orphans(conn, rows, now)
-        by_attempt: dict[int, list[int]] = {}
-        for row in rows:
-            if row.id not in dead:
-                by_attempt.setdefault(int(row.attempt), []).append(int(row.id))
-        for attempt, ids in by_attempt.items():
-            conn.execute(
-                schedule_runs.update()
-                .where(c.id.in_(ids))
-                .values(
-                    status="failed",
-                    error=orphan_error(attempt),
-                    finished_at=now,
-                    next_attempt_at=now,
-                    **leases.CLEARED,
-                )
-            )
-        return len(rows) - len(dead), len(dead)
-
-    retryable = failed = 0
-    while True:
-        made_retryable, made_failed = db.transaction(work)
-        retryable += made_retryable
-        failed += made_failed
-        if made_retryable + made_failed < batch:
-            return Recovered(retryable, failed)
+# Runs as leased work (leases.recover): running under a lease, the attempt counted
+# when the claim starts it.
+LEASED_RUNS = leases.LeasedWork(
+    schedule_runs,
+    in_flight=schedule_runs.c.status == "running",
+    attempts=schedule_runs.c.attempt,
+    counted_at_claim=True,
+    after=_after_expiry,
+)
 
 
 def claim_runs(
@@ -472,21 +413,26 @@ def claim_runs(
 ) -> tuple[list[ClaimedRun], int]:
     """Lease up to ``limit`` runnable runs to ``owner``; returns (claimed, given up).
 
-    Not claimed but marked failed, and counted as given up: a run whose lease
-    expired on its last attempt, and one whose schedule row cannot be read.
+    Runs whose process died (lease expired) are first recovered as reconcile recovers
+    them (:data:`LEASED_RUNS`), so they are claimed as retries. Not claimed but marked
+    failed, and counted as given up: a run whose process died on its last attempt,
+    and one whose schedule row cannot be read.
     """
     c = schedule_runs.c
+    candidates = (
+        sa.select(c.id)
+        .where(_claimable(now))
+        .order_by(c.slot, c.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
 
     def work(conn: sa.Connection) -> tuple[list[ClaimedRun], int]:
-        candidates = (
-            sa.select(c.id, c.attempt, c.status)
-            .where(_claimable(now))
-            .order_by(c.slot, c.id)
-            .limit(limit)
-        )
-        rows = conn.execute(dialect.claim(candidates, conn)).all()
-        dead = fail_exhausted_orphans(conn, rows, now)
-        ids = [r.id for r in rows if r.id not in dead]
+        dead = leases.recover(
+            conn, LEASED_RUNS, now, _schedule_active(),
+            max_attempts=MAX_ATTEMPTS, limit=limit, order_by=[c.slot, c.id],
+        ).failed  # fmt: skip
+        ids = list(conn.execute(candidates).scalars())
         if not ids:
             return [], len(dead)
         runs = leases.stamp(
@@ -757,14 +703,7 @@ def run_schedule_now(
     clock = leases.clock_from(now)
 
     def start(conn: sa.Connection) -> ClaimedRun:
-        row = conn.execute(
-            sa.select(schedules).where(
-                schedules.c.id == schedule_id, schedules.c.account_id == account_id
-            )
-        ).first()
-        if row is None:
-            raise NotFound(f"no schedule {schedule_id} in this account")
-        schedule = Schedule.from_row(row)
+        schedule = Schedule.from_row(get_owned(conn, schedules, schedule_id, account_id))
         # Created already leased to this process, so no tick can claim it meanwhile.
         run_id = conn.execute(
             schedule_runs.insert()
@@ -873,13 +812,7 @@ def run_history(db: Database, account_id: int, schedule_id: int, limit: int) -> 
     c = schedule_runs.c
 
     def work(conn: sa.Connection) -> list[RunRecord]:
-        exists = conn.execute(
-            sa.select(schedules.c.id).where(
-                schedules.c.id == schedule_id, schedules.c.account_id == account_id
-            )
-        ).first()
-        if exists is None:
-            raise NotFound(f"no schedule {schedule_id} in this account")
+        get_owned(conn, schedules, schedule_id, account_id, columns=[schedules.c.id])
         rows = conn.execute(
             sa.select(schedule_runs)
             .where(c.schedule_id == schedule_id, c.account_id == account_id)

@@ -34,9 +34,10 @@ from schedctl.cadence import (
 )
 from schedctl.config import Settings
 from schedctl.db.database import Database
+from schedctl.db.owned import get_owned
 from schedctl.db.schema import schedule_runs, schedules
 from schedctl.delivery.message import validate_email
-from schedctl.errors import ConflictError, NotFound, ValidationError
+from schedctl.errors import ConflictError, ValidationError
 from schedctl.ids import parse_id
 
 CATCHUP_POLICIES = ("latest", "all", "none")
@@ -314,12 +315,7 @@ def _in_account(account_id: int, schedule_id: int) -> sa.ColumnElement[bool]:
 def _load(
     conn: sa.Connection, account_id: int, schedule_id: int, *, lock: bool = False
 ) -> Schedule:
-    query = sa.select(schedules).where(_in_account(account_id, schedule_id))
-    if lock and conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).first()
-    if row is None:
-        raise NotFound(f"no schedule {schedule_id} in this account")
+    row = get_owned(conn, schedules, schedule_id, account_id, "schedule", lock=lock)
     return Schedule.from_row(row)
 
 

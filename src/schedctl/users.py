@@ -27,11 +27,11 @@ import sqlalchemy as sa
 
 from schedctl import leases
 from schedctl.cadence import parse_hhmm, parse_timezone
-from schedctl.db import dialect
 from schedctl.db.database import Database
+from schedctl.db.owned import get_owned
 from schedctl.db.schema import digests, messages, notifications, users
 from schedctl.delivery.message import validate_email
-from schedctl.errors import ConflictError, NotFound, TemporaryError, ValidationError
+from schedctl.errors import ConflictError, TemporaryError, ValidationError
 from schedctl.ids import parse_id
 from schedctl.outbox import PENDING
 
@@ -103,13 +103,8 @@ def user_condition(ref: str) -> sa.ColumnElement[bool]:
 
 def find_user(conn: sa.Connection, account_id: int, ref: str, *, lock: bool = False) -> sa.Row[Any]:
     """The account's user given by id or e-mail address, or NotFound (exit 2)."""
-    query = sa.select(users).where(user_condition(ref), users.c.account_id == account_id)
-    if lock and conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).first()
-    if row is None:
-        raise NotFound(f"no user {ref.strip()} in this account")
-    return row
+    condition = user_condition(ref)
+    return get_owned(conn, users, condition, account_id, "user", label=ref.strip(), lock=lock)
 
 
 def user_summary(row: Any) -> dict[str, Any]:
@@ -227,7 +222,7 @@ def _unsent_messages(conn: sa.Connection, account_id: int, user_id: int) -> list
             m.idempotency_key.startswith(f"digest:{user_id}:", autoescape=True),
         ),
     )
-    return list(conn.execute(dialect.lock_row(query, conn)))
+    return list(conn.execute(query.with_for_update()))
 
 
 def remove_user(conn: sa.Connection, account_id: int, ref: str, now: datetime) -> Removed:
@@ -241,9 +236,7 @@ def remove_user(conn: sa.Connection, account_id: int, ref: str, now: datetime) -
     # Lock their notifications first: a tick queueing one of them right now commits
     # its message before we look for messages (and one that starts later skips them).
     conn.execute(
-        dialect.lock_row(
-            sa.select(notifications.c.id).where(notifications.c.user_id == row.id), conn
-        )
+        sa.select(notifications.c.id).where(notifications.c.user_id == row.id).with_for_update()
     )
     unsent = _unsent_messages(conn, account_id, int(row.id))
     busy = sum(1 for m in unsent if leases.is_live(m, now))

@@ -124,9 +124,9 @@ KILLS = [
                              " WHERE status = 'completed'") == 1),
     # reconcile: the recovery transaction, mid-purge
     Kill("reconcile: before a recovery commits", "reconcile",
-         "schedctl.outbox:recover_abandoned:after",
+         "schedctl.leases:recover:after:2",  # the messages' first batch (the runs' is 1)
          lambda w: scalar(w, "SELECT count(*) FROM messages WHERE status = 'retrying'") == 0),
-    Kill("reconcile: mid-purge", "reconcile", "schedctl.db.dialect:claim:before:9",
+    Kill("reconcile: mid-purge", "reconcile", "schedctl.reconcile:purge_batch:before:4",
          lambda w: 0 < old_heartbeats_left(w) < len(w.old_heartbeats) - 1),
 ]  # fmt: skip
 

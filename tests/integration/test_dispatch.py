@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from delivery_helpers import T0, InProcessCli, all_messages, enqueue_all, log_rows, message, one
+from schedctl import outbox
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import events, messages
@@ -277,6 +278,33 @@ def test_a_message_whose_dispatcher_died_on_its_last_attempt_fails_unsent(
     assert (failed.status, failed.reason_code, failed.attempts) == ("failed", "LEASE_EXPIRED", 3)
     assert failed.lease_owner is None
     assert smtp.message_ids == [sent.message_id]
+
+
+def test_a_message_taken_over_from_a_dead_dispatcher_is_recovered_as_reconcile_does(
+    db_url: str, closed_port: int
+) -> None:
+    """tick's claim sends abandoned work back through the one recovery reconcile uses
+    (leases.recover): the lost attempt counted, retrying with LEASE_EXPIRED -- which is
+    what is left when the mail server cannot be reached to send it again."""
+    [mid] = enqueue_all(db_url, [message(1)])
+    with Database(db_url) as db:
+        db.transaction(
+            lambda conn: conn.execute(
+                messages.update()
+                .where(messages.c.id == mid)
+                .values(lease_owner="dead-host:1:abc", lease_expires_at=T0 - timedelta(seconds=1))
+            )
+        )
+    settings = Settings(mail_backend="smtp", smtp_host="127.0.0.1", smtp_port=closed_port)
+
+    with pytest.raises(MailUnavailable):
+        dispatch(db_url, settings)
+
+    row = one(db_url, mid)
+    assert (row.status, row.attempts, row.reason_code, row.last_error) == (
+        "retrying", 1, "LEASE_EXPIRED", outbox.ABANDONED
+    )  # fmt: skip
+    assert (row.lease_owner, row.lease_expires_at, row.next_attempt_at) == (None, None, None)
 
 
 def test_the_mail_is_multipart_with_attachments_and_one_click_unsubscribe(

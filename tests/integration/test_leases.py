@@ -14,7 +14,6 @@ import pytest
 import sqlalchemy as sa
 
 from schedctl import leases
-from schedctl.db import dialect
 from schedctl.db.database import Database
 from schedctl.db.types import UTCDateTime
 
@@ -29,6 +28,7 @@ work = sa.Table(
     sa.Column("state", sa.Text, nullable=False),
     sa.Column("lease_owner", sa.Text),
     sa.Column("lease_expires_at", UTCDateTime),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
 )
 
 
@@ -58,8 +58,9 @@ def claim(
         .where(work.c.state == "new", leases.free(work, at))
         .order_by(work.c.id)
         .limit(limit)
+        .with_for_update(skip_locked=True)
     )
-    ids = [int(i) for i in conn.execute(dialect.claim(candidates, conn)).scalars()]
+    ids = [int(i) for i in conn.execute(candidates).scalars()]
     leases.stamp(conn, work, ids, owner, at + lease, state="new")
     return ids
 
@@ -172,3 +173,85 @@ def test_concurrent_claimers_skip_each_others_rows(db: Database) -> None:
     assert (mine, theirs) == ([1, 2], [3, 4])
     assert ids_where(db, leases.held_by(work, "one:1:x")) == [1, 2]
     assert ids_where(db, leases.held_by(work, "two:2:y")) == [3, 4]
+
+
+# --- work whose lease expired -------------------------------------------------------------
+
+
+def _after_expiry(expiry: leases.Expiry, now: datetime) -> dict[str, Any]:
+    return {"state": "failed" if expiry.final else "again", "attempts": expiry.attempts}
+
+
+# The scratch table as a kind of leased work: in flight while "new", an attempt counted
+# when its outcome is recorded (as messages count theirs).
+LEASED_WORK = leases.LeasedWork(
+    work, in_flight=work.c.state == "new", attempts=work.c.attempts, counted_at_claim=False,
+    after=_after_expiry,
+)  # fmt: skip
+
+
+def _leave_expired_work(db: Database) -> datetime:
+    """1 and 2 expired (2 on its last attempt), 3 live, 4 expired but finished, 5 never
+    leased; the instant at which that is so."""
+
+    def work_(conn: sa.Connection) -> None:
+        leases.stamp(conn, work, [1, 2, 4], "dead:1:x", T0 + LEASE)
+        leases.stamp(conn, work, [3], "live:2:y", T0 + 2 * LEASE)
+        conn.execute(work.update().where(work.c.id == 2).values(attempts=2))
+        conn.execute(work.update().where(work.c.id == 4).values(state="done"))
+
+    db.transaction(work_)
+    return T0 + LEASE
+
+
+def test_recover_settles_expired_work_by_the_kinds_decision_and_only_once(db: Database) -> None:
+    at = _leave_expired_work(db)
+
+    counted = db.transaction(
+        lambda conn: leases.count_expired(conn, LEASED_WORK, at, max_attempts=3), read_only=True
+    )
+    recovered = db.transaction(
+        lambda conn: leases.recover(conn, LEASED_WORK, at, max_attempts=3, limit=10)
+    )
+    again = db.transaction(
+        lambda conn: leases.recover(conn, LEASED_WORK, at, max_attempts=3, limit=10)
+    )
+
+    assert counted == (1, 1)
+    assert recovered == leases.Recovered(retried=(1,), failed=(2,))
+    assert again == leases.Recovered()
+    found = rows(db)
+    assert [(r.state, r.attempts, r.lease_owner, r.lease_expires_at) for r in found.values()] == [
+        ("again", 1, None, None),
+        ("failed", 3, None, None),
+        ("new", 0, "live:2:y", T0 + 2 * LEASE),  # live: never touched
+        ("done", 0, "dead:1:x", T0 + LEASE),  # not in flight: its kind's to settle
+        ("new", 0, None, None),  # never leased: nothing died holding it
+    ]
+
+
+def test_recover_takes_at_most_limit_rows_in_order_and_the_conditions_asked(
+    db: Database,
+) -> None:
+    at = _leave_expired_work(db)
+
+    first = db.transaction(
+        lambda conn: leases.recover(
+            conn, LEASED_WORK, at, work.c.id != 1, max_attempts=3, limit=1,
+            order_by=[work.c.id.desc()],
+        )
+    )  # fmt: skip
+    assert first == leases.Recovered(failed=(2,))
+    assert rows(db)[1].lease_owner == "dead:1:x"
+
+
+@pytest.mark.parametrize("dialect", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_recover_skips_rows_another_transaction_holds(db: Database) -> None:
+    at = _leave_expired_work(db)
+    held = sa.select(work.c.id).where(work.c.id == 1).with_for_update()
+    with db.engine.connect() as other, other.begin():
+        other.execute(held).all()
+        recovered = db.transaction(
+            lambda conn: leases.recover(conn, LEASED_WORK, at, max_attempts=3, limit=10)
+        )
+    assert recovered == leases.Recovered(failed=(2,))

@@ -158,6 +158,7 @@ class Database:
         self.store = store
         self.engine = create_engine(url, store=store, sqlite_mode="rwc" if create else "rw")
         self.dialect = self.engine.dialect.name
+        self.capabilities = dialect.capabilities(self.engine.dialect)
         # Set when a SQLite file could only be opened for reading.
         self.read_only = False
         self._first_write: Callable[[sa.Connection], object] | None = None
@@ -184,7 +185,7 @@ class Database:
     def _begin(self, read_only: bool) -> Iterator[sa.Connection]:
         options = {"schedctl_read_only": True} if read_only else {}
         with self.engine.connect().execution_options(**options) as conn, conn.begin():
-            if self.account_id is not None and self.dialect == "postgresql":
+            if self.account_id is not None and self.capabilities.row_level_security:
                 dialect.set_account_scope(conn, self.account_id)
             yield conn
 

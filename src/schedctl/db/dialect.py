@@ -1,20 +1,24 @@
 """Everything that differs between the dialects, in one place.
 
-Callers build portable SQLAlchemy Core statements and ask this module for the few
-dialect-specific pieces: the server clock, a claim with SKIP LOCKED, insert-or-skip
-and insert-or-update on a unique key, the migration lock and the row-level-security
-scope -- and, for `distribute`'s data sources and destinations (also MySQL/MariaDB
-and Oracle), a read-only transaction, the lock that serialises writers of a
-destination table and the fastest bulk insert (COPY on PostgreSQL).
+Callers build portable SQLAlchemy Core statements (row locks included: SQLAlchemy
+writes no FOR UPDATE for SQLite) and ask this module for the few dialect-specific
+pieces: the server clock, insert-or-skip and insert-or-update on a unique key, the
+migration lock, the row-level-security scope and the :class:`Capabilities` flags
+the rest of schedctl asks instead of a dialect's name -- and, for `distribute`'s
+data sources and destinations (also MySQL/MariaDB and Oracle), a read-only
+transaction, the lock that serialises writers of a destination table and the
+fastest bulk insert (COPY on PostgreSQL).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sqlite3
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,21 +40,28 @@ def server_now(conn: sa.Connection) -> datetime:
     return datetime.fromisoformat(raw).replace(tzinfo=UTC)
 
 
-def claim(
-    select: sa.Select[Any], conn: sa.Connection, *, key_share: bool = False
-) -> sa.Select[Any]:
-    """Make a SELECT claim its rows: FOR UPDATE SKIP LOCKED where the database has it.
+@dataclass(frozen=True)
+class Capabilities:
+    """What a database can do, where schedctl behaves differently for it: decided
+    here, once per dialect, so that callers ask a flag and never a dialect's name.
+    (Row locks need no flag: SQLAlchemy writes no FOR UPDATE for SQLite, whose write
+    transaction already excludes every other writer.)"""
 
-    ``key_share``: FOR NO KEY UPDATE instead, which still excludes other claimers but
-    neither waits for nor is skipped because of transactions inserting rows that
-    reference the claimed ones (a foreign key check takes FOR KEY SHARE).
+    # Row-level security can keep a session to one account (PostgreSQL).
+    row_level_security: bool
+    # One write lock for the whole database (SQLite): a writer waiting for another's
+    # long transaction gives up with "database is locked", as if unavailable.
+    single_writer: bool
 
-    SQLite has no row locks; its write transactions (BEGIN IMMEDIATE) serialise
-    claimers instead, which gives the same exactly-once result.
-    """
-    if conn.dialect.name == "postgresql":
-        return select.with_for_update(skip_locked=True, key_share=key_share)
-    return select
+
+@functools.cache
+def _capabilities(name: str) -> Capabilities:
+    return Capabilities(row_level_security=name == "postgresql", single_writer=name == "sqlite")
+
+
+def capabilities(sa_dialect: sa.Dialect) -> Capabilities:
+    """The :class:`Capabilities` of a connection's (or engine's) dialect."""
+    return _capabilities(sa_dialect.name)
 
 
 def _upsert_capable_insert(conn: sa.Connection, table: sa.Table) -> Any:
@@ -249,15 +260,6 @@ def constraint_name(exc: sa.exc.IntegrityError) -> str | None:
         return str(diag.constraint_name)
     match = _SQLITE_UNIQUE.search(str(exc.orig))
     return match.group(1) if match else None
-
-
-def lock_row(select: sa.Select[Any], conn: sa.Connection) -> sa.Select[Any]:
-    """Make a SELECT lock its rows until the transaction ends, waiting for them if
-    another transaction has them (FOR UPDATE). SQLite's write transaction already
-    excludes every other writer."""
-    if conn.dialect.name == "sqlite":
-        return select
-    return select.with_for_update()
 
 
 def lock_for_insert(conn: sa.Connection, table: sa.Table) -> None:

@@ -362,7 +362,7 @@ class DistributeRun:
                 held = self.db.transaction(self._hold)
             except DatabaseUnavailable:
                 # SQLite: another run's plan transaction holds the write lock.
-                if self.db.dialect != "sqlite" or time.monotonic() >= deadline:
+                if not self.db.capabilities.single_writer or time.monotonic() >= deadline:
                     raise
                 held = None
             if held is not None:

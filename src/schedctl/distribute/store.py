@@ -92,7 +92,7 @@ def read_day(conn: sa.Connection, business_date: date, *, lock: bool = False) ->
     """The date's row (``lock``: held until the transaction ends), or None."""
     query = sa.select(distributions).where(distributions.c.business_date == business_date)
     if lock:
-        query = dialect.lock_row(query, conn)
+        query = query.with_for_update()
     row = conn.execute(query).first()
     return None if row is None else _day(row)
 
@@ -343,6 +343,17 @@ def iter_plan(conn: sa.Connection, day_id: int, *, size: int = 10_000) -> Iterat
 
 
 # --- the lease: every schedctl.leases call of distribute is here -----------------------
+
+# Days as leased work (leases.recover, from reconcile): held while a run plans or
+# copies them. Resuming from the stored plan is always safe, so a day whose run died
+# is only freed -- never failed, and no attempt counted.
+LEASED_DAYS = leases.LeasedWork(
+    distributions,
+    in_flight=distributions.c.status.in_(("planned", "copying")),
+    attempts=None,
+    counted_at_claim=True,
+    after=lambda _expiry, now: {"updated_at": now},
+)
 
 
 class DayLease:
