@@ -26,14 +26,12 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from schedctl import leases
-from schedctl.cadence import parse_hhmm, parse_timezone
 from schedctl.db import dialect
 from schedctl.db.database import Database
 from schedctl.db.schema import digests, messages, notifications, users
-from schedctl.delivery.message import validate_email
 from schedctl.errors import ConflictError, NotFound, TemporaryError, ValidationError
-from schedctl.ids import parse_id
 from schedctl.outbox import PENDING
+from schedctl.values import parse_hhmm, parse_id, parse_timezone, validate_email
 
 DEFAULT_TZ = "UTC"
 DEFAULT_DIGEST_AT = "08:00"
