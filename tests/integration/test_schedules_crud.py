@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from delivery_helpers import load_with
 from schedctl import runs
 from schedctl.accounts import create_account
 from schedctl.config import Settings, report_queries
@@ -154,9 +155,8 @@ def test_every_invalid_value_is_refused_and_nothing_is_written(
 
 @sqlite_only
 def test_a_broken_report_config_is_a_config_error(db: Database, db_url: str) -> None:
-    settings = Settings(database_url=db_url, reports_queries=report_queries({"ping": {}}))
     with pytest.raises(ConfigError, match="needs sql") as caught:
-        create(db, settings)
+        create(db, load_with({"reports": {"queries": {"ping": {}}}}, database_url=db_url))
     assert caught.value.exit_code == 2
     assert count(db, schedules) == 0
 

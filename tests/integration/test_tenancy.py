@@ -391,7 +391,7 @@ def test_a_malformed_accounts_key_is_a_config_error(
         db_url=db_url, env={"SCHEDCTL_CONFIG": str(config)},
     )  # fmt: skip
     assert (result.exit_code, result.stdout) == (2, "")
-    assert "accounts must be" in result.stderr
+    assert "[reports.queries.q] accounts: must be" in result.stderr
 
 
 # --- item 4: SQLite report queries cannot attach, write or outlive their timeout -------
