@@ -3,7 +3,7 @@
 A user belongs to one account and is known there by an e-mail address (normalised,
 unique in the account), an IANA zone and the local time of day (``HH:MM``) from which
 their daily digest is due. Values are validated with the parsers schedules use
-(``cadence.parse_timezone``, ``cadence.parse_hhmm``, ``validate_email``) before
+(``values.parse_timezone``, ``values.parse_hhmm``, ``values.validate_email``) before
 anything is written. Like the schedules module, every function filters by
 ``account_id`` itself; on PostgreSQL the caller's Database is also scoped to the
 account for row-level security.

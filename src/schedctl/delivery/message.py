@@ -1,4 +1,5 @@
-"""Building e-mail messages: addresses, deterministic Message-IDs, multipart bodies.
+"""Building e-mail messages: header addresses, deterministic Message-IDs, multipart bodies
+(addresses are checked by schedctl.values).
 
 Everything here is pure (no network, no database): the outbox renders a message once,
 stores it, and any later attempt rebuilds exactly the same bytes apart from the Date.
