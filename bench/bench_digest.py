@@ -228,7 +228,7 @@ def child(kind: str, url: str) -> dict[str, Any]:
             database_url=url,
             mail_backend="memory",
             mail_from="bench@example.com",
-            file_tables={"messages": {"enabled": False}},  # planning only: nothing is sent
+            messages_enabled=False,  # planning only: nothing is sent
         )
         with Database(url, environ={}) as db:
             db.transaction(lambda conn: None, read_only=True)

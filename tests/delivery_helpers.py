@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from conftest import SCHEDCTL
+from schedctl.config import Settings, load_settings
 from schedctl.db.database import Database
 from schedctl.db.schema import email_log, messages
 from schedctl.outbox import NewMessage, enqueue
@@ -161,3 +164,21 @@ def run_ticks(count: int, db_url: str, env: dict[str, str]) -> list[dict[str, in
     for result in results:
         assert result.returncode == 0, result.stderr
     return [r.counts for r in results]
+
+
+def load_with(tables: Mapping[str, Any], **flags: Any) -> Settings:
+    """Settings as `load_settings` makes them from a config file holding ``tables`` (and
+    ``flags``), every value checked against the schema."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "schedctl.toml"
+        path.write_text("".join(f"{name} = {_toml(value)}\n" for name, value in tables.items()))
+        return load_settings({**flags, "config_path": str(path)}, environ={})
+
+
+def _toml(value: Any) -> str:
+    """A TOML value (tables inline) of plain strings, numbers, booleans, lists, tables."""
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_toml(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value)

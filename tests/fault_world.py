@@ -43,7 +43,7 @@ from delivery_helpers import bulk_insert
 from distribute_helpers import Campaign, destination_toml, expected_rows, seed_table, table_rows
 from reconcile_helpers import Seed
 from schedctl.cadence import parse_instant
-from schedctl.config import Settings
+from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
 from schedctl.db.schema import email_log, heartbeats, schedules
 from schedctl.schedules import ScheduleOptions, create_schedule
@@ -243,7 +243,7 @@ query = "select theory_id, theory_start_date, theory_end_date from theories"
     def _schedules(self) -> None:
         settings = Settings(
             database_url=self.db_url,
-            file_tables={"reports": {"queries": {"ping": {"sql": "select 1"}}}},
+            reports_queries=report_queries({"ping": {"sql": "select 1"}}),
         )
         created = self.start - timedelta(minutes=1)
         with Database(self.db_url, environ={}) as db:

@@ -7,11 +7,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from schedctl.config import DEFAULT_ACCOUNT
 from schedctl.db.schema import accounts
 from schedctl.errors import ConflictError, NotFound, ValidationError
-from schedctl.ids import as_id
-
-DEFAULT_ACCOUNT = "default"
+from schedctl.values import as_id
 
 
 def resolve_account(conn: sa.Connection, ref: str | None) -> int:

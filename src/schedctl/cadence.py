@@ -23,102 +23,34 @@ from __future__ import annotations
 
 import calendar
 import math
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal, get_args
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from cronsim import CronSim, CronSimError
 
 from schedctl.errors import ValidationError
+from schedctl.values import (
+    WEEKDAYS,
+    check_instant_range,
+    parse_day,
+    parse_hhmm,
+    parse_local_or_instant,
+    parse_timezone,
+    parse_weekday,
+)
 
 Kind = Literal["daily", "weekly", "monthly", "cron"]
 Day = int | Literal["last"]
 
 KINDS: tuple[Kind, ...] = get_args(Kind)
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_WEEKDAY_NAMES = {name: i for i, name in enumerate(WEEKDAYS)} | {
-    name.lower(): i for i, name in enumerate(calendar.day_name)
-}
-_HHMM = re.compile(r"([0-9]{1,2}):([0-9]{2})")
-_DURATION = re.compile(r"([0-9]+)([smhd])")
-_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-# Names zoneinfo can load that are not IANA zones but host aliases or variant trees.
-_NOT_IANA = {"local", "localtime", "posixrules"}
-_NOT_IANA_PREFIXES = ("posix/", "right/")
 _ONE_SECOND = timedelta(seconds=1)
-# The instants schedctl accepts: from the Unix epoch to a year before the end of
-# datetime's range, so that arithmetic near them (a day, a reminder's lead, a zone's
-# offset) cannot overflow.
-EARLIEST_INSTANT = datetime(1970, 1, 1, tzinfo=UTC)
-LATEST_INSTANT = datetime(9999, 1, 1, tzinfo=UTC)  # exclusive
 _UTC_ZONE = ZoneInfo("UTC")
 
 
-# --- parsing raw CLI values -------------------------------------------------------
-
-
-def parse_hhmm(text: str) -> time:
-    """Parse a local time of day written ``HH:MM`` (00:00..23:59)."""
-    match = _HHMM.fullmatch(text.strip())
-    if match is None or int(match[1]) > 23 or int(match[2]) > 59:
-        raise ValidationError(f"invalid time {text!r} (expected HH:MM, 00:00..23:59)")
-    return time(int(match[1]), int(match[2]))
-
-
-def parse_weekday(text: str) -> int:
-    """Parse ``mon``..``sun`` or a full day name, any case; 0 is Monday."""
-    weekday = _WEEKDAY_NAMES.get(text.strip().lower())
-    if weekday is None:
-        raise ValidationError(f"invalid weekday {text!r} (expected mon..sun)")
-    return weekday
-
-
-def parse_day(text: str) -> Day:
-    """Parse a day of the month: ``1``..``31`` or ``last``."""
-    value = text.strip().lower()
-    if value == "last":
-        return "last"
-    if not re.fullmatch(r"[0-9]{1,2}", value) or not 1 <= int(value) <= 31:
-        raise ValidationError(f"invalid day {text!r} (expected 1..31 or last)")
-    return int(value)
-
-
-def parse_duration(text: str) -> timedelta:
-    """Parse a positive duration such as ``90s``, ``15m``, ``6h`` or ``2d``."""
-    match = _DURATION.fullmatch(text.strip())
-    try:
-        if match is None or int(match[1]) == 0:
-            raise ValueError(text)
-        return timedelta(**{_DURATION_UNITS[match[2]]: int(match[1])})
-    except (ValueError, OverflowError):
-        raise ValidationError(
-            f"invalid duration {text!r} (expected a positive whole number and a unit "
-            "s, m, h or d, e.g. 15m)"
-        ) from None
-
-
-def format_duration(value: timedelta) -> str:
-    """A duration back in the ``90s``/``15m``/``6h``/``2d`` form, largest exact unit."""
-    seconds = math.ceil(value.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def parse_timezone(name: str) -> ZoneInfo:
-    """Load an IANA time zone such as ``Europe/Berlin``."""
-    message = f"invalid time zone {name!r} (expected an IANA name such as Europe/Berlin)"
-    if name in _NOT_IANA or name.startswith(_NOT_IANA_PREFIXES):
-        raise ValidationError(message)
-    try:
-        return ZoneInfo(name)
-    # ValueError covers empty names, paths and files on the zone path that are not zones.
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValidationError(message) from None
+# --- instants in a zone -----------------------------------------------------------
 
 
 def parse_instant(text: str, zone: ZoneInfo | None = None) -> datetime:
@@ -131,40 +63,12 @@ def parse_instant(text: str, zone: ZoneInfo | None = None) -> datetime:
     return to_instant(parse_local_or_instant(text), zone or _UTC_ZONE)
 
 
-def parse_date(text: str) -> date:
-    """A ``YYYY-MM-DD`` date given on the command line (exit 2 if it is not one)."""
-    try:
-        return date.fromisoformat(text.strip())
-    except ValueError:
-        raise ValidationError(f"invalid date {text!r} (expected YYYY-MM-DD)") from None
-
-
-def parse_local_or_instant(text: str) -> datetime:
-    """Parse ISO 8601: aware UTC if it has an offset, else the naive wall time it names.
-
-    Either must lie within EARLIEST_INSTANT..LATEST_INSTANT (a wall time as if UTC).
-    """
-    try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValidationError(
-            f"invalid instant {text!r} (expected ISO 8601, e.g. 2026-03-29T02:30:00Z)"
-        ) from None
-    if value.tzinfo is not None:
-        try:
-            value = value.astimezone(UTC)
-        except OverflowError:  # 9999-12-31T23:00-05:00 is past datetime's last year
-            raise _out_of_range(text) from None
-    _check_range(value.replace(tzinfo=UTC), text)
-    return value
-
-
 def to_instant(value: datetime, zone: ZoneInfo) -> datetime:
     """An aware value as UTC; a naive wall time as its instant in ``zone`` (§3's rule)."""
     if value.tzinfo is not None:
         return value.astimezone(UTC)
     instant = first_instant_at_or_after(value, zone)
-    _check_range(instant, value.isoformat())
+    check_instant_range(instant, value.isoformat())
     return instant
 
 
@@ -183,18 +87,6 @@ def wall_time_note(wall: datetime, zone: ZoneInfo) -> str | None:
             f" using the first, {local:%H:%M %Z}"
         )
     return None
-
-
-def _check_range(instant: datetime, text: str) -> None:
-    if not EARLIEST_INSTANT <= instant < LATEST_INSTANT:
-        raise _out_of_range(text)
-
-
-def _out_of_range(text: str) -> ValidationError:
-    return ValidationError(
-        f"instant {text!r} is out of range (expected {EARLIEST_INSTANT:%Y-%m-%d}"
-        f" to {LATEST_INSTANT - timedelta(days=1):%Y-%m-%d})"
-    )
 
 
 def _parse_cron(expr: str) -> str:

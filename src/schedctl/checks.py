@@ -15,11 +15,7 @@ def check_installation(settings: Settings) -> tuple[list[str], list[str]]:
 
     warnings: list[str] = []
     errors: list[str] = []
-    try:
-        queries = reports.report_queries(settings)
-    except SchedctlError as exc:
-        errors.append(settings.redact(exc.message))
-        queries = {}
+    queries = reports.report_queries(settings)
     try:
         with Database(settings.database_url, create=False, retry_seconds=0) as db:
             check_schema(db)

@@ -11,10 +11,11 @@ file and key) and never quote a secret.
 In the TOML file a setting is written under its own name at the top level
 (``mail_backend = "smtp"``) or in its table under the rest of its name (``[mail]
 backend = "smtp"``, ``[smtp] host = "..."``); the table is the name's first word
-unless declared otherwise. An unknown key, in any declared table or at the top level,
-is refused. The tables in `RAW_TABLES` belong to one feature each and are passed
-through untouched in ``Settings.file_tables``; a feature that declares its keys here
-instead (fields with ``setting(table=...)``) takes its table out of `RAW_TABLES`.
+unless declared otherwise. A structured setting declares the keys of its tables
+(``keys``; ``each`` for a table of tables such as ``[reports.queries.NAME]``). An
+unknown key, at the top level or in any table however deep, is refused with one
+message, ``FILE: unknown setting [TABLE] KEY (did you mean 'K'?)``, and a bad value
+with ``FILE: [TABLE] KEY: problem``. The value parsers are in `schedctl.values`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import math
 import os
 import tomllib
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
 from pathlib import Path
@@ -33,15 +34,31 @@ from typing import Any
 from schedctl.distribute import config as dist
 from schedctl.errors import ConfigError, ValidationError, did_you_mean, quoted
 from schedctl.redaction import redact, remember, secrets_in
+from schedctl.values import (
+    addresses_setting,
+    duration_between,
+    duration_setting,
+    format_duration,
+    http_url_problem,
+    nested,
+    normalise_type,
+    one_address_problem,
+    query_setting,
+    zone_problem,
+)
 
 DEFAULT_DATABASE_URL = "sqlite:///schedctl.db"
 ENV_PREFIX = "SCHEDCTL_"
 MIN_SECRET_LENGTH = 16  # the unsubscribe HMAC key: anything shorter is guessable
 DEFAULT_DIGEST_RETENTION = timedelta(days=30)  # how long a digests row is kept
 DEFAULT_RECONCILE_RETENTION = timedelta(days=90)  # heartbeats, email_log, finished runs
-
-# Tables in the file that are passed through untouched to the feature that reads them.
-RAW_TABLES = frozenset({"reports", "events", "messages"})
+DEFAULT_ACCOUNT = "default"  # the account of an installation that never named one
+# A message lease is renewed only between two messages, and one SMTP send can take
+# several smtp_timeout periods: a shorter lease could expire mid-send and let another
+# tick send the message again (SPEC §5).
+MIN_LEASE = timedelta(minutes=1)
+LEASE_SMTP_TIMEOUTS = 4  # SMTP timeouts one send may take before its lease is renewed
+MAX_REMINDER_LEAD = timedelta(days=366)  # the start minus the lead stays a date
 
 
 @dataclass(frozen=True)
@@ -84,6 +101,10 @@ class Setting:
     check: Callable[[str], str | None] | None = None
     # A structured value (list or table) from the file: the value, or ConfigError.
     parse: Callable[[Any, str], Any] | None = None
+    # The keys of a table value (a key's own table of keys, or None for any value) and,
+    # for a table of tables, of each of its tables; checked before `parse` runs.
+    keys: Mapping[str, Any] | None = None
+    each: Mapping[str, Any] | None = None
     name: str = ""
     kind: Any = str
     optional: bool = False
@@ -111,42 +132,6 @@ def setting(default: Any = None, *, factory: Callable[[], Any] | None = None, **
     return field(default=default, metadata=metadata)
 
 
-def _mail_address(value: str) -> str | None:
-    from email.utils import getaddresses
-
-    from schedctl.delivery.message import address_of  # the one address validator
-
-    problem = f"must be one e-mail address, 'addr' or 'Name <addr>', got {quoted(value)}"
-    # parseaddr quietly drops what follows a line break ("a@b.c\r\nBcc: x@y.z").
-    if any(ord(c) < 32 or ord(c) == 127 for c in value) or len(getaddresses([value])) != 1:
-        return problem
-    try:
-        address_of(value)
-    except ValidationError:
-        return problem
-    return None
-
-
-def _http_url(value: str) -> str | None:
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(value)
-        usable = parts.scheme in ("http", "https") and bool(parts.hostname)
-        usable = usable and (parts.port or 0) >= 0  # .port refuses a port that is no number
-    except ValueError:
-        usable = False
-    if not usable or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
-        # Never quoted: it may hold a secret (a token in the path, user:password@).
-        return "must be an http:// or https:// URL with a host"
-    return None
-
-
-def http_url_problem(value: str) -> str | None:
-    """What is wrong with an http(s) URL given on the command line (never quoting it)."""
-    return _http_url(value)
-
-
 def _command(name: Any, origin: str) -> str:
     from schedctl.commands import unknown_command
 
@@ -170,22 +155,15 @@ def _heartbeat_thresholds(value: Any, origin: str) -> dict[str, HeartbeatThresho
         raise ConfigError(f"{origin}: must be a table of commands")
     thresholds = dict(DEFAULT_THRESHOLDS)
     for command, spec in value.items():
-        where = f"{origin}.{_command(command, origin)}"
+        where = nested(origin, _command(command, nested(origin, command)))
         if not isinstance(spec, dict) or not {"yellow", "red"} <= spec.keys():
             raise ConfigError(f"{where} needs 'yellow' and 'red' durations")
-        extra = sorted(spec.keys() - {"yellow", "red"})
-        if extra:
-            raise ConfigError(f"{where}: unknown key {quoted(extra[0])} (only yellow and red)")
         yellow = duration_setting(spec["yellow"], where)
         red = duration_setting(spec["red"], where)
         if red < yellow:
             raise ConfigError(f"{where}: red must not be shorter than yellow")
         thresholds[command] = HeartbeatThresholds(yellow, red)
     return thresholds
-
-
-def _duration(value: Any, origin: str) -> timedelta:
-    return duration_setting(value, origin)  # defined below; Settings is declared first
 
 
 def _retention(minimum: timedelta, why: str) -> Callable[[Any, str], timedelta]:
@@ -208,22 +186,134 @@ def _ping_urls(value: Any, origin: str) -> dict[str, str]:
     if not isinstance(value, dict):
         raise ConfigError(f"{origin}: must map command names to URLs")
     for command, url in value.items():
-        where = f"{origin}.{_command(command, origin)}"
-        problem = _http_url(url) if isinstance(url, str) else "must be an http(s) URL"
+        where = nested(origin, _command(command, nested(origin, command)))
+        problem = http_url_problem(url) if isinstance(url, str) else "must be an http(s) URL"
         if problem:
             raise ConfigError(f"{where}: {problem}")
     return dict(value)
 
 
+def _named_addresses(value: Any, origin: str) -> tuple[str, ...]:
+    return addresses_setting(value, origin, named=True)  # "Ops <ops@example.com>" too
+
+
+def _message_types(value: Any, origin: str) -> dict[str, dict[str, Any]]:
+    """``[messages.types.NAME]``: each type's own ``enabled`` and ``weekend``, checked as
+    ``[messages]`` checks its own (the rest is taken from ``[messages]``)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{origin}: must be a table of [messages.types.NAME]")
+    rules: dict[str, dict[str, Any]] = {}
+    for raw_name, table in value.items():
+        where = nested(origin, raw_name)
+        try:
+            name = normalise_type(str(raw_name))
+        except ValidationError as exc:
+            raise ConfigError(f"{where}: {exc.message}") from None
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: must be a table")
+        rules[name] = {
+            key: _check(SCHEMA[f"messages_{key}"], raw, nested(where, key), text=False)
+            for key, raw in table.items()
+        }
+    return rules
+
+
+def _reminders(value: Any, origin: str) -> tuple[str, ...]:
+    """``[events] reminders``: lead times of at most MAX_REMINDER_LEAD, each once."""
+    if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+        raise ConfigError(f'{origin}: must be a list of durations such as ["1d", "2h"]')
+    for text in value:
+        if duration_setting(text, origin) > MAX_REMINDER_LEAD:
+            raise ConfigError(f"{origin}: {text!r} is longer than {MAX_REMINDER_LEAD.days}d")
+    return tuple(dict.fromkeys(value))
+
+
+# --- [reports.queries.NAME] -------------------------------------------------------------
+
+ALL_ACCOUNTS = "*"
+DEFAULT_QUERY_TIMEOUT = timedelta(seconds=60)
+# Values a report query may refer to as :name.
+QUERY_BINDS = ("slot", "schedule_id", "account_id")
+
+
+@dataclass(frozen=True)
+class ReportQuery:
+    """One ``[reports.queries.NAME]`` table of the config file."""
+
+    name: str
+    sql: str
+    database_url: str | None = None
+    title: str | None = None
+    timeout: timedelta = DEFAULT_QUERY_TIMEOUT
+    # The accounts whose schedules may use it (SPEC §13); ("*",) is every account.
+    # Without `accounts = [...]` in the config, only the default account's.
+    accounts: tuple[str, ...] = (DEFAULT_ACCOUNT,)
+
+    def allows(self, account: str) -> bool:
+        return ALL_ACCOUNTS in self.accounts or account in self.accounts
+
+
+def report_queries(value: Any, origin: str = "[reports] queries") -> dict[str, ReportQuery]:
+    """The ``[reports.queries]`` table, checked (ConfigError naming the key if not)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{origin}: must be a table of tables, [reports.queries.NAME]")
+    return {name: _report_query(name, table, nested(origin, name)) for name, table in value.items()}
+
+
+def _report_query(name: str, table: Any, origin: str) -> ReportQuery:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{origin}: must be a table")
+    if "sql" not in table:
+        raise ConfigError(f'{origin}: needs sql = "SELECT ..."')
+    values: dict[str, Any] = {}
+    for key in ("database_url", "title"):
+        if table.get(key) is not None and not isinstance(table[key], str):
+            raise ConfigError(f"{nested(origin, key)}: must be a string")
+        values[key] = table.get(key) or None
+    if values["database_url"]:
+        from schedctl.db.engine import url_setting  # sqlalchemy: only when one is given
+
+        url_setting(values["database_url"], nested(origin, "database_url"))
+    if table.get("timeout"):
+        values["timeout"] = duration_setting(table["timeout"], nested(origin, "timeout"))
+    return ReportQuery(
+        name,
+        query_setting(table["sql"], nested(origin, "sql"), QUERY_BINDS),
+        accounts=_query_accounts(table.get("accounts", [DEFAULT_ACCOUNT]), origin),
+        **values,
+    )
+
+
+def _query_accounts(value: object, origin: str) -> tuple[str, ...]:
+    if value == ALL_ACCOUNTS:
+        return (ALL_ACCOUNTS,)
+    names = value if isinstance(value, list) else None
+    if not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ConfigError(
+            f'{nested(origin, "accounts")}: must be "*" or a non-empty list of account names'
+            ' (accounts = ["acme"])'
+        )
+    return tuple(n.strip() for n in names)
+
+
+_SOURCE_KEYS = dict.fromkeys(("database_url", "query", "timeout"))
+_DESTINATION_KEYS = {
+    "database_url": None,
+    "table": None,
+    "columns": dict.fromkeys(dist.COLUMN_ROLES),
+    "extra_columns": None,  # destination column = "source column", any names
+}
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Resolved configuration for one schedctl process; every field but `file_tables`
-    is a declared setting."""
+    """Resolved configuration for one schedctl process; every field is a declared
+    setting."""
 
     database_url: str = setting(DEFAULT_DATABASE_URL, flag="--database-url")
     config_path: str | None = setting(env="SCHEDCTL_CONFIG", flag="--config", in_file=False)
     mail_backend: str = setting("console", choices=("smtp", "console", "file", "memory"))
-    mail_from: str = setting("schedctl@localhost", check=_mail_address)
+    mail_from: str = setting("schedctl@localhost", check=one_address_problem)
     smtp_host: str | None = setting()
     smtp_port: int = setting(25, at_least=1, at_most=65535)
     smtp_user: str | None = setting()
@@ -234,19 +324,50 @@ class Settings:
     mail_file_dir: str = setting("outbox")
     # Normal sends per UTC day; unset (None) means no quota (SPEC §7: opt-in).
     daily_quota: int | None = setting(at_least=1, hint="leave it unset for no quota")
-    slack_webhook_url: str | None = setting(secret=True, check=_http_url)
+    slack_webhook_url: str | None = setting(secret=True, check=http_url_problem)
     unsubscribe_secret: str | None = setting(secret=True, min_length=MIN_SECRET_LENGTH)
-    unsubscribe_base_url: str | None = setting(check=_http_url)
-    ping_url: str | None = setting(secret=True, check=_http_url)
+    unsubscribe_base_url: str | None = setting(check=http_url_problem)
+    ping_url: str | None = setting(secret=True, check=http_url_problem)
     db_retry_seconds: float = setting(20.0, at_least=0, at_most=3600, unit="seconds")
     # None: judge every command that has run at least once.
     heartbeat_commands: tuple[str, ...] | None = setting(env=None, parse=_heartbeat_commands)
     heartbeat_thresholds: Mapping[str, HeartbeatThresholds] = setting(
-        factory=lambda: dict(DEFAULT_THRESHOLDS), env=None, parse=_heartbeat_thresholds
+        factory=lambda: dict(DEFAULT_THRESHOLDS),
+        env=None,
+        parse=_heartbeat_thresholds,
+        each=dict.fromkeys(("yellow", "red")),
     )
     # Per-command healthchecks-style ping URLs ([heartbeat.ping_urls] in the file).
     ping_urls: Mapping[str, str] = setting(
         factory=dict, table="heartbeat", key="ping_urls", env=None, secret=True, parse=_ping_urls
+    )
+    # The outbox's delivery policy ([messages] in the file, SPEC §5, §7; README): a
+    # global switch, the weekend rule and its zone, retries, the claim's lease and
+    # batch, the wait after a provider's refusal, who else gets quota alerts, and per
+    # message type ([messages.types.NAME]) its own switch and weekend rule.
+    messages_enabled: bool = setting(True, env=None)
+    messages_weekend: str = setting("send", env=None, choices=("send", "postpone"))
+    messages_tz: str = setting("UTC", env=None, check=zone_problem)
+    messages_max_attempts: int = setting(5, env=None, at_least=1)
+    messages_retry_base: timedelta = setting(timedelta(minutes=1), env=None, parse=duration_setting)
+    messages_retry_max: timedelta = setting(timedelta(hours=1), env=None, parse=duration_setting)
+    messages_lease: timedelta = setting(timedelta(minutes=10), env=None, parse=duration_setting)
+    messages_batch_size: int = setting(50, env=None, at_least=1)
+    messages_provider_backoff: timedelta = setting(
+        timedelta(minutes=15), env=None, parse=duration_setting
+    )
+    messages_alert_to: tuple[str, ...] = setting((), env=None, parse=addresses_setting)
+    messages_types: Mapping[str, Mapping[str, Any]] = setting(
+        factory=dict, env=None, parse=_message_types, each=dict.fromkeys(("enabled", "weekend"))
+    )
+    # Lead times of the reminders planned before each event ([events], SPEC §7).
+    events_reminders: tuple[str, ...] = setting(("1d", "2h"), env=None, parse=_reminders)
+    # The sql report kind's named queries ([reports.queries.NAME], SPEC §4, §13).
+    reports_queries: Mapping[str, ReportQuery] = setting(
+        factory=dict,
+        env=None,
+        parse=report_queries,
+        each=dict.fromkeys(("sql", "database_url", "title", "timeout", "accounts")),
     )
     # The daily digest ([digest] in the file, SPEC §5): notifications listed in one
     # mail (the rest are counted, "and N more"); how many past local days a digest
@@ -256,14 +377,24 @@ class Settings:
     digest_max_items: int = setting(50, at_least=1, at_most=10000)
     digest_max_body_chars: int = setting(2000, at_least=1, at_most=1_000_000)
     digest_catch_up_days: int = setting(0, at_least=0, at_most=1)
-    digest_retention: timedelta = setting(DEFAULT_DIGEST_RETENTION, parse=_duration)
+    digest_retention: timedelta = setting(DEFAULT_DIGEST_RETENTION, parse=duration_setting)
     # The daily distribution ([distribute] in the file, SPEC §6; schedctl.distribute.config
     # parses the structured values). The data sources are in the file only (SPEC §11).
-    distribute_source: dist.Source | None = setting(env=None, parse=dist.parse_source)
-    distribute_campaigns: dist.Source | None = setting(env=None, parse=dist.parse_source)
-    distribute_control: dist.Destination | None = setting(env=None, parse=dist.parse_control)
-    distribute_target: dist.Destination | None = setting(env=None, parse=dist.parse_target)
-    distribute_mirror: dist.Destination | None = setting(env=None, parse=dist.parse_mirror)
+    distribute_source: dist.Source | None = setting(
+        env=None, parse=dist.parse_source, keys=_SOURCE_KEYS
+    )
+    distribute_campaigns: dist.Source | None = setting(
+        env=None, parse=dist.parse_source, keys=_SOURCE_KEYS
+    )
+    distribute_control: dist.Destination | None = setting(
+        env=None, parse=dist.parse_control, keys=_DESTINATION_KEYS
+    )
+    distribute_target: dist.Destination | None = setting(
+        env=None, parse=dist.parse_target, keys=_DESTINATION_KEYS
+    )
+    distribute_mirror: dist.Destination | None = setting(
+        env=None, parse=dist.parse_mirror, keys=_DESTINATION_KEYS
+    )
     distribute_groups: tuple[str, ...] = setting(
         dist.DEFAULT_GROUPS, env=None, parse=dist.parse_groups
     )
@@ -274,22 +405,22 @@ class Settings:
         dist.DEFAULT_GROUP_ID_FORMAT, check=dist.check_group_id_format
     )
     distribute_locale: str = setting("en", choices=("en", "ru"))
-    distribute_tz: str = setting("UTC", check=dist.check_zone)  # the business date's zone
+    distribute_tz: str = setting("UTC", check=zone_problem)  # the business date's zone
     distribute_salt: str | None = setting()  # part of the assignment hash's key
-    distribute_notify: tuple[str, ...] = setting((), env=None, parse=dist.parse_addresses)
+    distribute_notify: tuple[str, ...] = setting((), env=None, parse=_named_addresses)
     distribute_batch_size: int = setting(5000, at_least=1, at_most=100_000)
     # How long a completed day's stored plan is kept (reconcile purges it after).
     distribute_retention: timedelta = setting(
-        timedelta(days=30), parse=dist.duration_between(timedelta(days=1), timedelta(days=3660))
+        timedelta(days=30), parse=duration_between(timedelta(days=1), timedelta(days=3660))
     )
     # A run's hold on the day; renewed as it copies, so it only runs out when the
     # process died (then a rerun resumes after at most this long).
     distribute_lease: timedelta = setting(
-        timedelta(minutes=5), parse=dist.duration_between(timedelta(seconds=1), timedelta(days=1))
+        timedelta(minutes=5), parse=duration_between(timedelta(seconds=1), timedelta(days=1))
     )
     # How long a run waits for another run holding the day before it exits 75.
     distribute_wait: timedelta = setting(
-        timedelta(minutes=30), parse=dist.duration_between(timedelta(seconds=1), timedelta(days=1))
+        timedelta(minutes=30), parse=duration_between(timedelta(seconds=1), timedelta(days=1))
     )
     # Nightly housekeeping ([reconcile] in the file, SPEC §8): how long heartbeats,
     # email_log rows and finished schedule runs are kept, and the rows one purge
@@ -308,8 +439,6 @@ class Settings:
         parse=_retention(timedelta(days=1), "a run's history outlives its retries"),
     )
     reconcile_batch_size: int = setting(5000, at_least=1, at_most=100_000)
-    # Raw tables from the TOML file that belong to one feature (RAW_TABLES).
-    file_tables: Mapping[str, Any] = field(default_factory=dict)
 
     def thresholds_for(self, command: str) -> HeartbeatThresholds:
         return self.heartbeat_thresholds.get(command, FALLBACK_THRESHOLDS)
@@ -460,55 +589,61 @@ def _read_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
 
 
-def _file_values(
-    data: Mapping[str, Any], path: str
-) -> tuple[dict[str, tuple[Any, str]], dict[str, Any]]:
-    """The declared settings in a parsed file, as (value, origin), and the raw tables."""
+def _file_values(data: Mapping[str, Any], path: str) -> dict[str, tuple[Any, str]]:
+    """The declared settings in a parsed file, as (value, origin)."""
     in_file = [spec for spec in SCHEMA.values() if spec.in_file]
     top = {spec.name: spec for spec in in_file}
     tables: dict[str, dict[str, Setting]] = {}
     for spec in in_file:
         tables.setdefault(str(spec.table), {})[str(spec.key)] = spec
     found: dict[str, tuple[Any, str]] = {}
-    raw_tables: dict[str, Any] = {}
 
     def put(spec: Setting, value: Any, origin: str) -> None:
         if spec.name in found:
             raise ConfigError(f"{origin}: {spec.name} is set twice (also {found[spec.name][1]})")
+        _known_keys(value, spec.keys, spec.each, path, f"{spec.table}.{spec.key}")
         found[spec.name] = (value, origin)
 
     for key, value in data.items():
-        if key in RAW_TABLES or key in tables:
+        if key in tables:
             if not isinstance(value, dict):
                 raise ConfigError(f"{path}: {key} must be a table, [{key}]")
-            if key in RAW_TABLES:
-                raw_tables[key] = value
-                continue
             for sub, subvalue in value.items():
                 if sub not in tables[key]:
-                    raise ConfigError(
-                        f"{path}: unknown setting [{key}] {sub}{did_you_mean(sub, tables[key])}"
-                    )
+                    raise _unknown(path, key, sub, tables[key])
                 put(tables[key][sub], subvalue, f"{path}: [{key}] {sub}")
         elif key in top:
             put(top[key], value, f"{path}: {key}")
         else:
-            known = set(top) | set(tables) | RAW_TABLES
+            known = set(top) | set(tables)
             what = f"table [{key}]" if isinstance(value, dict) else f"setting {key!r}"
             raise ConfigError(f"{path}: unknown {what}{did_you_mean(key, known)}")
-    return found, raw_tables
+    return found
 
 
-def duration_setting(value: Any, origin: str) -> timedelta:
-    """A duration from the config file ("90s", "15m", "6h", "2d"), or ConfigError."""
-    from schedctl.cadence import parse_duration
+def _known_keys(
+    value: Any,
+    keys: Mapping[str, Any] | None,
+    each: Mapping[str, Any] | None,
+    path: str,
+    table: str,
+) -> None:
+    """Refuse a key that `keys` (or `each`, for every table in `value`) does not declare,
+    however deep; what is not a table is left to the setting's parser to refuse."""
+    if not isinstance(value, dict):
+        return
+    for key, sub in value.items():
+        if each is not None:
+            _known_keys(sub, each, None, path, f"{table}.{key}")
+        elif keys is not None and key not in keys:
+            raise _unknown(path, table, key, keys)
+        elif keys is not None and keys[key] is not None:
+            _known_keys(sub, keys[key], None, path, f"{table}.{key}")
 
-    if not isinstance(value, str):
-        raise ConfigError(f"{origin}: expected a duration like '15m', got {quoted(value)}")
-    try:
-        return parse_duration(value)
-    except ValidationError as exc:
-        raise ConfigError(f"{origin}: {exc.message}") from None
+
+def _unknown(path: str, table: str, key: object, known: Iterable[str]) -> ConfigError:
+    """The one message for a key no table declares, naming the closest one declared."""
+    return ConfigError(f"{path}: unknown setting [{table}] {key}{did_you_mean(key, known)}")
 
 
 def _resolve(
@@ -572,12 +707,11 @@ def load_settings(
     origins: dict[str, str] = {}
     config = _resolve(SCHEMA["config_path"], flags, environ, {})
     file_values: dict[str, tuple[Any, str]] = {}
-    tables: dict[str, Any] = {}
     if config is not None:
         if config[0] is None:  # `--config ''`: an empty variable is unset, a flag is a mistake
             raise ConfigError(f"{config[1]}: must name a TOML file, got ''")
         values["config_path"], origins["config_path"] = config
-        file_values, tables = _file_values(_read_file(config[0]), config[0])
+        file_values = _file_values(_read_file(config[0]), config[0])
 
     for name, spec in SCHEMA.items():
         if name == "config_path":
@@ -589,11 +723,39 @@ def load_settings(
             # A flag or variable wins, but a bad value in the file is still a mistake:
             # it is refused now, not on the day the override goes away.
             _check(spec, *file_values[name], text=False)
-    settings = Settings(file_tables=tables, **values)
+    settings = Settings(**values)
     remember(*settings.secrets())
     _check_mail(settings, origins)
+    _check_messages(settings, origins)
     _check_distribute(settings, origins)
     return settings
+
+
+def min_lease(smtp_timeout: float) -> timedelta:
+    """The shortest message lease allowed: max(1 minute, 4 * ``smtp_timeout`` seconds)."""
+    return max(MIN_LEASE, timedelta(seconds=math.ceil(LEASE_SMTP_TIMEOUTS * smtp_timeout)))
+
+
+def _check_messages(settings: Settings, origins: Mapping[str, str]) -> None:
+    """The rules between the ``[messages]`` keys, and the lease's floor (SPEC §5)."""
+    base, most = settings.messages_retry_base, settings.messages_retry_max
+    if most < base:
+        where = origins.get("messages_retry_max") or origins["messages_retry_base"]
+        raise ConfigError(
+            f"{where}: retry_max ({format_duration(most)}) must not be shorter than"
+            f" retry_base ({format_duration(base)})"
+        )
+    lease, floor = settings.messages_lease, min_lease(settings.smtp_timeout)
+    if lease < floor:
+        given = origins.get("messages_lease")
+        what = format_duration(lease) if given else f"the default lease, {format_duration(lease)},"
+        raise ConfigError(
+            f"{given or origins['smtp_timeout']}: {what} is too short: it must be"
+            f" at least {format_duration(floor)}, the larger of 1m and"
+            f" {LEASE_SMTP_TIMEOUTS} x smtp_timeout ({settings.smtp_timeout:g}s); a shorter"
+            " lease can expire while a message is being sent, and another tick would send"
+            " it again"
+        )
 
 
 def _check_distribute(settings: Settings, origins: Mapping[str, str]) -> None:

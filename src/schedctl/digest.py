@@ -56,7 +56,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from schedctl import leases, quarantine, quota
-from schedctl.cadence import first_instant_at_or_after, parse_timezone
+from schedctl.cadence import first_instant_at_or_after
 from schedctl.config import Settings
 from schedctl.db import dialect
 from schedctl.db.database import Database
@@ -64,6 +64,7 @@ from schedctl.db.schema import digests, messages, notifications, users
 from schedctl.errors import ValidationError
 from schedctl.notifications import MAX_TITLE, clip, read_limited, text_problem
 from schedctl.outbox import NewMessage, enqueue, mail_domain
+from schedctl.values import parse_timezone
 
 log = logging.getLogger("schedctl.digest")
 

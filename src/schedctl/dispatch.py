@@ -44,7 +44,7 @@ Message-ID is the same both times, so receivers that de-duplicate by it see one.
 A dispatcher renews its leases before they are half spent, so a slow batch is
 never taken over while it is still being sent; since renewal happens only between
 messages, a lease must cover one slow send: at least max(1 minute, 4 * smtp_timeout)
-(checked by :func:`check_delivery_settings`, which `tick` calls before any write).
+(checked with the other settings when they are loaded, schedctl.config).
 
 A message deleted while it is being sent (``messages delete-all`` leaves leased
 messages alone, but a lease can run out or a row be deleted by hand) has no outcome
@@ -68,12 +68,13 @@ from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import email_log, events, messages, schedule_runs, schedules
 from schedctl.delivery.backends import MailBackend, SendResult, make_backend
-from schedctl.delivery.message import PreparedEmail, prepare_email, validate_email
+from schedctl.delivery.message import PreparedEmail, prepare_email
 from schedctl.delivery.policy import DeliveryPolicy, retry_delay, weekend_postponement
 from schedctl.delivery.tokens import unsubscribe_url
 from schedctl.errors import ConfigError, MailUnavailable, ValidationError
 from schedctl.outbox import Attachment, get_message
 from schedctl.suppressions import suppressed_among
+from schedctl.values import validate_email
 
 log = logging.getLogger("schedctl.dispatch")
 
@@ -100,14 +101,8 @@ Delivery = Literal[
 
 
 def policy_for(settings: Settings) -> DeliveryPolicy:
-    """The delivery policy from the config file's ``[messages]`` table.
-
-    ConfigError (exit 2) for a bad table, including a ``lease`` shorter than
-    max(1 minute, 4 * ``smtp_timeout``).
-    """
-    return DeliveryPolicy.from_table(
-        settings.file_tables.get("messages"), smtp_timeout=settings.smtp_timeout
-    )
+    """The delivery policy of the ``[messages]`` settings."""
+    return DeliveryPolicy.from_settings(settings)
 
 
 def mail_backend(settings: Settings) -> MailBackend:
@@ -126,15 +121,12 @@ def mail_backend(settings: Settings) -> MailBackend:
 
 
 def check_delivery_settings(settings: Settings) -> None:
-    """Raise ConfigError (exit 2) for a bad mail, ``[messages]`` or ``[events]`` setting.
+    """Raise ConfigError (exit 2) for a mail backend that cannot be made.
 
     `tick` calls this first, so a configuration error stops it before it writes anything.
-    This includes a message lease shorter than max(1 minute, 4 * ``smtp_timeout``).
+    (``[messages]`` and ``[events]``, the lease's floor included, were checked when the
+    settings were loaded.)
     """
-    from schedctl.events import reminders_for
-
-    policy_for(settings)
-    reminders_for(settings)
     mail_backend(settings).close()
 
 

@@ -25,7 +25,6 @@ after it changed, so an INIT an operator deleted is never recreated.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,22 +33,19 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from schedctl import quarantine
-from schedctl.cadence import parse_timezone, to_instant
-from schedctl.config import Settings, duration_setting
+from schedctl.cadence import to_instant
+from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.owned import get_owned
 from schedctl.db.schema import events, messages
-from schedctl.delivery.message import validate_email
-from schedctl.errors import ConfigError, ValidationError
+from schedctl.errors import ValidationError
 from schedctl.outbox import PENDING, NewMessage, enqueue, mail_domain
+from schedctl.values import parse_duration, parse_timezone, split_duration, validate_email
 
 INIT = "INIT"
 HAS_LOAD_IN_TIME = "HAS_LOAD_IN_TIME"
 PAST_DUE = "PAST_DUE"
-DEFAULT_REMINDERS = ("1d", "2h")
 PLAN_BATCH = 100
-MAX_REMINDER_LEAD = timedelta(days=366)
-_LEAD = re.compile(r"([0-9]+)([smhd])")
 _UNITS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
 
 
@@ -61,28 +57,13 @@ class Reminder:
 
 
 def reminders_for(settings: Settings) -> tuple[Reminder, ...]:
-    """The reminders configured in ``[events] reminders`` (ConfigError when invalid)."""
-    table = settings.file_tables.get("events") or {}
-    if not isinstance(table, dict):
-        raise ConfigError("[events] must be a table")
-    unknown = sorted(set(table) - {"reminders"})
-    if unknown:
-        raise ConfigError(f"[events]: unknown setting {unknown[0]!r}")
-    raw = table.get("reminders", list(DEFAULT_REMINDERS))
-    if not isinstance(raw, list) or not all(isinstance(r, str) for r in raw):
-        raise ConfigError('[events] reminders must be a list of durations such as ["1d", "2h"]')
-    found: dict[str, Reminder] = {}
-    for text in raw:
-        lead = duration_setting(text, "[events] reminders")
-        match = _LEAD.fullmatch(text.strip())
-        if match is None:  # parse_duration accepted it, so this cannot happen
-            raise ConfigError(f"[events] reminders: invalid duration {text!r}")
-        if lead > MAX_REMINDER_LEAD:  # and the start minus the lead stays a date
-            raise ConfigError(f"[events] reminders: {text!r} is longer than 366d")
-        amount, unit = match.groups()
-        label = f"{int(amount)} {_UNITS[unit]}{'' if int(amount) == 1 else 's'}"
-        found.setdefault(text, Reminder(f"REMINDER_{int(amount)}{unit.upper()}", lead, label))
-    return tuple(found.values())
+    """The reminders of ``[events] reminders`` (checked when the settings were loaded)."""
+    found = []
+    for text in settings.events_reminders:
+        amount, unit = split_duration(text)
+        label = f"{amount} {_UNITS[unit]}{'' if amount == 1 else 's'}"
+        found.append(Reminder(f"REMINDER_{amount}{unit.upper()}", parse_duration(text), label))
+    return tuple(found)
 
 
 def local_time(instant: datetime | None, zone: ZoneInfo) -> str:
@@ -236,7 +217,6 @@ def plan_event_messages(
 ) -> int:
     """Plan the messages of every new or changed event; returns messages created/changed.
     The events quarantined on the way are added to ``found``."""
-    reminders_for(settings)  # a bad [events] table fails before anything is written
     total = 0
     while True:
         planned, seen, bad = db.transaction(lambda conn: _plan_batch(conn, settings, now))
@@ -296,7 +276,6 @@ def add_event(
         "created_at": now,
         "updated_at": now,
     }
-    reminders_for(settings)
     event_id = conn.execute(events.insert().values(**values).returning(events.c.id)).scalar_one()
     planned = plan_event(conn, settings, get_event(conn, account_id, int(event_id)), now)
     return int(event_id), planned
@@ -322,7 +301,6 @@ def update_event(
     """
     if starts_at is None and load_in_time is None:
         raise ValidationError("nothing to change: give --starts-at and/or --load-in-time")
-    reminders_for(settings)
     existing = get_event(conn, account_id, event_id)
     zone = ZoneInfo(existing.tz)
     values: dict[str, Any] = {"updated_at": now}

@@ -319,13 +319,11 @@ def run_reconcile(
 ) -> dict[str, Any]:
     """Run every step (see the module's docstring); the report, with SPEC §11's keys
     ``leases_recovered``, ``tracking_purged``, ``usage_snapshot``, ``mirror_missing``."""
-    from schedctl.dispatch import policy_for
-
     check_clock(db, now)
     dry = options.dry_run
     batch = settings.reconcile_batch_size
     days = usage.snapshot_days(now, options.on_date, settings.reconcile_email_log_retention)
-    max_attempts = policy_for(settings).max_attempts  # ConfigError before any write
+    max_attempts = settings.messages_max_attempts
 
     snapshot = usage.take_snapshot(db, now, days, dry_run=dry)
 

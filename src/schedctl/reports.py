@@ -21,20 +21,20 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import cache
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 
-from schedctl.accounts import DEFAULT_ACCOUNT
-from schedctl.config import Settings, duration_setting
+from schedctl.config import ReportQuery, Settings
 from schedctl.db import dialect, sandbox
 from schedctl.db.database import first_line
 from schedctl.db.types import UTCDateTime
-from schedctl.errors import ConfigError, SchedctlError, ValidationError
+from schedctl.errors import SchedctlError, ValidationError
 from schedctl.outbox import Attachment
+from schedctl.values import bind_names
 
 if TYPE_CHECKING:
     from schedctl.schedules import Schedule
@@ -47,12 +47,8 @@ SQL_KIND = "sql"
 # The CSV holds at most MAX_ROWS rows; the mail body shows the first HTML_ROWS.
 MAX_ROWS = 10_000
 HTML_ROWS = 200
-DEFAULT_QUERY_TIMEOUT = timedelta(seconds=60)
-ALL_ACCOUNTS = "*"
 # The run's reason code when its account's data cannot be kept apart (SPEC §13).
 TENANCY_UNSAFE = "TENANCY_UNSAFE"
-# Values a report query may refer to as :name.
-QUERY_BINDS = ("slot", "schedule_id", "account_id")
 
 
 class ReportFailed(SchedctlError):
@@ -150,84 +146,13 @@ def produce_report(settings: Settings, schedule: Schedule, slot: datetime) -> Re
 # --- the built-in sql kind ------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ReportQuery:
-    """One ``[reports.queries.NAME]`` table of the config file."""
-
-    name: str
-    sql: str
-    database_url: str | None = None
-    title: str | None = None
-    timeout: timedelta = DEFAULT_QUERY_TIMEOUT
-    # The accounts whose schedules may use it (SPEC §13); ("*",) is every account.
-    # Without `accounts = [...]` in the config, only the default account's.
-    accounts: tuple[str, ...] = (DEFAULT_ACCOUNT,)
-
-    def allows(self, account: str) -> bool:
-        return ALL_ACCOUNTS in self.accounts or account in self.accounts
-
-
-_QUERY_KEYS = {"sql", "database_url", "title", "timeout", "accounts"}
 SQL_PARAMS = ("query", "subject")
 
 
-def report_queries(settings: Settings) -> dict[str, ReportQuery]:
-    """The report queries of the config file, checked (ConfigError if malformed)."""
-    from schedctl.db.engine import parse_url
-
-    where = settings.config_path or "config"
-    reports = settings.file_tables.get("reports") or {}
-    queries = reports.get("queries") if isinstance(reports, dict) else None
-    if not isinstance(reports, dict) or not isinstance(queries, dict | None):
-        raise ConfigError(f"{where}: [reports.queries] must be a table of tables")
-    found: dict[str, ReportQuery] = {}
-    for name, table in (queries or {}).items():
-        origin = f"{where}: [reports.queries.{name}]"
-        if not isinstance(table, dict):
-            raise ConfigError(f"{origin} must be a table")
-        unknown = set(table) - _QUERY_KEYS
-        if unknown:
-            raise ConfigError(f"{origin}: unknown key(s) {', '.join(sorted(unknown))}")
-        sql = table.get("sql")
-        if not isinstance(sql, str) or not sql.strip():
-            raise ConfigError(f'{origin} needs sql = "SELECT ..."')
-        values = {k: table.get(k) for k in ("database_url", "title", "timeout")}
-        for key, value in values.items():
-            if value is not None and not isinstance(value, str):
-                raise ConfigError(f"{origin}: {key} must be a string")
-        if values["database_url"]:
-            parse_url(values["database_url"])  # its own error masks the password
-        timeout = DEFAULT_QUERY_TIMEOUT
-        if values["timeout"]:
-            timeout = duration_setting(values["timeout"], f"{origin}: timeout")
-        unknown_binds = set(_bind_names(sql)) - set(QUERY_BINDS)
-        if unknown_binds:
-            raise ConfigError(
-                f"{origin}: sql uses unknown parameter(s)"
-                f" {', '.join(':' + b for b in sorted(unknown_binds))}"
-                f" (available: {', '.join(':' + b for b in QUERY_BINDS)})"
-            )
-        found[name] = ReportQuery(
-            name,
-            sql,
-            values["database_url"] or None,
-            values["title"] or None,
-            timeout,
-            _accounts_setting(table.get("accounts", [DEFAULT_ACCOUNT]), origin),
-        )
-    return found
-
-
-def _accounts_setting(value: object, origin: str) -> tuple[str, ...]:
-    if value == ALL_ACCOUNTS:
-        return (ALL_ACCOUNTS,)
-    names = value if isinstance(value, list) else None
-    if not names or not all(isinstance(n, str) and n.strip() for n in names):
-        raise ConfigError(
-            f'{origin}: accounts must be "*" or a non-empty list of account names'
-            ' (accounts = ["acme"])'
-        )
-    return tuple(n.strip() for n in names)
+def report_queries(settings: Settings) -> Mapping[str, ReportQuery]:
+    """The report queries of the config file (``[reports.queries.NAME]``, checked when
+    the settings were loaded)."""
+    return settings.reports_queries
 
 
 def check_account(settings: Settings, kind: str, params: Mapping[str, str], account: str) -> None:
@@ -243,11 +168,6 @@ def check_account(settings: Settings, kind: str, params: Mapping[str, str], acco
             f" (its accounts: {listed}; add the account to"
             f" [reports.queries.{query.name}] accounts)"
         )
-
-
-@cache
-def _bind_names(sql: str) -> tuple[str, ...]:
-    return tuple(sa.text(sql).compile().params)
 
 
 class SqlReport:
@@ -317,7 +237,7 @@ def _run_query(
 
     url = query.database_url or settings.database_url
     own_database = query.database_url is None
-    names = _bind_names(query.sql)
+    names = bind_names(query.sql)
     statement = sa.text(query.sql)
     if "slot" in names:  # stored the way schedctl stores instants, on every dialect
         statement = statement.bindparams(sa.bindparam("slot", type_=UTCDateTime))

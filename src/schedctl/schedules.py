@@ -24,21 +24,13 @@ import sqlalchemy as sa
 
 from schedctl import reports
 from schedctl.accounts import account_name
-from schedctl.cadence import (
-    WEEKDAYS,
-    Cadence,
-    format_duration,
-    make_cadence,
-    next_slot,
-    parse_duration,
-)
+from schedctl.cadence import Cadence, make_cadence, next_slot
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.owned import get_owned
 from schedctl.db.schema import schedule_runs, schedules
-from schedctl.delivery.message import validate_email
 from schedctl.errors import ConflictError, ValidationError
-from schedctl.ids import parse_id
+from schedctl.values import WEEKDAYS, format_duration, parse_duration, parse_id, validate_email
 
 CATCHUP_POLICIES = ("latest", "all", "none")
 DEFAULT_CATCHUP = "latest"

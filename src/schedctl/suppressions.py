@@ -17,9 +17,9 @@ import sqlalchemy as sa
 from schedctl.config import Settings
 from schedctl.db import dialect
 from schedctl.db.schema import accounts, suppressions
-from schedctl.delivery.message import validate_email
 from schedctl.delivery.tokens import unsubscribe_url, verify_token
 from schedctl.errors import ConfigError
+from schedctl.values import validate_email
 from schedctl.vocabulary import SUPPRESSION_REASONS
 
 REASONS = SUPPRESSION_REASONS

@@ -3,7 +3,7 @@
 A user belongs to one account and is known there by an e-mail address (normalised,
 unique in the account), an IANA zone and the local time of day (``HH:MM``) from which
 their daily digest is due. Values are validated with the parsers schedules use
-(``cadence.parse_timezone``, ``cadence.parse_hhmm``, ``validate_email``) before
+(``values.parse_timezone``, ``values.parse_hhmm``, ``values.validate_email``) before
 anything is written. Like the schedules module, every function filters by
 ``account_id`` itself; on PostgreSQL the caller's Database is also scoped to the
 account for row-level security.
@@ -26,14 +26,12 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from schedctl import leases
-from schedctl.cadence import parse_hhmm, parse_timezone
 from schedctl.db.database import Database
 from schedctl.db.owned import get_owned
 from schedctl.db.schema import digests, messages, notifications, users
-from schedctl.delivery.message import validate_email
 from schedctl.errors import ConflictError, TemporaryError, ValidationError
-from schedctl.ids import parse_id
 from schedctl.outbox import PENDING
+from schedctl.values import parse_hhmm, parse_id, parse_timezone, validate_email
 
 DEFAULT_TZ = "UTC"
 DEFAULT_DIGEST_AT = "08:00"

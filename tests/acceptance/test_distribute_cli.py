@@ -201,7 +201,7 @@ def test_a_missing_destination_table_fails_and_a_rerun_resumes(files: Files) -> 
         ([], 'locale = "de"', "[distribute] locale: must be one of en|ru"),
         ([], 'group_id_format = "{campaign}.{x}"', "unknown field {x}"),
         ([], "wait = 5", "[distribute] wait: expected a duration"),
-        ([], 'notify = ["ops"]', "not an e-mail address: 'ops'"),
+        ([], 'notify = ["ops"]', "[distribute] notify: invalid e-mail address 'ops'"),
         ([], "sault = 'x'", "unknown setting [distribute] sault (did you mean 'salt'?)"),
     ],
 )  # fmt: skip
@@ -224,13 +224,13 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
          "[distribute] target: needs columns"),
         ({"target": '[distribute.target]\ndatabase_url = "sqlite:///x.db"\ntable = "t; drop"\n'
                     'columns = { id = "iin", group_id = "g" }\n'},
-         "[distribute] target.table: must be a table name"),
+         "[distribute.target] table: must be a table name"),
         ({"target": '[distribute.target]\ndatabase_url = "sqlite:///x.db"\ntable = "t"\n'
                     'columns = { id = "iin", group_id = "iin" }\n'},
          "column 'iin' is given twice"),
         ({"source": '[distribute.source]\ndatabase_url = "mssql://u:hunter22@h/db"\n'
                     'query = "select 1"\n'},
-         "[distribute] source.database_url: unsupported database 'mssql'"),
+         "[distribute.source] database_url: unsupported database 'mssql'"),
         ({"source": '[distribute.source]\ndatabase_url = "sqlite:///x.db"\n'
                     'query = "select iin from t where d = :day"\n'},
          "uses unknown parameter(s) :day (available: :business_date)"),

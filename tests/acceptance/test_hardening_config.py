@@ -4,6 +4,7 @@ nothing is written, not even a heartbeat row; a secret value is never echoed."""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from delivery_helpers import T0, all_messages, enqueue_all, message
+from delivery_helpers import T0, InProcessCli, all_messages, enqueue_all, message
+from schedctl.commands import COMMAND_NAMES
 from schedctl.db.database import Database
 from schedctl.db.schema import metadata
 from smtp_server import SmtpServer
@@ -135,7 +137,7 @@ def test_a_bad_ping_url_is_refused_without_echoing_it(
 ) -> None:
     text = '[heartbeat.ping_urls]\ntick = "hc-ping.com/uuid-secret-1234"\n'
     line = _refused(cli, db_url, _config(tmp_path, text))
-    assert "[heartbeat] ping_urls" in line
+    assert "[heartbeat.ping_urls] tick" in line
     assert "uuid-secret-1234" not in line
 
 
@@ -179,3 +181,89 @@ def test_bad_mail_configuration_stops_tick_before_anything_is_written(
     good = cli("tick", db_url=db_url, env={**smtp.env, "SCHEDCTL_NOW": T0.isoformat()})
     assert good.returncode == 0, good.stderr
     assert [m.status for m in all_messages(db_url) if m.id == mid] == ["sent"]
+
+
+# ------------------------------------- issue 16, item 2: one schema, at every command's start
+class _InProcess:
+    """`cli(*args, db_url=, env=)` in this process, answering like a finished process."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+        self.run = InProcessCli(monkeypatch, capsys)
+
+    def __call__(self, *args: str, db_url: str, env: dict[str, str]) -> Any:
+        result = self.run(*args, db_url=db_url, env={"SCHEDCTL_NOW": T0.isoformat(), **env})
+        return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+
+
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
+    return _InProcess(monkeypatch, capsys)
+
+
+# A mistyped key in each table a feature reads, and the one line every command prints.
+TYPOS = [
+    ("[messages]\nbatch_sise = 10\n",
+     "unknown setting [messages] batch_sise (did you mean 'batch_size'?)"),
+    ('[messages.types.INIT]\nenabld = false\n',
+     "unknown setting [messages.types.INIT] enabld (did you mean 'enabled'?)"),
+    ('[events]\nreminder = ["1d"]\n',
+     "unknown setting [events] reminder (did you mean 'reminders'?)"),
+    ('[reports.queries.q]\nsqll = "select 1"\n',
+     "unknown setting [reports.queries.q] sqll (did you mean 'sql'?)"),
+    ('[distribute]\nsault = "x"\n',
+     "unknown setting [distribute] sault (did you mean 'salt'?)"),
+    ('[distribute.source]\nquerry = "select 1"\n',
+     "unknown setting [distribute.source] querry (did you mean 'query'?)"),
+    ('[distribute.target.columns]\ngrup_id = "g"\n',
+     "unknown setting [distribute.target.columns] grup_id (did you mean 'group_id'?)"),
+    ('[heartbeat.thresholds.tick]\nyellow = "1m"\nred = "2m"\nred_ = "3m"\n',
+     "unknown setting [heartbeat.thresholds.tick] red_ (did you mean 'red'?)"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "message"), TYPOS, ids=[t.split("\n")[0] for t, _ in TYPOS])
+def test_a_mistyped_key_is_refused_alike_by_every_kind_of_command(
+    in_process: Any, db_url: str, tmp_path: Path, text: str, message: str
+) -> None:
+    env = _config(tmp_path, text)
+    commands = [["tick"], ["schedules", "list"], ["users", "list"], ["heartbeat"]]
+    lines = {_refused(in_process, db_url, env, *args) for args in commands}
+    assert lines == {f"schedctl: error: {tmp_path / 'schedctl.toml'}: {message}"}
+
+
+# Each command with arguments it accepts; the rows they name need not exist, since the
+# settings are checked before the database is opened.
+EVERY_COMMAND = {
+    "accounts create": ["acme"], "accounts list": [], "config check": [], "db status": [],
+    "db upgrade": [], "demo": ["--path", "{tmp}/demo.db"], "digest": [],
+    "distribute": ["--preview"], "events list": [],
+    "events add": ["--name", "x", "--starts-at", "2030-06-01T18:00:00Z", "--contact", "c@x.io"],
+    "events update": ["1", "--starts-at", "2030-06-01T18:00:00Z"], "heartbeat": [],
+    "messages delete-all": ["--confirm"], "messages edit": ["1", "--status", "paused"],
+    "messages list": [], "notify": ["--user", "u@example.com", "--title", "hello"],
+    "reconcile": ["--dry-run"], "schedules delete": ["1", "--yes"], "schedules list": [],
+    "schedules create": ["--name", "s", "--kind", "sql", "--param", "query=q", "--to",
+                         "r@example.com", "--cadence", "daily", "--at", "07:00"],
+    "schedules pause": ["1"], "schedules resume": ["1"], "schedules runs": ["1"],
+    "schedules show": ["1"], "schedules update": ["1", "--at", "08:00"], "send-now": ["1"],
+    "suppressions add": ["s@example.com"], "suppressions list": [],
+    "suppressions remove": ["s@example.com"], "tick": [],
+    "unsubscribe": ["u@example.com", "--token", "x"], "unsubscribe-url": ["u@example.com"],
+    "users add": ["u@example.com"], "users list": [], "users remove": ["u@example.com", "--yes"],
+    "users update": ["u@example.com", "--tz", "UTC"],
+}  # fmt: skip
+
+
+def test_a_bad_report_query_is_refused_at_the_start_of_every_command(
+    in_process: Any, db_url: str, tmp_path: Path
+) -> None:
+    assert set(EVERY_COMMAND) == COMMAND_NAMES
+    env = _config(tmp_path, '[reports.queries.q]\nsqll = "select 1"\n')
+    wanted = (
+        f"schedctl: error: {tmp_path / 'schedctl.toml'}: unknown setting [reports.queries.q]"
+        " sqll (did you mean 'sql'?)"
+    )
+    for name, args in EVERY_COMMAND.items():
+        words = [a.replace("{tmp}", str(tmp_path)) for a in [*name.split(), *args]]
+        assert _refused(in_process, db_url, env, *words) == wanted, name
+    assert not (tmp_path / "demo.db").exists()

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from conftest import SCHEDCTL
 from schedctl import runs
 from schedctl.cadence import parse_instant
-from schedctl.config import Settings
+from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
 from schedctl.db.schema import messages, schedule_runs, schedules
 from schedctl.schedules import ScheduleOptions, create_schedule
@@ -40,7 +40,7 @@ def seeded(db_url: str, tmp_path: Path) -> dict[str, str]:
     config = tmp_path / "schedctl.toml"
     config.write_text(CONFIG)
     settings = Settings(
-        database_url=db_url, file_tables={"reports": {"queries": {"ping": {"sql": "select 1"}}}}
+        database_url=db_url, reports_queries=report_queries({"ping": {"sql": "select 1"}})
     )
     with Database(db_url, environ={}) as db:
         for n in range(SCHEDULES):

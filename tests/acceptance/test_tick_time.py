@@ -24,7 +24,7 @@ import pytest
 import sqlalchemy as sa
 
 from schedctl.cadence import parse_instant
-from schedctl.config import Settings
+from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
 from schedctl.db.schema import messages, schedule_runs, schedules
 from schedctl.schedules import ScheduleOptions, create_schedule
@@ -127,7 +127,7 @@ def timeline(cli: Any, db_url: str, tmp_path: Path) -> Iterator[Timeline]:
         return cli("tick", "--json", db_url=db_url, env=env)
 
     settings = Settings(
-        database_url=db_url, file_tables={"reports": {"queries": {"ping": {"sql": "select 1"}}}}
+        database_url=db_url, reports_queries=report_queries({"ping": {"sql": "select 1"}})
     )
     with Database(db_url, environ={}) as db:
         yield Timeline(db, settings, tick_cli)

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 import fault_ledger
 from clock_oracle import LocalCadence, ScheduleModel, due_instant
 from conftest import SCHEDCTL
-from schedctl.config import Settings
+from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
 from schedctl.db.schema import (
     accounts,
@@ -141,7 +141,7 @@ def test_clock_jumps_run_each_slot_and_digest_day_once(
     config.write_text(CONFIG)
     created = steps[0] - timedelta(minutes=1)
     settings = Settings(
-        database_url=db_url, file_tables={"reports": {"queries": {"ping": {"sql": "select 1"}}}}
+        database_url=db_url, reports_queries=report_queries({"ping": {"sql": "select 1"}})
     )
     models = {
         name: ScheduleModel(cadence, policy, lateness, created)

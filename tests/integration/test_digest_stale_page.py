@@ -29,9 +29,7 @@ NOW = datetime(2027, 3, 10, 12, 0, tzinfo=UTC)
 def test_a_page_claimed_meanwhile_by_another_run_is_left_alone(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = Settings(
-        database_url=db_url, mail_backend="memory", file_tables={"messages": {"enabled": False}}
-    )
+    settings = Settings(database_url=db_url, mail_backend="memory", messages_enabled=False)
     with Database(db_url, environ={}) as db:
 
         def seed(conn: sa.Connection) -> None:

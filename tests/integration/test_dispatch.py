@@ -12,7 +12,16 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from delivery_helpers import T0, InProcessCli, all_messages, enqueue_all, log_rows, message, one
+from delivery_helpers import (
+    T0,
+    InProcessCli,
+    all_messages,
+    enqueue_all,
+    load_with,
+    log_rows,
+    message,
+    one,
+)
 from schedctl import outbox
 from schedctl.config import Settings
 from schedctl.db.database import Database
@@ -35,7 +44,7 @@ def smtp() -> Iterator[SmtpServer]:
 
 def settings_for(server: SmtpServer, messages_table: dict[str, Any] | None = None, **kw: Any):
     tables = {"messages": messages_table} if messages_table is not None else {}
-    return Settings(file_tables=tables, **server.settings(**kw))
+    return load_with(tables, **server.settings(**kw))
 
 
 def dispatch(db_url: str, settings: Settings, at=T0, limit: int = 1000) -> dict[str, int]:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from delivery_helpers import T0, all_messages
+from delivery_helpers import T0, all_messages, load_with
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import events, messages
@@ -16,7 +16,7 @@ from schedctl.events import add_event, plan_event_messages, update_event
 from schedctl.outbox import delete_messages
 
 STARTS = T0 + timedelta(days=10)
-SETTINGS = Settings(file_tables={"events": {"reminders": ["1d", "2h"]}})
+SETTINGS = Settings(events_reminders=("1d", "2h"))
 
 
 def add(db_url: str, load_in: datetime | None = None, at: datetime = T0) -> int:
@@ -163,8 +163,8 @@ def test_a_deleted_init_is_not_planned_again(db_url: str) -> None:
 def test_a_bad_reminder_setting_fails_before_writing(db_url: str) -> None:
     from schedctl.errors import ConfigError
 
-    bad = Settings(file_tables={"events": {"reminders": ["soon"]}})
-    with Database(db_url) as db, pytest.raises(ConfigError, match="reminders"):
-        plan_event_messages(db, bad, T0)
+    # The settings are refused as they load: nothing is left to plan with.
+    with pytest.raises(ConfigError, match=r"\[events\] reminders"):
+        load_with({"events": {"reminders": ["soon"]}}, database_url=db_url)
     with Database(db_url) as db:
         assert db.scalar(sa.select(sa.func.count()).select_from(messages)) == 0

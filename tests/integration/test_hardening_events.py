@@ -166,5 +166,7 @@ def test_a_reminder_lead_beyond_a_year_is_a_config_error(
                  db_url=db_url, env=NOW)  # fmt: skip
 
     assert result.exit_code == 2, result.stderr
-    assert result.stderr == "schedctl: error: [events] reminders: '999999d' is longer than 366d\n"
+    assert result.stderr == (
+        f"schedctl: error: {config}: [events] reminders: '999999d' is longer than 366d\n"
+    )
     assert all_messages(db_url) == []

@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from delivery_helpers import InProcessCli
-from schedctl.config import Settings
+from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
 from schedctl.db.schema import messages, schedules
 from schedctl.errors import ValidationError
@@ -87,8 +87,8 @@ def test_an_update_cannot_leave_a_schedule_without_recipients(
 ) -> None:
     sid = ok(run("schedules", "create", "--name", "s", *SCHEDULE, "--to", "a@example.com",
                  "--json"))["id"]  # fmt: skip
-    settings = Settings(database_url=db_url, file_tables={"reports": {"queries": {"ping": {
-        "sql": "select 1 as one"}}}})  # fmt: skip
+    settings = Settings(database_url=db_url, reports_queries=report_queries({"ping": {
+        "sql": "select 1 as one"}}))  # fmt: skip
     with Database(db_url, environ={}) as db:
         with pytest.raises(ValidationError, match="needs at least one recipient"):
             update_schedule(db, settings, 1, int(sid), ScheduleOptions(to=[]), db.now())

@@ -115,7 +115,8 @@ def test_alerts_at_80_90_100_percent_once_each_by_webhook_and_mail(
     settings = Settings(
         daily_quota=10,
         slack_webhook_url=f"{http_server.url}/hooks/secret-path",
-        file_tables={"messages": {"alert_to": ["ops@example.com"], "batch_size": 4}},
+        messages_alert_to=("ops@example.com",),
+        messages_batch_size=4,
         **smtp.settings(),
     )
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import pytest
 
 from schedctl import reports
-from schedctl.config import Settings
+from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
 from schedctl.schedules import ScheduleOptions, create_schedule
 
@@ -36,7 +36,7 @@ def test_formula_text_is_quoted_and_numbers_stay_numbers(db: Database, db_url: s
         " 'a=b' AS inner_equals"
     )
     settings = Settings(
-        database_url=db_url, file_tables={"reports": {"queries": {"cells": {"sql": sql}}}}
+        database_url=db_url, reports_queries=report_queries({"cells": {"sql": sql}})
     )
     options = ScheduleOptions(
         name="Cells", kind="sql", cadence="daily", at="09:00", tz="UTC",

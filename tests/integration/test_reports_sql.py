@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from delivery_helpers import load_with
 from schedctl import reports
 from schedctl.config import Settings
 from schedctl.db.database import Database
@@ -35,7 +36,7 @@ def db(db_url: str) -> Iterator[Database]:
 
 
 def settings_with(db_url: str, **queries: dict[str, Any]) -> Settings:
-    return Settings(database_url=db_url, file_tables={"reports": {"queries": queries}})
+    return load_with({"reports": {"queries": queries}}, database_url=db_url)
 
 
 def produce(db: Database, settings: Settings, query: str, **params: str) -> reports.Report:
@@ -147,8 +148,9 @@ def test_a_source_database_password_never_shows_in_the_error(db: Database, db_ur
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ({"sql": ""}, "needs sql"),
-        ({"sql": "SELECT 1", "colour": "red"}, "unknown key"),
+        ({"title": "no sql"}, "needs sql"),
+        ({"sql": ""}, r"\[reports.queries.q\] sql: must be a non-empty string"),
+        ({"sql": "SELECT 1", "colour": "red"}, r"unknown setting \[reports.queries.q\] colour"),
         ({"sql": "SELECT :nope"}, "unknown parameter"),
         ({"sql": "SELECT 1", "timeout": "soon"}, "invalid duration"),
         ({"sql": "SELECT 1", "database_url": "mongodb://x"}, "unsupported database"),

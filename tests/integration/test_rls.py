@@ -17,7 +17,7 @@ from sqlalchemy.engine import make_url
 from rls_helpers import connect_pg, tenant_url_fixture  # noqa: F401  (the tenant_url fixture)
 from schedctl import runs
 from schedctl.accounts import create_account
-from schedctl.config import Settings
+from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
 from schedctl.db.schema import schedules
 from schedctl.schedules import ScheduleOptions, create_schedule
@@ -27,12 +27,12 @@ RLS_TABLES = ["schedules", "schedule_runs", "messages", "email_log", "suppressio
 # An external source: on schedctl's own database a superuser's query would be refused
 # (TENANCY_UNSAFE), and these tests set up as the superuser.
 PING = {"sql": "select 1 as one", "accounts": "*", "database_url": "sqlite://"}
-SETTINGS_QUERIES = {"reports": {"queries": {"ping": PING}}}
+SETTINGS_QUERIES = report_queries({"ping": PING})
 
 
 def two_accounts(db_url: str) -> tuple[int, int, int]:
     """The default account and `other`, one schedule each with a run and a message."""
-    settings = Settings(database_url=db_url, file_tables=SETTINGS_QUERIES)
+    settings = Settings(database_url=db_url, reports_queries=SETTINGS_QUERIES)
     with Database(db_url, environ={}) as db:
         other = db.transaction(lambda c: create_account(c, "other", T0))
         ids = []

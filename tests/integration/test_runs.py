@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from schedctl import runs
 from schedctl.accounts import create_account
-from schedctl.config import Settings
+from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
 from schedctl.db.schema import messages, schedule_runs, schedules
 from schedctl.errors import NotFound
@@ -30,7 +30,7 @@ QUERIES = {
 
 @pytest.fixture
 def settings(db_url: str) -> Settings:
-    return Settings(database_url=db_url, file_tables={"reports": {"queries": QUERIES}})
+    return Settings(database_url=db_url, reports_queries=report_queries(QUERIES))
 
 
 @pytest.fixture
@@ -360,7 +360,7 @@ def test_a_failing_run_is_retried_with_backoff_then_stays_failed(
 def test_a_failed_run_succeeds_on_retry_once_the_cause_is_fixed(db: Database, db_url: str) -> None:
     def with_flaky(sql: str) -> Settings:
         queries = {**QUERIES, "flaky": {"sql": sql}}
-        return Settings(database_url=db_url, file_tables={"reports": {"queries": queries}})
+        return Settings(database_url=db_url, reports_queries=report_queries(queries))
 
     broken, fixed = with_flaky("select * from no_such_table"), with_flaky("select 1 as one")
     make(db, broken, params=["query=flaky"])

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from delivery_helpers import load_with
 from schedctl import runs
 from schedctl.accounts import create_account
-from schedctl.config import Settings
+from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
 from schedctl.db.schema import messages, schedule_runs, schedules
 from schedctl.errors import ConfigError, NotFound, ValidationError
@@ -43,7 +44,7 @@ BASE: dict[str, Any] = {
 
 @pytest.fixture
 def settings(db_url: str) -> Settings:
-    return Settings(database_url=db_url, file_tables={"reports": {"queries": QUERIES}})
+    return Settings(database_url=db_url, reports_queries=report_queries(QUERIES))
 
 
 @pytest.fixture
@@ -154,9 +155,8 @@ def test_every_invalid_value_is_refused_and_nothing_is_written(
 
 @sqlite_only
 def test_a_broken_report_config_is_a_config_error(db: Database, db_url: str) -> None:
-    settings = Settings(database_url=db_url, file_tables={"reports": {"queries": {"ping": {}}}})
     with pytest.raises(ConfigError, match="needs sql") as caught:
-        create(db, settings)
+        create(db, load_with({"reports": {"queries": {"ping": {}}}}, database_url=db_url))
     assert caught.value.exit_code == 2
     assert count(db, schedules) == 0
 

@@ -20,7 +20,7 @@ from delivery_helpers import InProcessCli
 from rls_helpers import connect_pg, tenant_url_fixture  # noqa: F401  (the tenant_url fixture)
 from schedctl import reports
 from schedctl.accounts import create_account
-from schedctl.config import Settings
+from schedctl.config import Settings, report_queries
 from schedctl.db import migrations
 from schedctl.db.database import Database
 from schedctl.schedules import Schedule, ScheduleOptions, create_schedule
@@ -122,7 +122,7 @@ def test_a_report_query_cannot_switch_its_account_scope_off(
 
 def _produce(db_url: str, sql: str, *, account_id: int = 1, timeout: str = "60s") -> Any:
     query = {"sql": sql, "accounts": "*", "timeout": timeout}
-    settings = Settings(database_url=db_url, file_tables={"reports": {"queries": {"q": query}}})
+    settings = Settings(database_url=db_url, reports_queries=report_queries({"q": query}))
     options = ScheduleOptions(
         name=f"s{datetime.now().timestamp()}", kind="sql", cadence="daily", at="09:00",
         to=["ops@example.com"], params=["query=q"],
@@ -391,7 +391,7 @@ def test_a_malformed_accounts_key_is_a_config_error(
         db_url=db_url, env={"SCHEDCTL_CONFIG": str(config)},
     )  # fmt: skip
     assert (result.exit_code, result.stdout) == (2, "")
-    assert "accounts must be" in result.stderr
+    assert "[reports.queries.q] accounts: must be" in result.stderr
 
 
 # --- item 4: SQLite report queries cannot attach, write or outlive their timeout -------

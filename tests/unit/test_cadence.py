@@ -12,15 +12,11 @@ from schedctl.cadence import (
     latest_slot_at_or_before,
     make_cadence,
     next_slot,
-    parse_day,
-    parse_duration,
-    parse_hhmm,
     parse_instant,
-    parse_timezone,
-    parse_weekday,
     slots_between,
 )
 from schedctl.errors import ValidationError
+from schedctl.values import parse_day, parse_duration, parse_hhmm, parse_timezone, parse_weekday
 
 BERLIN = "Europe/Berlin"
 NEW_YORK = "America/New_York"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from dataclasses import fields
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ def from_file(tmp_path: Path, text: str) -> Settings:
 
 def test_every_setting_is_declared_with_a_place_to_give_it() -> None:
     undeclared = {f.name for f in fields(Settings)} - set(SCHEMA)
-    assert undeclared == {"file_tables"}
+    assert undeclared == set()
     for spec in SCHEMA.values():
         assert spec.places(), spec.name
     assert {"smtp_password", "unsubscribe_secret", "slack_webhook_url", "ping_urls"} <= SECRET_KEYS
@@ -83,7 +84,7 @@ def test_bad_environment_values(env: dict[str, str], message: str) -> None:
         ("heartbeat = 5\n", r"heartbeat must be a table"),
         ("messages = 5\n", r"messages must be a table"),
         ('[heartbeat.thresholds]\ntick = "1h"\n', "needs 'yellow' and 'red'"),
-        ('[heartbeat.ping_urls]\ntick = 5\n', r"ping_urls.tick: must be an http"),
+        ('[heartbeat.ping_urls]\ntick = 5\n', r"\[heartbeat.ping_urls\] tick: must be an http"),
         ('mail_backend = "smtp"\n', r"mail_backend: the smtp mail backend needs smtp_host"),
         ('database_url = ""\n', r"database_url: must not be empty"),
     ],
@@ -106,7 +107,7 @@ def test_file_forms_top_level_and_table(tmp_path: Path) -> None:
     assert settings.smtp_host == "mail.example.com"
     assert settings.smtp_user is None  # an empty optional string is unset
     assert settings.heartbeat_commands == ("tick", "schedules list")
-    assert settings.file_tables == {"messages": {"lease": "10m"}}
+    assert settings.messages_lease == timedelta(minutes=10)
 
 
 def test_flag_origin_is_named() -> None:
@@ -166,7 +167,7 @@ def test_importing_config_stays_cheap() -> None:
     )
     assert result.stdout.strip() == (
         "['schedctl.config', 'schedctl.distribute', 'schedctl.distribute.config',"
-        " 'schedctl.errors', 'schedctl.redaction']"
+        " 'schedctl.errors', 'schedctl.redaction', 'schedctl.values']"
     )
 
 

@@ -11,15 +11,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from schedctl.delivery.message import (
-    POLICY,
-    address_of,
-    build_email,
-    make_message_id,
-    prepare_email,
-    validate_email,
-)
+from schedctl.delivery.message import POLICY, build_email, make_message_id, prepare_email
 from schedctl.errors import ValidationError
+from schedctl.values import address_of, validate_email
 
 MID = make_message_id(
     "schedule-1:2025-01-06T09:00:00Z:bob@example.org", "example.com", installation="a1"

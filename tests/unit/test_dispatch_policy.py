@@ -1,4 +1,4 @@
-"""Pure delivery rules: [messages] parsing, backoff, the weekend rule, reminders, quota."""
+"""Pure delivery rules: [messages] settings, backoff, the weekend rule, reminders, quota."""
 
 from __future__ import annotations
 
@@ -7,31 +7,33 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from delivery_helpers import load_with
 from schedctl.config import Settings
-from schedctl.delivery.policy import (
-    DeliveryPolicy,
-    TypeRule,
-    normalise_type,
-    retry_delay,
-    weekend_postponement,
-)
+from schedctl.delivery.policy import DeliveryPolicy, TypeRule, retry_delay, weekend_postponement
 from schedctl.errors import ConfigError, ValidationError
 from schedctl.events import reminders_for
 from schedctl.quota import next_day_start, quota_day, thresholds_reached
+from schedctl.values import normalise_type
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
+def policy(table: dict[str, object] | None = None, **flags: object) -> DeliveryPolicy:
+    """The delivery policy of a config file whose ``[messages]`` is ``table``."""
+    return DeliveryPolicy.from_settings(load_with({"messages": table or {}}, **flags))
+
+
 def test_defaults() -> None:
-    policy = DeliveryPolicy.from_table(None)
-    assert policy.enabled
-    assert policy.max_attempts == 5
-    assert policy.rule("REPORT") == TypeRule(enabled=True, weekend="send")
-    assert policy.disabled_types == []
+    default = policy()
+    assert default.enabled
+    assert default.max_attempts == 5
+    assert default.rule("REPORT") == TypeRule(enabled=True, weekend="send")
+    assert default.disabled_types == []
+    assert DeliveryPolicy.from_settings(Settings()) == default
 
 
 def test_parses_global_and_per_type_settings() -> None:
-    policy = DeliveryPolicy.from_table(
+    parsed = policy(
         {
             "enabled": True,
             "weekend": "postpone",
@@ -42,58 +44,57 @@ def test_parses_global_and_per_type_settings() -> None:
             "types": {"init": {"enabled": False}, "REPORT": {"weekend": "send"}},
         }
     )
-    assert policy.rule("INIT") == TypeRule(enabled=False, weekend="postpone")
-    assert policy.rule("REPORT").weekend == "send"
-    assert policy.rule("DIGEST").weekend == "postpone"  # the table's default
-    assert policy.disabled_types == ["INIT"]
-    assert policy.alert_to == ("ops@example.com",)
-    assert policy.retry_base == timedelta(seconds=30)
+    assert parsed.rule("INIT") == TypeRule(enabled=False, weekend="postpone")
+    assert parsed.rule("REPORT").weekend == "send"
+    assert parsed.rule("DIGEST").weekend == "postpone"  # the table's default
+    assert parsed.disabled_types == ["INIT"]
+    assert parsed.alert_to == ("ops@example.com",)
+    assert parsed.retry_base == timedelta(seconds=30)
 
 
 @pytest.mark.parametrize(
-    "table",
+    ("table", "message"),
     [
-        {"enable": True},
-        {"enabled": "yes"},
-        {"weekend": "skip"},
-        {"tz": "Mars/Olympus"},
-        {"max_attempts": 0},
-        {"retry_base": "soon"},
-        {"retry_base": "1h", "retry_max": "1m"},
-        {"alert_to": ["not an address"]},
-        {"types": {"INIT": {"enabled": False, "colour": "red"}}},
-        {"types": {"bad type": {}}},
-        {"types": ["INIT"]},
+        ({"enable": True}, r"unknown setting \[messages\] enable \(did you mean 'enabled'\?\)"),
+        ({"enabled": "yes"}, r"\[messages\] enabled: must be true or false"),
+        ({"weekend": "skip"}, r"\[messages\] weekend: must be one of send\|postpone"),
+        ({"tz": "Mars/Olympus"}, r"\[messages\] tz: invalid time zone"),
+        ({"max_attempts": 0}, r"\[messages\] max_attempts: must be a whole number >= 1"),
+        ({"retry_base": "soon"}, r"\[messages\] retry_base: invalid duration"),
+        ({"retry_base": "1h", "retry_max": "1m"}, r"\[messages\] retry_max: .* must not be"),
+        ({"alert_to": ["not an address"]}, r"\[messages\] alert_to: invalid e-mail address"),
+        ({"types": {"INIT": {"enabled": False, "colour": "red"}}},
+         r"unknown setting \[messages.types.INIT\] colour"),
+        ({"types": {"INIT": {"weekend": "skip"}}}, r"\[messages.types.INIT\] weekend: must be"),
+        ({"types": {"bad type": {}}}, r"\[messages.types\] bad type: invalid message type"),
+        ({"types": ["INIT"]}, r"\[messages\] types: must be a table"),
     ],
-)
-def test_invalid_tables_are_configuration_errors(table: dict[str, object]) -> None:
-    with pytest.raises(ConfigError):
-        DeliveryPolicy.from_table(table)
+)  # fmt: skip
+def test_invalid_tables_are_configuration_errors(table: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        policy(table)
 
 
 @pytest.mark.parametrize("lease", ["1s", "59s"])
 def test_a_lease_shorter_than_a_minute_is_refused(lease: str) -> None:
-    with pytest.raises(ConfigError, match="lease"):
-        DeliveryPolicy.from_table({"lease": lease})
+    with pytest.raises(ConfigError, match=r"\[messages\] lease"):
+        policy({"lease": lease}, smtp_timeout=1)
 
 
 def test_the_lease_must_cover_four_smtp_timeouts() -> None:
-    assert DeliveryPolicy.from_table({"lease": "1m"}).lease == timedelta(minutes=1)
-    assert DeliveryPolicy.from_table({"lease": "4m"}, smtp_timeout=60).lease == timedelta(minutes=4)
+    assert policy({"lease": "1m"}, smtp_timeout=15).lease == timedelta(minutes=1)
+    assert policy({"lease": "4m"}, smtp_timeout=60).lease == timedelta(minutes=4)
     with pytest.raises(ConfigError, match=r"at least 4m"):
-        DeliveryPolicy.from_table({"lease": "3m"}, smtp_timeout=60)
-    with pytest.raises(ConfigError, match="lease"):
+        policy({"lease": "3m"}, smtp_timeout=60)
+    with pytest.raises(ConfigError, match="the default lease, 10m, is too short"):
         # The default lease (10m) is too short for a 5-minute SMTP timeout.
-        DeliveryPolicy.from_table(None, smtp_timeout=300)
+        policy(None, smtp_timeout=300)
 
 
-def test_check_delivery_settings_refuses_a_lease_too_short_for_the_smtp_timeout() -> None:
-    from schedctl.dispatch import check_delivery_settings
-
-    table = {"messages": {"lease": "90s"}}
-    check_delivery_settings(Settings(smtp_timeout=20, file_tables=table))
+def test_every_command_refuses_a_lease_too_short_for_the_smtp_timeout() -> None:
+    assert policy({"lease": "90s"}, smtp_timeout=20).lease == timedelta(seconds=90)
     with pytest.raises(ConfigError, match="smtp_timeout"):
-        check_delivery_settings(Settings(smtp_timeout=30, file_tables=table))
+        policy({"lease": "90s"}, smtp_timeout=30)
 
 
 def test_message_types_are_normalised_or_refused() -> None:
@@ -133,7 +134,7 @@ def test_a_weekday_in_the_zone_is_not_postponed_even_if_utc_says_saturday() -> N
 
 
 def test_reminders_from_the_events_table() -> None:
-    settings = Settings(file_tables={"events": {"reminders": ["1d", "90m", "1d"]}})
+    settings = load_with({"events": {"reminders": ["1d", "90m", "1d"]}})
     reminders = reminders_for(settings)
     assert [(r.type, r.lead, r.label) for r in reminders] == [
         ("REMINDER_1D", timedelta(days=1), "1 day"),
@@ -143,11 +144,17 @@ def test_reminders_from_the_events_table() -> None:
 
 
 @pytest.mark.parametrize(
-    "table", [{"reminders": "1d"}, {"reminders": ["tomorrow"]}, {"remind": ["1d"]}]
+    ("table", "message"),
+    [
+        ({"reminders": "1d"}, r"\[events\] reminders: must be a list of durations"),
+        ({"reminders": ["tomorrow"]}, r"\[events\] reminders: invalid duration 'tomorrow'"),
+        ({"reminders": ["367d"]}, r"\[events\] reminders: '367d' is longer than 366d"),
+        ({"remind": ["1d"]}, r"unknown setting \[events\] remind \(did you mean 'reminders'"),
+    ],
 )
-def test_invalid_reminders_are_configuration_errors(table: dict[str, object]) -> None:
-    with pytest.raises(ConfigError):
-        reminders_for(Settings(file_tables={"events": table}))
+def test_invalid_reminders_are_configuration_errors(table: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_with({"events": table})
 
 
 def test_quota_day_and_thresholds() -> None:

@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from schedctl.cadence import parse_instant, parse_local_or_instant, wall_time_note
+from schedctl.cadence import parse_instant, wall_time_note
 from schedctl.errors import ValidationError
-from schedctl.ids import MAX_ID, as_id, parse_id
+from schedctl.values import MAX_ID, as_id, parse_id, parse_local_or_instant
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

@@ -91,8 +91,8 @@ def _add_users(db: Database, now: datetime) -> None:
 
 
 def _demo_settings(settings: Settings, url: str) -> Settings:
-    tables = dict(settings.file_tables)
-    tables["reports"] = {"queries": DEMO_QUERIES}
+    from schedctl.config import report_queries
+
     return dataclasses.replace(
         settings,
         database_url=url,
@@ -100,7 +100,7 @@ def _demo_settings(settings: Settings, url: str) -> Settings:
         mail_from="schedctl-demo@example.com",
         unsubscribe_secret=secrets.token_urlsafe(24),  # throw-away, like the database
         unsubscribe_base_url="http://localhost:8080",
-        file_tables=tables,
+        reports_queries=report_queries(DEMO_QUERIES),
     )
 
 

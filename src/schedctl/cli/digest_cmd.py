@@ -56,8 +56,8 @@ def digest_command(
 ) -> None:
     """Send each opted-in user's daily digest once per local day (default: every account)."""
     from schedctl import digest
-    from schedctl.cadence import parse_date
     from schedctl.users import find_user
+    from schedctl.values import parse_date
 
     runtime = current()
     settings = runtime.settings

@@ -33,9 +33,9 @@ def distribute_command(
     ] = None,
 ) -> None:
     """Distribute the day's users to the active campaigns and groups, exactly once."""
-    from schedctl.cadence import parse_date
     from schedctl.cli.output import error_line
     from schedctl.distribute import run as distribution
+    from schedctl.values import parse_date
 
     runtime = current()
     settings = runtime.settings

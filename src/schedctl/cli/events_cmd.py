@@ -13,7 +13,7 @@ from schedctl.cli.output import warn
 from schedctl.cli.params import Account, command_group
 from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
 from schedctl.errors import UsageError
-from schedctl.ids import parse_id
+from schedctl.values import parse_id
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -35,7 +35,7 @@ LoadIn = Annotated[
 
 def _time(text: str | None) -> datetime | None:
     """An option's time: aware UTC if written with an offset, else a naive wall time."""
-    from schedctl.cadence import parse_local_or_instant
+    from schedctl.values import parse_local_or_instant
 
     return None if text is None else parse_local_or_instant(text)
 
@@ -95,8 +95,8 @@ def add_command(
     says so.
     """
     from schedctl import events
-    from schedctl.cadence import parse_local_or_instant, parse_timezone, to_instant
-    from schedctl.delivery.message import validate_email
+    from schedctl.cadence import to_instant
+    from schedctl.values import parse_local_or_instant, parse_timezone, validate_email
 
     zone = parse_timezone(tz)
     start = parse_local_or_instant(starts_at)
@@ -106,7 +106,6 @@ def add_command(
             to_instant(value, zone)  # out of range there: refused before the database opens
     address = validate_email(contact)
     settings = current().settings
-    events.reminders_for(settings)
 
     def work(db: Database) -> CommandResult:
         account_id = scope_to_account(db, account)

@@ -53,7 +53,7 @@ def heartbeat_command(
     """Show when each command last succeeded: green, yellow, red or unknown."""
     runtime = current()
     if ping_url is not None:
-        from schedctl.config import http_url_problem
+        from schedctl.values import http_url_problem
 
         # Checked like SCHEDCTL_PING_URL; never quoted, since it may carry a token.
         problem = http_url_problem(ping_url)
@@ -91,7 +91,8 @@ def _configured_ping_url(runtime: Runtime) -> str | None:
     try:
         return runtime.settings.ping_url
     except Exception:  # _judge reports it (as UNKNOWN with --check)
-        from schedctl.config import ENV_PREFIX, http_url_problem
+        from schedctl.config import ENV_PREFIX
+        from schedctl.values import http_url_problem
 
         # A broken configuration is itself worth a /fail: the environment may still say
         # where, unless the broken value is that URL (its error line says so, once).

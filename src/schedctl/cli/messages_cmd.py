@@ -12,7 +12,7 @@ from schedctl.cli.output import warn
 from schedctl.cli.params import Account, command_group, limit_option
 from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
 from schedctl.errors import UsageError
-from schedctl.ids import parse_id
+from schedctl.values import parse_id
 from schedctl.vocabulary import MESSAGE_STATUSES
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def list_command(
 ) -> None:
     """List messages, nearest send time first."""
     from schedctl import outbox
-    from schedctl.delivery.policy import normalise_type
+    from schedctl.values import normalise_type
 
     message_type = normalise_type(type_) if type_ is not None else None
     wanted_status = outbox.validate_status(status) if status is not None else None
@@ -161,7 +161,7 @@ def delete_all_command(
     in flight.
     """
     from schedctl import outbox
-    from schedctl.delivery.policy import normalise_type
+    from schedctl.values import normalise_type
 
     message_type = normalise_type(type_) if type_ is not None else None
     if not confirm:

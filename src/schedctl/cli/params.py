@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-from schedctl.ids import MAX_ID
+from schedctl.values import MAX_ID
 
 Account = Annotated[
     str | None,

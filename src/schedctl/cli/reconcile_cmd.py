@@ -33,7 +33,7 @@ def reconcile_command(
 ) -> None:
     """Nightly repair: usage snapshot, dead leases, purges, mirror check (every account)."""
     from schedctl import reconcile
-    from schedctl.cadence import parse_date
+    from schedctl.values import parse_date
 
     runtime = current()
     settings = runtime.settings

@@ -9,7 +9,7 @@ import typer
 from schedctl.cli.params import Account, command_group, limit_option
 from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
 from schedctl.errors import UsageError
-from schedctl.ids import parse_id
+from schedctl.values import parse_id
 
 if TYPE_CHECKING:
     from schedctl.db.database import Database

@@ -58,7 +58,7 @@ def add_command(
 ) -> None:
     """Suppress an address (idempotent: adding it twice is not an error)."""
     from schedctl import suppressions
-    from schedctl.delivery.message import validate_email
+    from schedctl.values import validate_email
 
     address = validate_email(email)
     if reason not in SUPPRESSION_REASONS:
@@ -81,7 +81,7 @@ def add_command(
 def remove_command(email: Email, account: Account = None) -> None:
     """Lift an address's suppression (idempotent)."""
     from schedctl import suppressions
-    from schedctl.delivery.message import validate_email
+    from schedctl.values import validate_email
 
     address = validate_email(email)
 
@@ -107,7 +107,7 @@ def unsubscribe_command(
 ) -> None:
     """Apply an unsubscribe token: verify it and suppress the address."""
     from schedctl import suppressions
-    from schedctl.delivery.message import validate_email
+    from schedctl.values import validate_email
 
     address = validate_email(email)
     settings = current().settings
@@ -137,7 +137,7 @@ def unsubscribe_command(
 def unsubscribe_url_command(email: Email, account: Account = None) -> None:
     """Print the signed one-click unsubscribe URL for an address."""
     from schedctl import suppressions
-    from schedctl.delivery.message import validate_email
+    from schedctl.values import validate_email
 
     address = validate_email(email)
     settings = current().settings

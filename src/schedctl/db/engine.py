@@ -55,6 +55,18 @@ def parse_url(raw: str) -> URL:
     return url
 
 
+def url_setting(value: Any, origin: str) -> str:
+    """A database URL from the config file, checked by `parse_url` (never quoted whole:
+    its password is a secret); ConfigError naming ``origin`` if it is not one."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{origin}: must be a database URL")
+    try:
+        parse_url(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{origin}: {exc.message}") from None
+    return value
+
+
 def mask_url(raw: str | URL) -> str:
     """The URL with its password and secret query values replaced by ***, safe to print."""
     try:

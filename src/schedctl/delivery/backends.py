@@ -59,8 +59,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self, TextIO, cast
 
-from schedctl.delivery.message import PreparedEmail, validate_email
+from schedctl.delivery.message import PreparedEmail
 from schedctl.errors import ConfigError, ValidationError
+from schedctl.values import validate_email
 
 __all__ = [
     "ConsoleBackend",

@@ -1,4 +1,5 @@
-"""Building e-mail messages: addresses, deterministic Message-IDs, multipart bodies.
+"""Building e-mail messages: header addresses, deterministic Message-IDs, multipart bodies
+(addresses are checked by schedctl.values).
 
 Everything here is pure (no network, no database): the outbox renders a message once,
 stores it, and any later attempt rebuilds exactly the same bytes apart from the Date.
@@ -21,16 +22,15 @@ from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
 
 from schedctl.errors import ValidationError
+from schedctl.values import address_of, normalise_domain
 
 __all__ = [
     "POLICY",
     "Attachment",
     "PreparedEmail",
-    "address_of",
     "build_email",
     "make_message_id",
     "prepare_email",
-    "validate_email",
 ]
 
 # 7bit forces quoted-printable/base64 bodies for non-ASCII text, so a message never
@@ -42,8 +42,6 @@ POLICY = email.policy.default.clone(cte_type="7bit", refold_source="none")
 Attachment = tuple[str, str, bytes]
 """(filename, MIME type such as "text/csv", content)."""
 
-_FORBIDDEN = re.compile(r"[\s<>()\[\]\\,;:\"\x00-\x1f\x7f]")
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _MESSAGE_ID = re.compile(r"^<[^<>@\s]+@[^<>@\s]+>$")
 _UNSAFE_URL = re.compile(r"[\s<>\"\x00-\x1f\x7f]")
 # Headers build_email owns; extra_headers may not replace them.
@@ -63,59 +61,6 @@ _RESERVED = frozenset(
         "list-unsubscribe-post",
     }
 )
-
-
-def _normalise_domain(domain: str) -> str | None:
-    """The domain in lower-case ASCII (IDNA), or None when it is not a host name."""
-    domain = domain.rstrip(".").lower()
-    try:
-        ascii_domain = domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        return None
-    if not ascii_domain or len(ascii_domain) > 253:
-        return None
-    labels = ascii_domain.split(".")
-    if not all(_LABEL.match(label) for label in labels):
-        return None
-    return ascii_domain
-
-
-def validate_email(addr: str) -> str:
-    """Return the address normalised (trimmed, lower-case, IDNA domain) or raise.
-
-    A pragmatic check, not RFC 5322: exactly one ``@``, a non-empty ASCII local part
-    without spaces, quotes, brackets or control characters, and a dotted domain (or
-    ``localhost``). Addresses are compared case-insensitively everywhere in schedctl
-    (suppressions, tokens), so the whole address is lower-cased.
-    """
-    error = ValidationError(f"invalid e-mail address {addr!r}")
-    if not isinstance(addr, str):
-        raise error
-    value = addr.strip()
-    if len(value) > 254 or value.count("@") != 1 or _FORBIDDEN.search(value):
-        raise error
-    local, _, domain = value.partition("@")
-    if (
-        not local
-        or len(local) > 64
-        or not local.isascii()
-        or local.startswith(".")
-        or local.endswith(".")
-        or ".." in local
-    ):
-        raise error
-    ascii_domain = _normalise_domain(domain)
-    if ascii_domain is None or ("." not in ascii_domain and ascii_domain != "localhost"):
-        raise error
-    return f"{local.lower()}@{ascii_domain}"
-
-
-def address_of(value: str) -> str:
-    """The normalised bare address of ``value``, which may be ``Name <addr>``."""
-    _, addr = parseaddr(value)
-    if not addr:
-        raise ValidationError(f"invalid e-mail address {value!r}")
-    return validate_email(addr)
 
 
 @functools.lru_cache(maxsize=1024)  # a batch mails few senders and often one recipient
@@ -138,7 +83,7 @@ def make_message_id(idempotency_key: str, domain: str, *, installation: str) -> 
         raise ValidationError("empty idempotency key")
     if not installation:
         raise ValidationError("empty installation id")
-    ascii_domain = _normalise_domain(domain)
+    ascii_domain = normalise_domain(domain)
     if ascii_domain is None:
         raise ValidationError(f"invalid Message-ID domain {domain!r}")
     # The installation id never contains a NUL, so the first one splits the pair.

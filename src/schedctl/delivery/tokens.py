@@ -12,8 +12,8 @@ import hashlib
 import hmac
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from schedctl.delivery.message import validate_email
 from schedctl.errors import ConfigError, ValidationError
+from schedctl.values import validate_email
 
 __all__ = ["make_token", "unsubscribe_url", "verify_token"]
 

@@ -16,9 +16,9 @@ from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl, urlencode
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from schedctl.delivery.message import validate_email
 from schedctl.delivery.templating import render
 from schedctl.errors import ValidationError
+from schedctl.values import validate_email
 
 __all__ = ["make_unsubscribe_app"]
 

@@ -1,12 +1,13 @@
-"""The ``[distribute]`` settings: declared in `schedctl.config`, parsed and checked here.
+"""The ``[distribute]`` settings: declared in `schedctl.config` (keys included), parsed
+and checked here.
 
 Everything is checked when schedctl starts, before it connects to anything: a bad
-value stops the command with one line naming the key (``[distribute] target.table``)
+value stops the command with one line naming the key (``[distribute.target] table``)
 and exit 2. A database URL is parsed (its dialect must be one schedctl can drive) but
 never quoted whole: its password is a secret.
 
-This module imports only the standard library and `schedctl.errors`, because
-`schedctl.config` imports it to declare the settings.
+This module imports only the standard library, `schedctl.errors` and `schedctl.values`
+at import time, because `schedctl.config` imports it to declare the settings.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from schedctl.errors import ConfigError, did_you_mean, quoted
+from schedctl.errors import ConfigError, quoted
+from schedctl.values import duration_setting, nested, query_setting
 
 DEFAULT_GROUPS = ("A", "B", "C", "D", "E")
 DEFAULT_CONTROL_GROUPS = ("A",)
@@ -66,65 +68,30 @@ class Destination:
 # --- parsers (called by schedctl.config with the value and where it came from) -------
 
 
-def _table_of(value: Any, origin: str, keys: set[str]) -> dict[str, Any]:
+def _table(value: Any, origin: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"{origin}: must be a table")
-    for key in value:
-        if key not in keys:
-            raise ConfigError(f"{origin}: unknown key {quoted(key)}{did_you_mean(key, keys)}")
-    return value
-
-
-def _text(value: Any, origin: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{origin}: must be a non-empty string")
-    return value
+    return value  # its keys are checked against their declaration in schedctl.config
 
 
 def _url(value: Any, origin: str) -> str:
-    from schedctl.db.engine import parse_url  # sqlalchemy: only when it is configured
+    from schedctl.db.engine import url_setting  # sqlalchemy: only when it is configured
 
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{origin}: must be a database URL")  # never quoted: a secret
-    try:
-        parse_url(value)
-    except ConfigError as exc:
-        raise ConfigError(f"{origin}: {exc.message}") from None
-    return value
-
-
-def _timeout(value: Any, origin: str) -> timedelta:
-    from schedctl.config import duration_setting
-
-    return duration_setting(value, origin)
-
-
-def _query(value: Any, origin: str) -> str:
-    import sqlalchemy as sa
-
-    query = _text(value, origin)
-    binds = set(sa.text(query).compile().params)
-    unknown = binds - set(QUERY_BINDS)
-    if unknown:
-        raise ConfigError(
-            f"{origin}: uses unknown parameter(s) {', '.join(':' + b for b in sorted(unknown))}"
-            f" (available: {', '.join(':' + b for b in QUERY_BINDS)})"
-        )
-    return query
+    return url_setting(value, origin)
 
 
 def parse_source(value: Any, origin: str) -> Source:
     """A ``[distribute.source]`` or ``[distribute.campaigns]`` table."""
-    table = _table_of(value, origin, {"database_url", "query", "timeout"})
+    table = _table(value, origin)
     for key in ("database_url", "query"):
         if key not in table:
             raise ConfigError(f"{origin}: needs {key}")
     timeout = DEFAULT_QUERY_TIMEOUT
     if "timeout" in table:
-        timeout = _timeout(table["timeout"], f"{origin}.timeout")
+        timeout = duration_setting(table["timeout"], nested(origin, "timeout"))
     return Source(
-        database_url=_url(table["database_url"], f"{origin}.database_url"),
-        query=_query(table["query"], f"{origin}.query"),
+        database_url=_url(table["database_url"], nested(origin, "database_url")),
+        query=query_setting(table["query"], nested(origin, "query"), QUERY_BINDS),
         timeout=timeout,
     )
 
@@ -141,29 +108,26 @@ def _identifier(value: Any, origin: str, *, qualified: bool = False) -> str:
 
 def _destination(name: str) -> Any:
     def parse(value: Any, origin: str) -> Destination:
-        table = _table_of(value, origin, {"database_url", "table", "columns", "extra_columns"})
+        table = _table(value, origin)
         for key in ("database_url", "table", "columns"):
             if key not in table:
                 raise ConfigError(f"{origin}: needs {key}")
-        columns = _table_of(table["columns"], f"{origin}.columns", set(COLUMN_ROLES))
+        where = nested(origin, "columns")
+        columns = _table(table["columns"], where)
         for role in REQUIRED_ROLES:
             if role not in columns:
-                raise ConfigError(f"{origin}.columns: needs {role} (the column it goes to)")
-        mapped = {
-            role: _identifier(col, f"{origin}.columns.{role}") for role, col in columns.items()
-        }
+                raise ConfigError(f"{where}: needs {role} (the column it goes to)")
+        mapped = {role: _identifier(col, nested(where, role)) for role, col in columns.items()}
         extra = None
         if "extra_columns" in table:
             raw = table["extra_columns"]
+            where = nested(origin, "extra_columns")
             if not isinstance(raw, dict):
                 raise ConfigError(
-                    f"{origin}.extra_columns: must be a table of destination column ="
-                    ' "source column"'
+                    f'{where}: must be a table of destination column = "source column"'
                 )
             extra = {
-                _identifier(dest, f"{origin}.extra_columns"): _identifier(
-                    src, f"{origin}.extra_columns.{dest}"
-                )
+                _identifier(dest, where): _identifier(src, nested(where, dest))
                 for dest, src in raw.items()
             }
         seen: dict[str, str] = {}
@@ -176,8 +140,8 @@ def _destination(name: str) -> Any:
             seen[column.lower()] = role
         return Destination(
             name=name,
-            database_url=_url(table["database_url"], f"{origin}.database_url"),
-            table=_identifier(table["table"], f"{origin}.table", qualified=True),
+            database_url=_url(table["database_url"], nested(origin, "database_url")),
+            table=_identifier(table["table"], nested(origin, "table"), qualified=True),
             columns=mapped,
             extra_columns=extra,
         )
@@ -204,27 +168,6 @@ def parse_groups(value: Any, origin: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def parse_addresses(value: Any, origin: str) -> tuple[str, ...]:
-    """The operators' e-mail addresses."""
-    from schedctl.delivery.message import address_of
-    from schedctl.errors import ValidationError
-
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list):
-        raise ConfigError(f"{origin}: must be a list of e-mail addresses")
-    found = []
-    for address in value:
-        try:
-            if not isinstance(address, str):
-                raise ValidationError("")
-            address_of(address)
-        except ValidationError:
-            raise ConfigError(f"{origin}: not an e-mail address: {quoted(address)}") from None
-        found.append(address)
-    return tuple(dict.fromkeys(found))
-
-
 def check_group_id_format(value: str) -> str | None:
     """The problem with a ``group_id_format``, or None."""
     fields = set()
@@ -245,33 +188,6 @@ def check_group_id_format(value: str) -> str | None:
     if "campaign" not in fields or not fields & {"n", "group"}:
         return "must contain {campaign} and {n} (or {group}), so that every group id differs"
     return None
-
-
-def check_zone(value: str) -> str | None:
-    from schedctl.cadence import parse_timezone
-    from schedctl.errors import ValidationError
-
-    try:
-        parse_timezone(value)
-    except ValidationError as exc:
-        return exc.message
-    return None
-
-
-def duration_between(low: timedelta, high: timedelta) -> Any:
-    """A parser of a duration from ``low`` to ``high``."""
-
-    def parse(value: Any, origin: str) -> timedelta:
-        from schedctl.cadence import format_duration
-
-        duration = _timeout(value, origin)
-        if not low <= duration <= high:
-            raise ConfigError(
-                f"{origin}: must be from {format_duration(low)} to {format_duration(high)}"
-            )
-        return duration
-
-    return parse
 
 
 def check_groups(groups: tuple[str, ...], control: tuple[str, ...], origin: str) -> None:

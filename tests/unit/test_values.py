@@ -1,0 +1,163 @@
+"""schedctl.values: the value parsers, a leaf module every layer imports."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+
+import pytest
+
+from schedctl import values
+from schedctl.errors import ConfigError, ValidationError
+
+ORIGIN = "f.toml: [messages] lease"
+
+
+def test_it_imports_nothing_of_schedctl_but_errors() -> None:
+    tree = ast.parse(Path(values.__file__).read_text())
+    imported = {
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert {m for m in imported if m and m.startswith("schedctl")} == {"schedctl.errors"}
+
+
+def test_importing_it_loads_no_heavy_module() -> None:
+    code = (
+        "import sys, schedctl.values; print(sorted(m for m in sys.modules if m.split('.')[0]"
+        " in {'email', 'sqlalchemy', 'difflib', 'urllib'} or m.startswith('schedctl')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "['schedctl', 'schedctl.errors', 'schedctl.values']"
+
+
+@pytest.mark.parametrize(
+    ("origin", "key", "where"),
+    [
+        ("f.toml: [distribute] target", "table", "f.toml: [distribute.target] table"),
+        ("f.toml: [distribute.target] columns", "id", "f.toml: [distribute.target.columns] id"),
+        ("[reports] queries", "q", "[reports.queries] q"),
+        ("SCHEDCTL_X", "y", "SCHEDCTL_X.y"),
+    ],
+)
+def test_nested_names_a_key_in_its_table(origin: str, key: str, where: str) -> None:
+    assert values.nested(origin, key) == where
+
+
+@pytest.mark.parametrize(
+    ("text", "length"),
+    [("90s", timedelta(seconds=90)), (" 15m ", timedelta(minutes=15)), ("2d", timedelta(days=2))],
+)
+def test_durations(text: str, length: timedelta) -> None:
+    assert values.parse_duration(text) == length
+    assert values.parse_duration(values.format_duration(length)) == length
+
+
+@pytest.mark.parametrize("text", ["", "0m", "-5m", "1.5h", "15", "m", "1w", "9" * 30 + "d"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValidationError, match="invalid duration"):
+        values.parse_duration(text)
+
+
+def test_split_duration_and_format() -> None:
+    assert values.split_duration("90m") == (90, "m")
+    assert values.format_duration(timedelta(seconds=5400)) == "90m"
+    assert values.format_duration(timedelta(days=1)) == "1d"
+
+
+@pytest.mark.parametrize("raw", [15, None, ["1m"], True])
+def test_a_file_duration_must_be_text(raw: object) -> None:
+    with pytest.raises(ConfigError) as caught:
+        values.duration_setting(raw, ORIGIN)
+    assert caught.value.message.startswith(f"{ORIGIN}: expected a duration like '15m'")
+
+
+def test_duration_between() -> None:
+    parse = values.duration_between(timedelta(seconds=1), timedelta(days=1))
+    assert parse("1h", ORIGIN) == timedelta(hours=1)
+    with pytest.raises(ConfigError, match="must be from 1s to 1d"):
+        parse("2d", ORIGIN)
+
+
+@pytest.mark.parametrize(
+    "name", ["", "local", "localtime", "posix/UTC", "right/UTC", "../x", "Mars/X"]
+)
+def test_bad_zones(name: str) -> None:
+    assert "invalid time zone" in str(values.zone_problem(name))
+
+
+def test_zones_times_days_dates() -> None:
+    assert values.zone_problem("Europe/Berlin") is None
+    assert values.parse_hhmm(" 7:05 ") == time(7, 5)
+    assert values.parse_weekday("Sunday") == values.parse_weekday("SUN") == 6
+    assert values.parse_day("last") == "last"
+    assert values.parse_day("31") == 31
+    assert values.parse_date("2026-03-29") == date(2026, 3, 29)
+    for bad, call in [("24:00", values.parse_hhmm), ("someday", values.parse_weekday),
+                      ("32", values.parse_day), ("2026-02-30", values.parse_date)]:  # fmt: skip
+        with pytest.raises(ValidationError):
+            call(bad)
+
+
+def test_instants_and_their_range() -> None:
+    assert values.parse_local_or_instant("2026-03-29T02:30:00Z") == datetime(
+        2026, 3, 29, 2, 30, tzinfo=UTC
+    )
+    assert values.parse_local_or_instant("2026-03-29T02:30").tzinfo is None
+    for bad in ["1969-12-31T23:59Z", "9999-12-31T23:00-05:00", "tomorrow"]:
+        with pytest.raises(ValidationError):
+            values.parse_local_or_instant(bad)
+
+
+def test_addresses() -> None:
+    assert values.validate_email(" Ops@Example.COM ") == "ops@example.com"
+    assert values.address_of("Ops <ops@b\u00fccher.example>") == "ops@xn--bcher-kva.example"
+    assert values.one_address_problem("Ops <ops@example.com>") is None
+    for bad in ["a@b.c\r\nBcc: x@y.z", "a@b.c, d@e.f", "nobody"]:
+        assert "one e-mail address" in str(values.one_address_problem(bad))
+
+
+def test_a_list_of_addresses_from_the_file() -> None:
+    assert values.addresses_setting("A@example.com", ORIGIN) == ("a@example.com",)
+    both = ["a@example.com", "A@example.com"]
+    assert values.addresses_setting(both, ORIGIN) == ("a@example.com",)
+    named = ["Ops <ops@example.com>", "Ops <ops@example.com>"]
+    assert values.addresses_setting(named, ORIGIN, named=True) == ("Ops <ops@example.com>",)
+    with pytest.raises(ConfigError, match="invalid e-mail address"):
+        values.addresses_setting(named, ORIGIN)  # a name needs named=True
+    for bad in [5, {"a": "b"}, ["ops"], [5]]:
+        with pytest.raises(ConfigError, match=r"\[messages\] lease: "):
+            values.addresses_setting(bad, ORIGIN)
+
+
+def test_http_urls_are_checked_without_quoting_them() -> None:
+    assert values.http_url_problem("https://hc.example/ping/x") is None
+    for bad in ["ftp://h/x", "https://", "http://h:port/x", "http://h/a b", "hc.example/tok3n"]:
+        problem = values.http_url_problem(bad)
+        assert problem is not None
+        assert "tok3n" not in problem
+
+
+def test_a_query_may_use_only_the_given_parameters() -> None:
+    assert values.query_setting("select :slot", ORIGIN, ("slot",)) == "select :slot"
+    with pytest.raises(ConfigError, match=r"unknown parameter\(s\) :nope \(available: :slot\)"):
+        values.query_setting("select :nope", ORIGIN, ("slot",))
+    for bad in ["", "  ", 5]:
+        with pytest.raises(ConfigError, match="non-empty string"):
+            values.query_setting(bad, ORIGIN, ("slot",))
+
+
+def test_ids_and_message_types() -> None:
+    assert values.as_id(" 42 ") == 42
+    assert values.as_id(str(values.MAX_ID + 1)) is None
+    assert values.as_id("\u00b2") is None
+    with pytest.raises(ValidationError, match="invalid message id '0'"):
+        values.parse_id("0", "message")
+    assert values.normalise_type(" reminder_1d ") == "REMINDER_1D"
+    with pytest.raises(ValidationError):
+        values.normalise_type("1ST")
