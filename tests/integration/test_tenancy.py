@@ -412,7 +412,7 @@ def test_a_report_query_on_a_missing_sqlite_file_creates_nothing(
 ) -> None:
     missing = tmp_path / "no-such.db"
     query = {"sql": "select 1 as one", "database_url": f"sqlite:///{missing}"}
-    settings = Settings(database_url=db_url, file_tables={"reports": {"queries": {"q": query}}})
+    settings = Settings(database_url=db_url, reports_queries=report_queries({"q": query}))
     options = ScheduleOptions(
         name="s", kind="sql", cadence="daily", at="09:00", to=["ops@example.com"],
         params=["query=q"],
