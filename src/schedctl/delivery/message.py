@@ -80,7 +80,7 @@ class _Headers(HeaderRegistry):
         return {**self.__dict__, "_classes": {}}  # made classes cannot be pickled
 
 
-@functools.lru_cache(maxsize=512)  # a batch repeats a dozen headers; the rest pass once
+@functools.lru_cache(maxsize=128)  # a batch repeats a dozen headers; the rest pass once
 def _header(factory: _Headers, name: str, value: str) -> BaseHeader:
     return HeaderRegistry.__call__(factory, name, value)
 
@@ -89,8 +89,9 @@ def _header(factory: _Headers, name: str, value: str) -> BaseHeader:
 # depends on the server's 8BITMIME support. refold_source="none" keeps raw header
 # values (set with set_raw, or parsed back from stored bytes) exactly as written: the
 # default would RFC 2047-encode a long List-Unsubscribe URL, which clients then ignore.
-_HEADERS = _Headers()
-POLICY = email.policy.default.clone(cte_type="7bit", refold_source="none", header_factory=_HEADERS)
+POLICY = email.policy.default.clone(
+    cte_type="7bit", refold_source="none", header_factory=_Headers()
+)
 SMTP_POLICY = POLICY.clone(linesep="\r\n")
 """POLICY with CRLF line ends: how a message built here is written to SMTP or a file."""
 
@@ -174,11 +175,12 @@ def address_of(value: str) -> str:
 
 
 @functools.lru_cache(maxsize=1024)  # a batch mails few senders and often one recipient
-def _address_header(name: str, value: str) -> BaseHeader:
-    """The From or To header of ``value`` (``Name <addr>`` or a bare address)."""
-    display, addr = parseaddr(value)
+def _header_address(value: str) -> str:
+    """``value`` (``Name <addr>`` or a bare address) with the address normalised, as
+    the email package writes it in a header."""
+    name, addr = parseaddr(value)
     local, _, domain = address_of(addr or value).partition("@")
-    return _HEADERS(name, Address(display_name=display, username=local, domain=domain))
+    return str(Address(display_name=name, username=local, domain=domain))
 
 
 def make_message_id(idempotency_key: str, domain: str, *, installation: str) -> str:
@@ -230,8 +232,8 @@ def build_email(
     """
     _check_message_id(message_id)
     msg = EmailMessage(policy=POLICY)
-    msg["From"] = _address_header("From", sender)
-    msg["To"] = _address_header("To", recipient)
+    msg["From"] = _header_address(sender)
+    msg["To"] = _header_address(recipient)
     msg["Subject"] = _one_line(subject)
     msg["Date"] = _date_text(date)
     msg.set_raw("Message-ID", message_id)
