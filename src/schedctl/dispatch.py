@@ -58,6 +58,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from email.message import EmailMessage
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -68,7 +69,7 @@ from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import email_log, events, messages, schedule_runs, schedules
 from schedctl.delivery.backends import MailBackend, SendResult, make_backend
-from schedctl.delivery.message import PreparedEmail, prepare_email
+from schedctl.delivery.message import build_email
 from schedctl.delivery.policy import DeliveryPolicy, retry_delay, weekend_postponement
 from schedctl.delivery.tokens import unsubscribe_url
 from schedctl.errors import ConfigError, MailUnavailable, ValidationError
@@ -350,7 +351,7 @@ class Dispatcher:
 
     # ---------------------------------------------------------------- delivering
 
-    def build(self, row: Any, now: datetime) -> PreparedEmail:
+    def build(self, row: Any, now: datetime) -> EmailMessage:
         """The e-mail for an outbox row (Message-ID from the row, RFC 8058 headers)."""
         link = None
         if row.subscription:
@@ -364,7 +365,7 @@ class Dispatcher:
                     "SCHEDCTL_UNSUBSCRIBE_BASE_URL and SCHEDCTL_UNSUBSCRIBE_SECRET"
                 )
         attachments = [Attachment.from_json(a) for a in row.attachments or []]
-        return prepare_email(
+        return build_email(
             sender=self.settings.mail_from,
             recipient=row.recipient,
             subject=row.subject,

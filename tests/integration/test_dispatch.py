@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import email
+import email.policy
 import logging
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from schedctl import outbox
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import events, messages
-from schedctl.delivery.backends import Mail, MemoryBackend, SendResult, as_message
+from schedctl.delivery.backends import MemoryBackend, SendResult
 from schedctl.delivery.message import POLICY
 from schedctl.delivery.tokens import verify_token
 from schedctl.dispatch import dispatch_due
@@ -343,6 +345,114 @@ def test_the_mail_is_multipart_with_attachments_and_one_click_unsubscribe(
     assert attachment.get_payload(decode=True) == b"a,b\n1,2\n"
 
 
+CSV = Attachment("report.csv", "text/csv", b"name,total\nacme,3\n")
+BINARY = Attachment("Отчёт.bin", "application/octet-stream", bytes(range(256)) * 4)
+# What a message carries, whatever its content: each case reads back the same through
+# the email package's own parser (email.policy.default) on the receiving side.
+MAIL_CASES: dict[str, dict[str, Any]] = {
+    "ascii": {"subject": "Report 1", "body_text": "Hello\n.a line with a dot\n",
+              "body_html": "<p>Hello</p>"},
+    "text only": {"body_html": None, "body_text": "Hello, no HTML"},
+    "russian": {"subject": "Отчёт за неделю", "body_text": "Привет, мир\n",
+                "body_html": "<p>Привет, мир</p>"},
+    "long subject": {"subject": "Weekly report for the northern region " * 6},
+    "long russian subject": {"subject": "Еженедельный отчёт по северному региону " * 6},
+    "long lines and mostly non-latin": {"body_text": "日本語のテキスト" * 60,
+                                        "body_html": "<p>" + "x" * 300 + "</p>\n" * 12},
+    "html and attachments": {"attachments": [CSV, BINARY]},
+    "text and an attachment": {"body_html": None, "attachments": [CSV]},
+    "unsubscribe": {"subscription": True, "subject": "Подписка"},
+}  # fmt: skip
+# Python 3.11's folder puts the space between two encoded words outside them, where
+# RFC 2047 readers drop it ("отчётпо"): CPython gh-144156, the same before and after
+# the email writer became one (issue 16).
+_SPACE_LOST = pytest.mark.xfail(strict=True, reason="CPython gh-144156: folding drops a space")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [pytest.param(c, marks=_SPACE_LOST) if c == "long russian subject" else c for c in MAIL_CASES],
+)
+def test_what_the_server_receives_reads_back_as_what_was_queued(
+    db_url: str, smtp: SmtpServer, case: str
+) -> None:
+    fields = MAIL_CASES[case]
+    [mid] = enqueue_all(db_url, [message(1, **fields)])
+    queued = one(db_url, mid)
+    settings = settings_for(
+        smtp,
+        mail_from="Отдел отчётов <reports@example.com>",
+        unsubscribe_base_url="https://mail.example.com/u",
+        unsubscribe_secret="k" * 32,
+    )
+
+    assert dispatch(db_url, settings)["messages_sent"] == 1
+
+    [envelope] = smtp.accepted
+    assert (envelope.mail_from, envelope.rcpt_tos) == ("reports@example.com", [queued.recipient])
+    raw = envelope.original_content
+    assert raw is not None
+    assert raw.isascii()  # 7-bit: no reliance on the server's 8BITMIME
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    received = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(received, EmailMessage)
+    assert received.defects == []
+    assert received["From"] == "Отдел отчётов <reports@example.com>"
+    assert received["To"] == queued.recipient
+    assert received["Subject"] == " ".join(queued.subject.split())  # one line
+    assert received["Message-ID"] == queued.message_id
+    assert received["Date"].datetime == T0
+    assert received["Auto-Submitted"] == "auto-generated"
+    assert received["MIME-Version"] == "1.0"
+    unsubscribe = received["List-Unsubscribe"]
+    assert (unsubscribe is not None) == bool(fields.get("subscription"))
+    if unsubscribe is not None:
+        assert str(unsubscribe).startswith("<https://mail.example.com/u/unsubscribe?a=1&e=")
+        assert received["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+    def text_of(subtype: str) -> str | None:
+        part = received.get_body(preferencelist=(subtype,))
+        return None if part is None else part.get_content().replace("\r\n", "\n")
+
+    def as_set(text: str | None) -> str | None:  # set_content ends the text with a newline
+        return None if text is None else text if text.endswith("\n") else text + "\n"
+
+    assert text_of("plain") == as_set(queued.body_text)
+    assert text_of("html") == as_set(queued.body_html)
+    attachments = [
+        (part.get_filename(), part.get_content_type(), part.get_payload(decode=True))
+        for part in received.iter_attachments()  # type: ignore[attr-defined]
+    ]
+    expected = [(a.filename, a.content_type, a.content) for a in fields.get("attachments", [])]
+    assert attachments == expected
+    for part in received.walk():
+        assert part.defects == []
+        assert (part["MIME-Version"] is None) == (part is not received)
+
+
+class _Recording(MemoryBackend):
+    def __init__(self) -> None:
+        super().__init__()
+        self.given: list[object] = []
+
+    def send(self, msg: EmailMessage) -> SendResult:
+        self.given.append(msg)
+        return super().send(msg)
+
+
+def test_every_message_is_built_by_the_one_writer(db_url: str) -> None:
+    """ASCII and Russian mail alike reach the backend as build_email's EmailMessage."""
+    enqueue_all(db_url, [message(1), message(2, subject="Отчёт"), message(3, body_html=None)])
+    backend = _Recording()
+
+    with Database(db_url) as db:
+        assert dispatch_due(db, Settings(), T0, backend=backend)["messages_sent"] == 3
+
+    assert [type(msg) for msg in backend.given] == [EmailMessage] * 3
+    sent = {str(msg["Subject"]): msg for msg in backend.given}  # type: ignore[index]
+    assert sent["Report 1"].policy is POLICY  # type: ignore[attr-defined]
+
+
 def test_limit_bounds_the_number_of_sends(db_url: str, smtp: SmtpServer) -> None:
     enqueue_all(db_url, [message(n) for n in range(5)])
 
@@ -394,11 +504,11 @@ class _DeletingBackend(MemoryBackend):
         self.deleted: Any = None
         self.sent: list[str] = []
 
-    def send(self, msg: Mail) -> SendResult:
+    def send(self, msg: EmailMessage) -> SendResult:
         if not self.sent:
             with Database(self.db_url) as db:
                 self.deleted = db.transaction(self.delete)
-        self.sent.append(str(as_message(msg)["Message-ID"]))
+        self.sent.append(str(msg["Message-ID"]))
         return SendResult("sent", 250, "accepted", provider="memory")
 
 

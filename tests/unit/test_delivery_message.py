@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import email
-import io
-import re
+import email.policy
+import pickle
 from datetime import UTC, datetime
-from email.generator import BytesGenerator
-from zoneinfo import ZoneInfo
 
 import pytest
 
-from schedctl.delivery.message import POLICY, build_email, make_message_id, prepare_email
+from schedctl.delivery.message import (
+    POLICY,
+    SMTP_POLICY,
+    build_email,
+    make_message_id,
+)
 from schedctl.errors import ValidationError
 from schedctl.values import address_of, validate_email
 
@@ -214,103 +218,67 @@ def test_invalid_inputs() -> None:
         build(date=datetime(2025, 1, 1))
 
 
-# --- prepare_email: build_email's message, written out directly ----------------------
-
-_BOUNDARY = re.compile(rb'boundary="([^"]+)"')
-LONG_HTML = "<p>Hello</p>" * 40  # lines over 78 characters: quoted-printable
-PLAIN_CASES = {
-    "text and html": {},
-    "text only": {"html": None},
-    "long html lines": {"html": LONG_HTML},
-    "many long lines": {"html": (LONG_HTML + "\n") * 12, "text": ("x" * 90 + "\n") * 12},
-    "non-ascii bodies": {"text": "Grüße aus Köln\n", "html": "<p>Grüße</p>"},
-    "mostly non-latin body": {"text": "日本語のテキスト" * 30},  # base64 is shorter
-    "no final newline, CRLF, empty html": {"text": "a\r\nb\rc", "html": ""},
-    "a line that is only a dot": {"text": "one\n.\ntwo\n"},
-    "display name with atext": {"sender": "O'Brien-Reports Bot <bot@example.com>"},
-    "bare sender": {"sender": "reports@example.com"},
-    "unsubscribe headers": {"unsubscribe_url": "https://example.com/u?t=" + "x" * 200},
-    "another zone": {"date": datetime(2025, 7, 1, 9, 0, tzinfo=ZoneInfo("Europe/Berlin"))},
-    "subject of 69 characters": {"subject": "s" * 69},
-}
-FALLBACK_CASES = {
-    "display name to quote": {"sender": "J. Smith <j@example.com>"},
-    "non-ascii display name": {"sender": "Jürgen <j@example.com>"},
-    "non-ascii subject": {"subject": "Bericht für März"},
-    "subject to fold": {"subject": "s" * 70},
-    "encoded-word lookalike": {"subject": "=?utf-8?q?x?="},
-    "attachment": {"attachments": [("a.csv", "text/csv", b"a,b\n1,2\n")]},
-}
+# --- one writer: build_email, serialised by the email package ------------------------
 
 
-def _wire(msg: email.message.EmailMessage) -> bytes:
-    buf = io.BytesIO()
-    BytesGenerator(buf, policy=msg.policy.clone(linesep="\r\n")).flatten(msg)
-    return buf.getvalue()
+def _parsed(wire: bytes) -> email.message.EmailMessage:
+    parsed = email.message_from_bytes(wire, policy=email.policy.default)
+    assert isinstance(parsed, email.message.EmailMessage)
+    return parsed
 
 
-def _fields(**kwargs: object) -> dict[str, object]:
-    arguments: dict[str, object] = {
-        "sender": "Reports <reports@example.com>",
-        "recipient": "Bob@Example.org",
-        "subject": "Weekly report",
-        "text": "Hello\n",
-        "html": "<p>Hello</p>",
-        "message_id": MID,
-        "date": datetime(2025, 1, 6, 9, 0, tzinfo=UTC),
-    }
-    arguments.update(kwargs)
-    return arguments
+def test_a_body_that_holds_the_boundary_gets_another() -> None:
+    boundary = build().get_boundary()
+    assert boundary is not None
+    text = f"--{boundary}\nnot a part\n--{boundary}--\n"
+
+    msg = build(text=text)
+
+    assert msg.get_boundary() not in (None, boundary)
+    reparsed = _parsed(msg.as_bytes(policy=SMTP_POLICY))
+    assert len(list(reparsed.iter_parts())) == 2
+    plain = reparsed.get_body(preferencelist=("plain",))
+    assert plain is not None
+    assert plain.get_content().replace("\r\n", "\n") == text
 
 
-@pytest.mark.parametrize("case", PLAIN_CASES)
-def test_a_plain_message_is_prepared_as_the_bytes_build_email_serialises_to(case: str) -> None:
-    fields = _fields(**PLAIN_CASES[case])
-    prepared = prepare_email(**fields)  # type: ignore[arg-type]
-    assert prepared.data is not None, "written out directly"
-    expected = build_email(**fields)  # type: ignore[arg-type]
-    found = _BOUNDARY.search(prepared.data)
-    if expected.is_multipart():
-        assert found is not None
-        expected.set_boundary(found[1].decode())  # the one random part of the bytes
-    else:
-        assert found is None
-    assert prepared.data == _wire(expected)
-    assert (prepared.sender, prepared.recipient) == (
-        address_of(str(fields["sender"])),
-        "bob@example.org",
-    )
-    assert prepared.message()["Message-ID"] == MID
+def test_nested_multiparts_have_different_boundaries() -> None:
+    msg = build(attachments=[("report.csv", "text/csv", b"a,b\n")])
+    body = next(msg.iter_parts())
+    assert isinstance(body, email.message.EmailMessage)
+    boundaries = {msg.get_boundary(), body.get_boundary()}
+    assert None not in boundaries
+    assert len(boundaries) == 2
 
 
-@pytest.mark.parametrize("case", FALLBACK_CASES)
-def test_any_other_message_is_built_with_build_email(case: str) -> None:
-    fields = _fields(**FALLBACK_CASES[case])
-    prepared = prepare_email(**fields)  # type: ignore[arg-type]
-    assert prepared.data is None
-    expected = build_email(**fields)  # type: ignore[arg-type]
-    built = prepared.message()
-    for n, (mine, theirs) in enumerate(zip(built.walk(), expected.walk(), strict=True)):
-        if mine.is_multipart():  # the boundaries are the one random part
-            mine.set_boundary(f"b{n}")
-            theirs.set_boundary(f"b{n}")
-    assert _wire(built) == _wire(expected)
+def test_a_header_folds_for_each_policy_it_is_written_with() -> None:
+    # Header objects are shared between messages and remember their folded text.
+    subject = "Weekly report for the northern region, with the figures " * 3
+    msg = build(subject=subject)
+    lf, crlf = msg.as_bytes(), msg.as_bytes(policy=SMTP_POLICY)
+    narrow = msg.as_bytes(policy=POLICY.clone(max_line_length=40))
+
+    assert b"\r" not in lf
+    assert b"\n" not in crlf.replace(b"\r\n", b"")
+    assert crlf.replace(b"\r\n", b"\n") == lf
+    headers = narrow.split(b"\n\n", 1)[0].splitlines()
+    assert max(len(line) for line in headers if not line.startswith(b"Message-ID")) <= 40
+    for wire in (lf, crlf, narrow):
+        assert _parsed(wire)["Subject"] == subject.strip()
 
 
-@pytest.mark.parametrize(
-    "bad",
-    [
-        {"message_id": "no-brackets@example.com"},
-        {"sender": "not an address"},
-        {"recipient": "bob@"},
-        {"date": datetime(2025, 1, 6, 9, 0)},
-        {"unsubscribe_url": "javascript:alert(1)"},
-        {"attachments": [("a", "csv", b"")]},
-    ],
-)
-def test_prepare_email_refuses_what_build_email_refuses(bad: dict[str, object]) -> None:
-    with pytest.raises(ValidationError) as built:
-        build_email(**_fields(**bad))  # type: ignore[arg-type]
-    with pytest.raises(ValidationError) as prepared:
-        prepare_email(**_fields(**bad))  # type: ignore[arg-type]
-    assert prepared.value.message == built.value.message
+def test_messages_do_not_share_what_differs() -> None:
+    first = build(recipient="Anna <anna@example.org>", subject="First")
+    second = build(recipient="bob@example.org", subject="Second", html=None)
+    assert (first["To"], first["Subject"]) == ("Anna <anna@example.org>", "First")
+    assert (second["To"], second["Subject"]) == ("bob@example.org", "Second")
+    assert first.as_bytes(policy=SMTP_POLICY) == build(
+        recipient="Anna <anna@example.org>", subject="First"
+    ).as_bytes(policy=SMTP_POLICY)
+
+
+def test_a_message_can_be_copied_and_pickled() -> None:
+    msg = build(subject="Отчёт", attachments=[("a.csv", "text/csv", b"1\n")])
+    wire = msg.as_bytes(policy=SMTP_POLICY)
+    assert copy.deepcopy(msg).as_bytes(policy=SMTP_POLICY) == wire
+    assert pickle.loads(pickle.dumps(msg)).as_bytes(policy=SMTP_POLICY) == wire  # noqa: S301

@@ -29,13 +29,11 @@ from schedctl.cli import (
     users_cmd,
 )
 from schedctl.cli.output import report_error
-from schedctl.cli.params import Group
 from schedctl.cli.runtime import Runtime, current, use, with_output_flags
 from schedctl.errors import SchedctlError
 
 app = typer.Typer(
     name="schedctl",
-    cls=Group,
     help="Run recurring business jobs from cron, exactly once.",
     no_args_is_help=True,
     add_completion=False,

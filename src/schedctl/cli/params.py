@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
+from typer.core import TyperArgument, TyperCommand, TyperOption
 
 from schedctl.values import MAX_ID
 
@@ -41,64 +41,9 @@ def _below_2_63(value: int | None) -> int | None:
     return value
 
 
-class _DeferredCoercion:
-    """typer's coercion of one parameter, with its Pydantic adapter built only when a
-    value needs it.
-
-    typer builds a Pydantic TypeAdapter for every parameter it processes, an option
-    left out (None) included, and importing Pydantic costs each command some 50 ms
-    of start-up -- `tick` from cron included. None needs no adapter (typer's own
-    RuntimeParam.coerce returns it, or () for a repeatable option, before using one),
-    nor does a string for a plain ``str`` parameter (its adapter returns it as it is);
-    any other value goes through typer's adapter, built on first use.
-    """
-
-    def __init__(self, param: Any) -> None:
-        self._param = param
-        self._built: Any = None
-
-    def coerce(self, value: Any, param: Any, ctx: Any) -> Any:
-        repeatable = param.multiple or param.nargs == -1
-        if value is None:
-            return () if repeatable else None
-        descriptor = param.type_descriptor
-        if (
-            isinstance(value, str)
-            and not repeatable
-            and descriptor.annotation is str
-            and descriptor.parameter_info.parser is None
-        ):
-            return value
-        if self._built is None:
-            from typer._coercion import build_runtime_param
-
-            self._built = build_runtime_param(descriptor)
-        return self._built.coerce(value, param=param, ctx=ctx)
-
-
-def _defer_coercion(params: list[Any]) -> None:
-    for param in params:
-        # typer's lazily built coercion slot; left alone if typer changes it.
-        if hasattr(param, "get_runtime_param") and getattr(param, "_runtime_param", 0) is None:
-            param._runtime_param = _DeferredCoercion(param)
-
-
-class Group(TyperGroup):
-    """A command group (the root, `schedules`, ...): coercion deferred as for a Command."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        _defer_coercion(self.params)
-
-    def get_help_option(self, ctx: Any) -> Any:
-        option = super().get_help_option(ctx)
-        _defer_coercion([option])
-        return option
-
-
 def command_group(help_text: str) -> typer.Typer:
     """A group of commands (`schedctl schedules ...`); without one, it shows its help."""
-    return typer.Typer(cls=Group, help=help_text, no_args_is_help=True)
+    return typer.Typer(help=help_text, no_args_is_help=True)
 
 
 class Command(TyperCommand):
@@ -106,7 +51,6 @@ class Command(TyperCommand):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        _defer_coercion(self.params)
         for param in self.params:
             if param.metavar is not None:
                 continue
@@ -114,11 +58,6 @@ class Command(TyperCommand):
                 param.metavar = (param.name or "value").upper()
             elif isinstance(param, TyperOption) and not (param.is_flag or param.count):
                 param.metavar = _option_metavar(param)
-
-    def get_help_option(self, ctx: Any) -> Any:
-        option = super().get_help_option(ctx)
-        _defer_coercion([option])  # made on first use, not among self.params
-        return option
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []

@@ -53,26 +53,25 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.generator import BytesGenerator
 from email.message import EmailMessage, MIMEPart
+from email.policy import Policy
 from email.utils import getaddresses, parseaddr
 from io import BytesIO
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self, TextIO, cast
 
-from schedctl.delivery.message import PreparedEmail
+from schedctl.delivery.message import POLICY, SMTP_POLICY
 from schedctl.errors import ConfigError, ValidationError
 from schedctl.values import validate_email
 
 __all__ = [
     "ConsoleBackend",
     "FileBackend",
-    "Mail",
     "MailBackend",
     "MemoryBackend",
     "Outcome",
     "SendResult",
     "SmtpBackend",
-    "as_message",
     "classify_reply",
     "clear_outbox",
     "make_backend",
@@ -82,8 +81,6 @@ __all__ = [
 logger = logging.getLogger("schedctl.delivery")
 
 Outcome = Literal["sent", "retry", "failed", "deferred", "unknown"]
-Mail = EmailMessage | PreparedEmail
-"""What a backend sends: a built message, or one prepared by prepare_email."""
 TlsMode = Literal["none", "starttls", "ssl"]
 
 
@@ -118,7 +115,7 @@ class MailBackend(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    def send(self, msg: Mail) -> SendResult:
+    def send(self, msg: EmailMessage) -> SendResult:
         """Deliver one message; never raises for a delivery problem."""
         ...
 
@@ -192,19 +189,21 @@ def _envelope(msg: EmailMessage, envelope_from: str | None) -> tuple[str, list[s
     return validate_email(sender), [validate_email(r) for r in recipients]
 
 
-def as_message(msg: Mail) -> EmailMessage:
-    """The EmailMessage of what a backend was given."""
-    return msg.message() if isinstance(msg, PreparedEmail) else msg
+def _crlf(msg: EmailMessage) -> Policy:
+    """The message's policy with CRLF line ends (built once for build_email's)."""
+    return SMTP_POLICY if msg.policy is POLICY else msg.policy.clone(linesep="\r\n")
 
 
 def _wire_bytes(msg: EmailMessage) -> bytes:
     """The DATA payload: CRLF lines, dot-stuffed, without Bcc, ending in CRLF.CRLF."""
-    # A shallow copy is enough: deleting a header rebinds the copy's header list.
-    stripped = copy.copy(msg)
-    del stripped["Bcc"]
-    del stripped["Resent-Bcc"]
+    stripped = msg
+    if "Bcc" in msg or "Resent-Bcc" in msg:
+        # A shallow copy is enough: deleting a header rebinds the copy's header list.
+        stripped = copy.copy(msg)
+        del stripped["Bcc"]
+        del stripped["Resent-Bcc"]
     buf = BytesIO()
-    BytesGenerator(buf, policy=msg.policy.clone(linesep="\r\n")).flatten(stripped)
+    BytesGenerator(buf, policy=_crlf(msg)).flatten(stripped)
     return _data_payload(buf.getvalue())
 
 
@@ -430,22 +429,15 @@ class SmtpBackend(_Backend):
         if code != 250:
             self._drop()
 
-    def send(self, msg: Mail) -> SendResult:
+    def send(self, msg: EmailMessage) -> SendResult:
         """Send one message over the batch's connection (opened on first use).
 
         Raises ConfigError, before offering anything, when ``smtp_user`` is set but
         the server offers no AUTH.
         """
         try:
-            if isinstance(msg, PreparedEmail) and msg.data is not None:
-                # Its one recipient and sender, read as _envelope reads the headers.
-                sender = self.envelope_from or msg.sender
-                recipients = [msg.recipient]
-                payload = _data_payload(msg.data)
-            else:
-                built = as_message(msg)
-                sender, recipients = _envelope(built, self.envelope_from)
-                payload = _wire_bytes(built)
+            sender, recipients = _envelope(msg, self.envelope_from)
+            payload = _wire_bytes(msg)
         except (ValidationError, ValueError, LookupError) as exc:
             return self._result("failed", "mail", f"cannot send this message: {exc}")
         try:
@@ -609,8 +601,7 @@ class ConsoleBackend(_Backend):
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
 
-    def send(self, msg: Mail) -> SendResult:
-        msg = as_message(msg)
+    def send(self, msg: EmailMessage) -> SendResult:
         stream = self._stream or sys.stderr
         lines = ["=" * 72]
         for header in ("From", "To", "Cc", "Subject", "Date", "Message-ID", "List-Unsubscribe"):
@@ -656,13 +647,12 @@ class FileBackend(_Backend):
             raise ValidationError("the message has no Message-ID")
         return self.directory / f"{_safe_filename(message_id)}.eml"
 
-    def send(self, msg: Mail) -> SendResult:
-        msg = as_message(msg)
+    def send(self, msg: EmailMessage) -> SendResult:
         try:
             target = self.path_for(msg)
         except ValidationError as exc:
             return SendResult("failed", None, exc.message, provider="file")
-        data = msg.as_bytes(policy=msg.policy.clone(linesep="\r\n"))
+        data = msg.as_bytes(policy=_crlf(msg))
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".eml")
@@ -706,8 +696,7 @@ class MemoryBackend(_Backend):
     def clear() -> None:
         clear_outbox()
 
-    def send(self, msg: Mail) -> SendResult:
-        msg = as_message(msg)
+    def send(self, msg: EmailMessage) -> SendResult:
         for _, addr in getaddresses([str(v) for v in msg.get_all("To", [])]):
             try:
                 scripted = self._results.get(validate_email(addr))

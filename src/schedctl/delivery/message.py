@@ -1,13 +1,14 @@
 """Building e-mail messages: header addresses, deterministic Message-IDs, multipart bodies
 (addresses are checked by schedctl.values).
 
-Everything here is pure (no network, no database): the outbox renders a message once,
-stores it, and any later attempt rebuilds exactly the same bytes apart from the Date.
+Every message is an EmailMessage built by :func:`build_email` with the standard
+library's ``email`` package (SPEC §7 for what a message carries). Pure: no network, no
+database; the outbox stores the rendered parts and any later attempt rebuilds the same
+message apart from its Date.
 """
 
 from __future__ import annotations
 
-import binascii
 import email.policy
 import functools
 import hashlib
@@ -16,28 +17,83 @@ import re
 import sys
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from email import quoprimime
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
+from typing import Any
 
 from schedctl.errors import ValidationError
 from schedctl.values import address_of, normalise_domain
 
 __all__ = [
     "POLICY",
+    "SMTP_POLICY",
     "Attachment",
-    "PreparedEmail",
     "build_email",
     "make_message_id",
-    "prepare_email",
 ]
+
+
+class _FoldedOnce(BaseHeader):
+    """A header that remembers its folded text.
+
+    Folding walks the header's parse tree, and a batch writes the same sender, Date
+    and MIME headers again and again (one header object each, see _Headers). The
+    email package folds by a policy's line length, line end and utf8 flag alone; the
+    generator clones the policy for every part, so those settings are the key.
+    """
+
+    def fold(self, *, policy: Any) -> str:
+        folds: dict[tuple[Any, ...], str] = self.__dict__.setdefault("_folds", {})
+        key = (policy.max_line_length, policy.linesep, policy.utf8)
+        text = folds.get(key)
+        if text is None:
+            text = folds[key] = super().fold(policy=policy)
+        return text
+
+
+class _Headers(HeaderRegistry):
+    """The email package's header factory, making each header class once and each
+    header object once per (name, text).
+
+    HeaderRegistry builds a new class for every header it makes and parses every
+    value anew; header objects are immutable, so one serves every message.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(base_class=_FoldedOnce)
+        self._classes: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        cls = self._classes.get(key)
+        if cls is None:
+            cls = self._classes[key] = super().__getitem__(name)
+        return cls
+
+    def __call__(self, name: str, value: Any) -> BaseHeader:
+        if type(value) is str:
+            return _header(self, name, value)
+        return super().__call__(name, value)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_classes": {}}  # made classes cannot be pickled
+
+
+@functools.lru_cache(maxsize=128)  # a batch repeats a dozen headers; the rest pass once
+def _header(factory: _Headers, name: str, value: str) -> BaseHeader:
+    return HeaderRegistry.__call__(factory, name, value)
+
 
 # 7bit forces quoted-printable/base64 bodies for non-ASCII text, so a message never
 # depends on the server's 8BITMIME support. refold_source="none" keeps raw header
 # values (set with set_raw, or parsed back from stored bytes) exactly as written: the
 # default would RFC 2047-encode a long List-Unsubscribe URL, which clients then ignore.
-POLICY = email.policy.default.clone(cte_type="7bit", refold_source="none")
+POLICY = email.policy.default.clone(
+    cte_type="7bit", refold_source="none", header_factory=_Headers()
+)
+SMTP_POLICY = POLICY.clone(linesep="\r\n")
+"""POLICY with CRLF line ends: how a message built here is written to SMTP or a file."""
 
 Attachment = tuple[str, str, bytes]
 """(filename, MIME type such as "text/csv", content)."""
@@ -64,10 +120,12 @@ _RESERVED = frozenset(
 
 
 @functools.lru_cache(maxsize=1024)  # a batch mails few senders and often one recipient
-def _header_address(value: str) -> Address:
+def _header_address(value: str) -> str:
+    """``value`` (``Name <addr>`` or a bare address) with the address normalised, as
+    the email package writes it in a header."""
     name, addr = parseaddr(value)
     local, _, domain = address_of(addr or value).partition("@")
-    return Address(display_name=name, username=local, domain=domain)
+    return str(Address(display_name=name, username=local, domain=domain))
 
 
 def make_message_id(idempotency_key: str, domain: str, *, installation: str) -> str:
@@ -144,11 +202,42 @@ def build_email(
         if not maintype or not subtype or "/" in subtype:
             raise ValidationError(f"invalid MIME type {mimetype!r} for {filename!r}")
         msg.add_attachment(content, maintype=maintype, subtype=subtype, filename=filename)
+    multiparts = []
     for part in msg.walk():
         if part is not msg:
             # add_alternative/add_attachment copy MIME-Version into every part.
             del part["MIME-Version"]
+        if part.is_multipart():
+            multiparts.append(part)
+    if multiparts:
+        _set_boundaries(msg, multiparts)
     return msg
+
+
+def _set_boundaries(msg: EmailMessage, multiparts: list[EmailMessage]) -> None:
+    """Give each multipart a boundary that occurs nowhere else in the message.
+
+    The generator would draw one for every multipart as it writes, and compile a
+    regular expression to check it; here they are drawn once per process (so their
+    Content-Type header is parsed and folded once, see _Headers) and checked with a
+    substring search. A message that contains one gets a fresh one.
+    """
+    taken = [part.get_payload() for part in msg.walk() if not part.is_multipart()]
+    for depth, part in enumerate(reversed(multiparts)):  # the innermost first
+        boundary = _BOUNDARIES[depth] if depth < len(_BOUNDARIES) else _new_boundary()
+        while any(boundary in text for text in taken):
+            boundary = _new_boundary()
+        part.set_boundary(boundary)
+        taken.append(boundary)
+
+
+def _new_boundary() -> str:
+    """A random boundary in the email generator's own format."""
+    return f"{'=' * 15}{random.randrange(sys.maxsize):0{_DIGITS}d}=="
+
+
+_DIGITS = len(repr(sys.maxsize - 1))
+_BOUNDARIES = (_new_boundary(), _new_boundary())  # multipart/mixed holds an alternative
 
 
 def _check_message_id(message_id: str) -> None:
@@ -167,191 +256,3 @@ def _check_unsubscribe_url(url: str) -> None:
     # The header is never folded, so keep it under RFC 5322's 998-octet line limit.
     if not url.startswith(("https://", "http://")) or _UNSAFE_URL.search(url) or len(url) > 900:
         raise ValidationError("invalid unsubscribe URL")
-
-
-# --- the same message as bytes, without the email package's object model -------------
-
-
-class PreparedEmail:
-    """A message ready to send: its envelope and, for a plain message, its bytes.
-
-    Building an EmailMessage and serialising it costs more than sending it over SMTP
-    (each header becomes a parse tree, each part a set of header objects). A plain
-    message -- ASCII header values that need no folding or quoting, a text and an
-    optional HTML body, no attachments or extra headers -- is written out directly
-    instead (:func:`prepare_email`): the bytes build_email's message serialises to, up
-    to the random MIME boundary (tests/unit/test_delivery_message.py compares them).
-    Any other message is built with build_email. :meth:`message` gives the
-    EmailMessage either way, for the backends that show or store messages.
-    """
-
-    def __init__(
-        self,
-        fields: Mapping[str, object],
-        sender: str,
-        recipient: str,
-        data: bytes | None,
-        message: EmailMessage | None,
-    ) -> None:
-        self.fields = dict(fields)
-        self.sender = sender  # bare envelope addresses
-        self.recipient = recipient
-        self.data = data  # CRLF line ends, no dot-stuffing; None: serialise message()
-        self._message = message
-
-    def message(self) -> EmailMessage:
-        if self._message is None:
-            self._message = build_email(**self.fields)  # type: ignore[arg-type]
-        return self._message
-
-
-def prepare_email(
-    *,
-    sender: str,
-    recipient: str,
-    subject: str,
-    text: str,
-    html: str | None,
-    message_id: str,
-    attachments: Iterable[Attachment] = (),
-    unsubscribe_url: str | None = None,
-    date: datetime | None = None,
-) -> PreparedEmail:
-    """build_email's message, prepared for sending (see PreparedEmail).
-
-    Raises ValidationError where build_email does, for the same input.
-    """
-    attachments = list(attachments)
-    fields: dict[str, object] = {
-        "sender": sender, "recipient": recipient, "subject": subject, "text": text,
-        "html": html, "message_id": message_id, "attachments": attachments,
-        "unsubscribe_url": unsubscribe_url, "date": date,
-    }  # fmt: skip
-    if attachments:
-        message = build_email(**fields)  # type: ignore[arg-type]
-        return PreparedEmail(fields, _bare(sender), _bare(recipient), None, message)
-    # Checked in build_email's order, so that a bad message fails with the same error.
-    _check_message_id(message_id)
-    from_address = _header_address(sender)
-    to_address = _header_address(recipient)
-    envelope = (_spec(from_address), _spec(to_address))  # as address_of reads them
-    from_line = _plain_address_line("From", from_address)
-    to_line = _plain_address_line("To", to_address)
-    lines: list[str] | None = None
-    if from_line is not None and to_line is not None:
-        lines = [from_line, to_line]
-    subject = _one_line(subject)
-    if lines is not None and _plain_unstructured(subject) and len(subject) <= 78 - 9:
-        lines.append(f"Subject: {subject}")
-    else:
-        lines = None
-    date_line = f"Date: {_date_text(date)}"
-    if unsubscribe_url is not None:
-        _check_unsubscribe_url(unsubscribe_url)
-    if lines is None:
-        message = build_email(**fields)  # type: ignore[arg-type]
-        return PreparedEmail(fields, *envelope, None, message)
-    lines += [date_line, f"Message-ID: {message_id}", "Auto-Submitted: auto-generated"]
-    if unsubscribe_url is not None:
-        lines.append(f"List-Unsubscribe: <{unsubscribe_url}>")
-        lines.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click")
-    text_part = _text_part("plain", text)
-    if html is None:
-        # set_content adds MIME-Version after its own headers ...
-        body = text_part.replace("\n\n", "\nMIME-Version: 1.0\n\n", 1)
-    else:
-        # ... and a multipart's goes before its Content-Type.
-        parts = [text_part, _text_part("html", html)]
-        boundary = _boundary(parts)
-        lines.append("MIME-Version: 1.0")
-        lines.append("Content-Type: multipart/alternative;")
-        lines.append(f' boundary="{boundary}"')
-        body = "".join(f"\n--{boundary}\n{part}" for part in parts) + f"\n--{boundary}--\n"
-    data = ("\n".join(lines) + "\n" + body).replace("\n", "\r\n").encode("ascii")
-    return PreparedEmail(fields, *envelope, data, None)
-
-
-def _spec(address: Address) -> str:
-    return f"{address.username}@{address.domain}"
-
-
-def _bare(value: str) -> str:
-    """The envelope address of a From or To value (as the SMTP backend reads it)."""
-    return address_of(value)
-
-
-# A display name the email package writes as it is: no specials that need quoting.
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9 _'-]*[A-Za-z0-9])?")
-_PLAIN_TEXT = re.compile(r"[ -~]*")  # printable ASCII
-
-
-def _plain_address_line(name: str, address: Address) -> str | None:
-    """The header line for an address, or None when the email package would quote,
-    encode or fold it."""
-    display = address.display_name
-    if display and (not _PLAIN_NAME.fullmatch(display) or "  " in display):
-        return None
-    spec = _spec(address)
-    line = f"{name}: {display} <{spec}>" if display else f"{name}: {spec}"
-    return line if len(line) <= 78 else None
-
-
-def _plain_unstructured(value: str) -> bool:
-    # "=?" would be read as an RFC 2047 encoded word and re-encoded.
-    return bool(value) and _PLAIN_TEXT.fullmatch(value) is not None and "=?" not in value
-
-
-def _text_part(subtype: str, content: str) -> str:
-    """A text/* part as set_content writes it with POLICY: its headers, a blank line
-    and the body, with LF line ends."""
-    cte, payload = _encode_text(content)
-    return (
-        f'Content-Type: text/{subtype}; charset="utf-8"\n'
-        f"Content-Transfer-Encoding: {cte}\n\n{payload}"
-    )
-
-
-_MAX_LINE = 78  # POLICY.max_line_length
-
-
-def _encode_text(content: str) -> tuple[str, str]:
-    """(Content-Transfer-Encoding, body) for UTF-8 text under POLICY (7-bit only):
-    the email package's own choice -- 7bit when every line is ASCII and short enough,
-    else whichever of quoted-printable and base64 is shorter on the first ten lines."""
-    lines = content.encode("utf-8").splitlines()
-
-    def normal_body(chosen: list[bytes]) -> bytes:
-        return b"\n".join(chosen) + b"\n"
-
-    if max((len(line) for line in lines), default=0) <= _MAX_LINE:
-        try:
-            return "7bit", normal_body(lines).decode("ascii")
-        except UnicodeDecodeError:
-            pass
-    sniff = normal_body(lines[:10])
-    sniff_qp = quoprimime.body_encode(sniff.decode("latin-1"), _MAX_LINE)
-    sniff_base64 = binascii.b2a_base64(sniff)
-    if len(sniff_qp) <= len(sniff_base64):
-        if len(lines) <= 10:
-            return "quoted-printable", sniff_qp
-        return "quoted-printable", quoprimime.body_encode(
-            normal_body(lines).decode("latin-1"), _MAX_LINE
-        )
-    data = normal_body(lines)
-    step = _MAX_LINE // 4 * 3
-    encoded = "".join(
-        binascii.b2a_base64(data[i : i + step]).decode("ascii") for i in range(0, len(data), step)
-    )
-    return "base64", encoded
-
-
-_BOUNDARY_DIGITS = len(repr(sys.maxsize - 1))
-
-
-def _boundary(parts: list[str]) -> str:
-    """A boundary as the email package makes one, not occurring in the parts."""
-    while True:
-        token = random.randrange(sys.maxsize)
-        boundary = f"{'=' * 15}{token:0{_BOUNDARY_DIGITS}d}=="
-        if not any(boundary in part for part in parts):
-            return boundary
