@@ -15,7 +15,8 @@ import sys
 
 import pytest
 
-from conftest import REPO, PostgresDatabases
+from support.cli import REPO
+from support.databases import PostgresDatabases
 
 pytestmark = pytest.mark.postgres
 

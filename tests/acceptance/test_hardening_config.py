@@ -4,17 +4,16 @@ nothing is written, not even a heartbeat row; a secret value is never echoed."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from delivery_helpers import T0, all_messages, enqueue_all, message
 from schedctl.db.database import Database
 from schedctl.db.schema import metadata
-from smtp_server import SmtpServer
+from support.delivery import T0, all_messages, enqueue_all, message
+from support.smtp_server import SmtpServer
 
 # The checks happen before any database is opened: one dialect is enough.
 pytestmark = pytest.mark.parametrize("dialect", ["sqlite"])
@@ -154,12 +153,6 @@ BAD_MAIL = [
     ({"SCHEDCTL_SLACK_WEBHOOK_URL": "hooks.example/T0/B0/xyz-Secret"},
      ["SCHEDCTL_SLACK_WEBHOOK_URL"]),
 ]  # fmt: skip
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
 
 
 @pytest.mark.parametrize(("bad", "words"), BAD_MAIL, ids=[_id(b) for b, _ in BAD_MAIL])

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import SCHEDCTL
 from schedctl.db.database import Database
 from schedctl.db.schema import heartbeats
+from support.cli import SCHEDCTL
 
 CREATE = [
     "schedules", "create", "--name", "x", "--kind", "sql", "--param", "query=ping",

@@ -11,13 +11,14 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-
-from conftest import RecordingHTTPServer, run_cli
 from delivery_helpers import T0, all_messages, bulk_insert, enqueue_all, message
+from smtp_server import SmtpServer
+
 from schedctl import quota
 from schedctl.db.database import Database
 from schedctl.db.schema import quota_alerts, send_counters
-from smtp_server import SmtpServer
+from support.cli import run_cli
+from support.http_server import ScriptedHTTPServer
 
 DAY = quota.quota_day(T0)
 
@@ -40,7 +41,7 @@ def down(port: int) -> dict[str, str]:
     }
 
 
-def quota_env(limit: int, slack: RecordingHTTPServer) -> dict[str, str]:
+def quota_env(limit: int, slack: ScriptedHTTPServer) -> dict[str, str]:
     return {
         "SCHEDCTL_DAILY_QUOTA": str(limit),
         "SCHEDCTL_SLACK_WEBHOOK_URL": f"{slack.url}/services/T0/B0/hook",
@@ -60,7 +61,7 @@ def used_and_alerts(db_url: str) -> tuple[int, list[int], list[str]]:
     return used, thresholds, alert_mail
 
 
-def posted(slack: RecordingHTTPServer) -> list[tuple[str, str, str]]:
+def posted(slack: ScriptedHTTPServer) -> list[tuple[str, str, str]]:
     """(threshold, used, limit) of each Slack alert, from its Block Kit fields."""
     result = []
     for _, _, body in slack.requests:
@@ -79,7 +80,7 @@ def posted(slack: RecordingHTTPServer) -> list[tuple[str, str, str]]:
 
 
 def test_server_down_with_3_of_5_used_posts_no_alert_and_keeps_3(
-    db_url: str, http_server: RecordingHTTPServer, closed_port: int
+    db_url: str, http_server: ScriptedHTTPServer, closed_port: int
 ) -> None:
     settings = quota_env(5, http_server)
     enqueue_all(db_url, [message(n) for n in range(3)])
@@ -108,7 +109,7 @@ def test_server_down_with_3_of_5_used_posts_no_alert_and_keeps_3(
     ],
 )
 def test_quota_of_1_with_nothing_handed_over_fires_no_alert(
-    db_url: str, http_server: RecordingHTTPServer, closed_port: int, server: str, exit_code: int
+    db_url: str, http_server: ScriptedHTTPServer, closed_port: int, server: str, exit_code: int
 ) -> None:
     enqueue_all(db_url, [message(1)])
     settings = quota_env(1, http_server)
@@ -124,7 +125,7 @@ def test_quota_of_1_with_nothing_handed_over_fires_no_alert(
 
 
 def test_the_alerts_carry_the_count_of_mail_handed_over(
-    db_url: str, http_server: RecordingHTTPServer
+    db_url: str, http_server: ScriptedHTTPServer
 ) -> None:
     """Refused mail takes no budget: 4 of 5 handed over is 80 %, never 90 or 100 %."""
     enqueue_all(db_url, [message(n) for n in range(6)])
@@ -145,7 +146,7 @@ def test_the_alerts_carry_the_count_of_mail_handed_over(
 
 
 def test_without_a_configured_quota_300_due_messages_all_go(
-    db_url: str, http_server: RecordingHTTPServer
+    db_url: str, http_server: ScriptedHTTPServer
 ) -> None:
     bulk_insert(db_url, 300)
     slack = {"SCHEDCTL_SLACK_WEBHOOK_URL": f"{http_server.url}/services/T0/B0/hook"}

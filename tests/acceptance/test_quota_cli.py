@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
-
-import pytest
 
 from delivery_helpers import T0, all_messages, enqueue_all, message, run_ticks
 from smtp_server import SmtpServer
@@ -19,12 +16,6 @@ def block_fields(blocks: list[dict[str, Any]]) -> dict[str, str]:
     """The ``*Label*\\nvalue`` fields of a Slack alert's section blocks, as a dict."""
     fields = [f["text"] for b in blocks if b["type"] == "section" for f in b.get("fields", [])]
     return {label.strip("*"): value for label, value in (f.split("\n", 1) for f in fields)}
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
 
 
 def test_quota_of_10_with_15_normal_and_2_critical(

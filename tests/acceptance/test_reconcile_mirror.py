@@ -17,8 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from conftest import SCHEDCTL, run_cli
-from distribute_files import NOW, Files, files_fixture, store  # noqa: F401  (the files fixture)
+from support.cli import SCHEDCTL, run_cli
+from support.distribute_files import NOW, Files, store
 
 
 def reconcile(files: Files, *args: str) -> Any:

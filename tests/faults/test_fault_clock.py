@@ -27,9 +27,6 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-import fault_ledger
-from clock_oracle import LocalCadence, ScheduleModel, due_instant
-from conftest import SCHEDCTL
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import (
@@ -42,7 +39,10 @@ from schedctl.db.schema import (
     users,
 )
 from schedctl.schedules import ScheduleOptions, create_schedule
-from smtp_server import SmtpServer
+from support import fault_ledger
+from support.cli import SCHEDCTL
+from support.clock_oracle import LocalCadence, ScheduleModel, due_instant
+from support.smtp_server import SmtpServer
 
 SEED = 11_2026
 CONFIG = '[reports.queries.ping]\nsql = "select 1 as one"\n'

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-
-from conftest import run_cli
 from delivery_helpers import T0, all_messages, enqueue_all, message
+
 from schedctl import quota
 from schedctl.db import migrations
 from schedctl.db.database import Database
 from schedctl.db.schema import installation, messages, send_counters
 from schedctl.delivery.message import make_message_id
 from schedctl.outbox import installation_id
+from support.cli import run_cli
 
 
 def read_installation(db_url: str) -> list[tuple[bool, str]]:

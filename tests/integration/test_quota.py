@@ -3,29 +3,22 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-
 from delivery_helpers import T0, all_messages, enqueue_all, message
+from smtp_server import SmtpServer
+
 from schedctl import quota
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import quota_alerts, send_counters
 from schedctl.dispatch import dispatch_due
-from smtp_server import SmtpServer
 
 DAY = quota.quota_day(T0)
 NEXT_DAY = datetime(2026, 11, 19, tzinfo=UTC)
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
 
 
 def dispatch(db_url: str, settings: Settings, at: datetime = T0) -> dict[str, int]:

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from reconcile_helpers import Seed, count, dump, now, row, rows
 from schedctl.db.schema import (
     digests,
     email_log,
@@ -25,6 +24,7 @@ from schedctl.db.schema import (
     send_counters,
     usage_history,
 )
+from support.reconcile import Seed, count, dump, now, row, rows
 
 
 def reconcile(cli: Any, db_url: str, *args: str, at: datetime | None = None, **env: str) -> Any:

@@ -14,13 +14,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from rls_helpers import connect_pg, tenant_url_fixture  # noqa: F401  (the tenant_url fixture)
 from schedctl import runs
 from schedctl.accounts import create_account
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import schedules
 from schedctl.schedules import ScheduleOptions, create_schedule
+from support.databases import connect_pg
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 RLS_TABLES = ["schedules", "schedule_runs", "messages", "email_log", "suppressions", "events"]

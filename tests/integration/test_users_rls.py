@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from conftest import run_cli
-from rls_helpers import connect_pg, tenant_url_fixture  # noqa: F401  (the tenant_url fixture)
+from support.cli import run_cli
+from support.databases import connect_pg
 
 NEW_TABLES = ["users", "notifications", "digests"]
 

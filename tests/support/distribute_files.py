@@ -1,5 +1,5 @@
 """The distribute day the CLI tests run: source, campaigns and destinations as SQLite
-files (the cross-engine day is in test_distribute_day.py), and the ``files`` fixture.
+files (the cross-engine day is in test_distribute_day.py), for the ``files`` fixture.
 Shared by test_distribute_cli.py and test_reconcile_mirror.py."""
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from conftest import run_cli
-from distribute_helpers import Campaign, destination_toml
+from support.cli import run_cli
+from support.distribute import Campaign, destination_toml
 
 NOW = "2026-11-18T06:00:00Z"  # 12:00 in Asia/Almaty: business date 2026-11-18
 DAY = date(2026, 11, 18)
@@ -101,9 +99,8 @@ def _table(conn: sqlite3.Connection, name: str) -> None:
     )
 
 
-@pytest.fixture(name="files")
-def files_fixture(db_url: str, tmp_path: Path) -> Files:
-    """The day's source, campaigns and destinations (import it to use ``files``)."""
+def make_files(db_url: str, tmp_path: Path) -> Files:
+    """The day's source, campaigns and destinations (the ``files`` fixture)."""
     rng = random.Random(5)
     ids = {f"{rng.randrange(10**11, 10**12)}": (f"t{n % 7}", None) for n in range(400)}
     with sqlite3.connect(tmp_path / "source.db") as conn:
