@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,6 @@ sqlite_only = pytest.mark.parametrize("dialect", ["sqlite"])
 
 SLOT = datetime(2026, 6, 1, 7, 0, tzinfo=UTC)  # 09:00 in Berlin
 COUNT_TO = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < {}) "
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    with Database(db_url, environ={}) as database:
-        yield database
 
 
 def settings_with(db_url: str, **queries: dict[str, Any]) -> Settings:

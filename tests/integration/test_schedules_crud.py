@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,12 +43,6 @@ BASE: dict[str, Any] = {
 @pytest.fixture
 def settings(db_url: str) -> Settings:
     return Settings(database_url=db_url, file_tables={"reports": {"queries": QUERIES}})
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    with Database(db_url, environ={}) as database:
-        yield database
 
 
 def create(db: Database, settings: Settings, account_id: int = 1, **changes: Any) -> Schedule:
