@@ -84,7 +84,8 @@ def test_a_retried_message_keeps_its_message_id(cli: CliRunner, db_url: str) -> 
         assert tick(cli, db_url, smtp.env)["messages_sent"] == 0
         retrying = one(db_url, mid)
         assert (retrying.status, retrying.attempts) == ("retrying", 1)
-        assert tick(cli, db_url, smtp.env, retrying.next_attempt_at.isoformat())["messages_sent"] == 1
+        later = retrying.next_attempt_at.isoformat()
+        assert tick(cli, db_url, smtp.env, later)["messages_sent"] == 1
         received = smtp.message_ids
 
     assert received == [minted]
