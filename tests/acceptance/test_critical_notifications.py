@@ -120,9 +120,7 @@ def test_two_ticks_send_each_critical_notification_once(
     assert (report.status, report.reason_code) == ("scheduled", "QUOTA_DEFERRED")
 
 
-def test_a_deleted_message_is_not_sent_again(
-    cli: CliRunner, db_url: str, smtp: SmtpServer
-) -> None:
+def test_a_deleted_message_is_not_sent_again(cli: CliRunner, db_url: str, smtp: SmtpServer) -> None:
     """The notification stays consumed when its message is deleted (message_id SET NULL)."""
     ann = cli_json(cli, db_url, "users", "add", "ann@example.com")["id"]
     cli_json(cli, db_url, "notify", "--user", ann, "--title", "Once", "--priority", "critical")
