@@ -1,6 +1,6 @@
-"""Issue 7, item 3: `send-now --schedule` runs inside its account's row-level-security scope.
+"""`send-now --schedule` runs inside its account's row-level-security scope.
 
-Through the installed binary, connected as a login role that PostgreSQL's row-level
+Through the CLI, connected as a login role that PostgreSQL's row-level
 security applies to (superusers bypass it). A test-only trigger records the session's
 ``schedctl.account_id`` setting on every row the command writes, which shows that each
 of its transactions is scoped, not only that its own queries filter by account.

@@ -1,4 +1,4 @@
-"""Issue 7, item 16: an event's times are read in its zone; a load-in after the start is refused.
+"""An event's times are read in its zone; a load-in after the start is refused.
 
 A time without an offset is local to ``--tz`` (``events add``) or to the event's zone
 (``events update``); without a zone it stays UTC (SPEC §11). Local times that do not

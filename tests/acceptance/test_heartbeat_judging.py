@@ -1,4 +1,4 @@
-"""Issue 7, item 14: `heartbeat` judges what the deployment runs, distrusts the future,
+"""`heartbeat` judges what the deployment runs, distrusts the future,
 and `--check` keeps to the monitoring codes 0/1/2/3 with a matching end ping."""
 
 from __future__ import annotations

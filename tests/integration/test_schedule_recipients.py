@@ -1,4 +1,4 @@
-"""Issue 7, item 15: a schedule needs recipients, unless its report kind says it needs none.
+"""A schedule needs recipients, unless its report kind says it needs none.
 
 A schedule without recipients is refused at create and update (exit 2, nothing written);
 a row stored without any (before this rule, or by hand) fails its runs with

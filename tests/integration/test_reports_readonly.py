@@ -1,4 +1,4 @@
-"""Issue 7, item 2: a report query cannot write, not even with COMMIT and a second statement.
+"""A report query cannot write, not even with COMMIT and a second statement.
 
 Through the CLI, as an operator would configure it: the hostile query sits in the config
 file, a schedule runs it from `tick` or `send-now --schedule`, on both dialects, against

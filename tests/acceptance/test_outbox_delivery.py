@@ -1,7 +1,8 @@
-"""Hardening (issue 7): Message-IDs per installation, SMTP AUTH as configuration.
+"""What `tick` and `send-now` hand to the SMTP server: Message-IDs per installation
+and stable across retries; an SMTP user against a server without AUTH is a
+configuration error.
 
-The installed `schedctl` runs as a subprocess against real databases and a real SMTP
-server on loopback (aiosmtpd), as cron would run it.
+`schedctl` runs against real databases and a real SMTP server on loopback (aiosmtpd).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 7, items 5, 6, 7, 8 and 12 (configuration part): one declared schema, checked at
+"""The configuration: one declared schema, checked at every command's
 start-up. A bad setting is one line on stderr naming where it came from, exit 2, and
 nothing is written, not even a heartbeat row; a secret value is never echoed."""
 

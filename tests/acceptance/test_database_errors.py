@@ -1,9 +1,9 @@
-"""Issue 7, items 8, 9, 10 and 17 (the database part), through the installed CLI.
+"""The database as the CLI meets it: bad URLs, read-only files, refused commands.
 
-8: a database URL that libpq rejects is a configuration error (exit 2, at once), not
-"database unavailable" (75, retried). 17: errors name the host and port given as
-query parameters. 9: a read-only SQLite file or directory still serves read-only
-commands; writing commands fail with one line and exit 2. 10: a refused command
+A database URL that libpq rejects is a configuration error (exit 2, at once), not
+"database unavailable" (75, retried). Errors name the host and port given as
+query parameters. A read-only SQLite file or directory still serves read-only
+commands; writing commands fail with one line and exit 2. A refused command
 writes nothing: no new SQLite file, no heartbeat row inserted and deleted again
 (sqlite_sequence and PostgreSQL's sequences unchanged).
 """
