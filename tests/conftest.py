@@ -149,12 +149,12 @@ def mailbox() -> list[EmailMessage]:
 
 
 @pytest.fixture
-def files(db_url: str, tmp_path: Path) -> Files:
+def files(db_url: str, tmp_path: Path, cli: CliRunner) -> Files:
     """The distribute day the CLI tests run: source, campaigns and destinations as
     SQLite files (tests/support/distribute_files.py)."""
     from support.distribute_files import make_files
 
-    return make_files(db_url, tmp_path)
+    return make_files(db_url, tmp_path, cli)
 
 
 @pytest.fixture

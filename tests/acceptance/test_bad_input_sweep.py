@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -1023,7 +1022,7 @@ def test_in_process_runs_match_separate_processes(
 
 def _processes(db_url: str) -> Any:
     def run(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
-        result: subprocess.CompletedProcess[str] = run_cli(*args, db_url=db_url, env=env)
+        result = run_cli(*args, db_url=db_url, env=env)
         return result.returncode, result.stdout, result.stderr
 
     return run

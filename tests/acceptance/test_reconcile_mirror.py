@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from support.cli import SCHEDCTL, run_cli
+from support.cli import SCHEDCTL
 from support.distribute_files import NOW, Files, store
 
 
@@ -27,7 +27,7 @@ def reconcile(files: Files, *args: str) -> Any:
         "SCHEDCTL_NOW": NOW,
         "SCHEDCTL_RECONCILE_BATCH_SIZE": "50",
     }
-    return run_cli("reconcile", "--json", *args, db_url=files.db_url, env=env, timeout=120)
+    return files.cli("reconcile", "--json", *args, db_url=files.db_url, env=env, timeout=120)
 
 
 def _exec(files: Files, sql: str) -> None:

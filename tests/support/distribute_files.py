@@ -8,12 +8,13 @@ import email
 import email.policy
 import random
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from support.cli import run_cli
+from support.cli import Result
 from support.distribute import Campaign, destination_toml
 
 NOW = "2026-11-18T06:00:00Z"  # 12:00 in Asia/Almaty: business date 2026-11-18
@@ -30,6 +31,7 @@ class Files:
     tmp: Path
     db_url: str
     ids: dict[str, tuple[Any, ...]]
+    cli: Callable[..., Result]  # how `run` runs schedctl: the cli fixture, in-process
 
     def path(self, name: str) -> Path:
         return self.tmp / f"{name}.db"
@@ -65,7 +67,7 @@ query = "select theory_id, theory_start_date, theory_end_date from theories"
             "SCHEDCTL_MAIL_FILE_DIR": str(self.tmp / "mail"),
             **env,
         }
-        return run_cli("distribute", *args, db_url=self.db_url, env=full, timeout=120)
+        return self.cli("distribute", *args, db_url=self.db_url, env=full, timeout=120)
 
     def rows(self, name: str, table: str) -> list[tuple[Any, ...]]:
         with sqlite3.connect(self.path(name)) as conn:
@@ -99,7 +101,7 @@ def _table(conn: sqlite3.Connection, name: str) -> None:
     )
 
 
-def make_files(db_url: str, tmp_path: Path) -> Files:
+def make_files(db_url: str, tmp_path: Path, cli: Callable[..., Result]) -> Files:
     """The day's source, campaigns and destinations (the ``files`` fixture)."""
     rng = random.Random(5)
     ids = {f"{rng.randrange(10**11, 10**12)}": (f"t{n % 7}", None) for n in range(400)}
@@ -117,7 +119,7 @@ def make_files(db_url: str, tmp_path: Path) -> Files:
         _table(conn, "sc_target")
     with sqlite3.connect(tmp_path / "spss.db") as conn:
         _table(conn, "sc_mirror")
-    return Files(tmp_path, db_url, ids)
+    return Files(tmp_path, db_url, ids, cli)
 
 
 def store(files: Files, query: str) -> list[tuple[Any, ...]]:
