@@ -180,6 +180,16 @@ def tenant_url(db_url: str) -> Iterator[str]:
             admin.execute(f'DROP ROLE "{role}"')  # type: ignore[arg-type]
 
 
+# The tiers, slowest first: with xdist's load scheduling the long fault scenarios and
+# process tests start early, and the short unit tests fill in at the end instead of a
+# long test starting last and leaving the other worker idle.
+TIER_ORDER = {"faults": 0, "acceptance": 1, "integration": 2, "unit": 3}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: TIER_ORDER.get(item.path.parent.name, len(TIER_ORDER)))
+
+
 # The fault suite's ledger (tests/fault_ledger.py): the controlling process makes one
 # directory before any xdist worker starts, so every worker appends to it, and prints
 # the table once at the end.
