@@ -190,7 +190,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: TIER_ORDER.get(item.path.parent.name, len(TIER_ORDER)))
 
 
-# The fault suite's ledger (tests/fault_ledger.py): the controlling process makes one
+# The fault suite's ledger (tests/support/fault_ledger.py): the controlling process makes one
 # directory before any xdist worker starts, so every worker appends to it, and prints
 # the table once at the end.
 def pytest_configure(config: pytest.Config) -> None:

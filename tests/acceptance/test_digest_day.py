@@ -64,7 +64,7 @@ from support.smtp_server import SmtpServer
 SOAK = os.environ.get("SOAK_DIGEST") == "1"
 
 # Each dialect walks a different day, so both a spring-forward gap and a fall-back
-# overlap are walked (by one dialect each); ZONES (digest_world.py) marks the zones
+# overlap are walked (by one dialect each); ZONES (support/digest_world.py) marks the zones
 # that change their clocks on these days.
 DAYS = {
     "postgresql": (date(2027, 3, 28), ["Europe/Berlin", "Europe/London", "Atlantic/Azores"]),

@@ -5,7 +5,7 @@ columns); the campaigns and the control and target tables are in one PostgreSQL
 database (the seed's DSSB_APP), the mirror in another (SPSS); schedctl's own store
 is a third. `schedctl distribute` runs as cron runs it, a separate process per run;
 what it writes is compared with an independent model of SPEC §6
-(distribute_helpers.expected_rows).
+(support.distribute.expected_rows).
 
 - An uninterrupted day; a second run answers already_done; --preview changes no table.
 - SIGKILLed during the plan, during the target copy and during the mirror copy (each

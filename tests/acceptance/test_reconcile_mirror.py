@@ -2,8 +2,8 @@
 concurrent ``--repair`` runs inserting each missing row once, a day's dead lease
 freed and stored plans purged in bounded batches.
 
-The day's source, campaigns and destinations come from tests/distribute_files.py's
-fixture.
+The day's source, campaigns and destinations come from the `files` fixture
+(tests/support/distribute_files.py).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ time inside the spring gap or the repeated hour, and hourly (cron ``MM * * * *``
 with each catch-up policy; users with digest times inside the gap and the repeated
 hour; new notifications before every step.
 
-The expected outcome comes from tests/clock_oracle.py, a model of §3 (local times,
+The expected outcome comes from tests/support/clock_oracle.py, a model of §3 (local times,
 DST), the catch-up policies and §5's digest days written independently of
 schedctl's code, fed the same steps in the same order.
 """

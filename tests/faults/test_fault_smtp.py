@@ -42,7 +42,7 @@ CONFIG = "[messages]\nmax_attempts = 10\n"
 
 
 def recipient(n: int) -> str:
-    return f"user{n}@example.org"  # delivery_helpers.bulk_insert's recipients
+    return f"user{n}@example.org"  # support.delivery.bulk_insert's recipients
 
 
 # What each fault does to the message it hits (None: nothing final; retried or deferred).

@@ -5,10 +5,10 @@ A ``FaultWorld`` holds, in one schedctl database (SQLite or PostgreSQL):
 - hourly report schedules (`tick` materialises and runs their slots, REPORT mail);
 - users across IANA zones with notifications, digest times and a few critical ones
   (`digest` sends each due day's digest; `tick` the critical ones), checked against
-  the independent §5 model of tests/digest_world.py;
+  the independent §5 model of support/digest_world.py;
 - a `distribute` configuration whose source and destination tables live in SQLite
   files (SQLite world) or in the test's own PostgreSQL database (PostgreSQL world),
-  checked against the §6 model of tests/distribute_helpers.py;
+  checked against the §6 model of support/distribute.py;
 - work for `reconcile`: messages and runs whose process died (expired leases), old
   heartbeats and email_log rows past retention.
 
