@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test install lint typecheck pytest bench soak soak-digest soak-distribute soak-reconcile clean
+.PHONY: demo test install lint typecheck pytest bench bench-smoke soak soak-digest soak-distribute soak-reconcile clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,9 +50,15 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 # Every benchmark at a base size and at 10x, as one table of rates beside raw baselines
 # measured in the same run, plus start-up times against their targets (bench/run.py
 # says what each column means). Not part of `make test`; takes ~15 min.
-bench: $(VENV)/.installed-bench
-	scripts/ensure-postgres
+bench: bench-smoke
 	$(BIN)/python bench/run.py
+
+# `bench/run.py --smoke` at tiny sizes, one round each, checked row by row
+# (tests/bench/, which `make test` leaves out): a bench script that broke fails here
+# in about a minute instead of after `make bench`'s quarter of an hour.
+bench-smoke: $(VENV)/.installed-bench
+	scripts/ensure-postgres
+	$(BIN)/python -m pytest $(PYTEST_ARGS) tests/bench
 
 # The fault suite (tests/faults/) at many more iterations than `make test` runs; it
 # prints the same summary table (scenarios, iterations, losses, duplicates).

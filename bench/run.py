@@ -28,8 +28,9 @@ interpreter doing the least of that work (baseline).
 
     .venv/bin/python bench/run.py [--smoke] [--scale 10] [--verbose]
 
---smoke: tiny sizes, one round each (a test runs it, so the bench cannot rot
-unnoticed); APScheduler's row only when it is installed (`pip install -e '.[bench]'`).
+--smoke: tiny sizes, one round each (`make bench-smoke` checks its table, so the bench
+cannot rot unnoticed); APScheduler's row only when it is installed (`pip install -e
+'.[bench]'`).
 """
 
 from __future__ import annotations

@@ -1,25 +1,38 @@
-"""Test harness: real SQLite files and a real PostgreSQL server, never mocks.
-
-Each pytest process (xdist worker) migrates one template database per dialect once,
-then hands every test that asks for ``db_url`` its own copy: a file copy on SQLite,
-``CREATE DATABASE … TEMPLATE`` on PostgreSQL. Everything is dropped at the end.
-Connection settings come from the usual PG* variables (default 127.0.0.1:5432).
+"""Fixtures shared by the whole suite: real SQLite files and a real PostgreSQL server,
+never mocks (tests/support/databases.py), the CLI in-process and as a process
+(tests/support/cli.py), and servers on loopback.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from email.message import EmailMessage
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
-from http_faults import ScriptedHTTPServer
+from support.cli import CliRunner, Result, run_cli
+from support.databases import (
+    PG_HOST,
+    PG_PORT,
+    REQUIRE_PG,
+    PostgresDatabases,
+    connect_pg,
+    fresh_database,
+    pg_url,
+)
+from support.http_server import ScriptedHTTPServer
+from support.smtp_server import SmtpServer
+
+if TYPE_CHECKING:
+    from schedctl.db.database import Database
+    from support.distribute_files import Files
 
 # Tests control their own configuration: nothing from the developer's shell leaks in.
 # (SCHEDCTL_TEST_* variables configure the tests themselves and stay.)
@@ -27,103 +40,12 @@ for _name in list(os.environ):
     if _name.startswith("SCHEDCTL_") and not _name.startswith("SCHEDCTL_TEST_"):
         del os.environ[_name]
 
-REPO = Path(__file__).resolve().parents[1]
-SCHEDCTL = Path(sys.executable).with_name("schedctl")
-PG_HOST = os.environ.get("PGHOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("PGPORT", "5432"))
-PG_USER = os.environ.get("PGUSER") or None
-REQUIRE_PG = os.environ.get("SCHEDCTL_TEST_REQUIRE_POSTGRES") == "1"
-RUN_ID = uuid.uuid4().hex[:8]
-
-
-def pg_url(database: str) -> str:
-    user = f"{PG_USER}@" if PG_USER else ""
-    return f"postgresql+psycopg://{user}{PG_HOST}:{PG_PORT}/{database}"
-
-
-def _admin() -> psycopg.Connection:
-    return psycopg.connect(
-        host=PG_HOST,
-        port=PG_PORT,
-        user=PG_USER,
-        dbname="postgres",
-        autocommit=True,
-        connect_timeout=5,
-    )
-
-
-def _worker() -> str:
-    return os.environ.get("PYTEST_XDIST_WORKER", "main")
-
-
-class PostgresDatabases:
-    """Creates the template and per-test copies, and drops them.
-
-    A test's database is dropped by a background thread as soon as the test is
-    done, so the drops (a few hundred ms each) overlap with the tests instead of
-    piling up at the end of the session.
-    """
-
-    def __init__(self) -> None:
-        import queue
-        import threading
-
-        self.prefix = f"schedctl_t_{RUN_ID}_{_worker()}"
-        self.template = f"{self.prefix}_tpl"
-        self.created: list[str] = []
-        self.counter = 0
-        self._to_drop: queue.Queue[str | None] = queue.Queue()
-        self._dropper = threading.Thread(target=self._drop_loop, daemon=True)
-        self._dropper.start()
-
-    def _drop_loop(self) -> None:
-        with _admin() as conn:
-            while (name := self._to_drop.get()) is not None:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
-
-    def release(self, name: str) -> None:
-        """The test using `name` is done: drop it in the background."""
-        self.created.remove(name)
-        self._to_drop.put(name)
-
-    def create_template(self) -> None:
-        from schedctl.db.database import Database
-        from schedctl.db.migrations import upgrade
-
-        self._create(self.template)
-        with Database(pg_url(self.template)) as db:
-            upgrade(db)
-
-    def _create(self, name: str, template: str | None = None) -> None:
-        with _admin() as conn:
-            clause = f" TEMPLATE {template}" if template else ""
-            if template and conn.info.server_version >= 150000:
-                # 15's default WAL_LOG strategy makes each DROP at the end take ~1 s;
-                # FILE_COPY is a little slower to create and far quicker overall.
-                clause += " STRATEGY FILE_COPY"
-            conn.execute(f'CREATE DATABASE "{name}"{clause}')  # type: ignore[arg-type]
-        self.created.append(name)
-
-    def new(self, *, migrated: bool = True) -> str:
-        self.counter += 1
-        name = f"{self.prefix}_{self.counter}"
-        self._create(name, self.template if migrated else None)
-        return name
-
-    def drop_all(self) -> None:
-        for name in list(self.created):
-            if name != self.template:
-                self.release(name)
-        self._to_drop.put(self.template)
-        self._to_drop.put(None)
-        self._dropper.join()
-
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresDatabases]:
     """The PostgreSQL server; skipped (or, in CI, failed) when it is unreachable."""
     try:
-        with _admin():
+        with connect_pg():
             pass
     except psycopg.OperationalError as exc:
         reason = f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT}: {exc}"
@@ -152,20 +74,6 @@ def dialect(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def fresh_database(dialect: str, request: pytest.FixtureRequest, path: Path) -> Iterator[str]:
-    """The URL of a freshly migrated database (a copy of the template: a new PostgreSQL
-    database, or the SQLite file ``path``), dropped after the test; for fixtures."""
-    if dialect == "postgresql":
-        databases: PostgresDatabases = request.getfixturevalue("postgres")
-        name = databases.new()
-        yield pg_url(name)
-        databases.release(name)
-        return
-    template: Path = request.getfixturevalue("sqlite_template")
-    shutil.copyfile(template, path)
-    yield f"sqlite:///{path}"
-
-
 @pytest.fixture
 def db_url(dialect: str, request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A freshly migrated database of its own for this test, on each dialect."""
@@ -184,50 +92,32 @@ def empty_db_url(dialect: str, request: pytest.FixtureRequest, tmp_path: Path) -
     yield f"sqlite:///{tmp_path / 'empty.db'}"
 
 
-def run_cli(
-    *args: str,
-    db_url: str | None = None,
-    env: dict[str, str] | None = None,
-    timeout: float = 60,
-    cwd: Path | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run the installed `schedctl` as cron would: a separate process."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDCTL_")}
-    full_env["NO_COLOR"] = "1"
-    if db_url:
-        full_env["SCHEDCTL_DATABASE_URL"] = db_url
-    full_env.update(env or {})
-    return subprocess.run(
-        [str(SCHEDCTL), *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-        cwd=cwd,
-        check=False,
-    )
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> CliRunner:
+    """`cli(*args, db_url=..., env=..., cwd=...)` runs schedctl in this process."""
+    return CliRunner(monkeypatch, capsys)
 
 
 @pytest.fixture
-def cli() -> type[_Cli]:
-    """`cli(*args, db_url=..., env=...)` runs the installed schedctl in a subprocess."""
-    return _Cli
-
-
-class _Cli:
-    def __new__(  # type: ignore[misc]
-        cls, *args: str, **kwargs: object
-    ) -> subprocess.CompletedProcess[str]:
-        return run_cli(*args, **kwargs)  # type: ignore[arg-type]
-
-
-# A real HTTP server on loopback that answers 200 and records every request.
-RecordingHTTPServer = ScriptedHTTPServer
+def cli_process() -> Callable[..., Result]:
+    """`cli_process(*args, db_url=..., env=..., cwd=...)` runs the installed schedctl as
+    a process: for the tests where processes matter."""
+    return run_cli
 
 
 @pytest.fixture
-def http_server() -> Iterator[RecordingHTTPServer]:
-    server = RecordingHTTPServer()
+def db(db_url: str) -> Iterator[Database]:
+    """A `Database` on this test's own database (``db_url``)."""
+    from schedctl.db.database import Database
+
+    with Database(db_url, environ={}) as database:
+        yield database
+
+
+@pytest.fixture
+def http_server() -> Iterator[ScriptedHTTPServer]:
+    """A real HTTP server on loopback that answers 200 and records every request."""
+    server = ScriptedHTTPServer()
     yield server
     server.close()
 
@@ -242,11 +132,69 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-# The fault suite's ledger (tests/fault_ledger.py): the controlling process makes one
+@pytest.fixture
+def smtp() -> Iterator[SmtpServer]:
+    """A real SMTP server on loopback (aiosmtpd) that records what it receives."""
+    with SmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def mailbox() -> list[EmailMessage]:
+    """The memory mail backend's outbox, emptied: what an in-process command sent."""
+    from schedctl.delivery import backends
+
+    backends.clear_outbox()
+    return backends.outbox
+
+
+@pytest.fixture
+def files(db_url: str, tmp_path: Path, cli: CliRunner) -> Files:
+    """The distribute day the CLI tests run: source, campaigns and destinations as
+    SQLite files (tests/support/distribute_files.py)."""
+    from support.distribute_files import make_files
+
+    return make_files(db_url, tmp_path, cli)
+
+
+@pytest.fixture
+def tenant_url(db_url: str) -> Iterator[str]:
+    """A URL of the test database for a login role that PostgreSQL's row-level security
+    applies to: superusers bypass it, so the RLS tests connect as a plain role made for
+    each test, with the usual table rights, as production does."""
+    role = f"schedctl_tenant_{uuid.uuid4().hex[:12]}"
+    dbname = str(make_url(db_url).database)
+    with connect_pg() as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')  # type: ignore[arg-type]
+    try:
+        with connect_pg(dbname) as conn:
+            conn.execute(
+                f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"'  # type: ignore[arg-type]
+            )
+            conn.execute(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{role}"')  # type: ignore[arg-type]
+        yield f"postgresql+psycopg://{role}@{PG_HOST}:{PG_PORT}/{dbname}"
+    finally:
+        with connect_pg(dbname) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')  # type: ignore[arg-type]
+        with connect_pg() as admin:
+            admin.execute(f'DROP ROLE "{role}"')  # type: ignore[arg-type]
+
+
+# The tiers, slowest first: with xdist's load scheduling the long fault scenarios and
+# process tests start early, and the short unit tests fill in at the end instead of a
+# long test starting last and leaving the other worker idle.
+TIER_ORDER = {"faults": 0, "acceptance": 1, "integration": 2, "unit": 3}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: TIER_ORDER.get(item.path.parent.name, len(TIER_ORDER)))
+
+
+# The fault suite's ledger (tests/support/fault_ledger.py): the controlling process makes one
 # directory before any xdist worker starts, so every worker appends to it, and prints
 # the table once at the end.
 def pytest_configure(config: pytest.Config) -> None:
-    from fault_ledger import LEDGER_ENV
+    from support.fault_ledger import LEDGER_ENV
 
     if LEDGER_ENV not in os.environ and not hasattr(config, "workerinput"):
         import tempfile
@@ -255,7 +203,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    from fault_ledger import LEDGER_ENV, read, table
+    from support.fault_ledger import LEDGER_ENV, read, table
 
     directory = os.environ.get(LEDGER_ENV)
     if not directory or hasattr(terminalreporter.config, "workerinput"):

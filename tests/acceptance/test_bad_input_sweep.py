@@ -14,7 +14,7 @@ unreachable database, 3 for `heartbeat --check`), print exactly one line on stde
 ``{"error": {"code": ..., "message": ...}}``), leave every row of every table (and the
 sequences) as it was, and print none of the secrets in force.
 
-Speed: the SQLite sweep runs in this process (`InProcessCli`: `schedctl.cli.run`, a
+Speed: the SQLite sweep runs in this process (`CliRunner`: `schedctl.cli.run`, a
 fresh Runtime per call), one seeded database copy per command, dumped around every
 case. Each command's valid base line runs first on its own copy (the control: it
 must succeed, so the refusal comes from the bad value). PostgreSQL gets one case per
@@ -32,7 +32,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,12 +42,13 @@ import sqlalchemy as sa
 import typer
 from typer.core import TyperArgument, TyperGroup, TyperOption
 
-from conftest import PG_HOST, PG_PORT, PG_USER, RecordingHTTPServer, run_cli
-from delivery_helpers import InProcessCli
-from reconcile_helpers import Seed
 from schedctl.cli import app
 from schedctl.config import SCHEMA, Setting
 from schedctl.db.schema import metadata
+from support.cli import CliRunner, run_cli
+from support.databases import PG_HOST, PG_PORT, PG_USER
+from support.http_server import ScriptedHTTPServer
+from support.reconcile import Seed
 
 # ---------------------------------------------------------------------------------
 # The commands and their parameters, from the app itself.
@@ -671,8 +671,8 @@ class Sweep:
 
 def judge(case: Case, code: int, out: str, err: str, *, as_json: bool) -> list[str]:
     problems = []
-    if code != case.exit_code:
-        problems.append(f"exit {code}, not {case.exit_code}")
+    if code != case.returncode:
+        problems.append(f"exit {code}, not {case.returncode}")
     lines = err.splitlines()
     if len(lines) != 1 or not lines[0].startswith("schedctl: error: "):
         problems.append(f"{len(lines)} stderr lines, not one 'schedctl: error:' line")
@@ -690,7 +690,7 @@ def judge(case: Case, code: int, out: str, err: str, *, as_json: bool) -> list[s
             problems.append("stdout is not one JSON document")
         else:
             message = lines[0].removeprefix("schedctl: error: ") if lines else None
-            if doc != {"error": {"code": case.exit_code, "message": message}}:
+            if doc != {"error": {"code": case.returncode, "message": message}}:
                 problems.append(f"JSON is {doc!r}")
     elif out:
         problems.append("stdout not empty")
@@ -730,7 +730,7 @@ def judge_control(command: str, code: int, out: str, err: str) -> str | None:
 # The databases: seeded once, copied per command.
 
 
-def sweep_env(tmp: Path, server: RecordingHTTPServer) -> dict[str, str]:
+def sweep_env(tmp: Path, server: ScriptedHTTPServer) -> dict[str, str]:
     config = tmp / "sweep.toml"
     config.write_text('[reports.queries.q]\nsql = "select 1 as one"\n', encoding="utf-8")
     return {
@@ -770,20 +770,20 @@ def seed(run: Any, db_url: str, env: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def http() -> Iterator[RecordingHTTPServer]:
-    server = RecordingHTTPServer()
+def http() -> Iterator[ScriptedHTTPServer]:
+    server = ScriptedHTTPServer()
     yield server
     server.close()
 
 
-def _in_process(cli: InProcessCli, db_url: str) -> Any:
+def _in_process(cli: CliRunner, db_url: str) -> Any:
     def run(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
         # Every SCHEDCTL_* of the case, set or (empty) unset.
         try:
             result = cli(*args, db_url=env.get("SCHEDCTL_DATABASE_URL", db_url), env=env)
         except BaseException as exc:  # escaped the error boundary
             return -1, "", f"escaped run(): {type(exc).__name__}: {exc}"
-        return result.exit_code, result.stdout, result.stderr
+        return result.returncode, result.stdout, result.stderr
 
     return run
 
@@ -810,7 +810,7 @@ def _quick_run(db_url: str) -> Any:
 
 @pytest.fixture(scope="module")
 def seeded_sqlite(
-    tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path, http: RecordingHTTPServer
+    tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path, http: ScriptedHTTPServer
 ) -> tuple[Path, dict[str, str]]:
     tmp = tmp_path_factory.mktemp("sweep-seed")
     path = tmp / "seeded.db"
@@ -836,7 +836,7 @@ def sweep_on_sqlite(
         path = tmp_path / f"{name}.db"
         shutil.copyfile(seeded, path)
         url = f"sqlite:///{path}"
-        cli = InProcessCli(monkeypatch, capsys)
+        cli = CliRunner(monkeypatch, capsys)
         return Sweep(
             url, tmp_path, dict(env), _in_process(cli, url), closed_port,
             reset=lambda: shutil.copyfile(seeded, path),
@@ -857,7 +857,7 @@ def sweep_on_postgresql(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     closed_port: int,
-    http: RecordingHTTPServer,
+    http: ScriptedHTTPServer,
 ) -> Iterator[Any]:
     """A seeded database per call, its URL carrying a password (trust auth ignores it)."""
     created: list[str] = []
@@ -869,7 +869,7 @@ def sweep_on_postgresql(
         url = f"postgresql+psycopg://{user}:{PASSWORD}@{PG_HOST}:{PG_PORT}/{database}"
         env = sweep_env(tmp_path, http)
         env["SWEEP_TOKEN"] = seed(_quick_run(url), url, env)
-        cli = InProcessCli(monkeypatch, capsys)
+        cli = CliRunner(monkeypatch, capsys)
         return Sweep(url, tmp_path, env, _in_process(cli, url), closed_port)
 
     yield make
@@ -924,7 +924,7 @@ def test_bad_values_of_every_option(command: str, sweep_db: Any) -> None:
     seen_params: set[str] = set()
     for case in cases:
         sweep.check(case)
-        option = case.label.split("=")[0] + (" --check" if case.exit_code == CHECK_UNKNOWN else "")
+        option = case.label.split("=")[0] + (" --check" if case.returncode == CHECK_UNKNOWN else "")
         if option not in seen_params:  # one --json variant per parameter
             seen_params.add(option)
             sweep.check(case, as_json=True)
@@ -1019,7 +1019,7 @@ def test_in_process_runs_match_separate_processes(
 
 def _processes(db_url: str) -> Any:
     def run(args: list[str], env: dict[str, str]) -> tuple[int, str, str]:
-        result: subprocess.CompletedProcess[str] = run_cli(*args, db_url=db_url, env=env)
+        result = run_cli(*args, db_url=db_url, env=env)
         return result.returncode, result.stdout, result.stderr
 
     return run

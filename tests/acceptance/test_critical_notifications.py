@@ -9,7 +9,6 @@ quota, and is still stopped by the suppression list.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from email import message_from_bytes
 from email.policy import default
 from typing import Any
@@ -17,25 +16,20 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import run_cli
-from delivery_helpers import T0, all_messages, enqueue_all, message, run_ticks
 from schedctl.db.database import Database
 from schedctl.db.schema import notifications, send_counters
-from smtp_server import SmtpServer
+from support.cli import CliRunner
+from support.delivery import T0, all_messages, enqueue_all, message, run_ticks
+from support.smtp_server import SmtpServer
 
 NOW = {"SCHEDCTL_NOW": T0.isoformat()}
 BY_CLI = 3  # critical notifications from `notify`...
 DIRECT = 40  # ... and inserted straight into the table, as applications do
 
 
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
-
-
-def cli_json(db_url: str, *args: str) -> Any:
-    result = run_cli(*args, "--json", db_url=db_url, env=NOW)
+def cli_json(cli: CliRunner, db_url: str, *args: str) -> Any:
+    """A set-up command, in this process; the ticks under test are processes."""
+    result = cli(*args, "--json", db_url=db_url, env=NOW)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -51,16 +45,18 @@ def all_notifications(db_url: str) -> list[Any]:
 @pytest.mark.parametrize(
     "dialect", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 )
-def test_two_ticks_send_each_critical_notification_once(db_url: str, smtp: SmtpServer) -> None:
-    ann = cli_json(db_url, "users", "add", "ann@example.com")["id"]
-    cli_json(db_url, "users", "add", "bob@example.com")
-    assert run_cli("suppressions", "add", "bob@example.com", db_url=db_url).returncode == 0
+def test_two_ticks_send_each_critical_notification_once(
+    cli: CliRunner, db_url: str, smtp: SmtpServer
+) -> None:
+    ann = cli_json(cli, db_url, "users", "add", "ann@example.com")["id"]
+    cli_json(cli, db_url, "users", "add", "bob@example.com")
+    assert cli("suppressions", "add", "bob@example.com", db_url=db_url).returncode == 0
     for n in range(BY_CLI):
-        cli_json(db_url, "notify", "--user", ann, "--title", f"Alert {n}",
+        cli_json(cli, db_url, "notify", "--user", ann, "--title", f"Alert {n}",
                  "--body", "Someone signed in.", "--priority", "critical")  # fmt: skip
-    cli_json(db_url, "notify", "--user", "bob@example.com", "--title", "Suppressed",
+    cli_json(cli, db_url, "notify", "--user", "bob@example.com", "--title", "Suppressed",
              "--priority", "critical")  # fmt: skip
-    normal = cli_json(db_url, "notify", "--user", ann, "--title", "For the digest")["id"]
+    normal = cli_json(cli, db_url, "notify", "--user", ann, "--title", "For the digest")["id"]
     with Database(db_url) as db:
         # As an application would: only the columns it must set.
         direct = [{"user": int(ann), "title": f"Direct {n}"} for n in range(DIRECT)]
@@ -124,13 +120,13 @@ def test_two_ticks_send_each_critical_notification_once(db_url: str, smtp: SmtpS
     assert (report.status, report.reason_code) == ("scheduled", "QUOTA_DEFERRED")
 
 
-def test_a_deleted_message_is_not_sent_again(db_url: str, smtp: SmtpServer) -> None:
+def test_a_deleted_message_is_not_sent_again(cli: CliRunner, db_url: str, smtp: SmtpServer) -> None:
     """The notification stays consumed when its message is deleted (message_id SET NULL)."""
-    ann = cli_json(db_url, "users", "add", "ann@example.com")["id"]
-    cli_json(db_url, "notify", "--user", ann, "--title", "Once", "--priority", "critical")
+    ann = cli_json(cli, db_url, "users", "add", "ann@example.com")["id"]
+    cli_json(cli, db_url, "notify", "--user", ann, "--title", "Once", "--priority", "critical")
     env = {**smtp.env, "SCHEDCTL_MAIL_BACKEND": "memory"}
     assert run_ticks(1, db_url, env)[0]["notifications_queued"] == 1
-    assert run_cli("messages", "delete-all", "--confirm", db_url=db_url).returncode == 0
+    assert cli("messages", "delete-all", "--confirm", db_url=db_url).returncode == 0
 
     assert run_ticks(1, db_url, env)[0]["notifications_queued"] == 0
     (row,) = all_notifications(db_url)

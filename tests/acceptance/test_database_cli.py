@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import PG_HOST, PG_PORT
-from rls_helpers import connect_pg
 from schedctl.db.database import Database
 from schedctl.db.migrations import expected_version, upgrade
 from schedctl.db.schema import heartbeats, schema_migrations
+from support.databases import PG_HOST, PG_PORT, connect_pg
 
 
 def test_db_upgrade_twice(cli, empty_db_url: str) -> None:
@@ -30,7 +29,7 @@ def test_db_upgrade_twice(cli, empty_db_url: str) -> None:
 
 
 def test_db_upgrade_from_two_processes_at_once(empty_db_url: str) -> None:
-    from conftest import SCHEDCTL, run_cli  # noqa: F401 - the same binary cron runs
+    from support.cli import SCHEDCTL, run_cli  # noqa: F401 - the same binary cron runs
 
     env = {"SCHEDCTL_DATABASE_URL": empty_db_url, "NO_COLOR": "1", "PATH": "/usr/bin:/bin"}
     processes = [

@@ -16,28 +16,21 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from conftest import SCHEDCTL
 from schedctl.db.database import Database
 from schedctl.db.schema import digests, notifications, users
-from smtp_server import SmtpServer
+from support.cli import SCHEDCTL
+from support.smtp_server import SmtpServer
 
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
 CREATED = datetime(2026, 10, 1, tzinfo=UTC)
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Tokyo", "Pacific/Kiritimati"]
 TITLE = re.compile(r"\bU(\d+)-N(\d+)\b")
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
 
 
 def seed(db_url: str, count: int) -> dict[str, set[str]]:

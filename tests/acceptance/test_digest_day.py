@@ -43,9 +43,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from clock_oracle import due_instant
-from conftest import _admin
-from digest_world import (
+from support.clock_oracle import due_instant
+from support.databases import connect_pg
+from support.digest_world import (
     Expected,
     Runner,
     World,
@@ -59,12 +59,12 @@ from digest_world import (
     read_tables,
     wait_until,
 )
-from smtp_server import SmtpServer
+from support.smtp_server import SmtpServer
 
 SOAK = os.environ.get("SOAK_DIGEST") == "1"
 
 # Each dialect walks a different day, so both a spring-forward gap and a fall-back
-# overlap are walked (by one dialect each); ZONES (digest_world.py) marks the zones
+# overlap are walked (by one dialect each); ZONES (support/digest_world.py) marks the zones
 # that change their clocks on these days.
 DAYS = {
     "postgresql": (date(2027, 3, 28), ["Europe/Berlin", "Europe/London", "Atlantic/Azores"]),
@@ -123,12 +123,6 @@ def scale(dialect: str) -> Scale:
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
 
 
 @pytest.fixture
@@ -359,7 +353,7 @@ def test_database_unreachable_half_way_exits_75_and_a_rerun_completes(
     count = count_rows(engine, "SELECT count(*) FROM digests")
     reached = wait_until(lambda: count() >= due // 4, started)
     assert reached, f"the digest finished before it could be cut off ({count()} of {due})"
-    with _admin() as admin:
+    with connect_pg() as admin:
         # The server refuses new connections to this database and drops the open ones:
         # what a failover or a network cut looks like to the processes.
         admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')  # type: ignore[arg-type]
@@ -371,7 +365,7 @@ def test_database_unreachable_half_way_exits_75_and_a_rerun_completes(
     try:
         outcomes = runner.finish(started)
     finally:
-        with _admin() as admin:
+        with connect_pg() as admin:
             admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')  # type: ignore[arg-type]
     codes = [o.code for o in outcomes]
     assert 75 in codes, [(o.code, o.stderr) for o in outcomes]

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 
-from conftest import SCHEDCTL
-from delivery_helpers import T0, all_messages, bulk_insert, log_rows, run_ticks
-from smtp_server import SmtpServer
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
+from support.cli import SCHEDCTL
+from support.delivery import T0, all_messages, bulk_insert, log_rows, run_ticks
+from support.smtp_server import SmtpServer
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from distribute_files import CAMPAIGNS, DAY, NOW, Files, files_fixture, store  # noqa: F401  (the files fixture)
-from distribute_helpers import expected_rows
+from support.distribute import expected_rows
+from support.distribute_files import CAMPAIGNS, DAY, NOW, Files, store
 
 
 def test_a_day_is_distributed_once_and_mailed(files: Files) -> None:
@@ -57,7 +57,7 @@ def test_a_day_is_distributed_once_and_mailed(files: Files) -> None:
 def test_concurrent_runs_write_once(files: Files) -> None:
     import subprocess
 
-    from conftest import SCHEDCTL
+    from support.cli import SCHEDCTL
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDCTL_")}
     env.update(

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from distribute_endpoints import InProcess, day_config, endpoint_database, execute, fetch
-from distribute_helpers import Campaign
+from support.distribute import Campaign
+from support.distribute_endpoints import InProcess, day_config, endpoint_database, execute, fetch
 
 CAMPAIGN = Campaign("SC00000001", date(2026, 11, 1), date(2026, 11, 30))
 IDS = sorted({f"{random.Random(7).randrange(10**11, 10**12) + n}" for n in range(60)})

@@ -5,7 +5,7 @@ columns); the campaigns and the control and target tables are in one PostgreSQL
 database (the seed's DSSB_APP), the mirror in another (SPSS); schedctl's own store
 is a third. `schedctl distribute` runs as cron runs it, a separate process per run;
 what it writes is compared with an independent model of SPEC §6
-(distribute_helpers.expected_rows).
+(support.distribute.expected_rows).
 
 - An uninterrupted day; a second run answers already_done; --preview changes no table.
 - SIGKILLed during the plan, during the target copy and during the mirror copy (each
@@ -39,8 +39,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import SCHEDCTL, PostgresDatabases, _admin, pg_url
-from distribute_helpers import (
+from support.cli import SCHEDCTL
+from support.databases import PostgresDatabases, connect_pg, pg_url
+from support.distribute import (
     Campaign,
     destination_toml,
     expected_rows,
@@ -374,7 +375,7 @@ def _restore_source(world: World) -> None:
 def _planning(world: World) -> bool:
     """Whether a transaction of the store is writing the plan right now."""
     name = sa.engine.make_url(world.store_url).database
-    with _admin() as admin:
+    with connect_pg() as admin:
         row = admin.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND xact_start IS NOT NULL"
             " AND query ILIKE %s",
@@ -416,7 +417,7 @@ def test_a_destination_down_exits_75_and_a_rerun_completes(world: World) -> None
     day = _day(5)
     process = world.start(day, SCHEDCTL_DB_RETRY_SECONDS="2")
     _wait_for(lambda: _copying(world, day, "target"), process, "the target copy")
-    with _admin() as admin:
+    with connect_pg() as admin:
         admin.execute(f'ALTER DATABASE "{world.targets_db}" ALLOW_CONNECTIONS false')  # type: ignore[arg-type]
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
@@ -426,7 +427,7 @@ def test_a_destination_down_exits_75_and_a_rerun_completes(world: World) -> None
     try:
         out, err = process.communicate(timeout=600)
     finally:
-        with _admin() as admin:
+        with connect_pg() as admin:
             admin.execute(f'ALTER DATABASE "{world.targets_db}" ALLOW_CONNECTIONS true')  # type: ignore[arg-type]
     assert process.returncode == 75, (out, err)
     failed = json.loads(out)

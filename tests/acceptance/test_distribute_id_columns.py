@@ -20,15 +20,15 @@ from typing import Any
 
 import pytest
 
-from conftest import fresh_database
-from distribute_endpoints import (
+from support.databases import fresh_database
+from support.distribute import Campaign, expected_rows
+from support.distribute_endpoints import (
     InProcess,
     day_config,
     endpoint_database,
     execute,
     fetch,
 )
-from distribute_helpers import Campaign, expected_rows
 
 DAYS = (date(2026, 11, 17), date(2026, 11, 18))
 CAMPAIGN = Campaign("SC00000001", DAYS[0], DAYS[1])

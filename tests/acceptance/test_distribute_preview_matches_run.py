@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import fresh_database
-from distribute_endpoints import InProcess, day_config, endpoint_database, execute, fetch
+from support.databases import fresh_database
+from support.distribute_endpoints import InProcess, day_config, endpoint_database, execute, fetch
 
 DAY = date(2026, 11, 18)
 ROWS = {

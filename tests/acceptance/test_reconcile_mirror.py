@@ -2,8 +2,8 @@
 concurrent ``--repair`` runs inserting each missing row once, a day's dead lease
 freed and stored plans purged in bounded batches.
 
-The day's source, campaigns and destinations come from tests/distribute_files.py's
-fixture.
+The day's source, campaigns and destinations come from the `files` fixture
+(tests/support/distribute_files.py).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from conftest import SCHEDCTL, run_cli
-from distribute_files import NOW, Files, files_fixture, store  # noqa: F401  (the files fixture)
+from support.cli import SCHEDCTL
+from support.distribute_files import NOW, Files, store
 
 
 def reconcile(files: Files, *args: str) -> Any:
@@ -27,7 +27,7 @@ def reconcile(files: Files, *args: str) -> Any:
         "SCHEDCTL_NOW": NOW,
         "SCHEDCTL_RECONCILE_BATCH_SIZE": "50",
     }
-    return run_cli("reconcile", "--json", *args, db_url=files.db_url, env=env, timeout=120)
+    return files.cli("reconcile", "--json", *args, db_url=files.db_url, env=env, timeout=120)
 
 
 def _exec(files: Files, sql: str) -> None:

@@ -18,11 +18,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from conftest import SCHEDCTL
-from reconcile_helpers import Seed, count, now, rows
 from schedctl.db.database import Database
 from schedctl.db.schema import digests, messages, schedule_runs, usage_history, users
 from schedctl.db.types import UTCDateTime
+from support.cli import SCHEDCTL
+from support.reconcile import Seed, count, now, rows
 
 SOAK = os.environ.get("SOAK_RECONCILE") == "1"
 LARGE = 1_000_000 if SOAK else 20_000

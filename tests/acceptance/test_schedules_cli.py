@@ -43,17 +43,20 @@ def config(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def run(cli, db_url: str, config: str):
-    """`run(*args, now=ISO)`: schedctl with this test's database and config."""
+def run(cli, cli_process, db_url: str, config: str):
+    """`run(*args, now=ISO)`: schedctl with this test's database and config; in this
+    process, or with ``process=True`` as a process of its own."""
 
-    def invoke(*args: str, now: str = CREATED, env: dict[str, str] | None = None) -> Any:
+    def invoke(
+        *args: str, now: str = CREATED, env: dict[str, str] | None = None, process: bool = False
+    ) -> Any:
         extra = {
             "SCHEDCTL_CONFIG": config,
             "SCHEDCTL_NOW": now,
             "SCHEDCTL_MAIL_BACKEND": "memory",  # tick dispatches; mail goes nowhere
             **(env or {}),
         }
-        return cli(*args, db_url=db_url, env=extra)
+        return (cli_process if process else cli)(*args, db_url=db_url, env=extra)
 
     return invoke
 
@@ -206,17 +209,26 @@ def test_a_report_kind_plugin_registered_by_entry_point(run, db_url: str, tmp_pa
     (dist / "entry_points.txt").write_text(
         "[schedctl.report_kinds]\necho = schedctl_echo:echo_report\n"
     )
-    env = {"PYTHONPATH": str(site)}
+    env = {"PYTHONPATH": str(site)}  # found at start-up: each command a process
     base = ["schedules", "create", "--name", "e", "--kind", "echo", "--cadence", "daily"]
-    refused = run(*base, "--at", "09:00", env=env)
+    refused = run(*base, "--at", "09:00", env=env, process=True)
     assert refused.returncode == 2
     assert "needs --param word" in refused.stderr
     as_json(
         run(
-            *base, "--at", "09:00", "--to", "a@example.com", "--param", "word=hi", "--json", env=env
+            *base,
+            "--at",
+            "09:00",
+            "--to",
+            "a@example.com",
+            "--param",
+            "word=hi",
+            "--json",
+            env=env,
+            process=True,
         )
     )
-    tick = as_json(run("tick", "--json", now="2026-06-01T09:00:05Z", env=env))
+    tick = as_json(run("tick", "--json", now="2026-06-01T09:00:05Z", env=env, process=True))
     assert tick["runs_succeeded"] == 1
     with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
         subjects = conn.execute("SELECT subject, recipient FROM messages").fetchall()

@@ -13,8 +13,8 @@ import re
 import subprocess
 import sys
 
-from conftest import SCHEDCTL
 from schedctl.commands import COMMAND_NAMES
+from support.cli import SCHEDCTL
 
 HEAVY = {"sqlalchemy", "psycopg", "psycopg2", "oracledb", "pymysql", "jinja2", "tenacity"}
 _IMPORTED = re.compile(r"^import time:\s+\d+\s+\|\s+\d+\s+\|\s*([\w.]+)\s*$")

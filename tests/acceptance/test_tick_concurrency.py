@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import SCHEDCTL
 from schedctl import runs
 from schedctl.cadence import parse_instant
 from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
 from schedctl.db.schema import messages, schedule_runs, schedules
 from schedctl.schedules import ScheduleOptions, create_schedule
+from support.cli import SCHEDCTL
 
 SCHEDULES = 200
 RECIPIENTS = ["a@example.com", "b@example.com"]

@@ -8,7 +8,7 @@ time inside the spring gap or the repeated hour, and hourly (cron ``MM * * * *``
 with each catch-up policy; users with digest times inside the gap and the repeated
 hour; new notifications before every step.
 
-The expected outcome comes from tests/clock_oracle.py, a model of §3 (local times,
+The expected outcome comes from tests/support/clock_oracle.py, a model of §3 (local times,
 DST), the catch-up policies and §5's digest days written independently of
 schedctl's code, fed the same steps in the same order.
 """
@@ -27,9 +27,6 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-import fault_ledger
-from clock_oracle import LocalCadence, ScheduleModel, due_instant
-from conftest import SCHEDCTL
 from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
 from schedctl.db.schema import (
@@ -42,7 +39,10 @@ from schedctl.db.schema import (
     users,
 )
 from schedctl.schedules import ScheduleOptions, create_schedule
-from smtp_server import SmtpServer
+from support import fault_ledger
+from support.cli import SCHEDCTL
+from support.clock_oracle import LocalCadence, ScheduleModel, due_instant
+from support.smtp_server import SmtpServer
 
 SEED = 11_2026
 CONFIG = '[reports.queries.ping]\nsql = "select 1 as one"\n'

@@ -28,10 +28,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-import fault_ledger
-from conftest import pg_url
-from fault_world import PAST_LEASES, FaultWorld, Size
-from smtp_server import SmtpServer
+from support import fault_ledger
+from support.databases import pg_url
+from support.fault_world import PAST_LEASES, FaultWorld, Size
+from support.smtp_server import SmtpServer
 
 SMALL = Size(schedules=6, users=40, notifications=240)
 
@@ -129,12 +129,6 @@ KILLS = [
     Kill("reconcile: mid-purge", "reconcile", "schedctl.reconcile:purge_batch:before:4",
          lambda w: 0 < old_heartbeats_left(w) < len(w.old_heartbeats) - 1),
 ]  # fmt: skip
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
 
 
 @pytest.fixture

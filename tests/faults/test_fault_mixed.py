@@ -12,22 +12,15 @@ recovers are sent and run once, the purges keep what they must, and nothing is l
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-import fault_ledger
-from fault_world import PAST_LEASES, FaultWorld, Size
-from smtp_server import SmtpServer
+from support import fault_ledger
+from support.fault_world import PAST_LEASES, FaultWorld, Size
+from support.smtp_server import SmtpServer
 
 MIX = ("tick", "digest", "distribute", "reconcile", "tick", "digest")
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
 
 
 INVARIANT = "no slot/mail/digest/assignment twice, none lost"

@@ -35,12 +35,13 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-import digest_world as dw
-import fault_ledger
-from conftest import REQUIRE_PG, SCHEDCTL, _admin
-from fault_world import PAST_LEASES, FaultWorld, Size
-from reconcile_helpers import dump
-from smtp_server import SmtpServer, free_port
+from support import digest_world as dw
+from support import fault_ledger
+from support.cli import SCHEDCTL
+from support.databases import REQUIRE_PG, connect_pg
+from support.fault_world import PAST_LEASES, FaultWorld, Size
+from support.reconcile import dump
+from support.smtp_server import SmtpServer, free_port
 
 # PostgreSQL 15's programs (initdb, pg_ctl); SCHEDCTL_TEST_PG_BIN names another place.
 PG_BIN = Path(os.environ.get("SCHEDCTL_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -117,12 +118,6 @@ def cluster() -> Iterator[Cluster]:
             with contextlib.suppress(subprocess.CalledProcessError):  # already stopped
                 made.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -225,12 +220,12 @@ def test_a_database_refusing_connections_from_the_start(
             url = f"postgresql+psycopg://root@127.0.0.1:{closed_port}/schedctl"
             wrote = _check_refused(world, smtp, url)
         else:
-            with _admin() as admin:
+            with connect_pg() as admin:
                 admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')  # type: ignore[arg-type]
             try:
                 wrote = _check_refused(world, smtp, db_url)
             finally:
-                with _admin() as admin:
+                with connect_pg() as admin:
                     admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')  # type: ignore[arg-type]
         after = dump(db_url)
         changed = sum(len(set(before[t]) ^ set(after[t])) for t in before)

@@ -29,9 +29,9 @@ from typing import Any
 
 import pytest
 
-import fault_ledger
-from delivery_helpers import T0, Tick, all_messages, bulk_insert, log_rows, start_ticks
-from smtp_server import DROP, Reply, SmtpServer, slow, tarpit
+from support import fault_ledger
+from support.delivery import T0, Tick, all_messages, bulk_insert, log_rows, start_ticks
+from support.smtp_server import DROP, Reply, SmtpServer, slow, tarpit
 
 STEP = timedelta(minutes=20)
 MAX_STEPS = 25
@@ -42,7 +42,7 @@ CONFIG = "[messages]\nmax_attempts = 10\n"
 
 
 def recipient(n: int) -> str:
-    return f"user{n}@example.org"  # delivery_helpers.bulk_insert's recipients
+    return f"user{n}@example.org"  # support.delivery.bulk_insert's recipients
 
 
 # What each fault does to the message it hits (None: nothing final; retried or deferred).
@@ -289,8 +289,8 @@ def test_the_docs_and_the_code_state_the_same_unknown_outcome_rule() -> None:
     """The rule the scenarios above assert is the one the docs state: no reply after
     the whole message was sent is failed/UNKNOWN_DELIVERY and never resent; the only
     second copy is a process dying between the server's acceptance and the record."""
-    from conftest import REPO
     from schedctl import dispatch
+    from support.cli import REPO
 
     def flat(text: str) -> str:
         return " ".join(text.split())

@@ -34,13 +34,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-import fault_ledger
-from conftest import SCHEDCTL, fresh_database
-from delivery_helpers import T0, bulk_insert, start_ticks
-from http_faults import ScriptedHTTPServer
 from schedctl.db.database import Database
 from schedctl.db.schema import heartbeats, messages, quota_alerts, send_counters
-from smtp_server import SmtpServer
+from support import fault_ledger
+from support.cli import SCHEDCTL
+from support.databases import fresh_database
+from support.delivery import T0, bulk_insert, start_ticks
+from support.http_server import ScriptedHTTPServer
+from support.smtp_server import SmtpServer
 
 QUOTA = 10
 SLACK_PATH = "/services/T0FAULT/B0FAULT/s3cr3tSlackT0ken"
@@ -113,7 +114,7 @@ def snapshot(db_url: str) -> dict[str, Any]:
                 (
                     h.command,
                     h.outcome,
-                    h.exit_code,
+                    h.returncode,
                     "" if h.command == "heartbeat" else json.dumps(h.counts, sort_keys=True),
                 )
                 for h in conn.execute(sa.select(heartbeats))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import fault_ledger
+from support import fault_ledger
 
 
 def test_the_ledger_totals_what_scenarios_record(

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from reconcile_helpers import Seed
 from schedctl.db.database import Database
 from schedctl.db.owned import get_owned
 from schedctl.db.schema import messages, schedules
 from schedctl.errors import NotFound
+from support.reconcile import Seed
 
 
 def read(db_url: str, work: Callable[[sa.Connection], Any]) -> Any:

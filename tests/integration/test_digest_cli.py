@@ -1,4 +1,4 @@
-"""`schedctl digest` through the installed command, on both dialects (issue 8, SPEC §5).
+"""`schedctl digest` through the CLI, on both dialects (issue 8, SPEC §5).
 
 When a user is due (their own local day, §3's DST rules), what one digest holds and
 how it reads in the mail a loopback SMTP server received, the quota's deferral,
@@ -10,7 +10,6 @@ from __future__ import annotations
 import email
 import email.policy
 import json
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -21,16 +20,10 @@ import sqlalchemy as sa
 
 from schedctl.db.database import Database
 from schedctl.db.schema import digests, messages, metadata, notifications, users
-from smtp_server import SmtpServer
+from support.smtp_server import SmtpServer
 
 T0 = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)  # a Wednesday
 CREATED = datetime(2026, 10, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
 
 
 # --- helpers ---------------------------------------------------------------------------

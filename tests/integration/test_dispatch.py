@@ -5,7 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
@@ -14,16 +14,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from delivery_helpers import (
-    T0,
-    InProcessCli,
-    all_messages,
-    enqueue_all,
-    load_with,
-    log_rows,
-    message,
-    one,
-)
 from schedctl import outbox
 from schedctl.config import Settings
 from schedctl.db.database import Database
@@ -35,13 +25,17 @@ from schedctl.dispatch import dispatch_due
 from schedctl.errors import MailUnavailable
 from schedctl.outbox import Attachment, delete_messages
 from schedctl.suppressions import add_suppression
-from smtp_server import SmtpServer
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
+from support.cli import CliRunner
+from support.delivery import (
+    T0,
+    all_messages,
+    enqueue_all,
+    load_with,
+    log_rows,
+    message,
+    one,
+)
+from support.smtp_server import SmtpServer
 
 
 def settings_for(server: SmtpServer, messages_table: dict[str, Any] | None = None, **kw: Any):
@@ -564,13 +558,13 @@ def test_tick_refuses_a_too_short_lease_before_writing_anything(
     before = all_messages(db_url)
     config = tmp_path / "schedctl.toml"
     config.write_text(f'[messages]\nlease = "{lease}"\n')
-    cli = InProcessCli(monkeypatch, capsys)
+    cli = CliRunner(monkeypatch, capsys)
 
     result = cli("tick", "--json", db_url=db_url,
                  env={"SCHEDCTL_CONFIG": str(config), "SCHEDCTL_NOW": T0.isoformat(),
                       "SCHEDCTL_MAIL_BACKEND": "memory", **env})  # fmt: skip
 
-    assert result.exit_code == 2, result.stderr
+    assert result.returncode == 2, result.stderr
     assert "lease" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert all_messages(db_url) == before

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import run_cli
-from distribute_helpers import Campaign, expected_rows, table_rows
+from support.cli import run_cli
+from support.distribute import Campaign, expected_rows, table_rows
 
 ORACLE_URL = os.environ.get("SCHEDCTL_TEST_ORACLE_URL")
 DAY = date(2026, 11, 18)

@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from delivery_helpers import T0, all_messages, load_with
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import events, messages
 from schedctl.events import add_event, plan_event_messages, update_event
 from schedctl.outbox import delete_messages
+from support.delivery import T0, all_messages, load_with
 
 STARTS = T0 + timedelta(days=10)
 SETTINGS = Settings(events_reminders=("1d", "2h"))

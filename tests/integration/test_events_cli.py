@@ -4,28 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from delivery_helpers import T0, InProcessCli, all_messages
+from support.cli import CliRunner
+from support.delivery import T0, all_messages
 
 NOW = {"SCHEDCTL_NOW": T0.isoformat()}
 ADD = ["events", "add", "--name", "Gala", "--starts-at", "2026-12-01T18:00:00Z",
        "--contact", "host@example.org", "--tz", "Europe/Berlin"]  # fmt: skip
 
 
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcessCli:
-    return InProcessCli(monkeypatch, capsys)
-
-
-def test_add_update_list(cli: InProcessCli, db_url: str) -> None:
+def test_add_update_list(cli: CliRunner, db_url: str) -> None:
     added = cli(*ADD, "--json", db_url=db_url, env=NOW)
     event_id = added.json["id"]
     updated = cli("events", "update", event_id, "--load-in-time", "2026-12-01T15:00:00Z",
                   "--json", db_url=db_url, env=NOW)  # fmt: skip
     listed = cli("events", "list", "--json", db_url=db_url)
 
-    assert added.exit_code == 0, added.stderr
+    assert added.returncode == 0, added.stderr
     assert added.json["messages_planned"] == 3
-    assert updated.exit_code == 0, updated.stderr
+    assert updated.returncode == 0, updated.stderr
     assert updated.json["load_in_time"] == "2026-12-01T15:00:00+00:00"
     assert listed.json["count"] == 1
     assert listed.json["events"][0] | {"id": "x"} == {
@@ -37,10 +33,10 @@ def test_add_update_list(cli: InProcessCli, db_url: str) -> None:
     assert (init.status, init.reason_code) == ("skipped", "HAS_LOAD_IN_TIME")
 
 
-def test_add_with_a_load_in_time_plans_no_init(cli: InProcessCli, db_url: str) -> None:
+def test_add_with_a_load_in_time_plans_no_init(cli: CliRunner, db_url: str) -> None:
     result = cli(*ADD, "--load-in-time", "2026-12-01T15:00:00Z", db_url=db_url, env=NOW)
 
-    assert result.exit_code == 0, result.stderr
+    assert result.returncode == 0, result.stderr
     assert sorted(m.type for m in all_messages(db_url)) == ["REMINDER_1D", "REMINDER_2H"]
 
 
@@ -59,11 +55,11 @@ def test_add_with_a_load_in_time_plans_no_init(cli: InProcessCli, db_url: str) -
     ids=lambda a: " ".join(a[1:3] + a[-2:]),
 )
 def test_invalid_input_is_exit_2_and_writes_nothing(
-    cli: InProcessCli, db_url: str, args: list[str]
+    cli: CliRunner, db_url: str, args: list[str]
 ) -> None:
     result = cli(*args, db_url=db_url, env=NOW)
 
-    assert result.exit_code == 2, result.stdout
+    assert result.returncode == 2, result.stdout
     assert len(result.stderr.strip().splitlines()) == 1
     assert cli("events", "list", "--json", db_url=db_url).json["count"] == 0
     assert all_messages(db_url) == []

@@ -6,7 +6,6 @@ know nothing of runs or messages, only ``id``, ``lease_owner`` and ``lease_expir
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,15 +32,13 @@ work = sa.Table(
 
 
 @pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    with Database(db_url, environ={}) as database:
-        _scratch.create_all(database.engine)
-        database.transaction(
-            lambda conn: conn.execute(
-                work.insert(), [{"id": n, "state": "new"} for n in range(1, 6)]
-            )
-        )
-        yield database
+def db(db: Database) -> Database:
+    """The suite's `db` (conftest), with five rows of a scratch table of leased work."""
+    _scratch.create_all(db.engine)
+    db.transaction(
+        lambda conn: conn.execute(work.insert(), [{"id": n, "state": "new"} for n in range(1, 6)])
+    )
+    return db
 
 
 def rows(db: Database) -> dict[int, Any]:

@@ -6,14 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from delivery_helpers import T0, InProcessCli, all_messages, enqueue_all, message, one
+from support.cli import CliRunner
+from support.delivery import T0, all_messages, enqueue_all, message, one
 
 NOW = {"SCHEDCTL_NOW": T0.isoformat()}
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcessCli:
-    return InProcessCli(monkeypatch, capsys)
 
 
 @pytest.fixture
@@ -29,11 +25,11 @@ def three(db_url: str) -> list[int]:
 
 
 def test_list_is_sorted_by_send_at_with_the_contract_keys(
-    cli: InProcessCli, db_url: str, three: list[int]
+    cli: CliRunner, db_url: str, three: list[int]
 ) -> None:
     result = cli("messages", "list", "--json", db_url=db_url)
 
-    assert result.exit_code == 0, result.stderr
+    assert result.returncode == 0, result.stderr
     data = result.json
     assert data["count"] == 3
     assert [m["id"] for m in data["messages"]] == [str(three[2]), str(three[1]), str(three[0])]
@@ -56,18 +52,18 @@ def test_list_is_sorted_by_send_at_with_the_contract_keys(
     ],
 )
 def test_list_filters(
-    cli: InProcessCli, db_url: str, three: list[int], args: list[str], expected: list[int]
+    cli: CliRunner, db_url: str, three: list[int], args: list[str], expected: list[int]
 ) -> None:
     result = cli("messages", "list", "--json", *args, db_url=db_url)
 
-    assert result.exit_code == 0, result.stderr
+    assert result.returncode == 0, result.stderr
     assert [m["id"] for m in result.json["messages"]] == [str(three[i]) for i in expected]
 
 
-def test_list_plain_text_for_humans(cli: InProcessCli, db_url: str, three: list[int]) -> None:
+def test_list_plain_text_for_humans(cli: CliRunner, db_url: str, three: list[int]) -> None:
     result = cli("messages", "list", db_url=db_url)
 
-    assert result.exit_code == 0
+    assert result.returncode == 0
     assert result.stdout.splitlines()[0].split()[:3] == ["id", "type", "recipient"]
     assert "3 message(s)" in result.stdout
 
@@ -91,20 +87,20 @@ def test_list_plain_text_for_humans(cli: InProcessCli, db_url: str, three: list[
     ids=" ".join,
 )
 def test_invalid_input_is_one_line_exit_2_and_writes_nothing(
-    cli: InProcessCli, db_url: str, three: list[int], args: list[str]
+    cli: CliRunner, db_url: str, three: list[int], args: list[str]
 ) -> None:
     before = all_messages(db_url)
 
     result = cli(*args, db_url=db_url, env=NOW)
 
-    assert result.exit_code == 2, result.stderr
+    assert result.returncode == 2, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stderr.startswith("schedctl: error: ")
     assert all_messages(db_url) == before
 
 
 def test_edit_send_time_within_the_grace_and_status(
-    cli: InProcessCli, db_url: str, three: list[int]
+    cli: CliRunner, db_url: str, three: list[int]
 ) -> None:
     target = three[0]
     within_grace = (T0 - timedelta(minutes=4)).isoformat()
@@ -113,28 +109,28 @@ def test_edit_send_time_within_the_grace_and_status(
                 db_url=db_url, env=NOW)  # fmt: skip
     paused = cli("messages", "edit", str(target), "--status", "paused", db_url=db_url, env=NOW)
 
-    assert moved.exit_code == 0, moved.stderr
+    assert moved.returncode == 0, moved.stderr
     assert moved.json["send_at"] == within_grace
-    assert paused.exit_code == 0
+    assert paused.returncode == 0
     assert "paused" in paused.stdout
     row = one(db_url, target)
     assert (row.status, row.reason_code) == ("paused", "MANUAL")
 
 
 def test_setting_sent_by_hand_warns_on_stderr(
-    cli: InProcessCli, db_url: str, three: list[int]
+    cli: CliRunner, db_url: str, three: list[int]
 ) -> None:
     result = cli("messages", "edit", str(three[0]), "--status", "SENT", "--json",
                  db_url=db_url, env=NOW)  # fmt: skip
 
-    assert result.exit_code == 0
+    assert result.returncode == 0
     assert result.json["status"] == "sent"
     assert "warning" in result.stderr
     assert "by hand" in result.stderr
     assert one(db_url, three[0]).sent_at == T0
 
 
-def test_a_message_being_sent_cannot_be_edited(cli: InProcessCli, db_url: str) -> None:
+def test_a_message_being_sent_cannot_be_edited(cli: CliRunner, db_url: str) -> None:
     from schedctl.db.database import Database
     from schedctl.db.schema import messages
 
@@ -150,11 +146,11 @@ def test_a_message_being_sent_cannot_be_edited(cli: InProcessCli, db_url: str) -
 
     result = cli("messages", "edit", str(mid), "--status", "paused", db_url=db_url, env=NOW)
 
-    assert result.exit_code == 75
+    assert result.returncode == 75
     assert one(db_url, mid).status == "scheduled"
 
 
-def test_delete_all_by_type_then_all(cli: InProcessCli, db_url: str, three: list[int]) -> None:
+def test_delete_all_by_type_then_all(cli: CliRunner, db_url: str, three: list[int]) -> None:
     by_type = cli("messages", "delete-all", "--confirm", "--type", "INIT", "--json", db_url=db_url)
     rest = cli("messages", "delete-all", "--confirm", "--json", db_url=db_url)
 
@@ -165,7 +161,7 @@ def test_delete_all_by_type_then_all(cli: InProcessCli, db_url: str, three: list
 
 
 def test_delete_all_leaves_messages_being_sent_and_says_how_many(
-    cli: InProcessCli, db_url: str, three: list[int]
+    cli: CliRunner, db_url: str, three: list[int]
 ) -> None:
     from schedctl.db.database import Database
     from schedctl.db.schema import messages
@@ -186,18 +182,18 @@ def test_delete_all_leaves_messages_being_sent_and_says_how_many(
     result = cli("messages", "delete-all", "--confirm", "--json", db_url=db_url, env=NOW)
     plain = cli("messages", "delete-all", "--confirm", db_url=db_url, env=NOW)
 
-    assert result.exit_code == 0, result.stderr
+    assert result.returncode == 0, result.stderr
     assert result.json == {"deleted": 2, "in_flight": 1}
     assert [m.id for m in all_messages(db_url)] == [three[0]]
-    assert plain.exit_code == 0, plain.stderr
+    assert plain.returncode == 0, plain.stderr
     assert "deleted 0 message(s)" in plain.stdout
     assert "1 being sent" in plain.stdout
 
 
 def test_another_accounts_messages_are_invisible(
-    cli: InProcessCli, db_url: str, three: list[int]
+    cli: CliRunner, db_url: str, three: list[int]
 ) -> None:
-    assert cli("accounts", "create", "acme", db_url=db_url).exit_code == 0
+    assert cli("accounts", "create", "acme", db_url=db_url).returncode == 0
 
     listed = cli("messages", "list", "--account", "acme", "--json", db_url=db_url)
     edit = cli("messages", "edit", str(three[0]), "--status", "paused", "--account", "acme",
@@ -206,7 +202,7 @@ def test_another_accounts_messages_are_invisible(
                   db_url=db_url)  # fmt: skip
 
     assert listed.json == {"messages": [], "count": 0}
-    assert edit.exit_code == 2
+    assert edit.returncode == 2
     assert "no message" in edit.stderr
     assert deleted.json == {"deleted": 0, "in_flight": 0}
     assert len(all_messages(db_url)) == 3

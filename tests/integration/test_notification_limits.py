@@ -12,26 +12,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from delivery_helpers import InProcessCli
 from schedctl.db import migrations
 from schedctl.db.database import Database
 from schedctl.db.schema import notifications, users
-from schedctl.delivery import backends
 from schedctl.errors import ConflictError
+from support.cli import CliRunner
 
 NOW = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
 BLANK_TITLES = ["", " ", "\t", " \r\n "]
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcessCli:
-    return InProcessCli(monkeypatch, capsys)
-
-
-@pytest.fixture
-def mailbox() -> list[EmailMessage]:
-    backends.clear_outbox()
-    return backends.outbox
 
 
 def add_user(db_url: str) -> int:
@@ -99,22 +87,20 @@ def test_the_migration_gives_existing_blank_titles_a_placeholder(
 
 
 @pytest.mark.parametrize("title", BLANK_TITLES)
-def test_notify_refuses_a_blank_title_on_one_line(
-    cli: InProcessCli, db_url: str, title: str
-) -> None:
+def test_notify_refuses_a_blank_title_on_one_line(cli: CliRunner, db_url: str, title: str) -> None:
     add_user(db_url)
     result = cli("notify", "--user", "ann@example.com", "--title", title, db_url=db_url)
-    assert result.exit_code == 2
+    assert result.returncode == 2
     assert result.stderr == "schedctl: error: a notification title must not be blank\n"
     assert titles(db_url) == []
 
 
-def test_notify_refuses_an_oversized_body_on_one_line(cli: InProcessCli, db_url: str) -> None:
+def test_notify_refuses_an_oversized_body_on_one_line(cli: CliRunner, db_url: str) -> None:
     add_user(db_url)
     body = "x" * 20_001
     result = cli("notify", "--user", "ann@example.com", "--title", "t", "--body", body,
                  db_url=db_url)  # fmt: skip
-    assert result.exit_code == 2
+    assert result.returncode == 2
     assert result.stderr == (
         "schedctl: error: a notification body must be at most 20000 characters (got 20001)\n"
     )
@@ -130,15 +116,15 @@ def text_part(mail: EmailMessage) -> str:
     return str(part.get_content())
 
 
-def run(cli: InProcessCli, db_url: str, command: str, **env: str) -> dict[str, Any]:
+def run(cli: CliRunner, db_url: str, command: str, **env: str) -> dict[str, Any]:
     env = {"SCHEDCTL_NOW": NOW.isoformat(), "SCHEDCTL_MAIL_BACKEND": "memory", **env}
     result = cli(command, "--json", db_url=db_url, env=env)
-    assert result.exit_code == 0, result.stderr
+    assert result.returncode == 0, result.stderr
     return dict(result.json)
 
 
 def test_a_huge_body_is_cut_to_max_body_chars_in_the_digest_and_the_critical_message(
-    cli: InProcessCli, db_url: str, mailbox: list[EmailMessage]
+    cli: CliRunner, db_url: str, mailbox: list[EmailMessage]
 ) -> None:
     user = add_user(db_url)
     huge = "b" * 5_000_000  # an application wrote it; notify would refuse it
@@ -159,7 +145,7 @@ def test_a_huge_body_is_cut_to_max_body_chars_in_the_digest_and_the_critical_mes
 
 
 def test_max_body_chars_is_a_setting(
-    cli: InProcessCli, db_url: str, mailbox: list[EmailMessage]
+    cli: CliRunner, db_url: str, mailbox: list[EmailMessage]
 ) -> None:
     user = add_user(db_url)
     insert(db_url, user, "item", body="0123456789" * 3)
@@ -168,5 +154,5 @@ def test_max_body_chars_is_a_setting(
 
     assert "012345678901\u2026 [truncated: 18 more characters]" in text_part(mailbox[0])
     bad = cli("digest", db_url=db_url, env={"SCHEDCTL_DIGEST_MAX_BODY_CHARS": "0"})
-    assert bad.exit_code == 2
+    assert bad.returncode == 2
     assert "SCHEDCTL_DIGEST_MAX_BODY_CHARS" in bad.stderr

@@ -21,19 +21,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import fresh_database
-from delivery_helpers import InProcessCli, Result
 from schedctl.db.database import Database
 from schedctl.db.schema import digests, events, notifications, users
 from schedctl.delivery import backends
+from support.cli import CliRunner, Result
+from support.databases import fresh_database
 
 NOW = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
 CREATED = "2026-11-01 00:00:00"
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcessCli:
-    return InProcessCli(monkeypatch, capsys)
 
 
 @pytest.fixture
@@ -48,7 +43,7 @@ def mailbox() -> list[EmailMessage]:
     return backends.outbox
 
 
-def run(cli: InProcessCli, db_url: str, command: str, now: datetime = NOW) -> Result:
+def run(cli: CliRunner, db_url: str, command: str, now: datetime = NOW) -> Result:
     """`schedctl COMMAND --json` in-process; it must have run (not failed as a whole)."""
     env = {"SCHEDCTL_NOW": now.isoformat(), "SCHEDCTL_MAIL_BACKEND": "memory"}
     result = cli(command, "--json", db_url=db_url, env=env)
@@ -123,7 +118,7 @@ BLOB = "x'ff'"
     ],
 )
 def test_an_unreadable_notification_is_quarantined_and_every_digest_goes_on(
-    cli: InProcessCli, sqlite_url: str, mailbox: list[EmailMessage], column: str, value: str,
+    cli: CliRunner, sqlite_url: str, mailbox: list[EmailMessage], column: str, value: str,
     reason: str,
 ) -> None:  # fmt: skip
     ann, bob = add_user(sqlite_url, "ann@example.com"), add_user(sqlite_url, "bob@example.com")
@@ -136,7 +131,7 @@ def test_an_unreadable_notification_is_quarantined_and_every_digest_goes_on(
 
     first = run(cli, sqlite_url, "digest")
 
-    assert first.exit_code == 1, first.stderr
+    assert first.returncode == 1, first.stderr
     assert first.json["quarantined"] == 1
     assert first.json["digests_sent"] == 2
     assert first.json["notifications_digested"] == 2
@@ -145,7 +140,7 @@ def test_an_unreadable_notification_is_quarantined_and_every_digest_goes_on(
     assert first.stderr.count("quarantined 1 row(s)") == 1  # one warning line
     # Recorded: the next day's run does not meet it again.
     second = run(cli, sqlite_url, "digest", NOW + timedelta(days=1))
-    assert second.exit_code == 0, second.stderr
+    assert second.returncode == 0, second.stderr
     assert second.json["quarantined"] == 0
     assert "quarantined" not in second.stderr
 
@@ -160,7 +155,7 @@ def test_an_unreadable_notification_is_quarantined_and_every_digest_goes_on(
     ],
 )
 def test_an_unreadable_user_is_quarantined_and_every_other_digest_goes_on(
-    cli: InProcessCli, sqlite_url: str, mailbox: list[EmailMessage], column: str, value: str,
+    cli: CliRunner, sqlite_url: str, mailbox: list[EmailMessage], column: str, value: str,
     reason: str,
 ) -> None:  # fmt: skip
     ann, bob = add_user(sqlite_url, "ann@example.com"), add_user(sqlite_url, "bob@example.com")
@@ -170,18 +165,18 @@ def test_an_unreadable_user_is_quarantined_and_every_other_digest_goes_on(
 
     first = run(cli, sqlite_url, "digest")
 
-    assert first.exit_code == 1, first.stderr
+    assert first.returncode == 1, first.stderr
     assert first.json["quarantined"] == 1
     assert first.json["digests_sent"] == 1
     assert recipients(mailbox) == ["bob@example.com"]
     assert quarantined(sqlite_url, users) == {ann: reason}
     second = run(cli, sqlite_url, "digest", NOW + timedelta(days=1))
-    assert second.exit_code == 0, second.stderr
+    assert second.returncode == 0, second.stderr
     assert second.json["quarantined"] == 0
 
 
 def test_tick_quarantines_an_unreadable_critical_notification_and_sends_the_rest(
-    cli: InProcessCli, sqlite_url: str, mailbox: list[EmailMessage]
+    cli: CliRunner, sqlite_url: str, mailbox: list[EmailMessage]
 ) -> None:
     ann, bob = add_user(sqlite_url, "ann@example.com"), add_user(sqlite_url, "bob@example.com")
     notify(sqlite_url, bob, "bob's alarm", priority="critical")
@@ -196,7 +191,7 @@ def test_tick_quarantines_an_unreadable_critical_notification_and_sends_the_rest
 
     first = run(cli, sqlite_url, "tick")
 
-    assert first.exit_code == 1, first.stderr
+    assert first.returncode == 1, first.stderr
     assert first.json["quarantined"] == 2
     assert first.json["notifications_queued"] == 1
     assert first.json["messages_sent"] == 1
@@ -204,7 +199,7 @@ def test_tick_quarantines_an_unreadable_critical_notification_and_sends_the_rest
     assert quarantined(sqlite_url, notifications) == {bad: "title is not valid UTF-8 text"}
     assert quarantined(sqlite_url, users) == {blob_user: "email is not text (bytes)"}
     second = run(cli, sqlite_url, "tick")
-    assert second.exit_code == 0, second.stderr
+    assert second.returncode == 0, second.stderr
     assert second.json["quarantined"] == 0
 
 
@@ -217,7 +212,7 @@ def test_tick_quarantines_an_unreadable_critical_notification_and_sends_the_rest
     ],
 )
 def test_tick_quarantines_an_unusable_event_and_plans_the_others(
-    cli: InProcessCli, sqlite_url: str, column: str, value: str, reason: str
+    cli: CliRunner, sqlite_url: str, column: str, value: str, reason: str
 ) -> None:
     for name in ("good", "bad"):
         execute(
@@ -231,14 +226,14 @@ def test_tick_quarantines_an_unusable_event_and_plans_the_others(
 
     first = run(cli, sqlite_url, "tick")
 
-    assert first.exit_code == 1, first.stderr
+    assert first.returncode == 1, first.stderr
     assert first.json["quarantined"] == 1
     assert first.json["messages_planned"] == 3  # the good event's INIT and two reminders
     found = quarantined(sqlite_url, events)
     assert list(found) == [2]
     assert found[2].startswith(reason)
     second = run(cli, sqlite_url, "tick")
-    assert second.exit_code == 0, second.stderr
+    assert second.returncode == 0, second.stderr
     assert second.json["quarantined"] == 0
 
 
@@ -246,7 +241,7 @@ def test_tick_quarantines_an_unusable_event_and_plans_the_others(
 
 
 def test_an_instant_python_cannot_read_quarantines_one_notification(
-    cli: InProcessCli, db_url: str, mailbox: list[EmailMessage]
+    cli: CliRunner, db_url: str, mailbox: list[EmailMessage]
 ) -> None:
     # PostgreSQL stores timestamps up to year 294276; Python's datetime ends at 9999
     # (psycopg refuses to load it; SQLite's text does not parse).
@@ -265,7 +260,7 @@ def test_an_instant_python_cannot_read_quarantines_one_notification(
     digest = run(cli, db_url, "digest")
     tick = run(cli, db_url, "tick")
 
-    assert (digest.exit_code, tick.exit_code) == (1, 1), digest.stderr + tick.stderr
+    assert (digest.returncode, tick.returncode) == (1, 1), digest.stderr + tick.stderr
     assert digest.json["quarantined"] == tick.json["quarantined"] == 1
     assert digest.json["digests_sent"] == tick.json["messages_sent"] == 1
     assert len(mailbox) == 2
@@ -275,7 +270,7 @@ def test_an_instant_python_cannot_read_quarantines_one_notification(
 
 
 def test_an_instant_the_users_zone_cannot_show_quarantines_one_notification(
-    cli: InProcessCli, db_url: str, mailbox: list[EmailMessage]
+    cli: CliRunner, db_url: str, mailbox: list[EmailMessage]
 ) -> None:
     # 0001-01-01 00:00 UTC is still year 0 in New York: the digest cannot render it.
     ann = add_user(db_url, "ann@example.com", tz="America/New_York")
@@ -290,7 +285,7 @@ def test_an_instant_the_users_zone_cannot_show_quarantines_one_notification(
 
     result = run(cli, db_url, "digest", NOW + timedelta(hours=5))  # 09:00 in New York
 
-    assert result.exit_code == 1, result.stderr
+    assert result.returncode == 1, result.stderr
     assert result.json["quarantined"] == 1
     assert result.json["digests_sent"] == 1
     assert result.json["notifications_digested"] == 1
@@ -302,7 +297,7 @@ def test_an_instant_the_users_zone_cannot_show_quarantines_one_notification(
 
 
 def test_a_notification_the_template_cannot_render_is_quarantined_alone(
-    cli: InProcessCli, db_url: str, mailbox: list[EmailMessage], monkeypatch: pytest.MonkeyPatch
+    cli: CliRunner, db_url: str, mailbox: list[EmailMessage], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # No stored value is known to break the digest template today; a template (or
     # filter) that fails on some content stands in for one that would.
@@ -323,7 +318,7 @@ def test_a_notification_the_template_cannot_render_is_quarantined_alone(
 
     result = run(cli, db_url, "digest")
 
-    assert result.exit_code == 1, result.stderr
+    assert result.returncode == 1, result.stderr
     assert result.json["quarantined"] == 1
     assert result.json["notifications_digested"] == 2
     assert [str(m["To"]) for m in mailbox] == ["ann@example.com"]

@@ -1,31 +1,28 @@
-"""The daily quota: atomic check-and-increment, deferral, give-back, alerts once."""
+"""The daily quota (SPEC §5): atomic check-and-increment, deferral, give-back, alerts
+once; it counts mail handed over and is opt-in. Through `dispatch_due`, through
+`schedctl tick` in this process, and as several `tick` processes at once."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from delivery_helpers import T0, all_messages, enqueue_all, message
 from schedctl import quota
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import quota_alerts, send_counters
 from schedctl.dispatch import dispatch_due
-from smtp_server import SmtpServer
+from support.cli import CliRunner
+from support.delivery import T0, all_messages, bulk_insert, enqueue_all, message, run_ticks
+from support.http_server import ScriptedHTTPServer
+from support.smtp_server import SmtpServer
 
 DAY = quota.quota_day(T0)
 NEXT_DAY = datetime(2026, 11, 19, tzinfo=UTC)
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
 
 
 def dispatch(db_url: str, settings: Settings, at: datetime = T0) -> dict[str, int]:
@@ -165,3 +162,193 @@ def test_a_failing_webhook_never_fails_dispatch(
     assert counts["messages_sent"] == 4
     with Database(db_url) as db:
         assert db.scalar(sa.select(quota_alerts.c.threshold)) == 80
+
+
+# --- Through `schedctl tick`: only mail handed over counts; the quota is opt-in -------
+
+
+def tick(cli: CliRunner, db_url: str, env: dict[str, str], expect: int = 0) -> dict[str, Any]:
+    result = cli("tick", "--json", db_url=db_url, env={**env, "SCHEDCTL_NOW": T0.isoformat()})
+    assert result.returncode == expect, result.stderr
+    return json.loads(result.stdout) if result.stdout.strip() else {}
+
+
+def down(port: int) -> dict[str, str]:
+    """Mail settings for an SMTP server that is down (nothing listens on ``port``)."""
+    return {
+        "SCHEDCTL_MAIL_BACKEND": "smtp",
+        "SCHEDCTL_SMTP_HOST": "127.0.0.1",
+        "SCHEDCTL_SMTP_PORT": str(port),
+        "SCHEDCTL_SMTP_TLS": "none",
+        "SCHEDCTL_SMTP_TIMEOUT": "5",
+        "SCHEDCTL_MAIL_FROM": "schedctl@example.com",
+    }
+
+
+def quota_env(limit: int, slack: ScriptedHTTPServer) -> dict[str, str]:
+    return {
+        "SCHEDCTL_DAILY_QUOTA": str(limit),
+        "SCHEDCTL_SLACK_WEBHOOK_URL": f"{slack.url}/services/T0/B0/hook",
+    }
+
+
+def used_and_alerts(db_url: str) -> tuple[int, list[int], list[str]]:
+    """(the day's counter, alert thresholds recorded, ALERT e-mails queued)."""
+    with Database(db_url) as db:
+
+        def read(conn: sa.Connection) -> tuple[int, list[int]]:
+            thresholds = conn.execute(sa.select(quota_alerts.c.threshold).order_by("threshold"))
+            return quota.used(conn, DAY), [int(t) for (t,) in thresholds]
+
+        used, thresholds = db.transaction(read, read_only=True)
+    alert_mail = [m.subject for m in all_messages(db_url) if m.type == "ALERT"]
+    return used, thresholds, alert_mail
+
+
+def posted(slack: ScriptedHTTPServer) -> list[tuple[str, str, str]]:
+    """(threshold, used, limit) of each Slack alert, from its Block Kit fields."""
+    result = []
+    for _, _, body in slack.requests:
+        fields = [
+            f["text"]
+            for b in json.loads(body)["blocks"]
+            if b["type"] == "section"
+            for f in b.get("fields", [])
+        ]
+        values = dict(f.split("\n", 1) for f in fields)
+        result.append((values["*Threshold*"], values["*Used*"], values["*Limit*"]))
+    return result
+
+
+def test_server_down_with_3_of_5_used_posts_no_alert_and_keeps_3(
+    cli: CliRunner, db_url: str, http_server: ScriptedHTTPServer, closed_port: int
+) -> None:
+    settings = quota_env(5, http_server)
+    enqueue_all(db_url, [message(n) for n in range(3)])
+    with SmtpServer() as smtp:
+        assert tick(cli, db_url, {**smtp.env, **settings})["messages_sent"] == 3
+    enqueue_all(db_url, [message(3)])
+
+    tick(cli, db_url, {**down(closed_port), **settings}, expect=75)
+
+    assert http_server.requests == []
+    assert used_and_alerts(db_url) == (3, [], [])
+
+    # When the server is back, the fourth goes out and the 80 % alert tells the truth.
+    with SmtpServer() as smtp:
+        assert tick(cli, db_url, {**smtp.env, **settings})["messages_sent"] == 1
+    assert posted(http_server) == [("80%", "4", "5")]
+    assert used_and_alerts(db_url)[:2] == (4, [80])
+
+
+@pytest.mark.parametrize(
+    ("server", "exit_code"),
+    [
+        ("down", 75),
+        ("550 5.1.1 No such user", 1),  # refused permanently
+        ("451 4.3.0 Try again later", 0),  # refused for now: retried later
+    ],
+)
+def test_quota_of_1_with_nothing_handed_over_fires_no_alert(
+    cli: CliRunner,
+    db_url: str,
+    http_server: ScriptedHTTPServer,
+    closed_port: int,
+    server: str,
+    exit_code: int,
+) -> None:
+    enqueue_all(db_url, [message(1)])
+    settings = quota_env(1, http_server)
+
+    if server == "down":
+        tick(cli, db_url, {**down(closed_port), **settings}, expect=exit_code)
+    else:
+        with SmtpServer(data_replies=[server]) as smtp:
+            tick(cli, db_url, {**smtp.env, **settings}, expect=exit_code)
+
+    assert http_server.requests == []
+    assert used_and_alerts(db_url) == (0, [], [])
+
+
+def test_the_alerts_carry_the_count_of_mail_handed_over(
+    cli: CliRunner, db_url: str, http_server: ScriptedHTTPServer
+) -> None:
+    """Refused mail takes no budget: 4 of 5 handed over is 80 %, never 90 or 100 %."""
+    enqueue_all(db_url, [message(n) for n in range(6)])
+    refused = {
+        "user1@example.org": "550 5.1.1 No such user",
+        "user5@example.org": "451 4.2.0 Mailbox busy",  # the last one: would be the 5th
+    }
+    with SmtpServer(rcpt_replies=refused) as smtp:
+        counts = tick(cli, db_url, {**smtp.env, **quota_env(5, http_server)}, expect=1)
+        accepted = len(smtp.message_ids)
+
+    assert (counts["messages_sent"], counts["messages_failed"], accepted) == (4, 1, 4)
+    assert posted(http_server) == [("80%", "4", "5")]
+    assert used_and_alerts(db_url)[:2] == (4, [80])
+
+
+def test_without_a_configured_quota_300_due_messages_all_go(
+    cli: CliRunner, db_url: str, http_server: ScriptedHTTPServer
+) -> None:
+    bulk_insert(db_url, 300)
+    slack = {"SCHEDCTL_SLACK_WEBHOOK_URL": f"{http_server.url}/services/T0/B0/hook"}
+    with SmtpServer() as smtp:
+        counts = tick(cli, db_url, {**smtp.env, **slack})
+        received = smtp.id_counts()
+
+    assert (counts["messages_sent"], counts["messages_deferred"]) == (300, 0)
+    assert len(received) == 300
+    assert set(received.values()) == {1}
+    assert {m.status for m in all_messages(db_url)} == {"sent"}
+    assert http_server.requests == []
+    assert used_and_alerts(db_url) == (0, [], [])
+    with Database(db_url) as db:
+        assert db.scalar(sa.select(sa.func.count()).select_from(send_counters)) == 0
+
+
+# --- Several `tick` processes at once: alerts once ---------------------------------
+
+
+def test_quota_of_10_with_15_normal_and_2_critical(
+    db_url: str, smtp: SmtpServer, http_server: Any
+) -> None:
+    enqueue_all(
+        db_url,
+        [message(n) for n in range(15)]
+        + [message(100 + n, priority="critical", type="ALERT") for n in range(2)],
+    )
+    env = {
+        **smtp.env,
+        "SCHEDCTL_DAILY_QUOTA": "10",
+        "SCHEDCTL_SLACK_WEBHOOK_URL": f"{http_server.url}/services/T0/B0/secret",
+    }
+
+    day_one = run_ticks(4, db_url, env)
+    sent_day_one = smtp.id_counts()
+    waiting = [m for m in all_messages(db_url) if m.status == "scheduled"]
+    day_two = run_ticks(2, db_url, {**env, "SCHEDCTL_NOW": NEXT_DAY.isoformat()})
+
+    assert sum(r["messages_sent"] for r in day_one) == 12
+    assert sum(r["messages_deferred"] for r in day_one) == 5
+    assert sum(sent_day_one.values()) == 12
+    assert len(waiting) == 5
+    assert {(m.priority, m.reason_code, m.send_at) for m in waiting} == {
+        ("normal", "QUOTA_DEFERRED", NEXT_DAY)
+    }
+    assert sum(r["messages_sent"] for r in day_two) == 5
+    assert set(smtp.id_counts().values()) == {1}
+    assert len(smtp.id_counts()) == 17
+
+    payloads = [json.loads(body) for _, _, body in http_server.requests]
+    alerts = [p["text"] for p in payloads]
+    assert sorted(a.split(":")[0] for a in alerts) == [
+        "Mail quota at 100%", "Mail quota at 80%", "Mail quota at 90%"
+    ]  # fmt: skip
+    # Text + Block Kit blocks, with the numbers of the day the threshold was crossed.
+    day = T0.date().isoformat()
+    assert sorted((block_fields(p["blocks"]) for p in payloads), key=lambda f: int(f["Used"])) == [
+        {"Used": str(used), "Limit": "10", "Threshold": f"{t}%", "Day": day}
+        for t, used in [(80, 8), (90, 9), (100, 10)]
+    ]
+    assert all(path == "/services/T0/B0/secret" for _, path, _ in http_server.requests)

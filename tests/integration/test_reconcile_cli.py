@@ -1,4 +1,4 @@
-"""`schedctl reconcile` through the installed command, on both dialects (issue 10, SPEC §8).
+"""`schedctl reconcile` through the CLI, on both dialects (issue 10, SPEC §8).
 
 Each action: the usage snapshot and its reruns, dead leases of runs and messages
 (and live ones left alone), past days' quota reservations, the purges past retention,
@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from reconcile_helpers import Seed, count, dump, now, row, rows
 from schedctl.db.schema import (
     digests,
     email_log,
@@ -25,6 +24,7 @@ from schedctl.db.schema import (
     send_counters,
     usage_history,
 )
+from support.reconcile import Seed, count, dump, now, row, rows
 
 
 def reconcile(cli: Any, db_url: str, *args: str, at: datetime | None = None, **env: str) -> Any:
@@ -375,7 +375,7 @@ def test_dry_run_reports_everything_and_writes_nothing(cli: Any, db_url: str) ->
 def test_a_run_records_its_heartbeat(cli: Any, db_url: str) -> None:
     report(reconcile(cli, db_url))
     beats = [r for r in rows(db_url, heartbeats) if r.command == "reconcile"]
-    assert [(b.outcome, b.exit_code) for b in beats] == [("success", 0)]
+    assert [(b.outcome, b.returncode) for b in beats] == [("success", 0)]
     assert beats[0].counts["leases_recovered"] == 0
 
 

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from datetime import UTC, datetime
-
-import pytest
 
 from schedctl import reports
 from schedctl.config import Settings, report_queries
@@ -21,12 +18,6 @@ from schedctl.schedules import ScheduleOptions, create_schedule
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 SLOT = datetime(2026, 6, 1, 7, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    with Database(db_url, environ={}) as database:
-        yield database
 
 
 def test_formula_text_is_quoted_and_numbers_stay_numbers(db: Database, db_url: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import sqlite3
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,13 +12,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from delivery_helpers import load_with
 from schedctl import reports
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import accounts
 from schedctl.errors import ConfigError, ValidationError
 from schedctl.schedules import Schedule, ScheduleOptions, create_schedule
+from support.delivery import load_with
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 # Dialect-independent logic: SQLite only, to keep PostgreSQL for the SQL that differs.
@@ -27,12 +26,6 @@ sqlite_only = pytest.mark.parametrize("dialect", ["sqlite"])
 
 SLOT = datetime(2026, 6, 1, 7, 0, tzinfo=UTC)  # 09:00 in Berlin
 COUNT_TO = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < {}) "
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    with Database(db_url, environ={}) as database:
-        yield database
 
 
 def settings_with(db_url: str, **queries: dict[str, Any]) -> Settings:
@@ -159,7 +152,7 @@ def test_a_source_database_password_never_shows_in_the_error(db: Database, db_ur
 def test_malformed_query_config_is_a_config_error(query: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message) as caught:
         reports.validate_params(settings_with("sqlite://", q=query), "sql", {"query": "q"})
-    assert caught.value.exit_code == 2
+    assert caught.value.returncode == 2
 
 
 @pytest.mark.parametrize(

@@ -14,16 +14,16 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from rls_helpers import connect_pg, tenant_url_fixture  # noqa: F401  (the tenant_url fixture)
 from schedctl import runs
 from schedctl.accounts import create_account
 from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
 from schedctl.db.schema import schedules
 from schedctl.schedules import ScheduleOptions, create_schedule
+from support.databases import account_owned_tables, connect_pg
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
-RLS_TABLES = ["schedules", "schedule_runs", "messages", "email_log", "suppressions", "events"]
+RLS_TABLES = account_owned_tables()
 # An external source: on schedctl's own database a superuser's query would be refused
 # (TENANCY_UNSAFE), and these tests set up as the superuser.
 PING = {"sql": "select 1 as one", "accounts": "*", "database_url": "sqlite://"}
@@ -83,10 +83,11 @@ def test_every_account_owned_table_has_forced_row_level_security(db_url: str) ->
             (RLS_TABLES,),
         ).fetchall()
         policies = conn.execute(
-            "SELECT tablename FROM pg_policies WHERE tablename = ANY(%s)", (RLS_TABLES,)
+            "SELECT tablename, policyname FROM pg_policies WHERE tablename = ANY(%s)",
+            (RLS_TABLES,),
         ).fetchall()
     assert sorted(rows) == sorted((t, True, True) for t in RLS_TABLES)
-    assert sorted(p[0] for p in policies) == sorted(RLS_TABLES)
+    assert sorted(policies) == sorted((t, f"{t}_account_scope") for t in RLS_TABLES)
 
 
 @pytest.mark.postgres

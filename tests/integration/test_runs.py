@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -31,12 +30,6 @@ QUERIES = {
 @pytest.fixture
 def settings(db_url: str) -> Settings:
     return Settings(database_url=db_url, reports_queries=report_queries(QUERIES))
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    with Database(db_url, environ={}) as database:
-        yield database
 
 
 def make(db: Database, settings: Settings, *, now: datetime = T0, **options: Any) -> Schedule:

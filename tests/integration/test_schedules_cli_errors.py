@@ -1,8 +1,12 @@
 """Every invalid `schedules` option through the real command line, in-process.
 
-The installed binary is exercised by tests/acceptance; here `schedctl.cli.run` (the
+Processes are exercised by tests/acceptance; here `schedctl.cli.run` (the
 same parser and error boundary, minus the process start-up) walks the whole matrix
-of bad values quickly: each is one line on stderr, exit 2, and nothing written.
+of bad values quickly: each is one line on stderr, exit 2, nothing written, and the
+line says what was wrong. Values the bad-input sweep (tests/acceptance/
+test_bad_input_sweep.py) already gives `schedules create` are here only where this
+checks a message the sweep does not: --tz '', --at noon, --max-lateness -5m and --day
+first are the sweep's alone, and their messages are checked here with another value.
 """
 
 from __future__ import annotations
@@ -44,14 +48,11 @@ def count_schedules(db_url: str) -> int:
     ("args", "message"),
     [
         (["--at", "09:00", "--tz", "Mars/Base"], "invalid time zone 'Mars/Base'"),
-        (["--at", "09:00", "--tz", ""], "invalid time zone"),
         (["--at", "9:75"], "invalid time '9:75'"),
-        (["--at", "noon"], "invalid time 'noon'"),
         (["--at", "09:00", "--weekday", "mon"], "--weekday does not apply"),
         (["--at", "09:00", "--to", "ops"], "invalid e-mail address 'ops'"),
         (["--at", "09:00", "--to", "a@b.example", "--to", "x@"], "invalid e-mail address 'x@'"),
         (["--at", "09:00", "--max-lateness", "5 minutes"], "invalid duration"),
-        (["--at", "09:00", "--max-lateness", "-5m"], "invalid duration"),
         (["--at", "09:00", "--catchup", "some"], "invalid --catchup 'some'"),
         (["--at", "09:00", "--param", "subject"], "invalid --param 'subject'"),
         (["--at", "09:00", "--param", "colour=red"], "unknown --param colour"),
@@ -60,7 +61,6 @@ def count_schedules(db_url: str) -> int:
         (["--cadence", "weekly", "--at", "09:00", "--weekday", "moon"], "invalid weekday"),
         (["--cadence", "weekly", "--at", "09:00"], "needs --weekday"),
         (["--cadence", "monthly", "--at", "09:00", "--day", "32"], "invalid day '32'"),
-        (["--cadence", "monthly", "--at", "09:00", "--day", "first"], "invalid day"),
         (["--cadence", "cron", "--cron", "0 9 * *"], "expected 5 fields"),
         (["--cadence", "cron", "--cron", "0 25 * * *"], "invalid cron expression"),
         (["--cadence", "cron", "--cron", "0 9 * * *", "--at", "09:00"], "--at does not apply"),

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from delivery_helpers import load_with
 from schedctl import runs
 from schedctl.accounts import create_account
 from schedctl.config import Settings, report_queries
@@ -26,6 +24,7 @@ from schedctl.schedules import (
     set_active,
     update_schedule,
 )
+from support.delivery import load_with
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)  # Monday
 # Dialect-independent logic: SQLite only, to keep PostgreSQL for the SQL that differs.
@@ -45,12 +44,6 @@ BASE: dict[str, Any] = {
 @pytest.fixture
 def settings(db_url: str) -> Settings:
     return Settings(database_url=db_url, reports_queries=report_queries(QUERIES))
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    with Database(db_url, environ={}) as database:
-        yield database
 
 
 def create(db: Database, settings: Settings, account_id: int = 1, **changes: Any) -> Schedule:
@@ -149,7 +142,7 @@ def test_every_invalid_value_is_refused_and_nothing_is_written(
 ) -> None:
     with pytest.raises(ValidationError, match=message) as caught:
         create(db, settings, **changes)
-    assert caught.value.exit_code == 2
+    assert caught.value.returncode == 2
     assert count(db, schedules) == 0
 
 
@@ -157,7 +150,7 @@ def test_every_invalid_value_is_refused_and_nothing_is_written(
 def test_a_broken_report_config_is_a_config_error(db: Database, db_url: str) -> None:
     with pytest.raises(ConfigError, match="needs sql") as caught:
         create(db, load_with({"reports": {"queries": {"ping": {}}}}, database_url=db_url))
-    assert caught.value.exit_code == 2
+    assert caught.value.returncode == 2
     assert count(db, schedules) == 0
 
 

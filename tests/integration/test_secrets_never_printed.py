@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from conftest import PG_USER
-from delivery_helpers import InProcessCli, Result
+from support.cli import CliRunner, Result
+from support.databases import PG_USER
 
 SECRET = "S3cret"
 # libpq's option names are lower case (?PassWord= is refused, below).
@@ -29,11 +29,6 @@ DUE = "2026-06-01T09:00:05Z"
 postgresql_only = pytest.mark.parametrize(
     "dialect", [pytest.param("postgresql", marks=pytest.mark.postgres)]
 )
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcessCli:
-    return InProcessCli(monkeypatch, capsys)
 
 
 def with_secret(url: str, place: str) -> str:
@@ -55,7 +50,7 @@ def assert_not_printed(result: Result, *context: object) -> None:
 @postgresql_only
 @pytest.mark.parametrize("place", PLACES)
 def test_commands_on_a_reachable_database_never_print_its_password(
-    cli: InProcessCli, db_url: str, place: str
+    cli: CliRunner, db_url: str, place: str
 ) -> None:
     url = with_secret(db_url, place)
     for flags in FLAGS:
@@ -63,7 +58,7 @@ def test_commands_on_a_reachable_database_never_print_its_password(
             ["db", "upgrade"], ["db", "status"], ["heartbeat"], ["tick"], ["config", "check"],
         ):  # fmt: skip
             result = cli(*args, *flags, db_url=url)
-            assert result.exit_code == 0, (args, flags, result.stderr)
+            assert result.returncode == 0, (args, flags, result.stderr)
             assert_not_printed(result, args, flags)
 
 
@@ -76,7 +71,7 @@ def unreachable_urls(closed_port: int, tmp_path: Path) -> list[str]:
 
 @pytest.mark.parametrize("place", PLACES)
 def test_an_unreachable_database_never_prints_its_password(
-    cli: InProcessCli, closed_port: int, tmp_path: Path, place: str
+    cli: CliRunner, closed_port: int, tmp_path: Path, place: str
 ) -> None:
     env = {"SCHEDCTL_DB_RETRY_SECONDS": "0"}
     for target in unreachable_urls(closed_port, tmp_path):
@@ -84,11 +79,11 @@ def test_an_unreachable_database_never_prints_its_password(
         for flags in FLAGS:
             for args in (["db", "upgrade"], ["db", "status"], ["heartbeat"], ["tick"]):
                 result = cli(*args, *flags, db_url=url, env=env)
-                assert result.exit_code == 75, (url, args, flags, result.stderr)
+                assert result.returncode == 75, (url, args, flags, result.stderr)
                 assert "database unavailable" in result.stderr
                 assert_not_printed(result, url, args, flags)
             checked = cli("config", "check", *flags, db_url=url, env=env)
-            assert checked.exit_code == 2, (url, flags, checked.stderr)  # an error it lists
+            assert checked.returncode == 2, (url, flags, checked.stderr)  # an error it lists
             assert "database unavailable" in checked.stdout + checked.stderr
             assert_not_printed(checked, url, flags)
 
@@ -106,18 +101,16 @@ def test_an_unreachable_database_never_prints_its_password(
         f"postgresql://schedctl@127.0.0.1:1/db?SSLPASSWORD={SECRET}&sslmode=bogus",
     ],
 )
-def test_a_refused_database_url_is_never_quoted_with_its_password(
-    cli: InProcessCli, url: str
-) -> None:
+def test_a_refused_database_url_is_never_quoted_with_its_password(cli: CliRunner, url: str) -> None:
     for flags in FLAGS:
         result = cli("db", "status", *flags, db_url=url)
-        assert result.exit_code == 2, (url, flags, result.stderr)
+        assert result.returncode == 2, (url, flags, result.stderr)
         assert_not_printed(result, url, flags)
 
 
 @pytest.mark.parametrize("place", PLACES)
 def test_a_report_query_source_that_fails_never_prints_its_password(
-    cli: InProcessCli, db_url: str, closed_port: int, tmp_path: Path, place: str
+    cli: CliRunner, db_url: str, closed_port: int, tmp_path: Path, place: str
 ) -> None:
     source = with_secret(f"postgresql://schedctl@127.0.0.1:{closed_port}/reports", place)
     config = tmp_path / "schedctl.toml"
@@ -128,23 +121,23 @@ def test_a_report_query_source_that_fails_never_prints_its_password(
         "--cadence", "daily", "--at", "09:00", "--to", "ops@example.com", "--json",
         db_url=db_url, env={**env, "SCHEDCTL_NOW": CREATED},
     )  # fmt: skip
-    assert created.exit_code == 0, created.stderr
+    assert created.returncode == 0, created.stderr
     for flags in FLAGS:
         result = cli("tick", *flags, db_url=db_url, env={**env, "SCHEDCTL_NOW": DUE})
         assert_not_printed(result, flags)
-        assert result.exit_code in (0, 1), result.stderr
+        assert result.returncode in (0, 1), result.stderr
     runs = cli("schedules", "runs", created.json["id"], "--json", db_url=db_url, env=env)
-    assert runs.exit_code == 0, runs.stderr
+    assert runs.returncode == 0, runs.stderr
     assert runs.json["runs"][0]["error"], runs.json  # the failure is recorded...
     assert_not_printed(runs)  # ...without the password
 
 
 def test_a_ping_url_password_is_never_printed(
-    cli: InProcessCli, db_url: str, closed_port: int
+    cli: CliRunner, db_url: str, closed_port: int
 ) -> None:
     url = f"http://monitor:{SECRET}@127.0.0.1:{closed_port}/ping/check"
     for flags in FLAGS:
         result = cli("heartbeat", "--ping-url", url, *flags, db_url=db_url)
-        assert result.exit_code == 0, result.stderr
+        assert result.returncode == 0, result.stderr
         assert "ping" in result.stderr  # the failed ping is reported, masked
         assert_not_printed(result, flags)

@@ -2,40 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from delivery_helpers import T0, InProcessCli, enqueue_all, log_rows, message, one
 from schedctl.db.database import Database
 from schedctl.db.schema import messages
 from schedctl.suppressions import add_suppression
-from smtp_server import SmtpServer
+from support.cli import CliRunner
+from support.delivery import T0, enqueue_all, log_rows, message, one
+from support.smtp_server import SmtpServer
 
 SATURDAY = T0 + timedelta(days=3)
 
 
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcessCli:
-    return InProcessCli(monkeypatch, capsys)
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
-
-
-def send_now(cli: InProcessCli, db_url: str, smtp: SmtpServer, *args: str, **env: str):
+def send_now(cli: CliRunner, db_url: str, smtp: SmtpServer, *args: str, **env: str):
     return cli("send-now", *args, "--json", db_url=db_url,
                env={**smtp.env, "SCHEDCTL_NOW": SATURDAY.isoformat(), **env})  # fmt: skip
 
 
 def test_sent_bypassing_send_time_weekend_rule_and_disabled_type(
-    cli: InProcessCli, db_url: str, smtp: SmtpServer, tmp_path: Path
+    cli: CliRunner, db_url: str, smtp: SmtpServer, tmp_path: Path
 ) -> None:
     config = tmp_path / "schedctl.toml"
     config.write_text('[messages]\nenabled = false\n[messages.types.INIT]\nenabled = false\n'
@@ -44,13 +33,13 @@ def test_sent_bypassing_send_time_weekend_rule_and_disabled_type(
 
     result = send_now(cli, db_url, smtp, str(mid), SCHEDCTL_CONFIG=str(config))
 
-    assert result.exit_code == 0, result.stderr
+    assert result.returncode == 0, result.stderr
     assert result.json == {"ok": True, "reason_code": "SENT"}
     assert smtp.message_ids == [one(db_url, mid).message_id]
     assert one(db_url, mid).status == "sent"
 
 
-def test_already_sent_unless_forced(cli: InProcessCli, db_url: str, smtp: SmtpServer) -> None:
+def test_already_sent_unless_forced(cli: CliRunner, db_url: str, smtp: SmtpServer) -> None:
     [mid] = enqueue_all(db_url, [message(1)])
 
     first = send_now(cli, db_url, smtp, str(mid))
@@ -58,23 +47,23 @@ def test_already_sent_unless_forced(cli: InProcessCli, db_url: str, smtp: SmtpSe
     forced = send_now(cli, db_url, smtp, str(mid), "--force")
 
     assert first.json["reason_code"] == "SENT"
-    assert (again.exit_code, again.json) == (1, {"ok": False, "reason_code": "ALREADY_SENT"})
+    assert (again.returncode, again.json) == (1, {"ok": False, "reason_code": "ALREADY_SENT"})
     assert forced.json == {"ok": True, "reason_code": "SENT"}
     assert len(smtp.message_ids) == 2
     assert one(db_url, mid).attempts == 2
 
 
-def test_missing_recipient(cli: InProcessCli, db_url: str, smtp: SmtpServer) -> None:
+def test_missing_recipient(cli: CliRunner, db_url: str, smtp: SmtpServer) -> None:
     [mid] = enqueue_all(db_url, [message(1, recipient=None)])
 
     result = send_now(cli, db_url, smtp, str(mid))
 
-    assert (result.exit_code, result.json["reason_code"]) == (1, "MISSING_RECIPIENT")
+    assert (result.returncode, result.json["reason_code"]) == (1, "MISSING_RECIPIENT")
     assert smtp.data_commands == 0
 
 
 def test_a_suppressed_address_receives_nothing_even_by_send_now(
-    cli: InProcessCli, db_url: str, smtp: SmtpServer
+    cli: CliRunner, db_url: str, smtp: SmtpServer
 ) -> None:
     [mid] = enqueue_all(db_url, [message(1, priority="critical")])
     with Database(db_url) as db:
@@ -87,12 +76,12 @@ def test_a_suppressed_address_receives_nothing_even_by_send_now(
     assert (one(db_url, mid).status, one(db_url, mid).reason_code) == ("skipped", "SUPPRESSED")
 
 
-def test_send_failed_records_the_attempt(cli: InProcessCli, db_url: str) -> None:
+def test_send_failed_records_the_attempt(cli: CliRunner, db_url: str) -> None:
     with SmtpServer(data_replies=["550 5.1.1 No such user here"]) as smtp:
         [mid] = enqueue_all(db_url, [message(1)])
         result = send_now(cli, db_url, smtp, str(mid))
 
-    assert result.exit_code == 1
+    assert result.returncode == 1
     assert result.json["reason_code"] == "SEND_FAILED"
     assert "550" in result.json["detail"]
     assert (one(db_url, mid).status, one(db_url, mid).reason_code) == (
@@ -102,19 +91,19 @@ def test_send_failed_records_the_attempt(cli: InProcessCli, db_url: str) -> None
 
 
 def test_unreachable_server_is_send_failed_with_exit_75(
-    cli: InProcessCli, db_url: str, smtp: SmtpServer, closed_port: int
+    cli: CliRunner, db_url: str, smtp: SmtpServer, closed_port: int
 ) -> None:
     [mid] = enqueue_all(db_url, [message(1)])
 
     result = send_now(cli, db_url, smtp, str(mid), SCHEDCTL_SMTP_PORT=str(closed_port))
 
-    assert (result.exit_code, result.json["reason_code"]) == (75, "SEND_FAILED")
+    assert (result.returncode, result.json["reason_code"]) == (75, "SEND_FAILED")
     row = one(db_url, mid)
     assert (row.status, row.attempts, row.lease_owner) == ("scheduled", 0, None)
 
 
 def test_exception_when_the_stored_message_cannot_be_built(
-    cli: InProcessCli, db_url: str, smtp: SmtpServer
+    cli: CliRunner, db_url: str, smtp: SmtpServer
 ) -> None:
     [mid] = enqueue_all(db_url, [message(1)])
     with Database(db_url) as db:
@@ -124,7 +113,7 @@ def test_exception_when_the_stored_message_cannot_be_built(
 
     result = send_now(cli, db_url, smtp, str(mid))
 
-    assert (result.exit_code, result.json["reason_code"]) == (1, "EXCEPTION")
+    assert (result.returncode, result.json["reason_code"]) == (1, "EXCEPTION")
     assert one(db_url, mid).status == "failed"
     assert smtp.data_commands == 0
 
@@ -132,16 +121,16 @@ def test_exception_when_the_stored_message_cannot_be_built(
 @pytest.mark.parametrize("dialect", ["sqlite"])
 @pytest.mark.parametrize("args", [[], ["abc"], ["1", "--schedule", "2"], ["424242"]], ids=" ".join)
 def test_bad_usage_is_exit_2(
-    cli: InProcessCli, db_url: str, smtp: SmtpServer, args: list[str]
+    cli: CliRunner, db_url: str, smtp: SmtpServer, args: list[str]
 ) -> None:
     result = send_now(cli, db_url, smtp, *args)
 
-    assert result.exit_code == 2
+    assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_send_now_schedule_runs_it_and_sends_its_messages(
-    cli: InProcessCli, db_url: str, smtp: SmtpServer, tmp_path: Path
+    cli: CliRunner, db_url: str, smtp: SmtpServer, tmp_path: Path
 ) -> None:
     config = tmp_path / "schedctl.toml"
     config.write_text(
@@ -153,11 +142,11 @@ def test_send_now_schedule_runs_it_and_sends_its_messages(
         "--param", "query=accounts", "--cadence", "daily", "--at", "07:00",
         "--to", "a@example.org", "--to", "b@example.org", "--json", db_url=db_url, env=env,
     )  # fmt: skip
-    assert created.exit_code == 0, created.stderr
+    assert created.returncode == 0, created.stderr
 
     result = cli("send-now", "--schedule", created.json["id"], "--json", db_url=db_url, env=env)
 
-    assert result.exit_code == 0, result.stderr
+    assert result.returncode == 0, result.stderr
     data = result.json
     assert (data["ok"], data["reason_code"]) == (True, "SENT")
     assert data["run_id"].isdigit()

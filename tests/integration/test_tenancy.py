@@ -1,6 +1,6 @@
 """Tenancy (SPEC §13, issue 15 items 1-4): what a hostile tenant tried, each refused.
 
-PostgreSQL cases connect as a plain login role (tests/rls_helpers.py: no superuser,
+PostgreSQL cases connect as a plain login role (the tenant_url fixture: no superuser,
 no BYPASSRLS), as production does; the set-up runs as the suite's superuser.
 """
 
@@ -16,14 +16,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from delivery_helpers import InProcessCli
-from rls_helpers import connect_pg, tenant_url_fixture  # noqa: F401  (the tenant_url fixture)
 from schedctl import reports
 from schedctl.accounts import create_account
 from schedctl.config import Settings, report_queries
 from schedctl.db import migrations
 from schedctl.db.database import Database
 from schedctl.schedules import Schedule, ScheduleOptions, create_schedule
+from support.cli import CliRunner
+from support.databases import connect_pg
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 SLOT = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
@@ -38,15 +38,10 @@ ESCAPE = (
 )
 
 
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcessCli:
-    return InProcessCli(monkeypatch, capsys)
-
-
 class World:
     """Two accounts (default, beta), a user and a notification in each."""
 
-    def __init__(self, cli: InProcessCli, db_url: str, config: Path) -> None:
+    def __init__(self, cli: CliRunner, db_url: str, config: Path) -> None:
         self.cli, self.db_url, self.config = cli, db_url, config
 
     def run(self, *args: str, url: str | None = None, now: str = CREATED) -> Any:
@@ -59,7 +54,7 @@ class World:
 
     def ok(self, *args: str, url: str | None = None, now: str = CREATED) -> Any:
         result = self.run(*args, "--json", url=url, now=now)
-        assert result.exit_code == 0, (args, result.stderr)
+        assert result.returncode == 0, (args, result.stderr)
         return result.json
 
     def schedule(self, query: str, account: str = "default") -> str:
@@ -80,7 +75,7 @@ class World:
             )
 
 
-def world(cli: InProcessCli, db_url: str, tmp_path: Path, queries: str) -> World:
+def world(cli: CliRunner, db_url: str, tmp_path: Path, queries: str) -> World:
     config = tmp_path / "schedctl.toml"
     config.write_text(queries)
     w = World(cli, db_url, config)
@@ -98,7 +93,7 @@ def world(cli: InProcessCli, db_url: str, tmp_path: Path, queries: str) -> World
 @pytest.mark.postgres
 @pytest.mark.parametrize("dialect", ["postgresql"])
 def test_a_report_query_cannot_switch_its_account_scope_off(
-    cli: InProcessCli, db_url: str, tenant_url: str, tmp_path: Path
+    cli: CliRunner, db_url: str, tenant_url: str, tmp_path: Path
 ) -> None:
     queries = (
         f'[reports.queries.escape]\nsql = "{ESCAPE}"\n'
@@ -109,7 +104,7 @@ def test_a_report_query_cannot_switch_its_account_scope_off(
 
     tick = w.run("tick", "--json", url=tenant_url, now=DUE)
 
-    assert tick.exit_code == 1  # the hostile schedule's run failed
+    assert tick.returncode == 1  # the hostile schedule's run failed
     bodies = w.mail_bodies()
     assert len(bodies) == 1
     assert "alpha-note" in bodies[0]
@@ -234,11 +229,11 @@ def test_own_database_queries_are_refused_where_nothing_scopes_them(db_url: str)
 @pytest.mark.postgres
 @pytest.mark.parametrize("dialect", ["postgresql"])
 def test_config_check_says_own_database_queries_are_unsafe(
-    cli: InProcessCli, db_url: str, tmp_path: Path
+    cli: CliRunner, db_url: str, tmp_path: Path
 ) -> None:
     w = world(cli, db_url, tmp_path, '[reports.queries.plain]\nsql = "select 1 as one"\n')
     result = w.run("config", "check", "--json")
-    assert result.exit_code == 2, result.stderr
+    assert result.returncode == 2, result.stderr
     [error] = result.json["errors"]
     assert "TENANCY_UNSAFE" in error
     assert "plain" in error
@@ -267,7 +262,7 @@ CROSS_REFERENCES = [
 @pytest.mark.postgres
 @pytest.mark.parametrize("statement", CROSS_REFERENCES)
 def test_a_row_cannot_refer_to_another_accounts_row(
-    cli: InProcessCli, db_url: str, tmp_path: Path, statement: str, request: pytest.FixtureRequest
+    cli: CliRunner, db_url: str, tmp_path: Path, statement: str, request: pytest.FixtureRequest
 ) -> None:
     w = world(cli, db_url, tmp_path, "")
     bob = int(w.ok("users", "list", "--account", "beta")["users"][0]["id"])
@@ -286,13 +281,13 @@ def test_a_row_cannot_refer_to_another_accounts_row(
     finally:
         conn.close()
     tick = w.run("tick", "--json", now=DUE)
-    assert tick.exit_code == 0, tick.stderr
+    assert tick.returncode == 0, tick.stderr
     assert all("planted" not in body for body in w.mail_bodies())
 
 
 @pytest.mark.postgres
 def test_the_tenancy_migration_refuses_to_apply_over_rows_that_break_it(
-    cli: InProcessCli, empty_db_url: str
+    cli: CliRunner, empty_db_url: str
 ) -> None:
     with Database(empty_db_url, environ={}) as db:
         migrations.upgrade(db, target=9)
@@ -308,7 +303,7 @@ def test_the_tenancy_migration_refuses_to_apply_over_rows_that_break_it(
 
     result = cli("db", "upgrade", db_url=empty_db_url)
 
-    assert result.exit_code == 2, result.stderr
+    assert result.returncode == 2, result.stderr
     assert result.stdout == ""
     assert "0010_tenancy not applied: notifications 1 refer through user_id" in result.stderr
     with Database(empty_db_url, environ={}) as db:
@@ -321,7 +316,7 @@ def test_the_tenancy_migration_refuses_to_apply_over_rows_that_break_it(
 @pytest.mark.postgres
 @pytest.mark.parametrize("dialect", ["postgresql"])
 def test_a_bound_login_role_sees_only_its_account_whatever_it_sets(
-    cli: InProcessCli, db_url: str, tenant_url: str, tmp_path: Path
+    cli: CliRunner, db_url: str, tenant_url: str, tmp_path: Path
 ) -> None:
     world(cli, db_url, tmp_path, "")
     role = str(make_url(tenant_url).username)
@@ -350,7 +345,7 @@ def test_a_bound_login_role_sees_only_its_account_whatever_it_sets(
 
 @pytest.mark.postgres
 def test_a_query_is_only_for_the_accounts_its_config_lists(
-    cli: InProcessCli, db_url: str, tmp_path: Path, request: pytest.FixtureRequest
+    cli: CliRunner, db_url: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     queries = (
         '[reports.queries.mine]\nsql = "select 1 as one"\n'
@@ -362,7 +357,7 @@ def test_a_query_is_only_for_the_accounts_its_config_lists(
         "schedules", "create", "--name", "x", "--kind", "sql", "--param", "query=mine",
         "--cadence", "daily", "--at", "09:00", "--to", "ops@example.com", "--account", "beta",
     )  # fmt: skip
-    assert (refused.exit_code, refused.stdout) == (2, "")
+    assert (refused.returncode, refused.stdout) == (2, "")
     assert "report query 'mine' is not available to account 'beta'" in refused.stderr
     assert w.ok("schedules", "list", "--account", "beta")["schedules"] == []
 
@@ -372,7 +367,7 @@ def test_a_query_is_only_for_the_accounts_its_config_lists(
     if make_url(db_url).get_backend_name() == "postgresql":
         url = request.getfixturevalue("tenant_url")
     tick = w.run("tick", "--json", url=url, now=DUE)
-    assert tick.exit_code == 1
+    assert tick.returncode == 1
     [run] = w.runs(allowed, account="beta")
     assert (run["status"], run["attempt"]) == ("failed", 1)  # not retried
     assert "not available to account 'beta'" in run["error"]
@@ -381,7 +376,7 @@ def test_a_query_is_only_for_the_accounts_its_config_lists(
 @pytest.mark.parametrize("dialect", ["sqlite"])
 @pytest.mark.parametrize("value", ["5", '"beta"', "[]", '[""]', "[1]"])
 def test_a_malformed_accounts_key_is_a_config_error(
-    cli: InProcessCli, db_url: str, tmp_path: Path, value: str
+    cli: CliRunner, db_url: str, tmp_path: Path, value: str
 ) -> None:
     config = tmp_path / "schedctl.toml"
     config.write_text(f'[reports.queries.q]\nsql = "select 1"\naccounts = {value}\n')
@@ -390,7 +385,7 @@ def test_a_malformed_accounts_key_is_a_config_error(
         "--cadence", "daily", "--at", "09:00", "--to", "ops@example.com",
         db_url=db_url, env={"SCHEDCTL_CONFIG": str(config)},
     )  # fmt: skip
-    assert (result.exit_code, result.stdout) == (2, "")
+    assert (result.returncode, result.stdout) == (2, "")
     assert "[reports.queries.q] accounts: must be" in result.stderr
 
 
@@ -424,10 +419,10 @@ def test_a_report_query_on_a_missing_sqlite_file_creates_nothing(
     assert not missing.exists()
 
 
-def test_config_check_creates_no_database(cli: InProcessCli, tmp_path: Path) -> None:
+def test_config_check_creates_no_database(cli: CliRunner, tmp_path: Path) -> None:
     missing = tmp_path / "no-such.db"
     result = cli("config", "check", db_url=f"sqlite:///{missing}")
-    assert result.exit_code == 2
+    assert result.returncode == 2
     assert "no-such.db" in result.stdout
     assert not missing.exists()
 

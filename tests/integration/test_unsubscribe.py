@@ -11,23 +11,18 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 import sqlalchemy as sa
 
-from delivery_helpers import InProcessCli
 from schedctl import web
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import suppressions
 from schedctl.delivery.tokens import make_token
+from support.cli import CliRunner
 
 SECRET = "unsubscribe-test-secret-0123456789"
 ENV = {
     "SCHEDCTL_UNSUBSCRIBE_SECRET": SECRET,
     "SCHEDCTL_UNSUBSCRIBE_BASE_URL": "https://mail.example.com/",
 }
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcessCli:
-    return InProcessCli(monkeypatch, capsys)
 
 
 def suppressed(db_url: str) -> list[tuple[int, str, str]]:
@@ -42,7 +37,7 @@ def suppressed(db_url: str) -> list[tuple[int, str, str]]:
     return [tuple(r) for r in rows]
 
 
-def test_suppressions_add_list_remove_are_idempotent(cli: InProcessCli, db_url: str) -> None:
+def test_suppressions_add_list_remove_are_idempotent(cli: CliRunner, db_url: str) -> None:
     first = cli("suppressions", "add", "Bob@Example.org", "--json", db_url=db_url)
     second = cli("suppressions", "add", "bob@example.org", "--json", db_url=db_url)
     listed = cli("suppressions", "list", "--json", db_url=db_url)
@@ -69,15 +64,15 @@ def test_suppressions_add_list_remove_are_idempotent(cli: InProcessCli, db_url: 
     ],
     ids=" ".join,
 )
-def test_invalid_input_is_exit_2(cli: InProcessCli, db_url: str, args: list[str]) -> None:
+def test_invalid_input_is_exit_2(cli: CliRunner, db_url: str, args: list[str]) -> None:
     result = cli(*args, db_url=db_url, env=ENV)
 
-    assert result.exit_code == 2
+    assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1
     assert suppressed(db_url) == []
 
 
-def test_unsubscribe_url_token_unsubscribes_once(cli: InProcessCli, db_url: str) -> None:
+def test_unsubscribe_url_token_unsubscribes_once(cli: CliRunner, db_url: str) -> None:
     url = cli("unsubscribe-url", "Bob@Example.org", "--json", db_url=db_url, env=ENV).json["url"]
     query = parse_qs(urlsplit(url).query)
 
@@ -93,8 +88,8 @@ def test_unsubscribe_url_token_unsubscribes_once(cli: InProcessCli, db_url: str)
     assert SECRET not in first.stdout + first.stderr + url
 
 
-def test_a_token_for_another_address_or_account_is_refused(cli: InProcessCli, db_url: str) -> None:
-    assert cli("accounts", "create", "acme", db_url=db_url).exit_code == 0
+def test_a_token_for_another_address_or_account_is_refused(cli: CliRunner, db_url: str) -> None:
+    assert cli("accounts", "create", "acme", db_url=db_url).returncode == 0
     bobs_token = make_token(SECRET, "1", "bob@example.org")
 
     other_address = cli("unsubscribe", "eve@example.org", "--token", bobs_token,
@@ -102,19 +97,17 @@ def test_a_token_for_another_address_or_account_is_refused(cli: InProcessCli, db
     other_account = cli("unsubscribe", "bob@example.org", "--token", bobs_token,
                         "--account", "acme", db_url=db_url, env=ENV)  # fmt: skip
 
-    assert other_address.exit_code == 2
+    assert other_address.returncode == 2
     assert "invalid unsubscribe token" in other_address.stderr
-    assert other_account.exit_code == 2
+    assert other_account.returncode == 2
     assert suppressed(db_url) == []
 
 
-def test_without_a_secret_unsubscribe_is_a_configuration_error(
-    cli: InProcessCli, db_url: str
-) -> None:
+def test_without_a_secret_unsubscribe_is_a_configuration_error(cli: CliRunner, db_url: str) -> None:
     url = cli("unsubscribe-url", "bob@example.org", db_url=db_url)
     apply = cli("unsubscribe", "bob@example.org", "--token", "x", db_url=db_url)
 
-    assert (url.exit_code, apply.exit_code) == (2, 2)
+    assert (url.returncode, apply.returncode) == (2, 2)
     assert "SCHEDCTL_UNSUBSCRIBE" in url.stderr
 
 

@@ -10,16 +10,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from delivery_helpers import T0, InProcessCli
 from schedctl.db.database import Database
 from schedctl.db.schema import digests, metadata, notifications, users
+from support.cli import CliRunner
+from support.delivery import T0
 
 NOW = {"SCHEDCTL_NOW": T0.isoformat()}
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcessCli:
-    return InProcessCli(monkeypatch, capsys)
 
 
 def row_counts(db_url: str) -> dict[str, int]:
@@ -40,18 +36,18 @@ def rows(db_url: str, table: sa.Table) -> list[Any]:
         )
 
 
-def add(cli: InProcessCli, db_url: str, *args: str) -> str:
+def add(cli: CliRunner, db_url: str, *args: str) -> str:
     result = cli("users", "add", *args, "--json", db_url=db_url, env=NOW)
-    assert result.exit_code == 0, result.stderr
+    assert result.returncode == 0, result.stderr
     return str(result.json["id"])
 
 
-def test_add_list_update_remove(cli: InProcessCli, db_url: str) -> None:
+def test_add_list_update_remove(cli: CliRunner, db_url: str) -> None:
     ann = add(cli, db_url, "Ann@Example.COM", "--tz", "Europe/Berlin", "--digest-at", "7:30")
     bob = add(cli, db_url, "bob@example.com", "--no-digest")
 
     listed = cli("users", "list", "--json", db_url=db_url)
-    assert listed.exit_code == 0, listed.stderr
+    assert listed.returncode == 0, listed.stderr
     assert listed.json == {
         "users": [
             {"id": ann, "email": "ann@example.com", "tz": "Europe/Berlin",
@@ -66,32 +62,32 @@ def test_add_list_update_remove(cli: InProcessCli, db_url: str) -> None:
                    "--digest-at", "06:05", "--json", db_url=db_url, env=NOW)  # fmt: skip
     by_id = cli("users", "update", ann, "--email", "ann@example.org", "--json",
                 db_url=db_url, env=NOW)  # fmt: skip
-    assert by_email.exit_code == 0, by_email.stderr
+    assert by_email.returncode == 0, by_email.stderr
     assert by_email.json | {"id": "x"} == {
         "id": "x", "email": "bob@example.com", "tz": "Pacific/Kiritimati",
         "digest_enabled": True, "digest_at": "06:05",
     }  # fmt: skip
-    assert by_id.exit_code == 0, by_id.stderr
+    assert by_id.returncode == 0, by_id.stderr
     assert by_id.json["email"] == "ann@example.org"
     assert by_id.json["tz"] == "Europe/Berlin"  # untouched
 
     human = cli("users", "list", db_url=db_url)
-    assert human.exit_code == 0
+    assert human.returncode == 0
     assert "ann@example.org" in human.stdout
     assert "Pacific/Kiritimati" in human.stdout
 
     removed = cli("users", "remove", "ann@example.org", "--yes", "--json", db_url=db_url)
-    assert removed.exit_code == 0, removed.stderr
+    assert removed.returncode == 0, removed.stderr
     assert removed.json["id"] == ann
     assert [u.email for u in rows(db_url, users)] == ["bob@example.com"]
 
 
-def test_remove_cascades_to_notifications_and_digests(cli: InProcessCli, db_url: str) -> None:
+def test_remove_cascades_to_notifications_and_digests(cli: CliRunner, db_url: str) -> None:
     uid = add(cli, db_url, "ann@example.com")
     keep = add(cli, db_url, "bob@example.com")
     for user in (uid, keep):
         result = cli("notify", "--user", user, "--title", "hello", db_url=db_url, env=NOW)
-        assert result.exit_code == 0, result.stderr
+        assert result.returncode == 0, result.stderr
     with Database(db_url) as db:
         db.transaction(
             lambda conn: conn.execute(
@@ -103,18 +99,18 @@ def test_remove_cascades_to_notifications_and_digests(cli: InProcessCli, db_url:
         )  # fmt: skip
 
     refused = cli("users", "remove", uid, db_url=db_url)
-    assert refused.exit_code == 2
+    assert refused.returncode == 2
     assert "--yes" in refused.stderr
     assert len(rows(db_url, users)) == 2
 
     removed = cli("users", "remove", uid, "--yes", "--json", db_url=db_url)
-    assert removed.exit_code == 0, removed.stderr
+    assert removed.returncode == 0, removed.stderr
     assert (removed.json["notifications_deleted"], removed.json["digests_deleted"]) == (1, 1)
     assert [n.user_id for n in rows(db_url, notifications)] == [int(keep)]
     assert rows(db_url, digests) == []
 
 
-def test_notify_by_email_and_by_id(cli: InProcessCli, db_url: str) -> None:
+def test_notify_by_email_and_by_id(cli: CliRunner, db_url: str) -> None:
     uid = add(cli, db_url, "ann@example.com")
 
     by_email = cli("notify", "--user", "ANN@example.com", "--title", "Build 12 failed",
@@ -123,8 +119,8 @@ def test_notify_by_email_and_by_id(cli: InProcessCli, db_url: str) -> None:
     by_id = cli("notify", "--user", uid, "--title", "Password changed", "--priority",
                 "critical", "--json", db_url=db_url, env=NOW)  # fmt: skip
 
-    assert by_email.exit_code == 0, by_email.stderr
-    assert by_id.exit_code == 0, by_id.stderr
+    assert by_email.returncode == 0, by_email.stderr
+    assert by_id.returncode == 0, by_id.stderr
     assert isinstance(by_email.json["id"], str)
     stored = rows(db_url, notifications)
     assert [(str(n.id), n.user_id, n.account_id, n.priority, n.digest_key, n.title, n.body)
@@ -136,7 +132,7 @@ def test_notify_by_email_and_by_id(cli: InProcessCli, db_url: str) -> None:
     assert all(n.message_id is None and n.digest_id is None for n in stored)
 
 
-def test_duplicate_email_is_refused(cli: InProcessCli, db_url: str) -> None:
+def test_duplicate_email_is_refused(cli: CliRunner, db_url: str) -> None:
     add(cli, db_url, "ann@example.com")
     bob = add(cli, db_url, "bob@example.com")
     before = row_counts(db_url)
@@ -145,15 +141,15 @@ def test_duplicate_email_is_refused(cli: InProcessCli, db_url: str) -> None:
     clash = cli("users", "update", bob, "--email", "ann@example.com", db_url=db_url, env=NOW)
 
     for result in (again, clash):
-        assert result.exit_code == 2, result.stdout
+        assert result.returncode == 2, result.stdout
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "ann@example.com" in result.stderr
         assert "exists" in result.stderr
     assert row_counts(db_url) == before
 
 
-def test_another_account_has_its_own_users(cli: InProcessCli, db_url: str) -> None:
-    assert cli("accounts", "create", "other", db_url=db_url).exit_code == 0
+def test_another_account_has_its_own_users(cli: CliRunner, db_url: str) -> None:
+    assert cli("accounts", "create", "other", db_url=db_url).returncode == 0
     mine = add(cli, db_url, "ann@example.com")
     theirs = add(cli, db_url, "ann@example.com", "--account", "other")  # same address: fine
 
@@ -161,7 +157,7 @@ def test_another_account_has_its_own_users(cli: InProcessCli, db_url: str) -> No
     stolen = cli("notify", "--user", mine, "--title", "x", "--account", "other", db_url=db_url)
 
     assert [u["id"] for u in listed.json["users"]] == [theirs]
-    assert stolen.exit_code == 2
+    assert stolen.returncode == 2
     assert f"no user {mine} in this account" in stolen.stderr
 
 
@@ -192,14 +188,14 @@ BAD = [
 
 @pytest.mark.parametrize("args", BAD, ids=lambda a: " ".join(a)[:60])
 def test_bad_input_exits_2_on_one_line_and_writes_nothing(
-    cli: InProcessCli, db_url: str, args: list[str]
+    cli: CliRunner, db_url: str, args: list[str]
 ) -> None:
     add(cli, db_url, "keep@example.com")
     before = row_counts(db_url)
 
     result = cli(*args, db_url=db_url, env=NOW)
 
-    assert result.exit_code == 2, result.stdout + result.stderr
+    assert result.returncode == 2, result.stdout + result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stderr.startswith("schedctl: error: ")
     assert row_counts(db_url) == before

@@ -15,54 +15,43 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from delivery_helpers import InProcessCli, all_messages
 from schedctl import users as users_module
 from schedctl.db.database import Database
 from schedctl.db.schema import messages, users
-from schedctl.delivery import backends
+from support.cli import CliRunner
+from support.delivery import all_messages
 
 NOW = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
 SECRET = "the secret launch date is 12 May"
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcessCli:
-    return InProcessCli(monkeypatch, capsys)
-
-
-@pytest.fixture
-def mailbox() -> list[EmailMessage]:
-    backends.clear_outbox()
-    return backends.outbox
 
 
 def env(**extra: str) -> dict[str, str]:
     return {"SCHEDCTL_NOW": NOW.isoformat(), "SCHEDCTL_MAIL_BACKEND": "memory", **extra}
 
 
-def queue_unsent_mail(cli: InProcessCli, db_url: str, closed_port: int) -> None:
+def queue_unsent_mail(cli: CliRunner, db_url: str, closed_port: int) -> None:
     """ann gets a digest and a critical notification, both left `retrying` because
     the mail server was down; bob gets a digest too."""
     for email in ("ann@example.com", "bob@example.com"):
         added = cli("users", "add", email, "--digest-at", "08:00", db_url=db_url, env=env())
-        assert added.exit_code == 0, added.stderr
+        assert added.returncode == 0, added.stderr
     for args in (
         ("--user", "ann@example.com", "--title", "Launch", "--body", SECRET),
         ("--user", "ann@example.com", "--title", f"Alarm: {SECRET}", "--priority", "critical"),
         ("--user", "bob@example.com", "--title", "For bob"),
     ):
-        assert cli("notify", *args, db_url=db_url, env=env()).exit_code == 0
+        assert cli("notify", *args, db_url=db_url, env=env()).returncode == 0
     down = env(SCHEDCTL_MAIL_BACKEND="smtp", SCHEDCTL_SMTP_HOST="127.0.0.1",
                SCHEDCTL_SMTP_PORT=str(closed_port))  # fmt: skip
     for command in ("digest", "tick"):
-        assert cli(command, db_url=db_url, env=down).exit_code == 75
+        assert cli(command, db_url=db_url, env=down).returncode == 75
     with Database(db_url) as db:
         db.transaction(lambda conn: conn.execute(messages.update().values(status="retrying")))
     assert len(all_messages(db_url)) == 3
 
 
 def test_removing_a_user_skips_their_unsent_mail_and_its_text(
-    cli: InProcessCli, db_url: str, closed_port: int, mailbox: list[EmailMessage]
+    cli: CliRunner, db_url: str, closed_port: int, mailbox: list[EmailMessage]
 ) -> None:
     queue_unsent_mail(cli, db_url, closed_port)
 
@@ -71,8 +60,8 @@ def test_removing_a_user_skips_their_unsent_mail_and_its_text(
     later = env(SCHEDCTL_NOW=(NOW + timedelta(minutes=1)).isoformat())
     tick = cli("tick", "--json", db_url=db_url, env=later)
 
-    assert removed.exit_code == 0, removed.stderr
-    assert tick.exit_code == 0, tick.stderr
+    assert removed.returncode == 0, removed.stderr
+    assert tick.returncode == 0, tick.stderr
     # The tick sent bob's digest, and nothing of ann's.
     assert [str(m["To"]) for m in mailbox] == ["bob@example.com"], tick.stdout
     assert removed.json["messages_skipped"] == 2
@@ -88,11 +77,11 @@ def test_removing_a_user_skips_their_unsent_mail_and_its_text(
 
 
 def test_the_human_line_says_how_many_messages_were_skipped(
-    cli: InProcessCli, db_url: str, closed_port: int
+    cli: CliRunner, db_url: str, closed_port: int
 ) -> None:
     queue_unsent_mail(cli, db_url, closed_port)
     removed = cli("users", "remove", "ann@example.com", "--yes", db_url=db_url, env=env())
-    assert removed.exit_code == 0, removed.stderr
+    assert removed.returncode == 0, removed.stderr
     assert removed.stdout.startswith("removed user ")
     assert "2 unsent message(s) skipped (USER_REMOVED)" in removed.stdout
 
@@ -121,7 +110,7 @@ def snapshot(db_url: str) -> list[Any]:
 
 
 def test_a_message_being_sent_blocks_the_removal_until_its_lease_ends(
-    cli: InProcessCli, db_url: str, closed_port: int, monkeypatch: pytest.MonkeyPatch
+    cli: CliRunner, db_url: str, closed_port: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     queue_unsent_mail(cli, db_url, closed_port)
     lease(db_url, "ann@example.com", NOW + timedelta(hours=1))
@@ -130,7 +119,7 @@ def test_a_message_being_sent_blocks_the_removal_until_its_lease_ends(
 
     busy = cli("users", "remove", "ann@example.com", "--yes", db_url=db_url, env=env())
 
-    assert busy.exit_code == 75
+    assert busy.returncode == 75
     assert busy.stderr == (
         "schedctl: error: user ann@example.com: 2 of their messages are being sent right"
         " now; nothing was removed; try again shortly\n"
@@ -139,7 +128,7 @@ def test_a_message_being_sent_blocks_the_removal_until_its_lease_ends(
 
 
 def test_the_removal_waits_for_a_lease_that_ends(
-    cli: InProcessCli, db_url: str, closed_port: int
+    cli: CliRunner, db_url: str, closed_port: int
 ) -> None:
     # The dispatcher's lease runs out a second into the command (its clock starts at
     # SCHEDCTL_NOW): the removal waits for it, then skips the messages.
@@ -149,7 +138,7 @@ def test_the_removal_waits_for_a_lease_that_ends(
     removed = cli("users", "remove", "ann@example.com", "--yes", "--json", db_url=db_url,
                   env=env())  # fmt: skip
 
-    assert removed.exit_code == 0, removed.stderr
+    assert removed.returncode == 0, removed.stderr
     assert removed.json["messages_skipped"] == 2
     ann = [m for m in all_messages(db_url) if m.recipient == "ann@example.com"]
     assert {(m.status, m.lease_owner) for m in ann} == {("skipped", None)}

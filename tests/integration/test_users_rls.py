@@ -1,7 +1,8 @@
-"""Users, notifications and digests are account-scoped by PostgreSQL's RLS (issue 8).
+"""Users and notifications are account-scoped by PostgreSQL's RLS (issue 8).
 
-Connected as a plain login role (superusers bypass RLS), as production does; the
-fixture is test_rls.py's.
+Connected as a plain login role (superusers bypass RLS), as production does: the
+tenant_url fixture. That every account-owned table has forced RLS and its policy is
+test_rls.py's test_every_account_owned_table_has_forced_row_level_security.
 """
 
 from __future__ import annotations
@@ -12,54 +13,34 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from conftest import run_cli
-from rls_helpers import connect_pg, tenant_url_fixture  # noqa: F401  (the tenant_url fixture)
-
-NEW_TABLES = ["users", "notifications", "digests"]
+from support.cli import CliRunner
 
 
-def _cli_json(db_url: str, *args: str) -> dict[str, str]:
-    result = run_cli(*args, "--json", db_url=db_url)
+def _cli_json(cli: CliRunner, db_url: str, *args: str) -> dict[str, str]:
+    result = cli(*args, "--json", db_url=db_url)
     assert result.returncode == 0, result.stderr
     return dict(json.loads(result.stdout))
 
 
 @pytest.mark.postgres
 @pytest.mark.parametrize("dialect", ["postgresql"])
-def test_the_new_tables_have_forced_row_level_security(db_url: str) -> None:
-    with connect_pg(str(make_url(db_url).database)) as conn:
-        rows = conn.execute(
-            "SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class"
-            " WHERE relname = ANY(%s) AND relkind = 'r'",
-            (NEW_TABLES,),
-        ).fetchall()
-        policies = conn.execute(
-            "SELECT tablename, policyname FROM pg_policies WHERE tablename = ANY(%s)",
-            (NEW_TABLES,),
-        ).fetchall()
-    assert sorted(rows) == sorted((t, True, True) for t in NEW_TABLES)
-    assert sorted(policies) == sorted((t, f"{t}_account_scope") for t in NEW_TABLES)
-
-
-@pytest.mark.postgres
-@pytest.mark.parametrize("dialect", ["postgresql"])
 def test_another_account_cannot_see_or_touch_users_and_notifications(
-    db_url: str, tenant_url: str
+    cli: CliRunner, db_url: str, tenant_url: str
 ) -> None:
-    other = _cli_json(db_url, "accounts", "create", "other")["id"]
-    mine = _cli_json(db_url, "users", "add", "ann@example.com")["id"]
-    theirs = _cli_json(db_url, "users", "add", "zed@example.com", "--account", "other")["id"]
-    _cli_json(db_url, "notify", "--user", mine, "--title", "mine")
-    _cli_json(db_url, "notify", "--user", theirs, "--title", "theirs", "--account", "other")
+    other = _cli_json(cli, db_url, "accounts", "create", "other")["id"]
+    mine = _cli_json(cli, db_url, "users", "add", "ann@example.com")["id"]
+    theirs = _cli_json(cli, db_url, "users", "add", "zed@example.com", "--account", "other")["id"]
+    _cli_json(cli, db_url, "notify", "--user", mine, "--title", "mine")
+    _cli_json(cli, db_url, "notify", "--user", theirs, "--title", "theirs", "--account", "other")
 
-    listed = _cli_json(tenant_url, "users", "list", "--account", "other")
+    listed = _cli_json(cli, tenant_url, "users", "list", "--account", "other")
     assert [u["email"] for u in listed["users"]] == ["zed@example.com"]  # type: ignore[index]
     for args in [
         ("notify", "--user", mine, "--title", "planted"),
         ("users", "update", mine, "--tz", "Asia/Tokyo"),
         ("users", "remove", mine, "--yes"),
     ]:
-        result = run_cli(*args, "--account", "other", db_url=tenant_url)
+        result = cli(*args, "--account", "other", db_url=tenant_url)
         assert (result.returncode, result.stdout) == (2, ""), args
         assert f"no user {mine} in this account" in result.stderr
 

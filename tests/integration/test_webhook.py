@@ -232,7 +232,7 @@ def test_ping_failure_is_false(server: Server, script: Script) -> None:
 def test_an_endpoint_that_trickles_its_answer_is_given_up_after_the_timeout(send: str) -> None:
     """A server that keeps sending a byte now and then never lets a per-read timeout
     fire; each attempt must still end after ``timeout`` (overall), so the job goes on."""
-    from http_faults import ScriptedHTTPServer
+    from support.http_server import ScriptedHTTPServer
 
     outcome: list[bool] = []
     with ScriptedHTTPServer("trickle") as trickle:

@@ -7,13 +7,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from delivery_helpers import load_with
 from schedctl.config import Settings
 from schedctl.delivery.policy import DeliveryPolicy, TypeRule, retry_delay, weekend_postponement
 from schedctl.errors import ConfigError, ValidationError
 from schedctl.events import reminders_for
 from schedctl.quota import next_day_start, quota_day, thresholds_reached
 from schedctl.values import normalise_type
+from support.delivery import load_with
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

@@ -1,4 +1,4 @@
-"""Shared helpers for the delivery tests: outbox rows, and schedctl run in-process."""
+"""Shared helpers for the delivery tests: outbox rows, and `tick` processes started at once."""
 
 from __future__ import annotations
 
@@ -12,14 +12,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 
-from conftest import SCHEDCTL
 from schedctl.config import Settings, load_settings
 from schedctl.db.database import Database
 from schedctl.db.schema import email_log, messages
 from schedctl.outbox import NewMessage, enqueue
+from support.cli import SCHEDCTL
 
 T0 = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)  # a Wednesday
 DOMAIN = "example.com"
@@ -89,38 +88,6 @@ def log_rows(db_url: str) -> list[Any]:
             lambda conn: list(conn.execute(sa.select(email_log).order_by(email_log.c.id))),
             read_only=True,
         )
-
-
-@dataclass
-class Result:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.stdout)
-
-
-class InProcessCli:
-    """Runs `schedctl` in this process (fast), with its own environment."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-        self.monkeypatch = monkeypatch
-        self.capsys = capsys
-
-    def __call__(self, *args: str, db_url: str, env: dict[str, str] | None = None) -> Result:
-        from schedctl.cli import run
-
-        with self.monkeypatch.context() as patch:
-            patch.setenv("SCHEDCTL_DATABASE_URL", db_url)
-            patch.setenv("NO_COLOR", "1")
-            for key, value in (env or {}).items():
-                patch.setenv(key, value)
-            self.capsys.readouterr()
-            code = run(list(args))
-            out, err = self.capsys.readouterr()
-        return Result(code, out, err)
 
 
 @dataclass

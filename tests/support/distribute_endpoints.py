@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import PostgresDatabases, pg_url
-from distribute_helpers import destination_toml, mariadb_database
+from support.databases import PostgresDatabases, pg_url
+from support.distribute import destination_toml, mariadb_database
 
 NOW = "2026-11-18T06:00:00Z"  # 12:00 in Asia/Almaty: business date 2026-11-18
 ENGINES = ("sqlite", "postgresql", "mariadb")

@@ -1,9 +1,9 @@
-"""Issue 7, items 8, 9, 10 and 17 (the database part), through the installed CLI.
+"""The database as the CLI meets it: bad URLs, read-only files, refused commands.
 
-8: a database URL that libpq rejects is a configuration error (exit 2, at once), not
-"database unavailable" (75, retried). 17: errors name the host and port given as
-query parameters. 9: a read-only SQLite file or directory still serves read-only
-commands; writing commands fail with one line and exit 2. 10: a refused command
+A database URL that libpq rejects is a configuration error (exit 2, at once), not
+"database unavailable" (75, retried). Errors name the host and port given as
+query parameters. A read-only SQLite file or directory still serves read-only
+commands; writing commands fail with one line and exit 2. A refused command
 writes nothing: no new SQLite file, no heartbeat row inserted and deleted again
 (sqlite_sequence and PostgreSQL's sequences unchanged).
 """
@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import SCHEDCTL
 from schedctl.db.database import Database
 from schedctl.db.schema import heartbeats
+from support.cli import SCHEDCTL
 
 CREATE = [
     "schedules", "create", "--name", "x", "--kind", "sql", "--param", "query=ping",
@@ -295,7 +295,7 @@ def _heartbeats(db_url: str) -> list[tuple[str, str, int | None]]:
         rows = db.transaction(
             lambda c: c.execute(
                 sa.select(
-                    heartbeats.c.command, heartbeats.c.outcome, heartbeats.c.exit_code
+                    heartbeats.c.command, heartbeats.c.outcome, heartbeats.c.returncode
                 ).order_by(heartbeats.c.id)
             ).all(),
             read_only=True,

@@ -1,8 +1,8 @@
-"""Issue 7, items 11 and 13: the error boundary, through the installed CLI.
+"""The CLI's error boundary (schedctl.cli.run, SPEC §11).
 
-11: with --json, stdout is one JSON object on failure too,
+With --json, stdout is one JSON object on failure too,
 ``{"error": {"code": <exit code>, "message": ...}}``, whatever failed and wherever
---json was given. 13: an error line never echoes a long input back in full.
+--json was given. An error line never echoes a long input back in full.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The distribute day the CLI tests run: source, campaigns and destinations as SQLite
-files (the cross-engine day is in test_distribute_day.py), and the ``files`` fixture.
+files (the cross-engine day is in test_distribute_day.py), for the ``files`` fixture.
 Shared by test_distribute_cli.py and test_reconcile_mirror.py."""
 
 from __future__ import annotations
@@ -8,15 +8,14 @@ import email
 import email.policy
 import random
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from conftest import run_cli
-from distribute_helpers import Campaign, destination_toml
+from support.cli import Result
+from support.distribute import Campaign, destination_toml
 
 NOW = "2026-11-18T06:00:00Z"  # 12:00 in Asia/Almaty: business date 2026-11-18
 DAY = date(2026, 11, 18)
@@ -32,6 +31,7 @@ class Files:
     tmp: Path
     db_url: str
     ids: dict[str, tuple[Any, ...]]
+    cli: Callable[..., Result]  # how `run` runs schedctl: the cli fixture, in-process
 
     def path(self, name: str) -> Path:
         return self.tmp / f"{name}.db"
@@ -67,7 +67,7 @@ query = "select theory_id, theory_start_date, theory_end_date from theories"
             "SCHEDCTL_MAIL_FILE_DIR": str(self.tmp / "mail"),
             **env,
         }
-        return run_cli("distribute", *args, db_url=self.db_url, env=full, timeout=120)
+        return self.cli("distribute", *args, db_url=self.db_url, env=full, timeout=120)
 
     def rows(self, name: str, table: str) -> list[tuple[Any, ...]]:
         with sqlite3.connect(self.path(name)) as conn:
@@ -101,9 +101,8 @@ def _table(conn: sqlite3.Connection, name: str) -> None:
     )
 
 
-@pytest.fixture(name="files")
-def files_fixture(db_url: str, tmp_path: Path) -> Files:
-    """The day's source, campaigns and destinations (import it to use ``files``)."""
+def make_files(db_url: str, tmp_path: Path, cli: Callable[..., Result]) -> Files:
+    """The day's source, campaigns and destinations (the ``files`` fixture)."""
     rng = random.Random(5)
     ids = {f"{rng.randrange(10**11, 10**12)}": (f"t{n % 7}", None) for n in range(400)}
     with sqlite3.connect(tmp_path / "source.db") as conn:
@@ -120,7 +119,7 @@ def files_fixture(db_url: str, tmp_path: Path) -> Files:
         _table(conn, "sc_target")
     with sqlite3.connect(tmp_path / "spss.db") as conn:
         _table(conn, "sc_mirror")
-    return Files(tmp_path, db_url, ids)
+    return Files(tmp_path, db_url, ids, cli)
 
 
 def store(files: Files, query: str) -> list[tuple[Any, ...]]:

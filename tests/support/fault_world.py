@@ -5,10 +5,10 @@ A ``FaultWorld`` holds, in one schedctl database (SQLite or PostgreSQL):
 - hourly report schedules (`tick` materialises and runs their slots, REPORT mail);
 - users across IANA zones with notifications, digest times and a few critical ones
   (`digest` sends each due day's digest; `tick` the critical ones), checked against
-  the independent §5 model of tests/digest_world.py;
+  the independent §5 model of support/digest_world.py;
 - a `distribute` configuration whose source and destination tables live in SQLite
   files (SQLite world) or in the test's own PostgreSQL database (PostgreSQL world),
-  checked against the §6 model of tests/distribute_helpers.py;
+  checked against the §6 model of support/distribute.py;
 - work for `reconcile`: messages and runs whose process died (expired leases), old
   heartbeats and email_log rows past retention.
 
@@ -36,20 +36,20 @@ from typing import Any
 
 import sqlalchemy as sa
 
-import digest_world as dw
-import fault_ledger
-from conftest import SCHEDCTL
-from delivery_helpers import bulk_insert
-from distribute_helpers import Campaign, destination_toml, expected_rows, seed_table, table_rows
-from reconcile_helpers import Seed
 from schedctl.cadence import parse_instant
 from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
 from schedctl.db.schema import email_log, heartbeats, schedules
 from schedctl.schedules import ScheduleOptions, create_schedule
-from smtp_server import SmtpServer
+from support import digest_world as dw
+from support import fault_ledger
+from support.cli import SCHEDCTL
+from support.delivery import bulk_insert
+from support.distribute import Campaign, destination_toml, expected_rows, seed_table, table_rows
+from support.reconcile import Seed
+from support.smtp_server import SmtpServer
 
-KILLPOINTS = Path(__file__).resolve().parent / "faults" / "killpoints"
+KILLPOINTS = Path(__file__).resolve().parents[1] / "faults" / "killpoints"
 RECIPIENTS = ("ops-a@example.net", "ops-b@example.net")
 # Past every lease a dead process can leave (messages and runs 10 min, a run's
 # retry backoff 5 min, a distribution day 5 min): the time recovery runs at.

@@ -25,9 +25,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from clock_oracle import due_instant
-from conftest import SCHEDCTL
-from smtp_server import SmtpServer
+from support.cli import SCHEDCTL
+from support.clock_oracle import due_instant
+from support.smtp_server import SmtpServer
 
 # 20 zones, UTC-12 .. UTC+14; the ones marked * change their clocks on a test day.
 ZONES = [

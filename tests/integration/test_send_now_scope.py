@@ -1,6 +1,6 @@
-"""Issue 7, item 3: `send-now --schedule` runs inside its account's row-level-security scope.
+"""`send-now --schedule` runs inside its account's row-level-security scope.
 
-Through the installed binary, connected as a login role that PostgreSQL's row-level
+Through the CLI, connected as a login role that PostgreSQL's row-level
 security applies to (superusers bypass it). A test-only trigger records the session's
 ``schedctl.account_id`` setting on every row the command writes, which shows that each
 of its transactions is scoped, not only that its own queries filter by account.
@@ -16,8 +16,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from conftest import PG_HOST, PG_PORT, PG_USER
-from rls_helpers import tenant_url_fixture  # noqa: F401  (the tenant_url fixture)
+from support.databases import PG_HOST, PG_PORT, PG_USER
 
 pytestmark = [pytest.mark.postgres, pytest.mark.parametrize("dialect", ["postgresql"])]
 
@@ -34,14 +33,14 @@ END $$;
 """
 
 
-def _admin(db_url: str) -> psycopg.Connection:
+def connect_pg(db_url: str) -> psycopg.Connection:
     dbname = make_url(db_url).database
     return psycopg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, dbname=dbname, autocommit=True)
 
 
 @pytest.fixture
 def scope_log(db_url: str) -> None:
-    with _admin(db_url) as conn:
+    with connect_pg(db_url) as conn:
         conn.execute(SCOPE_LOG)  # type: ignore[arg-type]
         for table in WRITTEN_TABLES:
             conn.execute(
@@ -51,12 +50,12 @@ def scope_log(db_url: str) -> None:
 
 
 def logged(db_url: str) -> list[tuple[str, str | None, int]]:
-    with _admin(db_url) as conn:
+    with connect_pg(db_url) as conn:
         return conn.execute("SELECT tbl, scope, row_account FROM scope_log").fetchall()
 
 
 def clear_log(db_url: str) -> None:
-    with _admin(db_url) as conn:
+    with connect_pg(db_url) as conn:
         conn.execute("DELETE FROM scope_log")
 
 

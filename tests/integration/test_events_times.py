@@ -1,4 +1,4 @@
-"""Issue 7, item 16: an event's times are read in its zone; a load-in after the start is refused.
+"""An event's times are read in its zone; a load-in after the start is refused.
 
 A time without an offset is local to ``--tz`` (``events add``) or to the event's zone
 (``events update``); without a zone it stays UTC (SPEC §11). Local times that do not
@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import pytest
 
-from delivery_helpers import T0, InProcessCli, all_messages
+from support.cli import CliRunner
+from support.delivery import T0, all_messages
 
 NOW = {"SCHEDCTL_NOW": T0.isoformat()}  # 2026-11-18
 ADD = ["events", "add", "--name", "Gala", "--contact", "host@example.org"]
 
 
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcessCli:
-    return InProcessCli(monkeypatch, capsys)
-
-
-def test_a_time_without_offset_is_local_to_tz(cli: InProcessCli, db_url: str) -> None:
+def test_a_time_without_offset_is_local_to_tz(cli: CliRunner, db_url: str) -> None:
     result = cli(*ADD, "--starts-at", "2027-01-10T10:00", "--tz", "Europe/Berlin", "--load-in-time",
                  "2027-01-10T08:30", "--json", db_url=db_url, env=NOW)  # fmt: skip
 
-    assert result.exit_code == 0, result.stderr
+    assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert result.json["starts_at"] == "2027-01-10T09:00:00+00:00"
     assert result.json["load_in_time"] == "2027-01-10T07:30:00+00:00"
@@ -33,11 +29,11 @@ def test_a_time_without_offset_is_local_to_tz(cli: InProcessCli, db_url: str) ->
     assert "Sun 2027-01-10 10:00 CET" in reminder.body_text
 
 
-def test_the_human_line_shows_the_local_start(cli: InProcessCli, db_url: str) -> None:
+def test_the_human_line_shows_the_local_start(cli: CliRunner, db_url: str) -> None:
     result = cli(*ADD, "--starts-at", "2027-01-10T10:00", "--tz", "Europe/Berlin",
                  db_url=db_url, env=NOW)  # fmt: skip
 
-    assert result.exit_code == 0, result.stderr
+    assert result.returncode == 0, result.stderr
     assert "starts Sun 2027-01-10 10:00 CET (2027-01-10 09:00 UTC)" in result.stdout
 
 
@@ -51,18 +47,18 @@ def test_the_human_line_shows_the_local_start(cli: InProcessCli, db_url: str) ->
     ],
 )
 def test_an_offset_or_no_zone_is_taken_as_written(
-    cli: InProcessCli, db_url: str, starts_at: str, tz: str, expected: str
+    cli: CliRunner, db_url: str, starts_at: str, tz: str, expected: str
 ) -> None:
     result = cli(*ADD, "--starts-at", starts_at, "--tz", tz, "--json", db_url=db_url, env=NOW)
 
-    assert result.exit_code == 0, result.stderr
+    assert result.returncode == 0, result.stderr
     assert result.json["starts_at"] == expected
 
 
-def test_without_tz_a_time_stays_utc(cli: InProcessCli, db_url: str) -> None:
+def test_without_tz_a_time_stays_utc(cli: CliRunner, db_url: str) -> None:
     result = cli(*ADD, "--starts-at", "2027-01-10T10:00", "--json", db_url=db_url, env=NOW)
 
-    assert result.exit_code == 0, result.stderr
+    assert result.returncode == 0, result.stderr
     assert result.json["starts_at"] == "2027-01-10T10:00:00+00:00"
 
 
@@ -76,19 +72,19 @@ def test_without_tz_a_time_stays_utc(cli: InProcessCli, db_url: str) -> None:
     ],
 )
 def test_dst_gaps_and_repeats_follow_spec_3_and_say_so(
-    cli: InProcessCli, db_url: str, starts_at: str, expected: str, note: str
+    cli: CliRunner, db_url: str, starts_at: str, expected: str, note: str
 ) -> None:
     result = cli(*ADD, "--starts-at", starts_at, "--tz", "Europe/Berlin", "--json",
                  db_url=db_url, env=NOW)  # fmt: skip
 
-    assert result.exit_code == 0, result.stderr
+    assert result.returncode == 0, result.stderr
     assert result.json["starts_at"] == expected
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("schedctl: warning: ")
     assert note in result.stderr
 
 
-def test_update_reads_a_time_in_the_events_zone(cli: InProcessCli, db_url: str) -> None:
+def test_update_reads_a_time_in_the_events_zone(cli: CliRunner, db_url: str) -> None:
     added = cli(*ADD, "--starts-at", "2027-01-10T10:00", "--tz", "America/New_York", "--json",
                 db_url=db_url, env=NOW)  # fmt: skip
     event_id = added.json["id"]
@@ -96,21 +92,21 @@ def test_update_reads_a_time_in_the_events_zone(cli: InProcessCli, db_url: str) 
     updated = cli("events", "update", event_id, "--starts-at", "2027-01-11T10:00", "--load-in-time",
                   "2027-01-11T08:00", "--json", db_url=db_url, env=NOW)  # fmt: skip
 
-    assert updated.exit_code == 0, updated.stderr
+    assert updated.returncode == 0, updated.stderr
     assert updated.json["starts_at"] == "2027-01-11T15:00:00+00:00"
     assert updated.json["load_in_time"] == "2027-01-11T13:00:00+00:00"
 
 
-def _events(cli: InProcessCli, db_url: str) -> list[dict[str, str]]:
+def _events(cli: CliRunner, db_url: str) -> list[dict[str, str]]:
     listed = cli("events", "list", "--json", db_url=db_url)
     return list(listed.json["events"])
 
 
-def test_a_load_in_after_the_start_is_refused_on_add(cli: InProcessCli, db_url: str) -> None:
+def test_a_load_in_after_the_start_is_refused_on_add(cli: CliRunner, db_url: str) -> None:
     result = cli(*ADD, "--starts-at", "2027-01-10T10:00", "--tz", "Europe/Berlin",
                  "--load-in-time", "2027-01-10T10:01", db_url=db_url, env=NOW)  # fmt: skip
 
-    assert result.exit_code == 2
+    assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1
     assert "load-in time" in result.stderr
@@ -129,23 +125,23 @@ def test_a_load_in_after_the_start_is_refused_on_add(cli: InProcessCli, db_url: 
     ids=["load-in", "start", "both"],
 )
 def test_a_load_in_after_the_start_is_refused_on_update(
-    cli: InProcessCli, db_url: str, change: list[str]
+    cli: CliRunner, db_url: str, change: list[str]
 ) -> None:
     added = cli(*ADD, "--starts-at", "2027-01-10T10:00:00Z", "--load-in-time",
                 "2027-01-10T08:00:00Z", "--json", db_url=db_url, env=NOW)  # fmt: skip
-    assert added.exit_code == 0, added.stderr
+    assert added.returncode == 0, added.stderr
     before = (_events(cli, db_url), all_messages(db_url))
 
     result = cli("events", "update", added.json["id"], *change, db_url=db_url, env=NOW)
 
-    assert result.exit_code == 2, result.stdout
+    assert result.returncode == 2, result.stdout
     assert result.stderr.count("\n") == 1
     assert "after the start" in result.stderr
     assert (_events(cli, db_url), all_messages(db_url)) == before
 
 
 @pytest.mark.parametrize("dialect", ["sqlite"])
-def test_help_says_how_a_time_without_offset_is_read(cli: InProcessCli, db_url: str) -> None:
+def test_help_says_how_a_time_without_offset_is_read(cli: CliRunner, db_url: str) -> None:
     add_help = " ".join(cli("events", "add", "--help", db_url=db_url).stdout.split())
     update_help = " ".join(cli("events", "update", "--help", db_url=db_url).stdout.split())
 
@@ -157,7 +153,7 @@ def test_help_says_how_a_time_without_offset_is_read(cli: InProcessCli, db_url: 
 
 @pytest.mark.parametrize("dialect", ["sqlite"])
 def test_a_reminder_lead_beyond_a_year_is_a_config_error(
-    cli: InProcessCli, db_url: str, tmp_path
+    cli: CliRunner, db_url: str, tmp_path
 ) -> None:
     config = tmp_path / "schedctl.toml"
     config.write_text('[events]\nreminders = ["999999d"]\n')
@@ -165,7 +161,7 @@ def test_a_reminder_lead_beyond_a_year_is_a_config_error(
     result = cli("--config", str(config), *ADD, "--starts-at", "2027-01-10T10:00",
                  db_url=db_url, env=NOW)  # fmt: skip
 
-    assert result.exit_code == 2, result.stderr
+    assert result.returncode == 2, result.stderr
     assert result.stderr == (
         f"schedctl: error: {config}: [events] reminders: '999999d' is longer than 366d\n"
     )

@@ -1,9 +1,10 @@
 """`bench/run.py --smoke` still runs and prints every row of its table.
 
 The benchmarks are not part of `make test` (they take minutes and need a quiet
-machine); this runs them at tiny sizes, one round each, so that a change that breaks
-a bench script (an API it calls, a column it inserts) fails here instead of at the
-next `make bench`. It asserts nothing about speed.
+machine), and neither is this (pytest does not recurse into tests/bench): `make
+bench-smoke`, the first step of `make bench`, runs them at tiny sizes, one round each,
+so that a change that breaks a bench script (an API it calls, a column it inserts)
+fails in a minute instead of after a full run. It asserts nothing about speed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import sys
 
 import pytest
 
-from conftest import REPO, PostgresDatabases
+from support.cli import REPO
+from support.databases import PostgresDatabases
 
 pytestmark = pytest.mark.postgres
 

@@ -1,22 +1,22 @@
-"""Issue 7, items 5, 6, 7, 8 and 12 (configuration part): one declared schema, checked at
+"""The configuration: one declared schema, checked at every command's
 start-up. A bad setting is one line on stderr naming where it came from, exit 2, and
 nothing is written, not even a heartbeat row; a secret value is never echoed."""
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from delivery_helpers import T0, InProcessCli, all_messages, enqueue_all, message
 from schedctl.commands import COMMAND_NAMES
 from schedctl.db.database import Database
 from schedctl.db.schema import metadata
-from smtp_server import SmtpServer
+from support.cli import CliRunner
+from support.delivery import T0, all_messages, enqueue_all, message
+from support.smtp_server import SmtpServer
 
 # The checks happen before any database is opened: one dialect is enough.
 pytestmark = pytest.mark.parametrize("dialect", ["sqlite"])
@@ -158,12 +158,6 @@ BAD_MAIL = [
 ]  # fmt: skip
 
 
-@pytest.fixture
-def smtp() -> Iterator[SmtpServer]:
-    with SmtpServer() as server:
-        yield server
-
-
 @pytest.mark.parametrize(("bad", "words"), BAD_MAIL, ids=[_id(b) for b, _ in BAD_MAIL])
 def test_bad_mail_configuration_stops_tick_before_anything_is_written(
     cli: Any, db_url: str, smtp: SmtpServer, bad: dict[str, str], words: list[str]
@@ -188,11 +182,11 @@ class _InProcess:
     """`cli(*args, db_url=, env=)` in this process, answering like a finished process."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-        self.run = InProcessCli(monkeypatch, capsys)
+        self.run = CliRunner(monkeypatch, capsys)
 
     def __call__(self, *args: str, db_url: str, env: dict[str, str]) -> Any:
         result = self.run(*args, db_url=db_url, env={"SCHEDCTL_NOW": T0.isoformat(), **env})
-        return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
+        return subprocess.CompletedProcess(args, result.returncode, result.stdout, result.stderr)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 
 from schedctl.cadence import parse_instant, wall_time_note
 from schedctl.errors import ValidationError
-from schedctl.values import MAX_ID, as_id, parse_id, parse_local_or_instant
+from schedctl.values import parse_local_or_instant
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -55,12 +55,3 @@ def test_wall_time_notes() -> None:
 def test_an_instant_out_of_range_is_refused(text: str) -> None:
     with pytest.raises(ValidationError, match="out of range"):
         parse_local_or_instant(text)
-
-
-def test_ids() -> None:
-    assert as_id(" 42 ") == 42
-    assert as_id(str(MAX_ID)) == MAX_ID
-    for bad in ["", "0", "-1", "+1", "1.0", "1e3", "²", "٣", str(MAX_ID + 1), "9" * 30]:
-        assert as_id(bad) is None, bad
-    with pytest.raises(ValidationError, match=r"invalid event id '0' \(expected a positive"):
-        parse_id("0", "event")

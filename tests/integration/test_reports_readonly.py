@@ -1,4 +1,4 @@
-"""Issue 7, item 2: a report query cannot write, not even with COMMIT and a second statement.
+"""A report query cannot write, not even with COMMIT and a second statement.
 
 Through the CLI, as an operator would configure it: the hostile query sits in the config
 file, a schedule runs it from `tick` or `send-now --schedule`, on both dialects, against
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from delivery_helpers import InProcessCli
+from support.cli import CliRunner
 
 CREATED = "2026-06-01T08:00:00Z"  # a Monday; the schedule is due at 09:00
 DUE = "2026-06-01T09:00:05Z"
@@ -31,15 +31,10 @@ HOSTILE = [
 ]
 
 
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcessCli:
-    return InProcessCli(monkeypatch, capsys)
-
-
 class Setup:
     """A database with a suppression list and a schedule running one query."""
 
-    def __init__(self, cli: InProcessCli, db_url: str, config: Path) -> None:
+    def __init__(self, cli: CliRunner, db_url: str, config: Path) -> None:
         self.cli = cli
         self.db_url = db_url
         self.config = config
@@ -54,7 +49,7 @@ class Setup:
 
     def ok(self, *args: str, now: str = CREATED) -> Any:
         result = self.run(*args, "--json", now=now)
-        assert result.exit_code == 0, (args, result.stderr)
+        assert result.returncode == 0, (args, result.stderr)
         return result.json
 
     def suppressed(self) -> list[str]:
@@ -65,7 +60,7 @@ class Setup:
         return list(self.ok("schedules", "runs", schedule_id)["runs"])
 
 
-def setup(cli: InProcessCli, db_url: str, tmp_path: Path, sql: str, external: bool) -> Any:
+def setup(cli: CliRunner, db_url: str, tmp_path: Path, sql: str, external: bool) -> Any:
     config = tmp_path / "schedctl.toml"
     source = f'database_url = "{db_url}"\n' if external else ""
     config.write_text(f'[reports.queries.evil]\nsql = "{sql}"\n{source}')
@@ -88,13 +83,13 @@ CASES = [pytest.param(sql, False, id=sql) for sql in HOSTILE] + [
 
 @pytest.mark.parametrize(("sql", "external"), CASES)
 def test_a_hostile_report_query_run_by_tick_writes_nothing_and_is_not_retried(
-    cli: InProcessCli, db_url: str, tmp_path: Path, sql: str, external: bool
+    cli: CliRunner, db_url: str, tmp_path: Path, sql: str, external: bool
 ) -> None:
     env, schedule_id = setup(cli, db_url, tmp_path, sql, external)
 
     tick = env.run("tick", "--json", now=DUE)
 
-    assert tick.exit_code == 1, tick.stderr  # a run failed
+    assert tick.returncode == 1, tick.stderr  # a run failed
     assert tick.json["runs_failed"] == 1
     assert env.suppressed() == SUPPRESSED
     [run] = env.runs(schedule_id)
@@ -103,20 +98,20 @@ def test_a_hostile_report_query_run_by_tick_writes_nothing_and_is_not_retried(
     # A query refused by read-only mode fails the same way every time: no retries.
     for now in LATER:
         later = env.run("tick", "--json", now=now)
-        assert (later.exit_code, later.json["runs_failed"]) == (0, 0), (now, later.stderr)
+        assert (later.returncode, later.json["runs_failed"]) == (0, 0), (now, later.stderr)
     [run] = env.runs(schedule_id)
     assert (run["status"], run["attempt"]) == ("failed", 1)
     assert env.suppressed() == SUPPRESSED
 
 
 def test_a_hostile_report_query_run_by_send_now_writes_nothing_and_is_not_retried(
-    cli: InProcessCli, db_url: str, tmp_path: Path
+    cli: CliRunner, db_url: str, tmp_path: Path
 ) -> None:
     env, schedule_id = setup(cli, db_url, tmp_path, HOSTILE[0], external=False)
 
     result = env.run("send-now", "--schedule", schedule_id, "--json", now=CREATED)
 
-    assert result.exit_code == 1, result.stderr
+    assert result.returncode == 1, result.stderr
     assert (result.json["ok"], result.json["reason_code"]) == (False, "REPORT_FAILED")
     assert env.suppressed() == SUPPRESSED
     for now in LATER:  # the schedule's own 09:00 slot is not due before LATER[0]
@@ -128,7 +123,7 @@ def test_a_hostile_report_query_run_by_send_now_writes_nothing_and_is_not_retrie
 
 @pytest.mark.parametrize("sql", ["select email from suppressions order by email;", "commit"])
 def test_one_statement_still_runs_and_a_lone_commit_changes_nothing(
-    cli: InProcessCli, db_url: str, tmp_path: Path, sql: str
+    cli: CliRunner, db_url: str, tmp_path: Path, sql: str
 ) -> None:
     env, schedule_id = setup(cli, db_url, tmp_path, sql, external=False)
 
@@ -136,10 +131,10 @@ def test_one_statement_still_runs_and_a_lone_commit_changes_nothing(
 
     [run] = env.runs(schedule_id)
     if sql == "commit":  # not a SELECT: refused before it runs, and not retried
-        assert tick.exit_code == 1
+        assert tick.returncode == 1
         assert (run["status"], run["attempt"]) == ("failed", 1)
         assert "one read-only SELECT" in run["error"]
     else:  # a trailing semicolon is still one statement
-        assert tick.exit_code == 0, tick.stderr
+        assert tick.returncode == 0, tick.stderr
         assert run["status"] == "succeeded"
     assert env.suppressed() == SUPPRESSED

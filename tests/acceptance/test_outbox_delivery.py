@@ -1,7 +1,8 @@
-"""Hardening (issue 7): Message-IDs per installation, SMTP AUTH as configuration.
+"""What `tick` and `send-now` hand to the SMTP server: Message-IDs per installation
+and stable across retries; an SMTP user against a server without AUTH is a
+configuration error.
 
-The installed `schedctl` runs as a subprocess against real databases and a real SMTP
-server on loopback (aiosmtpd), as cron would run it.
+`schedctl` runs against real databases and a real SMTP server on loopback (aiosmtpd).
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import PostgresDatabases, pg_url, run_cli
-from delivery_helpers import T0, all_messages, enqueue_all, log_rows, message, one
 from schedctl.db.database import Database
 from schedctl.db.schema import send_counters
-from smtp_server import SmtpServer
+from support.cli import CliRunner
+from support.databases import PostgresDatabases, pg_url
+from support.delivery import T0, all_messages, enqueue_all, log_rows, message, one
+from support.smtp_server import SmtpServer
 
 
 @pytest.fixture
@@ -46,8 +48,10 @@ def counters(db_url: str) -> list[tuple[int, int]]:
         )
 
 
-def tick(db_url: str, env: dict[str, str], now: str = T0.isoformat()) -> dict[str, int]:
-    result = run_cli("tick", "--json", db_url=db_url, env={**env, "SCHEDCTL_NOW": now})
+def tick(
+    cli: CliRunner, db_url: str, env: dict[str, str], now: str = T0.isoformat()
+) -> dict[str, int]:
+    result = cli("tick", "--json", db_url=db_url, env={**env, "SCHEDCTL_NOW": now})
     assert result.returncode == 0, result.stderr
     counts: dict[str, int] = json.loads(result.stdout)
     return counts
@@ -57,16 +61,16 @@ def tick(db_url: str, env: dict[str, str], now: str = T0.isoformat()) -> dict[st
 
 
 def test_two_installations_send_the_same_message_with_different_message_ids(
-    two_fresh_db_urls: list[str],
+    cli: CliRunner, two_fresh_db_urls: list[str]
 ) -> None:
     with SmtpServer() as smtp:
         for url in two_fresh_db_urls:
-            upgraded = run_cli("db", "upgrade", db_url=url)
+            upgraded = cli("db", "upgrade", db_url=url)
             assert upgraded.returncode == 0, upgraded.stderr
             # Same account, same idempotency key: what staging and production (or a
             # database rebuilt from scratch) produce for the same schedule and slot.
             enqueue_all(url, [message(1)])
-            assert tick(url, smtp.env)["messages_sent"] == 1
+            assert tick(cli, url, smtp.env)["messages_sent"] == 1
         received = smtp.message_ids
 
     stored = [all_messages(url)[0].message_id for url in two_fresh_db_urls]
@@ -74,14 +78,15 @@ def test_two_installations_send_the_same_message_with_different_message_ids(
     assert len(set(received)) == 2, received
 
 
-def test_a_retried_message_keeps_its_message_id(db_url: str) -> None:
+def test_a_retried_message_keeps_its_message_id(cli: CliRunner, db_url: str) -> None:
     [mid] = enqueue_all(db_url, [message(1)])
     minted = one(db_url, mid).message_id
     with SmtpServer(data_replies=["451 4.3.0 Try again later"]) as smtp:
-        assert tick(db_url, smtp.env)["messages_sent"] == 0
+        assert tick(cli, db_url, smtp.env)["messages_sent"] == 0
         retrying = one(db_url, mid)
         assert (retrying.status, retrying.attempts) == ("retrying", 1)
-        assert tick(db_url, smtp.env, retrying.next_attempt_at.isoformat())["messages_sent"] == 1
+        later = retrying.next_attempt_at.isoformat()
+        assert tick(cli, db_url, smtp.env, later)["messages_sent"] == 1
         received = smtp.message_ids
 
     assert received == [minted]
@@ -95,20 +100,20 @@ PASSWORD = "not-printed-s3cret"
 
 @pytest.mark.parametrize("command", ["tick", "send-now"])
 def test_smtp_user_against_a_server_without_auth_exits_2_and_leaves_the_message(
-    db_url: str, command: str
+    cli: CliRunner, db_url: str, command: str
 ) -> None:
     [mid] = enqueue_all(db_url, [message(1)])
     args = ["tick"] if command == "tick" else ["send-now", str(mid)]
     with SmtpServer() as smtp:  # aiosmtpd offers no AUTH without TLS
         env = {**smtp.env, "SCHEDCTL_NOW": T0.isoformat(), "SCHEDCTL_DAILY_QUOTA": "5"}
-        refused = run_cli(
+        refused = cli(
             *args,
             db_url=db_url,
             env={**env, "SCHEDCTL_SMTP_USER": "mailer", "SCHEDCTL_SMTP_PASSWORD": PASSWORD},
         )
         untouched = one(db_url, mid)
         quota_after_refusal = counters(db_url)
-        fixed = run_cli(*args, db_url=db_url, env=env)
+        fixed = cli(*args, db_url=db_url, env=env)
         received = smtp.message_ids
 
     assert refused.returncode == 2, (refused.returncode, refused.stderr)

@@ -1,4 +1,4 @@
-"""Issue 7, item 7: out-of-range ids, limits and instants are exit 2 with one line.
+"""Out-of-range ids, limits and instants on the command line are exit 2 with one line.
 
 Ids are strings on the command line; a valid one is a whole number 1..2**63-1 (a
 BIGINT on PostgreSQL, an INTEGER on SQLite). Anything else used to reach the driver

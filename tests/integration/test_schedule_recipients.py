@@ -1,4 +1,4 @@
-"""Issue 7, item 15: a schedule needs recipients, unless its report kind says it needs none.
+"""A schedule needs recipients, unless its report kind says it needs none.
 
 A schedule without recipients is refused at create and update (exit 2, nothing written);
 a row stored without any (before this rule, or by hand) fails its runs with
@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from delivery_helpers import InProcessCli
 from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
 from schedctl.db.schema import messages, schedules
 from schedctl.errors import ValidationError
 from schedctl.schedules import ScheduleOptions, create_schedule, update_schedule
+from support.cli import CliRunner
 
 CREATED = "2026-06-01T08:00:00Z"  # a Monday; the schedules are due at 09:00
 DUE = "2026-06-01T09:00:05Z"
@@ -30,12 +30,7 @@ sqlite_only = pytest.mark.parametrize("dialect", ["sqlite"])
 
 
 @pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> InProcessCli:
-    return InProcessCli(monkeypatch, capsys)
-
-
-@pytest.fixture
-def run(cli: InProcessCli, db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+def run(cli: CliRunner, db_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
     config = tmp_path / "schedctl.toml"
     config.write_text(CONFIG)
 
@@ -51,7 +46,7 @@ def run(cli: InProcessCli, db_url: str, tmp_path: Path):  # type: ignore[no-unty
 
 
 def ok(result: Any) -> Any:
-    assert result.exit_code == 0, result.stderr
+    assert result.returncode == 0, result.stderr
     return result.json
 
 
@@ -74,7 +69,7 @@ def strip_recipients(db_url: str, schedule_id: str) -> None:
 def test_create_without_recipients_is_refused_and_writes_nothing(run: Any, db_url: str) -> None:
     result = run("schedules", "create", "--name", "nobody", *SCHEDULE)
 
-    assert (result.exit_code, result.stdout) == (2, "")
+    assert (result.returncode, result.stdout) == (2, "")
     assert len(result.stderr.strip().splitlines()) == 1
     assert "needs at least one recipient" in result.stderr
     assert "--to" in result.stderr
@@ -101,7 +96,7 @@ def test_an_update_cannot_leave_a_schedule_without_recipients(
     # A row stored without recipients cannot be edited into another recipient-less state...
     strip_recipients(db_url, sid)
     refused = run("schedules", "update", sid, "--name", "renamed")
-    assert (refused.exit_code, refused.stdout) == (2, "")
+    assert (refused.returncode, refused.stdout) == (2, "")
     assert "needs at least one recipient" in refused.stderr
     assert ok(run("schedules", "show", sid, "--json"))["name"] == "s"
     # ...but giving it recipients fixes it.
@@ -118,7 +113,7 @@ def test_runs_of_a_schedule_without_recipients_fail_with_missing_recipient(
 
     tick = run("tick", "--json", now=DUE)
 
-    assert tick.exit_code == 1, tick.stderr
+    assert tick.returncode == 1, tick.stderr
     assert (tick.json["runs_failed"], tick.json.get("runs_succeeded", 0)) == (1, 0)
     [scheduled] = ok(run("schedules", "runs", sid, "--json"))["runs"]
     assert (scheduled["status"], scheduled["attempt"]) == ("failed", 1)
@@ -128,7 +123,7 @@ def test_runs_of_a_schedule_without_recipients_fail_with_missing_recipient(
 
     manual = run("send-now", "--schedule", sid, "--json", now=LATER[-1])
 
-    assert manual.exit_code == 1
+    assert manual.returncode == 1
     assert (manual.json["ok"], manual.json["reason_code"]) == (False, "MISSING_RECIPIENT")
     runs = ok(run("schedules", "runs", sid, "--json", now=LATER[-1]))["runs"]
     assert sorted((r["manual"], r["status"]) for r in runs) == [(False, "failed"), (True, "failed")]
@@ -152,7 +147,7 @@ archive_report.needs_recipients = False
 def test_a_report_kind_may_declare_that_it_needs_no_recipients(
     cli: Any, db_url: str, tmp_path: Path
 ) -> None:
-    from conftest import run_cli
+    from support.cli import run_cli
 
     site = tmp_path / "site"
     dist = site / "schedctl_archive-1.0.dist-info"

@@ -1,4 +1,4 @@
-"""Issue 7, item 17: help reads like a Unix command, and an empty update is refused.
+"""Help reads like a Unix command, and an empty update is refused.
 
 Typer's own rendering wrote a required argument as ``{EMAIL}`` on the usage line and
 as ``EMAIL <str>`` under Arguments. Every command is registered through
