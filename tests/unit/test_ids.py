@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from schedctl.ids import MAX_ID, as_id, parse_id
 
 from schedctl.errors import ValidationError
+from schedctl.values import MAX_ID, as_id, parse_id
 
 
 def test_ids() -> None:
