@@ -13,7 +13,7 @@ database and in a fresh child process:
   messages ... SELECT one row per digest, its body aggregated by the database; UPDATE
   notifications ... FROM digests; UPDATE digests to completed, the rest to skipped.
   No rendering, no Message-ID hashing, no pages: the floor for this work;
-- schedctl: `digest.run_digest` as the command calls it, with dispatch disabled
+- schedctl: `digest_run.run_digest` as the command calls it, with dispatch disabled
   (``[messages] enabled = false``), so what is timed is the planning alone.
 
 Peak memory is the child's peak RSS (VmHWM) minus its RSS just before the work
@@ -220,9 +220,11 @@ def child(kind: str, url: str) -> dict[str, Any]:
         elapsed = time.perf_counter() - start
         conn.close()
     else:
-        from schedctl import digest
         from schedctl.config import Settings
         from schedctl.db.database import Database
+        from schedctl.digest import compose as digest_compose
+        from schedctl.digest import run as digest_run
+        from schedctl.digest.plan import DigestOptions
 
         settings = Settings(
             database_url=url,
@@ -232,10 +234,10 @@ def child(kind: str, url: str) -> dict[str, Any]:
         )
         with Database(url, environ={}) as db:
             db.transaction(lambda conn: None, read_only=True)
-            digest.render_digest(NOW.date(), [], 0)  # templates loaded before measuring
+            digest_compose.render_digest(NOW.date(), [], 0)  # templates loaded before measuring
             before = _rss_kb()
             start = time.perf_counter()
-            counts = digest.run_digest(db, settings, NOW, digest.DigestOptions())
+            counts = digest_run.run_digest(db, settings, NOW, DigestOptions())
             elapsed = time.perf_counter() - start
         if counts.get("failed"):
             raise SystemExit(f"digest failed: {counts}")

@@ -44,9 +44,9 @@ from typing import Any
 import psycopg
 
 from benchlib import Samples, peak_kb, rss_kb, run_child, workload_row
-from schedctl import runs
 from schedctl.db.database import Database
 from schedctl.db.migrations import upgrade
+from schedctl.schedules import runs
 
 SCHEDCTL = str(Path(sys.executable).with_name("schedctl"))
 HOST = os.environ.get("PGHOST", "127.0.0.1")

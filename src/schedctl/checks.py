@@ -9,9 +9,9 @@ from schedctl.errors import SchedctlError
 
 def check_installation(settings: Settings) -> tuple[list[str], list[str]]:
     """(warnings, errors) for this configuration and its database."""
-    from schedctl import reports
     from schedctl.db.database import Database
     from schedctl.db.migrations import check_schema
+    from schedctl.schedules import reports
 
     warnings: list[str] = []
     errors: list[str] = []

@@ -38,8 +38,8 @@ from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.owned import get_owned
 from schedctl.db.schema import events, messages
+from schedctl.delivery.outbox import PENDING, NewMessage, enqueue, mail_domain
 from schedctl.errors import ValidationError
-from schedctl.outbox import PENDING, NewMessage, enqueue, mail_domain
 from schedctl.values import parse_duration, parse_timezone, split_duration, validate_email
 
 INIT = "INIT"
@@ -82,7 +82,7 @@ def _content(event: Any, kind: str, lead: str = "") -> tuple[str, str, str]:
         "tz": event.tz,
         "lead": lead,
     }
-    from schedctl.delivery.templating import render_pair  # jinja2 on demand
+    from schedctl.render import render_pair  # jinja2 on demand
 
     text, html = render_pair("event", **context)
     if kind == "init":

@@ -26,8 +26,8 @@ from schedctl import quarantine
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import messages, notifications, users
+from schedctl.delivery.outbox import NewMessage, enqueue, mail_domain
 from schedctl.errors import ValidationError
-from schedctl.outbox import NewMessage, enqueue, mail_domain
 from schedctl.users import find_user
 
 PRIORITIES = ("normal", "critical")
@@ -164,7 +164,7 @@ def text_problem(row: Any) -> str | None:
 
 
 def _message(row: Any, email: str, account_id: int, now: datetime, max_body: int) -> NewMessage:
-    from schedctl.delivery.templating import render_pair  # jinja2 on demand
+    from schedctl.render import render_pair  # jinja2 on demand
 
     text, html = render_pair(
         "notification",

@@ -44,7 +44,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from schedctl import leases, outbox, quota, runs, usage
+from schedctl import leases, usage
 from schedctl.config import Settings
 from schedctl.db import dialect
 from schedctl.db.database import Database
@@ -56,8 +56,10 @@ from schedctl.db.schema import (
     heartbeats,
     schedule_runs,
 )
+from schedctl.delivery import outbox, quota
 from schedctl.distribute import endpoints, plan, store
 from schedctl.errors import ValidationError
+from schedctl.schedules import runs
 
 log = logging.getLogger("schedctl.reconcile")
 

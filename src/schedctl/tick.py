@@ -14,10 +14,10 @@ from typing import Any
 from schedctl import leases, quarantine
 from schedctl.config import Settings
 from schedctl.db.database import Database
-from schedctl.dispatch import check_delivery_settings, dispatch_due
+from schedctl.delivery.dispatch import check_delivery_settings, dispatch_due
 from schedctl.events import plan_event_messages
 from schedctl.notifications import queue_critical_notifications
-from schedctl.runs import run_schedules
+from schedctl.schedules.runs import run_schedules
 
 
 def run_tick(

@@ -29,8 +29,8 @@ from schedctl import leases
 from schedctl.db.database import Database
 from schedctl.db.owned import get_owned
 from schedctl.db.schema import digests, messages, notifications, users
+from schedctl.delivery.outbox import PENDING
 from schedctl.errors import ConflictError, TemporaryError, ValidationError
-from schedctl.outbox import PENDING
 from schedctl.values import parse_hhmm, parse_id, parse_timezone, validate_email
 
 DEFAULT_TZ = "UTC"

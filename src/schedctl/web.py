@@ -25,8 +25,8 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 from schedctl.config import Settings, load_settings
 from schedctl.db.database import Database
 from schedctl.db.migrations import check_schema
-from schedctl.delivery.wsgi import make_unsubscribe_app
-from schedctl.suppressions import apply_unsubscribe
+from schedctl.delivery.suppressions import apply_unsubscribe
+from schedctl.delivery.unsubscribe_app import make_unsubscribe_app
 
 __all__ = ["application", "make_application", "reset"]
 

@@ -12,7 +12,8 @@ import pytest
 from schedctl.cadence import parse_instant
 from schedctl.config import load_settings
 from schedctl.db.database import Database
-from schedctl.schedules import ScheduleOptions, create_schedule
+from schedctl.schedules.model import ScheduleOptions
+from schedctl.schedules.store import create_schedule
 
 CONFIG = """
 [reports.queries.ping]
@@ -181,7 +182,7 @@ def test_tick_exits_1_when_a_run_fails_and_hides_secrets(run, db_url: str, confi
 
 
 PLUGIN = """
-from schedctl.reports import Report
+from schedctl.schedules.reports import Report
 
 
 def echo_report(settings, schedule, slot):

@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from schedctl import runs
 from schedctl.cadence import parse_instant
 from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
 from schedctl.db.schema import messages, schedule_runs, schedules
-from schedctl.schedules import ScheduleOptions, create_schedule
+from schedctl.schedules import runs
+from schedctl.schedules.model import ScheduleOptions
+from schedctl.schedules.store import create_schedule
 from support.cli import SCHEDCTL
 
 SCHEDULES = 200

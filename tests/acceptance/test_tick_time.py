@@ -27,7 +27,8 @@ from schedctl.cadence import parse_instant
 from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
 from schedctl.db.schema import messages, schedule_runs, schedules
-from schedctl.schedules import ScheduleOptions, create_schedule
+from schedctl.schedules.model import ScheduleOptions
+from schedctl.schedules.store import create_schedule
 
 RECIPIENTS = ["a@example.com", "b@example.com"]
 CONFIG = '[reports.queries.ping]\nsql = "select 1 as one"\n\n[messages]\nenabled = false\n'

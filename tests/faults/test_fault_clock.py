@@ -38,7 +38,8 @@ from schedctl.db.schema import (
     schedules,
     users,
 )
-from schedctl.schedules import ScheduleOptions, create_schedule
+from schedctl.schedules.model import ScheduleOptions
+from schedctl.schedules.store import create_schedule
 from support import fault_ledger
 from support.cli import SCHEDCTL
 from support.clock_oracle import LocalCadence, ScheduleModel, due_instant

@@ -81,11 +81,11 @@ def test_the_checks_count_a_lost_mail_and_a_doubled_assignment(
 # whatever the others do (the other processes of the round race it).
 ROUND_KILLS = [
     ("distribute", "schedctl.distribute.endpoints:DestinationWriter.write:after:3"),
-    ("tick", "schedctl.runs:materialise_due:after"),
-    ("digest", "schedctl.dispatch:dispatch_due:before"),
+    ("tick", "schedctl.schedules.runs:materialise_due:after"),
+    ("digest", "schedctl.delivery.dispatch:dispatch_due:before"),
     ("reconcile", "schedctl.reconcile:purge:after:2"),
-    ("tick", "schedctl.dispatch:dispatch_due:before"),
-    ("digest", "schedctl.digest:DigestRun.claim_due:after"),
+    ("tick", "schedctl.delivery.dispatch:dispatch_due:before"),
+    ("digest", "schedctl.digest.run:DigestRun.claim_due:after"),
 ]
 
 
@@ -106,7 +106,7 @@ def test_every_command_at_once_with_one_killed_each_round(
             now = world.round_time(k)
             victim, point = ROUND_KILLS[k % len(ROUND_KILLS)]
             if victim == "distribute" and k:  # the date is distributed: no copy to kill
-                victim, point = ("tick", "schedctl.runs:execute_due_runs:after")
+                victim, point = ("tick", "schedctl.schedules.runs:execute_due_runs:after")
             others = list(MIX)
             others.remove(victim)  # the victim takes its place in the mix
             started = [(victim, world.popen(victim, now, kill_at=point))]

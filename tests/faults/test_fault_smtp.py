@@ -289,7 +289,7 @@ def test_the_docs_and_the_code_state_the_same_unknown_outcome_rule() -> None:
     """The rule the scenarios above assert is the one the docs state: no reply after
     the whole message was sent is failed/UNKNOWN_DELIVERY and never resent; the only
     second copy is a process dying between the server's acceptance and the record."""
-    from schedctl import dispatch
+    from schedctl.delivery import dispatch
     from support.cli import REPO
 
     def flat(text: str) -> str:

@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from schedctl import digest
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import digests, messages, notifications, users
+from schedctl.digest import plan as digest_plan
+from schedctl.digest import run as digest_run
 
 NOW = datetime(2027, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -46,18 +47,18 @@ def test_a_page_claimed_meanwhile_by_another_run_is_left_alone(
                 )
 
         db.transaction(seed)
-        options = digest.DigestOptions()
-        zones = db.transaction(lambda c: digest.load_zones(c, NOW, options, 0), read_only=True)
-        stale = db.transaction(lambda c: digest.due_page(c, zones, options), read_only=True)
+        options = digest_plan.DigestOptions()
+        zones = db.transaction(lambda c: digest_plan.load_zones(c, NOW, options, 0), read_only=True)
+        stale = db.transaction(lambda c: digest_plan.due_page(c, zones, options), read_only=True)
         assert len(stale) == 3
 
-        first = digest.run_digest(db, settings, NOW, options)  # the other process
+        first = digest_run.run_digest(db, settings, NOW, options)  # the other process
         assert first["digests_created"] == 3
 
         # This run's page query saw the users before the other run committed.
         pages = iter([stale])
-        monkeypatch.setattr(digest, "due_page", lambda *a, **k: next(pages, []))
-        second = digest.run_digest(db, settings, NOW, options)
+        monkeypatch.setattr(digest_run, "due_page", lambda *a, **k: next(pages, []))
+        second = digest_run.run_digest(db, settings, NOW, options)
 
         def counts(conn: sa.Connection) -> dict[str, Any]:
             return {

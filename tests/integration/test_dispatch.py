@@ -14,17 +14,17 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from schedctl import outbox
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import events, messages
+from schedctl.delivery import outbox
 from schedctl.delivery.backends import MemoryBackend, SendResult
+from schedctl.delivery.dispatch import dispatch_due
 from schedctl.delivery.message import POLICY
+from schedctl.delivery.outbox import Attachment, delete_messages
+from schedctl.delivery.suppressions import add_suppression
 from schedctl.delivery.tokens import verify_token
-from schedctl.dispatch import dispatch_due
 from schedctl.errors import MailUnavailable
-from schedctl.outbox import Attachment, delete_messages
-from schedctl.suppressions import add_suppression
 from support.cli import CliRunner
 from support.delivery import (
     T0,
@@ -465,7 +465,7 @@ def test_a_slow_batch_renews_its_leases_and_skips_rows_it_lost(
 ) -> None:
     from collections import Counter
 
-    from schedctl.dispatch import Dispatcher, _send_batch
+    from schedctl.delivery.dispatch import Dispatcher, _send_batch
 
     ids = enqueue_all(db_url, [message(1), message(2)])
     with Database(db_url) as db:
@@ -527,7 +527,7 @@ def test_a_message_deleted_while_it_is_sent_is_not_recorded_and_the_tick_goes_on
         db_url, lambda conn: conn.execute(messages.delete().where(messages.c.id == ids[0]))
     )
 
-    with caplog.at_level(logging.INFO, logger="schedctl.dispatch"), Database(db_url) as db:
+    with caplog.at_level(logging.INFO, logger="schedctl.delivery.dispatch"), Database(db_url) as db:
         counts = dispatch_due(db, Settings(), T0, backend=backend)
 
     assert counts["messages_sent"] == 3

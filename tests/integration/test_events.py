@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import events, messages
+from schedctl.delivery.outbox import delete_messages
 from schedctl.events import add_event, plan_event_messages, update_event
-from schedctl.outbox import delete_messages
 from support.delivery import T0, all_messages, load_with
 
 STARTS = T0 + timedelta(days=10)

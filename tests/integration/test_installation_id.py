@@ -7,12 +7,12 @@ import re
 import pytest
 import sqlalchemy as sa
 
-from schedctl import quota
 from schedctl.db import migrations
 from schedctl.db.database import Database
 from schedctl.db.schema import installation, messages, send_counters
+from schedctl.delivery import quota
 from schedctl.delivery.message import make_message_id
-from schedctl.outbox import installation_id
+from schedctl.delivery.outbox import installation_id
 from support.cli import CliRunner
 from support.delivery import T0, all_messages, enqueue_all, message
 

@@ -301,16 +301,17 @@ def test_a_notification_the_template_cannot_render_is_quarantined_alone(
 ) -> None:
     # No stored value is known to break the digest template today; a template (or
     # filter) that fails on some content stands in for one that would.
-    from schedctl import digest
+    from schedctl.digest import compose as digest_compose
+    from schedctl.digest import run as digest_run
 
-    real = digest.render_digest
+    real = digest_compose.render_digest
 
     def fragile(local_date: Any, items: Any, total: int, **options: Any) -> Any:
         if any("{{" in item.title for item in items):
             raise RuntimeError("template error")
         return real(local_date, items, total, **options)
 
-    monkeypatch.setattr(digest, "render_digest", fragile)
+    monkeypatch.setattr(digest_run, "render_digest", fragile)
     ann = add_user(db_url, "ann@example.com")
     notify(db_url, ann, "fine")
     notify(db_url, ann, "odd {{ content")

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from schedctl import quota
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import quota_alerts, send_counters
-from schedctl.dispatch import dispatch_due
+from schedctl.delivery import quota
+from schedctl.delivery.dispatch import dispatch_due
 from support.cli import CliRunner
 from support.delivery import T0, all_messages, bulk_insert, enqueue_all, message, run_ticks
 from support.http_server import ScriptedHTTPServer

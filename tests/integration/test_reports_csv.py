@@ -11,10 +11,11 @@ import csv
 import io
 from datetime import UTC, datetime
 
-from schedctl import reports
 from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
-from schedctl.schedules import ScheduleOptions, create_schedule
+from schedctl.schedules import reports
+from schedctl.schedules.model import ScheduleOptions
+from schedctl.schedules.store import create_schedule
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 SLOT = datetime(2026, 6, 1, 7, 0, tzinfo=UTC)

@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from schedctl import reports
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import accounts
 from schedctl.errors import ConfigError, ValidationError
-from schedctl.schedules import Schedule, ScheduleOptions, create_schedule
+from schedctl.schedules import reports
+from schedctl.schedules.model import Schedule, ScheduleOptions
+from schedctl.schedules.store import create_schedule
 from support.delivery import load_with
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)

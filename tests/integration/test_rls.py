@@ -14,12 +14,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from schedctl import runs
 from schedctl.accounts import create_account
 from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
 from schedctl.db.schema import schedules
-from schedctl.schedules import ScheduleOptions, create_schedule
+from schedctl.schedules import runs
+from schedctl.schedules.model import ScheduleOptions
+from schedctl.schedules.store import create_schedule
 from support.databases import account_owned_tables, connect_pg
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)

@@ -8,13 +8,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from schedctl import runs
 from schedctl.accounts import create_account
 from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
 from schedctl.db.schema import messages, schedule_runs, schedules
 from schedctl.errors import NotFound
-from schedctl.schedules import Schedule, ScheduleOptions, create_schedule, get_schedule
+from schedctl.schedules import catchup, runs
+from schedctl.schedules.model import Schedule, ScheduleOptions
+from schedctl.schedules.store import create_schedule, get_schedule
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)  # a Monday; schedules are created now
 # Dialect-independent logic: SQLite only, to keep PostgreSQL for the SQL that differs.
@@ -188,7 +189,7 @@ def test_catch_up_all_is_bounded_to_the_newest_100_slots(db: Database, settings:
     schedule = make(db, settings, cadence="cron", at=None, cron="*/5 * * * *", catchup="all")
     now = T0 + timedelta(days=3)
     counts = runs.materialise_due(db, now)
-    assert counts.runs_created == runs.MAX_CATCHUP_SLOTS == 100
+    assert counts.runs_created == catchup.MAX_CATCHUP_SLOTS == 100
     queued = slots(run_rows(db, schedule.id), "queued")
     assert queued[-1] == now
     assert queued[0] == now - timedelta(minutes=5 * 99)
@@ -414,7 +415,7 @@ def test_an_unreadable_schedule_is_paused_and_its_runs_fail_not_the_tick(
 
 def test_pausing_stops_queued_retrying_and_orphaned_runs(db: Database, settings: Settings) -> None:
     """A paused schedule's waiting runs are recorded skipped ("paused"), never run later."""
-    from schedctl.schedules import set_active
+    from schedctl.schedules.store import set_active
 
     failing = make(db, settings, name="failing", params=["query=broken"])
     assert runs.run_schedules(db, settings, NINE)["runs_failed"] == 1  # a retry is due at 09:05
@@ -462,7 +463,7 @@ def test_pausing_stops_queued_retrying_and_orphaned_runs(db: Database, settings:
 
 
 def test_a_paused_schedules_runs_are_not_claimed(db: Database, settings: Settings) -> None:
-    from schedctl.schedules import set_active
+    from schedctl.schedules.store import set_active
 
     paused = make(db, settings, name="paused")
     make(db, settings, name="active")

@@ -18,7 +18,8 @@ from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
 from schedctl.db.schema import messages, schedules
 from schedctl.errors import ValidationError
-from schedctl.schedules import ScheduleOptions, create_schedule, update_schedule
+from schedctl.schedules.model import ScheduleOptions
+from schedctl.schedules.store import create_schedule, update_schedule
 from support.cli import CliRunner
 
 CREATED = "2026-06-01T08:00:00Z"  # a Monday; the schedules are due at 09:00
@@ -132,7 +133,7 @@ def test_runs_of_a_schedule_without_recipients_fail_with_missing_recipient(
 
 
 PLUGIN = """
-from schedctl.reports import Report
+from schedctl.schedules.reports import Report
 
 
 def archive_report(settings, schedule, slot):

@@ -8,15 +8,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from schedctl import runs
 from schedctl.accounts import create_account
 from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
 from schedctl.db.schema import messages, schedule_runs, schedules
 from schedctl.errors import ConfigError, NotFound, ValidationError
-from schedctl.schedules import (
-    Schedule,
-    ScheduleOptions,
+from schedctl.schedules import runs
+from schedctl.schedules.model import Schedule, ScheduleOptions
+from schedctl.schedules.store import (
     create_schedule,
     delete_schedule,
     get_schedule,

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from schedctl.db.database import Database
 from schedctl.db.schema import messages
-from schedctl.suppressions import add_suppression
+from schedctl.delivery.suppressions import add_suppression
 from support.cli import CliRunner
 from support.delivery import T0, enqueue_all, log_rows, message, one
 from support.smtp_server import SmtpServer

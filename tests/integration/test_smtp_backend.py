@@ -19,8 +19,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from schedctl.delivery.backends import SmtpBackend, make_backend
+from schedctl.delivery.backends import make_backend
 from schedctl.delivery.message import POLICY, build_email, make_message_id
+from schedctl.delivery.smtp import SmtpBackend
 
 TIMEOUT = 0.3
 PASSWORD = "s3cret-Pa55word"

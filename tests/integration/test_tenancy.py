@@ -16,12 +16,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from schedctl import reports
 from schedctl.accounts import create_account
 from schedctl.config import Settings, report_queries
 from schedctl.db import migrations
 from schedctl.db.database import Database
-from schedctl.schedules import Schedule, ScheduleOptions, create_schedule
+from schedctl.schedules import reports
+from schedctl.schedules.model import Schedule, ScheduleOptions
+from schedctl.schedules.store import create_schedule
 from support.cli import CliRunner
 from support.databases import connect_pg
 

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from schedctl.delivery.webhook import ping, post_slack_alert
+from schedctl.webhook import ping, post_slack_alert
 
 SECRET = "B0000SECRET/XyZsecretToken123"
 

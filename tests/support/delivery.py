@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from schedctl.config import Settings, load_settings
 from schedctl.db.database import Database
 from schedctl.db.schema import email_log, messages
-from schedctl.outbox import NewMessage, enqueue
+from schedctl.delivery.outbox import NewMessage, enqueue
 from support.cli import SCHEDCTL
 
 T0 = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)  # a Wednesday
@@ -48,7 +48,7 @@ def enqueue_all(db_url: str, items: Iterable[NewMessage], now: datetime = T0) ->
 def bulk_insert(db_url: str, count: int, **overrides: Any) -> None:
     """Insert many due messages with one executemany (enqueue inserts row by row)."""
     from schedctl.delivery.message import make_message_id
-    from schedctl.outbox import installation_id
+    from schedctl.delivery.outbox import installation_id
 
     with Database(db_url) as db:
         install = db.transaction(installation_id, read_only=True)

@@ -40,7 +40,8 @@ from schedctl.cadence import parse_instant
 from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
 from schedctl.db.schema import email_log, heartbeats, schedules
-from schedctl.schedules import ScheduleOptions, create_schedule
+from schedctl.schedules.model import ScheduleOptions
+from schedctl.schedules.store import create_schedule
 from support import digest_world as dw
 from support import fault_ledger
 from support.cli import SCHEDCTL

@@ -15,11 +15,11 @@ from schedctl.delivery.backends import (
     FileBackend,
     MemoryBackend,
     SendResult,
-    SmtpBackend,
     classify_reply,
     make_backend,
 )
 from schedctl.delivery.message import POLICY, build_email, make_message_id
+from schedctl.delivery.smtp import SmtpBackend
 from schedctl.errors import ConfigError
 
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from jinja2 import UndefinedError
 
-from schedctl.delivery.templating import (
+from schedctl.render import (
     csv_cell,
     environment,
     render,

@@ -7,7 +7,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from schedctl.delivery.webhook import MAX_RETRY_AFTER, post_slack_alert, retry_after_seconds
+from schedctl.webhook import MAX_RETRY_AFTER, post_slack_alert, retry_after_seconds
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from wsgiref.validate import validator
 import pytest
 
 from schedctl.delivery.tokens import make_token, verify_token
-from schedctl.delivery.wsgi import make_unsubscribe_app
+from schedctl.delivery.unsubscribe_app import make_unsubscribe_app
 
 SECRET = "wsgi-test-secret"
 ACCOUNT = "acc-1"

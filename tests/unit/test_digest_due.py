@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from schedctl.cadence import first_instant_at_or_after
 from schedctl.config import load_settings
-from schedctl.digest import Item, check_date, due_cutoff, group_items, render_digest, zone_day
+from schedctl.digest.compose import Item, group_items, render_digest
+from schedctl.digest.due import check_date, due_cutoff, zone_day
 from schedctl.errors import ConfigError, ValidationError
 
 

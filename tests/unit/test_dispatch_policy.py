@@ -9,9 +9,9 @@ import pytest
 
 from schedctl.config import Settings
 from schedctl.delivery.policy import DeliveryPolicy, TypeRule, retry_delay, weekend_postponement
+from schedctl.delivery.quota import next_day_start, quota_day, thresholds_reached
 from schedctl.errors import ConfigError, ValidationError
 from schedctl.events import reminders_for
-from schedctl.quota import next_day_start, quota_day, thresholds_reached
 from schedctl.values import normalise_type
 from support.delivery import load_with
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from schedctl.cadence import make_cadence
-from schedctl.runs import NONE_GRACE, SlotDecision, decide_slots, plan_schedule
-from schedctl.schedules import Schedule
+from schedctl.schedules.catchup import NONE_GRACE, SlotDecision, decide_slots, plan_schedule
+from schedctl.schedules.model import Schedule
 
 NOW = datetime(2026, 6, 4, 12, 0, tzinfo=UTC)
 MISSED = [datetime(2026, 6, d, 9, 0, tzinfo=UTC) for d in (1, 2, 3, 4)]

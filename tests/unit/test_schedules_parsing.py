@@ -8,9 +8,9 @@ import pytest
 
 from schedctl.cadence import make_cadence
 from schedctl.errors import ValidationError
-from schedctl.schedules import (
+from schedctl.schedules import format_duration
+from schedctl.schedules.model import (
     ScheduleOptions,
-    format_duration,
     merge_cadence,
     parse_catchup,
     parse_max_lateness,

@@ -116,7 +116,8 @@ def _tick(db: Database, settings: Settings, now: datetime) -> dict[str, Any]:
 
 def _digest(db: Database, settings: Settings, now: datetime) -> dict[str, Any]:
     from schedctl import heartbeat
-    from schedctl.digest import DigestOptions, run_digest
+    from schedctl.digest.plan import DigestOptions
+    from schedctl.digest.run import run_digest
 
     heartbeat_id = heartbeat.start_run(db, "digest", now)
     counts = run_digest(db, settings, now, DigestOptions())
@@ -133,9 +134,10 @@ def demo_command(
     from schedctl import heartbeat
     from schedctl.db.database import Database
     from schedctl.db.migrations import upgrade
+    from schedctl.delivery.outbox import list_messages
     from schedctl.events import add_event
-    from schedctl.outbox import list_messages
-    from schedctl.schedules import ScheduleOptions, create_schedule, list_schedules
+    from schedctl.schedules.model import ScheduleOptions
+    from schedctl.schedules.store import create_schedule, list_schedules
 
     runtime = current()
     out = runtime.output

@@ -55,7 +55,9 @@ def digest_command(
     ] = None,
 ) -> None:
     """Send each opted-in user's daily digest once per local day (default: every account)."""
-    from schedctl import digest
+    from schedctl.digest import due as digest_due
+    from schedctl.digest import run as digest_run
+    from schedctl.digest.plan import DigestOptions
     from schedctl.users import find_user
     from schedctl.values import parse_date
 
@@ -74,12 +76,12 @@ def digest_command(
             found = db.transaction(lambda c: find_user(c, account_id, user), read_only=True)
             user_id, tz = int(found.id), str(found.tz)
         if local_date is not None:
-            digest.check_date(local_date, now, settings.digest_catch_up_days, tz)
-        options = digest.DigestOptions(account_id, user_id, local_date, limit)
+            digest_due.check_date(local_date, now, settings.digest_catch_up_days, tz)
+        options = DigestOptions(account_id, user_id, local_date, limit)
         if preview:
-            return CommandResult(digest.preview_digest(db, settings, now, options))
-        counts = digest.run_digest(db, settings, now, options)
-        return CommandResult(counts, exit_code=1 if digest.digest_failed(counts) else 0)
+            return CommandResult(digest_run.preview_digest(db, settings, now, options))
+        counts = digest_run.run_digest(db, settings, now, options)
+        return CommandResult(counts, exit_code=1 if digest_run.digest_failed(counts) else 0)
 
     # A preview writes nothing at all, not even the heartbeat: it is no run of the job.
     result = run_command("digest", work, record=not preview)

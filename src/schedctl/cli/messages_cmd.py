@@ -68,7 +68,7 @@ def list_command(
     account: Account = None,
 ) -> None:
     """List messages, nearest send time first."""
-    from schedctl import outbox
+    from schedctl.delivery import outbox
     from schedctl.values import normalise_type
 
     message_type = normalise_type(type_) if type_ is not None else None
@@ -119,8 +119,8 @@ def edit_command(
     account: Account = None,
 ) -> None:
     """Change a message's send time and/or status."""
-    from schedctl import outbox
     from schedctl.cadence import parse_instant
+    from schedctl.delivery import outbox
 
     number = parse_id(message_id, "message")
     new_send_at = parse_instant(send_at) if send_at is not None else None
@@ -160,7 +160,7 @@ def delete_all_command(
     Messages a dispatcher is sending right now are left alone and reported as
     in flight.
     """
-    from schedctl import outbox
+    from schedctl.delivery import outbox
     from schedctl.values import normalise_type
 
     message_type = normalise_type(type_) if type_ is not None else None

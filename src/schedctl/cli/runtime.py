@@ -262,7 +262,7 @@ def scope_to_account(db: Database, account: str | None) -> int:
 
 def ping(url: str, suffix: str) -> None:
     """A healthchecks.io-style ping; its failure is logged, never raised."""
-    from schedctl.delivery.webhook import ping as send_ping
+    from schedctl.webhook import ping as send_ping
 
     send_ping(url, suffix)
 

@@ -13,7 +13,7 @@ from schedctl.values import parse_id
 
 if TYPE_CHECKING:
     from schedctl.db.database import Database
-    from schedctl.schedules import ScheduleOptions
+    from schedctl.schedules.model import ScheduleOptions
 
 schedules_app = command_group("Manage schedules.")
 
@@ -91,7 +91,7 @@ Paused = Annotated[bool, typer.Option("--paused", help="Create (or set) it pause
 
 
 def _options(**values: Any) -> ScheduleOptions:
-    from schedctl.schedules import ScheduleOptions
+    from schedctl.schedules.model import ScheduleOptions
 
     return ScheduleOptions(**values)
 
@@ -130,7 +130,7 @@ def create_command(
     paused: Paused = False,
 ) -> None:
     """Create a schedule; prints it with its id and next_run_at."""
-    from schedctl.schedules import create_schedule
+    from schedctl.schedules.store import create_schedule
 
     options = _options(
         name=name, kind=kind, cadence=cadence, at=at, weekday=weekday, day=day, cron=cron,
@@ -149,7 +149,7 @@ def create_command(
 @command(schedules_app, "list")
 def list_command(account: Account = None) -> None:
     """List the account's schedules."""
-    from schedctl.schedules import list_schedules
+    from schedctl.schedules.store import list_schedules
 
     def work(db: Database) -> CommandResult:
         items = [s.summary() for s in list_schedules(db, scope_to_account(db, account))]
@@ -176,7 +176,7 @@ def list_command(account: Account = None) -> None:
 @command(schedules_app, "show")
 def show_command(schedule_id: ScheduleId, account: Account = None) -> None:
     """Show one schedule."""
-    from schedctl.schedules import get_schedule
+    from schedctl.schedules.store import get_schedule
 
     sid = parse_id(schedule_id, "schedule")
 
@@ -205,7 +205,7 @@ def update_command(
     paused: Paused = False,
 ) -> None:
     """Change a schedule; a new cadence recomputes next_run_at and drops unused fields."""
-    from schedctl.schedules import update_schedule
+    from schedctl.schedules.store import update_schedule
 
     sid = parse_id(schedule_id, "schedule")
     options = _options(
@@ -227,7 +227,7 @@ def update_command(
 
 
 def _set_active(command_name: str, schedule_id: str, account: str | None, active: bool) -> None:
-    from schedctl.schedules import set_active
+    from schedctl.schedules.store import set_active
 
     sid = parse_id(schedule_id, "schedule")
 
@@ -262,7 +262,7 @@ def delete_command(
     yes: Annotated[bool, typer.Option("--yes", help="Really delete it and its runs.")] = False,
 ) -> None:
     """Delete a schedule and its run history (needs --yes)."""
-    from schedctl.schedules import delete_schedule
+    from schedctl.schedules.store import delete_schedule
 
     sid = parse_id(schedule_id, "schedule")
     if not yes:
@@ -285,7 +285,7 @@ def runs_command(
     limit: Annotated[int, limit_option("Show the N newest runs (default 50).")] = 50,
 ) -> None:
     """Show a schedule's run history, newest first."""
-    from schedctl.runs import run_history
+    from schedctl.schedules.runs import run_history
 
     sid = parse_id(schedule_id, "schedule")
 

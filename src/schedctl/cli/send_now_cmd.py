@@ -55,7 +55,7 @@ def send_now_command(
     settings = current().settings
 
     def work(db: Database) -> CommandResult:
-        from schedctl.dispatch import send_now
+        from schedctl.delivery.dispatch import send_now
 
         account_id = scope_to_account(db, account)
         result = send_now(db, settings, number, db.now(), force=force, account_id=account_id)
@@ -72,7 +72,7 @@ def _send_schedule(schedule_id: int, account: str | None) -> None:
     settings = current().settings
 
     def work(db: Database) -> CommandResult:
-        from schedctl.runs import send_schedule_now
+        from schedctl.schedules.runs import send_schedule_now
 
         account_id = scope_to_account(db, account)
         manual = send_schedule_now(db, settings, account_id, schedule_id)

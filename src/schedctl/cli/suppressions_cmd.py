@@ -26,7 +26,7 @@ Email = Annotated[
 @command(suppressions_app, "list")
 def list_command(account: Account = None) -> None:
     """List the account's suppressed addresses."""
-    from schedctl import suppressions
+    from schedctl.delivery import suppressions
 
     def work(db: Database) -> CommandResult:
         account_id = scope_to_account(db, account)
@@ -57,7 +57,7 @@ def add_command(
     account: Account = None,
 ) -> None:
     """Suppress an address (idempotent: adding it twice is not an error)."""
-    from schedctl import suppressions
+    from schedctl.delivery import suppressions
     from schedctl.values import validate_email
 
     address = validate_email(email)
@@ -80,7 +80,7 @@ def add_command(
 @command(suppressions_app, "remove")
 def remove_command(email: Email, account: Account = None) -> None:
     """Lift an address's suppression (idempotent)."""
-    from schedctl import suppressions
+    from schedctl.delivery import suppressions
     from schedctl.values import validate_email
 
     address = validate_email(email)
@@ -106,7 +106,7 @@ def unsubscribe_command(
     account: Account = None,
 ) -> None:
     """Apply an unsubscribe token: verify it and suppress the address."""
-    from schedctl import suppressions
+    from schedctl.delivery import suppressions
     from schedctl.values import validate_email
 
     address = validate_email(email)
@@ -136,7 +136,7 @@ def unsubscribe_command(
 
 def unsubscribe_url_command(email: Email, account: Account = None) -> None:
     """Print the signed one-click unsubscribe URL for an address."""
-    from schedctl import suppressions
+    from schedctl.delivery import suppressions
     from schedctl.values import validate_email
 
     address = validate_email(email)

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from schedctl.config import Settings
-from schedctl.outbox import Attachment, NewMessage, enqueue, mail_domain
+from schedctl.delivery.outbox import Attachment, NewMessage, enqueue, mail_domain
 
 MESSAGE_TYPE = "DISTRIBUTE"
 
@@ -84,7 +84,7 @@ def render_notice(
 ) -> tuple[str, str, str]:
     """(subject, text, html) of the notice of ``kind`` (completed, skipped, failed,
     critical) about ``result``."""
-    from schedctl.delivery.templating import render, text_table
+    from schedctl.render import render, text_table
 
     reason = str(result.get("reason") or "")
     subject = SUBJECTS[locale][kind].format(

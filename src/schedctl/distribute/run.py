@@ -600,7 +600,7 @@ class DistributeRun:
         """Send the DISTRIBUTE mail this run queued (and any a killed run left)."""
         if not self.notices or not self.settings.distribute_notify:
             return
-        from schedctl.dispatch import dispatch_due
+        from schedctl.delivery.dispatch import dispatch_due
 
         try:
             dispatch_due(
@@ -620,7 +620,7 @@ def run_distribute(
     """One `distribute` run for ``day``; its result and exit code."""
     job = job_from(settings)
     if settings.distribute_notify:
-        from schedctl.dispatch import check_delivery_settings
+        from schedctl.delivery.dispatch import check_delivery_settings
 
         check_delivery_settings(settings)  # a mail configuration error: exit 2, nothing written
     run = DistributeRun(db, settings, job, day, leases.clock_from(now), progress)

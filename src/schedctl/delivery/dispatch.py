@@ -64,20 +64,21 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from schedctl import leases, outbox, quota
+from schedctl import leases
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import email_log, events, messages, schedule_runs, schedules
+from schedctl.delivery import outbox, quota
 from schedctl.delivery.backends import MailBackend, SendResult, make_backend
 from schedctl.delivery.message import build_email
+from schedctl.delivery.outbox import Attachment, get_message
 from schedctl.delivery.policy import DeliveryPolicy, retry_delay, weekend_postponement
+from schedctl.delivery.suppressions import suppressed_among
 from schedctl.delivery.tokens import unsubscribe_url
 from schedctl.errors import ConfigError, MailUnavailable, ValidationError
-from schedctl.outbox import Attachment, get_message
-from schedctl.suppressions import suppressed_among
 from schedctl.values import validate_email
 
-log = logging.getLogger("schedctl.dispatch")
+log = logging.getLogger("schedctl.delivery.dispatch")
 
 COUNT_KEYS = (
     "messages_sent",

@@ -32,14 +32,14 @@ from schedctl.config import ReportQuery, Settings
 from schedctl.db import dialect, sandbox
 from schedctl.db.database import first_line
 from schedctl.db.types import UTCDateTime
+from schedctl.delivery.outbox import Attachment
 from schedctl.errors import SchedctlError, ValidationError
-from schedctl.outbox import Attachment
 from schedctl.values import bind_names
 
 if TYPE_CHECKING:
-    from schedctl.schedules import Schedule
+    from schedctl.schedules.model import Schedule
 
-log = logging.getLogger("schedctl.reports")
+log = logging.getLogger("schedctl.schedules.reports")
 
 ENTRY_POINT_GROUP = "schedctl.report_kinds"
 SQL_KIND = "sql"
@@ -210,7 +210,7 @@ class SqlReport:
             content_type="text/csv",
             content=_csv(columns, rows),
         )
-        from schedctl.delivery.templating import render_pair
+        from schedctl.render import render_pair
 
         text, html = render_pair(
             "report",
@@ -331,7 +331,7 @@ def _hide_password(text: str, url: str) -> str:
 
 
 def _csv(columns: list[str], rows: list[tuple[Any, ...]]) -> bytes:
-    from schedctl.delivery.templating import csv_cell
+    from schedctl.render import csv_cell
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")

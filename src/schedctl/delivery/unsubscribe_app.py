@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl, urlencode
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from schedctl.delivery.templating import render
 from schedctl.errors import ValidationError
+from schedctl.render import render
 from schedctl.values import validate_email
 
 __all__ = ["make_unsubscribe_app"]

@@ -46,9 +46,9 @@ from schedctl.accounts import resolve_account
 from schedctl.config import Settings
 from schedctl.db import dialect
 from schedctl.db.schema import quota_alerts, send_counters
-from schedctl.outbox import NewMessage, enqueue, mail_domain
+from schedctl.delivery.outbox import NewMessage, enqueue, mail_domain
 
-log = logging.getLogger("schedctl.quota")
+log = logging.getLogger("schedctl.delivery.quota")
 
 THRESHOLDS = (80, 90, 100)
 
@@ -176,7 +176,7 @@ class QuotaAlert:
 
     @property
     def text(self) -> str:
-        from schedctl.delivery.templating import render_pair  # jinja2 on demand
+        from schedctl.render import render_pair  # jinja2 on demand
 
         return render_pair("quota_alert", **self.context())[0].strip()
 
@@ -259,7 +259,7 @@ def _enqueue_alert_mail(
     account_id = resolve_account(conn, None)
     items = []
     for alert in alerts:
-        from schedctl.delivery.templating import render_pair  # jinja2 on demand
+        from schedctl.render import render_pair  # jinja2 on demand
 
         text, html = render_pair("quota_alert", **alert.context())
         for address in alert_to:
@@ -287,6 +287,6 @@ def post_alerts(settings: Settings, alerts: list[QuotaAlert]) -> None:
     for alert in alerts:
         log.warning("mail quota at %d%%: %d of %d used", alert.threshold, alert.used, alert.limit)
         if settings.slack_webhook_url:
-            from schedctl.delivery.webhook import post_slack_alert
+            from schedctl.webhook import post_slack_alert
 
             post_slack_alert(settings.slack_webhook_url, alert.text, alert.blocks)
