@@ -8,7 +8,6 @@ import pytest
 
 from schedctl.cadence import make_cadence
 from schedctl.errors import ValidationError
-from schedctl.schedules import format_duration
 from schedctl.schedules.model import (
     ScheduleOptions,
     merge_cadence,
@@ -19,6 +18,7 @@ from schedctl.schedules.model import (
     parse_recipients,
     parse_schedule_id,
 )
+from schedctl.values import format_duration
 
 
 def test_params_are_key_value_pairs() -> None:
