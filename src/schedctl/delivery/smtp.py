@@ -1,4 +1,8 @@
-"""schedctl.delivery.smtp (split from schedctl.delivery.backends)."""
+"""The SMTP backend: one conversation per batch over smtplib, with a deadline on each
+whole reply (smtplib only bounds each socket read, so a server trickling a reply a
+byte at a time would otherwise hold a batch for ever). Outcomes as backends.py
+describes them; SPEC §7.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""schedctl.digest.compose (split from schedctl.digest)."""
+"""Building one digest's mail from its items: grouped, the newest listed, bodies cut
+(pure; SPEC §5).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""schedctl.digest.due (split from schedctl.digest)."""
+"""When a user's digest is due, and which local date it is for (pure; SPEC §5, §3)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from schedctl.values import parse_timezone
 
 # Earliest and latest UTC offsets in use (UTC-12, UTC+14): the bounds of "today".
 _WESTMOST = timedelta(hours=-12)
-
-
 _EASTMOST = timedelta(hours=14)
 
 

@@ -1,4 +1,6 @@
-"""schedctl.digest.plan (split from schedctl.digest)."""
+"""Finding the due users, page by page, with one query per page over the zones in use
+(set-based; SPEC §5).
+"""
 
 from __future__ import annotations
 
@@ -19,8 +21,6 @@ from schedctl.values import parse_timezone
 log = logging.getLogger("schedctl.digest")
 
 PAGE = 100  # users claimed per transaction
-
-
 _IN_CHUNK = 500  # ids per IN (...) list
 
 

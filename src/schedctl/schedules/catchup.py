@@ -1,4 +1,6 @@
-"""schedctl.schedules.catchup (split from schedctl.runs)."""
+"""Which missed slots a schedule runs after downtime: its catch-up policy (pure;
+SPEC §4).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +13,6 @@ from schedctl.cadence import Cadence, next_slot, slots_between
 from schedctl.schedules.model import Schedule
 
 NONE_GRACE = timedelta(minutes=15)
-
-
 MAX_CATCHUP_SLOTS = 100
 
 

@@ -1,15 +1,4 @@
-"""Schedules: create, list, show, update, pause, resume, delete (SPEC §3, §4, §11).
-
-Every value is validated before anything is written; a bad one raises
-ValidationError (exit 2). Each function works inside one account: it filters by
-``account_id`` itself (SQLite has no row-level security) and, on PostgreSQL, the
-caller's Database is also scoped to that account for the RLS policies.
-
-``next_run_at`` is the next slot to materialise; NULL while a schedule is paused.
-Resuming starts again from the next slot after now: slots passed while paused are
-not caught up. Editing recomputes it when the cadence changed; an edit that leaves
-the cadence alone keeps it, so a slot already due is not lost by renaming.
-"""
+"""A schedule as stored, and its options parsed and checked (pure; SPEC §3, §4)."""
 
 from __future__ import annotations
 

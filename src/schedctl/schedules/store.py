@@ -1,4 +1,11 @@
-"""schedctl.schedules.store (split from schedctl.schedules)."""
+"""Schedules in the database: create, list, show, update, pause, resume, delete
+(SPEC §4, §11).
+
+Every value is validated before anything is written (ValidationError, exit 2). Each
+function works inside one account; ``next_run_at`` is NULL while a schedule is paused,
+resuming starts from the next slot after now, and an edit recomputes it only when the
+cadence changed.
+"""
 
 from __future__ import annotations
 
