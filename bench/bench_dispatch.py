@@ -54,9 +54,9 @@ from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.migrations import upgrade
 from schedctl.db.schema import messages
-from schedctl.delivery.backends import MailBackend, SendResult
 from schedctl.delivery.dispatch import dispatch_due, mail_backend
 from schedctl.delivery.message import build_email, make_message_id
+from schedctl.delivery.transport import MailBackend, SendResult
 
 NOW = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
 DOMAIN = "example.com"

@@ -18,12 +18,13 @@ from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import events, messages
 from schedctl.delivery import outbox
-from schedctl.delivery.backends import MemoryBackend, SendResult
+from schedctl.delivery.backends import MemoryBackend
 from schedctl.delivery.dispatch import dispatch_due
 from schedctl.delivery.message import POLICY
 from schedctl.delivery.outbox import Attachment, delete_messages
 from schedctl.delivery.suppressions import add_suppression
 from schedctl.delivery.tokens import verify_token
+from schedctl.delivery.transport import SendResult
 from schedctl.errors import MailUnavailable
 from support.cli import CliRunner
 from support.delivery import (

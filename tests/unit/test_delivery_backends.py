@@ -14,12 +14,11 @@ from schedctl.delivery.backends import (
     ConsoleBackend,
     FileBackend,
     MemoryBackend,
-    SendResult,
-    classify_reply,
     make_backend,
 )
 from schedctl.delivery.message import POLICY, build_email, make_message_id
 from schedctl.delivery.smtp import SmtpBackend
+from schedctl.delivery.transport import SendResult, classify_reply
 from schedctl.errors import ConfigError
 
 

@@ -69,12 +69,13 @@ from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import email_log, events, messages, schedule_runs, schedules
 from schedctl.delivery import outbox, quota
-from schedctl.delivery.backends import MailBackend, SendResult, make_backend
+from schedctl.delivery.backends import make_backend
 from schedctl.delivery.message import build_email
 from schedctl.delivery.outbox import Attachment, get_message
 from schedctl.delivery.policy import DeliveryPolicy, retry_delay, weekend_postponement
 from schedctl.delivery.suppressions import suppressed_among
 from schedctl.delivery.tokens import unsubscribe_url
+from schedctl.delivery.transport import MailBackend, SendResult
 from schedctl.errors import ConfigError, MailUnavailable, ValidationError
 from schedctl.values import validate_email
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from email.message import EmailMessage
 from typing import Any
 
-from schedctl.delivery.backends import (
+from schedctl.delivery.transport import (
     Outcome,
     SendResult,
     TlsMode,

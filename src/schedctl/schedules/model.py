@@ -10,9 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from schedctl.cadence import Cadence, make_cadence
-from schedctl.config import Settings
 from schedctl.errors import ValidationError
-from schedctl.schedules import reports
 from schedctl.values import WEEKDAYS, format_duration, parse_duration, parse_id, validate_email
 
 CATCHUP_POLICIES = ("latest", "all", "none")
@@ -221,60 +219,3 @@ def merge_cadence(options: ScheduleOptions, existing: Cadence | None) -> Cadence
     values = {name: given[name] if given[name] is not None else old[name] for name in given}
     tz = options.tz if options.tz is not None else (existing.tz if existing else "UTC")
     return make_cadence(kind, tz=tz.strip(), **values)
-
-
-def resolve_values(
-    settings: Settings, options: ScheduleOptions, existing: Schedule | None
-) -> tuple[dict[str, Any], Cadence]:
-    """Validate ``options`` (over ``existing`` when updating): column values, cadence."""
-    if options.name is not None:
-        name = parse_name(options.name)
-    elif existing is not None:
-        name = existing.name
-    else:
-        raise ValidationError("--name is required")
-    if options.kind is not None:
-        kind = options.kind.strip()
-    elif existing is not None:
-        kind = existing.kind
-    else:
-        raise ValidationError(f"--kind is required ({', '.join(reports.kind_names())})")
-    cadence = merge_cadence(options, existing.cadence if existing else None)
-    if options.to is not None:
-        recipients = parse_recipients(options.to)
-    else:
-        recipients = existing.recipients if existing else ()
-    if options.params is not None:
-        params: Mapping[str, str] = parse_params(options.params)
-    else:
-        params = existing.params if existing else {}
-    reports.validate_params(settings, kind, params)
-    if not recipients and reports.needs_recipients(kind):
-        raise ValidationError(
-            f"a schedule of kind {kind} needs at least one recipient (--to EMAIL)"
-        )
-    if options.catchup is not None:
-        catchup = parse_catchup(options.catchup)
-    else:
-        catchup = existing.catchup if existing else DEFAULT_CATCHUP
-    if options.max_lateness is not None:
-        max_lateness = parse_max_lateness(options.max_lateness)
-    else:
-        max_lateness = existing.max_lateness if existing else None
-    # --paused pauses; resuming is `schedules resume`, which also recomputes next_run_at.
-    active = not options.paused and (existing.active if existing else True)
-    return {
-        "name": name,
-        "kind": kind,
-        "cadence": cadence.kind,
-        "at_time": None if cadence.at is None else f"{cadence.at:%H:%M}",
-        "weekday": cadence.weekday,
-        "day_of_month": None if cadence.day is None else str(cadence.day),
-        "cron": cadence.cron,
-        "tz": cadence.tz,
-        "recipients": list(recipients),
-        "params": dict(params),
-        "catchup": catchup,
-        "max_lateness_s": None if max_lateness is None else int(max_lateness.total_seconds()),
-        "active": active,
-    }, cadence

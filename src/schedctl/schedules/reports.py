@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
@@ -34,10 +34,8 @@ from schedctl.db.database import first_line
 from schedctl.db.types import UTCDateTime
 from schedctl.delivery.outbox import Attachment
 from schedctl.errors import SchedctlError, ValidationError
+from schedctl.schedules.model import Schedule
 from schedctl.values import bind_names
-
-if TYPE_CHECKING:
-    from schedctl.schedules.model import Schedule
 
 log = logging.getLogger("schedctl.schedules.reports")
 
