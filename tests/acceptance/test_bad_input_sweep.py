@@ -671,8 +671,8 @@ class Sweep:
 
 def judge(case: Case, code: int, out: str, err: str, *, as_json: bool) -> list[str]:
     problems = []
-    if code != case.returncode:
-        problems.append(f"exit {code}, not {case.returncode}")
+    if code != case.exit_code:
+        problems.append(f"exit {code}, not {case.exit_code}")
     lines = err.splitlines()
     if len(lines) != 1 or not lines[0].startswith("schedctl: error: "):
         problems.append(f"{len(lines)} stderr lines, not one 'schedctl: error:' line")
@@ -690,7 +690,7 @@ def judge(case: Case, code: int, out: str, err: str, *, as_json: bool) -> list[s
             problems.append("stdout is not one JSON document")
         else:
             message = lines[0].removeprefix("schedctl: error: ") if lines else None
-            if doc != {"error": {"code": case.returncode, "message": message}}:
+            if doc != {"error": {"code": case.exit_code, "message": message}}:
                 problems.append(f"JSON is {doc!r}")
     elif out:
         problems.append("stdout not empty")
@@ -924,7 +924,7 @@ def test_bad_values_of_every_option(command: str, sweep_db: Any) -> None:
     seen_params: set[str] = set()
     for case in cases:
         sweep.check(case)
-        option = case.label.split("=")[0] + (" --check" if case.returncode == CHECK_UNKNOWN else "")
+        option = case.label.split("=")[0] + (" --check" if case.exit_code == CHECK_UNKNOWN else "")
         if option not in seen_params:  # one --json variant per parameter
             seen_params.add(option)
             sweep.check(case, as_json=True)

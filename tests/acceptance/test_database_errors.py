@@ -295,7 +295,7 @@ def _heartbeats(db_url: str) -> list[tuple[str, str, int | None]]:
         rows = db.transaction(
             lambda c: c.execute(
                 sa.select(
-                    heartbeats.c.command, heartbeats.c.outcome, heartbeats.c.returncode
+                    heartbeats.c.command, heartbeats.c.outcome, heartbeats.c.exit_code
                 ).order_by(heartbeats.c.id)
             ).all(),
             read_only=True,

@@ -114,7 +114,7 @@ def snapshot(db_url: str) -> dict[str, Any]:
                 (
                     h.command,
                     h.outcome,
-                    h.returncode,
+                    h.exit_code,
                     "" if h.command == "heartbeat" else json.dumps(h.counts, sort_keys=True),
                 )
                 for h in conn.execute(sa.select(heartbeats))

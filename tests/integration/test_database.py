@@ -64,7 +64,7 @@ def test_unreachable_postgres_gives_up_with_a_temporary_error() -> None:
     assert time.monotonic() - start < 15
     assert "127.0.0.1:1" in caught.value.message
     assert "pw-not-shown" not in caught.value.message
-    assert caught.value.returncode == 75
+    assert caught.value.exit_code == 75
 
 
 def test_sqlite_writer_waits_for_the_lock_instead_of_failing(tmp_path: Path) -> None:

@@ -375,7 +375,7 @@ def test_dry_run_reports_everything_and_writes_nothing(cli: Any, db_url: str) ->
 def test_a_run_records_its_heartbeat(cli: Any, db_url: str) -> None:
     report(reconcile(cli, db_url))
     beats = [r for r in rows(db_url, heartbeats) if r.command == "reconcile"]
-    assert [(b.outcome, b.returncode) for b in beats] == [("success", 0)]
+    assert [(b.outcome, b.exit_code) for b in beats] == [("success", 0)]
     assert beats[0].counts["leases_recovered"] == 0
 
 

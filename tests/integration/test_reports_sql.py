@@ -153,7 +153,7 @@ def test_a_source_database_password_never_shows_in_the_error(db: Database, db_ur
 def test_malformed_query_config_is_a_config_error(query: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message) as caught:
         reports.validate_params(settings_with("sqlite://", q=query), "sql", {"query": "q"})
-    assert caught.value.returncode == 2
+    assert caught.value.exit_code == 2
 
 
 @pytest.mark.parametrize(

@@ -141,7 +141,7 @@ def test_every_invalid_value_is_refused_and_nothing_is_written(
 ) -> None:
     with pytest.raises(ValidationError, match=message) as caught:
         create(db, settings, **changes)
-    assert caught.value.returncode == 2
+    assert caught.value.exit_code == 2
     assert count(db, schedules) == 0
 
 
@@ -149,7 +149,7 @@ def test_every_invalid_value_is_refused_and_nothing_is_written(
 def test_a_broken_report_config_is_a_config_error(db: Database, db_url: str) -> None:
     with pytest.raises(ConfigError, match="needs sql") as caught:
         create(db, load_with({"reports": {"queries": {"ping": {}}}}, database_url=db_url))
-    assert caught.value.returncode == 2
+    assert caught.value.exit_code == 2
     assert count(db, schedules) == 0
 
 

@@ -121,7 +121,7 @@ def test_validation_message_quotes_the_value() -> None:
     with pytest.raises(ValidationError) as info:
         validate_email("nope")
     assert info.value.message == "invalid e-mail address 'nope'"
-    assert info.value.returncode == 2
+    assert info.value.exit_code == 2
 
 
 def test_address_of_accepts_display_names() -> None:
