@@ -164,3 +164,19 @@ def test_error_lines_do_not_echo_a_huge_input(
     assert len(line) < SHORT, line[:500]
     assert "aaaaaaaa" in line or "1 1 1 1" in line  # it still shows what was wrong
     assert len(json_error(result)["message"]) < SHORT
+
+
+def test_a_driver_warning_after_a_lost_connection_prints_nothing() -> None:
+    """psycopg logs "error ignored terminating <Pipeline>" when a connection dies; in a
+    process of its own (no handler of pytest's), it must not reach stderr beside
+    schedctl's one error line."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging; from schedctl.cli import _configure_logging; _configure_logging();"
+        " logging.getLogger('psycopg').warning("
+        "'error ignored terminating <psycopg.Pipeline [BAD]>: the connection is lost')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr == ""

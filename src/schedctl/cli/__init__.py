@@ -116,6 +116,13 @@ def _configure_logging() -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(logging.WARNING)
     logger.propagate = False
+    # psycopg logs "error ignored terminating <Pipeline>: the connection is lost" when a
+    # connection dies mid-pipeline: a second, unredacted stderr line (logging's
+    # last-resort handler) beside schedctl's one "database unavailable" line. A handler
+    # of its own keeps it out; it still propagates to any handler the caller installed.
+    driver = logging.getLogger("psycopg")
+    if not any(isinstance(h, logging.NullHandler) for h in driver.handlers):
+        driver.addHandler(logging.NullHandler())
 
 
 def run(argv: Sequence[str] | None = None) -> int:
