@@ -2,8 +2,8 @@
 
 N source rows (a tenth of them duplicates) in one PostgreSQL database, 10 active
 campaigns, groups A-E (A control); the control and target tables in a second
-database, the mirror in a third, schedctl's store in a fourth -- as in production
-(issue 9). Two figures per size, each in a fresh child process on fresh tables:
+database, the mirror in a third, schedctl's store in a fourth -- as in production.
+Two figures per size, each in a fresh child process on fresh tables:
 
 - raw: psycopg streams ``SELECT DISTINCT iin, tab1`` from the source (server-side
   cursor) and COPYs every row to its destination table(s) -- control for a fifth of

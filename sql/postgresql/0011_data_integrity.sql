@@ -1,4 +1,4 @@
--- Data integrity (issue 15): rows applications write that schedctl cannot use.
+-- Data integrity: rows applications write that schedctl cannot use.
 --
 -- Quarantine. users, notifications and events are written by applications too. A
 -- row that cannot be read (a value the driver cannot decode) or rendered is set

@@ -1,4 +1,4 @@
-"""Quarantine: rows applications wrote that schedctl cannot read or render (issue 15).
+"""Quarantine: rows applications wrote that schedctl cannot read or render.
 
 ``users``, ``notifications`` and ``events`` are written by applications as well as by
 schedctl's own commands, so a row may hold what no command would write: text that

@@ -63,7 +63,7 @@ def _config(tmp_path: Path, text: str) -> dict[str, str]:
     return {"SCHEDCTL_CONFIG": str(path)}
 
 
-# (file text, the words the one line must contain) ------------------------ item 12
+# A bad config file: (file text, the words the one line must contain) -----------------
 BAD_FILES = [
     ("daily_quota = true\n", ["daily_quota", "whole number"]),
     ("[daily]\nquota = 2.5\n", ["[daily] quota", "whole number"]),
@@ -141,7 +141,7 @@ def test_a_bad_ping_url_is_refused_without_echoing_it(
     assert "uuid-secret-1234" not in line
 
 
-# ----------------------------------------------------------------------- item 6
+# --- bad mail settings, refused before anything is sent ------------------------------
 
 BAD_MAIL = [
     ({"SCHEDCTL_MAIL_FROM": "a@b.c\r\nBcc: x@y.z"}, ["SCHEDCTL_MAIL_FROM"]),
@@ -177,7 +177,7 @@ def test_bad_mail_configuration_stops_tick_before_anything_is_written(
     assert [m.status for m in all_messages(db_url) if m.id == mid] == ["sent"]
 
 
-# ------------------------------------- issue 16, item 2: one schema, at every command's start
+# --- one schema, checked at every command's start -----------------------------------
 class _InProcess:
     """`cli(*args, db_url=, env=)` in this process, answering like a finished process."""
 

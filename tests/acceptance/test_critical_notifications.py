@@ -1,4 +1,4 @@
-"""Critical notifications are sent by the next `tick`, exactly once (issue 8, SPEC §5).
+"""Critical notifications are sent by the next `tick`, exactly once (SPEC §5).
 
 Two concurrent `schedctl tick` processes against the loopback SMTP server: each
 critical notification (from `notify --priority critical` or inserted straight into

@@ -1,4 +1,4 @@
-"""Concurrent `schedctl digest` processes, and ones SIGKILLed mid-run (issue 8, SPEC §10).
+"""Concurrent `schedctl digest` processes, and ones SIGKILLed mid-run (SPEC §10).
 
 Each opted-in user gets exactly one digest for the day, holding exactly their
 notifications, however many processes race and wherever one is killed: checked in

@@ -1,6 +1,6 @@
 """A whole UTC day of `schedctl digest`, checked against the mail a real SMTP server got.
 
-Issue 8, "Done when" (SPEC §5, §10): users across 20 IANA zones (UTC-12 to UTC+14,
+The digest's whole-day proof (SPEC §5, §10): users across 20 IANA zones (UTC-12 to UTC+14,
 half-hour and 45-minute offsets, zones changing their clocks that very day) with
 random digest times, some opted out, some with nothing to read, and notifications of
 every kind (critical ones, read ones, several digest keys), inserted straight into

@@ -1,4 +1,4 @@
-"""`schedctl distribute` through the CLI, on a SQLite and a PostgreSQL store (issue 9).
+"""`schedctl distribute` through the CLI, on a SQLite and a PostgreSQL store.
 
 The data sources and destinations are SQLite files here (the cross-engine day is in
 test_distribute_day.py): bad configuration and bad flags (exit 2, nothing written),

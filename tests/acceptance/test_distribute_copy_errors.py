@@ -1,5 +1,5 @@
 """A destination that refuses the copy -- a unique index, a trigger raising -- fails
-the stage like a missing table (issue 15, item 7): one line on stderr naming the
+the stage like a missing table: one line on stderr naming the
 stage with the IDs masked, exit 1, the stage recorded and the day's lease let go,
 one mail to the operators per distinct failure; a rerun after the destination is
 fixed completes the day.

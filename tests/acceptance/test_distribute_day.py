@@ -1,4 +1,4 @@
-"""A cross-engine distribution day, killed, raced and cut off (issue 9, "Done when").
+"""A cross-engine distribution day, killed, raced and cut off ("Done when").
 
 The source is a MariaDB table with duplicate IDs (the seed's SC_1_120, with two extra
 columns); the campaigns and the control and target tables are in one PostgreSQL

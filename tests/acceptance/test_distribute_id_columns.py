@@ -1,5 +1,5 @@
 """Each ID is written once per campaign to each destination table, whatever the type
-of the table's ID column (issue 15, item 6).
+of the table's ID column.
 
 The IDs have leading zeros (``000000000101``). A numeric column stores them as
 ``101`` and a CHAR(14) column as ``000000000101`` padded with blanks; the check

@@ -1,5 +1,5 @@
-"""`distribute --preview` counts the users a run distributes, on every source engine
-(issue 15, item 10): both read the source's IDs through one function, which leaves
+"""`distribute --preview` counts the users a run distributes, on every source engine:
+both read the source's IDs through one function, which leaves
 out NULL, empty and blank IDs, trims the blanks around an ID and keeps its case, so
 a database's collation (MariaDB's ignores case and trailing blanks) or its idea of
 an empty string cannot make the preview disagree with the run.

@@ -1,4 +1,4 @@
-"""reconcile's distribution step through the CLI (issue 10): the mirror check, two
+"""reconcile's distribution step through the CLI: the mirror check, two
 concurrent ``--repair`` runs inserting each missing row once, a day's dead lease
 freed and stored plans purged in bounded batches.
 

@@ -1,4 +1,4 @@
-"""`schedctl reconcile` as separate processes (issue 10, SPEC §8, §10).
+"""`schedctl reconcile` as separate processes (SPEC §8, §10).
 
 A large purge in bounded batches (20,000 digest days here; 1,000,000 with
 ``SOAK_RECONCILE=1``, `make soak-reconcile`, which prints the time and the largest

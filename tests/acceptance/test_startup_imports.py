@@ -1,6 +1,6 @@
 """Help costs no database layer: `--help` imports neither SQLAlchemy, a driver nor jinja2.
 
-Those packages are most of schedctl's start-up time (issue 11); each command imports
+Those packages are most of schedctl's start-up time; each command imports
 them where it first needs them. `schedctl --help` processes no option, so typer's
 Pydantic-based coercion does not load either; a command's --help comes after the root
 options (--database-url, --config), which typer coerces with it. The assertions are

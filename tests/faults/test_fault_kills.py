@@ -1,4 +1,4 @@
-"""Each command SIGKILLed at a chosen point, then rerun (issue 11).
+"""Each command SIGKILLed at a chosen point, then rerun.
 
 Invariant: a `tick`, `digest`, `distribute` or `reconcile` process killed (SIGKILL,
 no cleanup) at any of the points below, then run again as cron would -- at once,

@@ -1,4 +1,4 @@
-"""Every cron command at once, round after round, on one database (issue 11).
+"""Every cron command at once, round after round, on one database.
 
 Invariant: with tick, digest, distribute and reconcile processes started together
 (six per round on PostgreSQL and SQLite), for several rounds an hour apart

@@ -1,4 +1,4 @@
-"""PostgreSQL going away under running commands, and never there at all (issue 11).
+"""PostgreSQL going away under running commands, and never there at all.
 
 Invariants:
 

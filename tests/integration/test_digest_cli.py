@@ -1,4 +1,4 @@
-"""`schedctl digest` through the CLI, on both dialects (issue 8, SPEC §5).
+"""`schedctl digest` through the CLI, on both dialects (SPEC §5).
 
 When a user is due (their own local day, §3's DST rules), what one digest holds and
 how it reads in the mail a loopback SMTP server received, the quota's deferral,

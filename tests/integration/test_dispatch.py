@@ -360,7 +360,7 @@ MAIL_CASES: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 # Python 3.11's folder puts the space between two encoded words outside them, where
 # RFC 2047 readers drop it ("отчётпо"): CPython gh-144156, the same before and after
-# the email writer became one (issue 16).
+# the email writer became one.
 _SPACE_LOST = pytest.mark.xfail(strict=True, reason="CPython gh-144156: folding drops a space")
 
 

@@ -1,4 +1,4 @@
-"""Hardening (issue 7): migration 0005 on databases that exist already."""
+"""Migration 0005 on databases that exist already: the installation id and quota reservations."""
 
 from __future__ import annotations
 

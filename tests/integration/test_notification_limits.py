@@ -1,4 +1,4 @@
-"""Limits on what a notification holds (issue 15): a title is never blank (the table
+"""Limits on what a notification holds: a title is never blank (the table
 refuses it, on both dialects, and so does `notify`), `notify` refuses an oversized
 body, and a digest shows at most ``[digest] max_body_chars`` of any body however
 large the stored one is (a critical notification's message too)."""

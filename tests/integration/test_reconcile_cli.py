@@ -1,4 +1,4 @@
-"""`schedctl reconcile` through the CLI, on both dialects (issue 10, SPEC §8).
+"""`schedctl reconcile` through the CLI, on both dialects (SPEC §8).
 
 Each action: the usage snapshot and its reruns, dead leases of runs and messages
 (and live ones left alone), past days' quota reservations, the purges past retention,

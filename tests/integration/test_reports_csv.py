@@ -1,4 +1,4 @@
-"""The `sql` report's CSV attachment against spreadsheet formula injection (issue 15).
+"""The `sql` report's CSV attachment against spreadsheet formula injection.
 
 A text cell that a spreadsheet would run as a formula (OWASP, "CSV Injection": it
 starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return) gets a leading

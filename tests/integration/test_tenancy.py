@@ -1,4 +1,4 @@
-"""Tenancy (SPEC §13, issue 15 items 1-4): what a hostile tenant tried, each refused.
+"""Tenancy (SPEC §13): what a hostile tenant tried, each refused.
 
 PostgreSQL cases connect as a plain login role (the tenant_url fixture: no superuser,
 no BYPASSRLS), as production does; the set-up runs as the suite's superuser.
@@ -32,7 +32,7 @@ CREATED = "2026-06-01T08:00:00Z"
 DUE = "2026-06-01T09:00:05Z"
 postgres_only = [pytest.mark.postgres, pytest.mark.parametrize("dialect", ["postgresql"])]
 
-# Issue 15, item 1: the scope switched off from inside a report query.
+# The attack a hostile tenant tried: the scope switched off from inside a report query.
 ESCAPE = (
     "select n.title from (select set_config('schedctl.account_id', '', true) v) s"
     " cross join lateral (select title from notifications where s.v is not null) n"
@@ -88,7 +88,7 @@ def world(cli: CliRunner, db_url: str, tmp_path: Path, queries: str) -> World:
     return w
 
 
-# --- item 1: the account scope cannot be changed from inside a report query ------------
+# --- the account scope cannot be changed from inside a report query ------------
 
 
 @pytest.mark.postgres
@@ -240,7 +240,7 @@ def test_config_check_says_own_database_queries_are_unsafe(
     assert "plain" in error
 
 
-# --- item 2: references between account-owned rows stay inside one account ------------
+# --- references between account-owned rows stay inside one account ------------
 
 
 def _raw(db_url: str) -> Any:
@@ -341,7 +341,7 @@ def test_a_bound_login_role_sees_only_its_account_whatever_it_sets(
         conn.close()
 
 
-# --- item 3: report queries are bound to accounts ---------------------------------------
+# --- report queries are bound to accounts ---------------------------------------
 
 
 @pytest.mark.postgres
@@ -390,7 +390,7 @@ def test_a_malformed_accounts_key_is_a_config_error(
     assert "[reports.queries.q] accounts: must be" in result.stderr
 
 
-# --- item 4: SQLite report queries cannot attach, write or outlive their timeout -------
+# --- SQLite report queries cannot attach, write or outlive their timeout -------
 
 
 @pytest.mark.parametrize("dialect", ["sqlite"])

@@ -1,4 +1,4 @@
-"""`schedctl users add | list | update | remove` and `schedctl notify` (issue 8, SPEC §11).
+"""`schedctl users add | list | update | remove` and `schedctl notify` (SPEC §11).
 
 In-process CLI on both dialects; bad input exits 2 on one line and writes nothing.
 """

@@ -1,4 +1,4 @@
-"""`users remove` and the user's mail still in the outbox (issue 15), on both dialects.
+"""`users remove` and the user's mail still in the outbox, on both dialects.
 
 A removed user's unsent digest and critical notification used to be sent by the next
 tick, with the deleted notification's text. Now they are skipped (USER_REMOVED) and

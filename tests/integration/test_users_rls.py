@@ -1,4 +1,4 @@
-"""Users and notifications are account-scoped by PostgreSQL's RLS (issue 8).
+"""Users and notifications are account-scoped by PostgreSQL's RLS.
 
 Connected as a plain login role (superusers bypass RLS), as production does: the
 tenant_url fixture. That every account-owned table has forced RLS and its policy is

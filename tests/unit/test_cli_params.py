@@ -1,4 +1,4 @@
-"""The CLI uses typer through its public API only, so typer is not pinned (issue 16)."""
+"""The CLI uses typer through its public API only, so typer is not pinned."""
 
 from __future__ import annotations
 

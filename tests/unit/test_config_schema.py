@@ -1,4 +1,4 @@
-"""Issue 7, item 12: one declared schema of every setting, checked once at start-up."""
+"""One declared schema of every setting, checked once at start-up."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The digest's pure parts: when a zone's users are due, --date, grouping (issue 8)."""
+"""The digest's pure parts: when a zone's users are due, --date, grouping."""
 
 from __future__ import annotations
 
