@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -15,7 +14,6 @@ from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
 from support.cli import CliRunner, Result, run_cli
 from support.databases import (
@@ -25,6 +23,7 @@ from support.databases import (
     PostgresDatabases,
     connect_pg,
     fresh_database,
+    login_role,
     pg_url,
 )
 from support.http_server import ScriptedHTTPServer
@@ -162,22 +161,8 @@ def tenant_url(db_url: str) -> Iterator[str]:
     """A URL of the test database for a login role that PostgreSQL's row-level security
     applies to: superusers bypass it, so the RLS tests connect as a plain role made for
     each test, with the usual table rights, as production does."""
-    role = f"schedctl_tenant_{uuid.uuid4().hex[:12]}"
-    dbname = str(make_url(db_url).database)
-    with connect_pg() as admin:
-        admin.execute(f'CREATE ROLE "{role}" LOGIN')  # type: ignore[arg-type]
-    try:
-        with connect_pg(dbname) as conn:
-            conn.execute(
-                f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"'  # type: ignore[arg-type]
-            )
-            conn.execute(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{role}"')  # type: ignore[arg-type]
-        yield f"postgresql+psycopg://{role}@{PG_HOST}:{PG_PORT}/{dbname}"
-    finally:
-        with connect_pg(dbname) as conn:
-            conn.execute(f'DROP OWNED BY "{role}"')  # type: ignore[arg-type]
-        with connect_pg() as admin:
-            admin.execute(f'DROP ROLE "{role}"')  # type: ignore[arg-type]
+    with login_role(db_url, "schedctl_tenant") as url:
+        yield url
 
 
 # The tiers, slowest first: with xdist's load scheduling the long fault scenarios and

@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,7 +13,7 @@ import sqlalchemy as sa
 from schedctl.db.database import Database
 from schedctl.db.migrations import expected_version, upgrade
 from schedctl.db.schema import heartbeats, schema_migrations
-from support.databases import PG_HOST, PG_PORT, connect_pg
+from support.databases import login_role
 
 
 def test_db_upgrade_twice(cli, empty_db_url: str) -> None:
@@ -52,28 +49,6 @@ def test_db_upgrade_from_two_processes_at_once(empty_db_url: str) -> None:
     assert rows == expected
 
 
-@contextmanager
-def table_rights_only(db_url: str) -> Iterator[str]:
-    """A URL of `db_url`'s database for a new login role with only SELECT, INSERT,
-    UPDATE and DELETE on its tables: it may not create a table."""
-    role = f"schedctl_weak_{uuid.uuid4().hex[:12]}"
-    dbname = str(sa.engine.make_url(db_url).database)
-    with connect_pg("postgres") as admin:
-        admin.execute(f'CREATE ROLE "{role}" LOGIN')  # type: ignore[arg-type]
-    try:
-        with connect_pg(dbname) as conn:
-            conn.execute(
-                f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"'  # type: ignore[arg-type]
-            )
-            conn.execute(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{role}"')  # type: ignore[arg-type]
-        yield f"postgresql+psycopg://{role}@{PG_HOST}:{PG_PORT}/{dbname}"
-    finally:
-        with connect_pg(dbname) as conn:
-            conn.execute(f'DROP OWNED BY "{role}"')  # type: ignore[arg-type]
-        with connect_pg("postgres") as admin:
-            admin.execute(f'DROP ROLE "{role}"')  # type: ignore[arg-type]
-
-
 def _versions_and_heartbeats(db_url: str) -> tuple[list[int], int]:
     with Database(db_url) as db:
         versions = db.transaction(
@@ -91,7 +66,7 @@ postgresql_only = pytest.mark.parametrize(
 
 @postgresql_only
 def test_upgrade_of_an_up_to_date_schema_needs_no_create_privilege(cli, db_url: str) -> None:
-    with table_rights_only(db_url) as url:
+    with login_role(db_url, "schedctl_weak") as url:
         result = cli("db", "upgrade", db_url=url)
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("schema up to date at version"), result.stdout
@@ -110,7 +85,7 @@ def test_a_migration_the_role_may_not_apply_is_one_line_exit_2_nothing_written(
         upgrade(db, target=newest - 1)  # by the superuser
     before = _versions_and_heartbeats(empty_db_url)
     assert before[0] == list(range(1, newest))
-    with table_rights_only(empty_db_url) as url:
+    with login_role(empty_db_url, "schedctl_weak") as url:
         for flags in ([], ["--json"]):
             result = cli("db", "upgrade", *flags, db_url=url)
             assert result.returncode == 2, result.stderr

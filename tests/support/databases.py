@@ -14,10 +14,12 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy.engine import make_url
 
 PG_HOST = os.environ.get("PGHOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("PGPORT", "5432"))
@@ -105,6 +107,29 @@ class PostgresDatabases:
         self._to_drop.put(self.template)
         self._to_drop.put(None)
         self._dropper.join()
+
+
+@contextmanager
+def login_role(db_url: str, prefix: str) -> Iterator[str]:
+    """A URL of ``db_url``'s PostgreSQL database for a new login role with only SELECT,
+    INSERT, UPDATE and DELETE on its tables (and its sequences): not a superuser, no
+    BYPASSRLS, no right to create tables. Dropped afterwards."""
+    role = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    dbname = str(make_url(db_url).database)
+    with connect_pg() as admin:
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')  # type: ignore[arg-type]
+    try:
+        with connect_pg(dbname) as conn:
+            conn.execute(
+                f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO "{role}"'  # type: ignore[arg-type]
+            )
+            conn.execute(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{role}"')  # type: ignore[arg-type]
+        yield f"postgresql+psycopg://{role}@{PG_HOST}:{PG_PORT}/{dbname}"
+    finally:
+        with connect_pg(dbname) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')  # type: ignore[arg-type]
+        with connect_pg() as admin:
+            admin.execute(f'DROP ROLE "{role}"')  # type: ignore[arg-type]
 
 
 def fresh_database(dialect: str, request: pytest.FixtureRequest, path: Path) -> Iterator[str]:

@@ -14,7 +14,7 @@ a renewal of the lease.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -332,14 +332,6 @@ def read_plan_rows(conn: sa.Connection, day_id: int, first: int, last: int) -> l
         StoredRow(int(r.seq), r.user_id, r.campaign_id, r.group_id, json.loads(r.extras or "{}"))
         for r in conn.execute(query)
     ]
-
-
-def iter_plan(conn: sa.Connection, day_id: int, *, size: int = 10_000) -> Iterator[list[StoredRow]]:
-    """The whole plan in order, a page at a time (tests and reconcile)."""
-    last = 0
-    while page := read_plan_rows(conn, day_id, last + 1, last + size):
-        yield page
-        last = page[-1].seq
 
 
 # --- the lease: every schedctl.leases call of distribute is here -----------------------
