@@ -7,7 +7,8 @@ is left and commits. The batch is then sent outside any transaction over one bac
 connection, and each outcome is recorded in its own transaction, guarded by the
 lease owner, together with its ``email_log`` row.
 
-Rules, in order: a global or per-type ``enabled = false`` holds due messages
+Rules, in order (the decisions are outcomes.py's; this module reads and writes
+around them): a global or per-type ``enabled = false`` holds due messages
 untouched; a missing recipient fails the message (MISSING_RECIPIENT); a suppressed
 address skips it (SUPPRESSED; never bypassed); the weekend rule postpones it to
 Monday (WEEKEND_POSTPONED); when a daily quota is configured, a normal message
@@ -68,11 +69,12 @@ from schedctl import leases
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import email_log, events, messages, schedule_runs, schedules
-from schedctl.delivery import outbox, quota
+from schedctl.delivery import outbox, outcomes, quota
 from schedctl.delivery.backends import make_backend
 from schedctl.delivery.message import build_email
 from schedctl.delivery.outbox import Attachment, get_message
-from schedctl.delivery.policy import DeliveryPolicy, retry_delay, weekend_postponement
+from schedctl.delivery.outcomes import Change, Delivery, Facts, error_text
+from schedctl.delivery.policy import DeliveryPolicy
 from schedctl.delivery.suppressions import suppressed_among
 from schedctl.delivery.tokens import unsubscribe_url
 from schedctl.delivery.transport import MailBackend, SendResult
@@ -90,17 +92,6 @@ COUNT_KEYS = (
     "messages_postponed",
     "messages_unknown",
 )
-
-Delivery = Literal[
-    "sent",
-    "retrying",
-    "failed",
-    "unknown",
-    "invalid",
-    "quota_deferred",
-    "provider_deferred",
-    "unavailable",
-]
 
 
 def policy_for(settings: Settings) -> DeliveryPolicy:
@@ -263,27 +254,21 @@ class Dispatcher:
         sendable = []
         for row in rows:
             address = _recipient(row)
-            if address is None:
-                self.set_fields(conn, row.id, now, status="failed", reason_code="MISSING_RECIPIENT")
-                counts["messages_failed"] += 1
-                log.info("message %s has no valid recipient: failed", row.id)
-            elif (row.account_id, address) in suppressed:
-                self.set_fields(conn, row.id, now, status="skipped", reason_code="SUPPRESSED")
-                counts["messages_skipped"] += 1
-            elif row.id in zones and (
-                monday := weekend_postponement(row.next_attempt_at or row.send_at, zones[row.id])
-            ):
-                self.set_fields(
-                    conn,
-                    row.id,
-                    now,
-                    send_at=monday,
-                    next_attempt_at=None,
-                    reason_code="WEEKEND_POSTPONED",
-                )
-                counts["messages_postponed"] += 1
-            else:
+            facts = Facts(
+                recipient=address,
+                status=row.status,
+                suppressed=(row.account_id, address) in suppressed,
+                weekend_zone=zones.get(row.id),
+                due=row.next_attempt_at or row.send_at,
+            )
+            change = outcomes.before_dispatch(facts)
+            if change is None:
                 sendable.append(row)
+                continue
+            self.set_fields(conn, row.id, now, **change.values())
+            _count(counts, change.delivery)
+            if change.reason_code == "MISSING_RECIPIENT":
+                log.info("message %s has no valid recipient: failed", row.id)
         return sendable
 
     def _zones(self, conn: sa.Connection, ids: list[int]) -> dict[int, ZoneInfo]:
@@ -386,15 +371,7 @@ class Dispatcher:
             msg = self.build(row, now)
         except (ValidationError, ValueError, KeyError, TypeError) as exc:
             detail = f"cannot build the message: {exc}"
-            self._record(
-                row,
-                now,
-                None,
-                status="failed",
-                reason_code="INVALID_MESSAGE",
-                last_error=detail[:1000],
-            )
-            return "invalid", detail
+            return self._settle_unsent(row, now, outcomes.invalid_message(detail)), detail
 
         reservation = None
         if row.priority != "critical" and self.quota_limit is not None:
@@ -402,15 +379,8 @@ class Dispatcher:
             if reservation is None:
                 reservation = self._reserve(quota.quota_day(now), self.quota_limit, now)
             if reservation is None:
-                self._record(
-                    row,
-                    now,
-                    None,
-                    send_at=quota.next_day_start(now),
-                    next_attempt_at=None,
-                    reason_code="QUOTA_DEFERRED",
-                )
-                return "quota_deferred", "daily quota exhausted"
+                deferral = outcomes.quota_deferral(now)
+                return self._settle_unsent(row, now, deferral), "daily quota exhausted"
 
         try:
             result = self.backend.send(msg)
@@ -487,72 +457,27 @@ class Dispatcher:
         self._alerted.update((day, t) for t in quota.thresholds_reached(count, limit))
         self.alerts.extend(owned)
 
+    def _settle_unsent(self, row: Any, now: datetime, change: Change) -> Delivery:
+        """Record a claimed message settled without a send (no attempt, no log row)."""
+        self._record(row, now, None, **change.values())
+        return change.delivery
+
     def _settle_result(
         self, row: Any, now: datetime, result: SendResult, reservation: quota.Reservation | None
     ) -> Delivery:
-        attempts = row.attempts + 1
-        error = _error_text(result)
-        if result.outcome == "sent":
-            self._record(
-                row,
-                now,
-                result,
-                reservation=reservation,
-                status="sent",
-                sent_at=now,
-                attempts=attempts,
-                reason_code=None,
-                last_error=None,
-                next_attempt_at=None,
-            )
+        """Record what a send's result makes of the message (outcomes.settle_result)."""
+        settled = outcomes.settle_result(result, row.attempts, now, self.policy)
+        self._record(row, now, result, reservation=reservation, **settled.values())
+        if settled.delivery == "sent":
             log.info("message %s sent", row.id)
-            return "sent"
-        if result.outcome == "deferred":
-            self._record(
-                row,
-                now,
-                result,
-                reservation=reservation,
-                next_attempt_at=now + self.policy.provider_backoff,
-                reason_code="PROVIDER_DEFERRED",
-                last_error=error,
-            )
+        elif settled.delivery == "provider_deferred":
             log.warning("message %s: the mail provider deferred us (%s)", row.id, result.code)
-            return "provider_deferred"
-        if result.outcome == "retry" and attempts < self.policy.max_attempts:
-            wait = retry_delay(attempts, self.policy.retry_base, self.policy.retry_max)
-            self._record(
-                row,
-                now,
-                result,
-                reservation=reservation,
-                status="retrying",
-                attempts=attempts,
-                next_attempt_at=now + wait,
-                reason_code="TEMPORARY_FAILURE",
-                last_error=error,
-            )
+        elif settled.delivery == "retrying":
+            wait = (settled.next_attempt_at or now) - now
             log.info("message %s: temporary failure (%s), retry in %s", row.id, result.code, wait)
-            return "retrying"
-        if result.outcome == "unknown":
-            reason = "UNKNOWN_DELIVERY"
-        elif result.outcome == "retry":
-            reason = "RETRIES_EXHAUSTED"
         else:
-            reason = "PERMANENT_FAILURE"
-        self._record(
-            row,
-            now,
-            result,
-            reservation=reservation,
-            status="failed",
-            attempts=attempts,
-            next_attempt_at=None,
-            reason_code=reason,
-            last_error=error,
-        )
-        log.info("message %s failed: %s (%s)", row.id, reason, result.code)
-        return "unknown" if reason == "UNKNOWN_DELIVERY" else "failed"
+            log.info("message %s failed: %s (%s)", row.id, settled.reason_code, result.code)
+        return settled.delivery
 
     def _record(
         self,
@@ -605,7 +530,7 @@ class Dispatcher:
                         "recipients": row.recipient or "",
                         "outcome": result.outcome,
                         "response_code": result.code,
-                        "error": None if result.outcome == "sent" else _error_text(result),
+                        "error": None if result.outcome == "sent" else error_text(result),
                         "attempted_at": now,
                     },
                 )
@@ -640,14 +565,6 @@ def _still_there(conn: sa.Connection, message_id: int) -> bool:
     """Whether the message exists, locked against deletion until commit."""
     query = sa.select(messages.c.id).where(messages.c.id == message_id)
     return conn.execute(query.with_for_update(key_share=True)).first() is not None
-
-
-def _error_text(result: SendResult) -> str:
-    text = result.detail
-    if result.refused:
-        refused = "; ".join(f"{rcpt}: {code} {msg}" for rcpt, (code, msg) in result.refused.items())
-        text = f"{text} (refused: {refused})"
-    return text[:1000]
 
 
 def dispatch_due(
@@ -738,6 +655,8 @@ _COUNTED: dict[str, Iterable[str]] = {
     "retrying": ("messages_retrying",),
     "failed": ("messages_failed",),
     "invalid": ("messages_failed",),
+    "skipped": ("messages_skipped",),
+    "postponed": ("messages_postponed",),
     "unknown": ("messages_failed", "messages_unknown"),
     "quota_deferred": ("messages_deferred",),
     "provider_deferred": ("messages_deferred",),
@@ -793,17 +712,18 @@ def send_now(
     def claim(conn: sa.Connection) -> tuple[Any, str | None]:
         row = get_message(conn, message_id, account_id=account_id, lock=True)
         at = dispatcher.now()
-        if leases.is_live(row, at):
-            return None, "IN_PROGRESS"
-        if row.status == "sent" and not force:
-            return None, "ALREADY_SENT"
         address = _recipient(row)
-        if address is None:
-            return None, "MISSING_RECIPIENT"
-        if suppressed_among(conn, row.account_id, [address]):
-            if row.status != "sent":
-                dispatcher.set_fields(conn, row.id, at, status="skipped", reason_code="SUPPRESSED")
-            return None, "SUPPRESSED"
+        facts = Facts(
+            recipient=address,
+            status=row.status,
+            suppressed=bool(address and suppressed_among(conn, row.account_id, [address])),
+            leased=leases.is_live(row, at),
+        )
+        refusal = outcomes.before_send_now(facts, force=force)
+        if refusal is not None:
+            if refusal.change is not None:
+                dispatcher.set_fields(conn, row.id, at, **refusal.change.values())
+            return None, refusal.reason_code
         dispatcher.stamp_lease(conn, [row.id], at)
         return row, None
 
