@@ -16,11 +16,13 @@ after it changed, so an INIT an operator deleted is never recreated.
   load-in time after the start is refused.
 - An event with a load-in time gets no INIT; a pending INIT is skipped with reason
   HAS_LOAD_IN_TIME when a load-in time is added later.
-- Moving ``starts_at`` moves the pending reminders and refreshes the text (and the
-  recipient, should an application have changed the contact) of pending messages.
-  A reminder whose new time has already passed is skipped (PAST_DUE) and comes back
-  if the event moves later again; one whose time had passed when the event was
-  first planned is not created at all.
+- Every message of an event expires at its start (``expires_at``): one not sent by
+  then is skipped (EXPIRED) by dispatch, so no reminder goes out after its event.
+- Moving ``starts_at`` moves the pending reminders and refreshes the text, expiry
+  (and the recipient, should an application have changed the contact) of pending
+  messages. A reminder whose new time has already passed is skipped (PAST_DUE); one
+  skipped PAST_DUE or EXPIRED comes back if the event moves later again; one whose
+  time had passed when the event was first planned is not created at all.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.owned import get_owned
 from schedctl.db.schema import events, messages
-from schedctl.delivery.outbox import PENDING, NewMessage, enqueue, mail_domain
+from schedctl.delivery.outbox import EXPIRED, PENDING, NewMessage, enqueue, mail_domain
 from schedctl.errors import ValidationError
 from schedctl.values import parse_duration, parse_timezone, split_duration, validate_email
 
@@ -113,6 +115,7 @@ def plan_event(conn: sa.Connection, settings: Settings, event: Any, now: datetim
             send_at=send_at,
             idempotency_key=f"event:{event.id}:{type_}",
             event_id=event.id,
+            expires_at=event.starts_at,
         )
 
     def update(row: Any, **values: Any) -> None:
@@ -133,7 +136,10 @@ def plan_event(conn: sa.Connection, settings: Settings, event: Any, now: datetim
             new.append(message(INIT, now, _content(event, "init")))
     elif init.status in PENDING:
         subject, text, html = _content(event, "init")
-        update(init, subject=subject, body_text=text, body_html=html, recipient=event.contact)
+        update(
+            init, subject=subject, body_text=text, body_html=html, recipient=event.contact,
+            expires_at=event.starts_at,
+        )  # fmt: skip
 
     for reminder in reminders_for(settings):
         send_at = event.starts_at - reminder.lead
@@ -143,7 +149,9 @@ def plan_event(conn: sa.Connection, settings: Settings, event: Any, now: datetim
             if send_at >= now:
                 new.append(message(reminder.type, send_at, content))
             continue
-        movable = row.status in PENDING or (row.status == "skipped" and row.reason_code == PAST_DUE)
+        movable = row.status in PENDING or (
+            row.status == "skipped" and row.reason_code in (PAST_DUE, EXPIRED)
+        )
         if not movable:
             continue
         status, reason = row.status, row.reason_code
@@ -153,7 +161,7 @@ def plan_event(conn: sa.Connection, settings: Settings, event: Any, now: datetim
             status, reason = "scheduled", None
         subject, text, html = content
         values: dict[str, Any] = {"subject": subject, "body_text": text, "body_html": html}
-        values["recipient"] = event.contact
+        values.update(recipient=event.contact, expires_at=event.starts_at)
         values.update(status=status, reason_code=reason, send_at=send_at)
         if row.send_at != send_at:
             values["next_attempt_at"] = None

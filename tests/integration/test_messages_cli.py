@@ -35,7 +35,8 @@ def test_list_is_sorted_by_send_at_with_the_contract_keys(
     assert [m["id"] for m in data["messages"]] == [str(three[2]), str(three[1]), str(three[0])]
     first = data["messages"][0]
     assert set(first) == {
-        "id", "type", "recipient", "subject", "send_at", "status", "reason_code", "attempts"
+        "id", "type", "recipient", "subject", "send_at", "status", "reason_code", "attempts",
+        "expires_at",
     }  # fmt: skip
     assert first["send_at"] == (T0 - timedelta(days=1)).isoformat()
 

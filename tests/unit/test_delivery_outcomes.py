@@ -46,6 +46,20 @@ ADDRESS = "ann@example.org"
         ),
         (Facts(ADDRESS, weekend_zone=BERLIN, due=NOW), None),  # a weekday
         (Facts(ADDRESS, due=SATURDAY), None),  # its type sends at weekends
+        (Facts(ADDRESS, expires_at=NOW), Change("skipped", "EXPIRED", status="skipped")),
+        (
+            Facts(ADDRESS, expires_at=NOW - timedelta(days=21)),
+            Change("skipped", "EXPIRED", status="skipped"),
+        ),
+        (Facts(ADDRESS, expires_at=NOW + timedelta(seconds=1)), None),
+        (
+            Facts(ADDRESS, suppressed=True, expires_at=NOW),
+            Change("skipped", "SUPPRESSED", status="skipped"),
+        ),
+        (
+            Facts(ADDRESS, expires_at=NOW, weekend_zone=BERLIN, due=SATURDAY),
+            Change("skipped", "EXPIRED", status="skipped"),
+        ),
     ],
     ids=[
         "sendable",
@@ -56,10 +70,15 @@ ADDRESS = "ann@example.org"
         "weekend postponed to Monday",
         "weekday",
         "weekend sent",
+        "expiring now",
+        "expired weeks ago",
+        "expiring in a second",
+        "suppressed before expired",
+        "expired before the weekend rule",
     ],
 )
 def test_before_dispatch(facts: Facts, expected: Change | None) -> None:
-    assert before_dispatch(facts) == expected
+    assert before_dispatch(facts, NOW) == expected
 
 
 @pytest.mark.parametrize(
@@ -77,6 +96,20 @@ def test_before_dispatch(facts: Facts, expected: Change | None) -> None:
         ),
         (Facts(ADDRESS, status="sent", suppressed=True), True, Refusal("SUPPRESSED")),
         (Facts(ADDRESS, status="failed", weekend_zone=BERLIN, due=SATURDAY), False, None),
+        (
+            Facts(ADDRESS, expires_at=NOW),
+            False,
+            Refusal("EXPIRED", Change("skipped", "EXPIRED", status="skipped")),
+        ),
+        (Facts(ADDRESS, status="skipped", expires_at=NOW), False, Refusal("EXPIRED")),
+        (Facts(ADDRESS, expires_at=NOW), True, None),
+        (Facts(ADDRESS, status="skipped", expires_at=NOW), True, None),
+        (Facts(ADDRESS, status="sent", expires_at=NOW), False, Refusal("ALREADY_SENT")),
+        (
+            Facts(ADDRESS, suppressed=True, expires_at=NOW),
+            True,
+            Refusal("SUPPRESSED", Change("skipped", "SUPPRESSED", status="skipped")),
+        ),
     ],
     ids=[
         "sendable",
@@ -87,10 +120,16 @@ def test_before_dispatch(facts: Facts, expected: Change | None) -> None:
         "suppressed: skipped",
         "suppressed after a send: left sent",
         "failed, at a weekend: sent",
+        "expired: skipped",
+        "expired, already skipped: left as it is",
+        "expired, with force: sent",
+        "skipped expired, with force: sent",
+        "sent and expired",
+        "force never bypasses suppression",
     ],
 )
 def test_before_send_now(facts: Facts, force: bool, expected: Refusal | None) -> None:
-    assert before_send_now(facts, force=force) == expected
+    assert before_send_now(facts, NOW, force=force) == expected
 
 
 def test_changes_name_their_row_values() -> None:

@@ -39,6 +39,19 @@ def _bound(value: str, *, end: bool) -> datetime:
     return instant
 
 
+def _expiry(value: str) -> datetime | None:
+    """A --expires-at value: an instant, or ``none`` (the message never expires)."""
+    from schedctl.cadence import parse_instant
+    from schedctl.errors import ValidationError
+
+    if value.strip().lower() == "none":
+        return None
+    try:
+        return parse_instant(value)
+    except ValidationError as exc:
+        raise ValidationError(f"--expires-at: {exc.message}, or none") from None
+
+
 @command(messages_app, "list")
 def list_command(
     type_: TypeOpt = None,
@@ -89,10 +102,20 @@ def list_command(
         return CommandResult({"messages": items, "count": len(items)})
 
     data = run_command("messages list", work).data
-    columns = ["id", "type", "recipient", "subject", "send_at", "status", "reason", "attempts"]
+    columns = [
+        "id",
+        "type",
+        "recipient",
+        "subject",
+        "send_at",
+        "status",
+        "reason",
+        "attempts",
+        "expires_at",
+    ]
     rows = [
         (m["id"], m["type"], m["recipient"], m["subject"], m["send_at"], m["status"],
-         m["reason_code"], m["attempts"])
+         m["reason_code"], m["attempts"], m["expires_at"])
         for m in data["messages"]
     ]  # fmt: skip
     current().output.table(data, columns, rows, footer=f"{data['count']} message(s)")
@@ -116,17 +139,27 @@ def edit_command(
         str | None,
         typer.Option("--status", help=f"New status: {', '.join(MESSAGE_STATUSES)}."),
     ] = None,
+    expires_at: Annotated[
+        str | None,
+        typer.Option(
+            "--expires-at",
+            metavar="TIME|none",
+            help="Not sent by this time (ISO 8601), it is skipped (EXPIRED); none: never expires.",
+            show_default=False,
+        ),
+    ] = None,
     account: Account = None,
 ) -> None:
-    """Change a message's send time and/or status."""
+    """Change a message's send time, status and/or expiry."""
     from schedctl.cadence import parse_instant
     from schedctl.delivery import outbox
 
     number = parse_id(message_id, "message")
     new_send_at = parse_instant(send_at) if send_at is not None else None
     new_status = outbox.validate_status(status) if status is not None else None
-    if new_send_at is None and new_status is None:
-        raise UsageError("nothing to change: give --send-at and/or --status")
+    new_expiry = _expiry(expires_at) if expires_at is not None else outbox.KEEP
+    if new_send_at is None and new_status is None and new_expiry is outbox.KEEP:
+        raise UsageError("nothing to change: give --send-at, --status and/or --expires-at")
 
     def work(db: Database) -> CommandResult:
         account_id = scope_to_account(db, account)
@@ -134,16 +167,18 @@ def edit_command(
 
         def edit(conn: sa.Connection) -> Any:
             return outbox.edit_message(
-                conn, number, now, account_id=account_id, send_at=new_send_at, status=new_status
-            )
+                conn, number, now, account_id=account_id, send_at=new_send_at,
+                status=new_status, expires_at=new_expiry,
+            )  # fmt: skip
 
         return CommandResult(outbox.message_summary(db.transaction(edit)))
 
     data = run_command("messages edit", work).data
     if new_status == "sent":
         warn(f"message {data['id']} marked sent by hand: it will not be sent")
+    expiry = f", expires at {data['expires_at']}" if data["expires_at"] else ""
     current().output.result(
-        data, f"message {data['id']}: {data['status']}, send at {data['send_at']}"
+        data, f"message {data['id']}: {data['status']}, send at {data['send_at']}{expiry}"
     )
 
 

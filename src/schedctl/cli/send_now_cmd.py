@@ -24,7 +24,7 @@ def send_now_command(
         typer.Argument(help="The message to send now.", metavar="MESSAGE_ID", show_default=False),
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Send again even if it was sent already.")
+        bool, typer.Option("--force", help="Send even if it was sent already or has expired.")
     ] = False,
     schedule: Annotated[
         str | None,
@@ -42,7 +42,7 @@ def send_now_command(
 
     Bypasses the enabled settings, the weekend rule and the send time; never the
     suppression list. Answers a reason code: SENT, MISSING_RECIPIENT, ALREADY_SENT,
-    SUPPRESSED, SEND_FAILED, EXCEPTION (also IN_PROGRESS, QUOTA_DEFERRED; and
+    SUPPRESSED, SEND_FAILED, EXCEPTION (also IN_PROGRESS, QUOTA_DEFERRED, EXPIRED; and
     REPORT_FAILED for --schedule).
     """
     if (message_id is None) == (schedule is None):

@@ -168,6 +168,7 @@ messages = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime),  # not sent by then: skipped, EXPIRED (NULL: never)
     sa.Index("messages_due", "status", "send_at"),
     sa.Index("messages_schedule_run", "schedule_run_id"),  # a run's purge sets it NULL
     sa.Index(

@@ -10,13 +10,14 @@ lease owner, together with its ``email_log`` row.
 Rules, in order (the decisions are outcomes.py's; this module reads and writes
 around them): a global or per-type ``enabled = false`` holds due messages
 untouched; a missing recipient fails the message (MISSING_RECIPIENT); a suppressed
-address skips it (SUPPRESSED; never bypassed); the weekend rule postpones it to
-Monday (WEEKEND_POSTPONED); when a daily quota is configured, a normal message
-reserves one unit of it just before its send or is deferred to the next UTC day
-(QUOTA_DEFERRED); critical mail skips the quota. The transaction that records the
-outcome settles the unit: counted as sent when the server accepted the message (or
-may have: ``unknown``), given back otherwise, and only then are the quota's alerts
-checked (see quota.py).
+address skips it (SUPPRESSED; never bypassed); one whose ``expires_at`` has come is
+skipped (EXPIRED; checked again just before its send, so it never uses quota); the
+weekend rule postpones it to Monday (WEEKEND_POSTPONED); when a daily quota is
+configured, a normal message reserves one unit of it just before its send or is
+deferred to the next UTC day (QUOTA_DEFERRED); critical mail skips the quota. The
+transaction that records the outcome settles the unit: counted as sent when the
+server accepted the message (or may have: ``unknown``), given back otherwise, and
+only then are the quota's alerts checked (see quota.py).
 
 Outcomes (see delivery/backends.py):
 
@@ -258,10 +259,11 @@ class Dispatcher:
                 recipient=address,
                 status=row.status,
                 suppressed=(row.account_id, address) in suppressed,
+                expires_at=row.expires_at,
                 weekend_zone=zones.get(row.id),
                 due=row.next_attempt_at or row.send_at,
             )
-            change = outcomes.before_dispatch(facts)
+            change = outcomes.before_dispatch(facts, now)
             if change is None:
                 sendable.append(row)
                 continue
@@ -364,9 +366,17 @@ class Dispatcher:
             date=now,
         )
 
-    def deliver(self, row: Any) -> tuple[Delivery, str]:
-        """Send one claimed message and record the outcome: (delivery, detail)."""
+    def deliver(self, row: Any, *, force: bool = False) -> tuple[Delivery, str]:
+        """Send one claimed message and record the outcome: (delivery, detail).
+
+        One whose expiry came since it was claimed is skipped instead (EXPIRED), unless
+        ``force`` (`send-now --force`).
+        """
         now = self.now()
+        expired = None if force else outcomes.expiry(row.expires_at, now)
+        if expired is not None:
+            log.info("message %s expired at %s: skipped", row.id, row.expires_at.isoformat())
+            return self._settle_unsent(row, now, expired), "expired"
         try:
             msg = self.build(row, now)
         except (ValidationError, ValueError, KeyError, TypeError) as exc:
@@ -679,6 +689,7 @@ SEND_NOW_REASONS = (
     "EXCEPTION",
     "IN_PROGRESS",
     "QUOTA_DEFERRED",
+    "EXPIRED",
 )
 
 
@@ -703,9 +714,10 @@ def send_now(
     """Send one message at once, whatever its send time, type settings or weekday.
 
     Never bypasses the suppression list; a normal message still needs quota (else it
-    is deferred to the next day: QUOTA_DEFERRED). A sent message is resent only with
-    ``force``; one a dispatcher is sending right now is left alone (IN_PROGRESS).
-    With ``account_id``, a message of another account is NotFound.
+    is deferred to the next day: QUOTA_DEFERRED). A sent message is resent, and an
+    expired one sent (else EXPIRED: recorded skipped), only with ``force``; one a
+    dispatcher is sending right now is left alone (IN_PROGRESS). With ``account_id``,
+    a message of another account is NotFound.
     """
     dispatcher = Dispatcher(db, settings, now, backend=backend)
 
@@ -718,8 +730,9 @@ def send_now(
             status=row.status,
             suppressed=bool(address and suppressed_among(conn, row.account_id, [address])),
             leased=leases.is_live(row, at),
+            expires_at=row.expires_at,
         )
-        refusal = outcomes.before_send_now(facts, force=force)
+        refusal = outcomes.before_send_now(facts, at, force=force)
         if refusal is not None:
             if refusal.change is not None:
                 dispatcher.set_fields(conn, row.id, at, **refusal.change.values())
@@ -732,7 +745,7 @@ def send_now(
         return SendNowResult(False, refusal)
     try:
         with dispatcher.backend:
-            delivery, detail = dispatcher.deliver(row)
+            delivery, detail = dispatcher.deliver(row, force=force)
     except ConfigError:
         raise  # exit 2; deliver gave the message back untouched
     except Exception as exc:
@@ -750,4 +763,6 @@ def send_now(
         return SendNowResult(False, "QUOTA_DEFERRED", detail)
     if delivery == "invalid":
         return SendNowResult(False, "EXCEPTION", detail)
+    if delivery == "skipped":
+        return SendNowResult(False, outbox.EXPIRED, detail)
     return SendNowResult(False, "SEND_FAILED", detail)

@@ -11,6 +11,7 @@ attempt sends the same one.
 from __future__ import annotations
 
 import base64
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -67,6 +68,7 @@ class NewMessage:
     event_id: int | None = None
     status: str = "scheduled"
     reason_code: str | None = None
+    expires_at: datetime | None = None  # not sent by then: skipped, EXPIRED (None: never)
 
 
 def mail_domain(mail_from: str) -> str:
@@ -109,6 +111,7 @@ def enqueue(
             "message_id": make_message_id(m.idempotency_key, domain, installation=install),
             "schedule_run_id": m.schedule_run_id,
             "event_id": m.event_id,
+            "expires_at": m.expires_at,
             "created_at": now,
             "updated_at": now,
         }
@@ -179,6 +182,7 @@ def message_summary(row: Any) -> dict[str, Any]:
         "status": row.status,
         "reason_code": row.reason_code,
         "attempts": row.attempts,
+        "expires_at": row.expires_at,
     }
 
 
@@ -215,6 +219,16 @@ def get_message(
     return get_owned(conn, messages, message_id, account_id, "message", lock=lock)
 
 
+class Keep(enum.Enum):
+    """An edit's "leave this value as it is" (where None means "clear it")."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+EXPIRED = "EXPIRED"  # the reason code of a message not sent by its expires_at
+
+
 def edit_message(
     conn: sa.Connection,
     message_id: int,
@@ -223,17 +237,26 @@ def edit_message(
     account_id: int | None = None,
     send_at: datetime | None = None,
     status: str | None = None,
+    expires_at: datetime | Keep | None = KEEP,
 ) -> sa.Row[Any]:
-    """Change a message's send time and/or status by hand; returns the new row.
+    """Change a message's send time, status and/or expiry by hand; returns the new row.
 
-    A send time more than five minutes in the past is refused; a message a dispatcher
-    is sending right now cannot be edited (TemporaryError: try again in a moment).
+    A send time or expiry more than five minutes in the past is refused; ``expires_at``
+    None means the message never expires. A message skipped as EXPIRED whose expiry is
+    cleared or moved later is scheduled again (unless ``status`` says otherwise). A
+    message a dispatcher is sending right now cannot be edited (TemporaryError: try
+    again in a moment).
     """
-    if send_at is None and status is None:
-        raise ValidationError("nothing to change: give --send-at and/or --status")
+    if send_at is None and status is None and expires_at is KEEP:
+        raise ValidationError("nothing to change: give --send-at, --status and/or --expires-at")
     if send_at is not None and send_at < now - SEND_AT_GRACE:
         raise ValidationError(
             f"send time {send_at.isoformat()} is in the past (more than 5 minutes before now)"
+        )
+    if isinstance(expires_at, datetime) and expires_at < now - SEND_AT_GRACE:
+        raise ValidationError(
+            f"expiry {expires_at.isoformat()} is in the past (more than 5 minutes before now);"
+            " to stop a message, set --status skipped"
         )
     status = validate_status(status) if status is not None else None
     row = get_message(conn, message_id, account_id=account_id, lock=True)
@@ -243,6 +266,11 @@ def edit_message(
     if send_at is not None:
         # The operator's time replaces any retry or deferral time.
         values.update(send_at=send_at, next_attempt_at=None)
+    if expires_at is not KEEP:
+        values["expires_at"] = expires_at
+        revived = expires_at is None or expires_at > now
+        if status is None and revived and (row.status, row.reason_code) == ("skipped", EXPIRED):
+            values.update(status="scheduled", reason_code=None, next_attempt_at=None)
     if status is not None and status != row.status:
         values.update(status=status, reason_code="MANUAL")
         if status == "sent" and row.sent_at is None:

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from schedctl.delivery.outbox import EXPIRED, PENDING
 from schedctl.delivery.policy import DeliveryPolicy, retry_delay, weekend_postponement
 from schedctl.delivery.quota import next_day_start
 from schedctl.delivery.transport import SendResult
@@ -24,6 +25,7 @@ __all__ = [
     "before_dispatch",
     "before_send_now",
     "error_text",
+    "expiry",
     "invalid_message",
     "quota_deferral",
     "settle_result",
@@ -52,6 +54,7 @@ class Facts:
     status: str = "scheduled"
     suppressed: bool = False  # the address is on its account's suppression list
     leased: bool = False  # under a live lease: a dispatcher is sending it right now
+    expires_at: datetime | None = None  # not sent by then, it never is (None: never)
     weekend_zone: ZoneInfo | None = None  # set when its type postpones weekend sends
     due: datetime | None = None  # when it fell due: its next attempt, else its send time
 
@@ -85,16 +88,26 @@ class Refusal:
     change: Change | None = None
 
 
-def before_dispatch(facts: Facts) -> Change | None:
+def expiry(expires_at: datetime | None, now: datetime) -> Change | None:
+    """A message whose expiry has come is skipped (EXPIRED), never sent; else None."""
+    if expires_at is not None and expires_at <= now:
+        return Change("skipped", EXPIRED, status="skipped")
+    return None
+
+
+def before_dispatch(facts: Facts, now: datetime) -> Change | None:
     """Dispatch's rules that need no mail server, in order; None: send it.
 
-    A missing recipient fails the message, a suppressed address skips it, a weekend
-    send of a type that postpones moves to Monday at the same local time.
+    A missing recipient fails the message, a suppressed address or an expiry that has
+    come skips it, a weekend send of a type that postpones moves to Monday at the same
+    local time.
     """
     if facts.recipient is None:
         return Change("failed", "MISSING_RECIPIENT", status="failed")
     if facts.suppressed:
         return Change("skipped", "SUPPRESSED", status="skipped")
+    if expired := expiry(facts.expires_at, now):
+        return expired
     if facts.weekend_zone is not None and facts.due is not None:
         monday = weekend_postponement(facts.due, facts.weekend_zone)
         if monday is not None:
@@ -102,12 +115,13 @@ def before_dispatch(facts: Facts) -> Change | None:
     return None
 
 
-def before_send_now(facts: Facts, *, force: bool) -> Refusal | None:
+def before_send_now(facts: Facts, now: datetime, *, force: bool) -> Refusal | None:
     """`send-now`'s checks, in order; None: send it.
 
     It bypasses the enabled settings, the weekend rule and the send time, never the
-    suppression list; a sent message goes again only with ``force``. Only a
-    suppressed address is recorded on the message (``skipped``), unless it was sent.
+    suppression list; a sent or expired message goes only with ``force``. A
+    suppressed address is recorded on the message (``skipped``) unless it was sent,
+    an expiry only on a message still pending.
     """
     if facts.leased:
         return Refusal("IN_PROGRESS")
@@ -118,6 +132,8 @@ def before_send_now(facts: Facts, *, force: bool) -> Refusal | None:
     if facts.suppressed:
         skip = None if facts.status == "sent" else Change("skipped", "SUPPRESSED", status="skipped")
         return Refusal("SUPPRESSED", skip)
+    if not force and (expired := expiry(facts.expires_at, now)):
+        return Refusal(EXPIRED, expired if facts.status in PENDING else None)
     return None
 
 

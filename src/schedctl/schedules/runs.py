@@ -29,6 +29,8 @@ Policies:
   resume either: resuming starts from the next slot, as for slots missed while
   paused. A run already executing when the pause lands finishes. A manual run
   (`send-now --schedule`) of a paused schedule runs, but is not retried.
+- Expiry: with a ``max_lateness``, a run's messages expire at its slot + that bound;
+  dispatch skips one not sent by then (EXPIRED), even when the run itself was late.
 - Retry: a run whose report fails is ``failed`` with its error; later ticks retry it
   after RETRY_BACKOFF, doubled per attempt (5 min, then 10), until MAX_ATTEMPTS
   attempts, after which it stays failed. A failure that a retry cannot mend is
@@ -457,6 +459,9 @@ def execute_run(
             db, settings, run, owner, clock(), error, retryable=False, reason=MISSING_RECIPIENT
         )
     now = clock()
+    # A report is not mailed once the schedule's lateness bound has passed (SPEC §12).
+    lateness = run.schedule.max_lateness
+    expires_at = None if lateness is None else run.slot + lateness
     items = [
         outbox.NewMessage(
             account_id=run.schedule.account_id,
@@ -470,6 +475,7 @@ def execute_run(
             idempotency_key=f"schedule-run:{run.id}:{recipient}",
             subscription=True,
             schedule_run_id=run.id,
+            expires_at=expires_at,
         )
         for recipient in run.schedule.recipients
     ]
