@@ -8,7 +8,7 @@ to the column's own type. One campaign runs on two business dates, so the second
 date finds most of its users in the tables already; then ``reconcile --repair``
 runs twice over the mirror and a third time after three of its rows were deleted.
 Oracle's NUMBER is covered by compiling the check for the Oracle dialect
-(tests/unit/test_distribute_oracle.py).
+(tests/unit/test_distribute_endpoints.py).
 """
 
 from __future__ import annotations

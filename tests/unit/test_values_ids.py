@@ -1,4 +1,4 @@
-"""Ids on the command line (schedctl.ids): whole numbers 1..2**63-1, nothing else."""
+"""Ids on the command line (schedctl.values): whole numbers 1..2**63-1, nothing else."""
 
 from __future__ import annotations
 
