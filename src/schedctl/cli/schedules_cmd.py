@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from schedctl.cli.params import Account, command_group, limit_option
-from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
+from schedctl.cli.runtime import (
+    CommandResult,
+    command,
+    current,
+    listing_title,
+    run_command,
+    scope_to,
+    scope_to_account,
+)
 from schedctl.errors import UsageError
 from schedctl.values import parse_id
 
@@ -152,8 +160,9 @@ def list_command(account: Account = None) -> None:
     from schedctl.schedules.store import list_schedules
 
     def work(db: Database) -> CommandResult:
-        items = [s.summary() for s in list_schedules(db, scope_to_account(db, account))]
-        return CommandResult({"schedules": items, "count": len(items)})
+        scope = scope_to(db, account)
+        items = [s.summary() for s in list_schedules(db, scope.id)]
+        return CommandResult({"schedules": items, "count": len(items), "account": scope.name})
 
     data = run_command("schedules list", work).data
     rows = [
@@ -169,7 +178,10 @@ def list_command(account: Account = None) -> None:
         for s in data["schedules"]
     ]
     current().output.table(
-        data, ["id", "name", "kind", "when", "state", "next run", "last run"], rows
+        data,
+        ["id", "name", "kind", "when", "state", "next run", "last run"],
+        rows,
+        title=listing_title("schedules", data["account"]),
     )
 
 
