@@ -55,6 +55,11 @@ def test_schedctl_account_is_the_default_of_every_account_option(run: Any) -> No
     assert [u["email"] for u in ok(run("users", "list", "--json", env=ACME))["users"]] == [
         "ann@example.com"
     ]
+    backfilled = run(
+        "schedules", "backfill", sid, "--from", "2026-05-01T00:00:00Z",
+        "--to", "2026-05-01T23:00:00Z", "--json", env=ACME,
+    )  # fmt: skip
+    assert ok(backfilled)["runs_created"] == 1
 
     # The flag wins over the variable.
     default = ok(run("users", "list", "--account", "default", "--json", env=ACME))
