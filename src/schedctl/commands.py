@@ -28,7 +28,7 @@ GROUPS = {
     "accounts": ("Manage accounts.", ["create", "list"]),
     "schedules": (
         "Manage schedules.",
-        ["create", "list", "show", "update", "pause", "resume", "delete", "runs"],
+        ["create", "list", "show", "update", "pause", "resume", "delete", "runs", "backfill"],
     ),
     "messages": ("Manage scheduled messages.", ["list", "edit", "delete-all"]),
     "users": ("Manage digest users.", ["add", "list", "update", "remove"]),

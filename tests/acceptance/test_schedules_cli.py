@@ -118,7 +118,11 @@ def test_schedule_lifecycle(run) -> None:
 
     deleted = as_json(run("schedules", "delete", sid, "--yes", "--json"))
     assert deleted == {"id": sid, "deleted": True, "runs_deleted": 1}
-    assert as_json(run("schedules", "list", "--json")) == {"schedules": [], "count": 0}
+    assert as_json(run("schedules", "list", "--json")) == {
+        "schedules": [],
+        "count": 0,
+        "account": "default",
+    }
 
 
 @pytest.mark.parametrize("dialect", ["sqlite"])

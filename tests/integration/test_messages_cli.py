@@ -65,7 +65,9 @@ def test_list_plain_text_for_humans(cli: CliRunner, db_url: str, three: list[int
     result = cli("messages", "list", db_url=db_url)
 
     assert result.returncode == 0
-    assert result.stdout.splitlines()[0].split()[:3] == ["id", "type", "recipient"]
+    title, header = result.stdout.splitlines()[:2]
+    assert title == "messages in account 'default':"
+    assert header.split()[:3] == ["id", "type", "recipient"]
     assert "3 message(s)" in result.stdout
 
 
@@ -202,7 +204,7 @@ def test_another_accounts_messages_are_invisible(
     deleted = cli("messages", "delete-all", "--confirm", "--account", "acme", "--json",
                   db_url=db_url)  # fmt: skip
 
-    assert listed.json == {"messages": [], "count": 0}
+    assert listed.json == {"messages": [], "count": 0, "account": "acme"}
     assert edit.returncode == 2
     assert "no message" in edit.stderr
     assert deleted.json == {"deleted": 0, "in_flight": 0}

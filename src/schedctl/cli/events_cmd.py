@@ -11,7 +11,15 @@ import typer
 
 from schedctl.cli.output import warn
 from schedctl.cli.params import Account, command_group
-from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
+from schedctl.cli.runtime import (
+    CommandResult,
+    command,
+    current,
+    listing_title,
+    run_command,
+    scope_to,
+    scope_to_account,
+)
 from schedctl.errors import UsageError
 from schedctl.values import parse_id
 
@@ -182,10 +190,10 @@ def list_command(account: Account = None) -> None:
     from schedctl import events
 
     def work(db: Database) -> CommandResult:
-        account_id = scope_to_account(db, account)
-        rows = db.transaction(lambda conn: events.list_events(conn, account_id), read_only=True)
+        scope = scope_to(db, account)
+        rows = db.transaction(lambda conn: events.list_events(conn, scope.id), read_only=True)
         items = [events.event_summary(r) for r in rows]
-        return CommandResult({"events": items, "count": len(items)})
+        return CommandResult({"events": items, "count": len(items), "account": scope.name})
 
     data = run_command("events list", work).data
     current().output.table(
@@ -195,6 +203,7 @@ def list_command(account: Account = None) -> None:
             (e["id"], e["name"], e["starts_at"], e["load_in_time"], e["contact"], e["tz"])
             for e in data["events"]
         ],
+        title=listing_title("events", data["account"]),
     )
 
 

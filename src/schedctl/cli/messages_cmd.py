@@ -10,7 +10,15 @@ import typer
 
 from schedctl.cli.output import warn
 from schedctl.cli.params import Account, command_group, limit_option
-from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
+from schedctl.cli.runtime import (
+    CommandResult,
+    command,
+    current,
+    listing_title,
+    run_command,
+    scope_to,
+    scope_to_account,
+)
 from schedctl.errors import UsageError
 from schedctl.values import parse_id
 from schedctl.vocabulary import MESSAGE_STATUSES
@@ -90,16 +98,16 @@ def list_command(
     upper = _bound(until, end=True) if until is not None else None
 
     def work(db: Database) -> CommandResult:
-        account_id = scope_to_account(db, account)
+        scope = scope_to(db, account)
         rows = db.transaction(
             lambda conn: outbox.list_messages(
-                conn, account_id, type=message_type, status=wanted_status,
+                conn, scope.id, type=message_type, status=wanted_status,
                 since=lower, until=upper, limit=limit,
             ),
             read_only=True,
         )  # fmt: skip
         items = [outbox.message_summary(r) for r in rows]
-        return CommandResult({"messages": items, "count": len(items)})
+        return CommandResult({"messages": items, "count": len(items), "account": scope.name})
 
     data = run_command("messages list", work).data
     columns = [
@@ -118,7 +126,13 @@ def list_command(
          m["reason_code"], m["attempts"], m["expires_at"])
         for m in data["messages"]
     ]  # fmt: skip
-    current().output.table(data, columns, rows, footer=f"{data['count']} message(s)")
+    current().output.table(
+        data,
+        columns,
+        rows,
+        title=listing_title("messages", data["account"]),
+        footer=f"{data['count']} message(s)",
+    )
 
 
 @command(messages_app, "edit")

@@ -178,17 +178,7 @@ def _materialise_batch(
         schedule_id = int(row.id)
         account_id = int(row.account_id)
         for d in decisions:
-            run = {
-                "account_id": account_id,
-                "schedule_id": schedule_id,
-                "slot": d.slot,
-                "manual": False,
-                "status": "queued" if d.run else "skipped",
-                "attempt": 0,
-                "error": d.reason,
-                "finished_at": None if d.run else now,
-                "created_at": now,
-            }
+            run = slot_run(account_id, schedule_id, d.slot, now, skipped_because=d.reason)
             (queued if d.run else skipped).append(run)
         ran = [d.slot for d in decisions if d.run]
         last_run_at = max([*ran, *([row.last_run_at] if row.last_run_at else [])], default=None)
@@ -198,14 +188,39 @@ def _materialise_batch(
     # A unique (schedule_id, slot) conflict means another tick made that run: skip it.
     # Counted, not returned: an INSERT without RETURNING goes as one short statement
     # executed per row (pipelined on psycopg), whose parse and plan the driver caches.
-    counts.runs_created += _insert_runs(conn, queued)
-    counts.runs_skipped += _insert_runs(conn, skipped)
+    counts.runs_created += insert_slot_runs(conn, queued)
+    counts.runs_skipped += insert_slot_runs(conn, skipped)
     if advances:
         conn.execute(_ADVANCE, advances)
     return counts
 
 
-def _insert_runs(conn: sa.Connection, rows: list[dict[str, Any]]) -> int:
+def slot_run(
+    account_id: int,
+    schedule_id: int,
+    slot: datetime,
+    now: datetime,
+    *,
+    skipped_because: str | None = None,
+) -> dict[str, Any]:
+    """The row of a schedule's run for ``slot``: queued, or skipped with the reason."""
+    skipped = skipped_because is not None
+    return {
+        "account_id": account_id,
+        "schedule_id": schedule_id,
+        "slot": slot,
+        "manual": False,
+        "status": "skipped" if skipped else "queued",
+        "attempt": 0,
+        "error": skipped_because,
+        "finished_at": now if skipped else None,
+        "created_at": now,
+    }
+
+
+def insert_slot_runs(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert slot runs (:func:`slot_run`); how many were new. A slot that has a run
+    already (the unique (schedule_id, slot) key of runs not manual) is left as it is."""
     return dialect.insert_ignore_count(
         conn, schedule_runs, rows, ["schedule_id", "slot"], conflict_where=_NOT_MANUAL
     )
