@@ -114,6 +114,13 @@ def test_backfilled_slots_run_once_at_the_next_tick_whatever_the_catchup_rules(
     after_tick = runs_by_slot(db_url)
     for day in ("2026-05-01", "2026-05-02", "2026-05-03"):
         assert after_tick[at(day)] == ("succeeded", 1, None)
+    # Their mail is not expired by the schedule's lateness bound: that counts from the
+    # backfill, which asked for these runs explicitly.
+    with Database(db_url, environ={}) as db:
+        outcomes = db.transaction(
+            lambda conn: conn.execute(sa.select(messages.c.status, messages.c.reason_code)).all()
+        )
+    assert {(o.status, o.reason_code) for o in outcomes} == {("sent", None)}
     # The slots tick found missed are judged by the catch-up rules as before.
     assert after_tick[at("2026-06-01")] == ("skipped", 0, "later than max-lateness")
 

@@ -31,6 +31,8 @@ Policies:
   (`send-now --schedule`) of a paused schedule runs, but is not retried.
 - Expiry: with a ``max_lateness``, a run's messages expire at its slot + that bound;
   dispatch skips one not sent by then (EXPIRED), even when the run itself was late.
+  A backfilled run (recorded after its slot's bound) counts the bound from when it
+  was recorded.
 - Retry: a run whose report fails is ``failed`` with its error; later ticks retry it
   after RETRY_BACKOFF, doubled per attempt (5 min, then 10), until MAX_ATTEMPTS
   attempts, after which it stays failed. A failure that a retry cannot mend is
@@ -254,6 +256,7 @@ class ClaimedRun:
     manual: bool
     schedule: Schedule
     lease_expires_at: datetime
+    created_at: datetime
 
 
 PAUSED = "paused"  # the error of a run skipped because its schedule was paused
@@ -382,7 +385,15 @@ def claim_runs(
             ids,
             owner,
             now + RUN_LEASE,
-            returning=[c.id, c.slot, c.attempt, c.manual, c.schedule_id, c.lease_expires_at],
+            returning=[
+                c.id,
+                c.slot,
+                c.attempt,
+                c.manual,
+                c.schedule_id,
+                c.lease_expires_at,
+                c.created_at,
+            ],
             status="running",
             attempt=c.attempt + 1,
             next_attempt_at=None,
@@ -415,6 +426,7 @@ def claim_runs(
                 bool(r.manual),
                 by_id[r.schedule_id],
                 r.lease_expires_at,
+                r.created_at,
             )
             for r in sorted(runs, key=lambda r: (r.slot, r.id))
             if r.schedule_id in by_id
@@ -475,8 +487,13 @@ def execute_run(
         )
     now = clock()
     # A report is not mailed once the schedule's lateness bound has passed (SPEC §12).
+    # A run recorded after that bound (a backfill: tick skips such slots) was asked for
+    # explicitly, so its bound counts from when it was recorded.
     lateness = run.schedule.max_lateness
-    expires_at = None if lateness is None else run.slot + lateness
+    expires_at = None
+    if lateness is not None:
+        bound = run.slot + lateness
+        expires_at = bound if run.created_at <= bound else run.created_at + lateness
     items = [
         outbox.NewMessage(
             account_id=run.schedule.account_id,
@@ -671,7 +688,7 @@ def run_schedule_now(
             .where(schedules.c.id == schedule_id, schedules.c.account_id == account_id)
             .values(last_run_at=last)
         )
-        return ClaimedRun(int(run_id), now, 1, True, schedule, now + RUN_LEASE)
+        return ClaimedRun(int(run_id), now, 1, True, schedule, now + RUN_LEASE, now)
 
     run = db.transaction(start)
     result = execute_run(db, settings, run, owner, clock)
