@@ -1,4 +1,5 @@
-"""`schedctl messages list | edit | delete-all`: the contract, run in-process."""
+"""`schedctl messages list | edit | delete-all`: the contract, run in-process (`show` and
+`delete`: test_history)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def test_list_is_sorted_by_send_at_with_the_contract_keys(
     first = data["messages"][0]
     assert set(first) == {
         "id", "type", "recipient", "subject", "send_at", "status", "reason_code", "attempts",
-        "expires_at",
+        "expires_at", "sent_at",
     }  # fmt: skip
     assert first["send_at"] == (T0 - timedelta(days=1)).isoformat()
 

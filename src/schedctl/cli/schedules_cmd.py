@@ -318,12 +318,15 @@ def runs_command(
             r["attempt"],
             r["started_at"],
             r["finished_at"],
+            None if r["duration_s"] is None else f"{r['duration_s']:.3f}s",
             r["error"],
         )
         for r in data["runs"]
     ]
     current().output.table(
-        data, ["id", "slot", "status", "attempt", "started", "finished", "error"], rows
+        data,
+        ["id", "slot", "status", "attempt", "started", "finished", "duration", "error"],
+        rows,
     )
 
 

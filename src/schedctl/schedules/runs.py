@@ -325,9 +325,12 @@ def skip_paused_runs(db: Database, now: datetime) -> int:
     return int(db.transaction(lambda conn: conn.execute(statement).rowcount))
 
 
+ORPHANED = "the process running it stopped (lease expired)"
+
+
 def orphan_error(attempt: int) -> str:
     """The error recorded on a run whose process died during ``attempt``."""
-    return f"the process running it stopped (lease expired) on attempt {attempt} of {MAX_ATTEMPTS}"
+    return f"{ORPHANED} on attempt {attempt} of {MAX_ATTEMPTS}"
 
 
 def _after_expiry(expiry: leases.Expiry, now: datetime) -> dict[str, Any]:
@@ -756,6 +759,18 @@ class RunRecord:
     finished_at: datetime | None
     error: str | None
 
+    @property
+    def duration_s(self) -> float | None:
+        """How long the last attempt took, in seconds (to the millisecond); None while
+        it runs, for a run that never started (skipped, still queued) or was skipped
+        after an attempt (paused), and when unknown: its process died."""
+        if self.status not in ("succeeded", "failed") or (self.error or "").startswith(ORPHANED):
+            return None
+        if self.started_at is None or self.finished_at is None:
+            return None
+        seconds = (self.finished_at - self.started_at).total_seconds()
+        return round(seconds, 3) if seconds >= 0 else None
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": str(self.id),
@@ -765,6 +780,7 @@ class RunRecord:
             "attempt": self.attempt,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "duration_s": self.duration_s,
             "error": self.error,
         }
 
