@@ -46,7 +46,9 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        print(f"schedctl {__version__}")
+        from schedctl.zones import tzdata_version
+
+        print(f"schedctl {__version__} (tzdata {tzdata_version()})")
         raise typer.Exit()
 
 
@@ -74,7 +76,12 @@ def _root(
     ] = None,
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Show the versions of schedctl and of its time zone data.",
+        ),
     ] = False,
 ) -> None:
     # Environment and file are resolved by load_settings, which flags override.
