@@ -47,6 +47,7 @@ Day = int | Literal["last"]
 
 KINDS: tuple[Kind, ...] = get_args(Kind)
 _ONE_SECOND = timedelta(seconds=1)
+_ONE_MICROSECOND = timedelta(microseconds=1)
 _ONE_DAY = timedelta(days=1)
 _UTC_ZONE = ZoneInfo("UTC")
 
@@ -292,6 +293,63 @@ def _offset(instant: datetime, zone: ZoneInfo) -> timedelta:
     offset = instant.astimezone(zone).utcoffset()
     assert offset is not None
     return offset
+
+
+# --- what the DST rule adjusts (SPEC §12) ------------------------------------------
+
+DstKind = Literal["gap", "overlap"]
+
+
+def dst_note(wall: datetime, zone: ZoneInfo) -> str | None:
+    """The adjustment §3's rule makes to a slot's wall time, in one sentence, or None.
+
+    "02:30 does not exist on 2027-03-28 in Europe/Berlin: runs at 03:00 CEST";
+    "01:30 occurs twice on 2026-11-01 in America/New_York: runs at the first, EDT".
+    """
+    instant = first_instant_at_or_after(wall, zone)
+    local = instant.astimezone(zone)
+    if _wall_time(instant, zone) != wall:
+        return (
+            f"{wall:%H:%M} does not exist on {wall:%Y-%m-%d} in {zone.key}:"
+            f" runs at {local:%H:%M %Z}"
+        )
+    if wall.replace(tzinfo=zone, fold=1).astimezone(UTC) != instant:
+        return (
+            f"{wall:%H:%M} occurs twice on {wall:%Y-%m-%d} in {zone.key}:"
+            f" runs at the first, {local:%Z}"
+        )
+    return None
+
+
+def dst_adjustments(
+    cadence: Cadence, start: datetime, until: datetime
+) -> Iterator[tuple[DstKind, str]]:
+    """The cadence's wall times in (start, until] that a DST change (or any offset
+    change) skips ("gap") or repeats ("overlap"), with their notes, oldest first."""
+    zone = cadence.zone
+    for change in offset_changes(zone, start, until):
+        local = change.at.replace(tzinfo=None)
+        kind: DstKind = "gap" if change.after > change.before else "overlap"
+        # The wall times that do not exist, or that occur twice: a half-open range.
+        low = local + min(change.before, change.after)
+        high = local + max(change.before, change.after)
+        for wall in _walls_after(cadence, low - _ONE_MICROSECOND):
+            if wall >= high:
+                break
+            note = dst_note(wall, zone)
+            if note is not None:
+                yield kind, note
+
+
+def dst_warnings(cadence: Cadence, start: datetime, until: datetime) -> list[str]:
+    """The first gap note and the first overlap note in (start, until], if any: what
+    `schedules create/update` warn about, once per kind."""
+    first: dict[DstKind, str] = {}
+    for kind, note in dst_adjustments(cadence, start, until):
+        first.setdefault(kind, note)
+        if len(first) == 2:
+            break
+    return list(first.values())
 
 
 # --- zone data changes --------------------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from schedctl.db.database import Database
-from schedctl.db.schema import schedule_runs, schedules
+from schedctl.db.schema import events, schedule_runs, schedules, users
 from schedctl.zones import tzdata_version
 from support.cli import CliRunner, Result
 from support.zone_data import ALMATY_2023, OLD_RELEASE, zone_data
@@ -56,6 +56,15 @@ def run_slots(db_url: str) -> list[tuple[datetime, str]]:
     query = sa.select(schedule_runs.c.slot, schedule_runs.c.status).order_by(schedule_runs.c.id)
     with Database(db_url, environ={}) as db:
         return [(r.slot, r.status) for r in db.transaction(lambda c: c.execute(query).all())]
+
+
+def count(db_url: str, table: sa.Table) -> int:
+    with Database(db_url, environ={}) as db:
+        return int(db.scalar(sa.select(sa.func.count()).select_from(table)))
+
+
+def warnings(result: Result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("schedctl: warning:")]
 
 
 def utc(*parts: int) -> datetime:
@@ -146,3 +155,79 @@ def test_version_shows_the_tzdata_release(cli: CliRunner) -> None:
     result = cli("--version")
     assert result.returncode == 0
     assert result.stdout == f"schedctl 0.1.0 (tzdata {tzdata_version()})\n"
+
+
+# --- zones on the command line -----------------------------------------------------
+
+
+def test_a_schedule_at_a_time_dst_moves_is_warned_about_once_per_kind(schedctl: Any) -> None:
+    result = schedctl(
+        "schedules", "create", "--name", "n", *REPORT, "--cadence", "daily", "--at", "02:30",
+        "--tz", "Europe/Berlin", "--json", now="2026-06-01T00:00:00Z",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.json["name"] == "n"  # stdout is the JSON document alone
+    assert warnings(result) == [
+        "schedctl: warning: 02:30 occurs twice on 2026-10-25 in Europe/Berlin:"
+        " runs at the first, CEST",
+        "schedctl: warning: 02:30 does not exist on 2027-03-28 in Europe/Berlin:"
+        " runs at 03:00 CEST",
+    ]
+
+
+def test_an_update_warns_when_it_sets_a_time_dst_moves(schedctl: Any) -> None:
+    now = "2026-06-01T00:00:00Z"
+    created = schedctl(
+        "schedules", "create", "--name", "n", *REPORT, "--cadence", "daily", "--at", "09:00",
+        "--tz", "America/New_York", now=now,
+    )  # fmt: skip
+    assert (created.returncode, warnings(created)) == (0, [])
+    moved = schedctl("schedules", "update", "1", "--at", "01:30", now=now)
+    assert moved.returncode == 0, moved.stderr
+    assert warnings(moved) == [
+        "schedctl: warning: 01:30 occurs twice on 2026-11-01 in America/New_York:"
+        " runs at the first, EDT"
+    ]
+    # An update that leaves the time and zone alone says nothing about them again.
+    other = schedctl("schedules", "update", "1", "--to", "cfo@example.com", now=now)
+    assert (other.returncode, other.stderr) == (0, "")
+
+
+def test_a_misspelt_zone_gets_a_did_you_mean_and_writes_nothing(schedctl: Any, db_url: str) -> None:
+    result = schedctl(
+        "schedules", "create", "--name", "n", *REPORT, "--cadence", "daily", "--at", "09:00",
+        "--tz", "Europe/Berln",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == (
+        "schedctl: error: invalid time zone 'Europe/Berln' (did you mean 'Europe/Berlin'?)\n"
+    )
+    users_result = schedctl("users", "add", "ann@example.com", "--tz", "Europe/Berln")
+    assert users_result.returncode == 2
+    assert "(did you mean 'Europe/Berlin'?)" in users_result.stderr
+    assert count(db_url, schedules) == count(db_url, users) == 0
+
+
+def test_a_fixed_offset_zone_is_accepted_with_a_warning_that_it_never_observes_dst(
+    schedctl: Any, db_url: str
+) -> None:
+    warning = (
+        "schedctl: warning: time zone EST is a fixed offset, UTC-05:00, that never observes"
+        " DST (for local time, use an IANA name such as America/New_York)"
+    )
+    made = [
+        schedctl(
+            "schedules", "create", "--name", "n", *REPORT, "--cadence", "daily",
+            "--at", "09:00", "--tz", "EST", "--json",
+        ),
+        schedctl("users", "add", "ann@example.com", "--tz", "EST", "--json"),
+        schedctl(
+            "events", "add", "--name", "launch", "--starts-at", "2030-01-10T10:00",
+            "--contact", "ann@example.com", "--tz", "EST", "--json",
+        ),
+    ]  # fmt: skip
+    for result in made:
+        assert result.returncode == 0, result.stderr
+        assert result.json["tz"] == "EST"
+        assert result.stderr.splitlines() == [warning]
+    assert count(db_url, schedules) == count(db_url, users) == count(db_url, events) == 1

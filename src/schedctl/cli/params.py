@@ -14,7 +14,8 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperOption
 
-from schedctl.values import MAX_ID
+from schedctl.cli.output import warn
+from schedctl.values import MAX_ID, fixed_offset_warning
 
 Account = Annotated[
     str | None,
@@ -25,6 +26,13 @@ Account = Annotated[
         show_default=False,
     ),
 ]
+
+
+def warn_fixed_offset(zone: str | None) -> None:
+    """Warn on stderr when a zone given with --tz is EST, MST or HST (no DST ever)."""
+    note = None if zone is None else fixed_offset_warning(zone.strip())
+    if note:
+        warn(note)
 
 
 def limit_option(help_text: str) -> Any:
