@@ -228,7 +228,8 @@ def test_a_mistyped_key_is_refused_alike_by_every_kind_of_command(
 # Each command with arguments it accepts; the rows they name need not exist, since the
 # settings are checked before the database is opened.
 EVERY_COMMAND = {
-    "accounts create": ["acme"], "accounts list": [], "config check": [], "db status": [],
+    "accounts create": ["acme"], "accounts list": [], "completion": ["bash"],
+    "config check": [], "db status": [],
     "db upgrade": [], "demo": ["--path", "{tmp}/demo.db"], "digest": [],
     "distribute": ["--preview"], "events list": [],
     "events add": ["--name", "x", "--starts-at", "2030-06-01T18:00:00Z", "--contact", "c@x.io"],

@@ -12,6 +12,7 @@ import typer
 from schedctl import __version__, redaction
 from schedctl.cli import (
     accounts_cmd,
+    completion_cmd,
     config_cmd,
     db_cmd,
     demo_cmd,
@@ -105,6 +106,7 @@ for _module in (
     notify_cmd,
     config_cmd,
     demo_cmd,
+    completion_cmd,
 ):
     _module.register(app)
 
@@ -146,6 +148,15 @@ def run(argv: Sequence[str] | None = None) -> int:
         report_error(message, exit_code, as_json=as_json)
         return exit_code
 
+    completion_cmd.prepare()
+    options = _options(args)
+    for flag in ("--install-completion", "--show-completion"):
+        if flag in options:
+            return fail(
+                f"{flag} is not an option of schedctl: `schedctl completion bash|zsh|fish`"
+                " prints the completion script to install (see schedctl completion --help)",
+                2,
+            )
     try:
         value = app(args=args, prog_name="schedctl", standalone_mode=False)
         return value if isinstance(value, int) else 0

@@ -87,7 +87,7 @@ MaxLateness = Annotated[
         "--max-lateness",
         metavar="DURATION",
         help="Record slots later than this (e.g. 6h) as skipped instead of running"
-        " them; 'none' for no limit.",
+        " them; 'none' for no limit (default: none).",
     ),
 ]
 Paused = Annotated[bool, typer.Option("--paused", help="Create (or set) it paused.")]
