@@ -239,6 +239,7 @@ BASE_CREATE = ["schedules", "create", *DAILY]
 BASE: dict[str, list[str]] = {
     "accounts create": ["accounts", "create", "acme"],
     "accounts list": ["accounts", "list"],
+    "completion": ["completion", "bash"],
     "config check": ["config", "check"],
     "db status": ["db", "status"],
     "db upgrade": ["db", "upgrade"],

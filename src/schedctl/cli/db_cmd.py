@@ -62,8 +62,13 @@ def upgrade_command() -> None:
 
 @command(db_app, "status")
 def status_command() -> None:
-    """Show which migrations are applied and whether the schema matches this version."""
+    """Show which migrations are applied and whether the schema matches this version.
+
+    Also shows the version of the time zone data (tzdata) this schedctl computes
+    slots with.
+    """
     from schedctl.db.migrations import status
+    from schedctl.zones import tzdata_version
 
     runtime = current()
 
@@ -75,6 +80,7 @@ def status_command() -> None:
                 "current": current_version,
                 "expected": expected,
                 "up_to_date": current_version == expected,
+                "tzdata": tzdata_version(),
                 "migrations": [
                     {
                         "version": s.version,
@@ -102,7 +108,8 @@ def status_command() -> None:
         data,
         ["version", "name", "applied", "note"],
         rows,
-        title=f"{data['database']}: schema version {data['current']} of {data['expected']}",
+        title=f"{data['database']}: schema version {data['current']} of {data['expected']};"
+        f" tzdata {data['tzdata']}",
     )
 
 

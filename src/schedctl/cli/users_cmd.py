@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from schedctl.cli.params import Account, command_group
+from schedctl.cli.params import Account, command_group, warn_fixed_offset
 from schedctl.cli.runtime import (
     CommandResult,
     command,
@@ -81,7 +81,9 @@ def add_command(
         row = users.write(db, lambda conn: users.add_user(conn, account_id, changes, now), email)
         return CommandResult(users.user_summary(row))
 
-    _show(run_command("users add", work).data, "added")
+    data = run_command("users add", work).data
+    warn_fixed_offset(tz)
+    _show(data, "added")
 
 
 @command(users_app, "list")
@@ -139,7 +141,9 @@ def update_command(
 
         return CommandResult(users.user_summary(users.write(db, change, changes.email)))
 
-    _show(run_command("users update", work).data, "updated")
+    data = run_command("users update", work).data
+    warn_fixed_offset(tz)
+    _show(data, "updated")
 
 
 @command(users_app, "remove")

@@ -90,8 +90,18 @@ schedules = sa.Table(
     sa.Column("last_run_at", UTCDateTime),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # The IANA release (e.g. "2026a") of the zone data that computed next_run_at;
+    # NULL when unknown (computed before it was recorded) or next_run_at is NULL.
+    sa.Column("tzdata_version", sa.Text),
     sa.UniqueConstraint("account_id", "name", name="schedules_account_name_key"),
     sa.Index("schedules_due", "active", "next_run_at"),
+    # A tick finds the next_run_at computed under other zone data (another release).
+    sa.Index(
+        "schedules_tzdata_version",
+        "tzdata_version",
+        sqlite_where=sa.text("next_run_at IS NOT NULL"),
+        postgresql_where=sa.text("next_run_at IS NOT NULL"),
+    ),
     sa.UniqueConstraint("id", "account_id", name="schedules_id_account_key"),
     sqlite_autoincrement=True,
 )
