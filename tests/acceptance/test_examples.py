@@ -1,9 +1,11 @@
-"""The shipped examples stay valid: the Actions workflow lints, crontab lines parse."""
+"""The shipped examples stay valid: the Actions workflow lints, crontab lines parse, and
+the README shows both as shipped."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -58,3 +60,18 @@ def test_crontab_example_lines_are_valid_cron() -> None:
         fields = line.split()
         make_cadence("cron", cron=" ".join(fields[:5]))
         assert fields[5] == "schedctl"
+
+
+def _block(readme: str, heading: str, language: str) -> str:
+    section = readme[readme.index(heading) :]
+    start = section.index(f"```{language}\n") + len(f"```{language}\n")
+    return section[start : section.index("```\n", start)]
+
+
+def test_readme_shows_the_examples_as_shipped() -> None:
+    readme = (REPO / "README.md").read_text()
+    crontab = (REPO / "crontab.example").read_text()
+    assert _block(readme, "### From cron", "crontab") == crontab[crontab.index("SHELL=") :]
+    workflow = (REPO / "examples" / "github-actions" / "schedctl.yml").read_text()
+    steps = textwrap.dedent(workflow[workflow.index("    steps:\n") :])
+    assert _block(readme, "### From GitHub Actions", "yaml") == steps
