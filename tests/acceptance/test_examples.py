@@ -1,5 +1,5 @@
-"""The shipped examples stay valid: the Actions workflow lints, crontab lines parse,
-the README's commands print what it says they print."""
+"""The shipped examples stay valid: the Actions workflow lints, crontab lines parse, the
+README shows both as shipped, and the README's commands print what it says they print."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -53,8 +54,10 @@ def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
 
 
 def test_crontab_example_lines_are_valid_cron() -> None:
+    """Active lines and the line shipped commented out (distribute) alike."""
     lines = (REPO / "crontab.example").read_text().splitlines()
     jobs = [line for line in lines if line and not line.startswith("#") and "=" not in line]
+    jobs += [line[1:] for line in lines if line.startswith("#") and "schedctl --quiet" in line]
     assert len(jobs) == 5
     for line in jobs:
         fields = line.split()
@@ -74,3 +77,18 @@ def test_the_readmes_commands_print_what_it_says(cli: CliRunner, db_url: str) ->
         result = cli(*shlex.split(command)[1:], db_url=db_url)
         assert result.returncode == 0, (command, result.stderr)
         assert result.stdout.strip() == shown, command
+
+
+def _block(readme: str, heading: str, language: str) -> str:
+    section = readme[readme.index(heading) :]
+    start = section.index(f"```{language}\n") + len(f"```{language}\n")
+    return section[start : section.index("```\n", start)]
+
+
+def test_readme_shows_the_examples_as_shipped() -> None:
+    readme = (REPO / "README.md").read_text()
+    crontab = (REPO / "crontab.example").read_text()
+    assert _block(readme, "### From cron", "crontab") == crontab[crontab.index("SHELL=") :]
+    workflow = (REPO / "examples" / "github-actions" / "schedctl.yml").read_text()
+    steps = textwrap.dedent(workflow[workflow.index("    steps:\n") :])
+    assert _block(readme, "### From GitHub Actions", "yaml") == steps

@@ -31,18 +31,12 @@ def upgrade_command() -> None:
 
     runtime = current()
     with runtime.open_db(create=True) as db:
-        started = db.now()
+        started = db.server_now()
         applied = upgrade(db)
         _, version, _ = status(db)
         try:
-            heartbeat_id = heartbeat.start_run(db, "db upgrade", started)
-            heartbeat.finish_run(
-                db,
-                heartbeat_id,
-                finished_at=db.now(),
-                exit_code=0,
-                counts={"applied": len(applied), "version": version},
-            )
+            counts = {"applied": len(applied), "version": version}
+            heartbeat.record_run(db, "db upgrade", started, counts)
         except SchedctlError as exc:
             # An up-to-date schema on a file this process may only read: the upgrade
             # (nothing to do) succeeded all the same, unrecorded like any reading command.

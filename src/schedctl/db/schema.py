@@ -61,6 +61,9 @@ heartbeats = sa.Table(
     sa.Column("outcome", sa.Text, nullable=False),
     sa.Column("exit_code", sa.Integer),
     sa.Column("counts", Json),
+    # started_at and finished_at are the database's clock; this is the SCHEDCTL_NOW
+    # instant the command ran under (NULL: the real clock).
+    sa.Column("simulated_now", UTCDateTime),
     sa.Index("heartbeats_command_outcome_finished", "command", "outcome", "finished_at"),
     sa.Index("heartbeats_started", "started_at"),  # reconcile's purge
     sqlite_autoincrement=True,
