@@ -17,6 +17,7 @@ TOP_LEVEL = {
     "reconcile": "Nightly repair: leases, usage snapshot, tracking purge, mirror check.",
     "send-now": "Send one message now, or run one schedule now (--schedule ID).",
     "heartbeat": "Show when each command last succeeded: green, yellow, red or unknown.",
+    "metrics": "Print the Prometheus text format: heartbeats, outbox, runs, quota, digests.",
     "notify": "Record a notification for a user (critical ones are sent by tick).",
     "unsubscribe": "Apply an unsubscribe token for an e-mail address.",
     "unsubscribe-url": "Print the signed unsubscribe URL for an e-mail address.",

@@ -260,3 +260,11 @@ def report(
             )
         )
     return health
+
+
+def report_now(
+    db: Database, settings: Settings, only: list[str] | None = None
+) -> list[CommandHealth]:
+    """:func:`report` judged now, on the clock the rows were stamped with: what
+    `heartbeat` shows and `metrics` exports."""
+    return report(db, settings, db.now(), only=only)

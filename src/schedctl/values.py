@@ -132,6 +132,16 @@ def zone_problem(name: str) -> str | None:
     return None
 
 
+def tzdata_version() -> str:
+    """The version of the ``tzdata`` package that schedctl reads its zones from."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tzdata")
+    except PackageNotFoundError:  # a broken install: say so rather than fail
+        return "unknown"
+
+
 def parse_hhmm(text: str) -> time:
     """Parse a local time of day written ``HH:MM`` (00:00..23:59)."""
     match = _HHMM.fullmatch(text.strip())

@@ -155,6 +155,7 @@ KIND_OF: dict[tuple[str, str], str] = {
     ("notify", "key"): "text",
     ("suppressions add", "reason"): "text",
     ("demo", "path"): "path",
+    ("metrics", "output"): "path",
 }
 BY_METAVAR = {
     "N": "int",
@@ -247,6 +248,7 @@ BASE: dict[str, list[str]] = {
     "messages delete-all": ["messages", "delete-all", "--confirm"],
     "messages edit": ["messages", "edit", "1", "--status", "paused"],
     "messages list": ["messages", "list"],
+    "metrics": ["metrics", "--output", "{tmp}/schedctl.prom"],
     "notify": ["notify", "--user", "seed@example.com", "--title", "hello"],
     "reconcile": ["reconcile", "--dry-run"],
     "schedules create": ["schedules", "create", *DAILY],

@@ -234,7 +234,7 @@ EVERY_COMMAND = {
     "events add": ["--name", "x", "--starts-at", "2030-06-01T18:00:00Z", "--contact", "c@x.io"],
     "events update": ["1", "--starts-at", "2030-06-01T18:00:00Z"], "heartbeat": [],
     "messages delete-all": ["--confirm"], "messages edit": ["1", "--status", "paused"],
-    "messages list": [], "notify": ["--user", "u@example.com", "--title", "hello"],
+    "messages list": [], "metrics": [], "notify": ["--user", "u@example.com", "--title", "hello"],
     "reconcile": ["--dry-run"], "schedules delete": ["1", "--yes"], "schedules list": [],
     "schedules create": ["--name", "s", "--kind", "sql", "--param", "query=q", "--to",
                          "r@example.com", "--cadence", "daily", "--at", "07:00"],

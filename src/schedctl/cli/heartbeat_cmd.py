@@ -109,7 +109,7 @@ def _judge(runtime: Runtime, check: bool, only: list[str] | None) -> CommandResu
 
     def work(db: Database) -> CommandResult:
         # Judge before this run's own heartbeat row counts.
-        health = heartbeat.report(db, settings, db.now(), only=only)
+        health = heartbeat.report_now(db, settings, only=only)
         status = heartbeat.overall(health)
         return CommandResult(
             {
