@@ -17,7 +17,7 @@ CONTRACT = [
     ["suppressions", "remove"], ["unsubscribe"], ["unsubscribe-url"],
 ]  # fmt: skip
 
-CONTRACT += [["users", "list"], ["users", "update"], ["users", "remove"]]
+CONTRACT += [["users", "list"], ["users", "update"], ["users", "remove"], ["metrics"]]
 # SPEC §12 History.
 CONTRACT += [["messages", "show"], ["messages", "delete"], ["events", "delete"]]
 
