@@ -360,6 +360,13 @@ class Settings:
     messages_types: Mapping[str, Mapping[str, Any]] = setting(
         factory=dict, env=None, parse=_message_types, each=dict.fromkeys(("enabled", "weekend"))
     )
+    # Being told ([alerts] in the file, SPEC §12; schedctl.alerts): where each job's
+    # one notification of what newly went wrong goes. The Slack URL defaults to
+    # slack_webhook_url (SCHEDCTL_SLACK_WEBHOOK_URL), the addresses to [messages]
+    # alert_to.
+    alerts_slack_webhook_url: str | None = setting(secret=True, check=http_url_problem)
+    alerts_webhook_url: str | None = setting(secret=True, check=http_url_problem)
+    alerts_mail_to: tuple[str, ...] = setting((), env=None, parse=addresses_setting)
     # Lead times of the reminders planned before each event ([events], SPEC §7).
     events_reminders: tuple[str, ...] = setting(("1d", "2h"), env=None, parse=_reminders)
     # The sql report kind's named queries ([reports.queries.NAME], SPEC §4, §13).

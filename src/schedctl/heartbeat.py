@@ -10,6 +10,10 @@ against per-command thresholds (SPEC §9): green, yellow, red, or unknown if nev
 What is judged is what the deployment runs: the commands named in ``[heartbeat]
 commands``, or by default the scheduled jobs (those with thresholds) that have run at
 least once. A timestamp in the future is not trusted: it never makes a command green.
+
+`heartbeat --check` records each judged command it finds red as an alert
+(:func:`red_alerts`), keyed by the command's last success: one per red spell, however
+often the check runs while it lasts.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from schedctl import __version__
+from schedctl import __version__, alerts
 from schedctl.commands import COMMAND_NAMES
 from schedctl.config import Settings
 from schedctl.db.database import Database
@@ -260,3 +264,23 @@ def report(
             )
         )
     return health
+
+
+def red_alerts(health: Iterable[CommandHealth]) -> list[alerts.Alert]:
+    """The ``heartbeat_red`` alerts of the judged commands that are red, each keyed by
+    its last success (a command is red only once it has succeeded)."""
+    found = []
+    for h in health:
+        if not h.monitored or h.status != "red" or h.last_success_at is None:
+            continue
+        since = h.last_success_at.isoformat()
+        age = f"{h.age_s // 60} minutes" if h.age_s is not None else "long"
+        found.append(
+            alerts.Alert(
+                alerts.HEARTBEAT_RED,
+                f"{alerts.HEARTBEAT_RED}:{h.command}:{since}",
+                f"{h.command} is red: its last success was {age} ago ({since});"
+                f" last run: {h.last_outcome or 'none'}",
+            )
+        )
+    return found

@@ -19,7 +19,8 @@ Its steps, in this order:
    finished schedule runs; the distribution step purges stored plans.
 5. The distribution step: recent distributions' target-group rows checked against
    the mirror (``--repair`` inserts what is missing). A no-op until the
-   ``distributions`` table exists (see :func:`reconcile_distributions`).
+   ``distributions`` table exists (see :func:`reconcile_distributions`). Rows left
+   missing are an alert, ``mirror_missing:<UTC day>`` (schedctl.alerts), once a day.
 
 Every step runs in short transactions of its own, so a run killed anywhere leaves
 what it finished done and a rerun does the rest. Concurrent runs share the work: rows
@@ -44,7 +45,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from schedctl import leases, usage
+from schedctl import alerts, leases, usage
 from schedctl.config import Settings
 from schedctl.db import dialect
 from schedctl.db.database import Database
@@ -344,6 +345,10 @@ def run_reconcile(
     if dist.plans is not None:
         purged["plans"] = dist.plans
 
+    unrepaired = dist.missing - dist.repaired - dist.repaired_elsewhere
+    if unrepaired > 0 and not dry:
+        db.transaction(lambda conn: alerts.record(conn, [mirror_alert(now, dist)], now))
+
     recovered = sum(run_leases) + sum(messages) + dist.recovered
     report: dict[str, Any] = {
         "leases_recovered": recovered,
@@ -372,6 +377,19 @@ def run_reconcile(
         "mirror_repaired_elsewhere": dist.repaired_elsewhere,
     }
     return report
+
+
+def mirror_alert(now: datetime, dist: DistributionReport) -> alerts.Alert:
+    """The day's alert about target rows missing from the mirror."""
+    day = now.astimezone(UTC).date().isoformat()
+    repaired = dist.repaired + dist.repaired_elsewhere
+    return alerts.Alert(
+        alerts.MIRROR_MISSING,
+        f"{alerts.MIRROR_MISSING}:{day}",
+        f"{dist.missing - repaired} of {dist.checked} target rows of the last {MIRROR_DAYS}"
+        " days' distributions are missing from the mirror"
+        + (f" ({repaired} repaired)" if repaired else "; `schedctl reconcile --repair` adds them"),
+    )
 
 
 def recover_leases(

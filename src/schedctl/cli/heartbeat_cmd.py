@@ -109,8 +109,14 @@ def _judge(runtime: Runtime, check: bool, only: list[str] | None) -> CommandResu
 
     def work(db: Database) -> CommandResult:
         # Judge before this run's own heartbeat row counts.
-        health = heartbeat.report(db, settings, db.now(), only=only)
+        now = db.now()
+        health = heartbeat.report(db, settings, now, only=only)
         status = heartbeat.overall(health)
+        red = heartbeat.red_alerts(health) if check else []
+        if red:
+            from schedctl import alerts
+
+            db.transaction(lambda conn: alerts.record(conn, red, now))
         return CommandResult(
             {
                 "status": status,
