@@ -296,36 +296,50 @@ def mail_parts(items: Sequence[Told]) -> tuple[str, str, str]:
 def notify(db: Database, settings: Settings, *, budget: float = BUDGET) -> dict[str, int]:
     """Tell each configured channel, once, about the alerts it was not told yet;
     returns how many alerts each channel that was told something was told. Never
-    raises."""
+    raises.
+
+    With nothing to tell (the usual end of a job) it only reads: one query."""
     chosen = targets(settings)
-    names = chosen.channels()
-    if not names:
+    if not chosen.channels():
         return {}
     deadline = time.monotonic() + budget
     told: dict[str, int] = {}
     try:
         clock = leases.clock_from(db.now())
         owner = leases.new_owner()
-        if chosen.mail_to:
+        look = functools.partial(_untold, channels=chosen.channels(), now=clock())
+        untold = db.transaction(look, read_only=True)
+    except Exception as exc:  # a side channel never fails the job
+        _not_sent(settings, exc)
+        return {}
+    if "mail" in untold:
+        try:
             told["mail"] = _tell_by_mail(db, settings, chosen.mail_to, clock(), owner)
+        except Exception as exc:
+            _not_sent(settings, exc)
+    posting: list[str] = [c for c in ("slack", "webhook") if c in untold]
+    try:
         taken: dict[str, list[Told]] = {}
-        for name in ("slack", "webhook"):
-            if name in names:
-                take = functools.partial(_take, channel=name, now=clock(), owner=owner)
-                items = db.transaction(take)
-                if items:
-                    taken[name] = [_redacted(settings, t) for t in items]
+        for channel in posting:
+            take = functools.partial(_take, channel=channel, now=clock(), owner=owner)
+            items = db.transaction(take)
+            if items:
+                taken[channel] = [_redacted(settings, t) for t in items]
         if taken:
             posted = _post_all(chosen, taken, deadline)
             db.transaction(lambda conn: _settle_posts(conn, taken, posted, owner, clock()))
-            told.update({name: len(taken[name]) for name in taken if posted[name]})
-    except Exception as exc:  # a side channel never fails the job
-        log.warning("alerts not sent: %s", settings.redact(_describe(exc)))
-        log.debug("alerts not sent", exc_info=True)
+            told.update({channel: len(taken[channel]) for channel in taken if posted[channel]})
+    except Exception as exc:
+        _not_sent(settings, exc)
     told = {name: count for name, count in told.items() if count}
     for name, count in told.items():
         log.info("told %s about %d alert%s", name, count, "" if count == 1 else "s")
     return told
+
+
+def _not_sent(settings: Settings, exc: Exception) -> None:
+    log.warning("alerts not sent: %s", settings.redact(_describe(exc)))
+    log.debug("alerts not sent", exc_info=True)
 
 
 def _describe(exc: Exception) -> str:
@@ -346,14 +360,37 @@ def _redacted(settings: Settings, item: Told) -> Told:
     )
 
 
+def _wanted(channel: str, now: datetime) -> list[sa.ColumnElement[bool]]:
+    """The alerts ``channel`` may be told at ``now``: recent ones, and for mail not
+    those about a failed ALERT mail."""
+    a = alerts.c
+    wanted: list[sa.ColumnElement[bool]] = [a.created_at >= now - PENDING_FOR]
+    if channel == "mail":
+        wanted.append(a.kind != ALERT_MAIL_FAILED)
+    return wanted
+
+
+def _untold(conn: sa.Connection, channels: Sequence[str], now: datetime) -> set[str]:
+    """The channels with something to tell: an alert never taken for them, or one a
+    run failed to tell that nobody holds now."""
+    a, d = alerts.c, alert_deliveries.c
+    found = set()
+    for channel in channels:
+        ours = sa.and_(d.alert_id == a.id, d.channel == channel)
+        given_back = sa.and_(ours, d.notified_at.is_(None), leases.free(alert_deliveries, now))
+        pending = sa.or_(~sa.exists().where(ours), sa.exists().where(given_back))
+        query = sa.select(a.id).where(*_wanted(channel, now), pending).limit(1)
+        if conn.execute(query).first() is not None:
+            found.add(channel)
+    return found
+
+
 def _take(conn: sa.Connection, channel: str, now: datetime, owner: str) -> list[Told]:
     """Take, under a lease, the recent alerts ``channel`` was not told: those never
     taken for it (a concurrent run's insert of the same row makes ours do nothing),
     then those a run failed to tell (SKIP LOCKED)."""
     a, d = alerts.c, alert_deliveries.c
-    wanted: list[sa.ColumnElement[bool]] = [a.created_at >= now - PENDING_FOR]
-    if channel == "mail":  # an ALERT mail that failed is not mailed about again
-        wanted.append(a.kind != ALERT_MAIL_FAILED)
+    wanted = _wanted(channel, now)
     held = leases.held(owner, now + LEASE)
     untold = (
         sa.select(a.id)
