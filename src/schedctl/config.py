@@ -343,8 +343,9 @@ class Settings:
     )
     # The outbox's delivery policy ([messages] in the file, SPEC §5, §7; README): a
     # global switch, the weekend rule and its zone, retries, the claim's lease and
-    # batch, the wait after a provider's refusal, who else gets quota alerts, and per
-    # message type ([messages.types.NAME]) its own switch and weekend rule.
+    # batch, the wait after a provider's refusal, and per message type
+    # ([messages.types.NAME]) its own switch and weekend rule; alert_to is the older
+    # name of [alerts] mail_to.
     messages_enabled: bool = setting(True, env=None)
     messages_weekend: str = setting("send", env=None, choices=("send", "postpone"))
     messages_tz: str = setting("UTC", env=None, check=zone_problem)
