@@ -431,7 +431,7 @@ class Settings:
         timedelta(minutes=30), parse=duration_between(timedelta(seconds=1), timedelta(days=1))
     )
     # Nightly housekeeping ([reconcile] in the file, SPEC §8): how long heartbeats,
-    # email_log rows and finished schedule runs are kept, and the rows one purge
+    # email_log rows, finished schedule runs and alerts are kept, and the rows one purge
     # transaction deletes at most. (Digest days and distribution plans carry their
     # own expiry, from [digest] retention and [distribute] retention.)
     reconcile_heartbeats_retention: timedelta = setting(
@@ -445,6 +445,10 @@ class Settings:
     reconcile_runs_retention: timedelta = setting(
         DEFAULT_RECONCILE_RETENTION,
         parse=_retention(timedelta(days=1), "a run's history outlives its retries"),
+    )
+    reconcile_alerts_retention: timedelta = setting(
+        DEFAULT_RECONCILE_RETENTION,
+        parse=_retention(timedelta(days=2), "an alert is told within a day of being raised"),
     )
     reconcile_batch_size: int = setting(5000, at_least=1, at_most=100_000)
 

@@ -15,8 +15,9 @@ Its steps, in this order:
    transaction, so no table is held by one long transaction: digest days past their
    ``expires_at`` (``[digest] retention``) that can no longer be anyone's today,
    heartbeats (each command's newest run and newest success are kept, so
-   ``heartbeat`` still judges a command that stopped), ``email_log`` rows and
-   finished schedule runs; the distribution step purges stored plans.
+   ``heartbeat`` still judges a command that stopped), ``email_log`` rows, finished
+   schedule runs and alerts (with what each channel was told); the distribution
+   step purges stored plans.
 5. The distribution step: recent distributions' target-group rows checked against
    the mirror (``--repair`` inserts what is missing). A no-op until the
    ``distributions`` table exists (see :func:`reconcile_distributions`). Rows left
@@ -49,6 +50,9 @@ from schedctl import alerts, leases, usage
 from schedctl.config import Settings
 from schedctl.db import dialect
 from schedctl.db.database import Database
+from schedctl.db.schema import (
+    alerts as alert_rows,
+)
 from schedctl.db.schema import (
     digests,
     distribution_destinations,
@@ -169,11 +173,15 @@ def purges(settings: Settings) -> list[Purge]:
         )
         return sa.and_(final, runs_c.finished_at < now - settings.reconcile_runs_retention)
 
+    def old_alerts(now: datetime) -> sa.ColumnElement[bool]:
+        return alert_rows.c.created_at < now - settings.reconcile_alerts_retention
+
     return [
         Purge("tracking", digests, digests.c.expires_at, digest_days),
         Purge("heartbeats", heartbeats, hb.started_at, heartbeat_rows),
         Purge("email_log", email_log, email_log.c.attempted_at, logged_attempts),
         Purge("runs", schedule_runs, runs_c.finished_at, finished_runs),
+        Purge("alerts", alert_rows, alert_rows.c.created_at, old_alerts),
     ]
 
 
@@ -368,6 +376,7 @@ def run_reconcile(
         "heartbeats_purged": purged["heartbeats"].rows,
         "email_log_purged": purged["email_log"].rows,
         "runs_purged": purged["runs"].rows,
+        "alerts_purged": purged["alerts"].rows,
         "plans_purged": dist.plans.rows if dist.plans else 0,
         "purge_batches": sum(p.batches for p in purged.values()),
         "largest_batch": max(p.largest for p in purged.values()),
