@@ -14,8 +14,8 @@ answers 500 and 429 with Retry-After by turns (so each channel's retries meet bo
 or by turns hangs (reads the request and never answers) and trickles (starts a 200
 answer and sends a byte every 0.2 s, so no single read ever times out).
 The job's outcome must not depend on it (README: "a ping that fails is logged as a
-warning and never changes the exit code"; quota.py: "a failing webhook is logged and
-never fails the job"): the same exit codes, the same rows, the same mail; each
+warning and never changes the exit code"; alerts.py: "Telling never raises and never
+changes a command's exit code"): the same exit codes, the same rows, the same mail; each
 process ends (bounded by the side channel's timeout and retries; the test only
 gives it a generous subprocess timeout); no secret -- the webhook's token path, the
 ping URLs' ids, the SMTP password -- appears in any output, even with -v.
