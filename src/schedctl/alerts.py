@@ -298,7 +298,8 @@ def notify(db: Database, settings: Settings, *, budget: float = BUDGET) -> dict[
     returns how many alerts each channel that was told something was told. Never
     raises.
 
-    With nothing to tell (the usual end of a job) it only reads: one query."""
+    With nothing to tell (the usual end of a job) it only reads, in one read-only
+    transaction: no write lock is taken."""
     chosen = targets(settings)
     if not chosen.channels():
         return {}
