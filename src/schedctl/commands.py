@@ -41,6 +41,10 @@ GROUPS = {
     "suppressions": ("Manage the suppression list.", ["list", "add", "remove"]),
 }
 
+# The jobs that tell the alert channels what newly went wrong when they end (SPEC §12,
+# schedctl.alerts); the other commands are an operator's, who sees their outcome.
+ALERTING = frozenset({"tick", "digest", "distribute", "reconcile", "send-now", "heartbeat"})
+
 COMMAND_NAMES = frozenset(TOP_LEVEL) | frozenset(
     f"{group} {sub}" for group, (_, subs) in GROUPS.items() for sub in subs
 )

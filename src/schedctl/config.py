@@ -349,8 +349,9 @@ class Settings:
     )
     # The outbox's delivery policy ([messages] in the file, SPEC §5, §7; README): a
     # global switch, the weekend rule and its zone, retries, the claim's lease and
-    # batch, the wait after a provider's refusal, who else gets quota alerts, and per
-    # message type ([messages.types.NAME]) its own switch and weekend rule.
+    # batch, the wait after a provider's refusal, and per message type
+    # ([messages.types.NAME]) its own switch and weekend rule; alert_to is the older
+    # name of [alerts] mail_to.
     messages_enabled: bool = setting(True, env=None)
     messages_weekend: str = setting("send", env=None, choices=("send", "postpone"))
     messages_tz: str = setting("UTC", env=None, check=zone_problem)
@@ -366,6 +367,13 @@ class Settings:
     messages_types: Mapping[str, Mapping[str, Any]] = setting(
         factory=dict, env=None, parse=_message_types, each=dict.fromkeys(("enabled", "weekend"))
     )
+    # Being told ([alerts] in the file, SPEC §12; schedctl.alerts): where each job's
+    # one notification of what newly went wrong goes. The Slack URL defaults to
+    # slack_webhook_url (SCHEDCTL_SLACK_WEBHOOK_URL), the addresses to [messages]
+    # alert_to.
+    alerts_slack_webhook_url: str | None = setting(secret=True, check=http_url_problem)
+    alerts_webhook_url: str | None = setting(secret=True, check=http_url_problem)
+    alerts_mail_to: tuple[str, ...] = setting((), env=None, parse=addresses_setting)
     # Lead times of the reminders planned before each event ([events], SPEC §7).
     events_reminders: tuple[str, ...] = setting(("1d", "2h"), env=None, parse=_reminders)
     # The sql report kind's named queries ([reports.queries.NAME], SPEC §4, §13).
@@ -429,7 +437,7 @@ class Settings:
         timedelta(minutes=30), parse=duration_between(timedelta(seconds=1), timedelta(days=1))
     )
     # Nightly housekeeping ([reconcile] in the file, SPEC §8): how long heartbeats,
-    # email_log rows and finished schedule runs are kept, and the rows one purge
+    # email_log rows, finished schedule runs and alerts are kept, and the rows one purge
     # transaction deletes at most. (Digest days and distribution plans carry their
     # own expiry, from [digest] retention and [distribute] retention.)
     reconcile_heartbeats_retention: timedelta = setting(
@@ -443,6 +451,10 @@ class Settings:
     reconcile_runs_retention: timedelta = setting(
         DEFAULT_RECONCILE_RETENTION,
         parse=_retention(timedelta(days=1), "a run's history outlives its retries"),
+    )
+    reconcile_alerts_retention: timedelta = setting(
+        DEFAULT_RECONCILE_RETENTION,
+        parse=_retention(timedelta(days=2), "an alert is told within a day of being raised"),
     )
     reconcile_batch_size: int = setting(5000, at_least=1, at_most=100_000)
 

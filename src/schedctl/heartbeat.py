@@ -16,6 +16,10 @@ named in ``[heartbeat] commands``, or by default the scheduled jobs (those with
 thresholds) that have run at least once. A timestamp in the future (a row written
 before heartbeats kept the database's clock) is not trusted: it never makes a command
 green.
+
+`heartbeat --check` records each judged command it finds red as an alert
+(:func:`red_alerts`), keyed by the command's last success: one per red spell, however
+often the check runs while it lasts.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from schedctl import __version__
+from schedctl import __version__, alerts
 from schedctl.commands import COMMAND_NAMES, READ_ONLY, only_reads
 from schedctl.config import Settings
 from schedctl.db.database import Database
@@ -305,3 +309,23 @@ def report_now(
     """:func:`report` judged now, on the database's clock the rows are stamped with
     (never SCHEDCTL_NOW): what `heartbeat` shows and `metrics` exports."""
     return report(db, settings, db.server_now(), only=only)
+
+
+def red_alerts(health: Iterable[CommandHealth]) -> list[alerts.Alert]:
+    """The ``heartbeat_red`` alerts of the judged commands that are red, each keyed by
+    its last success (a command is red only once it has succeeded)."""
+    found = []
+    for h in health:
+        if not h.monitored or h.status != "red" or h.last_success_at is None:
+            continue
+        since = h.last_success_at.isoformat()
+        age = f"{h.age_s // 60} minutes" if h.age_s is not None else "long"
+        found.append(
+            alerts.Alert(
+                alerts.HEARTBEAT_RED,
+                f"{alerts.HEARTBEAT_RED}:{h.command}:{since}",
+                f"{h.command} is red: its last success was {age} ago ({since});"
+                f" last run: {h.last_outcome or 'none'}",
+            )
+        )
+    return found

@@ -26,7 +26,8 @@ that claimers and reconcile reason about all of them the same way:
   one way back, :func:`recover`, used by the claims of tick and by reconcile alike:
   the attempt the holder lost counts, and the work goes back to be retried at once,
   or fails for good when that was its last attempt (:func:`after_expiry` decides;
-  each kind of work, a :class:`LeasedWork`, says what that means for its row).
+  each kind of work, a :class:`LeasedWork`, says what that means for its row, and
+  what else failing for good records in the same transaction: its alerts).
 
 Digests take no lease: a digest day is claimed (its rows locked, the (user, date) row
 inserted on conflict do nothing) and completed in one transaction, so the row locks
@@ -259,6 +260,8 @@ class LeasedWork:
     counted_at_claim: bool  # see after_expiry's ``counted``
     # The row's new values for a decision at an instant (recover clears the lease).
     after: Callable[[Expiry, datetime], Mapping[str, Any]]
+    # Called in recover's transaction with the ids it failed for good (their alerts).
+    on_failed: Callable[[sa.Connection, Sequence[int], datetime], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -305,10 +308,13 @@ def recover(
     for expiry, ids in decided.items():
         values = work.after(expiry, now)
         conn.execute(table.update().where(table.c.id.in_(ids)).values(**values, **CLEARED))
-    return Recovered(
+    recovered = Recovered(
         retried=tuple(sorted(i for e, ids in decided.items() if not e.final for i in ids)),
         failed=tuple(sorted(i for e, ids in decided.items() if e.final for i in ids)),
     )
+    if recovered.failed and work.on_failed is not None:
+        work.on_failed(conn, recovered.failed, now)
+    return recovered
 
 
 def count_expired(

@@ -15,11 +15,13 @@ Its steps, in this order:
    transaction, so no table is held by one long transaction: digest days past their
    ``expires_at`` (``[digest] retention``) that can no longer be anyone's today,
    heartbeats (each command's newest run and newest success are kept, so
-   ``heartbeat`` still judges a command that stopped), ``email_log`` rows and
-   finished schedule runs; the distribution step purges stored plans.
+   ``heartbeat`` still judges a command that stopped), ``email_log`` rows, finished
+   schedule runs and alerts (with what each channel was told); the distribution
+   step purges stored plans.
 5. The distribution step: recent distributions' target-group rows checked against
    the mirror (``--repair`` inserts what is missing). A no-op until the
-   ``distributions`` table exists (see :func:`reconcile_distributions`).
+   ``distributions`` table exists (see :func:`reconcile_distributions`). Rows left
+   missing are an alert, ``mirror_missing:<UTC day>`` (schedctl.alerts), once a day.
 
 Every step runs in short transactions of its own, so a run killed anywhere leaves
 what it finished done and a rerun does the rest. Concurrent runs share the work: rows
@@ -44,10 +46,13 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from schedctl import leases, usage
+from schedctl import alerts, leases, usage
 from schedctl.config import Settings
 from schedctl.db import dialect
 from schedctl.db.database import Database
+from schedctl.db.schema import (
+    alerts as alert_rows,
+)
 from schedctl.db.schema import (
     digests,
     distribution_destinations,
@@ -168,11 +173,15 @@ def purges(settings: Settings) -> list[Purge]:
         )
         return sa.and_(final, runs_c.finished_at < now - settings.reconcile_runs_retention)
 
+    def old_alerts(now: datetime) -> sa.ColumnElement[bool]:
+        return alert_rows.c.created_at < now - settings.reconcile_alerts_retention
+
     return [
         Purge("tracking", digests, digests.c.expires_at, digest_days),
         Purge("heartbeats", heartbeats, hb.started_at, heartbeat_rows),
         Purge("email_log", email_log, email_log.c.attempted_at, logged_attempts),
         Purge("runs", schedule_runs, runs_c.finished_at, finished_runs),
+        Purge("alerts", alert_rows, alert_rows.c.created_at, old_alerts),
     ]
 
 
@@ -344,6 +353,10 @@ def run_reconcile(
     if dist.plans is not None:
         purged["plans"] = dist.plans
 
+    unrepaired = dist.missing - dist.repaired - dist.repaired_elsewhere
+    if unrepaired > 0 and not dry:
+        db.transaction(lambda conn: alerts.record(conn, [mirror_alert(now, dist)], now))
+
     recovered = sum(run_leases) + sum(messages) + dist.recovered
     report: dict[str, Any] = {
         "leases_recovered": recovered,
@@ -363,6 +376,7 @@ def run_reconcile(
         "heartbeats_purged": purged["heartbeats"].rows,
         "email_log_purged": purged["email_log"].rows,
         "runs_purged": purged["runs"].rows,
+        "alerts_purged": purged["alerts"].rows,
         "plans_purged": dist.plans.rows if dist.plans else 0,
         "purge_batches": sum(p.batches for p in purged.values()),
         "largest_batch": max(p.largest for p in purged.values()),
@@ -372,6 +386,19 @@ def run_reconcile(
         "mirror_repaired_elsewhere": dist.repaired_elsewhere,
     }
     return report
+
+
+def mirror_alert(now: datetime, dist: DistributionReport) -> alerts.Alert:
+    """The day's alert about target rows missing from the mirror."""
+    day = now.astimezone(UTC).date().isoformat()
+    repaired = dist.repaired + dist.repaired_elsewhere
+    return alerts.Alert(
+        alerts.MIRROR_MISSING,
+        f"{alerts.MIRROR_MISSING}:{day}",
+        f"{dist.missing - repaired} of {dist.checked} target rows of the last {MIRROR_DAYS}"
+        " days' distributions are missing from the mirror"
+        + (f" ({repaired} repaired)" if repaired else "; `schedctl reconcile --repair` adds them"),
+    )
 
 
 def recover_leases(

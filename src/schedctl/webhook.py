@@ -1,6 +1,7 @@
-"""Slack incoming-webhook alerts and healthchecks.io-style pings, over urllib.
+"""Alert posts (a Slack incoming webhook, a generic JSON webhook) and
+healthchecks.io-style pings, over urllib.
 
-Both are side channels: they return False on failure and never raise, so a broken
+All are side channels: they return False on failure and never raise, so a broken
 webhook never fails the job that called it. Their URLs are secrets (the path is the
 credential), so logs name at most the host. A URL's ``user:password@`` is sent as HTTP
 basic authentication, never as part of the host name.
@@ -25,7 +26,7 @@ import tenacity
 
 from schedctl import redaction
 
-__all__ = ["MAX_RETRY_AFTER", "ping", "post_slack_alert", "retry_after_seconds"]
+__all__ = ["MAX_RETRY_AFTER", "ping", "post_json", "post_slack_alert", "retry_after_seconds"]
 
 logger = logging.getLogger("schedctl.delivery")
 
@@ -259,13 +260,34 @@ def post_slack_alert(
     payload: dict[str, Any] = {"text": text}
     if blocks:
         payload["blocks"] = [dict(block) for block in blocks]
+    return post_json(
+        url,
+        payload,
+        what="Slack alert",
+        timeout=timeout,
+        max_attempts=max_attempts,
+        backoff=backoff,
+    )
+
+
+def post_json(
+    url: str,
+    payload: Mapping[str, Any],
+    *,
+    what: str = "alert webhook",
+    timeout: float = 5.0,
+    max_attempts: int = 3,
+    backoff: float = 0.5,
+) -> bool:
+    """POST ``payload`` as JSON; True on 2xx, retried as :func:`post_slack_alert` says.
+    ``what`` names the post in the log lines. Never raises."""
     try:
         data = json.dumps(payload).encode("utf-8")
     except (TypeError, ValueError) as exc:
-        logger.warning("Slack alert not sent: the blocks are not JSON (%s)", exc)
+        logger.warning("%s not sent: the payload is not JSON (%s)", what, exc)
         return False
     return _deliver(
-        "Slack alert",
+        what,
         url,
         data=data,
         headers={"Content-Type": "application/json; charset=utf-8"},

@@ -1,9 +1,12 @@
 """Side channels that fail: the Slack webhook and the heartbeat pings.
 
-Schedctl's only HTTP side channels (delivery/webhook.py) are the Slack incoming
-webhook for the daily quota's 80/90/100 % alerts (posted by the dispatcher, here in
-`tick`) and the healthchecks.io-style pings: `heartbeat --check --ping-url URL`, and
-the per-command `[heartbeat.ping_urls]` pinged around each run (here `digest`).
+Schedctl's HTTP side channels (webhook.py) are the alert channels (schedctl.alerts:
+here the Slack incoming webhook, told the daily quota's 80/90/100 % alerts, which
+`tick`'s dispatcher records, by whichever job ends after they are recorded: each
+job tells it once, one attempt within the 5 s budget, and a job finding it failing
+leaves them for a later one) and the healthchecks.io-style pings: `heartbeat --check
+--ping-url URL`, and the per-command `[heartbeat.ping_urls]` pinged around each run
+(here `digest`).
 
 Each scenario runs the same three processes at once twice, on two databases with
 the same content: once against a healthy loopback endpoint, once against one that
@@ -11,8 +14,8 @@ answers 500 and 429 with Retry-After by turns (so each channel's retries meet bo
 or by turns hangs (reads the request and never answers) and trickles (starts a 200
 answer and sends a byte every 0.2 s, so no single read ever times out).
 The job's outcome must not depend on it (README: "a ping that fails is logged as a
-warning and never changes the exit code"; quota.py: "a failing webhook is logged and
-never fails the job"): the same exit codes, the same rows, the same mail; each
+warning and never changes the exit code"; alerts.py: "Telling never raises and never
+changes a command's exit code"): the same exit codes, the same rows, the same mail; each
 process ends (bounded by the side channel's timeout and retries; the test only
 gives it a generous subprocess timeout); no secret -- the webhook's token path, the
 ping URLs' ids, the SMTP password -- appears in any output, even with -v.
@@ -35,7 +38,14 @@ import pytest
 import sqlalchemy as sa
 
 from schedctl.db.database import Database
-from schedctl.db.schema import heartbeats, messages, quota_alerts, send_counters
+from schedctl.db.schema import (
+    alert_deliveries,
+    heartbeats,
+    messages,
+    quota_alerts,
+    send_counters,
+)
+from schedctl.db.schema import alerts as alert_rows
 from support import fault_ledger
 from support.cli import SCHEDCTL
 from support.databases import fresh_database
@@ -125,6 +135,23 @@ def snapshot(db_url: str) -> dict[str, Any]:
         return db.transaction(work, read_only=True)
 
 
+def told(db_url: str) -> tuple[int, int]:
+    """(alerts recorded, alerts recorded as told to Slack)."""
+
+    def work(conn: sa.Connection) -> tuple[int, int]:
+        recorded = conn.execute(sa.select(sa.func.count()).select_from(alert_rows)).scalar()
+        slack = alert_deliveries.c
+        notified = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(alert_deliveries)
+            .where(slack.channel == "slack", slack.notified_at.is_not(None))
+        ).scalar()
+        return int(recorded or 0), int(notified or 0)
+
+    with Database(db_url) as db:
+        return db.transaction(work, read_only=True)
+
+
 def run_job(
     db_url: str, endpoint: ScriptedHTTPServer, smtp: SmtpServer, config: Path, count: int
 ) -> list[Finished]:
@@ -176,28 +203,42 @@ def test_a_failing_side_channel_changes_nothing_about_the_job(
             )
             baseline, faulty = healthy_run.result(), faulty_run.result()
         healthy_paths, failing_paths = Counter(healthy.paths), Counter(failing.paths)
+        told_lines = [
+            line.split(":")[0]
+            for method, path, body in healthy.requests
+            if path == SLACK_PATH
+            for line in json.loads(body)["text"].splitlines()[1:]
+        ]
         mail, good_mail = Counter(smtp.recipients), Counter(good_smtp.recipients)
         assert smtp.logins > 0  # the password was used
         assert good_smtp.logins > 0
 
-    # The healthy run did what the scenario is about: alerts and pings went out.
+    # The healthy run did what the scenario is about: alerts and pings went out, each
+    # alert told once (in one notification or spread over the jobs that ended after it).
+    slack_posts = healthy_paths.pop(SLACK_PATH)
     assert healthy_paths == {
-        SLACK_PATH: alerts,
         DIGEST_PING + "/start": 1,
         DIGEST_PING: 1,
         CHECK_PING + "/start": 1,
         CHECK_PING: 1,
     }
-    # The failing endpoint got each one, retried as webhook.py says, then given up.
+    assert 1 <= slack_posts <= alerts
+    assert sorted(told_lines) == sorted(
+        f"• [quota] Mail quota at {t}%" for t in (80, 90, 100)[:alerts]
+    )
+    assert told(baseline_db_url) == (alerts, alerts)
+    # The failing endpoint got each ping, retried as webhook.py says, then given up;
+    # each job that found the alerts untold tried once, and left them for a later one.
+    assert failing_paths.pop(SLACK_PATH) >= 1
     assert failing_paths == {
-        SLACK_PATH: 3 * alerts,
         DIGEST_PING + "/start": 2,
         DIGEST_PING: 2,
         CHECK_PING + "/start": 2,
         CHECK_PING: 2,
     }
+    assert told(db_url) == (alerts, 0)
     tick, digest, check = faulty
-    assert "Slack alert to 127.0.0.1" in tick.stderr
+    assert any("Slack alert to 127.0.0.1" in f.stderr for f in faulty)
     assert "ping/start to 127.0.0.1" in digest.stderr
     assert "ping/start to 127.0.0.1" in check.stderr
 

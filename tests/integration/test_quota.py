@@ -1,6 +1,10 @@
 """The daily quota (SPEC §5): atomic check-and-increment, deferral, give-back, alerts
 once; it counts mail handed over and is opt-in. Through `dispatch_due`, through
-`schedctl tick` in this process, and as several `tick` processes at once."""
+`schedctl tick` in this process, and as several `tick` processes at once.
+
+The alerts go through schedctl.alerts: recorded by the send that reaches a threshold,
+told at the end of the command, one notification per channel listing them (a Slack
+section per alert, the numbers as its fields; one ALERT mail per address)."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from schedctl import alerts
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import quota_alerts, send_counters
@@ -30,10 +35,24 @@ def dispatch(db_url: str, settings: Settings, at: datetime = T0) -> dict[str, in
         return dispatch_due(db, settings, at)
 
 
-def block_fields(blocks: list[dict[str, Any]]) -> dict[str, str]:
-    """The ``*Label*\\nvalue`` fields of a Slack alert's section blocks, as a dict."""
-    fields = [f["text"] for b in blocks if b["type"] == "section" for f in b.get("fields", [])]
-    return {label.strip("*"): value for label, value in (f.split("\n", 1) for f in fields)}
+def tell(db_url: str, settings: Settings, at: datetime = T0) -> dict[str, int]:
+    """What the end of a job command at ``at`` does: tell the channels the new alerts."""
+    with Database(db_url, environ={"SCHEDCTL_NOW": at.isoformat()}) as db:
+        return alerts.notify(db, settings)
+
+
+def quota_fields(payloads: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The ``*Label*\\nvalue`` fields of each quota alert's section, in every Slack
+    notification, as dicts (the sections of other alerts carry no fields)."""
+    found = []
+    for payload in payloads:
+        for block in payload["blocks"]:
+            fields = [f["text"] for f in block.get("fields", [])]
+            if block["type"] == "section" and fields:
+                found.append(
+                    {label.strip("*"): value for label, value in (f.split("\n", 1) for f in fields)}
+                )
+    return found
 
 
 def test_reserve_counts_up_to_the_limit_and_settles_in_sent_or_back(db_url: str) -> None:
@@ -112,37 +131,41 @@ def test_alerts_at_80_90_100_percent_once_each_by_webhook_and_mail(
     settings = Settings(
         daily_quota=10,
         slack_webhook_url=f"{http_server.url}/hooks/secret-path",
-        messages_alert_to=("ops@example.com",),
+        alerts_mail_to=("ops@example.com",),
         messages_batch_size=4,
         **smtp.settings(),
     )
 
     first = dispatch(db_url, settings)
+    told = tell(db_url, settings)
+    # The ALERT mail telling queued goes out with the next dispatch, quota or not.
     second = dispatch(db_url, settings, T0 + timedelta(hours=1))
+    told_again = tell(db_url, settings, T0 + timedelta(hours=1))
 
-    payloads = [json.loads(body) for _, _, body in http_server.requests]
-    posts = [p["text"] for p in payloads]
-    assert [p.split(":")[0] for p in posts] == [
-        "Mail quota at 80%", "Mail quota at 90%", "Mail quota at 100%"
+    assert told == {"mail": 3, "slack": 3}
+    [payload] = [json.loads(body) for _, _, body in http_server.requests]
+    assert payload["text"].splitlines()[0] == "schedctl: 3 new alerts"
+    assert [line.split(":")[0] for line in payload["text"].splitlines()[1:]] == [
+        "• [quota] Mail quota at 80%", "• [quota] Mail quota at 90%", "• [quota] Mail quota at 100%"
     ]  # fmt: skip
-    assert "8 of 10" in posts[0]
-    assert "10 of 10" in posts[2]
-    assert [block_fields(p["blocks"]) for p in payloads] == [
+    assert "8 of 10" in payload["text"].splitlines()[1]
+    assert "10 of 10" in payload["text"].splitlines()[3]
+    assert quota_fields([payload]) == [
         {"Used": str(used), "Limit": "10", "Threshold": f"{t}%", "Day": DAY}
         for t, used in [(80, 8), (90, 9), (100, 10)]
     ]
-    assert [p["blocks"][0] for p in payloads] == [
-        {"type": "header", "text": {"type": "plain_text", "text": f"Mail quota at {t}%"}}
-        for t in (80, 90, 100)
-    ]
-    alert_mail = [m for m in all_messages(db_url) if m.type == "ALERT"]
-    assert sorted(m.subject for m in alert_mail) == [
-        f"schedctl: mail quota at {t}% on {DAY}" for t in (100, 80, 90)
-    ]
-    assert all(m.status == "sent" and m.priority == "critical" for m in alert_mail)
-    assert first["messages_sent"] == 10 + 3
-    assert first["messages_deferred"] == 2
-    assert second["messages_sent"] == 0
+    assert payload["blocks"][0] == {
+        "type": "header", "text": {"type": "plain_text", "text": "schedctl: 3 new alerts"}
+    }  # fmt: skip
+    [alert_mail] = [m for m in all_messages(db_url) if m.type == "ALERT"]
+    assert alert_mail.subject == "schedctl: 3 new alerts"
+    assert all(f"Mail quota at {t}%" in alert_mail.body_text for t in (80, 90, 100))
+    assert (alert_mail.recipient, alert_mail.priority) == ("ops@example.com", "critical")
+    assert alert_mail.status == "sent"
+    assert (first["messages_sent"], first["messages_deferred"]) == (10, 2)
+    assert second["messages_sent"] == 1  # the ALERT mail; the normal two wait for tomorrow
+    assert told_again == {}
+    assert len(http_server.requests) == 1
     with Database(db_url) as db:
         recorded = db.scalar(sa.select(sa.func.count()).select_from(quota_alerts))
     assert recorded == 3
@@ -206,18 +229,9 @@ def used_and_alerts(db_url: str) -> tuple[int, list[int], list[str]]:
 
 
 def posted(slack: ScriptedHTTPServer) -> list[tuple[str, str, str]]:
-    """(threshold, used, limit) of each Slack alert, from its Block Kit fields."""
-    result = []
-    for _, _, body in slack.requests:
-        fields = [
-            f["text"]
-            for b in json.loads(body)["blocks"]
-            if b["type"] == "section"
-            for f in b.get("fields", [])
-        ]
-        values = dict(f.split("\n", 1) for f in fields)
-        result.append((values["*Threshold*"], values["*Used*"], values["*Limit*"]))
-    return result
+    """(threshold, used, limit) of each quota alert told to Slack, from its fields."""
+    payloads = [json.loads(body) for _, _, body in slack.requests]
+    return [(f["Threshold"], f["Used"], f["Limit"]) for f in quota_fields(payloads)]
 
 
 def test_server_down_with_3_of_5_used_posts_no_alert_and_keeps_3(
@@ -266,7 +280,8 @@ def test_quota_of_1_with_nothing_handed_over_fires_no_alert(
         with SmtpServer(data_replies=[server]) as smtp:
             tick(cli, db_url, {**smtp.env, **settings}, expect=exit_code)
 
-    assert http_server.requests == []
+    # No quota alert (a refused message is told as what it is: a failed message).
+    assert posted(http_server) == []
     assert used_and_alerts(db_url) == (0, [], [])
 
 
@@ -340,14 +355,15 @@ def test_quota_of_10_with_15_normal_and_2_critical(
     assert set(smtp.id_counts().values()) == {1}
     assert len(smtp.id_counts()) == 17
 
+    # Whichever tick recorded a threshold, its end (or another's) told it: once.
     payloads = [json.loads(body) for _, _, body in http_server.requests]
-    alerts = [p["text"] for p in payloads]
-    assert sorted(a.split(":")[0] for a in alerts) == [
-        "Mail quota at 100%", "Mail quota at 80%", "Mail quota at 90%"
+    lines = [line for p in payloads for line in p["text"].splitlines()[1:]]
+    assert sorted(line.split(":")[0] for line in lines) == [
+        "• [quota] Mail quota at 100%", "• [quota] Mail quota at 80%", "• [quota] Mail quota at 90%"
     ]  # fmt: skip
     # Text + Block Kit blocks, with the numbers of the day the threshold was crossed.
     day = T0.date().isoformat()
-    assert sorted((block_fields(p["blocks"]) for p in payloads), key=lambda f: int(f["Used"])) == [
+    assert sorted(quota_fields(payloads), key=lambda f: int(f["Used"])) == [
         {"Used": str(used), "Limit": "10", "Threshold": f"{t}%", "Day": day}
         for t, used in [(80, 8), (90, 9), (100, 10)]
     ]

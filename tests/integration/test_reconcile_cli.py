@@ -13,8 +13,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
+from schedctl import alerts as alerting
+from schedctl.db.database import Database
 from schedctl.db.schema import (
+    alert_deliveries,
+    alerts,
     digests,
     email_log,
     heartbeats,
@@ -321,6 +326,32 @@ def test_retentions_are_configurable(cli: Any, db_url: str, tmp_path: Any) -> No
     )
     data = report(reconcile(cli, db_url, at=t, SCHEDCTL_CONFIG=str(config)))
     assert (data["email_log_purged"], data["heartbeats_purged"]) == (1, 1)
+
+
+def test_alerts_past_retention_are_purged_with_what_the_channels_were_told(
+    cli: Any, db_url: str
+) -> None:
+    t = now()
+    with Database(db_url, environ={}) as db:
+        for key, at in [("quota:old:80", t - timedelta(days=91)), ("quota:new:80", t)]:
+            db.transaction(
+                lambda c, key=key, at=at: alerting.record(
+                    c, [alerting.Alert("quota", key, "x")], at
+                )
+            )
+        db.transaction(
+            lambda c: c.execute(
+                alert_deliveries.insert(),
+                [{"alert_id": i, "channel": "slack", "attempts": 1, "notified_at": t}
+                 for i in c.execute(sa.select(alerts.c.id)).scalars()],
+            )
+        )  # fmt: skip
+
+    data = report(reconcile(cli, db_url, at=t))
+
+    assert data["alerts_purged"] == 1
+    assert [r.key for r in rows(db_url, alerts)] == ["quota:new:80"]
+    assert len(rows(db_url, alert_deliveries)) == 1  # the old one's went with it
 
 
 # --- distributions, dry run ------------------------------------------------------------

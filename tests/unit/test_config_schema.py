@@ -190,3 +190,12 @@ def test_the_readme_distribute_example_is_valid(tmp_path: Path) -> None:
     assert settings.distribute_control.table_name == "sc_local_control"
     assert settings.distribute_source is not None
     assert "@spss" in settings.distribute_source.database_url
+
+
+def test_the_readme_alerts_example_is_valid(tmp_path: Path) -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("### Alerts: being told", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    settings = from_file(tmp_path, example)
+    assert settings.alerts_webhook_url == "https://alerts.example.com/schedctl"
+    assert settings.alerts_mail_to == ("ops@example.com",)

@@ -48,7 +48,6 @@ def test_parses_global_and_per_type_settings() -> None:
     assert parsed.rule("REPORT").weekend == "send"
     assert parsed.rule("DIGEST").weekend == "postpone"  # the table's default
     assert parsed.disabled_types == ["INIT"]
-    assert parsed.alert_to == ("ops@example.com",)
     assert parsed.retry_base == timedelta(seconds=30)
 
 

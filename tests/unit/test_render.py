@@ -84,15 +84,23 @@ def test_digest_singular() -> None:
     assert "You have 1 new notification." in text
 
 
-@pytest.mark.parametrize(("threshold", "phrase"), [(80, "will be deferred"), (100, "exhausted")])
-def test_quota_alert(threshold: int, phrase: str) -> None:
-    text, html = render_pair(
-        "quota_alert", used=threshold * 2, limit=200, threshold=threshold, day="2025-01-06"
-    )
-    assert f"Mail quota at {threshold}%" in text
-    assert f"{threshold * 2} of 200 normal sends used on 2025-01-06" in text
-    assert phrase in text
-    assert phrase in html
+def test_alerts_list_their_items_escaped_in_html_and_count_the_rest() -> None:
+    items = [
+        {"kind": "run_failed", "summary": EVIL, "at": "2026-11-18 09:00:00+00:00", "fields": []},
+        {
+            "kind": "quota",
+            "summary": "Mail quota at 80%",
+            "at": "2026-11-18 09:00:00+00:00",
+            "fields": [("Used", "8"), ("Limit", "10")],
+        },
+    ]
+    text, html = render_pair("alerts", title="schedctl: 7 new alerts", items=items, more=5)
+    assert f"- [run_failed] {EVIL} (2026-11-18 09:00:00+00:00)" in text
+    assert "    Used: 8\n    Limit: 10" in text
+    assert "and 5 more" in text
+    assert EVIL not in html
+    assert html.count("<li") == 2
+    assert "and 5 more" in html
 
 
 def test_missing_variable_raises() -> None:

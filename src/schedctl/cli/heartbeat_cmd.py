@@ -117,6 +117,12 @@ def _judge(runtime: Runtime, check: bool, only: list[str] | None) -> CommandResu
 
         health = heartbeat.report_now(db, settings, only=only)
         status = heartbeat.overall(health)
+        red = heartbeat.red_alerts(health) if check else []
+        if red:
+            from schedctl import alerts
+
+            now = db.now()
+            db.transaction(lambda conn: alerts.record(conn, red, now))
         warnings = db.transaction(
             lambda conn: configuration_warnings(conn, settings), read_only=True
         )

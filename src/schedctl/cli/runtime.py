@@ -2,7 +2,8 @@
 
 `run_command` is the frame every database command runs in: open the database
 (never creating it), check its schema version, run one core function, record its
-heartbeat and outcome (no sooner than it writes), send configured pings.
+heartbeat and outcome (no sooner than it writes), send configured pings, and, for
+the jobs, tell the alert channels what newly went wrong (schedctl.alerts).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import typer
 
 from schedctl.cli.output import Output, OutputOptions, error_text
 from schedctl.cli.params import Command
-from schedctl.errors import SchedctlError, UsageError
+from schedctl.errors import DatabaseUnavailable, SchedctlError, UsageError
 
 if TYPE_CHECKING:
     # The database layer (SQLAlchemy and its drivers) and the configuration are imported
@@ -145,14 +146,17 @@ def run_command(
 ) -> CommandResult:
     """Run one database command inside the heartbeat frame.
 
-    ``record=False``: no heartbeat row and no pings, for a run that must write
-    nothing at all (`digest --preview`), and is no run of the job either. A command
-    that only reads (`commands.READ_ONLY`) is never recorded.
+    ``record=False``: no heartbeat row, no pings and no alerts told, for a run that
+    must write nothing at all (`digest --preview`), and is no run of the job either.
+    A command that only reads (`commands.READ_ONLY`) is never recorded. A job
+    (commands.ALERTING) then tells the alert channels, however it ended -- unless its
+    input was refused (nothing written) or the database went away.
     """
     from schedctl.commands import READ_ONLY
     from schedctl.db.migrations import check_schema, current_version
 
-    record = record and name not in READ_ONLY
+    only_reads = name in READ_ONLY
+    record = record and not only_reads
     runtime = current()
     settings = runtime.settings
     ping_url = settings.ping_urls.get(name)
@@ -163,7 +167,12 @@ def run_command(
             # No schema yet (e.g. `db status` before `db upgrade`): nowhere to record.
             return work(db)
         if not record:
-            return work(db)
+            result = work(db)
+            if only_reads:
+                # Records no heartbeat, but `heartbeat --check` may have found a job red:
+                # the channels are told as at any job's end.
+                tell_alerts(db, settings, name)
+            return result
         if ping_url:
             ping(ping_url, "/start")
         beat = _Heartbeat(db, name, db.server_now())
@@ -183,16 +192,33 @@ def run_command(
             beat.finish(exc.exit_code, {"error": _error(settings, exc.message)})
             if ping_url:
                 ping(ping_url, "/fail")
+            if not isinstance(exc, DatabaseUnavailable):
+                tell_alerts(db, settings, name)
             raise
-        except BaseException:
+        except BaseException as exc:
             beat.finish(1, {"error": "internal error"})
             if ping_url:
                 ping(ping_url, "/fail")
+            if isinstance(exc, Exception):
+                tell_alerts(db, settings, name)
             raise
         beat.finish(result.exit_code, result.counts)
         if ping_url:
             ping(ping_url, "" if result.exit_code == 0 else "/fail")
+        tell_alerts(db, settings, name)
         return result
+
+
+def tell_alerts(db: Database, settings: Settings, name: str) -> None:
+    """At a job's end: one notification per configured channel of the alerts it has
+    not been told yet. Never raises; never changes the exit code."""
+    from schedctl.commands import ALERTING
+
+    if name not in ALERTING:
+        return
+    from schedctl.alerts import notify
+
+    notify(db, settings)
 
 
 def _error(settings: Settings, message: str) -> str:

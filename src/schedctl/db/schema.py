@@ -527,3 +527,45 @@ usage_history = sa.Table(
     sa.Index("usage_history_day", "day"),
     sqlite_autoincrement=True,
 )
+
+# --- Alerts (SPEC §12, "Being told"; schedctl.alerts) -------------------------------
+
+# What newly went wrong, once per unique key. ``account_id`` is the failed run's or
+# message's account; NULL for what concerns the installation (heartbeat, distribution,
+# mirror, quota), which row-level security shows every account.
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("key", sa.Text, nullable=False),  # e.g. run_failed:42, quota:2026-11-18:80
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("details", Json),  # label -> value, shown as fields (the quota's numbers)
+    sa.Column("account_id", Id, sa.ForeignKey("accounts.id")),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("key", name="alerts_key_key"),
+    sa.Index("alerts_created", "created_at"),
+    sqlite_autoincrement=True,
+)
+
+# Each channel's telling of an alert: taken (leased) by one command run, notified_at
+# set once the channel took it; left unset when it failed, for a later run to retry.
+alert_deliveries = sa.Table(
+    "alert_deliveries",
+    metadata,
+    sa.Column(
+        "alert_id",
+        Id,
+        sa.ForeignKey("alerts.id", ondelete="CASCADE"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    sa.Column("channel", sa.Text, primary_key=True),  # slack | webhook | mail
+    sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("notified_at", UTCDateTime),
+    sa.Column("lease_owner", sa.Text),
+    sa.Column("lease_expires_at", UTCDateTime),
+    sa.CheckConstraint(
+        "channel IN ('slack', 'webhook', 'mail')", name="alert_deliveries_channel_check"
+    ),
+)

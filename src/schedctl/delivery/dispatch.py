@@ -17,7 +17,9 @@ configured, a normal message reserves one unit of it just before its send or is
 deferred to the next UTC day (QUOTA_DEFERRED); critical mail skips the quota. The
 transaction that records the outcome settles the unit: counted as sent when the
 server accepted the message (or may have: ``unknown``), given back otherwise, and
-only then are the quota's alerts checked (see quota.py).
+only then are the quota's alerts checked (see quota.py). A message that fails for
+good (or ends ``unknown``) is recorded as an alert (schedctl.alerts) by the
+transaction that fails it.
 
 Outcomes (see delivery/backends.py):
 
@@ -66,7 +68,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from schedctl import leases
+from schedctl import alerts, leases
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import email_log, events, messages, schedule_runs, schedules
@@ -158,8 +160,7 @@ class Dispatcher:
         self.quota_limit = quota.daily_limit(settings)
         self.owner = leases.new_owner()
         self.now = leases.clock_from(now)  # ``now`` advanced by the time run since
-        self.alerts: list[quota.QuotaAlert] = []
-        self._alerted: set[tuple[str, int]] = set()
+        self._alerted: set[tuple[str, int]] = set()  # (day, threshold) claimed by anyone
         self._exhausted_day: str | None = None
         self.offered = 0  # messages that reached the server (any outcome but connect)
         self.types: tuple[str, ...] | None = None  # only these message types (None: all)
@@ -251,7 +252,7 @@ class Dispatcher:
         postponing = [r for r in rows if self.policy.rule(r.type).weekend == "postpone"]
         zones = self._zones(conn, [r.id for r in postponing]) if postponing else {}
 
-        sendable = []
+        sendable, failed = [], []
         for row in rows:
             address = _recipient(row)
             facts = Facts(
@@ -268,8 +269,11 @@ class Dispatcher:
                 continue
             self.set_fields(conn, row.id, now, **change.values())
             _count(counts, change.delivery)
+            if change.status == "failed":
+                failed.append(row.id)
             if change.reason_code == "MISSING_RECIPIENT":
                 log.info("message %s has no valid recipient: failed", row.id)
+        alerts.record_failed_messages(conn, failed, now)
         return sendable
 
     def _zones(self, conn: sa.Connection, ids: list[int]) -> dict[int, ZoneInfo]:
@@ -427,9 +431,7 @@ class Dispatcher:
         if self._exhausted_day == day:
             return None
 
-        def work(
-            conn: sa.Connection,
-        ) -> tuple[quota.Reservation | None, int, list[quota.QuotaAlert]]:
+        def work(conn: sa.Connection) -> tuple[quota.Reservation | None, int, list[int]]:
             reservation = quota.reserve(conn, day, limit)
             if reservation is not None:
                 return reservation, 0, []
@@ -446,20 +448,20 @@ class Dispatcher:
 
     def _claim_alerts(
         self, conn: sa.Connection, day: str, count: int, limit: int, now: datetime
-    ) -> list[quota.QuotaAlert]:
-        """Claim the alerts ``count`` sent of ``limit`` reached, unless already claimed."""
+    ) -> list[int]:
+        """Record the thresholds ``count`` sent of ``limit`` reached, unless already
+        recorded, with their alerts; the thresholds this call recorded."""
         due = [t for t in quota.thresholds_reached(count, limit) if (day, t) not in self._alerted]
         if not due:
             return []
-        return quota.claim_alerts(
-            conn, self.settings, self.policy.alert_to, day, due, count, limit, now
-        )
+        return quota.claim_alerts(conn, day, due, count, limit, now)
 
-    def _keep_alerts(self, day: str, count: int, limit: int, owned: list[quota.QuotaAlert]) -> None:
-        """After commit: post our alerts at the end; skip the thresholds ``count``
-        reached from now on (claimed by us or by another dispatcher)."""
+    def _keep_alerts(self, day: str, count: int, limit: int, owned: list[int]) -> None:
+        """After commit: skip the thresholds ``count`` reached from now on (recorded by
+        us or by another dispatcher); say which ones we recorded."""
         self._alerted.update((day, t) for t in quota.thresholds_reached(count, limit))
-        self.alerts.extend(owned)
+        for threshold in owned:
+            log.warning("mail quota at %d%%: %d of %d used on %s", threshold, count, limit, day)
 
     def _settle_unsent(self, row: Any, now: datetime, change: Change) -> Delivery:
         """Record a claimed message settled without a send (no attempt, no log row)."""
@@ -505,7 +507,7 @@ class Dispatcher:
         """
         handed_over = result is not None and result.outcome in ("sent", "unknown")
 
-        def settle(conn: sa.Connection) -> tuple[int, list[quota.QuotaAlert]]:
+        def settle(conn: sa.Connection) -> tuple[int, list[int]]:
             """(the day's sent count, the alerts it reached that we claimed)."""
             if reservation is None:
                 return 0, []
@@ -517,7 +519,7 @@ class Dispatcher:
 
         def work(
             conn: sa.Connection,
-        ) -> tuple[Literal["recorded", "lost", "gone"], tuple[int, list[quota.QuotaAlert]]]:
+        ) -> tuple[Literal["recorded", "lost", "gone"], tuple[int, list[int]]]:
             updated = leases.finish_one(
                 conn, messages, self.owner, row.id, updated_at=now, **values
             )
@@ -538,6 +540,8 @@ class Dispatcher:
                         "attempted_at": now,
                     },
                 )
+            if updated and values.get("status") == "failed":
+                alerts.record_failed_messages(conn, [row.id], now)
             return ("recorded" if updated else "lost"), settle(conn)
 
         state, (count, owned) = self.db.transaction(work)
@@ -555,10 +559,6 @@ class Dispatcher:
                 " (another dispatcher may send it again)",
                 row.id,
             )
-
-    def post_alerts(self) -> None:
-        alerts, self.alerts = self.alerts, []
-        quota.post_alerts(self.settings, alerts)
 
 
 # One statement for every attempt's email_log row (its values bound per execution).
@@ -610,10 +610,7 @@ def dispatch_due(
                 if _send_batch(dispatcher, batch, counts):
                     break
     finally:
-        try:
-            dispatcher.release_prepaid()
-        finally:
-            dispatcher.post_alerts()
+        dispatcher.release_prepaid()
     return dict(counts)
 
 
@@ -746,8 +743,6 @@ def send_now(
         log.debug("send-now of message %s failed", message_id, exc_info=True)
         dispatcher.release([row])
         return SendNowResult(False, "EXCEPTION", f"{type(exc).__name__}: {exc}")
-    finally:
-        dispatcher.post_alerts()
     if delivery == "sent":
         return SendNowResult(True, "SENT", detail)
     if delivery == "unavailable":

@@ -19,7 +19,7 @@ from typing import Any, Literal, NamedTuple
 
 import sqlalchemy as sa
 
-from schedctl import leases
+from schedctl import alerts, leases
 from schedctl.db import dialect
 from schedctl.db.owned import get_owned
 from schedctl.db.schema import email_log, installation, messages
@@ -147,13 +147,15 @@ def _after_expiry(expiry: leases.Expiry, now: datetime) -> dict[str, Any]:
 
 
 # Messages as leased work (leases.recover, from dispatch's claim and reconcile): the
-# attempt is counted when its outcome is recorded, so the lost one is counted here.
+# attempt is counted when its outcome is recorded, so the lost one is counted here; one
+# that fails for good is an alert.
 LEASED_MESSAGES = leases.LeasedWork(
     messages,
     in_flight=messages.c.status.in_(CLAIMED_FROM),
     attempts=messages.c.attempts,
     counted_at_claim=False,
     after=_after_expiry,
+    on_failed=alerts.record_failed_messages,
 )
 
 

@@ -15,7 +15,7 @@ lease = "10m"            # how long a dispatcher owns the messages it claimed;
                          # at least max(1m, 4 * smtp_timeout)
 batch_size = 50          # messages claimed per short claim transaction
 provider_backoff = "15m" # wait after the provider refuses us for its own quota
-alert_to = ["ops@example.com"]  # also e-mail the daily-quota alerts here
+alert_to = ["ops@example.com"]  # older name of [alerts] mail_to (schedctl.alerts)
 
 [messages.types.INIT]    # per type (REPORT, DIGEST, ALERT, INIT, REMINDER_1D, ...)
 enabled = false          # held: due messages of this type stay scheduled, untouched
@@ -65,7 +65,6 @@ class DeliveryPolicy:
     lease: timedelta
     batch_size: int
     provider_backoff: timedelta
-    alert_to: tuple[str, ...]
     types: Mapping[str, TypeRule] = field(default_factory=dict)
 
     def rule(self, message_type: str) -> TypeRule:
@@ -93,7 +92,6 @@ class DeliveryPolicy:
             lease=settings.messages_lease,
             batch_size=settings.messages_batch_size,
             provider_backoff=settings.messages_provider_backoff,
-            alert_to=settings.messages_alert_to,
             types={
                 name: TypeRule(
                     enabled=bool(rule.get("enabled", True)),

@@ -22,14 +22,13 @@ fresh unit. A past day's leftover reservations are inert (each day has its own r
 (Tying each unit to its message instead would let a re-claim reuse it, at the cost
 of settling it on every path that can touch such a message; not worth one unit.)
 
-An alert for a threshold is sent by whichever dispatcher first inserts its
-``(day, threshold)`` row into ``quota_alerts``, in the transaction that recorded the
-send that reached it; the insert commits before the alert goes out, so each alert
-is sent at most once per day however many dispatchers run (a process killed between
-the commit and the post loses that one alert). Alerts go to the Slack webhook
-(``slack_webhook_url``; text plus Block Kit blocks with the used, limit, threshold
-and day) and as ALERT e-mails to ``[messages] alert_to``; a failing webhook is
-logged and never fails the job.
+A threshold's alert is recorded by whichever dispatcher first inserts its ``(day,
+threshold)`` row into ``quota_alerts`` (the record of the thresholds each day
+reached), in the transaction that recorded the send that reached it: an alert
+``quota:<day>:<threshold>`` (schedctl.alerts), with the used, limit, threshold and
+day as its details. So each threshold is alerted once per day however many
+dispatchers run; the command's end tells the configured channels (``[alerts]``),
+and a failing channel never fails the job.
 """
 
 from __future__ import annotations
@@ -38,15 +37,13 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 
-from schedctl.accounts import resolve_account
+from schedctl import alerts
 from schedctl.config import Settings
 from schedctl.db import dialect
 from schedctl.db.schema import quota_alerts, send_counters
-from schedctl.delivery.outbox import NewMessage, enqueue, mail_domain
 
 log = logging.getLogger("schedctl.delivery.quota")
 
@@ -167,73 +164,37 @@ def thresholds_reached(count: int, limit: int) -> list[int]:
     return [t for t in THRESHOLDS if count * 100 >= t * limit]
 
 
-@dataclass(frozen=True)
-class QuotaAlert:
-    day: str
-    threshold: int
-    used: int
-    limit: int
-
-    @property
-    def text(self) -> str:
-        from schedctl.render import render_pair  # jinja2 on demand
-
-        return render_pair("quota_alert", **self.context())[0].strip()
-
-    @property
-    def blocks(self) -> list[dict[str, Any]]:
-        """Slack Block Kit blocks: a header, the numbers as fields, what happens next."""
+def quota_alert(day: str, threshold: int, used: int, limit: int) -> alerts.Alert:
+    """The alert for ``threshold`` percent of the day's quota, ``used`` of ``limit``."""
+    if threshold >= 100:
         consequence = (
             "The quota is exhausted: normal mail is deferred to the next day."
             " Critical mail is still sent."
-            if self.threshold >= 100
-            else "At the limit, normal mail will be deferred to the next day."
         )
-        numbers = [
-            ("Used", str(self.used)),
-            ("Limit", str(self.limit)),
-            ("Threshold", f"{self.threshold}%"),
-            ("Day", self.day),
-        ]
-        return [
-            {
-                "type": "header",
-                "text": {"type": "plain_text", "text": f"Mail quota at {self.threshold}%"},
-            },
-            {
-                "type": "section",
-                "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in numbers],
-            },
-            {"type": "context", "elements": [{"type": "mrkdwn", "text": consequence}]},
-        ]
-
-    def context(self) -> dict[str, object]:
-        """The quota_alert template's context."""
-        return {
-            "threshold": self.threshold,
-            "used": self.used,
-            "limit": self.limit,
-            "day": self.day,
-        }
+    else:
+        consequence = "At the limit, normal mail will be deferred to the next day."
+    return alerts.Alert(
+        alerts.QUOTA,
+        f"{alerts.QUOTA}:{day}:{threshold}",
+        f"Mail quota at {threshold}%: {used} of {limit} normal sends used on {day}. {consequence}",
+        details={"Used": str(used), "Limit": str(limit), "Threshold": f"{threshold}%", "Day": day},
+    )
 
 
 def claim_alerts(
     conn: sa.Connection,
-    settings: Settings,
-    alert_to: tuple[str, ...],
     day: str,
     thresholds: Iterable[int],
     count: int,
     limit: int,
     now: datetime,
-) -> list[QuotaAlert]:
-    """Record the given thresholds' alerts for ``day`` unless a dispatcher already did.
+) -> list[int]:
+    """Record the given thresholds as reached on ``day`` unless a dispatcher already
+    did, with their alerts; the thresholds this caller recorded.
 
-    ``count`` is the day's sent count (:func:`use`) that reached them. Returns the
-    alerts this caller now owns (to post after commit) and enqueues their ALERT
-    e-mails in the same transaction.
+    ``count`` is the day's sent count (:func:`use`) that reached them.
     """
-    owned: list[QuotaAlert] = []
+    reached: list[int] = []
     for threshold in thresholds:
         inserted = dialect.insert_ignore(
             conn,
@@ -243,50 +204,6 @@ def claim_alerts(
             returning=[quota_alerts.c.threshold],
         )
         if inserted:
-            owned.append(QuotaAlert(day, threshold, count, limit))
-    if owned and alert_to:
-        _enqueue_alert_mail(conn, settings, alert_to, owned, now)
-    return owned
-
-
-def _enqueue_alert_mail(
-    conn: sa.Connection,
-    settings: Settings,
-    alert_to: tuple[str, ...],
-    alerts: list[QuotaAlert],
-    now: datetime,
-) -> None:
-    account_id = resolve_account(conn, None)
-    items = []
-    for alert in alerts:
-        from schedctl.render import render_pair  # jinja2 on demand
-
-        text, html = render_pair("quota_alert", **alert.context())
-        for address in alert_to:
-            items.append(
-                NewMessage(
-                    account_id=account_id,
-                    type="ALERT",
-                    recipient=address,
-                    subject=f"schedctl: mail quota at {alert.threshold}% on {alert.day}",
-                    body_text=text,
-                    body_html=html,
-                    send_at=now,
-                    # Critical: an alert about the quota must not wait for the quota.
-                    priority="critical",
-                    idempotency_key=f"quota-alert:{alert.day}:{alert.threshold}:{address}",
-                )
-            )
-    enqueue(conn, items, now=now, domain=mail_domain(settings.mail_from))
-
-
-def post_alerts(settings: Settings, alerts: list[QuotaAlert]) -> None:
-    """Post owned alerts to Slack; a failure is logged by the webhook module only."""
-    if not alerts:
-        return
-    for alert in alerts:
-        log.warning("mail quota at %d%%: %d of %d used", alert.threshold, alert.used, alert.limit)
-        if settings.slack_webhook_url:
-            from schedctl.webhook import post_slack_alert
-
-            post_slack_alert(settings.slack_webhook_url, alert.text, alert.blocks)
+            reached.append(threshold)
+    alerts.record(conn, [quota_alert(day, t, count, limit) for t in reached], now)
+    return reached

@@ -15,8 +15,9 @@
 
 Every outcome -- completed, skipped, failed at a stage, a critical error -- puts the
 operators' mail in the outbox in the transaction that records it; the run then
-sends it through the dispatcher. IDs never appear in full in the result, the
-logs or the mail.
+sends it through the dispatcher. A failure or a critical error is also recorded
+there as an alert, ``distribution_failed:<date>:<attempt>`` (schedctl.alerts). IDs
+never appear in full in the result, the logs, the mail or the alerts.
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from schedctl import leases
+from schedctl import alerts, leases
 from schedctl.config import Settings
 from schedctl.db.database import Database
-from schedctl.db.schema import distribution_users
+from schedctl.db.schema import distribution_users, distributions
 from schedctl.distribute import notify, store
 from schedctl.distribute.config import Destination, Source
 from schedctl.distribute.endpoints import (
@@ -516,6 +517,7 @@ class DistributeRun:
             )
             if written:
                 notify.enqueue_notice(conn, self.settings, result, "failed", now)
+                self.record_alert(conn, f"failed at stage {exc.stage}: {exc.message}", now)
 
         self.db.transaction(work)
         self.notices += 1
@@ -537,6 +539,7 @@ class DistributeRun:
             )  # fmt: skip
             if released:
                 notify.enqueue_notice(conn, self.settings, result, "failed", now)
+                self.record_alert(conn, f"failed at stage {exc.stage}: {exc.message}", now)
             return result
 
         result = self.db.transaction(work)
@@ -549,12 +552,34 @@ class DistributeRun:
             result = self.result(
                 "failed", reason=f"internal error: {type(exc).__name__}", stage="internal"
             )
-            self.db.transaction(
-                lambda c: notify.enqueue_notice(c, self.settings, result, "critical", self.clock())
-            )
+
+            def work(conn: sa.Connection) -> None:
+                now = self.clock()
+                notify.enqueue_notice(conn, self.settings, result, "critical", now)
+                self.record_alert(conn, f"critical error: {result['reason']}", now)
+
+            self.db.transaction(work)
             self.notices += 1
         except Exception:  # the original error is the one to report
             log.debug("could not queue the critical notification", exc_info=True)
+
+    def record_alert(self, conn: sa.Connection, what: str, now: datetime) -> None:
+        """Record the alert of this run's failure: one per attempt at the date."""
+        attempt = conn.execute(
+            sa.select(distributions.c.attempts).where(distributions.c.business_date == self.day)
+        ).scalar()
+        date = self.day.isoformat()
+        alerts.record(
+            conn,
+            [
+                alerts.Alert(
+                    alerts.DISTRIBUTION_FAILED,
+                    f"{alerts.DISTRIBUTION_FAILED}:{date}:{attempt or 0}",
+                    f"the distribution of {date} {what}",
+                )
+            ],
+            now,
+        )
 
     def result(
         self,

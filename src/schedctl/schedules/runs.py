@@ -44,6 +44,8 @@ Policies:
   whose process died (lease expired) goes back through leases.recover
   (:data:`LEASED_RUNS`, the claim's first step and reconcile's) and is retried the
   same way; one that died on its last attempt is marked failed.
+- Alerts: whichever way a run fails for good, the transaction that records it
+  records its alert too (``run_failed:<run id>``, schedctl.alerts).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 
-from schedctl import leases, zones
+from schedctl import alerts, leases, zones
 from schedctl.accounts import account_name
 from schedctl.cadence import next_slot, reread_slot
 from schedctl.config import Settings
@@ -177,7 +179,7 @@ def _materialise_batch(
             counts.schedules_invalid += 1
             # Its waiting runs fail with the reason now, rather than being skipped
             # as "paused" by the execute step.
-            counts.runs_failed += conn.execute(
+            failed = conn.execute(
                 schedule_runs.update()
                 .where(schedule_runs.c.schedule_id == row.id, _waiting(now))
                 .values(
@@ -187,7 +189,11 @@ def _materialise_batch(
                     next_attempt_at=None,
                     **leases.CLEARED,
                 )
-            ).rowcount
+                .returning(schedule_runs.c.id)
+            ).scalars()
+            failed_ids = [int(i) for i in failed]
+            counts.runs_failed += len(failed_ids)
+            alerts.record_failed_runs(conn, failed_ids, now)
             continue
         schedule_id = int(row.id)
         account_id = int(row.account_id)
@@ -443,13 +449,14 @@ def _after_expiry(expiry: leases.Expiry, now: datetime) -> dict[str, Any]:
 
 
 # Runs as leased work (leases.recover): running under a lease, the attempt counted
-# when the claim starts it.
+# when the claim starts it; one that fails for good is an alert.
 LEASED_RUNS = leases.LeasedWork(
     schedule_runs,
     in_flight=schedule_runs.c.status == "running",
     attempts=schedule_runs.c.attempt,
     counted_at_claim=True,
     after=_after_expiry,
+    on_failed=alerts.record_failed_runs,
 )
 
 
@@ -509,9 +516,10 @@ def claim_runs(
             try:
                 by_id[row.id] = Schedule.from_row(row)
             except SchedctlError as exc:  # edited by hand into nonsense: fail its runs
+                unreadable = [int(r.id) for r in runs if r.schedule_id == row.id]
                 conn.execute(
                     schedule_runs.update()
-                    .where(c.id.in_([r.id for r in runs if r.schedule_id == row.id]))
+                    .where(c.id.in_(unreadable))
                     .values(
                         status="failed",
                         error=f"the schedule cannot be read: {exc.message}",
@@ -519,6 +527,7 @@ def claim_runs(
                         **leases.CLEARED,
                     )
                 )
+                alerts.record_failed_runs(conn, unreadable, now)
         claimed = [
             ClaimedRun(
                 int(r.id),
@@ -653,17 +662,16 @@ def _record_failure(
     error = settings.redact(" ".join(text.split()))[:MAX_ERROR_LENGTH]
     final = run.attempt >= MAX_ATTEMPTS or not retryable
     retry_at = None if final else now + RETRY_BACKOFF * 2 ** (run.attempt - 1)
-    db.transaction(
-        lambda conn: _finish_run(
-            conn,
-            run,
-            owner,
-            status="failed",
-            error=error,
-            finished_at=now,
+
+    def record(conn: sa.Connection) -> None:
+        done = _finish_run(
+            conn, run, owner, status="failed", error=error, finished_at=now,
             next_attempt_at=retry_at,
-        )
-    )
+        )  # fmt: skip
+        if done and final:
+            alerts.record_failed_runs(conn, [run.id], now)
+
+    db.transaction(record)
     when = "no more retries" if retry_at is None else f"retry after {retry_at.isoformat()}"
     log.warning(
         "schedule %s run %s failed (attempt %d of %d, %s): %s",
