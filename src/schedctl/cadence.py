@@ -76,19 +76,19 @@ def to_instant(value: datetime, zone: ZoneInfo) -> datetime:
 
 def wall_time_note(wall: datetime, zone: ZoneInfo) -> str | None:
     """Why a naive wall time does not name exactly one instant in ``zone``, or None."""
-    instant = first_instant_at_or_after(wall, zone)
-    local = instant.astimezone(zone)
-    if _wall_time(instant, zone) != wall:
+    found = dst_adjustment(wall, zone)
+    if found is None:
+        return None
+    kind, local = found
+    if kind == "gap":
         return (
             f"{wall:%Y-%m-%d %H:%M} does not exist in {zone.key} (the clocks go forward);"
             f" using {local:%H:%M %Z}, the first instant after the gap"
         )
-    if wall.replace(tzinfo=zone, fold=1).astimezone(UTC) != instant:
-        return (
-            f"{wall:%Y-%m-%d %H:%M} occurs twice in {zone.key} (the clocks go back);"
-            f" using the first, {local:%H:%M %Z}"
-        )
-    return None
+    return (
+        f"{wall:%Y-%m-%d %H:%M} occurs twice in {zone.key} (the clocks go back);"
+        f" using the first, {local:%H:%M %Z}"
+    )
 
 
 def _parse_cron(expr: str) -> str:
@@ -300,25 +300,38 @@ def _offset(instant: datetime, zone: ZoneInfo) -> timedelta:
 DstKind = Literal["gap", "overlap"]
 
 
+def dst_adjustment(wall: datetime, zone: ZoneInfo) -> tuple[DstKind, datetime] | None:
+    """Whether §3's rule adjusts the naive wall time ``wall`` in ``zone``: ``("gap",
+    local)`` when it does not exist (it runs at ``local``, the first instant after the
+    gap), ``("overlap", local)`` when it occurs twice (it runs at the first), else None.
+    """
+    instant = first_instant_at_or_after(wall, zone)
+    local = instant.astimezone(zone)
+    if _wall_time(instant, zone) != wall:
+        return "gap", local
+    if wall.replace(tzinfo=zone, fold=1).astimezone(UTC) != instant:
+        return "overlap", local
+    return None
+
+
 def dst_note(wall: datetime, zone: ZoneInfo) -> str | None:
     """The adjustment §3's rule makes to a slot's wall time, in one sentence, or None.
 
     "02:30 does not exist on 2027-03-28 in Europe/Berlin: runs at 03:00 CEST";
     "01:30 occurs twice on 2026-11-01 in America/New_York: runs at the first, EDT".
     """
-    instant = first_instant_at_or_after(wall, zone)
-    local = instant.astimezone(zone)
-    if _wall_time(instant, zone) != wall:
+    found = dst_adjustment(wall, zone)
+    if found is None:
+        return None
+    kind, local = found
+    if kind == "gap":
         return (
             f"{wall:%H:%M} does not exist on {wall:%Y-%m-%d} in {zone.key}:"
             f" runs at {local:%H:%M %Z}"
         )
-    if wall.replace(tzinfo=zone, fold=1).astimezone(UTC) != instant:
-        return (
-            f"{wall:%H:%M} occurs twice on {wall:%Y-%m-%d} in {zone.key}:"
-            f" runs at the first, {local:%Z}"
-        )
-    return None
+    return (
+        f"{wall:%H:%M} occurs twice on {wall:%Y-%m-%d} in {zone.key}: runs at the first, {local:%Z}"
+    )
 
 
 def dst_adjustments(
