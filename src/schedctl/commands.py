@@ -20,6 +20,7 @@ TOP_LEVEL = {
     "notify": "Record a notification for a user (critical ones are sent by tick).",
     "unsubscribe": "Apply an unsubscribe token for an e-mail address.",
     "unsubscribe-url": "Print the signed unsubscribe URL for an e-mail address.",
+    "serve": "Serve the web app: unsubscribe links, status pages, badges, /healthz.",
 }
 
 GROUPS = {

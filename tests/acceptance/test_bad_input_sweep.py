@@ -140,6 +140,9 @@ INVALID: dict[str, list[Bad]] = {
     "title": ["", " ", LONG],
     "text": [LONG * 30],  # bodies and keys: any text up to their limit is fine
     "path": [f"{ABSENT_DIR}/x", "/", ""],
+    # serve's: no case may be a valid address, or the sweep would wait on a server
+    "host": ["0.0.0.0", "::", "bad host", "a..b", "", LONG],  # public: no [web] token here
+    "port": ["0", "-1", "65536", "abc", "1.5", ""],
 }
 
 # Parameters whose kind their metavar does not say.
@@ -155,6 +158,8 @@ KIND_OF: dict[tuple[str, str], str] = {
     ("notify", "key"): "text",
     ("suppressions add", "reason"): "text",
     ("demo", "path"): "path",
+    ("serve", "host"): "host",
+    ("serve", "port"): "port",
 }
 BY_METAVAR = {
     "N": "int",
@@ -258,6 +263,7 @@ BASE: dict[str, list[str]] = {
     "schedules show": ["schedules", "show", "1"],
     "schedules update": ["schedules", "update", "1", "--at", "08:00"],
     "send-now": ["send-now", "1"],
+    "serve": ["serve"],
     "suppressions add": ["suppressions", "add", "s2@example.com"],
     "suppressions list": ["suppressions", "list"],
     "suppressions remove": ["suppressions", "remove", "sup@example.com"],
@@ -318,6 +324,7 @@ MISSING: dict[str, list[list[str]]] = {
 NO_CONTROL = {
     "distribute": "needs the [distribute] databases; --date is parsed before they are"
     " looked for (distribute_cmd), and the sweep of --date must name the date",
+    "serve": "serves until stopped; tests/acceptance/test_status_pages.py runs it as a process",
 }
 
 # The exit code the SPEC fixes where it is not 2.
@@ -412,6 +419,7 @@ ENV_ANY_TEXT = {
     "mail_file_dir": "any path; it is created when the file backend first writes",
     "distribute_salt": "any text is a salt",
     "config_path": "covered by --config and the file cases",
+    "web_account": "any account name; one that does not exist is refused by serve",
 }
 
 

@@ -17,7 +17,7 @@ CONTRACT = [
     ["suppressions", "remove"], ["unsubscribe"], ["unsubscribe-url"],
 ]  # fmt: skip
 
-CONTRACT += [["users", "list"], ["users", "update"], ["users", "remove"]]
+CONTRACT += [["users", "list"], ["users", "update"], ["users", "remove"], ["serve"]]
 
 
 def test_top_level_help_lists_every_contract_command(cli) -> None:
