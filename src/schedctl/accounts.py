@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -13,20 +13,36 @@ from schedctl.errors import ConflictError, NotFound, ValidationError
 from schedctl.values import as_id
 
 
-def resolve_account(conn: sa.Connection, ref: str | None) -> int:
-    """The id of the account named or numbered `ref` (default: the `default` account)."""
+class AccountRef(NamedTuple):
+    """An account a command works in: its id and its name."""
+
+    id: int
+    name: str
+
+
+def find_account(conn: sa.Connection, ref: str | None, origin: str | None = None) -> AccountRef:
+    """The account named or numbered `ref` (default: the `default` account).
+
+    ``origin`` names where `ref` came from (an environment variable) in the error line.
+    """
     # `--account ""` is a mistake (an unset shell variable), not the default account.
     ref = DEFAULT_ACCOUNT if ref is None else ref.strip()
+    where = f"{origin}: " if origin else ""
     if not ref:
-        raise ValidationError("empty account")
+        raise ValidationError(f"{where}empty account")
     condition = accounts.c.name == ref
     number = as_id(ref)
     if number is not None:  # names are never all digits, so this is an id or no account
         condition = sa.or_(condition, accounts.c.id == number)
-    found = conn.execute(sa.select(accounts.c.id).where(condition)).scalars().all()
-    if not found:
-        raise NotFound(f"no account {ref!r}")
-    return int(found[0])
+    found = conn.execute(sa.select(accounts.c.id, accounts.c.name).where(condition)).first()
+    if found is None:
+        raise NotFound(f"{where}no account {ref!r}")
+    return AccountRef(int(found.id), str(found.name))
+
+
+def resolve_account(conn: sa.Connection, ref: str | None) -> int:
+    """The id of the account named or numbered `ref` (default: the `default` account)."""
+    return find_account(conn, ref).id
 
 
 def create_account(conn: sa.Connection, name: str, now: datetime) -> int:

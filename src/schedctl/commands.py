@@ -29,11 +29,14 @@ GROUPS = {
     "accounts": ("Manage accounts.", ["create", "list"]),
     "schedules": (
         "Manage schedules.",
-        ["create", "list", "show", "update", "pause", "resume", "delete", "runs"],
+        ["create", "list", "show", "update", "pause", "resume", "delete", "runs", "backfill"],
     ),
-    "messages": ("Manage scheduled messages.", ["list", "edit", "delete-all"]),
+    "messages": (
+        "Manage scheduled messages.",
+        ["list", "show", "edit", "delete", "delete-all"],
+    ),
     "users": ("Manage digest users.", ["add", "list", "update", "remove"]),
-    "events": ("Manage events whose messages tick plans.", ["add", "update", "list"]),
+    "events": ("Manage events whose messages tick plans.", ["add", "update", "list", "delete"]),
     "suppressions": ("Manage the suppression list.", ["list", "add", "remove"]),
 }
 

@@ -305,12 +305,18 @@ _DESTINATION_KEYS = {
 }
 
 
+def _account_problem(text: str) -> str | None:
+    return None if text.strip() else "must name an account (its name or id)"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Resolved configuration for one schedctl process; every field is a declared
     setting."""
 
     database_url: str = setting(DEFAULT_DATABASE_URL, flag="--database-url")
+    # The account an --account option means when it is not given (None: `default`).
+    account: str | None = setting(in_file=False, check=_account_problem)
     config_path: str | None = setting(env="SCHEDCTL_CONFIG", flag="--config", in_file=False)
     mail_backend: str = setting("console", choices=("smtp", "console", "file", "memory"))
     mail_from: str = setting("schedctl@localhost", check=one_address_problem)

@@ -23,6 +23,9 @@ after it changed, so an INIT an operator deleted is never recreated.
   messages. A reminder whose new time has already passed is skipped (PAST_DUE); one
   skipped PAST_DUE or EXPIRED comes back if the event moves later again; one whose
   time had passed when the event was first planned is not created at all.
+- Deleting an event skips its unsent messages (EVENT_DELETED) and keeps every one of
+  its messages, sent or not, in the audit, detached from the event (``event_id``
+  NULL; their idempotency key still names it, and ids are never reused).
 """
 
 from __future__ import annotations
@@ -34,19 +37,22 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from schedctl import quarantine
+from schedctl import leases, quarantine
 from schedctl.cadence import to_instant
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.owned import get_owned
 from schedctl.db.schema import events, messages
 from schedctl.delivery.outbox import EXPIRED, PENDING, NewMessage, enqueue, mail_domain
-from schedctl.errors import ValidationError
+from schedctl.errors import TemporaryError, ValidationError
 from schedctl.values import parse_duration, parse_timezone, split_duration, validate_email
 
 INIT = "INIT"
 HAS_LOAD_IN_TIME = "HAS_LOAD_IN_TIME"
 PAST_DUE = "PAST_DUE"
+EVENT_DELETED = "EVENT_DELETED"  # the reason code of a deleted event's unsent messages
+# How long `events delete` waits for a dispatcher sending one of the event's messages.
+DELETE_WAIT = timedelta(seconds=30)
 PLAN_BATCH = 100
 _UNITS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
 
@@ -345,3 +351,69 @@ def event_summary(row: Any) -> dict[str, Any]:
         "contact": row.contact,
         "tz": row.tz,
     }
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """What `events delete` did."""
+
+    id: int
+    name: str
+    messages_skipped: int  # unsent: now skipped, EVENT_DELETED
+    messages_kept: int  # every message of the event, skipped ones included
+
+
+class EventBusy(TemporaryError):
+    """Some of the event's messages are being sent right now."""
+
+
+def delete_event(conn: sa.Connection, account_id: int, event_id: int, now: datetime) -> Deleted:
+    """Delete an event of ``account_id``: its unsent messages are skipped
+    (EVENT_DELETED); all of its messages stay, with ``event_id`` NULL, so the event
+    can go (the foreign key would delete them with it) and the audit keeps them.
+
+    A message of the event under a live lease is being sent right now: EventBusy, and
+    nothing is changed (see :func:`delete_event_waiting`).
+    """
+    event = get_owned(conn, events, event_id, account_id, "event", lock=True)
+    m = messages.c
+    own = [m.event_id == event_id, m.account_id == account_id]
+    # Locked: a dispatcher cannot claim one of them between this look and the update.
+    rows = list(
+        conn.execute(sa.select(m.id, m.status, m.lease_expires_at).where(*own).with_for_update())
+    )
+    busy = sum(1 for r in rows if leases.is_live(r, now))
+    if busy:
+        raise EventBusy(
+            f"event {event_id}: {busy} of its messages are being sent right now;"
+            " nothing was deleted; try again shortly"
+        )
+    skipped = conn.execute(
+        messages.update()
+        .where(*own, m.status.in_(PENDING))
+        .values(
+            status="skipped",
+            reason_code=EVENT_DELETED,
+            next_attempt_at=None,
+            updated_at=now,
+            **leases.CLEARED,
+        )
+    ).rowcount
+    conn.execute(messages.update().where(*own).values(event_id=None))
+    conn.execute(events.delete().where(events.c.id == event_id, events.c.account_id == account_id))
+    return Deleted(int(event.id), event.name, int(skipped or 0), len(rows))
+
+
+def delete_event_waiting(
+    db: Database, account_id: int, event_id: int, now: datetime, wait: timedelta | None = None
+) -> Deleted:
+    """:func:`delete_event`, waiting up to ``wait`` (default DELETE_WAIT) for a
+    dispatcher sending one of the event's messages to record its outcome (then that
+    message is sent, not skipped); still busy after that: EventBusy (exit 75, nothing
+    changed)."""
+    return leases.wait_while_held(
+        lambda at: db.transaction(lambda conn: delete_event(conn, account_id, event_id, at)),
+        now,
+        DELETE_WAIT if wait is None else wait,
+        EventBusy,
+    )

@@ -45,11 +45,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 
 # The values that end a lease (a row no process holds).
 CLEARED: Mapping[str, None] = MappingProxyType({"lease_owner": None, "lease_expires_at": None})
@@ -115,6 +116,28 @@ def unleased(table: sa.Table) -> sa.ColumnElement[bool]:
 def is_live(row: Any, at: datetime) -> bool:
     """:func:`live`, for a row already read."""
     return row.lease_expires_at is not None and bool(row.lease_expires_at > at)
+
+
+def wait_while_held(
+    attempt: Callable[[datetime], T],
+    now: datetime,
+    wait: timedelta,
+    busy: type[Exception],
+    poll: float = 0.5,
+) -> T:
+    """``attempt(at)``, again every ``poll`` seconds while it raises ``busy`` -- an
+    operator's change that refuses, writing nothing, while a row it would change is
+    under a live lease at ``at`` -- until it goes through or ``wait`` has passed since
+    ``now`` (then ``busy`` is raised)."""
+    clock = clock_from(now)
+    deadline = clock() + wait
+    while True:
+        try:
+            return attempt(clock())
+        except busy:
+            if clock() >= deadline:
+                raise
+        time.sleep(poll)
 
 
 def half_spent(expires_at: datetime, length: timedelta, now: datetime) -> bool:

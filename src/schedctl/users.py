@@ -17,7 +17,6 @@ messages stay in the audit.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -197,7 +196,6 @@ USER_REMOVED = "USER_REMOVED"  # the reason code of a removed user's unsent mess
 REMOVED_SUBJECT = "(removed: the user was deleted)"
 # How long `users remove` waits for a dispatcher sending one of the user's messages.
 REMOVE_WAIT = timedelta(seconds=30)
-_POLL = 0.5  # seconds between looks at those leases
 
 
 class UserBusy(TemporaryError):
@@ -276,12 +274,9 @@ def remove_user_waiting(
     user's messages to record its outcome (then that message is sent, not skipped);
     still busy after that: UserBusy (exit 75, nothing changed). ``wait`` defaults to
     REMOVE_WAIT."""
-    clock = leases.clock_from(now)
-    deadline = clock() + (REMOVE_WAIT if wait is None else wait)
-    while True:
-        try:
-            return db.transaction(lambda conn: remove_user(conn, account_id, ref, clock()))
-        except UserBusy:
-            if clock() >= deadline:
-                raise
-        time.sleep(_POLL)
+    return leases.wait_while_held(
+        lambda at: db.transaction(lambda conn: remove_user(conn, account_id, ref, at)),
+        now,
+        REMOVE_WAIT if wait is None else wait,
+        UserBusy,
+    )

@@ -197,6 +197,9 @@ EXTRA_INVALID: dict[tuple[str, str], list[Bad]] = {
     ("users add", "email"): ["seed@example.com", "SEED@example.com"],  # exists already
     ("users update", "email"): ["seed2@example.com\nBcc: x@example.com"],
     ("accounts create", "name"): ["default", "123", "a b", "x" * 101],
+    # After --to; a range of more than 1000 slots.
+    ("schedules backfill", "start"): ["2026-11-15T00:00:00Z", "2020-01-01T00:00:00Z"],
+    ("schedules backfill", "end"): ["2026-12-01T00:00:00Z"],  # after now (2026-11-18)
 }
 
 # Flags have no invalid value; the reason each is still covered (or need not be).
@@ -213,7 +216,10 @@ NO_INVALID_VALUE: dict[tuple[str, str], str] = {
     ("users add", "digest"): "--digest/--no-digest: either is valid",
     ("users update", "digest"): "--digest/--no-digest: either is valid",
     ("messages delete-all", "confirm"): "the confirmation; its absence is a case (MISSING)",
+    ("messages delete", "yes"): "the confirmation; its absence is a case (MISSING)",
+    ("events delete", "yes"): "the confirmation; its absence is a case (MISSING)",
     ("schedules delete", "yes"): "the confirmation; its absence is a case (MISSING)",
+    ("schedules backfill", "dry_run"): "a flag; a dry run writes nothing anyway",
     ("users remove", "yes"): "the confirmation; its absence is a case (MISSING)",
 }
 
@@ -246,12 +252,15 @@ BASE: dict[str, list[str]] = {
     "distribute": ["distribute", "--preview"],
     "events add": ["events", "add", "--name", "launch", "--starts-at", EVENT_AT,
                    "--contact", "c@example.com"],
+    "events delete": ["events", "delete", "1", "--yes"],
     "events list": ["events", "list"],
     "events update": ["events", "update", "1", "--starts-at", EVENT_AT],
     "heartbeat": ["heartbeat"],
+    "messages delete": ["messages", "delete", "1", "--yes"],
     "messages delete-all": ["messages", "delete-all", "--confirm"],
     "messages edit": ["messages", "edit", "1", "--status", "paused"],
     "messages list": ["messages", "list"],
+    "messages show": ["messages", "show", "1"],
     "notify": ["notify", "--user", "seed@example.com", "--title", "hello"],
     "reconcile": ["reconcile", "--dry-run"],
     "schedules create": ["schedules", "create", *DAILY],
@@ -260,6 +269,8 @@ BASE: dict[str, list[str]] = {
     "schedules pause": ["schedules", "pause", "1"],
     "schedules resume": ["schedules", "resume", "1"],
     "schedules runs": ["schedules", "runs", "1"],
+    "schedules backfill": ["schedules", "backfill", "1", "--from", "2026-11-01T00:00:00Z",
+                           "--to", "2026-11-10T00:00:00Z"],
     "schedules show": ["schedules", "show", "1"],
     "schedules update": ["schedules", "update", "1", "--at", "08:00"],
     "send-now": ["send-now", "1"],
@@ -315,6 +326,8 @@ MISSING: dict[str, list[list[str]]] = {
     ],
     "schedules update": [["schedules", "update", "1", "--weekday", "mon"]],
     "messages delete-all": [["messages", "delete-all"]],
+    "messages delete": [["messages", "delete", "1"]],
+    "events delete": [["events", "delete", "1"]],
     "schedules delete": [["schedules", "delete", "1"]],
     "users remove": [["users", "remove", "seed@example.com"]],
     "send-now": [["send-now"], ["send-now", "1", "--schedule", "1"]],
@@ -427,6 +440,10 @@ def invalid_settings(spec: Setting) -> list[Bad]:
     """Invalid environment (text) values of one setting, from its declaration."""
     if spec.name == "database_url":
         return DATABASE_URLS
+    if spec.name == "account":
+        # No name at all, refused by every command (first: heartbeat --check is judged on
+        # the first value); no such account, by those with an --account option.
+        return [" ", "no-such-account", "999999", LONG]
     values: list[Bad] = []
     if spec.kind in (int, float):
         values += ["abc", "1e400" if spec.kind is float else "25.9", "nan", "-1", LONG]

@@ -18,6 +18,8 @@ CONTRACT = [
 ]  # fmt: skip
 
 CONTRACT += [["users", "list"], ["users", "update"], ["users", "remove"], ["serve"]]
+# SPEC §12 History.
+CONTRACT += [["messages", "show"], ["messages", "delete"], ["events", "delete"]]
 
 
 def test_top_level_help_lists_every_contract_command(cli) -> None:

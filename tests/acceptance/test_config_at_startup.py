@@ -239,6 +239,7 @@ EVERY_COMMAND = {
     "schedules create": ["--name", "s", "--kind", "sql", "--param", "query=q", "--to",
                          "r@example.com", "--cadence", "daily", "--at", "07:00"],
     "schedules pause": ["1"], "schedules resume": ["1"], "schedules runs": ["1"],
+    "schedules backfill": ["1", "--from", "2026-01-01", "--to", "2026-01-02"],
     "schedules show": ["1"], "schedules update": ["1", "--at", "08:00"], "send-now": ["1"],
     "suppressions add": ["s@example.com"], "suppressions list": [],
     "suppressions remove": ["s@example.com"], "tick": [],

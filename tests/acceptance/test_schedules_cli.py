@@ -29,7 +29,9 @@ database_url = "postgresql://reporter:Hush-Hush-pw@127.0.0.1:1/warehouse"
 """
 CREATED = "2026-06-01T08:00:00Z"  # a Monday
 SCHEDULE_KEYS = {"id", "name", "kind", "cadence", "tz", "active", "next_run_at", "last_run_at"}
-RUN_KEYS = {"id", "slot", "status", "manual", "started_at", "finished_at", "error"}
+RUN_KEYS = {
+    "id", "slot", "status", "manual", "started_at", "finished_at", "duration_s", "error",
+}  # fmt: skip
 TICK_KEYS = {
     "due", "runs_created", "runs_skipped", "messages_sent", "messages_failed",
     "messages_deferred",
@@ -118,7 +120,11 @@ def test_schedule_lifecycle(run) -> None:
 
     deleted = as_json(run("schedules", "delete", sid, "--yes", "--json"))
     assert deleted == {"id": sid, "deleted": True, "runs_deleted": 1}
-    assert as_json(run("schedules", "list", "--json")) == {"schedules": [], "count": 0}
+    assert as_json(run("schedules", "list", "--json")) == {
+        "schedules": [],
+        "count": 0,
+        "account": "default",
+    }
 
 
 @pytest.mark.parametrize("dialect", ["sqlite"])

@@ -1,6 +1,6 @@
 """get_owned (db/owned.py): one account's row or NotFound, on both dialects.
 
-The messages are the CLI's (`no schedule 7 in this account`): scripts match them.
+The messages are the CLI's (`no schedule 7 in account 'default'`): scripts match them.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def test_the_accounts_row_is_found_and_another_accounts_is_not(db_url: str) -> N
 
     with pytest.raises(NotFound) as refused:
         read(db_url, lambda conn: get_owned(conn, schedules, theirs, 1, "schedule"))
-    assert refused.value.message == f"no schedule {theirs} in this account"
+    assert refused.value.message == f"no schedule {theirs} in account 'default'"
 
 
 def test_a_condition_and_its_label_name_the_row_and_no_account_means_any(db_url: str) -> None:
@@ -50,7 +50,7 @@ def test_a_condition_and_its_label_name_the_row_and_no_account_means_any(db_url:
                 conn, messages, messages.c.message_id == "<nope>", 1, "message", label=" nope "
             ),
         )
-    assert by_key.value.message == "no message  nope  in this account"
+    assert by_key.value.message == "no message  nope  in account 'default'"
     # An operator (no account): any account's row; the message says no account.
     assert (
         read(db_url, lambda conn: get_owned(conn, messages, theirs, None, "message")).id == theirs

@@ -1,4 +1,5 @@
-"""`schedctl messages list | edit | delete-all`: the contract, run in-process."""
+"""`schedctl messages list | edit | delete-all`: the contract, run in-process (`show` and
+`delete`: test_history)."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def test_list_is_sorted_by_send_at_with_the_contract_keys(
     first = data["messages"][0]
     assert set(first) == {
         "id", "type", "recipient", "subject", "send_at", "status", "reason_code", "attempts",
-        "expires_at",
+        "expires_at", "sent_at",
     }  # fmt: skip
     assert first["send_at"] == (T0 - timedelta(days=1)).isoformat()
 
@@ -65,7 +66,9 @@ def test_list_plain_text_for_humans(cli: CliRunner, db_url: str, three: list[int
     result = cli("messages", "list", db_url=db_url)
 
     assert result.returncode == 0
-    assert result.stdout.splitlines()[0].split()[:3] == ["id", "type", "recipient"]
+    title, header = result.stdout.splitlines()[:2]
+    assert title == "messages in account 'default':"
+    assert header.split()[:3] == ["id", "type", "recipient"]
     assert "3 message(s)" in result.stdout
 
 
@@ -202,7 +205,7 @@ def test_another_accounts_messages_are_invisible(
     deleted = cli("messages", "delete-all", "--confirm", "--account", "acme", "--json",
                   db_url=db_url)  # fmt: skip
 
-    assert listed.json == {"messages": [], "count": 0}
+    assert listed.json == {"messages": [], "count": 0, "account": "acme"}
     assert edit.returncode == 2
     assert "no message" in edit.stderr
     assert deleted.json == {"deleted": 0, "in_flight": 0}

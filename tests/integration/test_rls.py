@@ -69,7 +69,7 @@ def test_operator_commands_cannot_reach_another_accounts_schedule(
     ]:
         code, out, err = run(*args, "--account", str(other))
         assert (code, out) == (2, ""), args
-        assert f"no schedule {mine} in this account" in err
+        assert f"no schedule {mine} in account 'other'" in err
     history = json.loads(run("schedules", "runs", str(mine), "--json")[1])
     assert history["count"] == 1  # still there, with its run
 

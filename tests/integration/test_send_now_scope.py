@@ -98,7 +98,7 @@ def test_send_now_schedule_runs_scoped_to_its_account_and_cannot_reach_another(
     # Another account's schedule: not found, nothing run, nothing written.
     refused = run(tenant_url, "send-now", "--schedule", mine, "--account", "other")
     assert (refused.returncode, refused.stdout) == (2, "")
-    assert f"no schedule {mine} in this account" in refused.stderr
+    assert f"no schedule {mine} in account 'other'" in refused.stderr
     assert logged(db_url) == []
 
     # Its own: run and sent, every write made inside the account's scope.

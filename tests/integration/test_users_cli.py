@@ -56,6 +56,7 @@ def test_add_list_update_remove(cli: CliRunner, db_url: str) -> None:
              "digest_enabled": False, "digest_at": "08:00"},
         ],
         "count": 2,
+        "account": "default",
     }  # fmt: skip
 
     by_email = cli("users", "update", "BOB@example.com", "--tz", "Pacific/Kiritimati", "--digest",
@@ -158,7 +159,7 @@ def test_another_account_has_its_own_users(cli: CliRunner, db_url: str) -> None:
 
     assert [u["id"] for u in listed.json["users"]] == [theirs]
     assert stolen.returncode == 2
-    assert f"no user {mine} in this account" in stolen.stderr
+    assert f"no user {mine} in account 'other'" in stolen.stderr
 
 
 BAD = [

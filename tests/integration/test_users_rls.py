@@ -42,7 +42,7 @@ def test_another_account_cannot_see_or_touch_users_and_notifications(
     ]:
         result = cli(*args, "--account", "other", db_url=tenant_url)
         assert (result.returncode, result.stdout) == (2, ""), args
-        assert f"no user {mine} in this account" in result.stderr
+        assert f"no user {mine} in account 'other'" in result.stderr
 
     url = make_url(tenant_url)
     with psycopg.connect(

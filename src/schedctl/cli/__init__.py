@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import Sequence
 from typing import Annotated
 
 import typer
+from typer.core import TyperGroup
 
 from schedctl import __version__, redaction
 from schedctl.cli import (
@@ -142,7 +144,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         return exit_code
 
     try:
-        value = app(args=args, prog_name="schedctl", standalone_mode=False)
+        value = _command().main(args=args, prog_name="schedctl", standalone_mode=False)
         return value if isinstance(value, int) else 0
     except typer.Exit as exc:
         return exc.exit_code
@@ -177,6 +179,16 @@ def run(argv: Sequence[str] | None = None) -> int:
             # Never with local variables: they may hold secrets.
             print(_redact(runtime, "".join(traceback.format_exception(exc))), file=sys.stderr)
         return code
+
+
+@functools.cache
+def _command() -> TyperGroup:
+    """The click command tree typer builds from `app`: built once per process, since
+    building it inspects every command's signature (about 20 ms, more than parsing and
+    running an idle command), and the in-process CLI of the tests runs many commands."""
+    command = typer.main.get_command(app)
+    assert isinstance(command, TyperGroup)  # the app has a callback: a group
+    return command
 
 
 def _usage_exit_code(args: list[str], exit_code: int) -> int:

@@ -48,8 +48,9 @@ def digest_command(
         typer.Option(
             "--account",
             metavar="ACCOUNT",
-            help="Only this account's users, by name or id (default: every account's;"
-            " --user is looked up in the `default` account unless this is given).",
+            help="Only this account's users, by name or id (default: every account's,"
+            " whatever SCHEDCTL_ACCOUNT says; --user is looked up in SCHEDCTL_ACCOUNT's"
+            " account, else `default`, unless this is given).",
             show_default=False,
         ),
     ] = None,

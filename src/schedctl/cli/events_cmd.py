@@ -1,4 +1,4 @@
-"""`schedctl events add | update | list`: the events whose messages tick plans."""
+"""`schedctl events add | update | list | delete`: the events whose messages tick plans."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ import typer
 
 from schedctl.cli.output import warn
 from schedctl.cli.params import Account, command_group
-from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
+from schedctl.cli.runtime import (
+    CommandResult,
+    command,
+    current,
+    listing_title,
+    run_command,
+    scope_to,
+    scope_to_account,
+)
 from schedctl.errors import UsageError
 from schedctl.values import parse_id
 
@@ -182,10 +190,10 @@ def list_command(account: Account = None) -> None:
     from schedctl import events
 
     def work(db: Database) -> CommandResult:
-        account_id = scope_to_account(db, account)
-        rows = db.transaction(lambda conn: events.list_events(conn, account_id), read_only=True)
+        scope = scope_to(db, account)
+        rows = db.transaction(lambda conn: events.list_events(conn, scope.id), read_only=True)
         items = [events.event_summary(r) for r in rows]
-        return CommandResult({"events": items, "count": len(items)})
+        return CommandResult({"events": items, "count": len(items), "account": scope.name})
 
     data = run_command("events list", work).data
     current().output.table(
@@ -195,6 +203,49 @@ def list_command(account: Account = None) -> None:
             (e["id"], e["name"], e["starts_at"], e["load_in_time"], e["contact"], e["tz"])
             for e in data["events"]
         ],
+        title=listing_title("events", data["account"]),
+    )
+
+
+@command(events_app, "delete")
+def delete_command(
+    event_id: Annotated[
+        str, typer.Argument(help="The event's id.", metavar="ID", show_default=False)
+    ],
+    yes: Annotated[bool, typer.Option("--yes", help="Really delete the event.")] = False,
+    account: Account = None,
+) -> None:
+    """Delete an event (needs --yes); its unsent messages are skipped (EVENT_DELETED).
+
+    Every message of the event, sent or not, stays in the outbox's audit. A message of
+    it that a dispatcher is sending right now is waited for (up to 30 seconds) and
+    then stays sent; still being sent after that, nothing is deleted (exit 75).
+    """
+    from schedctl import events
+
+    number = parse_id(event_id, "event")
+    if not yes:
+        raise UsageError(f"deleting event {number} needs --yes; nothing deleted")
+
+    def work(db: Database) -> CommandResult:
+        account_id = scope_to_account(db, account)
+        deleted = events.delete_event_waiting(db, account_id, number, db.now())
+        return CommandResult(
+            {
+                "id": str(deleted.id),
+                "name": deleted.name,
+                "deleted": True,
+                "messages_skipped": deleted.messages_skipped,
+                "messages_kept": deleted.messages_kept,
+            }
+        )
+
+    data = run_command("events delete", work).data
+    current().output.result(
+        data,
+        f"deleted event {data['id']} {data['name']!r}; {data['messages_skipped']} unsent"
+        " message(s) skipped,"
+        f" {data['messages_kept']} message(s) kept in the audit",
     )
 
 

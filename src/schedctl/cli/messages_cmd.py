@@ -1,4 +1,4 @@
-"""`schedctl messages list | edit | delete-all`: the outbox, by hand."""
+"""`schedctl messages list | show | edit | delete | delete-all`: the outbox, by hand."""
 
 from __future__ import annotations
 
@@ -8,9 +8,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from schedctl.cli.output import warn
+from schedctl.cli.output import cell_text, warn
 from schedctl.cli.params import Account, command_group, limit_option
-from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
+from schedctl.cli.runtime import (
+    CommandResult,
+    command,
+    current,
+    listing_title,
+    run_command,
+    scope_to,
+    scope_to_account,
+)
 from schedctl.errors import UsageError
 from schedctl.values import parse_id
 from schedctl.vocabulary import MESSAGE_STATUSES
@@ -90,16 +98,16 @@ def list_command(
     upper = _bound(until, end=True) if until is not None else None
 
     def work(db: Database) -> CommandResult:
-        account_id = scope_to_account(db, account)
+        scope = scope_to(db, account)
         rows = db.transaction(
             lambda conn: outbox.list_messages(
-                conn, account_id, type=message_type, status=wanted_status,
+                conn, scope.id, type=message_type, status=wanted_status,
                 since=lower, until=upper, limit=limit,
             ),
             read_only=True,
         )  # fmt: skip
         items = [outbox.message_summary(r) for r in rows]
-        return CommandResult({"messages": items, "count": len(items)})
+        return CommandResult({"messages": items, "count": len(items), "account": scope.name})
 
     data = run_command("messages list", work).data
     columns = [
@@ -112,13 +120,80 @@ def list_command(
         "reason",
         "attempts",
         "expires_at",
+        "sent_at",
     ]
     rows = [
         (m["id"], m["type"], m["recipient"], m["subject"], m["send_at"], m["status"],
-         m["reason_code"], m["attempts"], m["expires_at"])
+         m["reason_code"], m["attempts"], m["expires_at"], m["sent_at"])
         for m in data["messages"]
     ]  # fmt: skip
-    current().output.table(data, columns, rows, footer=f"{data['count']} message(s)")
+    current().output.table(
+        data,
+        columns,
+        rows,
+        title=listing_title("messages", data["account"]),
+        footer=f"{data['count']} message(s)",
+    )
+
+
+MessageId = Annotated[
+    str, typer.Argument(help="The message's id.", metavar="ID", show_default=False)
+]
+
+
+def _show_text(message: dict[str, Any]) -> str:
+    """The lines above the attempts table of `messages show`."""
+
+    def when(value: Any) -> str:
+        return "-" if value is None else cell_text(value)
+
+    status = message["status"] + (f" ({message['reason_code']})" if message["reason_code"] else "")
+    lines = [
+        f"message {message['id']}: {message['type']} to {message['recipient'] or '(none)'}",
+        f"subject:    {message['subject']}",
+        f"status:     {status}" + ("; being sent right now" if message["being_sent"] else ""),
+        f"send at:    {when(message['send_at'])}"
+        + (f" (next attempt {when(message['next_attempt_at'])})"
+           if message["next_attempt_at"] else ""),
+        f"expires at: {when(message['expires_at'])}",
+        f"sent at:    {when(message['sent_at'])}",
+        f"attempts:   {message['attempts']}",
+    ]  # fmt: skip
+    if message["last_error"]:
+        lines.append(f"last error: {message['last_error']}")
+    return "\n".join(lines)
+
+
+@command(messages_app, "show")
+def show_command(message_id: MessageId, account: Account = None) -> None:
+    """Show one message and every attempt to send it, oldest first."""
+    from schedctl.delivery import outbox
+
+    number = parse_id(message_id, "message")
+
+    def work(db: Database) -> CommandResult:
+        account_id = scope_to_account(db, account)
+        now = db.now()
+
+        def show(conn: sa.Connection) -> dict[str, Any]:
+            row = outbox.get_message(conn, number, account_id=account_id)
+            return {
+                "message": outbox.message_detail(row, now),
+                "attempts": outbox.attempts_of(conn, number, account_id),
+            }
+
+        return CommandResult(db.transaction(show, read_only=True))
+
+    data = run_command("messages show", work).data
+    rows = [(a["at"], a["outcome"], a["code"], a["detail"]) for a in data["attempts"]]
+    count = len(rows)
+    current().output.table(
+        data,
+        ["at", "outcome", "code", "detail"],
+        rows,
+        title=_show_text(data["message"]),
+        footer=f"{count} attempt(s) recorded" if count else "no attempt recorded",
+    )
 
 
 @command(messages_app, "edit")
@@ -180,6 +255,36 @@ def edit_command(
     current().output.result(
         data, f"message {data['id']}: {data['status']}, send at {data['send_at']}{expiry}"
     )
+
+
+@command(messages_app, "delete")
+def delete_command(
+    message_id: MessageId,
+    yes: Annotated[bool, typer.Option("--yes", help="Really delete the message.")] = False,
+    account: Account = None,
+) -> None:
+    """Delete one unsent message (needs --yes).
+
+    A message that was sent, or may have been (its outcome is unknown), stays in the
+    audit and is refused; so is one a dispatcher is sending right now (exit 75, try
+    again). The record of its attempts, if any, is kept.
+    """
+    from schedctl.delivery import outbox
+
+    number = parse_id(message_id, "message")
+    if not yes:
+        raise UsageError(f"deleting message {number} needs --yes; nothing deleted")
+
+    def work(db: Database) -> CommandResult:
+        account_id = scope_to_account(db, account)
+        now = db.now()
+        row = db.transaction(
+            lambda conn: outbox.delete_message(conn, number, now, account_id=account_id)
+        )
+        return CommandResult({"id": str(row.id), "deleted": True, "status": row.status})
+
+    data = run_command("messages delete", work).data
+    current().output.result(data, f"deleted message {data['id']} ({data['status']})")
 
 
 @command(messages_app, "delete-all")

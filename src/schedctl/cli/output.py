@@ -74,7 +74,7 @@ class Output:
             return
         if self.options.quiet:
             return
-        cells = [["" if v is None else redact(_cell(v)) for v in row] for row in rows]
+        cells = [["" if v is None else redact(cell_text(v)) for v in row] for row in rows]
         title = redact(title) if title else title
         footer = redact(footer) if footer else footer
         if self.is_terminal:
@@ -105,7 +105,8 @@ class Output:
             print(footer, file=self.stream)
 
 
-def _cell(value: Any) -> str:
+def cell_text(value: Any) -> str:
+    """A value as a table cell shows it (instants to the second, in UTC as Z)."""
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S%z").replace("+0000", "Z")
     if isinstance(value, bool):

@@ -21,7 +21,7 @@ Account = Annotated[
     typer.Option(
         "--account",
         metavar="ACCOUNT",
-        help="Account name or id (default: the `default` account).",
+        help="Account name or id (default: SCHEDCTL_ACCOUNT, else the `default` account).",
         show_default=False,
     ),
 ]

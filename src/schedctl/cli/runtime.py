@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     # by the command that uses them, so that --help never pays for them.
     import sqlalchemy as sa
 
+    from schedctl.accounts import AccountRef
     from schedctl.config import Settings
     from schedctl.db.database import Database
 
@@ -247,17 +248,33 @@ class _Heartbeat:
 
 
 def scope_to_account(db: Database, account: str | None) -> int:
-    """Resolve an --account option (default: `default`) and scope `db` to it.
+    """Resolve an --account option and scope `db` to it; the account's id (see
+    :func:`scope_to`)."""
+    return scope_to(db, account).id
+
+
+def scope_to(db: Database, account: str | None) -> AccountRef:
+    """Resolve an --account option (default: SCHEDCTL_ACCOUNT, else `default`) and
+    scope `db` to it.
 
     Every later transaction on `db` sets the account for PostgreSQL's row-level
     security, so an operator command cannot see another account's rows even if a
     query forgot its own account filter.
     """
-    from schedctl.accounts import resolve_account
+    from schedctl.accounts import find_account
+    from schedctl.config import SCHEMA
 
-    account_id = db.transaction(lambda conn: resolve_account(conn, account), read_only=True)
-    db.account_id = account_id
-    return account_id
+    origin = None
+    if account is None and current().settings.account is not None:
+        account, origin = current().settings.account, SCHEMA["account"].env_name
+    found = db.transaction(lambda conn: find_account(conn, account, origin), read_only=True)
+    db.account_id = found.id
+    return found
+
+
+def listing_title(what: str, account: str) -> str:
+    """The first line of a list command's table: whose rows it shows."""
+    return f"{what} in account {account!r}:"
 
 
 def ping(url: str, suffix: str) -> None:

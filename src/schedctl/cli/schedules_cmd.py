@@ -1,4 +1,5 @@
-"""`schedctl schedules create | list | show | update | pause | resume | delete | runs`."""
+"""`schedctl schedules create | list | show | update | pause | resume | delete | runs |
+backfill`."""
 
 from __future__ import annotations
 
@@ -7,11 +8,21 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from schedctl.cli.params import Account, command_group, limit_option
-from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
-from schedctl.errors import UsageError
+from schedctl.cli.runtime import (
+    CommandResult,
+    command,
+    current,
+    listing_title,
+    run_command,
+    scope_to,
+    scope_to_account,
+)
+from schedctl.errors import UsageError, ValidationError
 from schedctl.values import parse_id
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from schedctl.db.database import Database
     from schedctl.schedules.model import ScheduleOptions
 
@@ -152,8 +163,9 @@ def list_command(account: Account = None) -> None:
     from schedctl.schedules.store import list_schedules
 
     def work(db: Database) -> CommandResult:
-        items = [s.summary() for s in list_schedules(db, scope_to_account(db, account))]
-        return CommandResult({"schedules": items, "count": len(items)})
+        scope = scope_to(db, account)
+        items = [s.summary() for s in list_schedules(db, scope.id)]
+        return CommandResult({"schedules": items, "count": len(items), "account": scope.name})
 
     data = run_command("schedules list", work).data
     rows = [
@@ -169,7 +181,10 @@ def list_command(account: Account = None) -> None:
         for s in data["schedules"]
     ]
     current().output.table(
-        data, ["id", "name", "kind", "when", "state", "next run", "last run"], rows
+        data,
+        ["id", "name", "kind", "when", "state", "next run", "last run"],
+        rows,
+        title=listing_title("schedules", data["account"]),
     )
 
 
@@ -303,13 +318,80 @@ def runs_command(
             r["attempt"],
             r["started_at"],
             r["finished_at"],
+            None if r["duration_s"] is None else f"{r['duration_s']:.3f}s",
             r["error"],
         )
         for r in data["runs"]
     ]
     current().output.table(
-        data, ["id", "slot", "status", "attempt", "started", "finished", "error"], rows
+        data,
+        ["id", "slot", "status", "attempt", "started", "finished", "duration", "error"],
+        rows,
     )
+
+
+def _instant(option: str, text: str) -> datetime:
+    from schedctl.cadence import parse_instant
+
+    try:
+        return parse_instant(text)
+    except ValidationError as exc:
+        raise ValidationError(f"{option}: {exc.message}") from None
+
+
+@command(schedules_app, "backfill")
+def backfill_command(
+    schedule_id: ScheduleId,
+    start: Annotated[
+        str,
+        typer.Option(
+            "--from",
+            metavar="TIME",
+            help="First instant of the range (inclusive), ISO 8601; without an offset, UTC.",
+            show_default=False,
+        ),
+    ],
+    end: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            metavar="TIME",
+            help="Last instant of the range (inclusive), not after now.",
+            show_default=False,
+        ),
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count the slots and runs; write nothing.")
+    ] = False,
+    account: Account = None,
+) -> None:
+    """Record runs for the schedule's slots from --from to --to; the next tick runs them.
+
+    A slot that has a run already (run, skipped or queued) is not run again. At most
+    1000 slots at a time; a paused schedule is refused. Catch-up policy and
+    max-lateness do not apply: backfilled runs are never skipped as missed or late.
+    """
+    from schedctl.schedules.backfill import backfill_runs
+
+    sid = parse_id(schedule_id, "schedule")
+    first, last = _instant("--from", start), _instant("--to", end)
+
+    def work(db: Database) -> CommandResult:
+        account_id = scope_to_account(db, account)
+        done = backfill_runs(db, account_id, sid, first, last, db.now(), dry_run=dry_run)
+        return CommandResult(done.as_dict())
+
+    # A dry run writes nothing, not even the heartbeat: it is no run of the command.
+    data = run_command("schedules backfill", work, record=not dry_run).data
+    counts = (
+        f"{data['slots']} slot(s) from {first.isoformat()} to {last.isoformat()},"
+        f" {data['already_recorded']} already recorded"
+    )
+    if dry_run:
+        human = f"dry run, nothing written: would record {data['runs_created']} run(s); {counts}"
+    else:
+        human = f"recorded {data['runs_created']} run(s) for the next tick; {counts}"
+    current().output.result(data, f"schedule {sid}: {human}")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from schedctl.cli.params import Account, command_group
-from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
+from schedctl.cli.runtime import (
+    CommandResult,
+    command,
+    current,
+    listing_title,
+    run_command,
+    scope_to,
+    scope_to_account,
+)
 from schedctl.errors import ValidationError
 from schedctl.vocabulary import SUPPRESSION_REASONS
 
@@ -29,21 +37,22 @@ def list_command(account: Account = None) -> None:
     from schedctl.delivery import suppressions
 
     def work(db: Database) -> CommandResult:
-        account_id = scope_to_account(db, account)
+        scope = scope_to(db, account)
         rows = db.transaction(
-            lambda conn: suppressions.list_suppressions(conn, account_id), read_only=True
+            lambda conn: suppressions.list_suppressions(conn, scope.id), read_only=True
         )
         items = [
             {"id": str(r.id), "email": r.email, "reason": r.reason, "created_at": r.created_at}
             for r in rows
         ]
-        return CommandResult({"suppressions": items, "count": len(items)})
+        return CommandResult({"suppressions": items, "count": len(items), "account": scope.name})
 
     data = run_command("suppressions list", work).data
     current().output.table(
         data,
         ["email", "reason", "since"],
         [(s["email"], s["reason"], s["created_at"]) for s in data["suppressions"]],
+        title=listing_title("suppressions", data["account"]),
         footer=f"{data['count']} suppressed address(es)",
     )
 

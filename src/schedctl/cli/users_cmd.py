@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from schedctl.cli.params import Account, command_group
-from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
+from schedctl.cli.runtime import (
+    CommandResult,
+    command,
+    current,
+    listing_title,
+    run_command,
+    scope_to,
+    scope_to_account,
+)
 from schedctl.errors import UsageError
 
 if TYPE_CHECKING:
@@ -82,10 +90,10 @@ def list_command(account: Account = None) -> None:
     from schedctl import users
 
     def work(db: Database) -> CommandResult:
-        account_id = scope_to_account(db, account)
-        rows = db.transaction(lambda conn: users.list_users(conn, account_id), read_only=True)
+        scope = scope_to(db, account)
+        rows = db.transaction(lambda conn: users.list_users(conn, scope.id), read_only=True)
         items = [users.user_summary(row) for row in rows]
-        return CommandResult({"users": items, "count": len(items)})
+        return CommandResult({"users": items, "count": len(items), "account": scope.name})
 
     data = run_command("users list", work).data
     rows = [
@@ -93,7 +101,11 @@ def list_command(account: Account = None) -> None:
         for u in data["users"]
     ]
     current().output.table(
-        data, ["id", "email", "zone", "digest"], rows, footer=f"{data['count']} user(s)"
+        data,
+        ["id", "email", "zone", "digest"],
+        rows,
+        title=listing_title("users", data["account"]),
+        footer=f"{data['count']} user(s)",
     )
 
 

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from schedctl import leases
 from schedctl.db import dialect
 from schedctl.db.owned import get_owned
-from schedctl.db.schema import installation, messages
+from schedctl.db.schema import email_log, installation, messages
 from schedctl.delivery.message import make_message_id
 from schedctl.errors import SchemaMismatch, TemporaryError, ValidationError
 from schedctl.vocabulary import MESSAGE_STATUSES
@@ -126,6 +126,8 @@ def enqueue(
 # --- messages whose dispatcher died (SPEC §8) ---------------------------------------
 
 LEASE_EXPIRED = "LEASE_EXPIRED"  # the reason code of a message whose dispatcher died
+# The reason code of a message that got no reply after its data: the server may have it.
+UNKNOWN_DELIVERY = "UNKNOWN_DELIVERY"
 ABANDONED = "the dispatcher sending it stopped (lease expired); outcome unknown"
 # The statuses a dispatcher claims (and leases) a message in.
 CLAIMED_FROM = ("scheduled", "retrying")
@@ -155,7 +157,7 @@ LEASED_MESSAGES = leases.LeasedWork(
 )
 
 
-# --- operator commands: list, edit, delete (SPEC §7) ---------------------------------
+# --- operator commands: list, show, edit, delete (SPEC §7, §12) -----------------------
 
 # Statuses in which a message may still be sent by dispatch or rescheduled.
 PENDING = ("scheduled", "retrying", "paused", "blocked")
@@ -183,7 +185,47 @@ def message_summary(row: Any) -> dict[str, Any]:
         "reason_code": row.reason_code,
         "attempts": row.attempts,
         "expires_at": row.expires_at,
+        "sent_at": row.sent_at,
     }
+
+
+def message_detail(row: Any, now: datetime) -> dict[str, Any]:
+    """One message as `messages show` prints it: the list's keys and the rest of its
+    state (whether a dispatcher is sending it at ``now`` included); never its body."""
+    return {
+        **message_summary(row),
+        "priority": row.priority,
+        "last_error": row.last_error,
+        "next_attempt_at": row.next_attempt_at,
+        "being_sent": leases.is_live(row, now),
+        "message_id": row.message_id,
+        "schedule_run_id": None if row.schedule_run_id is None else str(row.schedule_run_id),
+        "event_id": None if row.event_id is None else str(row.event_id),
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    }
+
+
+def attempts_of(conn: sa.Connection, message_id: int, account_id: int) -> list[dict[str, Any]]:
+    """Every recorded attempt to send a message (its ``email_log`` rows), oldest first:
+    ``at``, ``outcome`` (sent, retry, failed, deferred, unknown), ``code`` (the
+    server's reply code, or None), ``detail`` (the error, None when sent), ``provider``."""
+    log = email_log.c
+    rows = conn.execute(
+        sa.select(log.attempted_at, log.outcome, log.response_code, log.error, log.provider)
+        .where(log.message_id == message_id, log.account_id == account_id)
+        .order_by(log.attempted_at, log.id)
+    )
+    return [
+        {
+            "at": r.attempted_at,
+            "outcome": r.outcome,
+            "code": r.response_code,
+            "detail": r.error,
+            "provider": r.provider,
+        }
+        for r in rows
+    ]
 
 
 def list_messages(
@@ -279,6 +321,54 @@ def edit_message(
             values["next_attempt_at"] = None  # due at send_at again
     conn.execute(messages.update().where(messages.c.id == message_id).values(**values))
     return get_message(conn, message_id)
+
+
+def _may_have_been_sent(conn: sa.Connection, row: Any) -> str | None:
+    """Why a message may have reached its recipient (so it stays in the audit), or None:
+    it is sent (or was), its last send got no reply (UNKNOWN_DELIVERY), or its
+    dispatcher died during a send (LEASE_EXPIRED, or a lease expired with no outcome)."""
+    if row.status == "sent" or row.sent_at is not None:
+        return "it was sent"
+    # Not live (checked first), so expired: the holder died without an outcome.
+    died = row.status in CLAIMED_FROM and row.lease_expires_at is not None
+    if row.reason_code in (UNKNOWN_DELIVERY, LEASE_EXPIRED) or died:
+        return "the outcome of a send is unknown: it may have been sent"
+    handed_over = conn.execute(
+        sa.select(email_log.c.id)
+        .where(email_log.c.message_id == row.id, email_log.c.outcome.in_(("sent", "unknown")))
+        .limit(1)
+    ).first()
+    if handed_over is not None:
+        return "an attempt may have delivered it"
+    return None
+
+
+def delete_message(
+    conn: sa.Connection, message_id: int, now: datetime, *, account_id: int
+) -> sa.Row[Any]:
+    """Delete one unsent message of ``account_id``; returns the row as it was.
+
+    Refused (ValidationError, nothing written) for a message that may have reached its
+    recipient: it stays in the audit (`messages edit ID --status skipped` stops one
+    still pending). A message a dispatcher is sending right now (live lease) is
+    TemporaryError: try again once the send is over. Its ``email_log`` rows, if any,
+    are kept (their ``message_id`` becomes NULL) as the record of those attempts.
+    """
+    row = get_message(conn, message_id, account_id=account_id, lock=True)
+    if leases.is_live(row, now):
+        raise TemporaryError(
+            f"message {message_id} is being sent right now; nothing deleted; try again shortly"
+        )
+    why = _may_have_been_sent(conn, row)
+    if why is not None:
+        raise ValidationError(
+            f"message {message_id} is not deleted: {why}, so it stays in the audit"
+            + ("; to stop it, set --status skipped" if row.status in PENDING else "")
+        )
+    conn.execute(
+        messages.delete().where(messages.c.id == message_id, messages.c.account_id == account_id)
+    )
+    return row
 
 
 class DeleteResult(NamedTuple):

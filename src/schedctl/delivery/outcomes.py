@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from schedctl.delivery.outbox import EXPIRED, PENDING
+from schedctl.delivery.outbox import EXPIRED, PENDING, UNKNOWN_DELIVERY
 from schedctl.delivery.policy import DeliveryPolicy, retry_delay, weekend_postponement
 from schedctl.delivery.quota import next_day_start
 from schedctl.delivery.transport import SendResult
@@ -199,7 +199,7 @@ def settle_result(
         )
     delivery: Delivery = "failed"
     if result.outcome == "unknown":
-        delivery, reason = "unknown", "UNKNOWN_DELIVERY"
+        delivery, reason = "unknown", UNKNOWN_DELIVERY
     elif result.outcome == "retry":
         reason = "RETRIES_EXHAUSTED"
     else:

@@ -31,6 +31,8 @@ Policies:
   (`send-now --schedule`) of a paused schedule runs, but is not retried.
 - Expiry: with a ``max_lateness``, a run's messages expire at its slot + that bound;
   dispatch skips one not sent by then (EXPIRED), even when the run itself was late.
+  A backfilled run (recorded after its slot's bound) counts the bound from when it
+  was recorded.
 - Retry: a run whose report fails is ``failed`` with its error; later ticks retry it
   after RETRY_BACKOFF, doubled per attempt (5 min, then 10), until MAX_ATTEMPTS
   attempts, after which it stays failed. A failure that a retry cannot mend is
@@ -178,17 +180,7 @@ def _materialise_batch(
         schedule_id = int(row.id)
         account_id = int(row.account_id)
         for d in decisions:
-            run = {
-                "account_id": account_id,
-                "schedule_id": schedule_id,
-                "slot": d.slot,
-                "manual": False,
-                "status": "queued" if d.run else "skipped",
-                "attempt": 0,
-                "error": d.reason,
-                "finished_at": None if d.run else now,
-                "created_at": now,
-            }
+            run = slot_run(account_id, schedule_id, d.slot, now, skipped_because=d.reason)
             (queued if d.run else skipped).append(run)
         ran = [d.slot for d in decisions if d.run]
         last_run_at = max([*ran, *([row.last_run_at] if row.last_run_at else [])], default=None)
@@ -198,14 +190,39 @@ def _materialise_batch(
     # A unique (schedule_id, slot) conflict means another tick made that run: skip it.
     # Counted, not returned: an INSERT without RETURNING goes as one short statement
     # executed per row (pipelined on psycopg), whose parse and plan the driver caches.
-    counts.runs_created += _insert_runs(conn, queued)
-    counts.runs_skipped += _insert_runs(conn, skipped)
+    counts.runs_created += insert_slot_runs(conn, queued)
+    counts.runs_skipped += insert_slot_runs(conn, skipped)
     if advances:
         conn.execute(_ADVANCE, advances)
     return counts
 
 
-def _insert_runs(conn: sa.Connection, rows: list[dict[str, Any]]) -> int:
+def slot_run(
+    account_id: int,
+    schedule_id: int,
+    slot: datetime,
+    now: datetime,
+    *,
+    skipped_because: str | None = None,
+) -> dict[str, Any]:
+    """The row of a schedule's run for ``slot``: queued, or skipped with the reason."""
+    skipped = skipped_because is not None
+    return {
+        "account_id": account_id,
+        "schedule_id": schedule_id,
+        "slot": slot,
+        "manual": False,
+        "status": "skipped" if skipped else "queued",
+        "attempt": 0,
+        "error": skipped_because,
+        "finished_at": now if skipped else None,
+        "created_at": now,
+    }
+
+
+def insert_slot_runs(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> int:
+    """Insert slot runs (:func:`slot_run`); how many were new. A slot that has a run
+    already (the unique (schedule_id, slot) key of runs not manual) is left as it is."""
     return dialect.insert_ignore_count(
         conn, schedule_runs, rows, ["schedule_id", "slot"], conflict_where=_NOT_MANUAL
     )
@@ -239,6 +256,7 @@ class ClaimedRun:
     manual: bool
     schedule: Schedule
     lease_expires_at: datetime
+    created_at: datetime
 
 
 PAUSED = "paused"  # the error of a run skipped because its schedule was paused
@@ -307,9 +325,12 @@ def skip_paused_runs(db: Database, now: datetime) -> int:
     return int(db.transaction(lambda conn: conn.execute(statement).rowcount))
 
 
+ORPHANED = "the process running it stopped (lease expired)"
+
+
 def orphan_error(attempt: int) -> str:
     """The error recorded on a run whose process died during ``attempt``."""
-    return f"the process running it stopped (lease expired) on attempt {attempt} of {MAX_ATTEMPTS}"
+    return f"{ORPHANED} on attempt {attempt} of {MAX_ATTEMPTS}"
 
 
 def _after_expiry(expiry: leases.Expiry, now: datetime) -> dict[str, Any]:
@@ -367,7 +388,15 @@ def claim_runs(
             ids,
             owner,
             now + RUN_LEASE,
-            returning=[c.id, c.slot, c.attempt, c.manual, c.schedule_id, c.lease_expires_at],
+            returning=[
+                c.id,
+                c.slot,
+                c.attempt,
+                c.manual,
+                c.schedule_id,
+                c.lease_expires_at,
+                c.created_at,
+            ],
             status="running",
             attempt=c.attempt + 1,
             next_attempt_at=None,
@@ -400,6 +429,7 @@ def claim_runs(
                 bool(r.manual),
                 by_id[r.schedule_id],
                 r.lease_expires_at,
+                r.created_at,
             )
             for r in sorted(runs, key=lambda r: (r.slot, r.id))
             if r.schedule_id in by_id
@@ -460,8 +490,13 @@ def execute_run(
         )
     now = clock()
     # A report is not mailed once the schedule's lateness bound has passed (SPEC §12).
+    # A run recorded after that bound (a backfill: tick skips such slots) was asked for
+    # explicitly, so its bound counts from when it was recorded.
     lateness = run.schedule.max_lateness
-    expires_at = None if lateness is None else run.slot + lateness
+    expires_at = None
+    if lateness is not None:
+        bound = run.slot + lateness
+        expires_at = bound if run.created_at <= bound else run.created_at + lateness
     items = [
         outbox.NewMessage(
             account_id=run.schedule.account_id,
@@ -656,7 +691,7 @@ def run_schedule_now(
             .where(schedules.c.id == schedule_id, schedules.c.account_id == account_id)
             .values(last_run_at=last)
         )
-        return ClaimedRun(int(run_id), now, 1, True, schedule, now + RUN_LEASE)
+        return ClaimedRun(int(run_id), now, 1, True, schedule, now + RUN_LEASE, now)
 
     run = db.transaction(start)
     result = execute_run(db, settings, run, owner, clock)
@@ -724,6 +759,18 @@ class RunRecord:
     finished_at: datetime | None
     error: str | None
 
+    @property
+    def duration_s(self) -> float | None:
+        """How long the last attempt took, in seconds (to the millisecond); None while
+        it runs, for a run that never started (skipped, still queued) or was skipped
+        after an attempt (paused), and when unknown: its process died."""
+        if self.status not in ("succeeded", "failed") or (self.error or "").startswith(ORPHANED):
+            return None
+        if self.started_at is None or self.finished_at is None:
+            return None
+        seconds = (self.finished_at - self.started_at).total_seconds()
+        return round(seconds, 3) if seconds >= 0 else None
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": str(self.id),
@@ -733,6 +780,7 @@ class RunRecord:
             "attempt": self.attempt,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            "duration_s": self.duration_s,
             "error": self.error,
         }
 
