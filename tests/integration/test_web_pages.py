@@ -235,6 +235,18 @@ def test_a_distribution_reason_shows_no_user_id(app_for: Any, world: str) -> Non
     assert "4400*******89" in body
 
 
+def test_a_message_page_lists_every_attempt(app_for: Any, world: str) -> None:
+    at = datetime.now(UTC).replace(microsecond=0)
+    seed = Seed(world)
+    seed.attempts(1, at - timedelta(minutes=5), outcome="retry")
+    seed.attempts(1, at, outcome="failed")
+
+    body = call(app_for(web_token=TOKEN), "/messages/1").body
+
+    assert '<span id="attempt-count">2</span>' in body
+    assert body.index("st-retry") < body.index("st-failed", body.index('id="attempts"'))
+
+
 def test_unknown_pages_and_ids_are_404(app_for: Any) -> None:
     app = app_for(web_token=TOKEN)
 

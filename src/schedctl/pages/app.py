@@ -282,7 +282,6 @@ class StatusPages:
             "schedules",
             detail=detail,
             slots=self._next_slots(detail),
-            duration_s=data.duration_s,
         )
 
     def _next_slots(self, detail: data.ScheduleDetail) -> list[dict[str, Any]]:

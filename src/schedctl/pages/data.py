@@ -29,7 +29,6 @@ from schedctl.db.schema import (
     accounts,
     digests,
     distributions,
-    email_log,
     events,
     heartbeats,
     messages,
@@ -38,7 +37,7 @@ from schedctl.db.schema import (
     schedules,
     users,
 )
-from schedctl.delivery import quota
+from schedctl.delivery import outbox, quota
 from schedctl.distribute.plan import scrub
 from schedctl.errors import SchedctlError
 from schedctl.schedules.model import Schedule
@@ -60,13 +59,6 @@ def _own(table: sa.Table, account_id: int | None) -> list[sa.ColumnElement[bool]
 def _utc_midnight(instant: datetime) -> datetime:
     day = instant.astimezone(UTC).date()
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
-
-
-def duration_s(started: datetime | None, finished: datetime | None) -> float | None:
-    """Seconds from start to finish, or None when either is unknown."""
-    if started is None or finished is None:
-        return None
-    return max(0.0, (finished - started).total_seconds())
 
 
 def _message_zone() -> sa.ColumnElement[Any]:
@@ -486,22 +478,13 @@ def message_page(
 
 
 @dataclass(frozen=True)
-class Attempt:
-    at: datetime
-    outcome: str
-    code: int | None
-    provider: str
-    detail: str | None
-
-
-@dataclass(frozen=True)
 class MessageDetail:
     message: MessageRow
     priority: str
     last_error: str | None
     created_at: datetime
     updated_at: datetime
-    attempts: Sequence[Attempt]
+    attempts: Sequence[dict[str, Any]]  # outbox.attempts_of's, details masked
 
 
 def message_detail(
@@ -515,32 +498,18 @@ def message_detail(
         .join(accounts, accounts.c.id == m.account_id)
         .where(m.id == message_id)
     )
-    log = email_log.c
-    attempts = (
-        sa.select(log.attempted_at, log.outcome, log.response_code, log.provider, log.error)
-        .where(log.message_id == message_id, *_own(email_log, account_id))
-        .order_by(log.attempted_at, log.id)
-    )
 
     def work(conn: sa.Connection) -> MessageDetail:
-        get_owned(conn, messages, message_id, account_id, "message", columns=[m.id])
+        owner = get_owned(conn, messages, message_id, account_id, "message", columns=[m.account_id])
         row = conn.execute(query).one()
+        attempts = outbox.attempts_of(conn, message_id, int(owner.account_id))
         return MessageDetail(
             message=_message_row(row),
             priority=row.priority,
             last_error=_shown(settings, row.last_error),
             created_at=row.created_at,
             updated_at=row.updated_at,
-            attempts=[
-                Attempt(
-                    a.attempted_at,
-                    a.outcome,
-                    a.response_code,
-                    a.provider,
-                    _shown(settings, a.error),
-                )
-                for a in conn.execute(attempts)
-            ],
+            attempts=[{**a, "detail": _shown(settings, a["detail"])} for a in attempts],
         )
 
     return db.transaction(work, read_only=True)
