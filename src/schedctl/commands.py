@@ -29,14 +29,28 @@ GROUPS = {
     "accounts": ("Manage accounts.", ["create", "list"]),
     "schedules": (
         "Manage schedules.",
-        ["create", "list", "show", "update", "pause", "resume", "delete", "runs", "backfill"],
+        [
+            "create",
+            "list",
+            "show",
+            "update",
+            "pause",
+            "resume",
+            "delete",
+            "runs",
+            "backfill",
+            "next",
+        ],
     ),
     "messages": (
         "Manage scheduled messages.",
         ["list", "show", "edit", "delete", "delete-all"],
     ),
-    "users": ("Manage digest users.", ["add", "list", "update", "remove"]),
-    "events": ("Manage events whose messages tick plans.", ["add", "update", "list", "delete"]),
+    "users": ("Manage digest users.", ["add", "list", "update", "remove", "next"]),
+    "events": (
+        "Manage events whose messages tick plans.",
+        ["add", "update", "list", "show", "delete"],
+    ),
     "suppressions": ("Manage the suppression list.", ["list", "add", "remove"]),
 }
 

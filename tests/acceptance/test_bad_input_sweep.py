@@ -191,6 +191,9 @@ BY_METAVAR = {
 EXTRA_INVALID: dict[tuple[str, str], list[Bad]] = {
     ("messages edit", "send_at"): ["2000-01-01T00:00:00Z"],  # in the past
     ("events update", "event_id"): ["2"],  # an id of nothing
+    ("events show", "event_id"): ["2"],
+    ("schedules next", "count"): ["1001"],  # at most 1000
+    ("users next", "count"): ["1001"],
     ("digest", "on_date"): ["2026-01-01"],  # nobody's today (SCHEDCTL_NOW is 2026-11-18)
     ("reconcile", "on_date"): ["2099-01-01"],  # after today
     ("events add", "load_in_time"): ["2030-06-02T18:00:00Z"],  # after the start
@@ -254,6 +257,7 @@ BASE: dict[str, list[str]] = {
                    "--contact", "c@example.com"],
     "events delete": ["events", "delete", "1", "--yes"],
     "events list": ["events", "list"],
+    "events show": ["events", "show", "1"],
     "events update": ["events", "update", "1", "--starts-at", EVENT_AT],
     "heartbeat": ["heartbeat"],
     "messages delete": ["messages", "delete", "1", "--yes"],
@@ -266,6 +270,7 @@ BASE: dict[str, list[str]] = {
     "schedules create": ["schedules", "create", *DAILY],
     "schedules delete": ["schedules", "delete", "1", "--yes"],
     "schedules list": ["schedules", "list"],
+    "schedules next": ["schedules", "next", "1"],
     "schedules pause": ["schedules", "pause", "1"],
     "schedules resume": ["schedules", "resume", "1"],
     "schedules runs": ["schedules", "runs", "1"],
@@ -283,6 +288,7 @@ BASE: dict[str, list[str]] = {
     "unsubscribe-url": ["unsubscribe-url", "seed@example.com"],
     "users add": ["users", "add", "new@example.com"],
     "users list": ["users", "list"],
+    "users next": ["users", "next", "seed@example.com"],
     "users remove": ["users", "remove", "seed@example.com", "--yes"],
     "users update": ["users", "update", "seed@example.com", "--tz", "Europe/Berlin"],
 }  # fmt: skip

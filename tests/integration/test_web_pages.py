@@ -235,6 +235,24 @@ def test_a_distribution_reason_shows_no_user_id(app_for: Any, world: str) -> Non
     assert "4400*******89" in body
 
 
+def test_a_schedule_page_lists_its_next_ten_slots_as_schedules_next_does(
+    world: str, cli: CliRunner
+) -> None:
+    now = "2027-03-25T00:00:00Z"
+    with Database(world, environ={"SCHEDCTL_NOW": now}) as db:
+        body = call(web.make_application(settings_for(world, web_token=TOKEN), db),
+                    "/schedules/1").body  # fmt: skip
+    listed = cli("schedules", "next", "1", "--from", now, "--json", db_url=world).json
+
+    table = body[body.index('id="next-slots"') : body.index("</table>", body.index("next-slots"))]
+    assert table.count("<tr><td>") == 10
+    for slot in listed["slots"]:
+        assert f'<time datetime="{slot["utc"]}">' in table
+    assert "02:30 does not exist on 2027-03-28 in Europe/Berlin: runs at 03:00 CEST" in table
+    assert "2027-03-28 03:00 CEST" in table
+    assert "2027-03-28 01:00 UTC" in table
+
+
 def test_a_message_page_lists_every_attempt(app_for: Any, world: str) -> None:
     at = datetime.now(UTC).replace(microsecond=0)
     seed = Seed(world)

@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 from wsgiref.types import StartResponse, WSGIEnvironment
 
+from schedctl.cadence import PlannedSlot, upcoming_slots
 from schedctl.commands import COMMAND_NAMES
 from schedctl.config import Settings
 from schedctl.db.database import Database
@@ -284,12 +285,12 @@ class StatusPages:
             slots=self._next_slots(detail),
         )
 
-    def _next_slots(self, detail: data.ScheduleDetail) -> list[dict[str, Any]]:
-        """The schedule's next run, until slot listings exist."""
-        row = detail.row
-        if row.next_run_at is None:
+    def _next_slots(self, detail: data.ScheduleDetail) -> list[PlannedSlot]:
+        """The schedule's next slots, as `schedules next` lists them."""
+        schedule = detail.row.schedule
+        if schedule is None:
             return []
-        return [{"utc": row.next_run_at, "note": None}]
+        return upcoming_slots(schedule.cadence, self._now(), NEXT_SLOTS)
 
     def messages(self, base: str, query: dict[str, str]) -> Response:
         status = query.get("status", "").strip().lower() or None
