@@ -47,6 +47,7 @@ from benchlib import Samples, peak_kb, rss_kb, run_child, workload_row
 from schedctl.db.database import Database
 from schedctl.db.migrations import upgrade
 from schedctl.schedules import runs
+from schedctl.zones import tzdata_version
 
 SCHEDCTL = str(Path(sys.executable).with_name("schedctl"))
 HOST = os.environ.get("PGHOST", "127.0.0.1")
@@ -69,20 +70,25 @@ def admin() -> psycopg.Connection:
 
 
 def seed(dsn: str, count: int) -> None:
+    # next_run_at as this schedctl's zone data computed it: a tick's steady state (an
+    # older release's would first be recomputed, once).
     with psycopg.connect(dsn) as conn, conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO schedules (account_id, name, kind, cadence, at_time, tz, recipients,"
-            " params, active, catchup, next_run_at, created_at, updated_at)"
+            " params, active, catchup, next_run_at, tzdata_version, created_at, updated_at)"
             " VALUES (1, %s, 'sql', 'daily', '09:00', 'UTC', '[\"ops@example.com\"]',"
-            " '{\"query\": \"one\"}', true, 'latest', %s, %s, %s)",
-            [(f"bench-{n:05d}", SLOT, CREATED, CREATED) for n in range(count)],
+            " '{\"query\": \"one\"}', true, 'latest', %s, %s, %s, %s)",
+            [(f"bench-{n:05d}", SLOT, tzdata_version(), CREATED, CREATED) for n in range(count)],
         )
 
 
 def reset(dsn: str) -> None:
     with psycopg.connect(dsn) as conn:
         conn.execute("TRUNCATE email_log, messages, schedule_runs CASCADE")
-        conn.execute("UPDATE schedules SET next_run_at = %s, last_run_at = NULL", (SLOT,))
+        conn.execute(
+            "UPDATE schedules SET next_run_at = %s, tzdata_version = %s, last_run_at = NULL",
+            (SLOT, tzdata_version()),
+        )
 
 
 def check(dsn: str, count: int, label: str) -> None:

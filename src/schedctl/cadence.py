@@ -50,6 +50,7 @@ Day = int | Literal["last"]
 KINDS: tuple[Kind, ...] = get_args(Kind)
 _ONE_SECOND = timedelta(seconds=1)
 _ONE_MICROSECOND = timedelta(microseconds=1)
+_ONE_DAY = timedelta(days=1)
 _UTC_ZONE = ZoneInfo("UTC")
 
 
@@ -265,27 +266,6 @@ def slot_note(cadence: Cadence, wall: datetime) -> str | None:
     return "; ".join(notes) or None
 
 
-def dst_note(wall: datetime, zone: ZoneInfo) -> str | None:
-    """The adjustment §3's rule makes to a slot's wall time, in one sentence, or None.
-
-    "02:30 does not exist on 2027-03-28 in Europe/Berlin: runs at 03:00 CEST";
-    "01:30 occurs twice on 2026-11-01 in America/New_York: runs at the first, EDT".
-    """
-    instant = first_instant_at_or_after(wall, zone)
-    local = instant.astimezone(zone)
-    if _wall_time(instant, zone) != wall:
-        return (
-            f"{wall:%H:%M} does not exist on {wall:%Y-%m-%d} in {zone.key}:"
-            f" runs at {local:%H:%M %Z}"
-        )
-    if wall.replace(tzinfo=zone, fold=1).astimezone(UTC) != instant:
-        return (
-            f"{wall:%H:%M} occurs twice on {wall:%Y-%m-%d} in {zone.key}:"
-            f" runs at the first, {local:%Z}"
-        )
-    return None
-
-
 def latest_slot_at_or_before(cadence: Cadence, instant: datetime) -> datetime | None:
     """The most recent slot at or before ``instant`` (aware), or None if there is none."""
     instant = _as_utc(instant, "instant")
@@ -327,6 +307,137 @@ def slots_between(
             break
     newest_first.reverse()
     return newest_first
+
+
+# --- offset changes ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OffsetChange:
+    """A zone's UTC offset changes at ``at`` (UTC) from ``before`` to ``after``."""
+
+    at: datetime
+    before: timedelta
+    after: timedelta
+
+
+def offset_changes(zone: ZoneInfo, start: datetime, until: datetime) -> list[OffsetChange]:
+    """The changes of ``zone``'s UTC offset in (start, until], oldest first.
+
+    Found by comparing offsets a day apart and bisecting to the second: zones change
+    their offset at most a few times a year, never twice within a day.
+    """
+    start, until = _as_utc(start, "start"), _as_utc(until, "until")
+    changes: list[OffsetChange] = []
+    low, low_offset = start, _offset(start, zone)
+    while low < until:
+        high = min(low + _ONE_DAY, until)
+        high_offset = _offset(high, zone)
+        if high_offset != low_offset:
+            first, last = math.floor(low.timestamp()), math.ceil(high.timestamp())
+            while last - first > 1:  # the first second showing the new offset
+                middle = (first + last) // 2
+                if _offset(datetime.fromtimestamp(middle, UTC), zone) == low_offset:
+                    first = middle
+                else:
+                    last = middle
+            changes.append(OffsetChange(datetime.fromtimestamp(last, UTC), low_offset, high_offset))
+        low, low_offset = high, high_offset
+    return changes
+
+
+def _offset(instant: datetime, zone: ZoneInfo) -> timedelta:
+    offset = instant.astimezone(zone).utcoffset()
+    assert offset is not None
+    return offset
+
+
+# --- what the DST rule adjusts (SPEC §12) ------------------------------------------
+
+DstKind = Literal["gap", "overlap"]
+
+
+def dst_note(wall: datetime, zone: ZoneInfo) -> str | None:
+    """The adjustment §3's rule makes to a slot's wall time, in one sentence, or None.
+
+    "02:30 does not exist on 2027-03-28 in Europe/Berlin: runs at 03:00 CEST";
+    "01:30 occurs twice on 2026-11-01 in America/New_York: runs at the first, EDT".
+    """
+    instant = first_instant_at_or_after(wall, zone)
+    local = instant.astimezone(zone)
+    if _wall_time(instant, zone) != wall:
+        return (
+            f"{wall:%H:%M} does not exist on {wall:%Y-%m-%d} in {zone.key}:"
+            f" runs at {local:%H:%M %Z}"
+        )
+    if wall.replace(tzinfo=zone, fold=1).astimezone(UTC) != instant:
+        return (
+            f"{wall:%H:%M} occurs twice on {wall:%Y-%m-%d} in {zone.key}:"
+            f" runs at the first, {local:%Z}"
+        )
+    return None
+
+
+def dst_adjustments(
+    cadence: Cadence, start: datetime, until: datetime
+) -> Iterator[tuple[DstKind, str]]:
+    """The cadence's wall times in (start, until] that a DST change (or any offset
+    change) skips ("gap") or repeats ("overlap"), with their notes, oldest first."""
+    zone = cadence.zone
+    for change in offset_changes(zone, start, until):
+        local = change.at.replace(tzinfo=None)
+        kind: DstKind = "gap" if change.after > change.before else "overlap"
+        # The wall times that do not exist, or that occur twice: a half-open range.
+        low = local + min(change.before, change.after)
+        high = local + max(change.before, change.after)
+        for wall in _walls_after(cadence, low - _ONE_MICROSECOND):
+            if wall >= high:
+                break
+            note = dst_note(wall, zone)
+            if note is not None:
+                yield kind, note
+
+
+def dst_warnings(cadence: Cadence, start: datetime, until: datetime) -> list[str]:
+    """The first gap note and the first overlap note in (start, until], if any: what
+    `schedules create/update` warn about, once per kind."""
+    first: dict[DstKind, str] = {}
+    for kind, note in dst_adjustments(cadence, start, until):
+        first.setdefault(kind, note)
+        if len(first) == 2:
+            break
+    return list(first.values())
+
+
+# --- zone data changes --------------------------------------------------------------
+
+
+def reread_slot(cadence: Cadence, slot: datetime) -> datetime:
+    """The slot that ``slot``, computed under other zone data, names under the data
+    now loaded; ``slot`` itself when it is a slot under this data too.
+
+    A slot is the instant of one of the cadence's wall times. If the zone's offset
+    differs between the two releases of the data (Asia/Almaty moved from UTC+6 to
+    UTC+5 on 2024-03-01), that instant now shows another local time; the wall time it
+    was computed for is the cadence's wall time nearest to that local time (the later
+    one on a tie): offsets change by an hour or two, far less than the time between
+    two of a daily, weekly or monthly cadence's wall times. Its slot under the
+    current data is returned.
+    """
+    slot = _as_utc(slot, "slot")
+    if latest_slot_at_or_before(cadence, slot) == slot:
+        return slot
+    zone = cadence.zone
+    shown = _wall_time(slot, zone)
+    before = next(_walls_at_or_before(cadence, shown), None)
+    after = next(_walls_after(cadence, shown), None)
+    if before is None or (after is not None and after - shown <= shown - before):
+        nearest = after
+    else:
+        nearest = before
+    if nearest is None:
+        raise ValidationError(f"{cadence.describe()} has no slot near {slot.isoformat()}")
+    return first_instant_at_or_after(nearest, zone)
 
 
 # --- wall-clock arithmetic --------------------------------------------------------

@@ -1,8 +1,8 @@
 """The command contract (SPEC §2): every command schedctl has.
 
-A command records its heartbeat under its name here (``tick``, ``schedules list``),
-so the configuration checks ``[heartbeat]`` command names against this list; a test
-checks that ``--help`` lists every one.
+A command that writes records its heartbeat under its name here (``tick``, ``schedules
+create``), so the configuration checks ``[heartbeat]`` command names against this list;
+a test checks that ``--help`` lists every one.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ TOP_LEVEL = {
     "unsubscribe": "Apply an unsubscribe token for an e-mail address.",
     "unsubscribe-url": "Print the signed unsubscribe URL for an e-mail address.",
     "serve": "Serve the web app: unsubscribe links, status pages, badges, /healthz.",
+    "completion": "Print the tab-completion script for bash, zsh or fish.",
 }
 
 GROUPS = {
@@ -58,6 +59,37 @@ COMMAND_NAMES = frozenset(TOP_LEVEL) | frozenset(
     f"{group} {sub}" for group, (_, subs) in GROUPS.items() for sub in subs
 )
 """Every command's full name, as heartbeat rows record it."""
+
+READ_ONLY = frozenset(
+    {
+        "heartbeat",
+        "unsubscribe-url",
+        "db status",
+        "config check",
+        "accounts list",
+        "schedules list",
+        "schedules show",
+        "schedules runs",
+        "schedules next",
+        "messages list",
+        "messages show",
+        "users list",
+        "users next",
+        "events list",
+        "events show",
+        "suppressions list",
+        "serve",
+    }
+)
+"""The commands that only read: they record no heartbeat (SPEC §12), and rows such a
+command recorded before are neither judged nor listed."""
+
+
+def only_reads(name: str) -> str | None:
+    """Why `name` records no heartbeat (for a warning or an error line), or None."""
+    if name in READ_ONLY:
+        return f"{quoted(name)} only reads and records no heartbeat"
+    return None
 
 
 def unknown_command(name: object) -> str | None:

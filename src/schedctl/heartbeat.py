@@ -1,22 +1,28 @@
-"""Heartbeats: every command records its run; `schedctl heartbeat` judges their age.
+"""Heartbeats: every command that writes records its run; `schedctl heartbeat` judges
+their age.
 
 A row is inserted as ``running`` with a command's first write (in that
 transaction, so input refused before anything is written leaves no row) and
 completed with its outcome, exit code and counts when it ends, so a killed process
 leaves a visible ``running`` row behind; a command that writes nothing gets its
-complete row when it ends. Status is the age of the last *successful* run measured
-against per-command thresholds (SPEC §9): green, yellow, red, or unknown if never.
+complete row when it ends. Commands that only read (`commands.READ_ONLY`) record
+none. Status is the age of the last *successful* run measured against per-command
+thresholds (SPEC §9): green, yellow, red, or unknown if never.
 
-What is judged is what the deployment runs: the commands named in ``[heartbeat]
-commands``, or by default the scheduled jobs (those with thresholds) that have run at
-least once. A timestamp in the future is not trusted: it never makes a command green.
+Rows carry the database server's clock, never SCHEDCTL_NOW (which is recorded beside
+it, in ``simulated_now``), and are judged on that clock: a run under a simulated
+clock is a real run, now. What is judged is what the deployment runs: the commands
+named in ``[heartbeat] commands``, or by default the scheduled jobs (those with
+thresholds) that have run at least once. A timestamp in the future (a row written
+before heartbeats kept the database's clock) is not trusted: it never makes a command
+green.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -24,7 +30,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from schedctl import __version__
-from schedctl.commands import COMMAND_NAMES
+from schedctl.commands import COMMAND_NAMES, READ_ONLY, only_reads
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import heartbeats
@@ -52,8 +58,17 @@ def outcome_for_exit(code: int) -> Outcome:
     return _OUTCOMES.get(code, "error")
 
 
-def insert_run(conn: sa.Connection, command: str, started_at: datetime) -> int:
-    """Insert the ``running`` row of `command` in the caller's transaction; its id."""
+def insert_run(
+    conn: sa.Connection,
+    command: str,
+    started_at: datetime,
+    simulated_now: datetime | None = None,
+) -> int:
+    """Insert the ``running`` row of `command` in the caller's transaction; its id.
+
+    ``started_at`` is the database's clock; ``simulated_now`` the SCHEDCTL_NOW instant
+    the command runs under, if any.
+    """
     statement = (
         heartbeats.insert()
         .values(
@@ -62,6 +77,7 @@ def insert_run(conn: sa.Connection, command: str, started_at: datetime) -> int:
             pid=os.getpid(),
             version=__version__,
             started_at=started_at,
+            simulated_now=simulated_now,
             outcome="running",
         )
         .returning(heartbeats.c.id)
@@ -69,9 +85,18 @@ def insert_run(conn: sa.Connection, command: str, started_at: datetime) -> int:
     return int(conn.execute(statement).scalar_one())
 
 
-def start_run(db: Database, command: str, started_at: datetime) -> int:
+def start_run(
+    db: Database, command: str, started_at: datetime, simulated_now: datetime | None = None
+) -> int:
     """Record that `command` started; returns the heartbeat row id."""
-    return db.transaction(lambda conn: insert_run(conn, command, started_at))
+    return db.transaction(lambda conn: insert_run(conn, command, started_at, simulated_now))
+
+
+def record_run(db: Database, command: str, started_at: datetime, counts: dict[str, Any]) -> None:
+    """Record a whole successful run of `command` that began at ``started_at`` (the
+    database's clock) and ends now, in one go (`db upgrade`, the demo's jobs)."""
+    row = start_run(db, command, started_at, db.simulated_now)
+    finish_run(db, row, finished_at=db.server_now(), exit_code=0, counts=counts)
 
 
 def finish_run(
@@ -97,13 +122,17 @@ def finish_run(
 
 
 def check_command_names(names: Iterable[str], origin: str) -> None:
-    """Refuse a name that is not a schedctl command (exit 2)."""
+    """Refuse a name that is not a schedctl command, or one that records no heartbeat
+    because it only reads (exit 2)."""
     for name in names:
         if name not in COMMAND_NAMES:
             raise ValidationError(
                 f"{origin}: unknown command {name[:60]!r}"
-                " (a command as `schedctl --help` names it, e.g. 'tick' or 'schedules list')"
+                " (a command as `schedctl --help` names it, e.g. 'tick' or 'schedules create')"
             )
+        problem = only_reads(name)
+        if problem:
+            raise ValidationError(f"{origin}: {problem}: there is nothing to judge")
 
 
 @dataclass(frozen=True)
@@ -149,6 +178,13 @@ def overall(health: list[CommandHealth]) -> Status:
     if not statuses:
         return "unknown"
     return max(statuses, key=lambda s: _SEVERITY[s])
+
+
+def worst(commands: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """Of judged commands (`CommandHealth.as_dict`), the first in the worst status that
+    is not green, or None."""
+    bad = [c for c in commands if c["status"] not in (None, "green")]
+    return max(bad, key=lambda c: _SEVERITY[c["status"]], default=None)
 
 
 def overall_note(health: list[CommandHealth]) -> str | None:
@@ -228,11 +264,12 @@ def report(
     if only:
         judged = list(dict.fromkeys(only))
     elif settings.heartbeat_commands is not None:
-        judged = list(settings.heartbeat_commands)
+        # A command that only reads never records a run (`config check` warns of it).
+        judged = [name for name in settings.heartbeat_commands if name not in READ_ONLY]
     else:
-        judged = [name for name in settings.heartbeat_thresholds if name in runs]
-    # `heartbeat` itself is the observer: listed only when asked for by name.
-    shown = [] if only else sorted(set(runs) - set(judged) - {"heartbeat"})
+        judged = [n for n in settings.heartbeat_thresholds if n in runs and n not in READ_ONLY]
+    # Rows of commands that only read are from versions that recorded them: not listed.
+    shown = [] if only else sorted(set(runs) - set(judged) - READ_ONLY)
 
     health = []
     for name in [*judged, *shown]:

@@ -17,7 +17,7 @@ from functools import cache
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from schedctl.errors import ConfigError, ValidationError, quoted
+from schedctl.errors import ConfigError, ValidationError, did_you_mean, quoted
 
 # --- where a config-file value was given -------------------------------------------------
 
@@ -112,15 +112,49 @@ LATEST_INSTANT = datetime(9999, 1, 1, tzinfo=UTC)  # exclusive
 
 
 def parse_timezone(name: str) -> ZoneInfo:
-    """Load an IANA time zone such as ``Europe/Berlin``."""
-    message = f"invalid time zone {name!r} (expected an IANA name such as Europe/Berlin)"
+    """Load an IANA time zone such as ``Europe/Berlin``; a misspelt one gets a hint."""
     if name in _NOT_IANA or name.startswith(_NOT_IANA_PREFIXES):
-        raise ValidationError(message)
+        raise _invalid_zone(name)
     try:
         return ZoneInfo(name)
     # ValueError covers empty names, paths and files on the zone path that are not zones.
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ValidationError(message) from None
+        raise _invalid_zone(name) from None
+
+
+def _invalid_zone(name: str) -> ValidationError:
+    from zoneinfo import available_timezones  # only on an error path: it lists ~600 files
+
+    hint = did_you_mean(name, available_timezones() - _NOT_IANA)
+    return ValidationError(
+        f"invalid time zone {name!r}{hint or ' (expected an IANA name such as Europe/Berlin)'}"
+    )
+
+
+# The tz database's names of a fixed UTC offset that read like a region's local time
+# ("EST" never becomes EDT), with a zone for that region's local time. CET, EET, MET,
+# WET and the EST5EDT-style names do observe DST; UTC and the Etc/GMT+5-style names
+# say what they are.
+_FIXED_OFFSET_NAMES = {
+    "EST": "America/New_York",
+    "MST": "America/Denver",
+    "HST": "Pacific/Honolulu",
+}
+
+
+def fixed_offset_warning(name: str) -> str | None:
+    """A warning for a legacy fixed-offset zone name (EST, MST, HST), else None."""
+    instead = _FIXED_OFFSET_NAMES.get(name)
+    if instead is None:
+        return None
+    offset = ZoneInfo(name).utcoffset(datetime(2000, 1, 1))  # any day: it never changes
+    assert offset is not None
+    hours, minutes = divmod(abs(int(offset.total_seconds())) // 60, 60)
+    sign = "-" if offset < timedelta(0) else "+"
+    return (
+        f"time zone {name} is a fixed offset, UTC{sign}{hours:02d}:{minutes:02d}, that never"
+        f" observes DST (for local time, use an IANA name such as {instead})"
+    )
 
 
 def zone_problem(name: str) -> str | None:

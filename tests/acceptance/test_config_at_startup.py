@@ -228,13 +228,15 @@ def test_a_mistyped_key_is_refused_alike_by_every_kind_of_command(
 # Each command with arguments it accepts; the rows they name need not exist, since the
 # settings are checked before the database is opened.
 EVERY_COMMAND = {
-    "accounts create": ["acme"], "accounts list": [], "config check": [], "db status": [],
+    "accounts create": ["acme"], "accounts list": [], "completion": ["bash"],
+    "config check": [], "db status": [],
     "db upgrade": [], "demo": ["--path", "{tmp}/demo.db"], "digest": [],
     "distribute": ["--preview"], "events list": [],
     "events add": ["--name", "x", "--starts-at", "2030-06-01T18:00:00Z", "--contact", "c@x.io"],
     "events update": ["1", "--starts-at", "2030-06-01T18:00:00Z"], "heartbeat": [],
     "messages delete-all": ["--confirm"], "messages edit": ["1", "--status", "paused"],
-    "messages list": [], "notify": ["--user", "u@example.com", "--title", "hello"],
+    "messages list": [], "messages show": ["1"], "messages delete": ["1", "--yes"],
+    "events delete": ["1", "--yes"], "notify": ["--user", "u@example.com", "--title", "hello"],
     "reconcile": ["--dry-run"], "schedules delete": ["1", "--yes"], "schedules list": [],
     "schedules create": ["--name", "s", "--kind", "sql", "--param", "query=q", "--to",
                          "r@example.com", "--cadence", "daily", "--at", "07:00"],

@@ -304,15 +304,11 @@ def _heartbeats(db_url: str) -> list[tuple[str, str, int | None]]:
 
 
 def test_commands_that_ran_still_record_their_heartbeat(run, db_url: str) -> None:
+    """Those that write do; those that only read never record one."""
     for args in (CREATE, ["schedules", "list"], ["tick"], ["heartbeat"]):
         result = run(*args, db_url=db_url)
         assert result.returncode == 0, (args, result.stderr)
-    assert _heartbeats(db_url) == [
-        ("schedules create", "success", 0),
-        ("schedules list", "success", 0),
-        ("tick", "success", 0),
-        ("heartbeat", "success", 0),
-    ]
+    assert _heartbeats(db_url) == [("schedules create", "success", 0), ("tick", "success", 0)]
 
 
 def test_a_failed_command_records_its_failure(run, db_url: str) -> None:
@@ -320,9 +316,9 @@ def test_a_failed_command_records_its_failure(run, db_url: str) -> None:
     with Database(db_url, environ={}) as db:
         cascade = " CASCADE" if db.dialect == "postgresql" else ""
         db.transaction(lambda c: c.exec_driver_sql(f"DROP TABLE suppressions{cascade}"))
-    result = run("suppressions", "list", db_url=db_url)
+    result = run("suppressions", "add", "s@example.com", db_url=db_url)
     assert result.returncode == 1, result.stderr
-    assert _heartbeats(db_url) == [("suppressions list", "failed", 1)]
+    assert _heartbeats(db_url) == [("suppressions add", "failed", 1)]
 
 
 @needs_setpriv

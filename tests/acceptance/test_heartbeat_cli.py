@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,17 +12,13 @@ import pytest
 from schedctl import heartbeat
 from schedctl.db.database import Database
 
-T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 
-
-def record(db_url: str, command: str, at: datetime, exit_code: int = 0) -> None:
-    with Database(db_url) as db:
+def record(db_url: str, command: str, ago: timedelta, exit_code: int = 0) -> None:
+    """A finished run of `command`, `ago` before the database's clock (what rows carry)."""
+    with Database(db_url, environ={}) as db:
+        at = db.now() - ago  # no SCHEDCTL_NOW here: the database clock
         row = heartbeat.start_run(db, command, at)
         heartbeat.finish_run(db, row, finished_at=at, exit_code=exit_code, counts={})
-
-
-def at(delta: timedelta) -> dict[str, str]:
-    return {"SCHEDCTL_NOW": (T0 + delta).isoformat()}
 
 
 def test_fresh_database_has_nothing_to_judge(cli, db_url: str) -> None:
@@ -35,22 +31,22 @@ def test_fresh_database_has_nothing_to_judge(cli, db_url: str) -> None:
 
 
 def test_a_command_that_ran_is_green(cli, db_url: str) -> None:
-    assert cli("db", "status", db_url=db_url).returncode == 0
-    result = cli("heartbeat", "-c", "db status", "-c", "tick", "--json", db_url=db_url)
+    assert cli("tick", db_url=db_url).returncode == 0
+    result = cli("heartbeat", "-c", "tick", "-c", "digest", "--json", db_url=db_url)
     commands = {c["command"]: c for c in json.loads(result.stdout)["commands"]}
-    assert commands["db status"]["status"] == "green"
-    assert commands["db status"]["last_outcome"] == "success"
-    assert commands["db status"]["age_s"] < 60
-    assert commands["tick"]["status"] == "unknown"
-    assert commands["tick"]["note"] == "never ran"
+    assert commands["tick"]["status"] == "green"
+    assert commands["tick"]["last_outcome"] == "success"
+    assert commands["tick"]["age_s"] < 60
+    assert commands["digest"]["status"] == "unknown"
+    assert commands["digest"]["note"] == "never ran"
 
 
 def test_commands_not_judged_are_listed_without_a_status(cli, db_url: str) -> None:
-    assert cli("db", "status", db_url=db_url).returncode == 0
+    assert cli("users", "add", "u@example.com", db_url=db_url).returncode == 0
     data = json.loads(cli("heartbeat", "--json", db_url=db_url).stdout)
-    (db_status,) = (c for c in data["commands"] if c["command"] == "db status")
-    assert (db_status["status"], db_status["monitored"]) == (None, False)
-    assert db_status["note"] == "not monitored"
+    (added,) = (c for c in data["commands"] if c["command"] == "users add")
+    assert (added["status"], added["monitored"]) == (None, False)
+    assert added["note"] == "not monitored"
 
 
 @pytest.mark.parametrize(
@@ -62,8 +58,8 @@ def test_commands_not_judged_are_listed_without_a_status(cli, db_url: str) -> No
     ],
 )
 def test_check_exit_codes(cli, db_url: str, age: timedelta, status: str, code: int) -> None:
-    record(db_url, "tick", T0)
-    result = cli("heartbeat", "--check", "-c", "tick", "--json", db_url=db_url, env=at(age))
+    record(db_url, "tick", age)
+    result = cli("heartbeat", "--check", "-c", "tick", "--json", db_url=db_url)
     assert result.returncode == code, result.stderr
     assert json.loads(result.stdout)["status"] == status
 
@@ -75,16 +71,16 @@ def test_check_unknown_is_3(cli, db_url: str) -> None:
 
 
 def test_without_check_the_exit_code_is_0_even_when_red(cli, db_url: str) -> None:
-    record(db_url, "tick", T0)
-    result = cli("heartbeat", "-c", "tick", db_url=db_url, env=at(timedelta(days=1)))
+    record(db_url, "tick", timedelta(days=1))
+    result = cli("heartbeat", "-c", "tick", db_url=db_url)
     assert result.returncode == 0
     assert "red" in result.stdout
 
 
 def test_a_failed_run_does_not_refresh_the_last_success(cli, db_url: str) -> None:
-    record(db_url, "tick", T0)
-    record(db_url, "tick", T0 + timedelta(minutes=50), exit_code=1)
-    result = cli("heartbeat", "-c", "tick", "--json", db_url=db_url, env=at(timedelta(minutes=55)))
+    record(db_url, "tick", timedelta(minutes=55))
+    record(db_url, "tick", timedelta(minutes=5), exit_code=1)
+    result = cli("heartbeat", "-c", "tick", "--json", db_url=db_url)
     command = json.loads(result.stdout)["commands"][0]
     assert command["status"] == "yellow"
     assert command["last_outcome"] == "failed"
@@ -95,23 +91,18 @@ def test_thresholds_come_from_the_config_file(cli, db_url: str, tmp_path: Path) 
     config.write_text(
         '[heartbeat]\ncommands = ["tick"]\n[heartbeat.thresholds.tick]\nyellow = "2h"\nred = "3h"\n'
     )
-    record(db_url, "tick", T0)
-    result = cli(
-        "--config", str(config), "heartbeat", "--check", db_url=db_url,
-        env=at(timedelta(minutes=90)),
-    )  # fmt: skip
+    record(db_url, "tick", timedelta(minutes=90))
+    result = cli("--config", str(config), "heartbeat", "--check", db_url=db_url)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_ping_url_gets_start_then_success_or_fail(cli, db_url: str, http_server) -> None:
-    record(db_url, "tick", T0)
+    record(db_url, "tick", timedelta())
+    record(db_url, "digest", timedelta(hours=3))
     url = f"{http_server.url}/ping/5e3c-check"
-    green = cli("heartbeat", "-c", "tick", "--ping-url", url, db_url=db_url, env=at(timedelta()))
+    green = cli("heartbeat", "-c", "tick", "--ping-url", url, db_url=db_url)
     assert green.returncode == 0, green.stderr
-    red = cli(
-        "heartbeat", "--check", "-c", "tick", "--ping-url", url, db_url=db_url,
-        env=at(timedelta(hours=3)),
-    )  # fmt: skip
+    red = cli("heartbeat", "--check", "-c", "digest", "--ping-url", url, db_url=db_url)
     assert red.returncode == 2
     assert http_server.paths == [
         "/ping/5e3c-check/start", "/ping/5e3c-check",
@@ -120,13 +111,11 @@ def test_ping_url_gets_start_then_success_or_fail(cli, db_url: str, http_server)
 
 
 def test_refused_ping_does_not_change_the_exit_code(cli, db_url: str, closed_port: int) -> None:
-    record(db_url, "tick", T0)
+    record(db_url, "tick", timedelta())
+    record(db_url, "digest", timedelta(minutes=30))
     url = f"http://127.0.0.1:{closed_port}/ping/abcdef-secret-uuid"
-    for age, expected in [(timedelta(), 0), (timedelta(minutes=30), 1)]:
-        result = cli(
-            "heartbeat", "--check", "-c", "tick", "--ping-url", url, db_url=db_url,
-            env=at(age),
-        )  # fmt: skip
+    for command, expected in [("tick", 0), ("digest", 1)]:
+        result = cli("heartbeat", "--check", "-c", command, "--ping-url", url, db_url=db_url)
         assert result.returncode == expected, result.stderr
         assert "abcdef-secret-uuid" not in result.stdout + result.stderr
 
@@ -135,10 +124,10 @@ def test_job_commands_ping_their_configured_url(
     cli, db_url: str, http_server, tmp_path: Path
 ) -> None:
     config = tmp_path / "schedctl.toml"
-    config.write_text(f'[heartbeat.ping_urls]\n"db status" = "{http_server.url}/p/db-status"\n')
-    result = cli("--config", str(config), "db", "status", db_url=db_url)
+    config.write_text(f'[heartbeat.ping_urls]\ntick = "{http_server.url}/p/tick"\n')
+    result = cli("--config", str(config), "tick", db_url=db_url)
     assert result.returncode == 0, result.stderr
-    assert http_server.paths == ["/p/db-status/start", "/p/db-status"]
+    assert http_server.paths == ["/p/tick/start", "/p/tick"]
 
 
 def _with_credentials(url: str, userinfo: str) -> str:
@@ -152,15 +141,16 @@ def _basic(user: str, password: str) -> str:
 def test_ping_url_credentials_are_sent_as_basic_auth_never_printed(
     cli, db_url: str, http_server, tmp_path: Path
 ) -> None:
-    record(db_url, "tick", T0)
+    record(db_url, "tick", timedelta())
     # Percent-encoded in the URL, sent decoded: the password is "S3cret@:/x".
     url = _with_credentials(f"{http_server.url}/ping/check", "monitor:S3cret%40%3A%2Fx")
-    flag = cli("heartbeat", "-c", "tick", "--ping-url", url, db_url=db_url, env=at(timedelta()))
-    env = {**at(timedelta()), "SCHEDCTL_PING_URL": url}
-    variable = cli("heartbeat", "-c", "tick", "--json", db_url=db_url, env=env)
+    flag = cli("heartbeat", "-c", "tick", "--ping-url", url, db_url=db_url)
+    variable = cli(
+        "heartbeat", "-c", "tick", "--json", db_url=db_url, env={"SCHEDCTL_PING_URL": url}
+    )
     config = tmp_path / "schedctl.toml"
-    config.write_text(f'[heartbeat.ping_urls]\n"db status" = "{url}"\n')
-    job = cli("--config", str(config), "db", "status", "-v", db_url=db_url)
+    config.write_text(f'[heartbeat.ping_urls]\ntick = "{url}"\n')
+    job = cli("--config", str(config), "tick", "-v", db_url=db_url)
     for result in (flag, variable, job):
         assert result.returncode == 0, result.stderr
         assert "S3cret" not in result.stdout + result.stderr

@@ -121,3 +121,44 @@ def test_top_level_help_names_values_without_python_types(
     assert not re.search(r"<(str|int|int range)>", text), text
     assert re.search(r"^  --database-url URL ", text, re.M), text
     assert re.search(r"^  --config FILE ", text, re.M), text
+
+
+def _groups() -> list[list[str]]:
+    groups = {tuple(path[:-1]) for path in COMMANDS}
+    return [list(group) for group in sorted(groups)]
+
+
+def _listing(text: str, section: str) -> dict[str, str]:
+    """The entries of a help section ("Commands", "Options"), wrapped lines joined."""
+    entries: dict[str, str] = {}
+    name = ""
+    for line in text.split(f"{section}:\n", 1)[1].splitlines():
+        if not line.strip():
+            break
+        match = re.match(r"^  (\S+(?: \S+)?)\s{2,}(.*)$", line)
+        if match and not line.startswith("   "):
+            name = match[1]
+            entries[name] = match[2]
+        else:
+            entries[name] += " " + line.strip()
+    return entries
+
+
+@pytest.mark.parametrize("group", _groups(), ids=lambda g: " ".join(g) or "schedctl")
+def test_a_groups_help_lists_each_commands_summary_whole(
+    group: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    listing = _listing(help_of(group, capsys), "Commands")
+    assert listing
+    for name, summary in listing.items():
+        assert not summary.endswith("..."), (name, summary)
+        assert summary.endswith("."), (name, summary)
+    if not group:
+        assert listing["tick"] == (
+            "Materialise due schedule runs, plan event messages, dispatch due messages."
+        )
+
+
+def test_max_lateness_help_shows_its_default(capsys: pytest.CaptureFixture[str]) -> None:
+    options = _listing(help_of(["schedules", "create"], capsys), "Options")
+    assert options["--max-lateness DURATION"].endswith("(default: none).")

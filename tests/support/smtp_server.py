@@ -139,7 +139,9 @@ class SmtpServer:
         )
         with self._lock:
             self.logins += ok
-        return AuthResult(success=ok)
+        # handled=False: aiosmtpd answers a failure 535 itself (handled=True would mean
+        # this function had answered, and leave the client waiting for a reply).
+        return AuthResult(success=ok, handled=False)
 
     @property
     def port(self) -> int:

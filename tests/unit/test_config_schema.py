@@ -167,7 +167,7 @@ def test_importing_config_stays_cheap() -> None:
     )
     assert result.stdout.strip() == (
         "['schedctl.config', 'schedctl.distribute', 'schedctl.distribute.config',"
-        " 'schedctl.errors', 'schedctl.redaction', 'schedctl.values']"
+        " 'schedctl.errors', 'schedctl.redaction', 'schedctl.values', 'schedctl.zones']"
     )
 
 

@@ -33,7 +33,10 @@ def test_importing_it_loads_no_heavy_module() -> None:
         " in {'email', 'sqlalchemy', 'difflib', 'urllib'} or m.startswith('schedctl')))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.stdout.strip() == "['schedctl', 'schedctl.errors', 'schedctl.values']"
+    # schedctl.zones: the package's own import, which points zoneinfo at tzdata.
+    assert result.stdout.strip() == (
+        "['schedctl', 'schedctl.errors', 'schedctl.values', 'schedctl.zones']"
+    )
 
 
 @pytest.mark.parametrize(
@@ -89,6 +92,41 @@ def test_duration_between() -> None:
 )
 def test_bad_zones(name: str) -> None:
     assert "invalid time zone" in str(values.zone_problem(name))
+
+
+@pytest.mark.parametrize(
+    ("name", "meant"),
+    [("Europe/Berln", "Europe/Berlin"), ("europe/berlin", "Europe/Berlin"),
+     ("America/New_Yrok", "America/New_York"), ("US/Eastren", "US/Eastern")],
+)  # fmt: skip
+def test_a_misspelt_zone_gets_a_did_you_mean(name: str, meant: str) -> None:
+    assert values.zone_problem(name) == f"invalid time zone {name!r} (did you mean {meant!r}?)"
+
+
+def test_a_zone_like_nothing_known_names_the_expected_form() -> None:
+    assert values.zone_problem("Nowhere/Special") == (
+        "invalid time zone 'Nowhere/Special' (expected an IANA name such as Europe/Berlin)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "offset", "instead"),
+    [("EST", "UTC-05:00", "America/New_York"), ("MST", "UTC-07:00", "America/Denver"),
+     ("HST", "UTC-10:00", "Pacific/Honolulu")],
+)  # fmt: skip
+def test_a_legacy_fixed_offset_zone_is_valid_with_a_warning(
+    name: str, offset: str, instead: str
+) -> None:
+    assert values.zone_problem(name) is None
+    assert values.fixed_offset_warning(name) == (
+        f"time zone {name} is a fixed offset, {offset}, that never observes DST"
+        f" (for local time, use an IANA name such as {instead})"
+    )
+
+
+@pytest.mark.parametrize("name", ["UTC", "Europe/Berlin", "EST5EDT", "CET", "Etc/GMT+5"])
+def test_zones_that_say_what_they_are_get_no_warning(name: str) -> None:
+    assert values.fixed_offset_warning(name) is None
 
 
 def test_zones_times_days_dates() -> None:

@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 from schedctl import __version__, redaction
 from schedctl.cli import (
     accounts_cmd,
+    completion_cmd,
     config_cmd,
     db_cmd,
     demo_cmd,
@@ -49,7 +50,9 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        print(f"schedctl {__version__}")
+        from schedctl.zones import tzdata_version
+
+        print(f"schedctl {__version__} (tzdata {tzdata_version()})")
         raise typer.Exit()
 
 
@@ -77,7 +80,12 @@ def _root(
     ] = None,
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Show the versions of schedctl and of its time zone data.",
+        ),
     ] = False,
 ) -> None:
     # Environment and file are resolved by load_settings, which flags override.
@@ -102,6 +110,7 @@ for _module in (
     config_cmd,
     serve_cmd,
     demo_cmd,
+    completion_cmd,
 ):
     _module.register(app)
 
@@ -143,6 +152,15 @@ def run(argv: Sequence[str] | None = None) -> int:
         report_error(message, exit_code, as_json=as_json)
         return exit_code
 
+    completion_cmd.prepare()
+    options = _options(args)
+    for flag in ("--install-completion", "--show-completion"):
+        if flag in options:
+            return fail(
+                f"{flag} is not an option of schedctl: `schedctl completion bash|zsh|fish`"
+                " prints the completion script to install (see schedctl completion --help)",
+                2,
+            )
     try:
         value = _command().main(args=args, prog_name="schedctl", standalone_mode=False)
         return value if isinstance(value, int) else 0

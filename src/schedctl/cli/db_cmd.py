@@ -31,18 +31,12 @@ def upgrade_command() -> None:
 
     runtime = current()
     with runtime.open_db(create=True) as db:
-        started = db.now()
+        started = db.server_now()
         applied = upgrade(db)
         _, version, _ = status(db)
         try:
-            heartbeat_id = heartbeat.start_run(db, "db upgrade", started)
-            heartbeat.finish_run(
-                db,
-                heartbeat_id,
-                finished_at=db.now(),
-                exit_code=0,
-                counts={"applied": len(applied), "version": version},
-            )
+            counts = {"applied": len(applied), "version": version}
+            heartbeat.record_run(db, "db upgrade", started, counts)
         except SchedctlError as exc:
             # An up-to-date schema on a file this process may only read: the upgrade
             # (nothing to do) succeeded all the same, unrecorded like any reading command.
@@ -62,8 +56,13 @@ def upgrade_command() -> None:
 
 @command(db_app, "status")
 def status_command() -> None:
-    """Show which migrations are applied and whether the schema matches this version."""
+    """Show which migrations are applied and whether the schema matches this version.
+
+    Also shows the version of the time zone data (tzdata) this schedctl computes
+    slots with.
+    """
     from schedctl.db.migrations import status
+    from schedctl.zones import tzdata_version
 
     runtime = current()
 
@@ -75,6 +74,7 @@ def status_command() -> None:
                 "current": current_version,
                 "expected": expected,
                 "up_to_date": current_version == expected,
+                "tzdata": tzdata_version(),
                 "migrations": [
                     {
                         "version": s.version,
@@ -102,7 +102,8 @@ def status_command() -> None:
         data,
         ["version", "name", "applied", "note"],
         rows,
-        title=f"{data['database']}: schema version {data['current']} of {data['expected']}",
+        title=f"{data['database']}: schema version {data['current']} of {data['expected']};"
+        f" tzdata {data['tzdata']}",
     )
 
 

@@ -108,9 +108,9 @@ def _tick(db: Database, settings: Settings, now: datetime) -> dict[str, Any]:
     from schedctl import heartbeat
     from schedctl.tick import run_tick
 
-    heartbeat_id = heartbeat.start_run(db, "tick", now)
+    started = db.server_now()
     counts = run_tick(db, settings, now)
-    heartbeat.finish_run(db, heartbeat_id, finished_at=db.now(), exit_code=0, counts=counts)
+    heartbeat.record_run(db, "tick", started, counts)
     return counts
 
 
@@ -119,9 +119,9 @@ def _digest(db: Database, settings: Settings, now: datetime) -> dict[str, Any]:
     from schedctl.digest.plan import DigestOptions
     from schedctl.digest.run import run_digest
 
-    heartbeat_id = heartbeat.start_run(db, "digest", now)
+    started = db.server_now()
     counts = run_digest(db, settings, now, DigestOptions())
-    heartbeat.finish_run(db, heartbeat_id, finished_at=db.now(), exit_code=0, counts=counts)
+    heartbeat.record_run(db, "digest", started, counts)
     return counts
 
 
@@ -186,7 +186,7 @@ def demo_command(
         second_digest = _digest(db, settings, db.now())
         schedules = list_schedules(db, DEFAULT_ACCOUNT_ID)
         sent = db.transaction(lambda conn: list_messages(conn, DEFAULT_ACCOUNT_ID), read_only=True)
-        health = heartbeat.report(db, settings, db.now())
+        health = heartbeat.report(db, settings, db.server_now())
 
     data: dict[str, Any] = {
         "database": url,

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import typer
 
 from schedctl.cli.output import warn
-from schedctl.cli.params import Account, command_group
+from schedctl.cli.params import Account, command_group, warn_fixed_offset
 from schedctl.cli.runtime import (
     CommandResult,
     command,
@@ -127,6 +127,7 @@ def add_command(
         return CommandResult({**data, "messages_planned": planned})
 
     data = run_command("events add", work).data
+    warn_fixed_offset(tz)
     _warn_dst((start, load_in), tz)
     current().output.result(data, _describe(data, data["messages_planned"]))
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from schedctl.cli.runtime import CommandResult, Runtime, command, current, ping, run_command
 from schedctl.errors import ConfigError, SchedctlError
+from schedctl.redaction import redact
 from schedctl.vocabulary import CHECK_EXIT
 
 if TYPE_CHECKING:
@@ -83,6 +85,9 @@ def heartbeat_command(
         if url:  # every /start gets its end, errors included
             ping(url, "" if status == "green" else "/fail")
     _show(runtime, result.data)
+    if check and status != "green":
+        # One line for whoever reads stderr (cron mails it; with --quiet it is all).
+        print(f"schedctl: {redact(_summary(result.data))}", file=sys.stderr)
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 
@@ -108,20 +113,42 @@ def _judge(runtime: Runtime, check: bool, only: list[str] | None) -> CommandResu
         heartbeat.check_command_names(only, "--command")
 
     def work(db: Database) -> CommandResult:
-        # Judge before this run's own heartbeat row counts.
-        health = heartbeat.report(db, settings, db.now(), only=only)
+        from schedctl.checks import configuration_warnings
+
+        # Rows carry the database's clock, so they are judged on it (never SCHEDCTL_NOW).
+        health = heartbeat.report(db, settings, db.server_now(), only=only)
         status = heartbeat.overall(health)
+        warnings = db.transaction(
+            lambda conn: configuration_warnings(conn, settings), read_only=True
+        )
         return CommandResult(
             {
                 "status": status,
                 "note": heartbeat.overall_note(health),
                 "commands": [h.as_dict() for h in health],
+                "warnings": warnings,
             },
             exit_code=CHECK_EXIT[status] if check else 0,
-            recorded_exit_code=0,
         )
 
     return run_command("heartbeat", work)
+
+
+def _summary(data: dict[str, Any]) -> str:
+    """The overall status, the worst command and why, in one line."""
+    from schedctl.heartbeat import worst
+
+    status = data["status"]
+    judged = [c for c in data["commands"] if c["monitored"]]
+    bad = worst(judged)
+    if bad is None:
+        return f"heartbeat {status}: {data['note'] or 'nothing judged'}"
+    why = bad["note"] or f"last success {_age(bad['age_s'])} ago"
+    if bad["last_outcome"] not in (None, "success"):
+        why += f", last run {bad['last_outcome']}"
+    others = sum(1 for c in judged if c["status"] != "green") - 1
+    more = f" (and {others} more not green)" if others > 0 else ""
+    return f"heartbeat {status}: {bad['command']}: {why}{more}"
 
 
 def _show(runtime: Runtime, data: dict[str, Any]) -> None:
@@ -139,6 +166,8 @@ def _show(runtime: Runtime, data: dict[str, Any]) -> None:
     footer = f"overall: {data['status']}"
     if data["note"]:
         footer += f" ({data['note']})"
+    for warning in data["warnings"]:
+        footer += f"\nwarning: {warning}"
     runtime.output.table(
         data,
         ["command", "status", "age", "last success", "last outcome", "note"],

@@ -14,7 +14,8 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperArgument, TyperCommand, TyperOption
 
-from schedctl.values import MAX_ID
+from schedctl.cli.output import warn
+from schedctl.values import MAX_ID, fixed_offset_warning
 from schedctl.vocabulary import MAX_LISTED_SLOTS
 
 Account = Annotated[
@@ -26,6 +27,13 @@ Account = Annotated[
         show_default=False,
     ),
 ]
+
+
+def warn_fixed_offset(zone: str | None) -> None:
+    """Warn on stderr when a zone given with --tz is EST, MST or HST (no DST ever)."""
+    note = None if zone is None else fixed_offset_warning(zone.strip())
+    if note:
+        warn(note)
 
 
 def limit_option(help_text: str) -> Any:
@@ -75,7 +83,20 @@ def slot_rows(data: dict[str, Any]) -> list[tuple[Any, ...]]:
 
 def command_group(help_text: str) -> typer.Typer:
     """A group of commands (`schedctl schedules ...`); without one, it shows its help."""
-    return typer.Typer(help=help_text, no_args_is_help=True)
+    return typer.Typer(help=help_text, short_help=summary(help_text), no_args_is_help=True)
+
+
+def summary(help_text: str) -> str:
+    """The first sentence of a help text, whole: a command's line in its group's help.
+
+    Click's own summary stops at about 45 characters, or the listing's width, and
+    ends mid-sentence in "..."; the listing wraps a long summary instead.
+    """
+    words = help_text.split("\n\n", 1)[0].split()
+    for i, word in enumerate(words):
+        if word.endswith("."):
+            return " ".join(words[: i + 1])
+    return " ".join(words)
 
 
 class Command(TyperCommand):
@@ -90,6 +111,9 @@ class Command(TyperCommand):
                 param.metavar = (param.name or "value").upper()
             elif isinstance(param, TyperOption) and not (param.is_flag or param.count):
                 param.metavar = _option_metavar(param)
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return self.short_help or summary(self.help or "")
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []

@@ -40,9 +40,6 @@ class CommandResult:
 
     data: dict[str, Any]
     exit_code: int = 0
-    # The exit code the heartbeat records, when it differs from the process's
-    # (`heartbeat --check` exits 2 on red but ran successfully itself).
-    recorded_exit_code: int | None = None
 
     @property
     def counts(self) -> dict[str, Any]:
@@ -149,10 +146,13 @@ def run_command(
     """Run one database command inside the heartbeat frame.
 
     ``record=False``: no heartbeat row and no pings, for a run that must write
-    nothing at all (`digest --preview`), and is no run of the job either.
+    nothing at all (`digest --preview`), and is no run of the job either. A command
+    that only reads (`commands.READ_ONLY`) is never recorded.
     """
+    from schedctl.commands import READ_ONLY
     from schedctl.db.migrations import check_schema, current_version
 
+    record = record and name not in READ_ONLY
     runtime = current()
     settings = runtime.settings
     ping_url = settings.ping_urls.get(name)
@@ -166,7 +166,7 @@ def run_command(
             return work(db)
         if ping_url:
             ping(ping_url, "/start")
-        beat = _Heartbeat(db, name, db.now())
+        beat = _Heartbeat(db, name, db.server_now())
         try:
             result = work(db)
         except UsageError as exc:
@@ -189,12 +189,9 @@ def run_command(
             if ping_url:
                 ping(ping_url, "/fail")
             raise
-        recorded = (
-            result.exit_code if result.recorded_exit_code is None else result.recorded_exit_code
-        )
-        beat.finish(recorded, result.counts)
+        beat.finish(result.exit_code, result.counts)
         if ping_url:
-            ping(ping_url, "" if recorded == 0 else "/fail")
+            ping(ping_url, "" if result.exit_code == 0 else "/fail")
         return result
 
 
@@ -203,7 +200,8 @@ def _error(settings: Settings, message: str) -> str:
 
 
 class _Heartbeat:
-    """One command's heartbeat row, written no sooner than the command writes.
+    """One command's heartbeat row, written no sooner than the command writes, stamped
+    with the database's clock (SCHEDCTL_NOW, if set, is recorded beside it).
 
     The ``running`` row goes in with the command's first write transaction, so input
     refused before anything is written leaves no trace (not even a used id); a
@@ -221,7 +219,7 @@ class _Heartbeat:
     def _insert(self, conn: sa.Connection) -> None:
         from schedctl import heartbeat
 
-        self._id = heartbeat.insert_run(conn, self.command, self.started_at)
+        self._id = heartbeat.insert_run(conn, self.command, self.started_at, self.db.simulated_now)
 
     @property
     def started(self) -> bool:
@@ -239,9 +237,11 @@ class _Heartbeat:
         try:
             row = self._id if started else None
             if row is None:
-                row = heartbeat.start_run(self.db, self.command, self.started_at)
+                row = heartbeat.start_run(
+                    self.db, self.command, self.started_at, self.db.simulated_now
+                )
             heartbeat.finish_run(
-                self.db, row, finished_at=self.db.now(), exit_code=exit_code, counts=counts
+                self.db, row, finished_at=self.db.server_now(), exit_code=exit_code, counts=counts
             )
         except SchedctlError as exc:  # the database went away or is read-only
             log.debug("could not record the heartbeat: %s", exc.message)

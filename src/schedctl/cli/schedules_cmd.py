@@ -1,5 +1,5 @@
 """`schedctl schedules create | list | show | update | pause | resume | delete | runs |
-backfill`."""
+backfill | next`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from schedctl.cli.output import warn
 from schedctl.cli.params import (
     SLOT_COLUMNS,
     Account,
@@ -15,6 +16,7 @@ from schedctl.cli.params import (
     limit_option,
     slot_rows,
     slots_option,
+    warn_fixed_offset,
 )
 from schedctl.cli.runtime import (
     CommandResult,
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from schedctl.db.database import Database
-    from schedctl.schedules.model import ScheduleOptions
+    from schedctl.schedules.model import Schedule, ScheduleOptions
 
 schedules_app = command_group("Manage schedules.")
 
@@ -103,7 +105,7 @@ MaxLateness = Annotated[
         "--max-lateness",
         metavar="DURATION",
         help="Record slots later than this (e.g. 6h) as skipped instead of running"
-        " them; 'none' for no limit.",
+        " them; 'none' for no limit (default: none).",
     ),
 ]
 Paused = Annotated[bool, typer.Option("--paused", help="Create (or set) it paused.")]
@@ -113,6 +115,27 @@ def _options(**values: Any) -> ScheduleOptions:
     from schedctl.schedules.model import ScheduleOptions
 
     return ScheduleOptions(**values)
+
+
+# How far ahead `schedules create/update` look for local times a DST change moves.
+DST_WARNING_WINDOW_DAYS = 365
+
+
+def _dst_warnings(schedule: Schedule, now: datetime) -> list[str]:
+    """The first time in the next 12 months that a DST change skips and the first it
+    repeats, each as a note (SPEC §12), or nothing."""
+    from datetime import timedelta
+
+    from schedctl.cadence import dst_warnings
+
+    return dst_warnings(schedule.cadence, now, now + timedelta(days=DST_WARNING_WINDOW_DAYS))
+
+
+def _warn_about_zone(tz: str | None, notes: list[str]) -> None:
+    """The warnings of a schedule's time and zone, on stderr (never in --json's stdout)."""
+    warn_fixed_offset(tz)
+    for note in notes:
+        warn(note)
 
 
 def _show(data: dict[str, Any], verb: str | None = None) -> None:
@@ -156,13 +179,18 @@ def create_command(
         tz=tz, to=to, params=param, catchup=catchup, max_lateness=max_lateness, paused=paused,
     )  # fmt: skip
     runtime = current()
+    notes: list[str] = []
 
     def work(db: Database) -> CommandResult:
         account_id = scope_to_account(db, account)
-        schedule = create_schedule(db, runtime.settings, account_id, options, db.now())
+        now = db.now()
+        schedule = create_schedule(db, runtime.settings, account_id, options, now)
+        notes.extend(_dst_warnings(schedule, now))
         return CommandResult(schedule.as_dict())
 
-    _show(run_command("schedules create", work).data, "created")
+    data = run_command("schedules create", work).data
+    _warn_about_zone(data["tz"], notes)
+    _show(data, "created")
 
 
 @command(schedules_app, "list")
@@ -240,13 +268,22 @@ def update_command(
             "nothing to update: give at least one option (schedctl schedules update --help)"
         )
     runtime = current()
+    notes: list[str] = []
+    # Its time or zone is warned about again only when the update touches them.
+    timing = (cadence, at, weekday, day, cron, tz) != (None,) * 6
 
     def work(db: Database) -> CommandResult:
         account_id = scope_to_account(db, account)
-        schedule = update_schedule(db, runtime.settings, account_id, sid, options, db.now())
+        now = db.now()
+        schedule = update_schedule(db, runtime.settings, account_id, sid, options, now)
+        if timing:
+            notes.extend(_dst_warnings(schedule, now))
         return CommandResult(schedule.as_dict())
 
-    _show(run_command("schedules update", work).data, "updated")
+    data = run_command("schedules update", work).data
+    if timing:
+        _warn_about_zone(data["tz"], notes)
+    _show(data, "updated")
 
 
 def _set_active(command_name: str, schedule_id: str, account: str | None, active: bool) -> None:

@@ -13,6 +13,7 @@ from schedctl.cli.params import (
     from_option,
     slot_rows,
     slots_option,
+    warn_fixed_offset,
 )
 from schedctl.cli.runtime import (
     CommandResult,
@@ -88,7 +89,9 @@ def add_command(
         row = users.write(db, lambda conn: users.add_user(conn, account_id, changes, now), email)
         return CommandResult(users.user_summary(row))
 
-    _show(run_command("users add", work).data, "added")
+    data = run_command("users add", work).data
+    warn_fixed_offset(tz)
+    _show(data, "added")
 
 
 @command(users_app, "list")
@@ -146,7 +149,9 @@ def update_command(
 
         return CommandResult(users.user_summary(users.write(db, change, changes.email)))
 
-    _show(run_command("users update", work).data, "updated")
+    data = run_command("users update", work).data
+    warn_fixed_offset(tz)
+    _show(data, "updated")
 
 
 @command(users_app, "remove")

@@ -301,7 +301,17 @@ class Database:
         """The current instant: SCHEDCTL_NOW if set, else the database server's clock."""
         if self._fixed_now is not None:
             return self._fixed_now
+        return self.server_now()
+
+    def server_now(self) -> datetime:
+        """The database server's clock, whatever SCHEDCTL_NOW says (what heartbeats
+        are stamped and judged with)."""
         return self.transaction(dialect.server_now, read_only=True)
+
+    @property
+    def simulated_now(self) -> datetime | None:
+        """The SCHEDCTL_NOW instant this database was opened under, if any."""
+        return self._fixed_now
 
     def scalar(self, statement: sa.Executable, **params: Any) -> Any:
         return self.transaction(lambda c: c.execute(statement, params).scalar(), read_only=True)

@@ -61,6 +61,9 @@ heartbeats = sa.Table(
     sa.Column("outcome", sa.Text, nullable=False),
     sa.Column("exit_code", sa.Integer),
     sa.Column("counts", Json),
+    # started_at and finished_at are the database's clock; this is the SCHEDCTL_NOW
+    # instant the command ran under (NULL: the real clock).
+    sa.Column("simulated_now", UTCDateTime),
     sa.Index("heartbeats_command_outcome_finished", "command", "outcome", "finished_at"),
     sa.Index("heartbeats_started", "started_at"),  # reconcile's purge
     sqlite_autoincrement=True,
@@ -90,8 +93,18 @@ schedules = sa.Table(
     sa.Column("last_run_at", UTCDateTime),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # The IANA release (e.g. "2026a") of the zone data that computed next_run_at;
+    # NULL when unknown (computed before it was recorded) or next_run_at is NULL.
+    sa.Column("tzdata_version", sa.Text),
     sa.UniqueConstraint("account_id", "name", name="schedules_account_name_key"),
     sa.Index("schedules_due", "active", "next_run_at"),
+    # A tick finds the next_run_at computed under other zone data (another release).
+    sa.Index(
+        "schedules_tzdata_version",
+        "tzdata_version",
+        sqlite_where=sa.text("next_run_at IS NOT NULL"),
+        postgresql_where=sa.text("next_run_at IS NOT NULL"),
+    ),
     sa.UniqueConstraint("id", "account_id", name="schedules_id_account_key"),
     sqlite_autoincrement=True,
 )

@@ -215,6 +215,18 @@ class SmtpBackend(_Backend):
         self.connections_opened += 1
         return conn
 
+    def check(self) -> str | None:
+        """Open a session as a send would (greeting, EHLO, STARTTLS and AUTH as
+        configured), then QUIT: why the server cannot be used, or None. Sends nothing."""
+        try:
+            self._conn = self._connect()
+        except _Failure as exc:
+            return exc.result.detail
+        except ConfigError as exc:
+            return exc.message
+        self.close()
+        return None
+
     def _no_auth(self) -> ConfigError:
         server = f"the SMTP server {self.host}:{self.port}"
         unset = "unset SCHEDCTL_SMTP_USER and SCHEDCTL_SMTP_PASSWORD"

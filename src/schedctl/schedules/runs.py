@@ -5,6 +5,9 @@ next_run_at <= now``; FOR UPDATE SKIP LOCKED on PostgreSQL, SQLite's write lock
 elsewhere), decide each missed slot by the catch-up policy, insert the runs
 (a unique (schedule_id, slot) conflict means another tick did it), advance
 ``next_run_at`` and commit. Any number of concurrent ticks create each run once.
+Before claiming, a ``next_run_at`` computed under another release of the zone data
+(tzdata) is recomputed from the schedule's rule (:func:`recompute_for_zone_data`), so
+a schedule whose zone changed its offset is judged due by the zone's current rules.
 
 Execute. Claim a few runs (CLAIM_BATCH) with a lease (leases.py; RUN_LEASE long),
 commit; produce each report with no transaction open; then, in one transaction,
@@ -54,8 +57,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
 
-from schedctl import leases
+from schedctl import leases, zones
 from schedctl.accounts import account_name
+from schedctl.cadence import next_slot, reread_slot
 from schedctl.config import Settings
 from schedctl.db import dialect
 from schedctl.db.database import Database
@@ -67,6 +71,7 @@ from schedctl.leases import Clock
 from schedctl.schedules import reports
 from schedctl.schedules.catchup import _Planner
 from schedctl.schedules.model import Schedule, stored_cadence
+from schedctl.schedules.store import next_run_values
 
 if TYPE_CHECKING:
     from schedctl.delivery.dispatch import SendNowResult
@@ -104,6 +109,8 @@ class TickCounts:
     runs_failed: int = 0
     messages_enqueued: int = 0
     schedules_invalid: int = 0
+    # Schedules whose next_run_at another release of the zone data moved.
+    next_runs_recomputed: int = 0
 
     def add(self, other: TickCounts) -> None:
         for name in self.__dataclass_fields__:
@@ -132,7 +139,11 @@ _DUE = (
 _ADVANCE = (
     schedules.update()
     .where(schedules.c.id == sa.bindparam("schedule_id"))
-    .values(next_run_at=sa.bindparam("next_run_at"), last_run_at=sa.bindparam("last_run_at"))
+    .values(
+        next_run_at=sa.bindparam("next_run_at"),
+        tzdata_version=sa.bindparam("tzdata_version"),
+        last_run_at=sa.bindparam("last_run_at"),
+    )
 )
 
 
@@ -143,6 +154,7 @@ def _materialise_batch(
     queued: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     advances: list[dict[str, Any]] = []
+    version = zones.tzdata_version()
     claimed = conn.execute(_DUE, {"now": now, "size": size}).all()
     for row in claimed:
         counts.due += 1
@@ -160,7 +172,7 @@ def _materialise_batch(
             conn.execute(
                 schedules.update()
                 .where(schedules.c.id == row.id)
-                .values(active=False, next_run_at=None, updated_at=now)
+                .values(active=False, **next_run_values(None), updated_at=now)
             )
             counts.schedules_invalid += 1
             # Its waiting runs fail with the reason now, rather than being skipped
@@ -185,7 +197,12 @@ def _materialise_batch(
         ran = [d.slot for d in decisions if d.run]
         last_run_at = max([*ran, *([row.last_run_at] if row.last_run_at else [])], default=None)
         advances.append(
-            {"schedule_id": schedule_id, "next_run_at": next_run_at, "last_run_at": last_run_at}
+            {
+                "schedule_id": schedule_id,
+                "next_run_at": next_run_at,
+                "tzdata_version": version,
+                "last_run_at": last_run_at,
+            }
         )
     # A unique (schedule_id, slot) conflict means another tick made that run: skip it.
     # Counted, not returned: an INSERT without RETURNING goes as one short statement
@@ -229,8 +246,11 @@ def insert_slot_runs(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> int
 
 
 def materialise_due(db: Database, now: datetime, limit: int | None = None) -> TickCounts:
-    """Create the runs of every schedule due at ``now`` (at most ``limit`` schedules)."""
-    total = TickCounts()
+    """Create the runs of every schedule due at ``now`` (at most ``limit`` schedules).
+
+    First, every ``next_run_at`` computed under other zone data is recomputed.
+    """
+    total = TickCounts(next_runs_recomputed=recompute_for_zone_data(db))
     planner = _Planner(now)
     while limit is None or total.due < limit:
         size = MATERIALISE_BATCH if limit is None else min(MATERIALISE_BATCH, limit - total.due)
@@ -241,6 +261,84 @@ def materialise_due(db: Database, now: datetime, limit: int | None = None) -> Ti
         if batch.due < size:
             break
     return total
+
+
+# --- zone data changes ---------------------------------------------------------------
+
+RECOMPUTE_BATCH = 500
+
+# The schedules whose next_run_at was computed under another release of the zone data
+# (or an unknown one): written as ranges and IS NULL, which the partial index
+# schedules_tzdata_version serves, rather than as <>.
+_COMPUTED_ELSEWHERE = (
+    sa.select(*[schedules.c[name] for name in (*_DUE_COLUMNS, "tzdata_version")])
+    .where(
+        schedules.c.next_run_at.is_not(None),
+        sa.or_(
+            schedules.c.tzdata_version.is_(None),
+            schedules.c.tzdata_version < sa.bindparam("version"),
+            schedules.c.tzdata_version > sa.bindparam("version"),
+        ),
+    )
+    .order_by(schedules.c.id)
+    .limit(RECOMPUTE_BATCH)
+    .with_for_update(skip_locked=True)
+)
+
+_RECOMPUTE = (
+    schedules.update()
+    .where(schedules.c.id == sa.bindparam("schedule_id"))
+    .values(next_run_at=sa.bindparam("next_run_at"), tzdata_version=sa.bindparam("version"))
+)
+
+
+def recompute_for_zone_data(db: Database) -> int:
+    """Recompute each ``next_run_at`` computed under another release of the zone data
+    (SPEC §12); returns how many moved.
+
+    The slot a stored ``next_run_at`` was meant to be is re-read under the current data
+    (cadence.reread_slot): unchanged for a zone whose rules did not change, the same
+    wall time at its new instant for one that did. A result not after the schedule's
+    last run (possible only if the data rewrote a zone's past) becomes the next slot
+    after that run, so no slot runs twice. A schedule whose cadence cannot be read is
+    stamped unchanged; the tick that finds it due pauses it.
+    """
+    version = zones.tzdata_version()
+
+    def batch(conn: sa.Connection) -> tuple[int, int]:
+        rows = conn.execute(_COMPUTED_ELSEWHERE, {"version": version}).all()
+        updates = []
+        moved = 0
+        for row in rows:
+            next_run_at = row.next_run_at
+            try:
+                cadence = stored_cadence(row)
+                next_run_at = reread_slot(cadence, row.next_run_at)
+                if row.last_run_at is not None and next_run_at <= row.last_run_at:
+                    next_run_at = next_slot(cadence, row.last_run_at)
+            except SchedctlError:
+                pass
+            if next_run_at != row.next_run_at:
+                moved += 1
+                log.info(
+                    "schedule %s: next run moved from %s to %s by tzdata %s (was %s)",
+                    row.id,
+                    row.next_run_at.isoformat(),
+                    next_run_at.isoformat(),
+                    version,
+                    row.tzdata_version or "unknown",
+                )
+            updates.append({"schedule_id": row.id, "next_run_at": next_run_at, "version": version})
+        if updates:
+            conn.execute(_RECOMPUTE, updates)
+        return len(rows), moved
+
+    total = 0
+    while True:
+        found, moved = db.transaction(batch)
+        total += moved
+        if found < RECOMPUTE_BATCH:
+            return total
 
 
 # --- execute -------------------------------------------------------------------------

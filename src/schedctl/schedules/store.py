@@ -4,7 +4,8 @@
 Every value is validated before anything is written (ValidationError, exit 2). Each
 function works inside one account; ``next_run_at`` is NULL while a schedule is paused,
 resuming starts from the next slot after now, and an edit recomputes it only when the
-cadence changed.
+cadence changed. Each ``next_run_at`` is stored with the tzdata version that computed
+it (``tzdata_version``), which a tick running other zone data recomputes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from schedctl import zones
 from schedctl.accounts import account_name
 from schedctl.cadence import Cadence, PlannedSlot, next_slot, upcoming_slots
 from schedctl.config import Settings
@@ -96,6 +98,12 @@ def resolve_values(
 # --- storage -------------------------------------------------------------------------
 
 
+def next_run_values(next_run_at: datetime | None) -> dict[str, Any]:
+    """The columns of a newly computed ``next_run_at``: it and the zone data's version."""
+    version = zones.tzdata_version() if next_run_at is not None else None
+    return {"next_run_at": next_run_at, "tzdata_version": version}
+
+
 def _in_account(account_id: int, schedule_id: int) -> sa.ColumnElement[bool]:
     return sa.and_(schedules.c.id == schedule_id, schedules.c.account_id == account_id)
 
@@ -149,7 +157,7 @@ def create_schedule(
             .values(
                 **values,
                 account_id=account_id,
-                next_run_at=next_slot(cadence, now) if values["active"] else None,
+                **next_run_values(next_slot(cadence, now) if values["active"] else None),
                 created_at=now,
                 updated_at=now,
             )
@@ -202,15 +210,15 @@ def update_schedule(
         _check_query_allowed(conn, settings, account_id, values)
         _check_name_free(conn, account_id, values["name"], schedule_id)
         if not values["active"]:
-            next_run_at = None
+            next_run = next_run_values(None)
         elif cadence == existing.cadence and existing.next_run_at is not None:
-            next_run_at = existing.next_run_at
+            next_run = {}  # unchanged, with the zone data version that computed it
         else:
-            next_run_at = next_slot(cadence, now)
+            next_run = next_run_values(next_slot(cadence, now))
         statement = (
             schedules.update()
             .where(_in_account(account_id, schedule_id))
-            .values(**values, next_run_at=next_run_at, updated_at=now)
+            .values(**values, **next_run, updated_at=now)
             .returning(schedules)
         )
         return Schedule.from_row(conn.execute(statement).one())
@@ -232,7 +240,7 @@ def set_active(
             .where(_in_account(account_id, schedule_id))
             .values(
                 active=active,
-                next_run_at=next_slot(existing.cadence, now) if active else None,
+                **next_run_values(next_slot(existing.cadence, now) if active else None),
                 updated_at=now,
             )
             .returning(schedules)
