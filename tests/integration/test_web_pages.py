@@ -324,6 +324,20 @@ def test_the_badge_is_svg_coloured_by_the_heartbeat(app_for: Any, world: str) ->
     assert "digest: unknown" in digest.body
 
 
+def test_heartbeats_are_judged_on_the_servers_clock(world: str) -> None:
+    """As `heartbeat` judges them: a SCHEDCTL_NOW two days on does not turn them red."""
+    Seed(world).heartbeat("tick", datetime.now(UTC) - timedelta(minutes=2))
+    later = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+    with Database(world, environ={"SCHEDCTL_NOW": later}) as db:
+        app = web.make_application(settings_for(world, web_token=TOKEN), db)
+        badge = call(app, "/badge/tick.svg").body
+        front = call(app, "/").body
+
+    assert "tick: green" in badge
+    row = front[front.index('<tr data-command="tick">') :]
+    assert "st-green" in row[: row.index("</tr>")]
+
+
 @pytest.mark.parametrize("dialect", ["sqlite"])  # a file can be taken from under the app
 def test_healthz_is_503_when_the_database_does_not_answer(tmp_path: Path, world: str) -> None:
     path = Path(world.removeprefix("sqlite:///"))

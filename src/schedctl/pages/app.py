@@ -326,5 +326,5 @@ class StatusPages:
     def badge(self, command: str) -> Response:
         if command not in COMMAND_NAMES:
             raise NotFound(f"no command {command[:40]!r}")
-        status = data.command_status(self.db, self.settings, self._now(), command)
+        status = data.command_status(self.db, self.settings, command)
         return Response(200, badge_svg(command, status).encode("utf-8"), "image/svg+xml")

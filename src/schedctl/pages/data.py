@@ -156,7 +156,8 @@ class Dashboard:
 def dashboard(db: Database, settings: Settings, now: datetime, account_id: int | None) -> Dashboard:
     """The front page: heartbeats, quota, outbox, the last 24 h's failures, today's
     digests and the latest distribution."""
-    health = heartbeat.report(db, settings, now)
+    # Heartbeats carry the server's clock and are judged on it, as `heartbeat` does.
+    health = heartbeat.report(db, settings, db.server_now())
     since = now - WINDOW
     m, r, d = messages.c, schedule_runs.c, digests.c
     outbox = (
@@ -518,9 +519,8 @@ def message_detail(
 # --- the badge -----------------------------------------------------------------------
 
 
-def command_status(
-    db: Database, settings: Settings, now: datetime, command: str
-) -> heartbeat.Status:
-    """One command's heartbeat status, judged as `heartbeat --command C` judges it."""
-    (health,) = heartbeat.report(db, settings, now, only=[command])
+def command_status(db: Database, settings: Settings, command: str) -> heartbeat.Status:
+    """One command's heartbeat status, judged as `heartbeat --command C` judges it (on
+    the database server's clock)."""
+    (health,) = heartbeat.report(db, settings, db.server_now(), only=[command])
     return health.status or "unknown"
