@@ -396,3 +396,5 @@ def test_the_badges_are_svg_of_the_heartbeat(site: Site) -> None:
 
     assert (ticks, tick_successes) == (1, 0)
     assert titles == {"digest": "digest: green", "tick": "tick: unknown"}
+    # Serving only reads: whatever the server answered, it recorded no heartbeat.
+    assert site.scalar("select count(*) from heartbeats where command = 'serve'") == 0
