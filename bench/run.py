@@ -8,7 +8,8 @@ Workloads -- one row per workload and size; every baseline is measured by the sa
 script in the same run, on the same database server:
 
 - workload: what schedctl does (the peer row: what APScheduler 4 does instead);
-- size: schedules, messages, users (digest) or source rows (distribute) in the run;
+- size: schedules, messages, users (digest) or source rows (distribute) in the run
+  (metrics: messages in the database it reports on, at the base size only);
 - schedctl/s: items per second through schedctl's own code (the peer row: through
   APScheduler's), timed in a fresh child process from after connecting; the median
   of the rounds given in the header;
@@ -56,9 +57,9 @@ POSTGRES = f"postgresql://{HOST}:{PORT}/postgres"
 # is base x --scale, measured in one round (a round at 10x takes up to minutes). The
 # peer uses tick's size. start-up: (-, fresh processes per command).
 FULL = {"tick": (2000, 3), "peer": (2000, 3), "dispatch": (500, 3), "digest": (10_000, 1),
-        "distribute": (100_000, 1), "startup": (0, 9)}  # fmt: skip
+        "distribute": (100_000, 1), "metrics": (1_000_000, 7), "startup": (0, 9)}  # fmt: skip
 SMOKE = {"tick": (20, 1), "peer": (20, 1), "dispatch": (20, 1), "digest": (50, 1),
-         "distribute": (500, 1), "startup": (0, 1)}  # fmt: skip
+         "distribute": (500, 1), "metrics": (1000, 1), "startup": (0, 1)}  # fmt: skip
 DIGEST_PER_USER = 5
 
 
@@ -83,6 +84,10 @@ def steps(sizes: dict[str, tuple[int, int]], scale: int, peer: bool) -> list[lis
                     "--sqlite", "--postgres", POSTGRES])  # fmt: skip
     for n, _ in each("distribute"):  # one round: distribute always runs once per size
         out.append(["bench_distribute.py", "--sizes", str(n), "--postgres", POSTGRES])
+    # At the base size only: a million messages is already the large case.
+    n, r = sizes["metrics"]
+    out.append(["bench_metrics.py", "--messages", str(n), "--repeat", str(r), "--sqlite",
+                "--postgres", POSTGRES])  # fmt: skip
     _, runs = sizes["startup"]
     out.append(["startup.py", "--runs", str(runs), "--no-imports", "--postgres", POSTGRES])
     return out
@@ -201,7 +206,7 @@ def main() -> None:
     rounds = (
         f"at the base size: tick {sizes['tick'][1]}, APScheduler {sizes['peer'][1]},"
         f" dispatch {sizes['dispatch'][1]}, digest {sizes['digest'][1]}, distribute"
-        f" {sizes['distribute'][1]}"
+        f" {sizes['distribute'][1]}, metrics {sizes['metrics'][1]} (base size only)"
         + (f"; at {scale}x: 1 each" if scale > 1 else "")
         + f"; start-up: {sizes['startup'][1]} processes per command"
     )

@@ -297,3 +297,11 @@ def report(
             )
         )
     return health
+
+
+def report_now(
+    db: Database, settings: Settings, only: list[str] | None = None
+) -> list[CommandHealth]:
+    """:func:`report` judged now, on the database's clock the rows are stamped with
+    (never SCHEDCTL_NOW): what `heartbeat` shows and `metrics` exports."""
+    return report(db, settings, db.server_now(), only=only)

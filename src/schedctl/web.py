@@ -17,8 +17,9 @@ Routes:
   and suppresses the address;
 - ``/healthz`` (public): ``200 ok`` when the database answers, ``503`` otherwise;
 - ``/static/schedctl.css`` (public): the pages' stylesheet;
-- everything else: the status pages (:mod:`schedctl.pages.app`), behind the
-  ``[web] token`` and limited to ``[web] account`` when it is set.
+- everything else: the status pages (:mod:`schedctl.pages.app`) and ``/metrics``
+  (`schedctl metrics`' Prometheus text), behind the ``[web] token`` and limited to
+  ``[web] account`` when it is set.
 """
 
 from __future__ import annotations
@@ -36,7 +37,14 @@ from schedctl.db.database import Database
 from schedctl.db.migrations import check_schema
 from schedctl.delivery.suppressions import apply_unsubscribe
 from schedctl.delivery.unsubscribe_app import make_unsubscribe_app
-from schedctl.pages.app import STYLESHEET_PATH, Response, StatusPages, request_path, send
+from schedctl.pages.app import (
+    STYLESHEET_PATH,
+    Metrics,
+    Response,
+    StatusPages,
+    request_path,
+    send,
+)
 from schedctl.pages.app import stylesheet as read_stylesheet
 
 __all__ = ["application", "make_application", "reset"]
@@ -61,6 +69,17 @@ def database_answers(db: Database) -> bool:
         log.warning("healthz: the database does not answer: %s", type(exc).__name__)
         return False
     return True
+
+
+def _metrics(settings: Settings) -> Metrics:
+    """``GET /metrics``: `schedctl metrics`' text, counted over the pages' account."""
+
+    def render(db: Database, account_id: int | None) -> tuple[str, str]:
+        from schedctl import metrics  # prometheus_client: only when /metrics is asked for
+
+        return metrics.CONTENT_TYPE, metrics.render_metrics(db, settings, account_id=account_id)
+
+    return render
 
 
 def make_application(settings: Settings, db: Database | None = None) -> WSGIApplication:
@@ -89,7 +108,9 @@ def make_application(settings: Settings, db: Database | None = None) -> WSGIAppl
 
         account_id, name = database.transaction(find, read_only=True)
         pages_db = database.for_account(account_id)
-    pages = StatusPages(pages_db, settings, account_id=account_id, account_name=name)
+    pages = StatusPages(
+        pages_db, settings, account_id=account_id, account_name=name, metrics=_metrics(settings)
+    )
     css = read_stylesheet()
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:

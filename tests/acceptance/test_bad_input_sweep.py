@@ -160,6 +160,7 @@ KIND_OF: dict[tuple[str, str], str] = {
     ("demo", "path"): "path",
     ("serve", "host"): "host",
     ("serve", "port"): "port",
+    ("metrics", "output"): "path",
 }
 BY_METAVAR = {
     "N": "int",
@@ -267,6 +268,7 @@ BASE: dict[str, list[str]] = {
     "messages edit": ["messages", "edit", "1", "--status", "paused"],
     "messages list": ["messages", "list"],
     "messages show": ["messages", "show", "1"],
+    "metrics": ["metrics", "--output", "{tmp}/schedctl.prom"],
     "notify": ["notify", "--user", "seed@example.com", "--title", "hello"],
     "reconcile": ["reconcile", "--dry-run"],
     "schedules create": ["schedules", "create", *DAILY],

@@ -17,7 +17,7 @@ CONTRACT = [
     ["suppressions", "remove"], ["unsubscribe"], ["unsubscribe-url"],
 ]  # fmt: skip
 
-CONTRACT += [["users", "list"], ["users", "update"], ["users", "remove"], ["serve"]]
+CONTRACT += [["users", "list"], ["users", "update"], ["users", "remove"], ["serve"], ["metrics"]]
 # SPEC §12 History.
 CONTRACT += [["messages", "show"], ["messages", "delete"], ["events", "delete"]]
 # SPEC §12 Seeing what will run.

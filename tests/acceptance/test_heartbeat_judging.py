@@ -251,6 +251,7 @@ ONLY_READ = {
     "schedules runs": ["schedules", "runs", "{schedule}"],
     "messages list": ["messages", "list"],
     "messages show": ["messages", "show", "{message}"],
+    "metrics": ["metrics"],
     "users list": ["users", "list"],
     "events list": ["events", "list"],
     "suppressions list": ["suppressions", "list"],

@@ -373,10 +373,27 @@ def test_without_the_token_a_page_is_401_and_healthz_answers(
         with_token(browser, TOKEN)
 
     assert shown == []  # the browser asks for credentials instead
-    for path in [*PAGES, "/badge/tick.svg"]:
+    for path in [*PAGES, "/badge/tick.svg", "/metrics"]:
         assert get(f"{site.url}{path}", token=None)[0] == 401, path
         assert get(f"{site.url}{path}", token="not-the-token-at-all")[0] == 401, path
     assert get(f"{site.url}/healthz", token=None) == (200, b"ok\n")
+
+
+def test_metrics_are_served_with_the_token(site: Site) -> None:
+    sent = site.scalar("select count(*) from messages where status = 'sent'")
+    status, body = get(f"{site.url}/metrics")
+    text = body.decode()
+
+    assert status == 200
+    assert "schedctl_quota_limit 500.0" in text
+    assert (
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith('schedctl_messages{status="sent"')
+        )
+        == sent
+    )
 
 
 def test_the_badges_are_svg_of_the_heartbeat(site: Site) -> None:

@@ -28,6 +28,8 @@ WORKLOADS = [
     "digest: planning, 5 notifications/user, PostgreSQL",
     "digest: planning, 5 notifications/user, SQLite",
     "distribute: run_distribute, PostgreSQL",
+    "metrics: render_metrics, PostgreSQL",
+    "metrics: render_metrics, SQLite",
 ]
 PEER = "peer: APScheduler 4 SQLAlchemyDataStore, PostgreSQL"
 STARTUP = {
@@ -35,7 +37,7 @@ STARTUP = {
     "`schedctl tick`, idle (SQLite)": 600,
     "`schedctl tick`, idle (PostgreSQL)": 600,
 }
-SIZES = {"tick": 20, "peer": 20, "dispatch": 20, "digest": 50, "distribute": 500}
+SIZES = {"tick": 20, "peer": 20, "dispatch": 20, "digest": 50, "distribute": 500, "metrics": 1000}
 
 
 def _number(cell: str) -> float:

@@ -324,6 +324,24 @@ def test_the_badge_is_svg_coloured_by_the_heartbeat(app_for: Any, world: str) ->
     assert "digest: unknown" in digest.body
 
 
+def test_metrics_needs_the_token_and_counts_the_pages_account(app_for: Any) -> None:
+    everyone = app_for(web_token=TOKEN)
+    acme = app_for(web_token=TOKEN, web_account="acme")
+
+    missing = call(everyone, "/metrics", token=None)
+    posted = call(everyone, "/metrics", method="POST")
+    every = call(everyone, "/metrics")
+    one = call(acme, "/metrics")
+
+    assert (missing.status, posted.status) == (401, 405)
+    assert every.status == 200
+    assert every.headers["content-type"] == ["text/plain; version=0.0.4; charset=utf-8"]
+    assert 'schedctl_messages{status="failed",type="REPORT"} 1.0' in every.body
+    assert 'schedctl_messages{status="scheduled",type="REPORT"} 1.0' in every.body
+    assert 'schedctl_messages{status="failed"' not in one.body  # default's, not acme's
+    assert 'schedctl_messages{status="scheduled",type="REPORT"} 1.0' in one.body
+
+
 def test_heartbeats_are_judged_on_the_servers_clock(world: str) -> None:
     """As `heartbeat` judges them: a SCHEDCTL_NOW two days on does not turn them red."""
     Seed(world).heartbeat("tick", datetime.now(UTC) - timedelta(minutes=2))

@@ -115,8 +115,7 @@ def _judge(runtime: Runtime, check: bool, only: list[str] | None) -> CommandResu
     def work(db: Database) -> CommandResult:
         from schedctl.checks import configuration_warnings
 
-        # Rows carry the database's clock, so they are judged on it (never SCHEDCTL_NOW).
-        health = heartbeat.report(db, settings, db.server_now(), only=only)
+        health = heartbeat.report_now(db, settings, only=only)
         status = heartbeat.overall(health)
         warnings = db.transaction(
             lambda conn: configuration_warnings(conn, settings), read_only=True

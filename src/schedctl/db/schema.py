@@ -183,6 +183,7 @@ messages = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("expires_at", UTCDateTime),  # not sent by then: skipped, EXPIRED (NULL: never)
     sa.Index("messages_due", "status", "send_at"),
+    sa.Index("messages_status_type", "status", "type"),  # metrics: the outbox by status, type
     sa.Index("messages_schedule_run", "schedule_run_id"),  # a run's purge sets it NULL
     sa.Index(
         "messages_event_type",
@@ -336,6 +337,7 @@ digests = sa.Table(
     ),
     sa.UniqueConstraint("user_id", "local_date", name="digests_user_date_key"),
     sa.Index("digests_expires", "expires_at"),
+    sa.Index("digests_created", "created_at", "status"),  # metrics: today's digests by status
     sa.Index("digests_message", "message_id"),
     sa.Index(
         "digests_deferred",

@@ -9,7 +9,8 @@ Routes (GET and HEAD only; any other method is 405):
 - ``/messages?status=&type=&page=`` and ``/messages/{id}``: the outbox, paged; one
   message with every attempt to send it;
 - ``/badge/{command}.svg``: the command's heartbeat badge;
-- ``/metrics``: the Prometheus text format, when a ``metrics`` function is given.
+- ``/metrics``: the Prometheus text format (`schedctl metrics`), when a ``metrics``
+  function is given (web.py gives schedctl.metrics.render_metrics).
 
 Access: with ``[web] token`` set, every route here needs ``Authorization: Bearer
 TOKEN`` (or HTTP basic authentication with the token as the password, which a
@@ -47,7 +48,7 @@ from schedctl.render import render
 from schedctl.values import as_id, normalise_type
 from schedctl.vocabulary import MESSAGE_STATUSES
 
-__all__ = ["STYLESHEET_PATH", "StatusPages", "stylesheet"]
+__all__ = ["STYLESHEET_PATH", "Metrics", "StatusPages", "stylesheet"]
 
 log = logging.getLogger("schedctl.web")
 

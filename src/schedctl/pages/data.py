@@ -156,8 +156,7 @@ class Dashboard:
 def dashboard(db: Database, settings: Settings, now: datetime, account_id: int | None) -> Dashboard:
     """The front page: heartbeats, quota, outbox, the last 24 h's failures, today's
     digests and the latest distribution."""
-    # Heartbeats carry the server's clock and are judged on it, as `heartbeat` does.
-    health = heartbeat.report(db, settings, db.server_now())
+    health = heartbeat.report_now(db, settings)  # as `heartbeat` judges them
     since = now - WINDOW
     m, r, d = messages.c, schedule_runs.c, digests.c
     outbox = (
@@ -522,5 +521,5 @@ def message_detail(
 def command_status(db: Database, settings: Settings, command: str) -> heartbeat.Status:
     """One command's heartbeat status, judged as `heartbeat --command C` judges it (on
     the database server's clock)."""
-    (health,) = heartbeat.report(db, settings, db.server_now(), only=[command])
+    (health,) = heartbeat.report_now(db, settings, only=[command])
     return health.status or "unknown"
