@@ -16,12 +16,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
-from schedctl import heartbeat
+from schedctl import heartbeat, metrics
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.owned import get_owned
@@ -48,17 +48,11 @@ WINDOW = timedelta(hours=24)  # "failures in the last 24 h"
 FAILURES_SHOWN = 20  # of each kind on the front page
 PAGE_SIZE = 50  # messages per page
 RUNS_SHOWN = 50  # of a schedule's history
-DIGEST_STATUSES = ("scheduled", "completed", "skipped", "failed", "deferred")
 FAILED_OUTCOMES = ("failed", "error", "temporary")  # a command run that went wrong
 
 
 def _own(table: sa.Table, account_id: int | None) -> list[sa.ColumnElement[bool]]:
     return [] if account_id is None else [table.c.account_id == account_id]
-
-
-def _utc_midnight(instant: datetime) -> datetime:
-    day = instant.astimezone(UTC).date()
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 def _message_zone() -> sa.ColumnElement[Any]:
@@ -155,32 +149,31 @@ class Dashboard:
 
 def dashboard(db: Database, settings: Settings, now: datetime, account_id: int | None) -> Dashboard:
     """The front page: heartbeats, quota, outbox, the last 24 h's failures, today's
-    digests and the latest distribution."""
-    health = heartbeat.report_now(db, settings)  # as `heartbeat` judges them
+    digests and the latest distribution. The counts are `schedctl metrics`' own
+    (metrics.collect), so the page and /metrics never disagree."""
+    snapshot = metrics.collect(db, settings, now, account_id=account_id)
+    outbox = dict.fromkeys(MESSAGE_STATUSES, 0)
+    for status, _, count in snapshot.messages:
+        outbox[status] = outbox.get(status, 0) + int(count)
     since = now - WINDOW
-    m, r, d = messages.c, schedule_runs.c, digests.c
-    outbox = (
-        sa.select(m.status, sa.func.count()).where(*_own(messages, account_id)).group_by(m.status)
-    )
+    m, r = messages.c, schedule_runs.c
     failed_runs = (
-        sa.select(
-            r.id, r.schedule_id, r.slot, r.finished_at, r.error, schedules.c.name, schedules.c.tz
-        )
+        sa.select(r.id, r.schedule_id, r.slot, r.finished_at, r.error, schedules.c.name,
+                  schedules.c.tz)
         .join(schedules, schedules.c.id == r.schedule_id)
         .where(r.status == "failed", r.finished_at > since, r.finished_at <= now)
         .where(*_own(schedule_runs, account_id))
         .order_by(r.finished_at.desc(), r.id.desc())
         .limit(FAILURES_SHOWN)
-    )
+    )  # fmt: skip
     failed_messages = (
-        sa.select(
-            m.id, m.type, m.recipient, m.reason_code, m.updated_at, m.last_error, _message_zone()
-        )
+        sa.select(m.id, m.type, m.recipient, m.reason_code, m.updated_at, m.last_error,
+                  _message_zone())
         .where(m.status == "failed", m.updated_at > since, m.updated_at <= now)
         .where(*_own(messages, account_id))
         .order_by(m.updated_at.desc(), m.id.desc())
         .limit(FAILURES_SHOWN)
-    )
+    )  # fmt: skip
     h = heartbeats.c
     failed_commands = (
         sa.select(h.command, h.started_at, h.finished_at, h.outcome, h.exit_code)
@@ -188,53 +181,31 @@ def dashboard(db: Database, settings: Settings, now: datetime, account_id: int |
         .order_by(h.started_at.desc(), h.id.desc())
         .limit(FAILURES_SHOWN)
     )
-    midnight = _utc_midnight(now)
-    digests_today = (
-        sa.select(d.status, sa.func.count())
-        .where(d.created_at >= midnight, d.created_at < midnight + timedelta(days=1))
-        .where(*_own(digests, account_id))
-        .group_by(d.status)
-    )
     latest_distribution = (
         sa.select(distributions).order_by(distributions.c.business_date.desc()).limit(1)
     )
-    day = quota.quota_day(now)
 
     def work(conn: sa.Connection) -> Dashboard:
-        counts = dict.fromkeys(MESSAGE_STATUSES, 0)
-        counts.update({status: int(n) for status, n in conn.execute(outbox)})
-        digest_counts = dict.fromkeys(DIGEST_STATUSES, 0)
-        digest_counts.update({status: int(n) for status, n in conn.execute(digests_today)})
         dist = conn.execute(latest_distribution).first()
         return Dashboard(
             now=now,
-            health=health,
-            overall=heartbeat.overall(health),
-            quota_day=day,
-            quota_used=quota.used(conn, day),
-            quota_limit=quota.daily_limit(settings),
-            outbox=counts,
+            health=snapshot.health,
+            overall=heartbeat.overall(snapshot.health),
+            quota_day=quota.quota_day(now),
+            quota_used=snapshot.quota_used,
+            quota_limit=snapshot.quota_limit,
+            outbox=outbox,
             failed_runs=[
                 FailedRun(
-                    int(row.id),
-                    int(row.schedule_id),
-                    row.name,
-                    row.tz,
-                    row.slot,
-                    row.finished_at,
-                    _shown(settings, row.error),
+                    int(row.id), int(row.schedule_id), row.name, row.tz, row.slot,
+                    row.finished_at, _shown(settings, row.error),
                 )
                 for row in conn.execute(failed_runs)
             ],
             failed_messages=[
                 FailedMessage(
-                    int(row.id),
-                    row.type,
-                    row.recipient,
-                    row.reason_code,
-                    row.updated_at,
-                    row.tz,
-                    _shown(settings, row.last_error),
+                    int(row.id), row.type, row.recipient, row.reason_code, row.updated_at,
+                    row.tz, _shown(settings, row.last_error),
                 )
                 for row in conn.execute(failed_messages)
             ],
@@ -244,9 +215,9 @@ def dashboard(db: Database, settings: Settings, now: datetime, account_id: int |
                 )
                 for row in conn.execute(failed_commands)
             ],
-            digests=digest_counts,
+            digests=dict(snapshot.digests),
             distribution=None if dist is None else _distribution(dist),
-        )
+        )  # fmt: skip
 
     return db.transaction(work, read_only=True)
 
