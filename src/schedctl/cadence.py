@@ -22,6 +22,7 @@ runs once and the skipped 02:15 runs at 03:00.
 from __future__ import annotations
 
 import calendar
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from schedctl.values import (
     parse_timezone,
     parse_weekday,
 )
+from schedctl.vocabulary import MAX_LISTED_SLOTS
 
 Kind = Literal["daily", "weekly", "monthly", "cron"]
 Day = int | Literal["last"]
@@ -196,17 +198,72 @@ def make_cadence(
 # --- slots ------------------------------------------------------------------------
 
 
-def next_slot(cadence: Cadence, after: datetime) -> datetime:
-    """The first slot strictly after ``after`` (aware), as an aware UTC datetime."""
+def slots_after(cadence: Cadence, after: datetime) -> Iterator[tuple[datetime, datetime]]:
+    """The slots strictly after ``after`` (aware), oldest first, each with the wall
+    time it is the slot of: ``(slot as UTC, wall time)``.
+
+    Wall times that land on one instant (several in a DST gap) are one slot, listed
+    with the first of them; :func:`next_slot` is this listing's first slot, so
+    `schedules next` shows exactly the slots tick runs.
+    """
     after = _as_utc(after, "after")
     zone = cadence.zone
+    previous: datetime | None = None
     # A wall time at or before after's own wall time maps to an instant <= after, so
     # the search starts there; walls of a repeated hour may still map back before it.
     for wall in _walls_after(cadence, _wall_time(after, zone)):
         slot = first_instant_at_or_after(wall, zone)
-        if slot > after:
-            return slot
+        if slot > after and slot != previous:
+            previous = slot
+            yield slot, wall
+
+
+def next_slot(cadence: Cadence, after: datetime) -> datetime:
+    """The first slot strictly after ``after`` (aware), as an aware UTC datetime."""
+    for slot, _ in slots_after(cadence, after):
+        return slot
     raise ValidationError(f"{cadence.describe()} has no slot after {after.isoformat()}")
+
+
+@dataclass(frozen=True)
+class PlannedSlot:
+    """A slot as `schedules next` lists it: the instant, its local time in the
+    cadence's zone, and the adjustment §3's rules made to reach it (or None)."""
+
+    utc: datetime
+    local: datetime
+    note: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        return {"local": self.local, "utc": self.utc, "note": self.note}
+
+
+def upcoming_slots(cadence: Cadence, start: datetime, count: int) -> list[PlannedSlot]:
+    """The first ``count`` slots at or after ``start`` (aware), oldest first."""
+    if not 1 <= count <= MAX_LISTED_SLOTS:
+        raise ValidationError(f"invalid count {count} (1 to {MAX_LISTED_SLOTS})")
+    zone = cadence.zone
+    found = itertools.islice(
+        slots_after(cadence, _as_utc(start, "start") - _ONE_MICROSECOND), count
+    )
+    return [
+        PlannedSlot(slot, slot.astimezone(zone), slot_note(cadence, wall)) for slot, wall in found
+    ]
+
+
+def slot_note(cadence: Cadence, wall: datetime) -> str | None:
+    """The adjustment §3's rules make to a slot's wall time (from :func:`slots_after`),
+    as one sentence, or None: a day past the month's end, a time a DST change skips
+    or repeats."""
+    notes = []
+    if isinstance(cadence.day, int) and wall.day != cadence.day:
+        notes.append(
+            f"{wall:%Y-%m} has no day {cadence.day}: runs on its last day, {wall:%Y-%m-%d}"
+        )
+    adjusted = dst_note(wall, cadence.zone)
+    if adjusted is not None:
+        notes.append(adjusted)
+    return "; ".join(notes) or None
 
 
 def latest_slot_at_or_before(cadence: Cadence, instant: datetime) -> datetime | None:

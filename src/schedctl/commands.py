@@ -21,6 +21,7 @@ TOP_LEVEL = {
     "notify": "Record a notification for a user (critical ones are sent by tick).",
     "unsubscribe": "Apply an unsubscribe token for an e-mail address.",
     "unsubscribe-url": "Print the signed unsubscribe URL for an e-mail address.",
+    "serve": "Serve the web app: unsubscribe links, status pages, badges, /healthz.",
     "completion": "Print the tab-completion script for bash, zsh or fish.",
 }
 
@@ -30,14 +31,28 @@ GROUPS = {
     "accounts": ("Manage accounts.", ["create", "list"]),
     "schedules": (
         "Manage schedules.",
-        ["create", "list", "show", "update", "pause", "resume", "delete", "runs", "backfill"],
+        [
+            "create",
+            "list",
+            "show",
+            "update",
+            "pause",
+            "resume",
+            "delete",
+            "runs",
+            "backfill",
+            "next",
+        ],
     ),
     "messages": (
         "Manage scheduled messages.",
         ["list", "show", "edit", "delete", "delete-all"],
     ),
-    "users": ("Manage digest users.", ["add", "list", "update", "remove"]),
-    "events": ("Manage events whose messages tick plans.", ["add", "update", "list", "delete"]),
+    "users": ("Manage digest users.", ["add", "list", "update", "remove", "next"]),
+    "events": (
+        "Manage events whose messages tick plans.",
+        ["add", "update", "list", "show", "delete"],
+    ),
     "suppressions": ("Manage the suppression list.", ["list", "add", "remove"]),
 }
 
@@ -60,12 +75,16 @@ READ_ONLY = frozenset(
         "schedules list",
         "schedules show",
         "schedules runs",
+        "schedules next",
         "messages list",
         "messages show",
         "metrics",
         "users list",
+        "users next",
         "events list",
+        "events show",
         "suppressions list",
+        "serve",
     }
 )
 """The commands that only read: they record no heartbeat (SPEC §12), and rows such a

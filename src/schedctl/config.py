@@ -49,7 +49,7 @@ from schedctl.values import (
 
 DEFAULT_DATABASE_URL = "sqlite:///schedctl.db"
 ENV_PREFIX = "SCHEDCTL_"
-MIN_SECRET_LENGTH = 16  # the unsubscribe HMAC key: anything shorter is guessable
+MIN_SECRET_LENGTH = 16  # the unsubscribe HMAC key, the [web] token: shorter is guessable
 DEFAULT_DIGEST_RETENTION = timedelta(days=30)  # how long a digests row is kept
 DEFAULT_RECONCILE_RETENTION = timedelta(days=90)  # heartbeats, email_log, finished runs
 DEFAULT_ACCOUNT = "default"  # the account of an installation that never named one
@@ -334,6 +334,10 @@ class Settings:
     unsubscribe_secret: str | None = setting(secret=True, min_length=MIN_SECRET_LENGTH)
     unsubscribe_base_url: str | None = setting(check=http_url_problem)
     ping_url: str | None = setting(secret=True, check=http_url_problem)
+    # The status pages ([web] in the file, SPEC §12): the bearer token they need (a
+    # secret; without one `serve` binds only loopback) and the one account they show.
+    web_token: str | None = setting(secret=True, min_length=MIN_SECRET_LENGTH)
+    web_account: str | None = setting()
     db_retry_seconds: float = setting(20.0, at_least=0, at_most=3600, unit="seconds")
     # None: judge every command that has run at least once.
     heartbeat_commands: tuple[str, ...] | None = setting(env=None, parse=_heartbeat_commands)

@@ -342,6 +342,33 @@ def list_events(conn: sa.Connection, account_id: int) -> list[sa.Row[Any]]:
     return list(conn.execute(query))
 
 
+def event_messages(
+    conn: sa.Connection, account_id: int, event_id: int
+) -> tuple[sa.Row[Any], list[dict[str, Any]]]:
+    """An event and its messages, soonest first, as `events show` prints them: each
+    one's send time in the event's zone beside UTC."""
+    event = get_event(conn, account_id, event_id)
+    zone = parse_timezone(event.tz)
+    m = messages.c
+    rows = conn.execute(
+        sa.select(m.id, m.type, m.send_at, m.expires_at, m.status, m.reason_code)
+        .where(m.event_id == event_id, m.account_id == account_id)
+        .order_by(m.send_at, m.id)
+    )
+    return event, [
+        {
+            "id": str(r.id),
+            "type": r.type,
+            "send_at_local": r.send_at.astimezone(zone),
+            "send_at": r.send_at,
+            "expires_at": r.expires_at,
+            "status": r.status,
+            "reason_code": r.reason_code,
+        }
+        for r in rows
+    ]
+
+
 def event_summary(row: Any) -> dict[str, Any]:
     return {
         "id": str(row.id),

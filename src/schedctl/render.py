@@ -1,4 +1,5 @@
-"""Rendering mail bodies from the Jinja2 templates in ``schedctl/templates``.
+"""Rendering from the Jinja2 templates in ``schedctl/templates``: mail bodies, and the
+status pages (``templates/pages``).
 
 Each mail kind has a pair, ``NAME.txt`` and ``NAME.html``; only ``.html`` templates
 are autoescaped, so a value like ``<script>`` is inert in the HTML part and verbatim in
@@ -9,12 +10,16 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-__all__ = ["cell", "csv_cell", "environment", "render", "render_pair", "text_table"]
+__all__ = [
+    "cell", "csv_cell", "environment", "iso_time", "local_time", "render", "render_pair",
+    "span", "text_table",
+]  # fmt: skip
 
 _MAX_CELL_WIDTH = 40
 # What a spreadsheet reads as the start of a formula (OWASP, "CSV Injection").
@@ -64,6 +69,45 @@ def text_table(rows: Iterable[Sequence[object]], columns: Sequence[str]) -> str:
     return "\n".join([line(header), rule, *(line(row) for row in body)])
 
 
+def local_time(instant: datetime | None, tz: str | None = None) -> str:
+    """An instant as wall-clock time in zone ``tz`` with its abbreviation, e.g.
+    ``2027-03-28 03:00 CEST``; UTC when ``tz`` is None or not a zone; blank for None."""
+    if instant is None:
+        return ""
+    zone: tzinfo = UTC
+    if tz:
+        try:
+            zone = ZoneInfo(tz)
+        except (ValueError, ZoneInfoNotFoundError):
+            zone = UTC
+    local = instant.astimezone(zone)
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()}"
+
+
+def span(seconds: float | None) -> str:
+    """A length of time in its two largest units: ``42s``, ``3m 20s``, ``2d 3h``."""
+    if seconds is None:
+        return ""
+    left = round(seconds)
+    if left < 60:
+        return f"{left}s"
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size or parts:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+        if len(parts) == 2:
+            break
+    return " ".join(p for p in parts if not p.startswith("0")) or "0s"
+
+
+def iso_time(instant: datetime | None) -> str:
+    """An instant as ISO 8601 UTC without microseconds (a ``<time datetime>``)."""
+    if instant is None:
+        return ""
+    return instant.astimezone(UTC).replace(microsecond=0).isoformat()
+
+
 @functools.cache
 def environment() -> Environment:
     """The one template environment (built on first use, then shared)."""
@@ -78,6 +122,9 @@ def environment() -> Environment:
     )
     env.filters["cell"] = cell
     env.filters["text_table"] = text_table
+    env.filters["local_time"] = local_time
+    env.filters["iso_time"] = iso_time
+    env.filters["span"] = span
     return env
 
 

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from schedctl import leases
+from schedctl.cadence import PlannedSlot, make_cadence, upcoming_slots
 from schedctl.db.database import Database
 from schedctl.db.owned import get_owned
 from schedctl.db.schema import digests, messages, notifications, users
@@ -113,6 +114,22 @@ def user_summary(row: Any) -> dict[str, Any]:
         "digest_enabled": bool(row.digest_enabled),
         "digest_at": row.digest_time,
     }
+
+
+def digest_times(
+    conn: sa.Connection, account_id: int, ref: str, start: datetime, count: int
+) -> tuple[sa.Row[Any], list[PlannedSlot]]:
+    """A user and the first ``count`` instants at or after ``start`` from which their
+    daily digest is due (none when it is off), each with the adjustment §3's rules
+    made to the local time, if any."""
+    row = find_user(conn, account_id, ref)
+    if not row.digest_enabled:
+        return row, []
+    try:
+        cadence = make_cadence("daily", tz=row.tz, at=row.digest_time)
+    except ValidationError as exc:  # a row an application wrote with a bad zone or time
+        raise ValidationError(f"user {row.id} cannot be read: {exc.message}") from None
+    return row, upcoming_slots(cadence, start, count)
 
 
 def _email_taken(email: str) -> ValidationError:

@@ -11,3 +11,5 @@ MESSAGE_STATUSES = ("scheduled", "paused", "blocked", "retrying", "sent", "faile
 SUPPRESSION_REASONS = ("manual", "unsubscribe", "bounce")
 # `heartbeat --check` exit codes, the monitoring-plugin convention.
 CHECK_EXIT = {"green": 0, "yellow": 1, "red": 2, "unknown": 3}
+# How many slots `schedules next -n` and `users next -n` list at most.
+MAX_LISTED_SLOTS = 1000

@@ -140,6 +140,9 @@ INVALID: dict[str, list[Bad]] = {
     "title": ["", " ", LONG],
     "text": [LONG * 30],  # bodies and keys: any text up to their limit is fine
     "path": [f"{ABSENT_DIR}/x", "/", ""],
+    # serve's: no case may be a valid address, or the sweep would wait on a server
+    "host": ["0.0.0.0", "::", "bad host", "a..b", "", LONG],  # public: no [web] token here
+    "port": ["0", "-1", "65536", "abc", "1.5", ""],
 }
 
 # Parameters whose kind their metavar does not say.
@@ -155,6 +158,8 @@ KIND_OF: dict[tuple[str, str], str] = {
     ("notify", "key"): "text",
     ("suppressions add", "reason"): "text",
     ("demo", "path"): "path",
+    ("serve", "host"): "host",
+    ("serve", "port"): "port",
     ("metrics", "output"): "path",
 }
 BY_METAVAR = {
@@ -187,6 +192,9 @@ BY_METAVAR = {
 EXTRA_INVALID: dict[tuple[str, str], list[Bad]] = {
     ("messages edit", "send_at"): ["2000-01-01T00:00:00Z"],  # in the past
     ("events update", "event_id"): ["2"],  # an id of nothing
+    ("events show", "event_id"): ["2"],
+    ("schedules next", "count"): ["1001"],  # at most 1000
+    ("users next", "count"): ["1001"],
     ("digest", "on_date"): ["2026-01-01"],  # nobody's today (SCHEDCTL_NOW is 2026-11-18)
     ("reconcile", "on_date"): ["2099-01-01"],  # after today
     ("events add", "load_in_time"): ["2030-06-02T18:00:00Z"],  # after the start
@@ -252,6 +260,7 @@ BASE: dict[str, list[str]] = {
                    "--contact", "c@example.com"],
     "events delete": ["events", "delete", "1", "--yes"],
     "events list": ["events", "list"],
+    "events show": ["events", "show", "1"],
     "events update": ["events", "update", "1", "--starts-at", EVENT_AT],
     "heartbeat": ["heartbeat"],
     "messages delete": ["messages", "delete", "1", "--yes"],
@@ -265,6 +274,7 @@ BASE: dict[str, list[str]] = {
     "schedules create": ["schedules", "create", *DAILY],
     "schedules delete": ["schedules", "delete", "1", "--yes"],
     "schedules list": ["schedules", "list"],
+    "schedules next": ["schedules", "next", "1"],
     "schedules pause": ["schedules", "pause", "1"],
     "schedules resume": ["schedules", "resume", "1"],
     "schedules runs": ["schedules", "runs", "1"],
@@ -273,6 +283,7 @@ BASE: dict[str, list[str]] = {
     "schedules show": ["schedules", "show", "1"],
     "schedules update": ["schedules", "update", "1", "--at", "08:00"],
     "send-now": ["send-now", "1"],
+    "serve": ["serve"],
     "suppressions add": ["suppressions", "add", "s2@example.com"],
     "suppressions list": ["suppressions", "list"],
     "suppressions remove": ["suppressions", "remove", "sup@example.com"],
@@ -281,6 +292,7 @@ BASE: dict[str, list[str]] = {
     "unsubscribe-url": ["unsubscribe-url", "seed@example.com"],
     "users add": ["users", "add", "new@example.com"],
     "users list": ["users", "list"],
+    "users next": ["users", "next", "seed@example.com"],
     "users remove": ["users", "remove", "seed@example.com", "--yes"],
     "users update": ["users", "update", "seed@example.com", "--tz", "Europe/Berlin"],
 }  # fmt: skip
@@ -335,6 +347,7 @@ MISSING: dict[str, list[list[str]]] = {
 NO_CONTROL = {
     "distribute": "needs the [distribute] databases; --date is parsed before they are"
     " looked for (distribute_cmd), and the sweep of --date must name the date",
+    "serve": "serves until stopped; tests/acceptance/test_status_pages.py runs it as a process",
 }
 
 # The exit code the SPEC fixes where it is not 2.
@@ -429,6 +442,7 @@ ENV_ANY_TEXT = {
     "mail_file_dir": "any path; it is created when the file backend first writes",
     "distribute_salt": "any text is a salt",
     "config_path": "covered by --config and the file cases",
+    "web_account": "any account name; one that does not exist is refused by serve",
 }
 
 

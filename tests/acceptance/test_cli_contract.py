@@ -17,9 +17,11 @@ CONTRACT = [
     ["suppressions", "remove"], ["unsubscribe"], ["unsubscribe-url"],
 ]  # fmt: skip
 
-CONTRACT += [["users", "list"], ["users", "update"], ["users", "remove"], ["metrics"]]
+CONTRACT += [["users", "list"], ["users", "update"], ["users", "remove"], ["serve"], ["metrics"]]
 # SPEC §12 History.
 CONTRACT += [["messages", "show"], ["messages", "delete"], ["events", "delete"]]
+# SPEC §12 Seeing what will run.
+CONTRACT += [["schedules", "next"], ["users", "next"], ["events", "show"]]
 
 
 def test_top_level_help_lists_every_contract_command(cli) -> None:

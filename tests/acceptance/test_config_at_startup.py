@@ -249,6 +249,8 @@ EVERY_COMMAND = {
     "unsubscribe": ["u@example.com", "--token", "x"], "unsubscribe-url": ["u@example.com"],
     "users add": ["u@example.com"], "users list": [], "users remove": ["u@example.com", "--yes"],
     "users update": ["u@example.com", "--tz", "UTC"],
+    "schedules next": ["1"], "users next": ["u@example.com"], "events show": ["1"],
+    "serve": [],  # refused before it listens: the config is read first
 }  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from schedctl.cadence import (
     next_slot,
     parse_instant,
     slots_between,
+    upcoming_slots,
 )
 from schedctl.errors import ValidationError
 from schedctl.values import parse_day, parse_duration, parse_hhmm, parse_timezone, parse_weekday
@@ -552,3 +553,69 @@ def test_slots_between_keeps_the_most_recent_when_over_the_limit() -> None:
     assert len(slots_between(cadence, utc(2026, 1, 1), utc(2026, 1, 3))) == 100
     with pytest.raises(ValueError, match="limit"):
         slots_between(cadence, utc(2026, 1, 1), utc(2026, 1, 3), limit=0)
+
+
+# --- upcoming slots and their notes (SPEC §12) --------------------------------------
+
+
+def listed(cadence: Cadence, start: datetime, count: int) -> list[tuple[str, str | None]]:
+    return [
+        (slot.local.isoformat(timespec="minutes"), slot.note)
+        for slot in upcoming_slots(cadence, start, count)
+    ]
+
+
+def test_a_time_in_the_spring_forward_gap_is_named() -> None:
+    cadence = make_cadence("daily", tz=BERLIN, at="02:30")
+
+    assert listed(cadence, utc(2027, 3, 27, 0), 3) == [
+        ("2027-03-27T02:30+01:00", None),
+        ("2027-03-28T03:00+02:00",
+         "02:30 does not exist on 2027-03-28 in Europe/Berlin: runs at 03:00 CEST"),
+        ("2027-03-29T02:30+02:00", None),
+    ]  # fmt: skip
+
+
+def test_a_time_repeated_by_the_fall_back_is_named() -> None:
+    cadence = make_cadence("daily", tz=NEW_YORK, at="01:30")
+
+    assert listed(cadence, utc(2026, 11, 1, 0), 2) == [
+        ("2026-11-01T01:30-04:00",
+         "01:30 occurs twice on 2026-11-01 in America/New_York: runs at the first, EDT"),
+        ("2026-11-02T01:30-05:00", None),
+    ]  # fmt: skip
+
+
+def test_a_day_past_the_month_end_is_named() -> None:
+    cadence = make_cadence("monthly", tz="UTC", at="07:00", day="31")
+    last = make_cadence("monthly", tz="UTC", at="07:00", day="last")
+
+    assert listed(cadence, utc(2027, 1, 31, 8), 2) == [
+        ("2027-02-28T07:00+00:00", "2027-02 has no day 31: runs on its last day, 2027-02-28"),
+        ("2027-03-31T07:00+00:00", None),
+    ]
+    assert [note for _, note in listed(last, utc(2027, 1, 1), 3)] == [None, None, None]
+
+
+def test_cron_times_sharing_the_gap_are_one_slot_named_once() -> None:
+    cadence = make_cadence("cron", tz=BERLIN, cron="*/20 2,3 * * *")
+
+    assert listed(cadence, utc(2027, 3, 28, 0), 3) == [
+        ("2027-03-28T03:00+02:00",
+         "02:00 does not exist on 2027-03-28 in Europe/Berlin: runs at 03:00 CEST"),
+        ("2027-03-28T03:20+02:00", None),
+        ("2027-03-28T03:40+02:00", None),
+    ]  # fmt: skip
+
+
+def test_upcoming_slots_start_at_the_start_inclusive() -> None:
+    cadence = make_cadence("daily", tz="UTC", at="07:00")
+
+    assert upcoming_slots(cadence, utc(2027, 1, 1, 7), 1)[0].utc == utc(2027, 1, 1, 7)
+    assert upcoming_slots(cadence, utc(2027, 1, 1, 7, 1), 1)[0].utc == utc(2027, 1, 2, 7)
+
+
+@pytest.mark.parametrize("count", [0, -1, 1001])
+def test_upcoming_slots_count_is_bounded(count: int) -> None:
+    with pytest.raises(ValidationError, match="1 to 1000"):
+        upcoming_slots(make_cadence("daily", at="07:00"), utc(2027, 1, 1), count)

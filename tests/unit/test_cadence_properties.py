@@ -20,6 +20,7 @@ from schedctl.cadence import (
     latest_slot_at_or_before,
     next_slot,
     slots_between,
+    upcoming_slots,
 )
 
 ZONES = [
@@ -274,3 +275,45 @@ def test_monthly_never_skips_a_month(case: tuple[Cadence, datetime]) -> None:
         date(*later, 1) - date(*earlier, 1) <= timedelta(days=31)
         for earlier, later in itertools.pairwise(months)
     )
+
+
+@fast
+@given(cadence_and_instant())
+def test_upcoming_slots_are_the_slots_tick_materialises(case: tuple[Cadence, datetime]) -> None:
+    """`schedules next` lists what tick's catch-up (slots_between) and next_slot give."""
+    cadence, start = case
+    listed = [slot.utc for slot in upcoming_slots(cadence, start, 12)]
+    by_next_slot = [next_slot(cadence, start - timedelta(microseconds=1))]
+    while len(by_next_slot) < len(listed):
+        by_next_slot.append(next_slot(cadence, by_next_slot[-1]))
+
+    assert listed == by_next_slot
+    assert listed == slots_between(cadence, start - timedelta(microseconds=1), listed[-1])
+
+
+@fast
+@given(near_dst_change())
+def test_a_slot_has_a_note_exactly_when_its_wall_time_was_adjusted(
+    case: tuple[Cadence, datetime],
+) -> None:
+    cadence, start = case
+    zone = cadence.zone
+    for slot in upcoming_slots(cadence, start, 6):
+        local = wall(slot.utc, zone)
+        repeated = local.replace(tzinfo=zone, fold=1).astimezone(UTC) != slot.utc
+        gap_start = wall(slot.utc - ONE_SECOND, zone) + ONE_SECOND  # == local: no gap
+        if cadence.at is not None:
+            intended = datetime.combine(local.date(), cadence.at)
+            skipped = gap_start <= intended < local
+        else:
+            assert cadence.cron is not None
+            skipped = next(CronSim(cadence.cron, gap_start - ONE_SECOND)) < local
+        assert slot.local == slot.utc.astimezone(zone)
+        if skipped:  # a wall time in the gap before it runs at this slot
+            assert slot.note is not None
+            assert "does not exist" in slot.note
+        elif repeated:
+            assert slot.note is not None
+            assert "occurs twice" in slot.note
+        else:
+            assert slot.note is None

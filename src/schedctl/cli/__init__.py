@@ -28,6 +28,7 @@ from schedctl.cli import (
     reconcile_cmd,
     schedules_cmd,
     send_now_cmd,
+    serve_cmd,
     suppressions_cmd,
     tick_cmd,
     users_cmd,
@@ -109,6 +110,7 @@ for _module in (
     users_cmd,
     notify_cmd,
     config_cmd,
+    serve_cmd,
     demo_cmd,
     completion_cmd,
 ):

@@ -59,17 +59,14 @@ def _warn_dst(times: Iterable[datetime | None], tz: str) -> None:
             warn(note)
 
 
-def _describe(data: dict[str, Any], planned: int) -> str:
+def _describe(data: dict[str, Any], planned: int, what: str = "planned or changed") -> str:
     from schedctl import events
 
     starts = data["starts_at"]
     when = events.local_time(starts, ZoneInfo(data["tz"]))
     if data["tz"] != "UTC":
         when += f" ({starts:%Y-%m-%d %H:%M} UTC)"
-    return (
-        f"event {data['id']} {data['name']!r} starts {when};"
-        f" {planned} message(s) planned or changed"
-    )
+    return f"event {data['id']} {data['name']!r} starts {when}; {planned} message(s) {what}"
 
 
 @command(events_app, "add")
@@ -183,6 +180,40 @@ def update_command(
     data = run_command("events update", work).data
     _warn_dst((start, load_in), data["tz"])
     current().output.result(data, _describe(data, data["messages_changed"]))
+
+
+@command(events_app, "show")
+def show_command(
+    event_id: Annotated[
+        str, typer.Argument(help="The event's id.", metavar="ID", show_default=False)
+    ],
+    account: Account = None,
+) -> None:
+    """Show an event and its messages, each one's send time in the event's zone and UTC."""
+    from schedctl import events
+
+    number = parse_id(event_id, "event")
+
+    def work(db: Database) -> CommandResult:
+        account_id = scope_to_account(db, account)
+        event, planned = db.transaction(
+            lambda conn: events.event_messages(conn, account_id, number), read_only=True
+        )
+        return CommandResult({"event": events.event_summary(event), "messages": planned})
+
+    data = run_command("events show", work).data
+    event = data["event"]
+    rows = [
+        (m["id"], m["type"], m["send_at_local"], m["send_at"], m["expires_at"], m["status"],
+         m["reason_code"])
+        for m in data["messages"]
+    ]  # fmt: skip
+    current().output.table(
+        data,
+        ["id", "type", "send at (local)", "send at (UTC)", "expires", "status", "reason"],
+        rows,
+        title=_describe(event, len(rows), "in all"),
+    )
 
 
 @command(events_app, "list")

@@ -16,6 +16,7 @@ from typer.core import TyperArgument, TyperCommand, TyperOption
 
 from schedctl.cli.output import warn
 from schedctl.values import MAX_ID, fixed_offset_warning
+from schedctl.vocabulary import MAX_LISTED_SLOTS
 
 Account = Annotated[
     str | None,
@@ -47,6 +48,37 @@ def _below_2_63(value: int | None) -> int | None:
     if value is not None and value > MAX_ID:
         raise typer.BadParameter("Input should be below 2^63")
     return value
+
+
+def slots_option() -> Any:
+    """``-n N``: how many slots `schedules next` and `users next` list."""
+    return typer.Option(
+        "-n",
+        "--count",
+        metavar="N",
+        min=1,
+        max=MAX_LISTED_SLOTS,
+        help=f"List N slots (default 10, at most {MAX_LISTED_SLOTS}).",
+        show_default=False,
+    )
+
+
+def from_option(what: str) -> Any:
+    """``--from TIME``: where a listing of slots starts."""
+    return typer.Option(
+        "--from",
+        metavar="TIME",
+        help=f"List {what} at or after this instant (default: now; without an offset, UTC).",
+        show_default=False,
+    )
+
+
+SLOT_COLUMNS = ["local", "UTC", "note"]
+
+
+def slot_rows(data: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """The table rows of a listing of slots (`schedules next`, `users next`)."""
+    return [(s["local"], s["utc"], s["note"]) for s in data["slots"]]
 
 
 def command_group(help_text: str) -> typer.Typer:

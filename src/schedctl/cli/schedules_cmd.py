@@ -1,5 +1,5 @@
 """`schedctl schedules create | list | show | update | pause | resume | delete | runs |
-backfill`."""
+backfill | next`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from schedctl.cli.output import warn
-from schedctl.cli.params import Account, command_group, limit_option, warn_fixed_offset
+from schedctl.cli.params import (
+    SLOT_COLUMNS,
+    Account,
+    command_group,
+    from_option,
+    limit_option,
+    slot_rows,
+    slots_option,
+    warn_fixed_offset,
+)
 from schedctl.cli.runtime import (
     CommandResult,
     command,
@@ -428,6 +437,40 @@ def backfill_command(
     else:
         human = f"recorded {data['runs_created']} run(s) for the next tick; {counts}"
     current().output.result(data, f"schedule {sid}: {human}")
+
+
+@command(schedules_app, "next")
+def next_command(
+    schedule_id: ScheduleId,
+    count: Annotated[int, slots_option()] = 10,
+    since: Annotated[str | None, from_option("the slots")] = None,
+    account: Account = None,
+) -> None:
+    """List the schedule's next slots, local and UTC, naming each DST or month-end
+    adjustment: the slots tick runs."""
+    from schedctl.cadence import parse_instant
+    from schedctl.schedules.store import upcoming
+
+    sid = parse_id(schedule_id, "schedule")
+    start = None if since is None else parse_instant(since)
+
+    def work(db: Database) -> CommandResult:
+        account_id = scope_to_account(db, account)
+        schedule, slots = upcoming(db, account_id, sid, start or db.now(), count)
+        return CommandResult(
+            {
+                "schedule": str(schedule.id),
+                "tz": schedule.cadence.tz,
+                "active": schedule.active,
+                "slots": [slot.as_dict() for slot in slots],
+                "count": len(slots),
+            }
+        )
+
+    data = run_command("schedules next", work).data
+    paused = "" if data["active"] else "; paused: none runs until it is resumed"
+    heading = f"schedule {data['schedule']} ({data['tz']}){paused}"
+    current().output.table(data, SLOT_COLUMNS, slot_rows(data), title=heading)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from schedctl.cli.params import Account, command_group, warn_fixed_offset
+from schedctl.cli.params import (
+    SLOT_COLUMNS,
+    Account,
+    command_group,
+    from_option,
+    slot_rows,
+    slots_option,
+    warn_fixed_offset,
+)
 from schedctl.cli.runtime import (
     CommandResult,
     command,
@@ -185,6 +193,42 @@ def remove_command(
         f" notification(s) and {data['digests_deleted']} digest record(s);"
         f" {data['messages_skipped']} unsent message(s) skipped ({users.USER_REMOVED})",
     )
+
+
+@command(users_app, "next")
+def next_command(
+    user: UserRef,
+    count: Annotated[int, slots_option()] = 10,
+    since: Annotated[str | None, from_option("the digest times")] = None,
+    account: Account = None,
+) -> None:
+    """List the times from which the user's next daily digests are due, local and
+    UTC, naming each DST adjustment (none when the digest is off)."""
+    from schedctl import users
+    from schedctl.cadence import parse_instant
+
+    start = None if since is None else parse_instant(since)
+
+    def work(db: Database) -> CommandResult:
+        account_id = scope_to_account(db, account)
+        at = start or db.now()
+        row, slots = db.transaction(
+            lambda conn: users.digest_times(conn, account_id, user, at, count), read_only=True
+        )
+        return CommandResult(
+            {
+                "user": str(row.id),
+                "tz": row.tz,
+                "digest_enabled": bool(row.digest_enabled),
+                "slots": [slot.as_dict() for slot in slots],
+                "count": len(slots),
+            }
+        )
+
+    data = run_command("users next", work).data
+    off = "" if data["digest_enabled"] else "; digest off"
+    heading = f"user {data['user']} ({data['tz']}){off}"
+    current().output.table(data, SLOT_COLUMNS, slot_rows(data), title=heading)
 
 
 def register(app: typer.Typer) -> None:

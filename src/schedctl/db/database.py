@@ -10,6 +10,7 @@ missing or read-only -- fail at once with exit 2.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -171,6 +172,15 @@ class Database:
     @property
     def target(self) -> str:
         return describe_target(self.url)
+
+    def for_account(self, account_id: int) -> Database:
+        """A handle on the same engine whose transactions are scoped to ``account_id``
+        (PostgreSQL's row-level security), for a process serving one account beside
+        others (the status pages). Close the original, not this one."""
+        scoped = copy.copy(self)
+        scoped.account_id = account_id
+        scoped._first_write = None
+        return scoped
 
     def close(self) -> None:
         self.engine.dispose()

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from schedctl import zones
 from schedctl.accounts import account_name
-from schedctl.cadence import Cadence, next_slot
+from schedctl.cadence import Cadence, PlannedSlot, next_slot, upcoming_slots
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.owned import get_owned
@@ -181,6 +181,16 @@ def list_schedules(db: Database, account_id: int) -> list[Schedule]:
 
 def get_schedule(db: Database, account_id: int, schedule_id: int) -> Schedule:
     return db.transaction(lambda conn: _load(conn, account_id, schedule_id), read_only=True)
+
+
+def upcoming(
+    db: Database, account_id: int, schedule_id: int, start: datetime, count: int
+) -> tuple[Schedule, list[PlannedSlot]]:
+    """A schedule and its first ``count`` slots at or after ``start``: the slots tick
+    runs (cadence.slots_after), each with the adjustment §3's rules made, if any. A
+    paused schedule's are listed too: they run once it is resumed."""
+    schedule = get_schedule(db, account_id, schedule_id)
+    return schedule, upcoming_slots(schedule.cadence, start, count)
 
 
 def update_schedule(
