@@ -1,14 +1,20 @@
 """The status pages in a real browser (SPEC §12): `schedctl serve` as a process, headless
 Chromium driven by Selenium (Debian's chromium and chromedriver: scripts/ensure-chromium).
 
-The database is filled by a real day: schedules created, `tick` running their reports
-(one query fails) and delivering to a loopback SMTP server (one address refused),
-`notify` and `digest` sending digests. Then, for every page: it renders with its
-title, the numbers it shows are the database's (read here with SQL and compared
-with text read from the DOM), a schedule named like an XSS attack shows as text, a
-375 px wide window has no horizontal scroll, and no page has a script. The token
-is sent as the Authorization header (the DevTools protocol's extra headers); without
-it a page is 401, while /healthz answers. One browser serves the whole module.
+The database is filled by a real day: schedules created, `distribute` distributing
+the day's users to two campaigns (source and destinations are SQLite files), `tick`
+running the reports (one query fails) and delivering to a loopback SMTP server (one
+address refused), `notify` and `digest` sending digests. Then, for every page: it
+renders with its title, the numbers it shows are the database's (read here with SQL
+and compared with text read from the DOM), a schedule named like an XSS attack shows
+as text, a 375 px wide window has no horizontal scroll, and no page has a script.
+The token is sent as the Authorization header (the DevTools protocol's extra
+headers); without it a page is 401, while /healthz answers. One browser serves the
+whole module.
+
+Every page is saved as a full-length PNG at 1280 and 390 px wide into
+``$SCHEDCTL_TEST_ARTIFACTS`` (default build/test-artifacts/screenshots/), named
+``<page>-<width>-<database>.png``, for a person to look at.
 """
 
 from __future__ import annotations
@@ -28,13 +34,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
 
+from schedctl.db.schema import distributions
 from schedctl.db.schema import schedules as table
-from support.cli import SCHEDCTL, process_env
+from support.cli import REPO, SCHEDCTL, process_env, run_cli
 from support.databases import pg_url
+from support.distribute import Campaign
+from support.distribute_files import Files, make_files
 from support.smtp_server import SmtpServer
 
 selenium = pytest.importorskip("selenium")
@@ -56,6 +66,19 @@ PAGES = {  # path -> the page's <title>
     "/messages?status=sent": "Messages · schedctl",
     "/messages/1": "Message 1 · schedctl",
 }
+SHOTS = {  # path -> its screenshots' name
+    "/": "overview",
+    "/schedules": "schedules",
+    "/schedules/1": "schedule-1",
+    "/messages": "messages",
+    "/messages?status=sent": "messages-sent",
+    "/messages/1": "message-1",
+}
+SHOT_WIDTHS = (1280, 390)  # a desktop's, a phone's
+ARTIFACTS = Path(
+    os.environ.get("SCHEDCTL_TEST_ARTIFACTS") or REPO / "build" / "test-artifacts" / "screenshots"
+)
+DISTRIBUTE_TZ = "Asia/Almaty"  # the distribute files' [distribute] tz
 
 if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
     pytest.skip(
@@ -88,6 +111,8 @@ class Site:
     db_url: str
     url: str
     engine: sa.Engine
+    database: str  # sqlite or postgresql
+    files: Files  # the distribution's source and destinations
 
     def query(self, sql: str, **params: Any) -> list[Any]:
         with self.engine.connect() as conn:
@@ -97,12 +122,26 @@ class Site:
         return self.query(sql, **params)[0][0]
 
 
-def fill_a_day(db_url: str, tmp: Path, smtp_port: int) -> dict[str, str]:
-    """Run the day; the settings `serve` shares with it (the config file, the quota)."""
+def fill_a_day(db_url: str, tmp: Path, smtp_port: int) -> tuple[dict[str, str], Files]:
+    """Run the day; the settings `serve` shares with it (the config file, the quota)
+    and the distribution's files."""
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    business_date = now.astimezone(ZoneInfo(DISTRIBUTE_TZ)).date()
+    (tmp / "distribute").mkdir()
+    files = make_files(
+        db_url,
+        tmp / "distribute",
+        run_cli,
+        campaigns=[
+            Campaign("SC00000001", business_date - timedelta(days=10), business_date),
+            Campaign("SC00000002", business_date, business_date + timedelta(days=30)),
+        ],
+    )
     config = tmp / "schedctl.toml"
     config.write_text(
         '[reports.queries.ok]\nsql = "select 1 as one"\n'
         '[reports.queries.broken]\nsql = "select * from no_such_table"\n'
+        + files.config("batch_size = 1000").read_text()
     )
     env = {
         "SCHEDCTL_DATABASE_URL": db_url,
@@ -112,7 +151,6 @@ def fill_a_day(db_url: str, tmp: Path, smtp_port: int) -> dict[str, str]:
         "SCHEDCTL_SMTP_PORT": str(smtp_port),
         "SCHEDCTL_DAILY_QUOTA": "500",
     }
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
     earlier = {**env, "SCHEDCTL_NOW": (now - timedelta(hours=2)).isoformat()}
     report = ["--kind", "sql", "--param", "query=ok", "--cadence", "daily"]
     at = (now - timedelta(hours=1)).strftime("%H:%M")
@@ -134,9 +172,10 @@ def fill_a_day(db_url: str, tmp: Path, smtp_port: int) -> dict[str, str]:
     ]:  # fmt: skip
         schedctl(args, earlier)
     schedctl(["notify", "--user", "u1@example.com", "--title", "report ready"], earlier)
+    schedctl(["distribute"], {**env, "SCHEDCTL_NOW": now.isoformat()})
     schedctl(["tick"], {**env, "SCHEDCTL_NOW": now.isoformat()})
     schedctl(["digest"], {**env, "SCHEDCTL_NOW": now.isoformat()})
-    return {"SCHEDCTL_CONFIG": str(config), "SCHEDCTL_DAILY_QUOTA": "500"}
+    return {"SCHEDCTL_CONFIG": str(config), "SCHEDCTL_DAILY_QUOTA": "500"}, files
 
 
 def free_port() -> int:
@@ -203,10 +242,10 @@ def site(
         db_url = f"sqlite:///{tmp / 'schedctl.db'}"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), tmp / "schedctl.db")
     with SmtpServer(rcpt_replies={"bad@example.com": "550 5.1.1 no such user"}) as smtp:
-        settings = fill_a_day(db_url, tmp, smtp.port)
+        settings, files = fill_a_day(db_url, tmp, smtp.port)
     engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
     with serving(db_url, settings) as url:
-        yield Site(db_url, url, engine)
+        yield Site(db_url, url, engine, request.param, files)
     engine.dispose()
     if request.param == "postgresql":
         databases.release(name)
@@ -279,6 +318,27 @@ def test_the_front_page_numbers_are_the_databases(browser: webdriver.Chrome, sit
     rows = browser.find_elements(By.CSS_SELECTOR, "#heartbeat tbody tr")
     commands = {row.get_attribute("data-command") for row in rows}
     assert {"tick", "digest"} <= commands
+
+
+def test_the_latest_distribution_is_the_databases(browser: webdriver.Chrome, site: Site) -> None:
+    with site.engine.connect() as conn:  # the table's types decode the date and the plan
+        latest = conn.execute(
+            sa.select(distributions).order_by(distributions.c.business_date.desc()).limit(1)
+        ).one()
+    written = sum(len(site.files.rows("dssb", t)) for t in ("sc_control", "sc_target"))
+    open_page(browser, site, "/")
+
+    assert text(browser, "distribution-date") == latest.business_date.isoformat()
+    assert text(browser, "distribution-status") == latest.status
+    assert int(text(browser, "distribution-users")) == latest.users
+    assert int(text(browser, "distribution-campaigns")) == len(latest.plan["campaigns"])
+    # The day's run did what it was meant to: every user of the source, in two campaigns,
+    # written to the destinations.
+    today = datetime.now(UTC).astimezone(ZoneInfo(DISTRIBUTE_TZ)).date()
+    assert latest.business_date in (today, today - timedelta(days=1))  # across midnight
+    assert latest.status == "completed"
+    assert latest.users == len(site.files.ids) == written
+    assert len(latest.plan["campaigns"]) == 2
 
 
 def test_the_schedule_pages_show_the_databases_schedules_and_runs(
@@ -358,6 +418,36 @@ def test_a_phone_wide_window_has_no_horizontal_scroll(
             )
             assert inner <= 400, "the window is not phone-wide"
             assert width <= inner, f"{path}: {width} px wide in a {inner} px window"
+    finally:
+        browser.set_window_size(1280, 900)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """A PNG's width and height, from its IHDR chunk."""
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", path
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+def test_every_page_is_saved_as_a_full_length_screenshot_at_desktop_and_phone_width(
+    browser: webdriver.Chrome, site: Site
+) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        for width in SHOT_WIDTHS:
+            for path, name in SHOTS.items():
+                browser.set_window_size(width, 600)  # shorter than any page: scrollHeight
+                open_page(browser, site, path)  # is then the page's own length
+                height, chrome, scroll_width, inner = browser.execute_script(
+                    "const d = document.documentElement;"
+                    " return [d.scrollHeight, window.outerHeight - window.innerHeight,"
+                    " d.scrollWidth, window.innerWidth]"
+                )
+                browser.set_window_size(width, height + chrome)  # the page's height inside
+                shot = ARTIFACTS / f"{name}-{width}-{site.database}.png"
+                assert browser.save_screenshot(str(shot)), shot
+                assert png_size(shot) == (width, height), shot
+                assert scroll_width <= inner, f"{path}: {scroll_width} px wide at {width} px"
     finally:
         browser.set_window_size(1280, 900)
 

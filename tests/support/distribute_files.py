@@ -8,7 +8,7 @@ import email
 import email.policy
 import random
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -101,8 +101,14 @@ def _table(conn: sqlite3.Connection, name: str) -> None:
     )
 
 
-def make_files(db_url: str, tmp_path: Path, cli: Callable[..., Result]) -> Files:
-    """The day's source, campaigns and destinations (the ``files`` fixture)."""
+def make_files(
+    db_url: str,
+    tmp_path: Path,
+    cli: Callable[..., Result],
+    campaigns: Sequence[Campaign] = CAMPAIGNS,
+) -> Files:
+    """The day's source, campaigns and destinations (the ``files`` fixture); other
+    ``campaigns`` for a day other than DAY."""
     rng = random.Random(5)
     ids = {f"{rng.randrange(10**11, 10**12)}": (f"t{n % 7}", None) for n in range(400)}
     with sqlite3.connect(tmp_path / "source.db") as conn:
@@ -113,7 +119,7 @@ def make_files(db_url: str, tmp_path: Path, cli: Callable[..., Result]) -> Files
         conn.execute("CREATE TABLE theories (theory_id TEXT, theory_start_date, theory_end_date)")
         conn.executemany(
             "INSERT INTO theories VALUES (?, ?, ?)",
-            [(c.id, c.start.isoformat(), c.end.isoformat()) for c in CAMPAIGNS],
+            [(c.id, c.start.isoformat(), c.end.isoformat()) for c in campaigns],
         )
         _table(conn, "sc_control")
         _table(conn, "sc_target")
