@@ -92,3 +92,34 @@ def test_readme_shows_the_examples_as_shipped() -> None:
     workflow = (REPO / "examples" / "github-actions" / "schedctl.yml").read_text()
     steps = textwrap.dedent(workflow[workflow.index("    steps:\n") :])
     assert _block(readme, "### From GitHub Actions", "yaml") == steps
+
+
+def _console(block: str) -> list[tuple[str, str]]:
+    """A console block's `$ schedctl ...` commands (a trailing backslash continues
+    one), each with the lines shown after it: what it prints on stdout."""
+    commands: list[tuple[str, list[str]]] = []
+    for line in block.replace("\\\n", " ").splitlines():
+        if line.startswith("$ "):
+            commands.append((line[2:], []))
+        else:
+            commands[-1][1].append(line)
+    return [(command, "\n".join(shown)) for command, shown in commands]
+
+
+def test_the_readmes_dst_example_prints_what_it_shows(
+    cli: CliRunner, db_url: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "schedctl.toml"
+    config.write_text('[reports.queries.revenue]\nsql = "select 1 as one"\n')
+    readme = (REPO / "README.md").read_text()
+    commands = _console(_block(readme, "## Schedules and tick", "console"))
+    assert [c.split()[:3] for c, _ in commands] == [
+        ["schedctl", "schedules", "create"],
+        ["schedctl", "schedules", "next"],
+        ["schedctl", "schedules", "next"],
+    ]
+    for command, shown in commands:
+        # On a new database, as a reader following the README has.
+        result = cli(*shlex.split(command)[1:], db_url=db_url, env={"SCHEDCTL_CONFIG": str(config)})
+        assert result.returncode == 0, (command, result.stderr)
+        assert result.stdout.rstrip("\n") == shown, command

@@ -486,6 +486,25 @@ def test_metrics_are_served_with_the_token(site: Site) -> None:
     )
 
 
+def test_the_readmes_prometheus_scrape_config_reads_the_metrics(site: Site) -> None:
+    """The job the README shows, as Prometheus sends it: its path, its authorization
+    type, and the token as credentials_file holds it."""
+    import yaml
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("### Monitoring: metrics (Prometheus)") :]
+    start = section.index("```yaml\n") + len("```yaml\n")
+    (job,) = yaml.safe_load(section[start : section.index("```\n", start)])["scrape_configs"]
+    authorization = job["authorization"]
+    assert set(authorization) == {"type", "credentials_file"}
+
+    request = urllib.request.Request(f"{site.url}{job['metrics_path']}")  # noqa: S310 (loopback)
+    request.add_header("Authorization", f"{authorization['type']} {TOKEN}")
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 (loopback)
+        assert answer.status == 200
+        assert b"schedctl_info{" in answer.read()
+
+
 def test_the_badges_are_svg_of_the_heartbeat(site: Site) -> None:
     """digest succeeded a moment ago: green; tick's runs had failures (exit 1), so it
     never succeeded: unknown, as `heartbeat` judges it."""
