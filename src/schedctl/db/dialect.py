@@ -449,6 +449,18 @@ def analyze(conn: sa.Connection, table: sa.Table) -> None:
         conn.exec_driver_sql(f"ANALYZE {conn.dialect.identifier_preparer.format_table(table)}")
 
 
+def first_of_each(
+    columns: Sequence[sa.ColumnElement[Any]],
+    key: sa.ColumnElement[Any],
+    order: sa.ColumnElement[Any],
+) -> sa.Select[Any]:
+    """SELECT ``columns`` of the first row by ``order`` of each value of ``key``:
+    PostgreSQL's DISTINCT ON (`Capabilities.set_based`), one sort and no window."""
+    from sqlalchemy.dialects.postgresql import distinct_on
+
+    return sa.select(*columns).ext(distinct_on(key)).order_by(key, order)
+
+
 # HMAC's pads (RFC 2104) for SHA-256, whose block is 64 bytes.
 _HMAC_BLOCK = 64
 
@@ -541,6 +553,15 @@ def prefer_index_probes(conn: sa.Connection) -> None:
             "SELECT set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true),"
             " set_config('plan_cache_mode', 'force_custom_plan', true)"
         )
+
+
+def commit_without_flush(conn: sa.Connection) -> None:
+    """Let this transaction's commit return before its record reaches the disk
+    (PostgreSQL's synchronous_commit off, for this transaction only): for a record
+    whose loss in a crash of the database server costs a repeat of safe work, never
+    a wrong result. SQLite: nothing."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
 
 
 def set_local_time_zone(conn: sa.Connection, zone: str) -> None:

@@ -6,8 +6,11 @@ database. Queries run in read-only transactions (`dialect.begin_read_only`); the
 source is streamed in chunks. A batch is written to a destination in one
 transaction that locks the table for writers (`dialect.lock_for_insert`), finds the
 batch's (ID, campaign) pairs already there -- the destination compares the IDs, as
-its ID column's type (`existing_query`) -- and inserts the rest, so a batch copied
-twice -- a rerun after a crash, or two runs racing -- is written once.
+its ID column's type -- and inserts the rest, so a batch copied twice -- a rerun
+after a crash, or two runs racing -- is written once. On PostgreSQL
+(`Capabilities.set_based`) that is one INSERT ... SELECT ... WHERE NOT EXISTS over
+the batch bound as two JSON arrays; elsewhere a query for the IDs present
+(`existing_query`) and a bulk insert of the others.
 
 Errors become `StageError`s naming the stage (``source``, ``campaigns``, ``control``,
 ``target``, ``mirror``): exit 75 when the database is unavailable (rerun later),
@@ -376,13 +379,12 @@ class DestinationWriter:
         def work(conn: sa.Connection) -> BatchResult:
             dialect.set_local_time_zone(conn, self.tz)
             dialect.lock_for_insert(conn, table)
-            if dialect.capabilities(conn.dialect).set_based:
+            if self.db.capabilities.set_based:
                 inserted = self._insert_set_based(conn, batch, group_ids)
                 return BatchResult(inserted=inserted, existing=len(batch) - inserted)
             rows = self.rows(batch)
-            ids = [r[self.destination.columns["id"]] for r in rows]
-            present = self.present(conn, ids, group_ids, lock=True)
             id_column = self.destination.columns["id"]
+            present = self.present(conn, [r[id_column] for r in rows], group_ids, lock=True)
             missing = [r for r in rows if r[id_column] not in present]
             dialect.bulk_insert(conn, table, missing)
             return BatchResult(inserted=len(missing), existing=len(rows) - len(missing))

@@ -3,10 +3,11 @@
 1. A date whose distribution is completed answers ``already_done`` at once.
 2. Without a stored plan: read the campaigns (none active: ``skipped``), then, in one
    transaction of schedctl's database that creates or locks the date's row, stream
-   the source, store each distinct ID with its keyed hash, number them in hash order
-   and give each its campaign and group (`store.assign`), store the destinations'
-   progress rows and take the day's lease. No users: ``skipped``. A process killed
-   here leaves nothing; a second run waits for the row and finds the plan.
+   the source into the planner (`store.planner`), which keeps each distinct ID with
+   its keyed hash, numbers them in hash order and gives each its campaign and group;
+   store the destinations' progress rows and take the day's lease. No users:
+   ``skipped``. A process killed here leaves nothing; a second run waits for the
+   row and finds the plan.
 3. With the plan stored (now, or by an earlier run that died): hold the day's lease
    -- waiting while another live run holds it, up to ``[distribute] wait``, and
    answering ``already_done`` if that run completes it -- then copy the plan to each

@@ -3,12 +3,13 @@
 A business date has one ``distributions`` row (UNIQUE). The plan -- every distinct
 user of the day with their position in the keyed-hash order, campaign and group --
 is written in the same transaction that creates (or locks) that row and marks it
-``planned``: a process killed while planning leaves nothing, and a second process
-planning the same date waits on the row (the unique key on PostgreSQL, the write
-lock on SQLite) and then finds the plan made. Copying runs under the day's lease
-(`DayLease`, the one place this module touches `schedctl.leases`); each batch
-copied to a destination is recorded in ``distribution_destinations`` together with
-a renewal of the lease.
+``planned`` (`planner`: set-based in the database on PostgreSQL, row by row on
+SQLite; the same plan): a process killed while planning leaves nothing, and a
+second process planning the same date waits on the row (the unique key on
+PostgreSQL, the write lock on SQLite) and then finds the plan made. Copying runs
+under the day's lease (`DayLease`, the one place this module touches
+`schedctl.leases`); each batch copied to a destination is recorded in
+``distribution_destinations`` together with a renewal of the lease.
 """
 
 from __future__ import annotations
@@ -311,13 +312,14 @@ class SetPlanner:
         """De-duplicate the users read (the first row of an ID wins): the IDs compare
         byte by byte, as the plan's key compares them, which COLLATE "C" sorts by."""
         s = self.staged.c
-        nth = sa.func.row_number().over(partition_by=s.user_id.collate("C"), order_by=s.ord)
-        firsts = sa.select(*self.staged.columns, nth.label("nth")).subquery()
+        firsts = dialect.first_of_each(
+            list(self.staged.columns), s.user_id.collate("C"), s.ord
+        ).subquery()
         distinct = sa.select(
             firsts.c.user_id,
             dialect.hmac_sha256(self.key, firsts.c.user_id),
             self._extras_json(firsts),
-        ).where(firsts.c.nth == 1)
+        )
         statement = self.distinct.insert().from_select(["user_id", "sort_key", "extras"], distinct)
         inserted = self.conn.execute(statement.execution_options(preserve_rowcount=True))
         dialect.analyze(self.conn, self.distinct)
@@ -556,9 +558,15 @@ def record_batch(
     finished: bool,
 ) -> bool:
     """Record a batch copied to a destination and renew the lease; False (nothing
-    recorded) when another run has taken the day over."""
+    recorded) when another run has taken the day over.
+
+    The batch is committed in the destination before this is recorded, and the
+    record's commit does not wait for the disk (`dialect.commit_without_flush`): a
+    record lost in a crash of schedctl's database only makes the rerun check that
+    batch again, and write nothing twice."""
     if not lease.renew(conn, day_id):
         return False
+    dialect.commit_without_flush(conn)
     dd = distribution_destinations.c
     conn.execute(
         distribution_destinations.update()
