@@ -443,10 +443,13 @@ def copy_rows(
 
 def analyze(conn: sa.Connection, table: sa.Table) -> None:
     """Refresh the planner's statistics of a table just filled, so that the next
-    statements are planned for its size (PostgreSQL; a role that does not own the
-    table gets a warning from the server, not an error). SQLite: nothing."""
+    statements are planned for its size (PostgreSQL; SQLite: nothing). Never waits:
+    while another process analyses or vacuums the table it is skipped (SKIP_LOCKED),
+    as it is, with a warning from the server and no error, for a role that does not
+    own the table."""
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"ANALYZE {conn.dialect.identifier_preparer.format_table(table)}")
+        name = conn.dialect.identifier_preparer.format_table(table)
+        conn.exec_driver_sql(f"ANALYZE (SKIP_LOCKED) {name}")
 
 
 def first_of_each(

@@ -297,7 +297,7 @@ class SetPlanner:
             sa.Column("extras", sa.Text),
             **temporary,
         )
-        metadata.create_all(conn)
+        metadata.create_all(conn, checkfirst=False)
 
     def add(self, users: Sequence[tuple[str, Sequence[Any]]]) -> None:
         first = self.read
