@@ -9,7 +9,7 @@ data sources and destinations (also MySQL/MariaDB and Oracle), a read-only
 transaction, the lock that serialises writers of a destination table and the
 fastest bulk insert (COPY on PostgreSQL), and the pieces of its set-based path
 (`Capabilities.set_based`): COPY into a table, an HMAC computed in SQL, rows from
-text arrays, a column's type as the database spells it.
+JSON arrays, a column's type as the database spells it.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ class Capabilities:
     # long transaction gives up with "database is locked", as if unavailable.
     single_writer: bool
     # Bulk work as a few set-based statements (PostgreSQL): COPY into a temporary
-    # table, text arrays bound as one parameter and unnested into rows, sha256() in
-    # SQL, ANALYZE. `distribute` then plans a day (store.SetPlanner) and copies a
+    # table, a batch bound as JSON arrays and read back as rows, sha256() in SQL,
+    # DISTINCT ON, ANALYZE. `distribute` then plans a day (store.SetPlanner) and copies a
     # batch to a destination (`endpoints.DestinationWriter`) in the database;
     # elsewhere it works through the rows in Python, batch by batch. This flag is
     # the one place that decides which.
@@ -483,16 +483,17 @@ def hmac_sha256(key: bytes, value: sa.ColumnElement[Any]) -> sa.ColumnElement[by
     return sa.func.sha256(outer.op("||")(inner_hash), type_=sa.LargeBinary)
 
 
-def json_array_rows(text: str, json_column: str) -> sa.Subquery:
+def json_array_rows(texts: str, values: str) -> sa.Subquery:
     """A FROM item (``batch``) of one row per element of two JSON arrays of the same
-    length, bound whole as ``:text`` and ``:json_column``: column ``text`` the first
-    array's strings as text, ``json_column`` the second's values as JSON
-    (PostgreSQL's ROWS FROM, `Capabilities.set_based`). A batch of any length is
-    then two parameters, which psycopg passes without looking at each value."""
+    length, each bound whole as one parameter (``:texts``, ``:values``): column
+    ``texts`` the first array's strings as text, column ``values`` the second's
+    elements as JSON (PostgreSQL's ROWS FROM, `Capabilities.set_based`). A batch of
+    any length is two parameters, which psycopg passes without looking at each
+    value."""
     rows = sa.text(
-        f"SELECT * FROM ROWS FROM (json_array_elements_text(CAST(:{text} AS json)),"
-        f" json_array_elements(CAST(:{json_column} AS json))) AS batch({text}, {json_column})"
-    ).columns(sa.column(text, sa.Text), sa.column(json_column, sa.JSON))
+        f"SELECT * FROM ROWS FROM (json_array_elements_text(CAST(:{texts} AS json)),"
+        f" json_array_elements(CAST(:{values} AS json))) AS batch({texts}, {values})"
+    ).columns(sa.column(texts, sa.Text), sa.column(values, sa.JSON))
     return rows.subquery("batch")
 
 
@@ -546,7 +547,7 @@ def prefer_index_probes(conn: sa.Connection) -> None:
     for every batch -- a cost that grows with the table -- until autovacuum's
     ANALYZE comes round. With sequential scans costed out, a batch's IDs are probed
     in the ID column's index, at the same cost at any size; a table with no such
-    index is still read once per batch (no plan is left). Plans are made for every
+    index is still read, once per batch, by the one plan left. Plans are made for every
     execution (a generic plan cached while the table was small would stay), and
     without JIT compilation, which the costed-out scans would set off at every
     execution for tens of milliseconds each.

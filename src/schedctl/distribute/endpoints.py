@@ -420,8 +420,12 @@ class DestinationWriter:
         batch = dialect.json_array_rows("ids", "extras")
         values: dict[str, sa.ColumnElement[Any]] = {}
         for role, column in columns.items():
-            given = batch.c.ids if role == "id" else sa.bindparam(f"const_{role}", type_=sa.Text)
-            values[column] = dialect.from_text(given, types.get(column))
+            if role == "id":
+                values[column] = dialect.from_text(batch.c.ids, types.get(column))
+            else:  # the same for every row: read once per batch (a subquery's InitPlan)
+                given = sa.bindparam(f"const_{role}", type_=sa.Text)
+                once = sa.select(dialect.from_text(given, types.get(column)))
+                values[column] = once.scalar_subquery()
         for column, source in self.extra_sources.items():
             extra = batch.c.extras[source].as_string()
             values[column] = dialect.from_text(extra, types.get(column))
