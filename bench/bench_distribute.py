@@ -10,8 +10,10 @@ Two figures per size, each in a fresh child process on fresh tables:
   them, target and mirror for the rest -- with a group id made in Python. No plan, no
   hash order, no crash safety: the floor for moving these rows;
 - schedctl: `distribute.run.run_distribute` as the command calls it: the plan stored
-  in one transaction, ordered by keyed hash, split, then copied in batches (COPY)
-  with an existence check and a progress record per batch.
+  in one transaction (on PostgreSQL: the source COPYed into a temporary table,
+  de-duplicated, keyed-hashed, numbered and split by the database), then copied in
+  batches -- one INSERT ... SELECT ... WHERE NOT EXISTS each, the existence check
+  included -- with a progress record per batch.
 
 rows/s counts distinct users distributed per second (each written to one or two
 tables). Peak memory is the child's peak RSS (VmHWM from /proc/self/status, not

@@ -296,20 +296,18 @@ def check_mirror(
                 for first in range(slot.first, slot.last + 1, settings.reconcile_batch_size):
                     upto = min(slot.last, first + settings.reconcile_batch_size - 1)
                     read = functools.partial(
-                        store.read_plan_rows, day_id=day.id, first=first, last=upto
+                        store.read_plan_batch, day_id=day.id, first=first, last=upto
                     )
-                    rows = db.transaction(read, read_only=True)
-                    values = [
-                        writer.row_values(
-                            r.user_id, r.group_id, slot.campaign, inserted_at, r.extras
-                        )
-                        for r in rows
-                    ]
+                    users = db.transaction(read, read_only=True)
+                    batch = endpoints.Batch(
+                        users.ids, users.extras, users.size,
+                        slot.group_id, slot.campaign, inserted_at,
+                    )  # fmt: skip
                     wanted = group_ids[slot.campaign.id]
-                    absent = writer.absent(values, wanted)
-                    checked += len(rows)
+                    absent = writer.absent(batch, wanted)
+                    checked += len(batch)
                     missing += len(absent)
-                    if repair and absent:
+                    if repair and len(absent):
                         result = writer.write(absent, wanted)
                         repaired += int(result.inserted)
                         elsewhere += int(result.existing)

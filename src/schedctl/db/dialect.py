@@ -7,17 +7,20 @@ migration lock, the row-level-security scope and the :class:`Capabilities` flags
 the rest of schedctl asks instead of a dialect's name -- and, for `distribute`'s
 data sources and destinations (also MySQL/MariaDB and Oracle), a read-only
 transaction, the lock that serialises writers of a destination table and the
-fastest bulk insert (COPY on PostgreSQL).
+fastest bulk insert (COPY on PostgreSQL), and the pieces of its set-based path
+(`Capabilities.set_based`): COPY into a table, an HMAC computed in SQL, rows from
+JSON arrays, a column's type as the database spells it.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 import sqlite3
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -52,11 +55,22 @@ class Capabilities:
     # One write lock for the whole database (SQLite): a writer waiting for another's
     # long transaction gives up with "database is locked", as if unavailable.
     single_writer: bool
+    # Bulk work as a few set-based statements (PostgreSQL): COPY into a temporary
+    # table, a batch bound as JSON arrays and read back as rows, sha256() in SQL,
+    # DISTINCT ON, ANALYZE. `distribute` then plans a day (store.SetPlanner) and copies a
+    # batch to a destination (`endpoints.DestinationWriter`) in the database;
+    # elsewhere it works through the rows in Python, batch by batch. This flag is
+    # the one place that decides which.
+    set_based: bool
 
 
 @functools.cache
 def _capabilities(name: str) -> Capabilities:
-    return Capabilities(row_level_security=name == "postgresql", single_writer=name == "sqlite")
+    return Capabilities(
+        row_level_security=name == "postgresql",
+        single_writer=name == "sqlite",
+        set_based=name == "postgresql",
+    )
 
 
 def capabilities(sa_dialect: sa.Dialect) -> Capabilities:
@@ -397,6 +411,15 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, A
         conn.execute(table.insert(), list(rows))
         return
     columns = list(rows[0])
+    copy_rows(conn, table, columns, ([row[c] for c in columns] for row in rows))
+
+
+def copy_rows(
+    conn: sa.Connection, table: sa.Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    """COPY rows (value sequences in the order of ``columns``) into ``table``
+    (PostgreSQL: `Capabilities.set_based`). Each value goes as its text, which the
+    column's type reads as it reads any input."""
     prepare = conn.dialect.identifier_preparer
     statement = (
         f"COPY {prepare.format_table(table)} ({', '.join(prepare.quote(c) for c in columns)})"
@@ -406,7 +429,7 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, A
     try:
         with cursor.copy(statement) as copy:
             for row in rows:
-                copy.write_row([row[c] for c in columns])
+                copy.write_row(row)
     except conn.dialect.loaded_dbapi.Error as exc:
         # COPY goes round SQLAlchemy: wrap its errors as SQLAlchemy wraps the others
         # (a unique violation or a trigger's exception is then an IntegrityError or
@@ -416,6 +439,133 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, rows: Sequence[dict[str, A
             statement, None, exc, conn.dialect.loaded_dbapi.Error,
             connection_invalidated=lost, dialect=conn.dialect,
         ) from exc  # fmt: skip
+
+
+def analyze(conn: sa.Connection, table: sa.Table) -> None:
+    """Refresh the planner's statistics of a table just filled, so that the next
+    statements are planned for its size (PostgreSQL; SQLite: nothing). Never waits:
+    while another process analyses or vacuums the table it is skipped (SKIP_LOCKED),
+    as it is, with a warning from the server and no error, for a role that does not
+    own the table."""
+    if conn.dialect.name == "postgresql":
+        name = conn.dialect.identifier_preparer.format_table(table)
+        conn.exec_driver_sql(f"ANALYZE (SKIP_LOCKED) {name}")
+
+
+def first_of_each(
+    columns: Sequence[sa.ColumnElement[Any]],
+    key: sa.ColumnElement[Any],
+    order: sa.ColumnElement[Any],
+) -> sa.Select[Any]:
+    """SELECT ``columns`` of the first row by ``order`` of each value of ``key``:
+    PostgreSQL's DISTINCT ON (`Capabilities.set_based`), one sort and no window."""
+    from sqlalchemy.dialects.postgresql import distinct_on
+
+    return sa.select(*columns).ext(distinct_on(key)).order_by(key, order)
+
+
+# HMAC's pads (RFC 2104) for SHA-256, whose block is 64 bytes.
+_HMAC_BLOCK = 64
+
+
+def hmac_sha256(key: bytes, value: sa.ColumnElement[Any]) -> sa.ColumnElement[bytes]:
+    """HMAC-SHA256(key, value encoded as UTF-8), computed by the database: the same
+    bytes as Python's ``hmac.new(key, value.encode(), sha256).digest()``, from
+    PostgreSQL's sha256() (`Capabilities.set_based`) and the RFC's definition,
+    H((K ^ opad) || H((K ^ ipad) || message)), the pads computed here."""
+    if len(key) > _HMAC_BLOCK:
+        key = hashlib.sha256(key).digest()
+    block = key.ljust(_HMAC_BLOCK, b"\0")
+    inner = sa.literal(bytes(b ^ 0x36 for b in block), sa.LargeBinary)
+    outer = sa.literal(bytes(b ^ 0x5C for b in block), sa.LargeBinary)
+    message = sa.func.convert_to(value, sa.literal("UTF8"), type_=sa.LargeBinary)
+    inner_hash = sa.func.sha256(inner.op("||")(message), type_=sa.LargeBinary)
+    return sa.func.sha256(outer.op("||")(inner_hash), type_=sa.LargeBinary)
+
+
+def json_array_rows(texts: str, values: str) -> sa.Subquery:
+    """A FROM item (``batch``) of one row per element of two JSON arrays of the same
+    length, each bound whole as one parameter (``:texts``, ``:values``): column
+    ``texts`` the first array's strings as text, column ``values`` the second's
+    elements as JSON (PostgreSQL's ROWS FROM, `Capabilities.set_based`). A batch of
+    any length is two parameters, which psycopg passes without looking at each
+    value."""
+    rows = sa.text(
+        f"SELECT * FROM ROWS FROM (json_array_elements_text(CAST(:{texts} AS json)),"
+        f" json_array_elements(CAST(:{values} AS json))) AS batch({texts}, {values})"
+    ).columns(sa.column(texts, sa.Text), sa.column(values, sa.JSON))
+    return rows.subquery("batch")
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    """A column's type as the database spells it, and whether it holds text."""
+
+    spelled: str
+    text: bool
+
+
+def column_types(conn: sa.Connection, table: sa.Table) -> dict[str, ColumnType]:
+    """The types of ``table``'s columns, by name, from PostgreSQL's catalog
+    (`Capabilities.set_based`); empty for a missing table (the statement that needs
+    it then fails naming it). A type is spelled as format_type() writes it, so any
+    type -- a domain, an extension's -- can be cast to; the text types are the
+    string category (text, varchar, char, ...)."""
+    name = conn.dialect.identifier_preparer.format_table(table)
+    rows = conn.execute(
+        sa.text(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), t.typcategory"
+            " FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
+            " WHERE a.attrelid = to_regclass(:name) AND a.attnum > 0 AND NOT a.attisdropped"
+        ),
+        {"name": name},
+    )
+    return {column: ColumnType(spelled, category == "S") for column, spelled, category in rows}
+
+
+def from_text(
+    value: sa.ColumnElement[Any], column_type: ColumnType | None
+) -> sa.ColumnElement[Any]:
+    """A value given as text, as it goes into (or is compared with) a column of
+    ``column_type`` (`column_types`), read the way COPY reads it: a text type takes
+    it as it is (a value too long for a VARCHAR(n) or CHAR(n) is refused; compared,
+    CHAR's padding does not count), any other type gets a CAST, which reads the
+    text with the type's own input (``000000000150`` is the number 150). Unknown
+    type: as it is."""
+    if column_type is None or column_type.text:
+        return value
+    return sa.cast(value, _Spelled(column_type.spelled))
+
+
+def prefer_index_probes(conn: sa.Connection) -> None:
+    """Plan the rest of this transaction's statements to look rows up by an index
+    rather than by reading a whole table, and for the tables as they are now
+    (PostgreSQL).
+
+    A destination table created just before a run has no statistics yet: the
+    planner then guesses that each ID matches many rows, and reads the whole table
+    for every batch -- a cost that grows with the table -- until autovacuum's
+    ANALYZE comes round. With sequential scans costed out, a batch's IDs are probed
+    in the ID column's index, at the same cost at any size; a table with no such
+    index is still read, once per batch, by the one plan left. Plans are made for every
+    execution (a generic plan cached while the table was small would stay), and
+    without JIT compilation, which the costed-out scans would set off at every
+    execution for tens of milliseconds each.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(
+            "SELECT set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true),"
+            " set_config('plan_cache_mode', 'force_custom_plan', true)"
+        )
+
+
+def commit_without_flush(conn: sa.Connection) -> None:
+    """Let this transaction's commit return before its record reaches the disk
+    (PostgreSQL's synchronous_commit off, for this transaction only): for a record
+    whose loss in a crash of the database server costs a repeat of safe work, never
+    a wrong result. SQLite: nothing."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
 
 
 def set_local_time_zone(conn: sa.Connection, zone: str) -> None:

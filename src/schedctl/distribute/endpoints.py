@@ -6,8 +6,11 @@ database. Queries run in read-only transactions (`dialect.begin_read_only`); the
 source is streamed in chunks. A batch is written to a destination in one
 transaction that locks the table for writers (`dialect.lock_for_insert`), finds the
 batch's (ID, campaign) pairs already there -- the destination compares the IDs, as
-its ID column's type (`existing_query`) -- and inserts the rest, so a batch copied
-twice -- a rerun after a crash, or two runs racing -- is written once.
+its ID column's type -- and inserts the rest, so a batch copied twice -- a rerun
+after a crash, or two runs racing -- is written once. On PostgreSQL
+(`Capabilities.set_based`) that is one INSERT ... SELECT ... WHERE NOT EXISTS over
+the batch bound as two JSON arrays; elsewhere a query for the IDs present
+(`existing_query`) and a bulk insert of the others.
 
 Errors become `StageError`s naming the stage (``source``, ``campaigns``, ``control``,
 ``target``, ``mirror``): exit 75 when the database is unavailable (rerun later),
@@ -16,7 +19,8 @@ Errors become `StageError`s naming the stage (``source``, ``campaigns``, ``contr
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -50,20 +54,24 @@ def open_endpoint(url: str, retry_seconds: float) -> Database:
 
 
 @contextmanager
-def stage(name: str, db: Database | None, ids: Sequence[str] = ()) -> Iterator[None]:
-    """Errors inside become a StageError for ``name``, scrubbed of ``ids``."""
+def stage(
+    name: str, db: Database | None, private: Callable[[], Sequence[str]] = list
+) -> Iterator[None]:
+    """Errors inside become a StageError for ``name``, scrubbed of the values
+    ``private`` gives (asked only when there is an error)."""
     where = f" ({db.target})" if db is not None else ""
     try:
         yield
     except StageError:
         raise
     except DatabaseUnavailable as exc:
+        ids = private()
         text = scrub(exc.message.removeprefix("database unavailable "), ids)
         raise StageError(name, f"{name} database unavailable {text}", temporary=True) from None
     except SchedctlError as exc:
-        raise StageError(name, f"{name}{where}: {scrub(exc.message, ids)}") from None
+        raise StageError(name, f"{name}{where}: {scrub(exc.message, private())}") from None
     except sa.exc.SQLAlchemyError as exc:
-        text = scrub(first_line(exc), ids)
+        text = scrub(first_line(exc), private())
         if is_transient(exc):
             raise StageError(
                 name, f"{name} database unavailable{where}: {text}", temporary=True
@@ -236,13 +244,55 @@ def existing_query(
 
 
 @dataclass(frozen=True)
+class Batch:
+    """Consecutive users of one slot of the plan (one campaign and group), to be
+    written to a destination, with what every row of the batch shares. The users
+    are two JSON arrays of the same length: their IDs, and their extra columns as
+    the plan stores them (an object, or null)."""
+
+    ids: str
+    extras: str
+    size: int
+    group_id: str
+    campaign: Campaign
+    inserted_at: datetime
+
+    def __len__(self) -> int:
+        return self.size
+
+    def users(self) -> list[tuple[str, dict[str, Any]]]:
+        """(ID, extra columns by name) of each user, in order."""
+        extras = json.loads(self.extras)
+        return [(i, e or {}) for i, e in zip(json.loads(self.ids), extras, strict=True)]
+
+    def without(self, ids: set[str]) -> Batch:
+        """The batch less the users whose ID is in ``ids``."""
+        kept = [(i, e) for i, e in zip(json.loads(self.ids), json.loads(self.extras), strict=True)]
+        kept = [(i, e) for i, e in kept if i not in ids]
+        return Batch(
+            json.dumps([i for i, _ in kept]), json.dumps([e for _, e in kept], ensure_ascii=False),
+            len(kept), self.group_id, self.campaign, self.inserted_at,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class BatchResult:
     inserted: int
     existing: int
 
 
 class DestinationWriter:
-    """Writes plan batches to one destination table."""
+    """Writes plan batches to one destination table.
+
+    A batch is written in one transaction of the destination that holds the table's
+    write lock (`dialect.lock_for_insert`), checks which of the batch's IDs the table
+    has already under the campaign's group ids and inserts the others. Where the
+    destination can (`Capabilities.set_based`) that is one statement -- INSERT ...
+    SELECT from the batch's IDs and extra columns, bound as arrays, WHERE NOT EXISTS
+    -- with every value read by the column's own type, as COPY would read it
+    (`dialect.from_text`); elsewhere a query finds the IDs present and the others
+    are inserted in bulk.
+    """
 
     def __init__(
         self,
@@ -255,9 +305,13 @@ class DestinationWriter:
         self.tz = tz
         self.db = open_endpoint(destination.database_url, retry_seconds)
         self.table = destination_table(destination, extra_names)
+        # Destination column -> the plan's extra column it is given.
+        mapping = destination.extra_columns
+        self.extra_sources = dict(mapping) if mapping is not None else {n: n for n in extra_names}
         # The ID column's type, read once (`dialect.id_column_type`).
         self._id_type: sa.types.TypeEngine[Any] | None = None
         self._id_type_read = False
+        self._insert_missing: sa.Insert | None = None  # set-based: built once
 
     def close(self) -> None:
         self.db.close()
@@ -279,12 +333,15 @@ class DestinationWriter:
             "inserted_at": inserted_at,
         }
         row = {col: values[role] for role, col in self.destination.columns.items()}
-        mapping = self.destination.extra_columns
-        if mapping is None:
-            row.update(extras)
-        else:
-            row.update({dest: extras.get(src) for dest, src in mapping.items()})
+        row.update({dest: extras.get(src) for dest, src in self.extra_sources.items()})
         return row
+
+    def rows(self, batch: Batch) -> list[dict[str, Any]]:
+        """The batch's destination rows, by column name."""
+        return [
+            self.row_values(user_id, batch.group_id, batch.campaign, batch.inserted_at, extras)
+            for user_id, extras in batch.users()
+        ]
 
     def present(
         self, conn: sa.Connection, ids: Sequence[str], group_ids: Sequence[str], *, lock: bool
@@ -303,39 +360,91 @@ class DestinationWriter:
             found.update(conn.execute(query).scalars())
         return found
 
-    def absent(
-        self, rows: Sequence[dict[str, Any]], group_ids: Sequence[str]
-    ) -> list[dict[str, Any]]:
-        """The rows whose (ID, campaign) the table does not have (a read, no lock)."""
-        id_column = self.destination.columns["id"]
-        ids = [r[id_column] for r in rows]
-        with stage(self.destination.name, self.db, self.private_values(rows)):
+    def absent(self, batch: Batch, group_ids: Sequence[str]) -> Batch:
+        """The batch's users whose (ID, campaign) the table does not have (a read,
+        no lock)."""
+        ids = [user_id for user_id, _ in batch.users()]
+        with stage(self.destination.name, self.db, lambda: self.private_values(batch)):
             present = self.db.transaction(
                 lambda conn: self.present(conn, ids, group_ids, lock=False), read_only=True
             )
-        return [r for r in rows if r[id_column] not in present]
+        return batch.without(present)
 
-    def write(self, rows: Sequence[dict[str, Any]], group_ids: Sequence[str]) -> BatchResult:
-        """Insert the rows whose (ID, campaign) is not in the table yet -- the
-        campaign's ``group_ids`` -- in one transaction holding the table's write lock."""
-        id_column = self.destination.columns["id"]
-        ids = [r[id_column] for r in rows]
+    def write(self, batch: Batch, group_ids: Sequence[str]) -> BatchResult:
+        """Insert the batch's users whose (ID, campaign) is not in the table yet --
+        the campaign's ``group_ids`` -- in one transaction holding the table's write
+        lock."""
         table = self.table
 
         def work(conn: sa.Connection) -> BatchResult:
             dialect.set_local_time_zone(conn, self.tz)
             dialect.lock_for_insert(conn, table)
-            present = self.present(conn, ids, group_ids, lock=True)
+            if self.db.capabilities.set_based:
+                inserted = self._insert_set_based(conn, batch, group_ids)
+                return BatchResult(inserted=inserted, existing=len(batch) - inserted)
+            rows = self.rows(batch)
+            id_column = self.destination.columns["id"]
+            present = self.present(conn, [r[id_column] for r in rows], group_ids, lock=True)
             missing = [r for r in rows if r[id_column] not in present]
             dialect.bulk_insert(conn, table, missing)
             return BatchResult(inserted=len(missing), existing=len(rows) - len(missing))
 
-        with stage(self.destination.name, self.db, self.private_values(rows)):
+        with stage(self.destination.name, self.db, lambda: self.private_values(batch)):
             return self.db.transaction(work)
 
-    def private_values(self, rows: Sequence[dict[str, Any]]) -> list[str]:
-        """The rows' IDs and source values (the extra columns), to be scrubbed from an
-        error: a destination's error (a trigger's) may quote the row it refused."""
-        mapped = set(self.destination.columns.values())
-        extras = [str(v) for r in rows for c, v in r.items() if c not in mapped and v is not None]
-        return [r[self.destination.columns["id"]] for r in rows] + extras
+    def _insert_set_based(self, conn: sa.Connection, batch: Batch, group_ids: Sequence[str]) -> int:
+        """The batch in one INSERT ... SELECT ... WHERE NOT EXISTS; how many rows it
+        inserted."""
+        if self._insert_missing is None:
+            self._insert_missing = self._insert_statement(dialect.column_types(conn, self.table))
+        dialect.prefer_index_probes(conn)
+        constants = {
+            "id": None,
+            "group_id": batch.group_id,
+            "date_start": str(batch.campaign.start),
+            "date_end": str(batch.campaign.end),
+            "inserted_at": str(batch.inserted_at),  # as COPY is given it
+        }
+        params: dict[str, Any] = {
+            "ids": batch.ids,  # JSON arrays (`dialect.json_array_rows`)
+            "extras": batch.extras,
+            "group_ids": list(group_ids),
+        }
+        params.update(
+            {f"const_{role}": constants[role] for role in self.destination.columns if role != "id"}
+        )
+        return int(conn.execute(self._insert_missing, params).rowcount)
+
+    def _insert_statement(self, types: Mapping[str, dialect.ColumnType]) -> sa.Insert:
+        table, columns = self.table, self.destination.columns
+        batch = dialect.json_array_rows("ids", "extras")
+        values: dict[str, sa.ColumnElement[Any]] = {}
+        for role, column in columns.items():
+            if role == "id":
+                values[column] = dialect.from_text(batch.c.ids, types.get(column))
+            else:  # the same for every row: read once per batch (a subquery's InitPlan)
+                given = sa.bindparam(f"const_{role}", type_=sa.Text)
+                once = sa.select(dialect.from_text(given, types.get(column)))
+                values[column] = once.scalar_subquery()
+        for column, source in self.extra_sources.items():
+            extra = batch.c.extras[source].as_string()
+            values[column] = dialect.from_text(extra, types.get(column))
+        groups: sa.BindParameter[Any] = sa.bindparam("group_ids", expanding=True)
+        there: sa.Select[Any] = (
+            sa.select(sa.literal_column("1"))
+            .select_from(table)
+            .where(
+                table.c[columns["group_id"]].in_(groups),
+                table.c[columns["id"]] == values[columns["id"]],
+            )
+        )
+        rows = sa.select(*values.values()).select_from(batch).where(~there.exists())
+        statement = table.insert().from_select(list(values), rows)
+        return statement.execution_options(preserve_rowcount=True)
+
+    def private_values(self, batch: Batch) -> list[str]:
+        """The batch's IDs and source values (the extra columns), to be scrubbed from
+        an error: a destination's error (a trigger's) may quote the row it refused."""
+        users = batch.users()
+        values = [str(v) for _, extras in users for v in extras.values() if v is not None]
+        return [user_id for user_id, _ in users] + values

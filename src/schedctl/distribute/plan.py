@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -174,7 +175,7 @@ def as_user_id(value: Any) -> str | None:
     """
     if value is None:
         return None
-    text = _as_text(value).strip()
+    text = (value if type(value) is str else _as_text(value)).strip()
     return text if text != "" else None
 
 
@@ -187,6 +188,17 @@ def source_users(rows: Iterable[Sequence[Any]]) -> list[tuple[str, Sequence[Any]
         if user_id is not None:
             users.append((user_id, row[1:]))
     return users
+
+
+def extras_json(names: Sequence[str], values: Sequence[Any]) -> str | None:
+    """A source row's extra columns as the plan stores them: a JSON object of each
+    column's name and value (`as_extra`); None when the source has none."""
+    if not names:
+        return None
+    return json.dumps(
+        {name: as_extra(value) for name, value in zip(names, values, strict=True)},
+        ensure_ascii=False,
+    )
 
 
 def _as_text(value: Any) -> str:
@@ -222,8 +234,8 @@ def as_date(value: Any) -> date | None:
 
 def as_extra(value: Any) -> Any:
     """An extra column's value as the plan stores it (JSON): text, or None."""
-    if value is None:
-        return None
+    if value is None or type(value) is str:
+        return value
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     if isinstance(value, datetime | date):

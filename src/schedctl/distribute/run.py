@@ -3,10 +3,11 @@
 1. A date whose distribution is completed answers ``already_done`` at once.
 2. Without a stored plan: read the campaigns (none active: ``skipped``), then, in one
    transaction of schedctl's database that creates or locks the date's row, stream
-   the source, store each distinct ID with its keyed hash, number them in hash order
-   and give each its campaign and group (`store.assign`), store the destinations'
-   progress rows and take the day's lease. No users: ``skipped``. A process killed
-   here leaves nothing; a second run waits for the row and finds the plan.
+   the source into the planner (`store.planner`), which keeps each distinct ID with
+   its keyed hash, numbers them in hash order and gives each its campaign and group;
+   store the destinations' progress rows and take the day's lease. No users:
+   ``skipped``. A process killed here leaves nothing; a second run waits for the
+   row and finds the plan.
 3. With the plan stored (now, or by an earlier run that died): hold the day's lease
    -- waiting while another live run holds it, up to ``[distribute] wait``, and
    answering ``already_done`` if that run completes it -- then copy the plan to each
@@ -23,7 +24,6 @@ never appear in full in the result, the logs, the mail or the alerts.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import sqlite3
 import time
@@ -42,6 +42,7 @@ from schedctl.db.schema import distribution_users, distributions
 from schedctl.distribute import notify, store
 from schedctl.distribute.config import Destination, Source
 from schedctl.distribute.endpoints import (
+    Batch,
     DestinationWriter,
     StageError,
     read_campaigns,
@@ -49,14 +50,12 @@ from schedctl.distribute.endpoints import (
 )
 from schedctl.distribute.plan import (
     Campaign,
-    as_extra,
     balanced,
     counts,
     group_id,
     hash_key,
     layout,
     mask_id,
-    sort_key,
     source_users,
 )
 from schedctl.errors import (
@@ -247,23 +246,17 @@ class DistributeRun:
         conn.execute(
             distribution_users.delete().where(distribution_users.c.distribution_id == day.id)
         )
-        key = hash_key(self.day, self.job.salt)
         source_rows = 0
         with stream_source(self.job.source, self.day, self.job.retry_seconds) as stream:
             extra_names = stream.columns[1:]
             self._check_extra_columns(extra_names)
+            key = hash_key(self.day, self.job.salt)
+            planner = store.planner(conn, day.id, key, extra_names)
             for chunk in stream.chunks:
-                rows = []
-                for user_id, others in source_users(chunk):
-                    extras = None
-                    if extra_names:
-                        values = {n: as_extra(v) for n, v in zip(extra_names, others, strict=True)}
-                        extras = json.dumps(values, ensure_ascii=False)
-                    rows.append(store.PlanRow(user_id, sort_key(key, user_id), extras))
-                store.insert_plan_rows(conn, day.id, rows)
+                planner.add(source_users(chunk))
                 source_rows += len(chunk)
                 self.progress.advance(len(chunk))
-        users = store.count_plan_rows(conn, day.id)
+        users = planner.count()
         if users == 0:
             store.set_unplanned_outcome(
                 conn, self.day, now, status="skipped", reason="no_users", source_rows=source_rows
@@ -272,7 +265,7 @@ class DistributeRun:
             notify.enqueue_notice(conn, self.settings, result, "skipped", now)
             return _Planned("no_users", source_rows)
         slots = layout(users, active, self.job.groups, self.job.control_groups, self._format)
-        store.assign(conn, day.id, slots)
+        planner.assign(slots)
         plan = {
             "campaigns": [c.as_json() for c in active],
             "groups": list(self.job.groups),
@@ -422,20 +415,18 @@ class DistributeRun:
                 while first <= slot.last:
                     upto = min(slot.last, first + self.job.batch_size - 1)
                     read = functools.partial(
-                        store.read_plan_rows, day_id=day.id, first=first, last=upto
+                        store.read_plan_batch, day_id=day.id, first=first, last=upto
                     )
-                    rows = self.db.transaction(read, read_only=True)
-                    values = [
-                        writer.row_values(
-                            r.user_id, r.group_id, slot.campaign, inserted_at, r.extras
-                        )
-                        for r in rows
-                    ]
-                    done = writer.write(values, group_ids[slot.campaign.id])
+                    users = self.db.transaction(read, read_only=True)
+                    batch = Batch(
+                        users.ids, users.extras, users.size,
+                        slot.group_id, slot.campaign, inserted_at,
+                    )  # fmt: skip
+                    done = writer.write(batch, group_ids[slot.campaign.id])
                     self._record(
                         day, entry.name, upto, done.inserted, done.existing, finished=upto == last
                     )
-                    self.progress.advance(len(rows))
+                    self.progress.advance(len(batch))
                     first = upto + 1
         finally:
             writer.close()

@@ -3,12 +3,13 @@
 A business date has one ``distributions`` row (UNIQUE). The plan -- every distinct
 user of the day with their position in the keyed-hash order, campaign and group --
 is written in the same transaction that creates (or locks) that row and marks it
-``planned``: a process killed while planning leaves nothing, and a second process
-planning the same date waits on the row (the unique key on PostgreSQL, the write
-lock on SQLite) and then finds the plan made. Copying runs under the day's lease
-(`DayLease`, the one place this module touches `schedctl.leases`); each batch
-copied to a destination is recorded in ``distribution_destinations`` together with
-a renewal of the lease.
+``planned`` (`planner`: set-based in the database on PostgreSQL, row by row on
+SQLite; the same plan): a process killed while planning leaves nothing, and a
+second process planning the same date waits on the row (the unique key on
+PostgreSQL, the write lock on SQLite) and then finds the plan made. Copying runs
+under the day's lease (`DayLease`, the one place this module touches
+`schedctl.leases`); each batch copied to a destination is recorded in
+``distribution_destinations`` together with a renewal of the lease.
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
 from schedctl import leases
 from schedctl.db import dialect
 from schedctl.db.schema import distribution_destinations, distribution_users, distributions
-from schedctl.distribute.plan import Campaign, Slot, layout
+from schedctl.distribute.plan import Campaign, Slot, as_extra, extras_json, layout, sort_key
 
 # The destinations, in the order they are copied to.
 DESTINATIONS = ("control", "target", "mirror")
@@ -159,60 +160,197 @@ def set_unplanned_outcome(
 # --- the plan ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PlanRow:
-    """One source row as the plan stores it."""
+class Planner(Protocol):
+    """Makes a day's plan in the planning transaction: takes the source's users
+    chunk by chunk -- (ID, the row's extra columns as read) -- then numbers the
+    distinct ones in keyed-hash order and gives each its campaign and group. An ID
+    read twice keeps the extra columns of the first row read."""
 
-    user_id: str
-    sort_key: bytes
-    extras: str | None  # JSON
+    def add(self, users: Sequence[tuple[str, Sequence[Any]]]) -> None: ...
 
+    def count(self) -> int:
+        """How many distinct users were added (after the last `add`)."""
+        ...
 
-def insert_plan_rows(conn: sa.Connection, day_id: int, rows: Sequence[PlanRow]) -> None:
-    """Add source rows to the plan; an ID already in it is skipped (de-duplication:
-    the first row read of an ID keeps its extra columns)."""
-    dialect.insert_ignore(
-        conn,
-        distribution_users,
-        [
-            {
-                "distribution_id": day_id,
-                "user_id": r.user_id,
-                "sort_key": r.sort_key,
-                "extras": r.extras,
-            }
-            for r in rows
-        ],
-        ["distribution_id", "user_id"],
-    )
+    def assign(self, slots: Sequence[Slot]) -> None:
+        """Store each user's position, campaign and group (`layout` of `count`)."""
+        ...
 
 
-def count_plan_rows(conn: sa.Connection, day_id: int) -> int:
-    du = distribution_users.c
-    query = sa.select(sa.func.count()).where(du.distribution_id == day_id)
-    return int(conn.execute(query).scalar_one())
+def planner(conn: sa.Connection, day_id: int, key: bytes, extra_names: Sequence[str]) -> Planner:
+    """The planner for schedctl's database: set-based in the database where it can
+    (`Capabilities.set_based`), row by row elsewhere. Both store the same plan."""
+    if dialect.capabilities(conn.dialect).set_based:
+        return SetPlanner(conn, day_id, key, extra_names)
+    return RowPlanner(conn, day_id, key, extra_names)
 
 
-def assign(conn: sa.Connection, day_id: int, slots: Sequence[Slot]) -> None:
-    """Number the plan's users in the keyed-hash order (ID as tie-break) and give
-    each the campaign and group of its position, in one UPDATE."""
-    du = distribution_users
-    position = sa.func.row_number().over(order_by=(du.c.sort_key, du.c.user_id)).label("position")
-    ranked = sa.select(du.c.user_id, position).where(du.c.distribution_id == day_id).subquery()
+class RowPlanner:
+    """Each user's keyed hash (`plan.sort_key`) and extra columns (`plan.extras_json`)
+    computed here and inserted with the ID; then the numbering and the split in one
+    UPDATE."""
 
-    def by_slot(value: Callable[[Slot], str]) -> sa.ColumnElement[Any]:
-        return sa.case(*[(ranked.c.position <= s.last, value(s)) for s in slots])
+    def __init__(
+        self, conn: sa.Connection, day_id: int, key: bytes, extra_names: Sequence[str]
+    ) -> None:
+        self.conn, self.day_id, self.key = conn, day_id, key
+        self.extra_names = list(extra_names)
 
-    conn.execute(
-        du.update()
-        .where(du.c.distribution_id == day_id, du.c.user_id == ranked.c.user_id)
-        .values(
-            seq=ranked.c.position,
-            campaign_id=by_slot(lambda s: s.campaign.id),
-            group_name=by_slot(lambda s: s.group),
-            group_id=by_slot(lambda s: s.group_id),
+    def add(self, users: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        dialect.insert_ignore(
+            self.conn,
+            distribution_users,
+            [
+                {
+                    "distribution_id": self.day_id,
+                    "user_id": user_id,
+                    "sort_key": sort_key(self.key, user_id),
+                    "extras": extras_json(self.extra_names, values),
+                }
+                for user_id, values in users
+            ],
+            ["distribution_id", "user_id"],
         )
-    )
+
+    def count(self) -> int:
+        du = distribution_users.c
+        query = sa.select(sa.func.count()).where(du.distribution_id == self.day_id)
+        return int(self.conn.execute(query).scalar_one())
+
+    def assign(self, slots: Sequence[Slot]) -> None:
+        """Number the plan's users in the keyed-hash order (ID as tie-break) and give
+        each the campaign and group of its position, in one UPDATE."""
+        du = distribution_users
+        position = (
+            sa.func.row_number().over(order_by=(du.c.sort_key, du.c.user_id)).label("position")
+        )
+        ranked = (
+            sa.select(du.c.user_id, position).where(du.c.distribution_id == self.day_id).subquery()
+        )
+
+        def by_slot(value: Callable[[Slot], str]) -> sa.ColumnElement[Any]:
+            return sa.case(*[(ranked.c.position <= s.last, value(s)) for s in slots])
+
+        self.conn.execute(
+            du.update()
+            .where(du.c.distribution_id == self.day_id, du.c.user_id == ranked.c.user_id)
+            .values(
+                seq=ranked.c.position,
+                campaign_id=by_slot(lambda s: s.campaign.id),
+                group_name=by_slot(lambda s: s.group),
+                group_id=by_slot(lambda s: s.group_id),
+            )
+        )
+
+
+# The plan's rows, numbered in keyed-hash order (the ID breaks a tie, as in
+# RowPlanner.assign), each given the campaign and group of the slot its position
+# falls in: width_bucket finds it among the slots' first positions.
+_INSERT_PLAN = sa.text(
+    """
+INSERT INTO distribution_users
+    (distribution_id, user_id, sort_key, seq, campaign_id, group_name, group_id, extras)
+SELECT :day_id, user_id, sort_key, seq, (CAST(:campaign_ids AS text[]))[slot],
+       (CAST(:group_names AS text[]))[slot], (CAST(:group_ids AS text[]))[slot], extras
+FROM (
+    SELECT user_id, sort_key, extras, seq,
+           width_bucket(seq, CAST(:firsts AS bigint[])) AS slot
+    FROM (
+        SELECT user_id, sort_key, extras,
+               row_number() OVER (ORDER BY sort_key, user_id) AS seq
+        FROM distribution_users_distinct
+    ) AS numbered
+) AS placed
+"""
+)
+
+
+class SetPlanner:
+    """The source's users COPYed into a temporary table as they are read (each extra
+    column in a column of its own); then the database de-duplicates them, computes
+    each one's keyed hash (`dialect.hmac_sha256`: the same bytes as `plan.sort_key`)
+    and its extra columns' JSON object, and numbers and places them in one INSERT
+    of the plan. The temporary tables are dropped when the planning transaction
+    ends, committed or not, so a run killed while planning leaves nothing."""
+
+    def __init__(
+        self, conn: sa.Connection, day_id: int, key: bytes, extra_names: Sequence[str]
+    ) -> None:
+        self.conn, self.day_id, self.key = conn, day_id, key
+        self.extra_names = list(extra_names)
+        self.read = 0
+        metadata = sa.MetaData()
+        temporary: dict[str, Any] = {"prefixes": ["TEMPORARY"], "postgresql_on_commit": "DROP"}
+        self.staged = sa.Table(
+            "distribution_users_staged",
+            metadata,
+            sa.Column("ord", sa.BigInteger, nullable=False),  # the order rows were read in
+            sa.Column("user_id", sa.Text, nullable=False),
+            *[sa.Column(f"extra_{n}", sa.Text) for n in range(len(self.extra_names))],
+            **temporary,
+        )
+        self.distinct = sa.Table(
+            "distribution_users_distinct",
+            metadata,
+            sa.Column("user_id", sa.Text, nullable=False),
+            sa.Column("sort_key", sa.LargeBinary, nullable=False),
+            sa.Column("extras", sa.Text),
+            **temporary,
+        )
+        metadata.create_all(conn, checkfirst=False)
+
+    def add(self, users: Sequence[tuple[str, Sequence[Any]]]) -> None:
+        first = self.read
+        self.read += len(users)
+        rows = (
+            (first + n, user_id, *[as_extra(v) for v in values])
+            for n, (user_id, values) in enumerate(users)
+        )
+        dialect.copy_rows(self.conn, self.staged, [c.name for c in self.staged.columns], rows)
+
+    def count(self) -> int:
+        """De-duplicate the users read (the first row of an ID wins): the IDs compare
+        byte by byte, as the plan's key compares them, which COLLATE "C" sorts by."""
+        s = self.staged.c
+        firsts = dialect.first_of_each(
+            list(self.staged.columns), s.user_id.collate("C"), s.ord
+        ).subquery()
+        distinct = sa.select(
+            firsts.c.user_id,
+            dialect.hmac_sha256(self.key, firsts.c.user_id),
+            self._extras_json(firsts),
+        )
+        statement = self.distinct.insert().from_select(["user_id", "sort_key", "extras"], distinct)
+        inserted = self.conn.execute(statement.execution_options(preserve_rowcount=True))
+        dialect.analyze(self.conn, self.distinct)
+        return int(inserted.rowcount)
+
+    def _extras_json(self, firsts: sa.Subquery) -> sa.ColumnElement[Any]:
+        """The extra columns' JSON object (`plan.extras_json`: a name given twice
+        keeps its first place and its last value), or NULL when there are none."""
+        if not self.extra_names:
+            return sa.null()
+        last = {name: n for n, name in enumerate(self.extra_names)}
+        pairs = [
+            item
+            for name in dict.fromkeys(self.extra_names)
+            for item in (sa.literal(name, sa.Text), firsts.c[f"extra_{last[name]}"])
+        ]
+        return sa.cast(sa.func.json_build_object(*pairs), sa.Text)
+
+    def assign(self, slots: Sequence[Slot]) -> None:
+        self.conn.execute(
+            _INSERT_PLAN,
+            {
+                "day_id": self.day_id,
+                "firsts": [s.first for s in slots],
+                "campaign_ids": [s.campaign.id for s in slots],
+                "group_names": [s.group for s in slots],
+                "group_ids": [s.group_id for s in slots],
+            },
+        )
+        # The copy reads the plan by position: planned for the table's new size.
+        dialect.analyze(self.conn, distribution_users)
 
 
 def destination_slots(slots: Sequence[Slot], name: str) -> list[Slot]:
@@ -310,28 +448,46 @@ def read_progress(conn: sa.Connection, day_id: int) -> list[Progress]:
 
 
 @dataclass(frozen=True)
-class StoredRow:
-    """A plan row being copied."""
+class PlanBatch:
+    """The plan's users at consecutive positions, in order, as JSON arrays: their IDs
+    and their extra columns (objects as the plan stores them, or null). Handed on
+    as they are, a batch costs no work per user on its way to the destination."""
 
-    seq: int
-    user_id: str
-    campaign_id: str
-    group_id: str
-    extras: dict[str, Any]
+    ids: str
+    extras: str
+    size: int
 
 
-def read_plan_rows(conn: sa.Connection, day_id: int, first: int, last: int) -> list[StoredRow]:
-    """The plan's users at positions ``first``..``last``, in order."""
+# PostgreSQL (`Capabilities.set_based`): the arrays are built by the database.
+_READ_BATCH = sa.text(
+    """
+SELECT CAST(json_agg(user_id ORDER BY seq) AS text),
+       '[' || string_agg(COALESCE(extras, 'null'), ',' ORDER BY seq) || ']',
+       count(*)
+FROM distribution_users
+WHERE distribution_id = :day_id AND seq BETWEEN :first AND :last
+"""
+)
+
+
+def read_plan_batch(conn: sa.Connection, day_id: int, first: int, last: int) -> PlanBatch:
+    """The plan's users at positions ``first``..``last``."""
+    if dialect.capabilities(conn.dialect).set_based:
+        params = {"day_id": day_id, "first": first, "last": last}
+        ids, extras, size = conn.execute(_READ_BATCH, params).one()
+        return PlanBatch(ids or "[]", extras or "[]", int(size))
     du = distribution_users.c
     query = (
-        sa.select(du.seq, du.user_id, du.campaign_id, du.group_id, du.extras)
+        sa.select(du.user_id, du.extras)
         .where(du.distribution_id == day_id, du.seq.between(first, last))
         .order_by(du.seq)
     )
-    return [
-        StoredRow(int(r.seq), r.user_id, r.campaign_id, r.group_id, json.loads(r.extras or "{}"))
-        for r in conn.execute(query)
-    ]
+    rows = conn.execute(query).all()
+    return PlanBatch(
+        json.dumps([user_id for user_id, _ in rows]),
+        "[" + ",".join(extras or "null" for _, extras in rows) + "]",
+        len(rows),
+    )
 
 
 # --- the lease: every schedctl.leases call of distribute is here -----------------------
@@ -402,9 +558,15 @@ def record_batch(
     finished: bool,
 ) -> bool:
     """Record a batch copied to a destination and renew the lease; False (nothing
-    recorded) when another run has taken the day over."""
+    recorded) when another run has taken the day over.
+
+    The batch is committed in the destination before this is recorded, and the
+    record's commit does not wait for the disk (`dialect.commit_without_flush`): a
+    record lost in a crash of schedctl's database only makes the rerun check that
+    batch again, and write nothing twice."""
     if not lease.renew(conn, day_id):
         return False
+    dialect.commit_without_flush(conn)
     dd = distribution_destinations.c
     conn.execute(
         distribution_destinations.update()
