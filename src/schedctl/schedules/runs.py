@@ -276,16 +276,18 @@ RECOMPUTE_BATCH = 500
 # The schedules whose next_run_at was computed under another release of the zone data
 # (or an unknown one): written as ranges and IS NULL, which the partial index
 # schedules_tzdata_version serves, rather than as <>.
+_ELSEWHERE = sa.and_(
+    schedules.c.next_run_at.is_not(None),
+    sa.or_(
+        schedules.c.tzdata_version.is_(None),
+        schedules.c.tzdata_version < sa.bindparam("version"),
+        schedules.c.tzdata_version > sa.bindparam("version"),
+    ),
+)
+_ANY_COMPUTED_ELSEWHERE = sa.select(schedules.c.id).where(_ELSEWHERE).limit(1)
 _COMPUTED_ELSEWHERE = (
     sa.select(*[schedules.c[name] for name in (*_DUE_COLUMNS, "tzdata_version")])
-    .where(
-        schedules.c.next_run_at.is_not(None),
-        sa.or_(
-            schedules.c.tzdata_version.is_(None),
-            schedules.c.tzdata_version < sa.bindparam("version"),
-            schedules.c.tzdata_version > sa.bindparam("version"),
-        ),
-    )
+    .where(_ELSEWHERE)
     .order_by(schedules.c.id)
     .limit(RECOMPUTE_BATCH)
     .with_for_update(skip_locked=True)
@@ -339,6 +341,13 @@ def recompute_for_zone_data(db: Database) -> int:
             conn.execute(_RECOMPUTE, updates)
         return len(rows), moved
 
+    def any_stale(conn: sa.Connection) -> bool:
+        return conn.execute(_ANY_COMPUTED_ELSEWHERE, {"version": version}).first() is not None
+
+    # Almost every tick finds nothing to recompute: looking costs no write lock (SQLite
+    # takes its one write lock at a write transaction's BEGIN).
+    if not db.transaction(any_stale, read_only=True):
+        return 0
     total = 0
     while True:
         found, moved = db.transaction(batch)
