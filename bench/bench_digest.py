@@ -4,15 +4,21 @@ N users in 20 zones, every one due (digest time 00:00), each with K unread norma
 notifications. "Planning" is everything one `digest` run does before it sends: claim
 each (user, local_date), gather the user's notifications, render one DIGEST message
 (Jinja2 text + HTML), enqueue it, mark the notifications consumed and the day
-completed. Two figures per size, each the median of --repeat rounds (default 1: a
-round at 100,000 users takes minutes), every round on a fresh copy of the seeded
-database and in a fresh child process:
+completed. Three figures per size, each the median of --repeat rounds (default 1: a
+round at 100,000 users takes minutes); a round measures the three one after the
+other, each on a fresh copy of the seeded database and in a fresh child process:
 
 - raw SQL: the same inserts and updates as five set-based statements in one
   transaction (psycopg / sqlite3): INSERT digests ... SELECT the due users; INSERT
   messages ... SELECT one row per digest, its body aggregated by the database; UPDATE
   notifications ... FROM digests; UPDATE digests to completed, the rest to skipped.
-  No rendering, no Message-ID hashing, no pages: the floor for this work;
+  No rendering, no Message-ID hashing, no pages: the floor for the bookkeeping;
+- render floor: the same five statements in one transaction, plus what any digest
+  that sends a rendered mail must also do: after the first statement, one streaming
+  SELECT of the claimed users' notifications (title, body, key, creation time) and,
+  per user, the items' creation times in the user's zone and schedctl's two digest
+  templates (text and HTML, `compose.render_digest`) rendered from them. The floor
+  for the whole of the digest's work;
 - schedctl: `digest_run.run_digest` as the command calls it, with dispatch disabled
   (``[messages] enabled = false``), so what is timed is the planning alone.
 
@@ -42,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -61,6 +67,10 @@ ZONES = [
 RAW_NOTE = (
     "5 set-based SQL statements in 1 transaction (digests, messages with bodies"
     " aggregated by the database, mark consumed, complete); no rendering"
+)
+RENDER_NOTE = (
+    "render floor: the same 5 statements in 1 transaction, plus 1 streaming SELECT of the"
+    " users' notifications and the 2 digest templates (text, HTML) rendered per user"
 )
 KEYS = ["billing", "security", "comments", "mentions", None]
 BODY = "Something happened that you may want to look at.\nSecond line of the body."
@@ -181,6 +191,37 @@ def raw_statements(dialect: str) -> list[str]:
     ]
 
 
+ITEMS = (
+    "SELECT d.user_id, u.tz, d.local_date, n.digest_key, n.title, n.body, n.created_at"
+    " FROM digests d JOIN users u ON u.id = d.user_id"
+    f" JOIN notifications n ON n.user_id = d.user_id AND {UNDIGESTED}"
+    " WHERE d.status = 'scheduled' ORDER BY d.user_id, n.id"
+)
+
+
+def render_all(rows: Any, instant: Any) -> int:
+    """Render each user's digest from ``rows`` (ITEMS' rows, grouped by user); how
+    many were rendered. ``instant``: a created_at value as an aware datetime."""
+    from itertools import groupby
+    from operator import itemgetter
+
+    from schedctl.digest.compose import Item, render_digest
+
+    zones: dict[str, ZoneInfo] = {}
+    rendered = 0
+    for _, group in groupby(rows, key=itemgetter(0)):
+        user_rows = list(group)
+        tz, day = user_rows[0][1], user_rows[0][2]
+        zone = zones.get(tz) or zones.setdefault(tz, ZoneInfo(tz))
+        items = [
+            Item(title, body, f"{instant(created).astimezone(zone):%Y-%m-%d %H:%M}", key)
+            for *_, key, title, body, created in user_rows
+        ]
+        render_digest(day if isinstance(day, date) else date.fromisoformat(day), items, len(items))
+        rendered += 1
+    return rendered
+
+
 def _status_kb(field: str) -> int:
     return status_kb(field)
 
@@ -192,7 +233,13 @@ def _rss_kb() -> int:
 def child(kind: str, url: str) -> dict[str, Any]:
     """One measured round, in this (fresh) process."""
     params = {"now": NOW, "expires": NOW + timedelta(days=30)}
-    if kind == "raw" and url.startswith("postgresql"):
+    rendered = None
+    if kind in ("raw", "render"):
+        # Templates loaded and compiled before measuring, as for schedctl below.
+        from schedctl.digest.compose import render_digest
+
+        render_digest(NOW.date(), [], 0)
+    if kind in ("raw", "render") and url.startswith("postgresql"):
         import psycopg
 
         dsn = url.replace("postgresql+psycopg://", "postgresql://")
@@ -201,21 +248,32 @@ def child(kind: str, url: str) -> dict[str, Any]:
             before = _rss_kb()
             start = time.perf_counter()
             with conn.transaction():
-                for sql in raw_statements("postgresql"):
+                for number, sql in enumerate(raw_statements("postgresql")):
                     conn.execute(sql.replace(":now", "%(now)s").replace(":expires",
                                  "%(expires)s"), params)  # fmt: skip
+                    if number == 0 and kind == "render":
+                        with conn.cursor(name="items") as cur:
+                            cur.itersize = 5000
+                            cur.execute(ITEMS)
+                            rendered = render_all(cur, lambda value: value)
             elapsed = time.perf_counter() - start
-    elif kind == "raw":
+    elif kind in ("raw", "render"):
         import sqlite3
 
         conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
         conn.execute("SELECT 1")
         text = {"now": _text_instant(NOW), "expires": _text_instant(params["expires"])}
+
+        def instant(value: str) -> datetime:
+            return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
         before = _rss_kb()
         start = time.perf_counter()
         conn.execute("BEGIN IMMEDIATE")
-        for sql in raw_statements("sqlite"):
+        for number, sql in enumerate(raw_statements("sqlite")):
             conn.execute(sql, text)
+            if number == 0 and kind == "render":
+                rendered = render_all(conn.execute(ITEMS), instant)
         conn.execute("COMMIT")
         elapsed = time.perf_counter() - start
         conn.close()
@@ -244,7 +302,7 @@ def child(kind: str, url: str) -> dict[str, Any]:
     # Not ru_maxrss: Linux carries the parent's high-water mark over fork and exec, and
     # the parent holds the seed rows, so ru_maxrss grew with the size seeded.
     peak = _status_kb("VmHWM")
-    return {"seconds": elapsed, "before_kb": before, "peak_kb": peak}
+    return {"seconds": elapsed, "before_kb": before, "peak_kb": peak, "rendered": rendered}
 
 
 # --------------------------------------------------------------------------- harness
@@ -361,21 +419,33 @@ class Sqlite:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def measure(store: Any, template: str, kind: str, users: int, notes: int, repeat: int
-            ) -> tuple[float, int, int]:  # fmt: skip
-    """(median seconds, largest peak RSS growth, largest peak RSS; in KB) over `repeat`."""
-    seconds, growth, peaks = [], [], []
+KINDS = ("raw", "render", "core")
+
+
+def measure(store: Any, template: str, users: int, notes: int, repeat: int
+            ) -> dict[str, tuple[float, int, int]]:  # fmt: skip
+    """For each of KINDS: (median seconds, largest peak RSS growth, largest peak RSS;
+    in KB) over `repeat` rounds, each round measuring the kinds one after the other."""
+    seconds: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    growth: dict[str, list[int]] = {kind: [] for kind in KINDS}
+    peaks: dict[str, list[int]] = {kind: [] for kind in KINDS}
     for _ in range(repeat):
-        url = store.copy(template)
-        try:
-            result = run_child(kind, url)
-            check(url, users, notes, f"{store.label} {kind}")
-        finally:
-            store.release(url)
-        seconds.append(result["seconds"])
-        growth.append(result["peak_kb"] - result["before_kb"])
-        peaks.append(result["peak_kb"])
-    return statistics.median(seconds), max(growth), max(peaks)
+        for kind in KINDS:
+            url = store.copy(template)
+            try:
+                result = run_child(kind, url)
+                check(url, users, notes, f"{store.label} {kind}")
+            finally:
+                store.release(url)
+            if kind == "render" and result["rendered"] != users:
+                raise SystemExit(f"render floor rendered {result['rendered']} of {users}")
+            seconds[kind].append(result["seconds"])
+            growth[kind].append(result["peak_kb"] - result["before_kb"])
+            peaks[kind].append(result["peak_kb"])
+    return {
+        kind: (statistics.median(seconds[kind]), max(growth[kind]), max(peaks[kind]))
+        for kind in KINDS
+    }
 
 
 def figures(label: str, users: int, notes: int, seconds: float, peak_kb: int) -> None:
@@ -402,7 +472,7 @@ def main() -> None:
                         help="maintenance database URL, or 'none'")  # fmt: skip
     parser.add_argument("--sqlite", action="store_true", help="also measure SQLite")
     parser.add_argument("--json-out", help="append machine-readable rows to this file")
-    parser.add_argument("--child", choices=["raw", "core"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -422,25 +492,32 @@ def main() -> None:
             for users, per_user in parse_sizes(args.sizes):
                 notes = users * per_user
                 template = store.template(users, per_user)
-                raw_s, raw_kb, _ = measure(store, template, "raw", users, notes, args.repeat)
-                core_s, core_kb, core_peak = measure(
-                    store, template, "core", users, notes, args.repeat
-                )
+                measured = measure(store, template, users, notes, args.repeat)
+                raw_s, raw_kb, _ = measured["raw"]
+                floor_s, floor_kb, _ = measured["render"]
+                core_s, core_kb, core_peak = measured["core"]
                 print(f"    {users} users x {per_user} notifications")
                 figures("raw SQL, set-based (1 transaction)", users, notes, raw_s, raw_kb)
+                figures("render floor (raw SQL + templates)", users, notes, floor_s, floor_kb)
                 figures("schedctl digest planning", users, notes, core_s, core_kb)
                 print(f"      schedctl / raw                       {raw_s / core_s:9.2f}x")
-                workload_row(
-                    args.json_out,
-                    workload=f"digest: planning, {per_user} notifications/user, {store.label}",
-                    size=users,
-                    unit="users",
-                    rate=users / core_s,
-                    baseline_rate=users / raw_s,
-                    peak_kb=core_peak,
-                    work_kb=core_kb,
-                    note=RAW_NOTE,
-                )
+                print(f"      schedctl / render floor              {floor_s / core_s:9.2f}x")
+                for suffix, baseline_s, note in (
+                    ("", raw_s, RAW_NOTE),
+                    (" (render floor)", floor_s, RENDER_NOTE),
+                ):
+                    workload_row(
+                        args.json_out,
+                        workload=f"digest: planning, {per_user} notifications/user,"
+                        f" {store.label}{suffix}",
+                        size=users,
+                        unit="users",
+                        rate=users / core_s,
+                        baseline_rate=users / baseline_s,
+                        peak_kb=core_peak,
+                        work_kb=core_kb,
+                        note=note,
+                    )
     finally:
         for store in stores:
             store.close()

@@ -27,6 +27,8 @@ WORKLOADS = [
     "dispatch: dispatch_due to SMTP, PostgreSQL",
     "digest: planning, 5 notifications/user, PostgreSQL",
     "digest: planning, 5 notifications/user, SQLite",
+    "digest: planning, 5 notifications/user, PostgreSQL (render floor)",
+    "digest: planning, 5 notifications/user, SQLite (render floor)",
     "distribute: run_distribute, PostgreSQL",
     "metrics: render_metrics, PostgreSQL",
     "metrics: render_metrics, SQLite",
