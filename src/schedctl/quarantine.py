@@ -36,6 +36,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from schedctl.db import dialect
+
 log = logging.getLogger("schedctl.quarantine")
 
 MAX_REASON = 300
@@ -86,7 +88,7 @@ def read_rows(
     if not ids:
         return [], {}
     try:
-        return list(conn.execute(query.where(id_column.in_(ids)))), {}
+        return list(conn.execute(query.where(dialect.one_of(id_column, ids)))), {}
     except READ_ERRORS as exc:
         reason = undecodable(exc)
         if reason is None:

@@ -3,8 +3,10 @@ another release is read under this one (SPEC §12 "Time zone data")."""
 
 from __future__ import annotations
 
+import gc
 import shutil
 import subprocess
+import weakref
 import zoneinfo
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +23,7 @@ from schedctl.cadence import (
     reread_slot,
     slots_between,
 )
-from schedctl.zones import tzdata_version
+from schedctl.zones import tzdata_version, zone
 from support.zone_data import ALMATY_2023, OLD_RELEASE, zone_data
 
 ALMATY_DAILY = make_cadence("daily", tz="Asia/Almaty", at="09:00")
@@ -100,3 +102,23 @@ def test_offset_changes_finds_almatys_move_to_utc_5() -> None:
         )
     ]
     assert first_instant_at_or_after(datetime(2024, 3, 1, 9, 0), zone) == UNDER_UTC_5
+
+
+def test_zone_keeps_every_zone_it_handed_out_loaded(tmp_path: Path) -> None:
+    # zoneinfo keeps its 8 most recent zones alive: twenty taken in turn would each be
+    # read from its file again, as the digest took a zone per user.
+    names = sorted(zoneinfo.available_timezones())[:20]
+    loaded = [weakref.ref(zone(name)) for name in names]  # nothing else holds them
+    gc.collect()
+    assert all(ref() is not None for ref in loaded)
+    assert [zone(name) for name in names] == [ref() for ref in loaded]
+    assert [zoneinfo.ZoneInfo(name) for name in names] == [ref() for ref in loaded]
+
+    # New zone data (clear_cache) takes effect through zone() as through ZoneInfo.
+    with zone_data(tmp_path, ALMATY_2023):
+        old = zone("Asia/Almaty")
+        assert old.utcoffset(datetime(2024, 3, 2)) == timedelta(hours=6)
+    new = zone("Asia/Almaty")
+    assert new is not old
+    assert new.utcoffset(datetime(2024, 3, 2)) == timedelta(hours=5)
+    assert zone("Asia/Almaty") is new is zoneinfo.ZoneInfo("Asia/Almaty")

@@ -22,10 +22,11 @@ import sqlite3
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 
 # An arbitrary constant: the advisory lock key that serialises `db upgrade` runs.
 MIGRATION_LOCK_KEY = 0x5C4ED
@@ -573,3 +574,224 @@ def set_local_time_zone(conn: sa.Connection, zone: str) -> None:
     the database has a session time zone to set (PostgreSQL)."""
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT set_config('TimeZone', :zone, true)"), {"zone": zone})
+
+
+# --- bulk statements whose text does not grow with the batch ---------------------------
+#
+# psycopg parses a statement's text again on every execution once it has more than 50
+# parameters or 4 kB of text, and SQLAlchemy writes an IN list or a multi-row VALUES
+# anew for every length: a page of a hundred users bound value by value spent more
+# time there than in the database. These bind a whole batch as one parameter per
+# column (PostgreSQL arrays) or as one JSON text (SQLite), so each statement has one
+# text, parsed and compiled once.
+
+
+class _ValueList(sa.types.TypeDecorator[Sequence[Any]]):
+    """A list of ints or texts bound as one parameter: a PostgreSQL array, or JSON
+    text on SQLite (read with json_each)."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind  # "int" or "text"
+
+    def load_dialect_impl(self, sa_dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if sa_dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import ARRAY
+
+            element = sa.BigInteger() if self.kind == "int" else sa.Text()
+            return sa_dialect.type_descriptor(ARRAY(element))
+        return sa_dialect.type_descriptor(sa.Text())
+
+    def process_bind_param(self, value: Sequence[Any] | None, sa_dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        if sa_dialect.name == "postgresql":
+            return list(value)
+        return json.dumps(list(value))
+
+
+class _OneOf(sa.sql.expression.ColumnElement[bool]):
+    """``column IN (values)`` with the values bound as one parameter (:func:`one_of`)."""
+
+    inherit_cache = True
+    type = sa.Boolean()
+    _traverse_internals = [
+        ("column", sa.sql.visitors.InternalTraversal.dp_clauseelement),
+        ("values", sa.sql.visitors.InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, column: sa.ColumnElement[Any], values: sa.BindParameter[Any]) -> None:
+        self.column = column
+        self.values = values
+
+
+@compiles(_OneOf, "postgresql")
+def _one_of_postgresql(element: _OneOf, compiler: Any, **kw: Any) -> str:
+    kind = "BIGINT" if element.values.type.kind == "int" else "TEXT"  # type: ignore[attr-defined]
+    column = compiler.process(element.column, **kw)
+    return f"{column} = ANY(CAST({compiler.process(element.values, **kw)} AS {kind}[]))"
+
+
+@compiles(_OneOf, "sqlite")
+def _one_of_sqlite(element: _OneOf, compiler: Any, **kw: Any) -> str:
+    column = compiler.process(element.column, **kw)
+    return f"{column} IN (SELECT value FROM json_each({compiler.process(element.values, **kw)}))"
+
+
+def one_of(
+    column: sa.ColumnElement[Any], values: Sequence[Any] | None = None, *, name: str | None = None
+) -> sa.ColumnElement[bool]:
+    """``column IN (values)`` for schedctl's own database, the values (ints, or texts
+    for a text column) bound as one parameter however many there are: ``= ANY(array)``
+    on PostgreSQL, ``IN (SELECT value FROM json_each(json))`` on SQLite. Give the
+    ``values``, or a parameter ``name`` whose list is passed at execution."""
+    kind = "text" if isinstance(column.type, sa.String) else "int"
+    if name is not None:
+        param = sa.bindparam(name, type_=_ValueList(kind))
+    else:
+        param = sa.bindparam(None, list(values or ()), type_=_ValueList(kind), unique=True)
+    return _OneOf(column, param)
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, date):  # SQLite stores a date as its ISO text (SQLAlchemy's Date)
+        return value.isoformat()
+    raise TypeError(f"a {type(value).__name__} cannot be bound in rows")
+
+
+class ValueRows:
+    """Rows of values (ints, texts, dates, booleans, None) given by Python as one
+    FROM item, ``name``, of a statement built once: PostgreSQL unnests one array per
+    column (``unnest(CAST(:name_0 AS BIGINT[]), ...)``); SQLite reads one JSON array of
+    rows (``json_each(:name)``). :meth:`params` binds a batch of rows."""
+
+    def __init__(
+        self,
+        sa_dialect: sa.Dialect,
+        name: str,
+        columns: Sequence[tuple[str, sa.types.TypeEngine[Any]]],
+    ) -> None:
+        self.name = name
+        self.names = [column for column, _ in columns]
+        self.arrays = sa_dialect.name == "postgresql"
+        typed = [sa.column(column, type_) for column, type_ in columns]
+        if self.arrays:
+            spell = sa_dialect.type_compiler_instance.process
+            arrays = ", ".join(
+                f"CAST(:{name}_{i} AS {spell(type_)}[])" for i, (_, type_) in enumerate(columns)
+            )
+            sql = f"SELECT * FROM unnest({arrays}) AS {name}({', '.join(self.names)})"
+        else:
+            values = ", ".join(
+                f"json_extract(value, '$[{i}]') AS {column}" for i, column in enumerate(self.names)
+            )
+            sql = f"SELECT {values} FROM json_each(:{name})"
+        self.table = sa.text(sql).columns(*typed).subquery(name)
+
+    @property
+    def c(self) -> Any:
+        return self.table.c
+
+    def params(self, rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
+        """The parameters that bind ``rows`` (value sequences in the columns' order)."""
+        if self.arrays:
+            columns = list(zip(*rows, strict=True)) if rows else [()] * len(self.names)
+            return {f"{self.name}_{i}": list(values) for i, values in enumerate(columns)}
+        return {self.name: json.dumps([list(row) for row in rows], default=_json_value)}
+
+
+def value_rows(
+    sa_dialect: sa.Dialect, name: str, columns: Sequence[tuple[str, sa.types.TypeEngine[Any]]]
+) -> ValueRows:
+    """:class:`ValueRows` for a dialect (build it once, bind it per batch)."""
+    return ValueRows(sa_dialect, name, columns)
+
+
+class RowInserter:
+    """``INSERT INTO table (columns) ... ON CONFLICT (conflict) DO NOTHING RETURNING
+    returning`` for a batch of rows, as one statement text whatever the batch.
+
+    - PostgreSQL: ``INSERT ... SELECT`` from :class:`ValueRows` (one array per column),
+      RETURNING the rows actually inserted.
+    - SQLite (`Capabilities.single_writer`): an executemany of the one-row INSERT, then
+      the rows whose key is above the largest before it: the write transaction excludes
+      every other writer, and keys only grow (AUTOINCREMENT), so those are exactly the
+      rows this insert made. (sqlite3 drops the rows of an executemany's RETURNING, and
+      JSON rows of long texts cost more to read back than the inserts.)
+
+    ``same`` columns take one value for the whole batch (bound with the column's type,
+    e.g. an instant); the rows' values go to the driver as they are.
+    """
+
+    def __init__(
+        self,
+        sa_dialect: sa.Dialect,
+        table: sa.Table,
+        columns: Sequence[str],
+        same: Sequence[str],
+        conflict: Sequence[str],
+        returning: Sequence[str],
+    ) -> None:
+        self.columns = list(columns)
+        self.same = list(same)
+        self.arrays = sa_dialect.name == "postgresql"
+        self.key = next(iter(table.primary_key.columns))
+        if self.arrays:
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            self.rows = ValueRows(sa_dialect, "ins", [(c, table.c[c].type) for c in self.columns])
+            source = sa.select(
+                *[self.rows.c[c] for c in self.columns],
+                *[sa.bindparam(f"same_{c}", type_=table.c[c].type) for c in self.same],
+            )
+            self.statement: Any = (
+                pg_insert(table)
+                .from_select([*self.columns, *self.same], source)
+                .on_conflict_do_nothing(index_elements=list(conflict))
+                .returning(*[table.c[c] for c in returning])
+            )
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            self.statement = sqlite_insert(table).on_conflict_do_nothing(
+                index_elements=list(conflict)
+            )
+            self.last = sa.select(sa.func.max(self.key))
+            self.inserted = (
+                sa.select(*[table.c[c] for c in returning])
+                .where(self.key > sa.bindparam("after"))
+                .order_by(self.key)
+            )
+
+    def __call__(
+        self, conn: sa.Connection, rows: Sequence[Sequence[Any]], same: dict[str, Any]
+    ) -> list[sa.Row[Any]]:
+        """Insert ``rows`` (values in the order of ``columns``) with the ``same``
+        values; the ``returning`` columns of the rows actually inserted."""
+        if not rows:
+            return []
+        if self.arrays:
+            params = self.rows.params(rows) | {f"same_{c}": same[c] for c in self.same}
+            return list(conn.execute(self.statement, params))
+        after = conn.execute(self.last).scalar() or 0
+        common = {c: same[c] for c in self.same}
+        conn.execute(
+            self.statement, [dict(zip(self.columns, row, strict=True)) | common for row in rows]
+        )
+        return list(conn.execute(self.inserted, {"after": after}))
+
+
+def row_inserter(
+    sa_dialect: sa.Dialect,
+    table: sa.Table,
+    columns: Sequence[str],
+    *,
+    same: Sequence[str] = (),
+    conflict: Sequence[str],
+    returning: Sequence[str],
+) -> RowInserter:
+    """A :class:`RowInserter` for a dialect (build it once, call it per batch)."""
+    return RowInserter(sa_dialect, table, columns, same, conflict, returning)

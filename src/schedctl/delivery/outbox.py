@@ -123,6 +123,57 @@ def enqueue(
     return [int(row.id) for row in inserted]
 
 
+class AlikeMessages:
+    """Enqueue batches of messages that are alike but for their account, recipient,
+    subject, bodies and idempotency key -- one per user, nothing attached, sent as
+    soon as due (the digest's) -- with one statement per batch, whatever its size
+    (``dialect.RowInserter``; build it once per dialect). Message-IDs are minted as
+    :func:`enqueue` mints them; an idempotency key that exists is skipped."""
+
+    _COLUMNS = (
+        "account_id", "recipient", "subject", "body_text", "body_html", "idempotency_key",
+        "message_id",
+    )  # fmt: skip
+    _SAME = (
+        "type", "priority", "subscription", "send_at", "status", "attempts", "created_at",
+        "updated_at",
+    )  # fmt: skip
+
+    def __init__(
+        self, sa_dialect: sa.Dialect, type: str, *, priority: Priority = "normal",
+        subscription: bool = False,
+    ) -> None:  # fmt: skip
+        self.type = type
+        self.priority = priority
+        self.subscription = subscription
+        self.insert = dialect.row_inserter(
+            sa_dialect, messages, self._COLUMNS, same=self._SAME,
+            conflict=["idempotency_key"], returning=["id", "idempotency_key"],
+        )  # fmt: skip
+
+    def __call__(
+        self,
+        conn: sa.Connection,
+        rows: Sequence[tuple[int, str, str, str, str | None, str]],
+        *,
+        send_at: datetime,
+        now: datetime,
+        domain: str,
+        installation: str,
+    ) -> dict[str, int]:
+        """Enqueue ``rows`` (account id, recipient, subject, text, html, idempotency
+        key); the new messages' ids by key (a key that existed is absent)."""
+        minted = [
+            (*row, make_message_id(row[5], domain, installation=installation)) for row in rows
+        ]
+        same = {
+            "type": self.type, "priority": self.priority, "subscription": self.subscription,
+            "send_at": send_at, "status": "scheduled", "attempts": 0, "created_at": now,
+            "updated_at": now,
+        }  # fmt: skip
+        return {row.idempotency_key: int(row.id) for row in self.insert(conn, minted, same)}
+
+
 # --- messages whose dispatcher died (SPEC §8) ---------------------------------------
 
 LEASE_EXPIRED = "LEASE_EXPIRED"  # the reason code of a message whose dispatcher died

@@ -130,10 +130,11 @@ def due_query(
     options: DigestOptions,
     *,
     catch_up: bool = False,
-    after: int = 0,
-    size: int = PAGE,
+    lock: bool = False,
 ) -> sa.Select[Any] | None:
-    """The next page of due users (id > ``after``), or None when no zone has any.
+    """The query of a page of due users, or None when no zone has any: those with id
+    above the parameter ``after``, at most ``size`` of them, each with their address
+    (built once, executed per page); ``lock``: it claims their rows (SKIP LOCKED).
 
     ``catch_up``: the users owed their previous local day instead (catch_up_days):
     not due yet today, existing before today began, and with no row for that day.
@@ -157,20 +158,21 @@ def due_query(
     else:
         day = _by_zone(chosen, lambda z: z.today, sa.Date())
         condition = u.digest_time <= _by_zone(chosen, lambda z: z.cutoff, sa.Text())
-    return (
-        sa.select(u.id, u.account_id, u.tz, day.label("local_date"))
+    query = (
+        sa.select(u.id, u.account_id, u.tz, day.label("local_date"), u.email)
         .where(
             u.digest_enabled,
             quarantine.active(users),
             u.tz.in_([z.tz for z in chosen]),
             condition,
             _no_digest_on(day),
-            u.id > after,
+            u.id > sa.bindparam("after", type_=u.id.type),
             *_scope(users, options),
         )
         .order_by(u.id)
-        .limit(size)
+        .limit(sa.bindparam("size", type_=sa.Integer()))
     )
+    return query.with_for_update(skip_locked=True, key_share=True) if lock else query
 
 
 def due_page(
@@ -182,28 +184,63 @@ def due_page(
     after: int = 0,
     size: int = PAGE,
     lock: bool = False,
+    query: sa.Select[Any] | None = None,
 ) -> list[DueUser]:
     """One page of due users, ordered by id; ``lock``: claim their rows (SKIP LOCKED).
-    A user whose address cannot be read comes with its ``problem``."""
-    query = due_query(zones, options, catch_up=catch_up, after=after, size=size)
+    ``query``: the page's query built already (:func:`due_query`, with the same
+    arguments). A user whose address cannot be used comes with its ``problem``."""
     if query is None:
-        return []
-    if lock:
-        query = query.with_for_update(skip_locked=True, key_share=True)
-    page = list(conn.execute(query))
-    found, bad = _read_users(conn, [int(r.id) for r in page])
+        query = due_query(zones, options, catch_up=catch_up, lock=lock)
+        if query is None:
+            return []
+    params = {"after": after, "size": size}
+    try:
+        page = list(conn.execute(query, params))
+    except quarantine.READ_ERRORS as exc:
+        if quarantine.undecodable(exc) is None:
+            raise
+        # Some address cannot be read: the page without them, then each user's row.
+        without = query.with_only_columns(*query.selected_columns[:4])
+        page = list(conn.execute(without, params))
+        found, bad = _read_users(conn, [int(r.id) for r in page])
+        return [
+            DueUser(
+                int(r.id),
+                int(r.account_id),
+                found[int(r.id)].email if int(r.id) in found else "",
+                r.tz,
+                _as_date(r.local_date),
+                problem=bad.get(int(r.id)),
+            )
+            for r in page
+            if int(r.id) in found or int(r.id) in bad
+        ]
     return [
         DueUser(
-            int(r.id),
-            int(r.account_id),
-            found[int(r.id)].email if int(r.id) in found else "",
-            r.tz,
-            _as_date(r.local_date),
-            problem=bad.get(int(r.id)),
+            int(user_id),
+            int(account_id),
+            email if problem is None else "",
+            tz,
+            _as_date(local_date),
+            problem=problem,
         )
-        for r in page
-        if int(r.id) in found or int(r.id) in bad
+        for user_id, account_id, tz, local_date, email in page
+        for problem in [_user_problem(email, tz)]
     ]
+
+
+def _user_problem(email: Any, tz: Any) -> str | None:
+    """What makes a user's row unusable for a digest (see schedctl.quarantine), or None."""
+    problem = quarantine.first_problem(
+        quarantine.text_problem(email, "email", required=True),
+        quarantine.text_problem(tz, "tz", required=True),
+    )
+    if problem is None:
+        try:
+            parse_timezone(tz)
+        except ValidationError:
+            problem = f"tz {tz[:60]!r} is not a known time zone"
+    return problem
 
 
 def _read_users(conn: sa.Connection, user_ids: list[int]) -> tuple[dict[int, Any], dict[int, str]]:
@@ -213,15 +250,7 @@ def _read_users(conn: sa.Connection, user_ids: list[int]) -> tuple[dict[int, Any
     rows, bad = quarantine.read_rows(conn, query, users.c.id, user_ids)
     found = {}
     for row in rows:
-        problem = quarantine.first_problem(
-            quarantine.text_problem(row.email, "email", required=True),
-            quarantine.text_problem(row.tz, "tz", required=True),
-        )
-        if problem is None:
-            try:
-                parse_timezone(row.tz)
-            except ValidationError:
-                problem = f"tz {row.tz[:60]!r} is not a known time zone"
+        problem = _user_problem(row.email, row.tz)
         if problem:
             bad[int(row.id)] = problem
         else:

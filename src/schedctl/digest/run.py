@@ -49,7 +49,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
@@ -57,9 +56,10 @@ from schedctl import leases, quarantine
 from schedctl.config import Settings
 from schedctl.db import dialect
 from schedctl.db.database import Database
-from schedctl.db.schema import digests, messages, notifications, users
+from schedctl.db.schema import Id, digests, notifications, users
+from schedctl.db.types import UTCDateTime
 from schedctl.delivery import quota
-from schedctl.delivery.outbox import NewMessage, enqueue, mail_domain
+from schedctl.delivery.outbox import AlikeMessages, installation_id, mail_domain
 from schedctl.digest.compose import Item, render_digest
 from schedctl.digest.due import ZoneDay
 from schedctl.digest.plan import (
@@ -70,10 +70,12 @@ from schedctl.digest.plan import (
     _chunks,
     deferred_page,
     due_page,
+    due_query,
     load_zones,
 )
 from schedctl.errors import ValidationError
 from schedctl.notifications import MAX_TITLE, clip, read_limited, text_problem
+from schedctl.zones import zone
 
 log = logging.getLogger("schedctl.digest")
 
@@ -112,6 +114,50 @@ def _undigested() -> list[sa.ColumnElement[bool]]:
     ]
 
 
+class _Statements:
+    """The claim transaction's statements, built once per run for its database: each
+    binds a page whatever its size as a few parameters, so it is compiled (and
+    parsed by the driver) once."""
+
+    def __init__(self, sa_dialect: sa.Dialect, max_body: int) -> None:
+        n = notifications.c
+        self.pending = (
+            sa.select(n.id, n.user_id)
+            .where(dialect.one_of(n.user_id, name="users"), *_undigested())
+            .order_by(n.user_id, n.id)
+            .with_for_update(skip_locked=True)
+        )
+        self.items = sa.select(
+            n.id, n.user_id, n.digest_key, *read_limited(n.title, MAX_TITLE),
+            *read_limited(n.body, max_body), n.created_at,
+        )  # fmt: skip
+        self.days = dialect.row_inserter(
+            sa_dialect, digests, ["account_id", "user_id", "local_date"],
+            same=["status", "items", "created_at", "updated_at", "expires_at"],
+            conflict=["user_id", "local_date"], returning=["id", "user_id", "local_date"],
+        )  # fmt: skip
+        self.messages = AlikeMessages(sa_dialect, MESSAGE_TYPE, subscription=True)
+        now = sa.bindparam("now", type_=UTCDateTime)
+        self.consumed = dialect.value_rows(sa_dialect, "consumed", [("id", Id), ("digest_id", Id)])
+        self.consume = (
+            notifications.update()
+            .where(n.id == self.consumed.c.id)
+            .values(digest_id=self.consumed.c.digest_id, consumed_at=now)
+        )
+        self.outcomes = dialect.value_rows(
+            sa_dialect, "outcome",
+            [("id", Id), ("status", sa.Text()), ("items", sa.Integer()), ("message_id", Id)],
+        )  # fmt: skip
+        o = self.outcomes.c
+        self.record = (
+            digests.update()
+            .where(digests.c.id == o.id)
+            .values(
+                status=o["status"], items=o["items"], message_id=o["message_id"], updated_at=now
+            )
+        )
+
+
 @dataclass
 class _Page:
     """What one committed claim transaction did (counted only once committed)."""
@@ -145,6 +191,19 @@ class DigestRun:
         self.exhausted = False  # the day's budget ran out during this run
         self.handled = 0
         self.found = quarantine.Found()  # rows quarantined (schedctl.quarantine)
+        self._statements: _Statements | None = None
+        self._installation: str | None = None
+
+    def statements(self, conn: sa.Connection) -> _Statements:
+        if self._statements is None:
+            self._statements = _Statements(conn.dialect, self.max_body)
+        return self._statements
+
+    def installation(self, conn: sa.Connection) -> str:
+        """This database's installation id (which Message-IDs hash), read once."""
+        if self._installation is None:
+            self._installation = installation_id(conn)
+        return self._installation
 
     @property
     def room(self) -> int:
@@ -208,21 +267,33 @@ class DigestRun:
 
     def claim_due(self, zones: dict[str, ZoneDay], *, catch_up: bool) -> None:
         """Claim and build every due user's digest, a page per transaction."""
+        query = due_query(zones, self.options, catch_up=catch_up, lock=True)
+        if query is None:
+            return
         after = 0
         while self.room:
-            claim = functools.partial(self._claim_page, zones=zones, catch_up=catch_up, after=after)
+            claim = functools.partial(
+                self._claim_page, zones=zones, catch_up=catch_up, after=after, query=query
+            )
             done = self.db.transaction(claim)
             if done is None:
                 return
             after = self._count(*done)
 
     def _claim_page(
-        self, conn: sa.Connection, *, zones: dict[str, ZoneDay], catch_up: bool, after: int
+        self,
+        conn: sa.Connection,
+        *,
+        zones: dict[str, ZoneDay],
+        catch_up: bool,
+        after: int,
+        query: sa.Select[Any],
     ) -> tuple[_Page, int] | None:
         """Claim and build one page of due users: (outcome, last user id), or None."""
         page = due_page(
-            conn, zones, self.options, catch_up=catch_up, after=after, size=self.room, lock=True
-        )
+            conn, zones, self.options, catch_up=catch_up, after=after, size=self.room, lock=True,
+            query=query,
+        )  # fmt: skip
         if not page:
             return None
         usable, found = self._set_aside(conn, page)
@@ -243,22 +314,11 @@ class DigestRun:
     def _insert_days(self, conn: sa.Connection, page: list[DueUser]) -> list[DueUser]:
         """Insert the page's (user, local_date) rows; those another process has are left."""
         now = self.now()
-        rows = [
-            {
-                "account_id": p.account_id,
-                "user_id": p.user_id,
-                "local_date": p.local_date,
-                "status": "scheduled",
-                "items": 0,
-                "created_at": now,
-                "updated_at": now,
-                "expires_at": now + self.retention,
-            }
-            for p in page
-        ]
-        inserted = dialect.insert_ignore(
-            conn, digests, rows, ["user_id", "local_date"],
-            returning=[digests.c.id, digests.c.user_id, digests.c.local_date],
+        inserted = self.statements(conn).days(
+            conn,
+            [(p.account_id, p.user_id, p.local_date) for p in page],
+            {"status": "scheduled", "items": 0, "created_at": now, "updated_at": now,
+             "expires_at": now + self.retention},
         )  # fmt: skip
         ids = {(int(r.user_id), _as_date(r.local_date)): int(r.id) for r in inserted}
         return [
@@ -294,8 +354,8 @@ class DigestRun:
             owners = {}
         built = self._build(conn, owners, pending, outcome, page.found)
 
-        new: list[tuple[DueUser, NewMessage, quota.Reservation | None]] = []
-        for day, message in built:
+        new: list[tuple[DueUser, _Mail, quota.Reservation | None]] = []
+        for day, mail in built:
             reservation = None
             if self.quota_limit is not None and not exhausted:
                 reservation = quota.reserve(conn, quota.quota_day(now), self.quota_limit)
@@ -303,13 +363,13 @@ class DigestRun:
             if exhausted:
                 outcome[_id(day)] = {"status": "deferred", "items": 0}
                 continue
-            new.append((day, message, reservation))
+            new.append((day, mail, reservation))
         page.exhausted = exhausted
 
-        message_ids = self._enqueue(conn, [m for _, m, _ in new], now)
+        message_ids = self._enqueue(conn, [(day, mail) for day, mail, _ in new], now)
         consumed: dict[int, tuple[int, list[int]]] = {}
-        for day, message, reservation in new:
-            message_id = message_ids.get(message.idempotency_key)
+        for day, _, reservation in new:
+            message_id = message_ids.get(_key(day))
             if message_id is None:  # the key exists: a row for this day was deleted by hand
                 log.warning(
                     "user %s: a digest message for %s exists already; the day is failed and"
@@ -327,25 +387,12 @@ class DigestRun:
             if reservation is not None:
                 page.prepaid[message_id] = reservation
         self._consume(conn, consumed, now)
-        conn.execute(
-            digests.update()
-            .where(digests.c.id == sa.bindparam("b_id"))
-            .values(
-                status=sa.bindparam("b_status"),
-                items=sa.bindparam("b_items"),
-                message_id=sa.bindparam("b_message"),
-                updated_at=now,
-            ),
-            [
-                {
-                    "b_id": digest_id,
-                    "b_status": values["status"],
-                    "b_items": values["items"],
-                    "b_message": values.get("message_id"),
-                }
-                for digest_id, values in outcome.items()
-            ],
-        )
+        statements = self.statements(conn)
+        rows = [
+            (digest_id, values["status"], values["items"], values.get("message_id"))
+            for digest_id, values in outcome.items()
+        ]
+        conn.execute(statements.record, statements.outcomes.params(rows) | {"now": now})
         statuses = Counter(values["status"] for values in outcome.values())
         page.counts["skipped_empty"] += statuses["skipped"]
         page.counts["deferred_quota"] += statuses["deferred"]
@@ -358,33 +405,21 @@ class DigestRun:
         self, conn: sa.Connection, consumed: dict[int, tuple[int, list[int]]], now: datetime
     ) -> None:
         """Mark notifications consumed by their digest ({user: (digest id, ids)}), with
-        one UPDATE per chunk of ids."""
+        one UPDATE from the (notification, digest) pairs."""
         if not consumed:
             return
-        n = notifications.c
-        digest_of = sa.case(
-            {user: digest for user, (digest, _) in consumed.items()}, value=n.user_id
-        )
-        ids = [i for _, user_ids in consumed.values() for i in user_ids]
-        for chunk in _chunks(ids):
-            conn.execute(
-                notifications.update()
-                .where(n.id.in_(chunk))
-                .values(digest_id=digest_of, consumed_at=now)
-            )
+        statements = self.statements(conn)
+        pairs = [(i, digest) for digest, ids in consumed.values() for i in ids]
+        conn.execute(statements.consume, statements.consumed.params(pairs) | {"now": now})
 
     def _pending_ids(self, conn: sa.Connection, user_ids: list[int]) -> dict[int, list[int]]:
         """Each user's undigested notification ids, oldest first, locked."""
         pending: dict[int, list[int]] = {}
-        n = notifications.c
-        for chunk in _chunks(user_ids):
-            query = (
-                sa.select(n.id, n.user_id)
-                .where(n.user_id.in_(chunk), *_undigested())
-                .order_by(n.user_id, n.id)
-            )
-            for row in conn.execute(query.with_for_update(skip_locked=True)):
-                pending.setdefault(int(row.user_id), []).append(int(row.id))
+        if not user_ids:
+            return pending
+        query = self.statements(conn).pending
+        for notification_id, user_id in conn.execute(query, {"users": user_ids}):
+            pending.setdefault(int(user_id), []).append(int(notification_id))
         return pending
 
     def _build(
@@ -394,7 +429,7 @@ class DigestRun:
         pending: dict[int, list[int]],
         outcome: dict[int, dict[str, Any]],
         found: quarantine.Found,
-    ) -> list[tuple[DueUser, NewMessage]]:
+    ) -> list[tuple[DueUser, _Mail]]:
         """Render each owner's digest from their newest ``max_items`` notifications.
 
         A notification that cannot be read or rendered is quarantined and taken out
@@ -406,30 +441,15 @@ class DigestRun:
         for user_id, day in owners.items():
             listed = [(i, items[i]) for i in pending[user_id][-self.max_items :]]
             rendered = self._render(day, listed, len(pending[user_id]), bad)
-            pending[user_id] = [i for i in pending[user_id] if i not in bad]
+            if bad:
+                pending[user_id] = [i for i in pending[user_id] if i not in bad]
             if not pending[user_id]:  # every one of them was quarantined
                 outcome[_id(day)] = {"status": "skipped", "items": 0}
                 continue
             if rendered is None:
                 outcome[_id(day)] = {"status": "failed", "items": 0}
                 continue
-            subject, text, html = rendered
-            built.append(
-                (
-                    day,
-                    NewMessage(
-                        account_id=day.account_id,
-                        type=MESSAGE_TYPE,
-                        recipient=day.email,
-                        subject=subject,
-                        body_text=text,
-                        body_html=html,
-                        send_at=self.now(),
-                        idempotency_key=f"digest:{user_id}:{day.local_date.isoformat()}",
-                        subscription=True,
-                    ),
-                )
-            )
+            built.append((day, rendered))
         quarantine.mark(conn, notifications, bad, self.now())
         found.add("notifications", bad)
         return built
@@ -441,24 +461,22 @@ class DigestRun:
         those that cannot be read ({id: reason}), which leave ``pending``; repeated
         until each owner's newest ``max_items`` are all readable."""
         n = notifications.c
-        query = sa.select(
-            n.id, n.user_id, n.digest_key, *read_limited(n.title, MAX_TITLE),
-            *read_limited(n.body, self.max_body), n.created_at,
-        )  # fmt: skip
+        query = self.statements(conn).items
         items: dict[int, Item] = {}
         bad: dict[int, str] = {}
         while wanted := [
             i for user in owners for i in pending[user][-self.max_items :] if i not in items
         ]:
-            for chunk in _chunks(wanted):
-                rows, unreadable = quarantine.read_rows(conn, query, n.id, chunk)
-                bad.update(unreadable)
-                for row in rows:
-                    item, problem = self._item(row, owners[int(row.user_id)])
-                    if item is None:
-                        bad[int(row.id)] = problem or "cannot be read"
-                    else:
-                        items[int(row.id)] = item
+            rows, unreadable = quarantine.read_rows(conn, query, n.id, wanted)
+            bad.update(unreadable)
+            for row in rows:
+                item, problem = self._item(row, owners[int(row.user_id)])
+                if item is None:
+                    bad[int(row.id)] = problem or "cannot be read"
+                else:
+                    items[int(row.id)] = item
+            if not bad:
+                continue
             for user in owners:
                 pending[user] = [i for i in pending[user] if i not in bad]
         return items, bad
@@ -469,7 +487,7 @@ class DigestRun:
         if problem is not None:
             return None, problem
         try:
-            local = f"{row.created_at.astimezone(ZoneInfo(day.tz)):%Y-%m-%d %H:%M}"
+            local = f"{row.created_at.astimezone(zone(day.tz)):%Y-%m-%d %H:%M}"
         except (ValueError, OverflowError, KeyError) as exc:
             return None, f"created_at cannot be shown ({type(exc).__name__}: {exc})"
         title = clip(row.title, MAX_TITLE, row.title_length)
@@ -478,7 +496,7 @@ class DigestRun:
 
     def _render(
         self, day: DueUser, listed: list[tuple[int, Item]], total: int, bad: dict[int, str]
-    ) -> tuple[str, str, str] | None:
+    ) -> _Mail | None:
         """(subject, text, html) of one digest of ``listed`` ((id, item) pairs) out of
         ``total``, or None when it cannot be rendered.
 
@@ -519,23 +537,29 @@ class DigestRun:
             return None
 
     def _enqueue(
-        self, conn: sa.Connection, items: list[NewMessage], now: datetime
+        self, conn: sa.Connection, mails: list[tuple[DueUser, _Mail]], now: datetime
     ) -> dict[str, int]:
         """Enqueue the digests; the new messages' ids by idempotency key (a key that
         existed already is absent)."""
-        if not items:
+        if not mails:
             return {}
-        new_ids = set(enqueue(conn, items, now=now, domain=self.domain))
-        keys = [m.idempotency_key for m in items]
-        found: dict[str, int] = {}
-        for chunk in _chunks(keys):
-            query = sa.select(messages.c.id, messages.c.idempotency_key).where(
-                messages.c.idempotency_key.in_(chunk)
-            )
-            for row in conn.execute(query):
-                if int(row.id) in new_ids:
-                    found[row.idempotency_key] = int(row.id)
-        return found
+        rows = [
+            (day.account_id, day.email, subject, text, html, _key(day))
+            for day, (subject, text, html) in mails
+        ]
+        return self.statements(conn).messages(
+            conn, rows, send_at=self.now(), now=now, domain=self.domain,
+            installation=self.installation(conn),
+        )  # fmt: skip
+
+
+# A digest's mail: (subject, text, html).
+_Mail = tuple[str, str, str]
+
+
+def _key(day: DueUser) -> str:
+    """The idempotency key of a user's digest message for a day."""
+    return f"digest:{day.user_id}:{day.local_date.isoformat()}"
 
 
 def _id(day: DueUser) -> int:
