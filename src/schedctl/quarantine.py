@@ -88,7 +88,7 @@ def read_rows(
     if not ids:
         return [], {}
     try:
-        return list(conn.execute(query.where(dialect.one_of(id_column, ids)))), {}
+        return list(conn.execute(query.where(dialect.one_of(id_column, ids))).all()), {}
     except READ_ERRORS as exc:
         reason = undecodable(exc)
         if reason is None:

@@ -143,18 +143,31 @@ def insert_ignore_count(
     return int(conn.execute(statement, list(rows)).rowcount)
 
 
-def plan_for_current_sizes(conn: sa.Connection) -> None:
-    """Plan this transaction's statements, foreign-key checks included, for the tables
-    as they are now (PostgreSQL; SQLite has no plan cache to speak of).
+def plan_as_index_probes(conn: sa.Connection) -> None:
+    """Plan the rest of this transaction's statements, foreign-key checks included,
+    as index probes: every row found through an index, nested loops only, no table
+    read whole and no hash or merge join (PostgreSQL; SQLite: nothing).
 
-    A backend caches one generic plan per foreign-key check. Made while the referenced
-    table was nearly empty (a new installation's first large run), it is a sequential
-    scan, and every later check in the session costs time in proportion to the rows
-    inserted since: the digest's first run over 40,000 users spent 70 of its 116 s in
-    them. A custom plan per execution costs a fraction of a millisecond.
+    For work done a small page of rows at a time in tables of any size (the
+    digest): each statement then costs the same per row whether a table holds a
+    thousand rows or ten million. Left to its statistics, the planner reads a table
+    it thinks small whole: the digest's check for a user's existing day became a
+    merge join over every day recorded so far, and a backend's cached plan of a
+    foreign-key check, made while the referenced table was nearly empty, a
+    sequential scan that every later check in the session paid for in proportion to
+    the rows inserted since (the first run over 40,000 users spent 70 of its 116 s in
+    them). Plans made under these settings -- the foreign-key checks' cached plans
+    too -- probe indexes whenever they were made, so they are kept and reused rather
+    than made anew per execution (a custom plan per check cost more than the check).
+    Also without JIT compilation, which costed-out scans would set off.
     """
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
+        conn.exec_driver_sql(
+            "SELECT set_config('enable_seqscan', 'off', true),"
+            " set_config('enable_hashjoin', 'off', true),"
+            " set_config('enable_mergejoin', 'off', true), set_config('jit', 'off', true),"
+            " set_config('synchronous_commit', 'off', true)"
+        )
 
 
 def upsert_changed(
@@ -587,8 +600,9 @@ def set_local_time_zone(conn: sa.Connection, zone: str) -> None:
 
 
 class _ValueList(sa.types.TypeDecorator[Sequence[Any]]):
-    """A list of ints or texts bound as one parameter: a PostgreSQL array, or JSON
-    text on SQLite (read with json_each)."""
+    """A list of ints or texts bound as one text parameter: a PostgreSQL array
+    literal of ints (``{1,2,3}``, cast by the statement) or a JSON array (texts on
+    PostgreSQL, anything on SQLite, read with json_each)."""
 
     impl = sa.Text
     cache_ok = True
@@ -597,19 +611,11 @@ class _ValueList(sa.types.TypeDecorator[Sequence[Any]]):
         super().__init__()
         self.kind = kind  # "int" or "text"
 
-    def load_dialect_impl(self, sa_dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
-        if sa_dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import ARRAY
-
-            element = sa.BigInteger() if self.kind == "int" else sa.Text()
-            return sa_dialect.type_descriptor(ARRAY(element))
-        return sa_dialect.type_descriptor(sa.Text())
-
     def process_bind_param(self, value: Sequence[Any] | None, sa_dialect: sa.Dialect) -> Any:
         if value is None:
             return None
-        if sa_dialect.name == "postgresql":
-            return list(value)
+        if sa_dialect.name == "postgresql" and self.kind == "int":
+            return "{" + ",".join(str(int(v)) for v in value) + "}"
         return json.dumps(list(value))
 
 
@@ -630,9 +636,11 @@ class _OneOf(sa.sql.expression.ColumnElement[bool]):
 
 @compiles(_OneOf, "postgresql")
 def _one_of_postgresql(element: _OneOf, compiler: Any, **kw: Any) -> str:
-    kind = "BIGINT" if element.values.type.kind == "int" else "TEXT"  # type: ignore[attr-defined]
     column = compiler.process(element.column, **kw)
-    return f"{column} = ANY(CAST({compiler.process(element.values, **kw)} AS {kind}[]))"
+    values = compiler.process(element.values, **kw)
+    if element.values.type.kind == "int":  # type: ignore[attr-defined]
+        return f"{column} = ANY(CAST({values} AS BIGINT[]))"
+    return f"{column} IN (SELECT json_array_elements_text(CAST({values} AS json)))"
 
 
 @compiles(_OneOf, "sqlite")
@@ -645,9 +653,10 @@ def one_of(
     column: sa.ColumnElement[Any], values: Sequence[Any] | None = None, *, name: str | None = None
 ) -> sa.ColumnElement[bool]:
     """``column IN (values)`` for schedctl's own database, the values (ints, or texts
-    for a text column) bound as one parameter however many there are: ``= ANY(array)``
-    on PostgreSQL, ``IN (SELECT value FROM json_each(json))`` on SQLite. Give the
-    ``values``, or a parameter ``name`` whose list is passed at execution."""
+    for a text column) bound as one parameter however many there are: ``=
+    ANY(array)`` (ints) or a JSON array (texts) on PostgreSQL, ``IN (SELECT value FROM
+    json_each(json))`` on SQLite. Give the ``values``, or a parameter ``name`` whose
+    list is passed at execution."""
     kind = "text" if isinstance(column.type, sa.String) else "int"
     if name is not None:
         param = sa.bindparam(name, type_=_ValueList(kind))
@@ -662,11 +671,30 @@ def _json_value(value: Any) -> Any:
     raise TypeError(f"a {type(value).__name__} cannot be bound in rows")
 
 
+class _BinaryArray(list[Any]):
+    """A list that psycopg sends as a binary array (see :func:`send_binary_arrays`)."""
+
+
+def send_binary_arrays(dbapi_conn: Any) -> None:
+    """Have a psycopg connection send :class:`ValueRows`' arrays in binary: the text
+    format escapes each element in Python (every quote of an HTML body), which costs
+    twice the client's time of the binary one and more of the server's."""
+    from psycopg.types.array import ListBinaryDumper
+
+    dbapi_conn.adapters.register_dumper(_BinaryArray, ListBinaryDumper)
+
+
 class ValueRows:
     """Rows of values (ints, texts, dates, booleans, None) given by Python as one
-    FROM item, ``name``, of a statement built once: PostgreSQL unnests one array per
-    column (``unnest(CAST(:name_0 AS BIGINT[]), ...)``); SQLite reads one JSON array of
-    rows (``json_each(:name)``). :meth:`params` binds a batch of rows."""
+    FROM item, ``name``, of a statement built once.
+
+    - PostgreSQL: one array per column, sent in binary (`send_binary_arrays`, which
+      the engine does for every connection) and unnested in step
+      (``unnest(CAST(:name_0 AS BIGINT[]), ...)``).
+    - SQLite: one JSON array of rows, ``json_each(:name)``.
+
+    :meth:`params` binds a batch of rows.
+    """
 
     def __init__(
         self,
@@ -676,9 +704,9 @@ class ValueRows:
     ) -> None:
         self.name = name
         self.names = [column for column, _ in columns]
-        self.arrays = sa_dialect.name == "postgresql"
+        self.by_column = sa_dialect.name == "postgresql"
         typed = [sa.column(column, type_) for column, type_ in columns]
-        if self.arrays:
+        if self.by_column:
             spell = sa_dialect.type_compiler_instance.process
             arrays = ", ".join(
                 f"CAST(:{name}_{i} AS {spell(type_)}[])" for i, (_, type_) in enumerate(columns)
@@ -697,10 +725,10 @@ class ValueRows:
 
     def params(self, rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
         """The parameters that bind ``rows`` (value sequences in the columns' order)."""
-        if self.arrays:
+        if self.by_column:
             columns = list(zip(*rows, strict=True)) if rows else [()] * len(self.names)
-            return {f"{self.name}_{i}": list(values) for i, values in enumerate(columns)}
-        return {self.name: json.dumps([list(row) for row in rows], default=_json_value)}
+            return {f"{self.name}_{i}": _BinaryArray(values) for i, values in enumerate(columns)}
+        return {self.name: json.dumps(rows, default=_json_value)}
 
 
 def value_rows(
@@ -714,8 +742,8 @@ class RowInserter:
     """``INSERT INTO table (columns) ... ON CONFLICT (conflict) DO NOTHING RETURNING
     returning`` for a batch of rows, as one statement text whatever the batch.
 
-    - PostgreSQL: ``INSERT ... SELECT`` from :class:`ValueRows` (one array per column),
-      RETURNING the rows actually inserted.
+    - PostgreSQL: ``INSERT ... SELECT`` from :class:`ValueRows` (one array per
+      column), RETURNING the rows actually inserted.
     - SQLite (`Capabilities.single_writer`): an executemany of the one-row INSERT, then
       the rows whose key is above the largest before it: the write transaction excludes
       every other writer, and keys only grow (AUTOINCREMENT), so those are exactly the
@@ -737,9 +765,9 @@ class RowInserter:
     ) -> None:
         self.columns = list(columns)
         self.same = list(same)
-        self.arrays = sa_dialect.name == "postgresql"
+        self.by_column = sa_dialect.name == "postgresql"
         self.key = next(iter(table.primary_key.columns))
-        if self.arrays:
+        if self.by_column:
             from sqlalchemy.dialects.postgresql import insert as pg_insert
 
             self.rows = ValueRows(sa_dialect, "ins", [(c, table.c[c].type) for c in self.columns])
@@ -756,9 +784,22 @@ class RowInserter:
         else:
             from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-            self.statement = sqlite_insert(table).on_conflict_do_nothing(
-                index_elements=list(conflict)
+            names = [*self.columns, *self.same]
+            compiled = (
+                sqlite_insert(table)
+                .values({c: sa.bindparam(c) for c in names})
+                .on_conflict_do_nothing(index_elements=list(conflict))
+                .compile(dialect=sa_dialect)
             )
+            # Sent to sqlite3's executemany as it is: the values go through the
+            # columns' own bind processors (an instant's or a date's stored text)
+            # here, the ``same`` ones once per batch.
+            self.sql = compiled.string
+            order = [names.index(name) for name in compiled.positiontup or ()]
+            self.order = None if order == list(range(len(names))) else order
+            self.processors = [
+                table.c[c].type.dialect_impl(sa_dialect).bind_processor(sa_dialect) for c in names
+            ]
             self.last = sa.select(sa.func.max(self.key))
             self.inserted = (
                 sa.select(*[table.c[c] for c in returning])
@@ -773,14 +814,27 @@ class RowInserter:
         values; the ``returning`` columns of the rows actually inserted."""
         if not rows:
             return []
-        if self.arrays:
+        if self.by_column:
             params = self.rows.params(rows) | {f"same_{c}": same[c] for c in self.same}
             return list(conn.execute(self.statement, params))
         after = conn.execute(self.last).scalar() or 0
-        common = {c: same[c] for c in self.same}
-        conn.execute(
-            self.statement, [dict(zip(self.columns, row, strict=True)) | common for row in rows]
+        width = len(self.columns)
+        process = self.processors
+        common = tuple(
+            value if (p := process[width + i]) is None or value is None else p(value)
+            for i, value in enumerate(same[c] for c in self.same)
         )
+        converters = [(i, p) for i, p in enumerate(process[:width]) if p is not None]
+        values = []
+        for row in rows:
+            if converters:
+                row = list(row)
+                for i, convert in converters:
+                    if row[i] is not None:
+                        row[i] = convert(row[i])
+            full = (*row, *common)
+            values.append(full if self.order is None else tuple(full[i] for i in self.order))
+        conn.exec_driver_sql(self.sql, values)
         return list(conn.execute(self.inserted, {"after": after}))
 
 

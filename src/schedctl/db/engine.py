@@ -13,6 +13,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.util import asbool
 
 from schedctl import redaction
+from schedctl.db import dialect
 from schedctl.errors import ConfigError
 
 # Drivers for a bare dialect name. schedctl installs psycopg and oracledb; a MySQL or
@@ -183,6 +184,7 @@ def _configure_postgresql(engine: sa.Engine) -> None:
         with dbapi_conn.cursor() as cursor:
             cursor.execute("SET TIME ZONE 'UTC'")
         dbapi_conn.commit()
+        dialect.send_binary_arrays(dbapi_conn)
 
 
 def create_engine(raw_url: str, *, store: bool = True, sqlite_mode: str = "rwc") -> sa.Engine:

@@ -128,6 +128,12 @@ def _header_address(value: str) -> str:
     return str(Address(display_name=name, username=local, domain=domain))
 
 
+@functools.lru_cache(maxsize=16)  # one sender domain per installation, as a rule
+def _id_domain(domain: str) -> str | None:
+    """``normalise_domain``, once per domain (IDNA encoding costs more than the hash)."""
+    return normalise_domain(domain)
+
+
 def make_message_id(idempotency_key: str, domain: str, *, installation: str) -> str:
     """A deterministic Message-ID, ``<32 hex chars@domain>``, for one outbox row.
 
@@ -141,7 +147,7 @@ def make_message_id(idempotency_key: str, domain: str, *, installation: str) -> 
         raise ValidationError("empty idempotency key")
     if not installation:
         raise ValidationError("empty installation id")
-    ascii_domain = normalise_domain(domain)
+    ascii_domain = _id_domain(domain)
     if ascii_domain is None:
         raise ValidationError(f"invalid Message-ID domain {domain!r}")
     # The installation id never contains a NUL, so the first one splits the pair.

@@ -20,7 +20,7 @@ from schedctl.values import parse_timezone
 
 log = logging.getLogger("schedctl.digest")
 
-PAGE = 100  # users claimed per transaction
+PAGE = 500  # users claimed per transaction
 _IN_CHUNK = 500  # ids per IN (...) list
 
 
@@ -195,7 +195,7 @@ def due_page(
             return []
     params = {"after": after, "size": size}
     try:
-        page = list(conn.execute(query, params))
+        page = conn.execute(query, params).all()
     except quarantine.READ_ERRORS as exc:
         if quarantine.undecodable(exc) is None:
             raise

@@ -47,7 +47,7 @@ import functools
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 import sqlalchemy as sa
@@ -242,6 +242,7 @@ class DigestRun:
 
     def _retry_page(self, conn: sa.Connection, *, after: int) -> tuple[_Page, int] | None:
         """Lock and build one page of deferred days: (outcome, last id), or None."""
+        dialect.plan_as_index_probes(conn)
         page = deferred_page(conn, self.options, after=after, size=self.room, lock=True)
         if not page:
             return None
@@ -290,6 +291,7 @@ class DigestRun:
         query: sa.Select[Any],
     ) -> tuple[_Page, int] | None:
         """Claim and build one page of due users: (outcome, last user id), or None."""
+        dialect.plan_as_index_probes(conn)
         page = due_page(
             conn, zones, self.options, catch_up=catch_up, after=after, size=self.room, lock=True,
             query=query,
@@ -335,7 +337,6 @@ class DigestRun:
         if not claimed:  # another run took every day of this page since it was read
             return page
         page.counts["users_due"] += len(claimed)
-        dialect.plan_for_current_sizes(conn)
         if retried:
             page.counts["digests_retried"] += len(claimed)
         now = self.now()
@@ -418,7 +419,7 @@ class DigestRun:
         if not user_ids:
             return pending
         query = self.statements(conn).pending
-        for notification_id, user_id in conn.execute(query, {"users": user_ids}):
+        for notification_id, user_id in conn.execute(query, {"users": user_ids}).all():
             pending.setdefault(int(user_id), []).append(int(notification_id))
         return pending
 
@@ -462,6 +463,7 @@ class DigestRun:
         until each owner's newest ``max_items`` are all readable."""
         n = notifications.c
         query = self.statements(conn).items
+        zones = {user: zone(day.tz) for user, day in owners.items()}
         items: dict[int, Item] = {}
         bad: dict[int, str] = {}
         while wanted := [
@@ -470,29 +472,38 @@ class DigestRun:
             rows, unreadable = quarantine.read_rows(conn, query, n.id, wanted)
             bad.update(unreadable)
             for row in rows:
-                item, problem = self._item(row, owners[int(row.user_id)])
-                if item is None:
-                    bad[int(row.id)] = problem or "cannot be read"
+                notification_id = int(row[0])
+                item = self._item(row, zones[int(row[1])])
+                if isinstance(item, str):
+                    bad[notification_id] = item
                 else:
-                    items[int(row.id)] = item
+                    items[notification_id] = item
             if not bad:
                 continue
             for user in owners:
                 pending[user] = [i for i in pending[user] if i not in bad]
         return items, bad
 
-    def _item(self, row: Any, day: DueUser) -> tuple[Item | None, str | None]:
-        """One notification as the digest lists it, or (None, why it cannot be)."""
-        problem = text_problem(row)
-        if problem is not None:
-            return None, problem
+    def _item(self, row: Any, local_zone: tzinfo) -> Item | str:
+        """One notification (a row of the items query) as the digest lists it, or why
+        it cannot be listed."""
+        _, _, key, title, title_length, body, body_length, created_at = row
+        if not (
+            isinstance(title, str)
+            and title.strip()
+            and (body is None or isinstance(body, str))
+            and (key is None or isinstance(key, str))
+        ):
+            return text_problem(row) or "cannot be read"
         try:
-            local = f"{row.created_at.astimezone(zone(day.tz)):%Y-%m-%d %H:%M}"
+            local = f"{created_at.astimezone(local_zone):%Y-%m-%d %H:%M}"
         except (ValueError, OverflowError, KeyError) as exc:
-            return None, f"created_at cannot be shown ({type(exc).__name__}: {exc})"
-        title = clip(row.title, MAX_TITLE, row.title_length)
-        body = clip(row.body, self.max_body, row.body_length)
-        return Item(title or "", body, local, row.digest_key), None
+            return f"created_at cannot be shown ({type(exc).__name__}: {exc})"
+        if title_length > MAX_TITLE:
+            title = clip(title, MAX_TITLE, title_length)
+        if body is not None and body_length > self.max_body:
+            body = clip(body, self.max_body, body_length)
+        return Item(title, body, local, key)
 
     def _render(
         self, day: DueUser, listed: list[tuple[int, Item]], total: int, bad: dict[int, str]
