@@ -22,6 +22,10 @@ other, each on a fresh copy of the seeded database and in a fresh child process:
 - schedctl: `digest_run.run_digest` as the command calls it, with dispatch disabled
   (``[messages] enabled = false``), so what is timed is the planning alone.
 
+Each is timed from just before its work until its connections are closed (SQLite
+copies what its WAL holds back to the database at a commit past 4 MiB and at the
+last close: a checkpoint, which is part of the work).
+
 Peak memory is the child's peak RSS (VmHWM) minus its RSS just before the work
 (after imports and connecting): schedctl's must not grow with the number of users,
 since the digest claims a page of users per transaction. (The raw baseline's is the
@@ -256,7 +260,7 @@ def child(kind: str, url: str) -> dict[str, Any]:
                             cur.itersize = 5000
                             cur.execute(ITEMS)
                             rendered = render_all(cur, lambda value: value)
-            elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - start  # connection closed
     elif kind in ("raw", "render"):
         import sqlite3
 
@@ -275,8 +279,8 @@ def child(kind: str, url: str) -> dict[str, Any]:
             if number == 0 and kind == "render":
                 rendered = render_all(conn.execute(ITEMS), instant)
         conn.execute("COMMIT")
-        elapsed = time.perf_counter() - start
         conn.close()
+        elapsed = time.perf_counter() - start
     else:
         from schedctl.config import Settings
         from schedctl.db.database import Database
@@ -296,6 +300,7 @@ def child(kind: str, url: str) -> dict[str, Any]:
             before = _rss_kb()
             start = time.perf_counter()
             counts = digest_run.run_digest(db, settings, NOW, DigestOptions())
+            db.close()  # as the command does: SQLite's last close checkpoints the WAL
             elapsed = time.perf_counter() - start
         if counts.get("failed"):
             raise SystemExit(f"digest failed: {counts}")

@@ -143,23 +143,37 @@ def insert_ignore_count(
     return int(conn.execute(statement, list(rows)).rowcount)
 
 
-def plan_as_index_probes(conn: sa.Connection) -> None:
-    """Plan the rest of this transaction's statements, foreign-key checks included,
-    as index probes: every row found through an index, nested loops only, no table
-    read whole and no hash or merge join (PostgreSQL; SQLite: nothing).
+# SQLite's WAL pages (4 KiB) a connection lets the WAL hold before copying it back to
+# the database at a commit (a checkpoint): 64 MiB rather than SQLite's 4 MiB.
+BULK_CHECKPOINT_PAGES = 16_384
 
-    For work done a small page of rows at a time in tables of any size (the
-    digest): each statement then costs the same per row whether a table holds a
-    thousand rows or ten million. Left to its statistics, the planner reads a table
-    it thinks small whole: the digest's check for a user's existing day became a
-    merge join over every day recorded so far, and a backend's cached plan of a
-    foreign-key check, made while the referenced table was nearly empty, a
-    sequential scan that every later check in the session paid for in proportion to
-    the rows inserted since (the first run over 40,000 users spent 70 of its 116 s in
-    them). Plans made under these settings -- the foreign-key checks' cached plans
-    too -- probe indexes whenever they were made, so they are kept and reused rather
-    than made anew per execution (a custom plan per check cost more than the check).
-    Also without JIT compilation, which costed-out scans would set off.
+
+def for_bulk_pages(conn: sa.Connection) -> None:
+    """Settings for one of many page-sized write transactions in a row (the digest
+    claims its users 500 at a time), for the rest of the transaction or connection.
+
+    PostgreSQL: statements -- foreign-key checks included -- are planned as index
+    probes: every row found through an index, nested loops only, no table read
+    whole and no hash or merge join. Each statement then costs the same per row
+    whether a table holds a thousand rows or ten million; left to its statistics,
+    the planner reads a table it thinks small whole: the digest's check for a
+    user's existing day became a merge join over every day recorded so far, and a
+    backend's cached plan of a foreign-key check, made while the referenced table
+    was nearly empty, a sequential scan that every later check in the session paid
+    for in proportion to the rows inserted since (the first run over 40,000 users
+    spent 70 of its 116 s in them). Plans made under these settings probe indexes
+    whenever they were made, so the foreign-key checks' cached plans are kept rather
+    than made anew per check (which cost more than the check). No JIT compilation,
+    which costed-out scans would set off. And the commit does not wait for the WAL
+    to reach the disk (synchronous_commit off): a page is work that a crash of the
+    server at worst makes a rerun redo, never a mail sent twice -- the first
+    synchronous commit after it (a dispatcher claiming its messages) flushes it.
+
+    SQLite: the connection copies its WAL back to the database (a checkpoint, which
+    syncs the file) once it holds 64 MiB instead of 4 MiB: at 4 MiB, pages of a few
+    MiB each checkpointed at nearly every commit, rewriting the same pages of the
+    database and syncing it each time. The last connection to close checkpoints
+    what is left.
     """
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql(
@@ -168,6 +182,8 @@ def plan_as_index_probes(conn: sa.Connection) -> None:
             " set_config('enable_mergejoin', 'off', true), set_config('jit', 'off', true),"
             " set_config('synchronous_commit', 'off', true)"
         )
+    elif conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint = {BULK_CHECKPOINT_PAGES}")
 
 
 def upsert_changed(

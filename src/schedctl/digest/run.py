@@ -242,7 +242,7 @@ class DigestRun:
 
     def _retry_page(self, conn: sa.Connection, *, after: int) -> tuple[_Page, int] | None:
         """Lock and build one page of deferred days: (outcome, last id), or None."""
-        dialect.plan_as_index_probes(conn)
+        dialect.for_bulk_pages(conn)
         page = deferred_page(conn, self.options, after=after, size=self.room, lock=True)
         if not page:
             return None
@@ -291,7 +291,7 @@ class DigestRun:
         query: sa.Select[Any],
     ) -> tuple[_Page, int] | None:
         """Claim and build one page of due users: (outcome, last user id), or None."""
-        dialect.plan_as_index_probes(conn)
+        dialect.for_bulk_pages(conn)
         page = due_page(
             conn, zones, self.options, catch_up=catch_up, after=after, size=self.room, lock=True,
             query=query,
