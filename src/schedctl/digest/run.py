@@ -127,10 +127,34 @@ class _Statements:
             .order_by(n.user_id, n.id)
             .with_for_update(skip_locked=True)
         )
-        self.items = sa.select(
-            n.id, n.user_id, n.digest_key, *read_limited(n.title, MAX_TITLE),
-            *read_limited(n.body, max_body), n.created_at,
-        )  # fmt: skip
+        content = [
+            n.digest_key, *read_limited(n.title, MAX_TITLE), *read_limited(n.body, max_body),
+            n.created_at,
+        ]  # fmt: skip
+        self.items = sa.select(n.id, n.user_id, *content)
+        # The pending ids and, for each user's newest ``max_items``, their content: one
+        # statement (locked in a CTE: PostgreSQL locks no rows of a window query).
+        locked = (
+            sa.select(n.id, n.user_id)
+            .where(dialect.one_of(n.user_id, name="users"), *_undigested())
+            .with_for_update(skip_locked=True)
+            .cte("locked")
+        )
+        newest = sa.func.row_number().over(
+            partition_by=locked.c.user_id, order_by=locked.c.id.desc()
+        )
+        ranked = sa.select(locked.c.id, locked.c.user_id, newest.label("rank")).subquery("ranked")
+        listed = ranked.c.rank <= sa.bindparam("max_items", type_=sa.Integer())
+        self.pending_items = (
+            sa.select(
+                ranked.c.id,
+                ranked.c.user_id,
+                *[sa.case((listed, column)).label(column.key) for column in content],
+                listed.label("listed"),
+            )
+            .select_from(ranked.join(notifications, n.id == ranked.c.id))
+            .order_by(ranked.c.user_id, ranked.c.id)
+        )
         self.days = dialect.row_inserter(
             sa_dialect, digests, ["account_id", "user_id", "local_date"],
             same=["status", "items", "created_at", "updated_at", "expires_at"],
@@ -340,7 +364,7 @@ class DigestRun:
         if retried:
             page.counts["digests_retried"] += len(claimed)
         now = self.now()
-        pending = self._pending_ids(conn, [c.user_id for c in claimed if c.enabled])
+        pending, first = self._pending(conn, [c for c in claimed if c.enabled])
         outcome: dict[int, dict[str, Any]] = {}  # digest id -> new column values
         owners: dict[int, DueUser] = {}  # user id -> the day their notifications go to
         for day in claimed:
@@ -353,7 +377,7 @@ class DigestRun:
             for day in owners.values():
                 outcome[_id(day)] = {"status": "deferred", "items": 0}
             owners = {}
-        built = self._build(conn, owners, pending, outcome, page.found)
+        built = self._build(conn, owners, pending, first, outcome, page.found)
 
         new: list[tuple[DueUser, _Mail, quota.Reservation | None]] = []
         for day, mail in built:
@@ -413,6 +437,32 @@ class DigestRun:
         pairs = [(i, digest) for digest, ids in consumed.values() for i in ids]
         conn.execute(statements.consume, statements.consumed.params(pairs) | {"now": now})
 
+    def _pending(
+        self, conn: sa.Connection, days: list[DueUser]
+    ) -> tuple[dict[int, list[int]], dict[int, tuple[int, Item | str]]]:
+        """Each user's undigested notification ids, oldest first, locked; and their
+        newest ``max_items`` as digest items ({id: (user, item or why it cannot be
+        listed)}), read with them -- or, when some row cannot be read, none, for
+        :meth:`_read_items` to read them one by one."""
+        zones = {day.user_id: zone(day.tz) for day in days}
+        if not zones:
+            return {}, {}
+        query = self.statements(conn).pending_items
+        try:
+            rows = conn.execute(query, {"users": list(zones), "max_items": self.max_items}).all()
+        except quarantine.READ_ERRORS as exc:
+            if quarantine.undecodable(exc) is None:
+                raise
+            return self._pending_ids(conn, list(zones)), {}
+        pending: dict[int, list[int]] = {}
+        first: dict[int, tuple[int, Item | str]] = {}
+        for row in rows:
+            notification_id, user_id = int(row[0]), int(row[1])
+            pending.setdefault(user_id, []).append(notification_id)
+            if row[-1]:
+                first[notification_id] = (user_id, self._item(row, zones[user_id]))
+        return pending, first
+
     def _pending_ids(self, conn: sa.Connection, user_ids: list[int]) -> dict[int, list[int]]:
         """Each user's undigested notification ids, oldest first, locked."""
         pending: dict[int, list[int]] = {}
@@ -428,6 +478,7 @@ class DigestRun:
         conn: sa.Connection,
         owners: dict[int, DueUser],
         pending: dict[int, list[int]],
+        first: dict[int, tuple[int, Item | str]],
         outcome: dict[int, dict[str, Any]],
         found: quarantine.Found,
     ) -> list[tuple[DueUser, _Mail]]:
@@ -437,7 +488,7 @@ class DigestRun:
         of ``pending`` (so it is neither listed, counted nor consumed); an older one
         takes its place in the list.
         """
-        items, bad = self._read_items(conn, owners, pending)
+        items, bad = self._read_items(conn, owners, pending, first)
         built = []
         for user_id, day in owners.items():
             listed = [(i, items[i]) for i in pending[user_id][-self.max_items :]]
@@ -456,16 +507,31 @@ class DigestRun:
         return built
 
     def _read_items(
-        self, conn: sa.Connection, owners: dict[int, DueUser], pending: dict[int, list[int]]
+        self,
+        conn: sa.Connection,
+        owners: dict[int, DueUser],
+        pending: dict[int, list[int]],
+        first: dict[int, tuple[int, Item | str]],
     ) -> tuple[dict[int, Item], dict[int, str]]:
         """The owners' newest ``max_items`` notifications as digest items (by id), and
         those that cannot be read ({id: reason}), which leave ``pending``; repeated
-        until each owner's newest ``max_items`` are all readable."""
+        until each owner's newest ``max_items`` are all readable. ``first``: those
+        read already (:meth:`_pending`)."""
         n = notifications.c
         query = self.statements(conn).items
         zones = {user: zone(day.tz) for user, day in owners.items()}
         items: dict[int, Item] = {}
         bad: dict[int, str] = {}
+        for notification_id, (user_id, item) in first.items():
+            if user_id not in owners:
+                continue
+            if isinstance(item, str):
+                bad[notification_id] = item
+            else:
+                items[notification_id] = item
+        if bad:
+            for user in owners:
+                pending[user] = [i for i in pending[user] if i not in bad]
         while wanted := [
             i for user in owners for i in pending[user][-self.max_items :] if i not in items
         ]:
@@ -487,7 +553,7 @@ class DigestRun:
     def _item(self, row: Any, local_zone: tzinfo) -> Item | str:
         """One notification (a row of the items query) as the digest lists it, or why
         it cannot be listed."""
-        _, _, key, title, title_length, body, body_length, created_at = row
+        _, _, key, title, title_length, body, body_length, created_at = row[:8]
         if not (
             isinstance(title, str)
             and title.strip()
