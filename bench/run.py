@@ -14,7 +14,10 @@ script in the same run, on the same database server:
   APScheduler's), timed in a fresh child process from after connecting; the median
   of the rounds given in the header;
 - baseline/s: items per second through the baseline of the note column -- the same
-  work written directly against the driver (psycopg, sqlite3, smtplib): the floor;
+  work written directly against the driver (psycopg, sqlite3, smtplib): the floor.
+  The digest has two rows per store and size, one per baseline, from the same
+  rounds: the raw SQL alone, and the render floor ("render" in its row): the same
+  SQL plus rendering the same two templates per user in one process;
 - ratio: schedctl/s / baseline/s (1.00 = as fast as the hand-written floor);
 - peak MiB: the peak resident set (VmHWM) of the child process that did schedctl's
   part: interpreter, imports and the work;

@@ -338,7 +338,8 @@ def _database_name(db_url: str) -> str:
 def test_database_unreachable_half_way_exits_75_and_a_rerun_completes(
     db_url: str, engine: sa.Engine, smtp: SmtpServer, tmp_path: Path
 ) -> None:
-    world = make_world(DAYS["postgresql"][0], 800, 6000, seed=31)
+    # Big enough that the processes are still claiming pages when they are cut off.
+    world = make_world(DAYS["postgresql"][0], 2400, 18000, seed=31)
     insert_users(engine, world)
     insert_notes(engine, world, world.wave(1), world.start + NOTE_CREATED)
     runner = Runner(environment(db_url, smtp, tmp_path, SCHEDCTL_DB_RETRY_SECONDS="2"))

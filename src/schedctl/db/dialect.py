@@ -9,7 +9,10 @@ data sources and destinations (also MySQL/MariaDB and Oracle), a read-only
 transaction, the lock that serialises writers of a destination table and the
 fastest bulk insert (COPY on PostgreSQL), and the pieces of its set-based path
 (`Capabilities.set_based`): COPY into a table, an HMAC computed in SQL, rows from
-JSON arrays, a column's type as the database spells it.
+JSON arrays, a column's type as the database spells it. For work done a page of
+rows at a time (the digest), statements whose text does not grow with the batch
+(`one_of`, `ValueRows`, `RowInserter`) and the settings of such a page's
+transaction (`for_bulk_pages`).
 """
 
 from __future__ import annotations

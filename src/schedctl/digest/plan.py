@@ -20,7 +20,11 @@ from schedctl.values import parse_timezone
 
 log = logging.getLogger("schedctl.digest")
 
-PAGE = 500  # users claimed per transaction
+PAGE = 500  # users claimed per transaction, at most
+# A run's first page is smaller, and each next one twice the size up to PAGE: a run
+# with little to do commits it soon, and runs started together share the first
+# users at a fine grain before pages grow to where their fixed costs are amortised.
+FIRST_PAGE = 100
 _IN_CHUNK = 500  # ids per IN (...) list
 
 

@@ -12,18 +12,26 @@ the zones. Only the current local date is sent: a day on which `digest` never ra
 is not sent late, unless ``[digest] catch_up_days = 1``, which lets a user whose
 digest time has not come yet today still get yesterday's (if they existed then).
 
-Claim. A page of due users is claimed in one transaction: the page query locks
-their rows (FOR NO KEY UPDATE SKIP LOCKED on PostgreSQL, so concurrent runs share
-the work; SQLite's write lock serialises), the (user, local_date) rows are inserted
-with ON CONFLICT DO NOTHING (a conflict: another process has that day), the users'
-undigested notifications are selected (locked), one DIGEST message per user is
-rendered (grouped by ``digest_key``, the newest ``max_items`` listed, "and N more")
-and enqueued (key ``digest:{user}:{date}``), the notifications are marked consumed
-by the digest and the day recorded ``completed`` -- or ``skipped`` when there was
-nothing new -- and all of it commits together. A process killed anywhere leaves a
-page done or untouched, so a digest day holds no lease across transactions (the row
-locks are its lease; see leases.py); a notification that arrives after the claim
-waits for the next local day.
+Claim. A page of due users (100, then twice as many each page up to 500) is
+claimed in one transaction: the page query locks their rows (FOR NO KEY UPDATE SKIP
+LOCKED on PostgreSQL, so concurrent runs share the work; SQLite's write lock
+serialises), the (user, local_date) rows are inserted with ON CONFLICT DO NOTHING (a
+conflict: another process has that day), the users' undigested notifications are
+selected (locked) with the content of each user's newest ``max_items``, one DIGEST
+message per user is rendered (grouped by ``digest_key``, the newest ``max_items``
+listed, "and N more") and enqueued (key ``digest:{user}:{date}``), the notifications
+are marked consumed by the digest and the day recorded ``completed`` -- or
+``skipped`` when there was nothing new -- and all of it commits together. A process
+killed anywhere leaves a page done or untouched, so a digest day holds no lease
+across transactions (the row locks are its lease; see leases.py); a notification
+that arrives after the claim waits for the next local day.
+
+A page costs the same whatever the number of users: about ten statements, each
+built once per run (:class:`_Statements`) and binding the page as a few parameters
+(``dialect.one_of``, ``ValueRows``, ``RowInserter``: arrays on PostgreSQL, JSON rows
+or an executemany on SQLite), planned as index probes and committed without waiting
+for the disk (``dialect.for_bulk_pages``); rows are read as tuples, each user's zone
+is loaded once (``zones.zone``).
 
 Quota. With a daily quota each digest that has something to send reserves one unit
 of the UTC day's budget in its claim transaction (``quota.reserve``, the guarded
@@ -63,6 +71,7 @@ from schedctl.delivery.outbox import AlikeMessages, installation_id, mail_domain
 from schedctl.digest.compose import Item, render_digest
 from schedctl.digest.due import ZoneDay
 from schedctl.digest.plan import (
+    FIRST_PAGE,
     PAGE,
     DigestOptions,
     DueUser,
@@ -215,6 +224,7 @@ class DigestRun:
         self.exhausted = False  # the day's budget ran out during this run
         self.handled = 0
         self.found = quarantine.Found()  # rows quarantined (schedctl.quarantine)
+        self.page_size = FIRST_PAGE  # grows to PAGE (plan.FIRST_PAGE)
         self._statements: _Statements | None = None
         self._installation: str | None = None
 
@@ -231,10 +241,10 @@ class DigestRun:
 
     @property
     def room(self) -> int:
-        """How many more digest days this run may take (--limit)."""
+        """How many digest days the next page may take (its size; --limit)."""
         if self.options.limit is None:
-            return PAGE
-        return max(0, min(PAGE, self.options.limit - self.handled))
+            return self.page_size
+        return max(0, min(self.page_size, self.options.limit - self.handled))
 
     def _count(self, page: _Page, last: int) -> int:
         """Count a committed page's outcome (never inside the transaction: a retried
@@ -244,6 +254,7 @@ class DigestRun:
         self.handled += page.handled
         self.exhausted = self.exhausted or page.exhausted
         self.found.merge(page.found)
+        self.page_size = min(PAGE, self.page_size * 2)
         return last
 
     # ------------------------------------------------------------------ claiming
