@@ -466,7 +466,7 @@ def test_a_slow_batch_renews_its_leases_and_skips_rows_it_lost(
 ) -> None:
     from collections import Counter
 
-    from schedctl.delivery.dispatch import Dispatcher, _send_batch
+    from schedctl.delivery.dispatch import Dispatcher, _send_batch, _Share
 
     ids = enqueue_all(db_url, [message(1), message(2)])
     with Database(db_url) as db:
@@ -481,7 +481,7 @@ def test_a_slow_batch_renews_its_leases_and_skips_rows_it_lost(
         batch.lease_expires_at -= dispatcher.policy.lease
         counts: Counter[str] = Counter()
         with dispatcher.backend:
-            _send_batch(dispatcher, batch, counts)
+            _send_batch(dispatcher, batch, counts, _Share(limit=10, claim_size=10))
 
     assert counts["messages_sent"] == 1
     assert [one(db_url, i).status for i in ids] == ["sent", "scheduled"]
