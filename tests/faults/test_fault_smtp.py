@@ -45,7 +45,7 @@ SLOW = 4.0  # a slow reply comes this long after the command: after the client g
 # Over CONNECTIONS connections, each claiming one message at a time.
 CONFIG = (
     f"[smtp]\nconnections = {CONNECTIONS}\n\n"
-    f"[messages]\nmax_attempts = 10\nbatch_size = {CONNECTIONS}\n"
+    "[messages]\nmax_attempts = 10\nbatch_size = 1\n"
 )
 
 

@@ -61,10 +61,10 @@ CAMPAIGNS = [
 ]
 OLD = timedelta(days=900)
 # Every fault scenario dispatches over this many SMTP connections at once ([smtp]
-# connections), each claiming BATCH / CONNECTIONS messages at a time, so that even
-# a small outbox is sent over all of them.
+# connections), each claiming BATCH messages at a time, so that even a small outbox
+# is sent over all of them.
 CONNECTIONS = 4
-BATCH = 2 * CONNECTIONS
+BATCH = 2
 COMMANDS = ("tick", "digest", "distribute", "reconcile")  # past every default retention
 
 

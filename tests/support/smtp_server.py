@@ -21,7 +21,8 @@ Replies can be scripted:
   ``release()`` (a client with a short timeout sees "no reply after the data": the
   unknown outcome).
 
-``accepted`` holds the messages answered 250 (also those answered too late for the
+``peers`` holds the client end (address, port) of every connection that sent a MAIL
+FROM: how many connections a sender used. ``accepted`` holds the messages answered 250 (also those answered too late for the
 client, or whose client went away while the server was slow to answer);
 ``unanswered`` those whose data arrived and whose connection was dropped instead of
 a reply; ``data_seen`` every message whose data arrived, whatever the reply was (a
@@ -113,6 +114,7 @@ class SmtpServer:
         self.mail_commands = 0
         self.rcpt_commands = 0
         self.attempts: Counter[str] = Counter()  # RCPT TO commands per address
+        self.peers: set[Any] = set()  # the client end of each connection that sent MAIL
         self.faults_used = 0
         self._lock = threading.Lock()
         self._held: asyncio.Event | None = None
@@ -274,6 +276,7 @@ class SmtpServer:
     ) -> Any:
         with self._lock:
             self.mail_commands += 1
+            self.peers.add(session.peer)
             reply = _as_reply(self.mail_replies.pop(0)) if self.mail_replies else None
         if reply is None:
             return MISSING  # aiosmtpd's own handling

@@ -241,8 +241,10 @@ class Database:
             return
         if conn is None:
             conn = self._threads.conn = self.engine.connect()
+        if conn.get_execution_options().get("schedctl_read_only", False) != read_only:
+            conn.execution_options(schedctl_read_only=read_only)
         try:
-            with conn.execution_options(schedctl_read_only=read_only).begin():
+            with conn.begin():
                 self._scope(conn)
                 yield conn
         except BaseException:

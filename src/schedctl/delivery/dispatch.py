@@ -9,9 +9,10 @@ lease owner, together with its ``email_log`` row, before the next message is sen
 
 Connections: with the smtp backend, a dispatch sends over ``[smtp] connections``
 SMTP connections at once (default 4; the other backends use one). Each is a thread
-with its own SMTP session and its own database connection that claims its share of a
-batch (``batch_size / connections``, rounded up), sends its messages one at a time
-and records each outcome before its next send, as above; they share the lease
+with its own SMTP session and its own database connection that claims batches as
+above (a claim costs about as much whatever its size, so each takes a whole batch),
+sends its messages one at a time and records each outcome before its next send;
+they share the lease
 owner, the clock, the run's ``limit`` and the quota (whose unit is reserved per
 message in the database, so the count stays exact). The first connection starts
 alone; the others open once it has offered a message to the server, so a server
@@ -79,7 +80,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -198,6 +198,9 @@ class Dispatcher:
         # reserves one per digest it builds); used by their send, else given back.
         self.prepaid: dict[int, quota.Reservation] = {}
         self.pacer: Pacer | None = None  # the turns of sends (None: no pace)
+        # Told at once when the provider defers us (its backoff's end), so that the
+        # other connections stop before this one has recorded the deferral.
+        self.on_deferral: Callable[[datetime], object] | None = None
 
     def another(self, backend: MailBackend) -> Dispatcher:
         """Another connection of this delivery session, over ``backend``: the same lease
@@ -440,6 +443,8 @@ class Dispatcher:
             self.release([row], reservation=reservation)
             raise
         log.debug("message %s: %s %s", row.id, result.outcome, result.detail)
+        if result.outcome == "deferred" and self.on_deferral is not None:
+            self.on_deferral(now + self.policy.provider_backoff)
         if result.outcome == "retry" and result.stage == "connect":
             # Never offered to the server: not an attempt; the caller stops the batch.
             self._record(row, now, result, reservation=reservation)
@@ -603,8 +608,9 @@ class Dispatcher:
             )
 
 
-# One statement for every attempt's email_log row (its values bound per execution).
-_LOG_ATTEMPT = email_log.insert()
+# One statement for every attempt's email_log row (its values bound per execution);
+# inline: nothing to read back (without it PostgreSQL returns the new row's id).
+_LOG_ATTEMPT = email_log.insert().inline()
 
 
 def _still_there(conn: sa.Connection, message_id: int) -> bool:
@@ -646,7 +652,8 @@ def dispatch_due(
     connections = 1 if backend is not None else connections_for(settings)
     if settings.mail_backend == "smtp" and settings.smtp_max_per_second:
         dispatcher.pacer = Pacer(settings.smtp_max_per_second)
-    share = _Share(limit, math.ceil(policy.batch_size / connections))
+    share = _Share(limit, policy.batch_size)
+    dispatcher.on_deferral = lambda backoff: share.halt(backoff=backoff)
     others = [dispatcher.another(mail_backend(settings)) for _ in range(connections - 1)]
     tallies = [Counter[str]() for _ in others]
     threads = [
@@ -792,7 +799,7 @@ def _send_batch(dispatcher: Dispatcher, batch: _Batch, counts: Counter[str], sha
             _count(counts, delivery)
             if delivery == "provider_deferred":
                 backoff = dispatcher.now() + dispatcher.policy.provider_backoff
-                share.halt(backoff=backoff)
+                share.halt(backoff=backoff)  # (already told by on_deferral)
                 dispatcher.release(pending, next_attempt_at=backoff)
                 counts["messages_deferred"] += len(pending)
                 pending = []
