@@ -655,6 +655,31 @@ def test_an_unreachable_server_is_tried_over_one_connection(db_url: str, closed_
     }
 
 
+def test_connections_the_server_refuses_give_their_messages_to_the_others(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A provider that serves two connections per client refuses the third and fourth:
+    those give back what they claimed, untouched, and stop; the two others send it all
+    in the same run, once each, and the counts say so."""
+    with SmtpServer(sessions=2) as smtp:
+        enqueue_all(db_url, [message(n) for n in range(30)])
+        settings = settings_for(smtp, {"batch_size": 3}, smtp_connections=4)
+        with caplog.at_level(logging.WARNING, logger="schedctl.delivery.dispatch"):
+            counts = dispatch(db_url, settings)
+
+    assert len(smtp.refused) == 2
+    assert len(smtp.peers) == 2
+    assert (counts["messages_sent"], counts["messages_deferred"]) == (30, 0)
+    assert sorted(Counter(smtp.message_ids).values()) == [1] * 30
+    rows = all_messages(db_url)
+    assert {(r.status, r.attempts, r.lease_owner) for r in rows} == {("sent", 1, None)}
+    refused = [r for r in log_rows(db_url) if r.outcome == "retry"]
+    assert len(refused) == 2  # the message each refused connection tried (not an attempt)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2
+    assert all("the others go on" in w and "Too many concurrent" in w for w in warnings)
+
+
 @pytest.mark.parametrize("dialect", ["sqlite"])
 def test_eight_connections_on_sqlite_never_find_the_database_locked(
     db_url: str, smtp: SmtpServer, caplog: pytest.LogCaptureFixture

@@ -683,6 +683,7 @@ def dispatch_due(
         raise share.error
     for tally in tallies:
         counts.update(tally)
+    counts["messages_deferred"] += len(share.set_aside)
     return dict(counts)
 
 
@@ -699,6 +700,9 @@ class _Share:
     error: BaseException | None = None
     opened: bool = False  # a message of this dispatch has reached the server
     taken: int = 0
+    # Given back by a connection that could not reach the server, and not claimed
+    # again by another since: counted deferred at the end (once, whoever sends them).
+    set_aside: set[int] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self) -> int:
@@ -712,6 +716,12 @@ class _Share:
         """Return what a claim took from the budget but did not claim to send."""
         with self.lock:
             self.taken -= unused
+
+    def claimed(self, rows: Sequence[Any]) -> None:
+        """Rows a connection just claimed: no longer set aside, if they were."""
+        if self.set_aside:
+            with self.lock:
+                self.set_aside.difference_update(r.id for r in rows)
 
     def reached(self) -> None:
         """A connection reached the server: open the others, once."""
@@ -761,6 +771,7 @@ def _send(dispatcher: Dispatcher, share: _Share, counts: Counter[str]) -> None:
                 break
             batch = dispatcher.claim_due(size, counts)
             share.give_back(size - len(batch.rows))
+            share.claimed(batch.rows)
             if not batch.selected or _send_batch(dispatcher, batch, counts, share):
                 break
 
@@ -786,12 +797,15 @@ def _send_batch(dispatcher: Dispatcher, batch: _Batch, counts: Counter[str], sha
             delivery, detail = dispatcher.deliver(row)
             if delivery == "unavailable":
                 # Nothing reached the server: hand everything back untouched.
-                dispatcher.release([row, *pending])
-                counts["messages_deferred"] += 1 + len(pending)
-                pending = []
+                given_back, pending = [row, *pending], []
+                dispatcher.release(given_back)
                 if not share.opened:
                     share.halt()
                     raise MailUnavailable(f"mail server unavailable: {detail}")
+                # A connection refused (or lost) later: another connection may still
+                # send what it gave back, in this run.
+                with share.lock:
+                    share.set_aside.update(r.id for r in given_back)
                 log.warning("an SMTP connection stopped, the others go on: %s", detail)
                 return True
             if dispatcher.offered and not share.opened:
