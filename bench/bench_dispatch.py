@@ -74,7 +74,10 @@ def note(connections: int) -> str:
     """The table's note for dispatch over ``connections`` connections."""
     if connections == 1:
         return f"1 conn (one SMTP and one database connection); baseline {RAW_NOTE}"
-    return f"{connections} conns (threads, each with its own SMTP and database connection)"
+    return (
+        f"{connections} conns (threads, each with its own SMTP and database connection);"
+        " the same baseline, over one connection"
+    )
 
 
 def workload(label: str, connections: int) -> str:
@@ -333,8 +336,9 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgresql://127.0.0.1:5432/postgres",
                         help="maintenance database URL, or 'none'")  # fmt: skip
     parser.add_argument("--brief", action="store_true", help="leave out the extra variants")
-    parser.add_argument("--connections", default="1,2,4,8",
-                        help="the [smtp] connections to measure dispatch with, comma-separated")  # fmt: skip
+    parser.add_argument(
+        "--connections", default="1,2,4,8", help="[smtp] connections to measure, comma-separated"
+    )
     parser.add_argument("--json-out", help="append machine-readable rows to this file")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -375,7 +379,7 @@ def main() -> None:
                 print(f"  raw smtplib sendmail(bytes), one connection       {raw['rate']:8.0f}"
                       "   (baseline)")  # fmt: skip
                 for (label, n), ours in measured.items():
-                    print(f"  dispatch_due on {label:10s}, {n:2d} connection(s)  {ours['rate']:8.0f}"
+                    print(f"  dispatch_due on {label:10s}, {n:2d} conn(s)       {ours['rate']:8.0f}"
                           f"   {ours['rate'] / raw['rate']:.2f} x baseline"
                           f"   peak {ours['peak_kb'] / 1024:.1f} MiB")  # fmt: skip
                     workload_row(

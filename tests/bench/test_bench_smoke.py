@@ -21,10 +21,14 @@ from support.databases import PostgresDatabases
 
 pytestmark = pytest.mark.postgres
 
+DISPATCH = [
+    f"dispatch: dispatch_due to SMTP, {store}, {n} conn{'s' if n > 1 else ''}"
+    for store in ("SQLite", "PostgreSQL")
+    for n in (1, 2, 4, 8)
+]
 WORKLOADS = [
     "tick: runs.materialise_due, PostgreSQL",
-    "dispatch: dispatch_due to SMTP, SQLite",
-    "dispatch: dispatch_due to SMTP, PostgreSQL",
+    *DISPATCH,
     "digest: planning, 5 notifications/user, PostgreSQL",
     "digest: planning, 5 notifications/user, SQLite",
     "distribute: run_distribute, PostgreSQL",
@@ -77,6 +81,9 @@ def test_bench_smoke_prints_every_row(postgres: PostgresDatabases) -> None:
         assert 10 < _number(peak) < 2000, cells
         assert _number(work) >= 0, cells
         assert note, cells
+        if workload in DISPATCH:
+            connections = workload.rsplit(", ", 1)[1]
+            assert note.startswith(connections), cells  # "1 conn ...", "4 conns ..."
     for command, target in STARTUP.items():
         cells = rows.pop(command)
         median, target_ms, verdict, runs, baseline_ms, baseline = cells[1:]
