@@ -43,10 +43,7 @@ LATER = (timedelta(days=3),)  # after the drive: nothing more goes out
 TIMEOUT = 2  # SCHEDCTL_SMTP_TIMEOUT, seconds
 SLOW = 4.0  # a slow reply comes this long after the command: after the client gave up
 # Over CONNECTIONS connections, each claiming one message at a time.
-CONFIG = (
-    f"[smtp]\nconnections = {CONNECTIONS}\n\n"
-    "[messages]\nmax_attempts = 10\nbatch_size = 1\n"
-)
+CONFIG = f"[smtp]\nconnections = {CONNECTIONS}\n\n[messages]\nmax_attempts = 10\nbatch_size = 1\n"
 
 
 def recipient(n: int) -> str:

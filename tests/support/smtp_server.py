@@ -25,8 +25,9 @@ Replies can be scripted:
   unknown outcome).
 
 ``peers`` holds the client end (address, port) of every connection that sent a MAIL
-FROM: how many connections a sender used. ``accepted`` holds the messages answered 250 (also those answered too late for the
-client, or whose client went away while the server was slow to answer);
+FROM: how many connections a sender used. ``accepted`` holds the messages answered
+250 (also those answered too late for the client, or whose client went away while
+the server was slow to answer);
 ``unanswered`` those whose data arrived and whose connection was dropped instead of
 a reply; ``data_seen`` every message whose data arrived, whatever the reply was (a
 message refused with a 4xx and sent again is seen twice).

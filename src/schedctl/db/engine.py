@@ -217,9 +217,7 @@ def create_engine(raw_url: str, *, store: bool = True, sqlite_mode: str = "rwc")
         connect_args = {k: v for k, v in defaults.items() if k not in url.query}
     try:
         # hide_parameters: bound values (e-mail addresses, IDs) stay out of error text.
-        engine = sa.create_engine(
-            url, connect_args=connect_args, hide_parameters=True, **pool
-        )
+        engine = sa.create_engine(url, connect_args=connect_args, hide_parameters=True, **pool)
     except NoSuchModuleError:
         raise ConfigError(f"no driver installed for {mask_url(url)}") from None
     except ArgumentError as exc:
