@@ -731,3 +731,40 @@ def test_max_per_second_paces_each_send_and_nothing_else(
     assert len(waits) == 12
     assert len({id(p) for p in pacers}) == 1  # one pacer for all connections
     assert pacers[0].interval == pytest.approx(0.001)
+
+
+def test_an_error_on_one_connection_stops_the_others_and_is_raised(
+    db_url: str, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection fails unexpectedly: the others stop after the message each is
+    sending, every claimed message is given back but the one the error struck (its
+    outcome is unknown: it keeps its lease, to be recovered as any abandoned send),
+    what was sent is recorded sent, and the error is the dispatch's."""
+    from schedctl.delivery import dispatch as dispatch_module
+
+    made: list[Any] = []
+    real = dispatch_module.mail_backend
+
+    def mail_backend(settings: Settings) -> Any:
+        backend = real(settings)
+        made.append(backend)
+        if len(made) == 3:  # the third connection breaks on its first send
+
+            def send(msg: EmailMessage) -> SendResult:
+                raise RuntimeError("the third connection broke")
+
+            backend.send = send  # type: ignore[method-assign]
+        return backend
+
+    monkeypatch.setattr(dispatch_module, "mail_backend", mail_backend)
+    enqueue_all(db_url, [message(n) for n in range(40)])
+
+    with pytest.raises(RuntimeError, match="third connection broke"):
+        dispatch(db_url, settings_for(smtp, {"batch_size": 3}, smtp_connections=4))
+
+    rows = all_messages(db_url)
+    assert len([r for r in rows if r.lease_owner is not None]) == 1
+    sent = {r.message_id for r in rows if r.status == "sent"}
+    assert sent == set(smtp.message_ids)
+    assert {(r.status, r.attempts) for r in rows if r.status != "sent"} == {("scheduled", 0)}
+    assert len(sent) < 40
