@@ -27,7 +27,8 @@ Extra detail, in this process (left out with --brief):
         [--postgres postgresql://127.0.0.1:5432/postgres | --postgres none]
         [--json-out FILE]
 
---json-out appends one JSON line per store (see benchlib.workload_row) for run.py.
+--json-out appends one JSON line per store and number of connections (see
+benchlib.workload_row) for run.py.
 """
 
 from __future__ import annotations
