@@ -12,13 +12,13 @@ SMTP connections at once (default 4; the other backends use one). Each is a thre
 with its own SMTP session and its own database connection that claims batches as
 above (a claim costs about as much whatever its size, so each takes a whole batch),
 sends its messages one at a time and records each outcome before its next send;
-they share the lease
-owner, the clock, the run's ``limit`` and the quota (whose unit is reserved per
-message in the database, so the count stays exact). The first connection starts
-alone; the others open once it has offered a message to the server, so a server
-that is down is tried once (MailUnavailable, as with one connection). A connection
-the server refuses later (a provider's limit on concurrent connections) gives its
-claimed messages back untouched and stops; the others go on. A provider's deferral
+they share the lease owner, the clock, the run's ``limit`` and the quota (whose unit
+is reserved per message in the database, so the count stays exact). The first
+connection starts alone; the others open once it has offered a message to the
+server, so a server that is down is tried once (MailUnavailable, as with one
+connection). A connection the server refuses later (a provider's limit on
+concurrent connections) gives its claimed messages back untouched and stops; the
+others go on and may send them in the same run. A provider's deferral
 stops every connection (their claimed messages wait ``provider_backoff``), and an
 error in one (the database lost, a configuration the server refuses) stops the
 others after the message each is sending; the first error is raised. With
