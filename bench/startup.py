@@ -31,7 +31,7 @@ SCHEDCTL = str(BIN / "schedctl")
 HELP_TARGET_MS = 300
 IDLE_TICK_TARGET_MS = 600
 DEPENDENCIES = [
-    "typer", "sqlalchemy", "psycopg", "oracledb", "jinja2", "rich", "tenacity", "cronsim",
+    "click", "sqlalchemy", "psycopg", "oracledb", "jinja2", "rich", "tenacity", "cronsim",
 ]  # fmt: skip
 
 

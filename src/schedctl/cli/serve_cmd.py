@@ -5,10 +5,11 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-import typer
+import click
 
+from schedctl.cli.params import WholeNumber, option
 from schedctl.cli.runtime import CommandResult, command, current, run_command
 from schedctl.errors import ConfigError, UsageError
 
@@ -38,20 +39,20 @@ def check_host(host: str) -> bool:
     return text.lower() == "localhost"
 
 
-def serve_command(
-    host: Annotated[
-        str,
-        typer.Option(
-            "--host",
-            metavar="HOST",
-            help="Address to listen on. Anything but loopback needs [web] token.",
-        ),
-    ] = DEFAULT_HOST,
-    port: Annotated[
-        int,
-        typer.Option("--port", metavar="PORT", min=1, max=65535, help="TCP port to listen on."),
-    ] = DEFAULT_PORT,
-) -> None:
+@option(
+    "--host",
+    metavar="HOST",
+    default=DEFAULT_HOST,
+    help="Address to listen on. Anything but loopback needs [web] token.",
+)
+@option(
+    "--port",
+    metavar="PORT",
+    type=WholeNumber(min=1, max=65535),
+    default=DEFAULT_PORT,
+    help="TCP port to listen on.",
+)
+def serve_command(host: str, port: int) -> None:
     """Serve the web app: unsubscribe links, status pages, badges and /healthz.
 
     Runs in waitress until stopped (Ctrl-C or SIGTERM). The status pages and badges
@@ -137,5 +138,5 @@ def _run_until_stopped(server: object) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def register(app: typer.Typer) -> None:
+def register(app: click.Group) -> None:
     command(app, "serve")(serve_command)
