@@ -10,7 +10,6 @@ runs both again to show that nothing is sent twice.
 from __future__ import annotations
 
 import dataclasses
-import secrets
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -92,6 +91,8 @@ def _add_users(db: Database, now: datetime) -> None:
 
 
 def _demo_settings(settings: Settings, url: str) -> Settings:
+    import secrets
+
     from schedctl.config import report_queries
 
     return dataclasses.replace(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import socket
 from typing import TYPE_CHECKING
 
 import click
@@ -14,6 +12,8 @@ from schedctl.cli.runtime import CommandResult, command, current, run_command
 from schedctl.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
+    import socket
+
     from schedctl.db.database import Database
 
 DEFAULT_HOST = "127.0.0.1"
@@ -29,6 +29,8 @@ def check_host(host: str) -> bool:
     Only ``localhost`` and loopback addresses count: another name may resolve to
     anything, so without a token it is refused.
     """
+    import ipaddress  # here: no other command pays for it
+
     text = host.strip()
     try:
         return ipaddress.ip_address(text).is_loopback
@@ -104,6 +106,7 @@ def _listen(app: object, host: str, port: int) -> object:
 
 def _bind(host: str, port: int) -> list[socket.socket]:
     """Bound sockets for every address ``host`` names (``localhost``: IPv4 and IPv6)."""
+    import socket
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
