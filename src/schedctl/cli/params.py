@@ -247,15 +247,9 @@ def _with_required(argument: Argument) -> str:
 
 
 class Group(click.Group):
-    """A group of commands: without one it shows its help (as a usage error, exit 2);
-    its listing names the commands first, then the groups, each in the order
-    registered, with their whole first sentences."""
-
-    command_class = Command
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("no_args_is_help", True)
-        super().__init__(*args, **kwargs)
+    """A group of commands, whose listing names the commands first, then the groups,
+    each in the order registered, with their whole first sentences. Called without a
+    command, it shows its help (click's NoArgsIsHelpError, a usage error: exit 2)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         groups = [name for name, cmd in self.commands.items() if isinstance(cmd, click.Group)]
