@@ -107,6 +107,7 @@ def _listen(app: object, host: str, port: int) -> object:
 def _bind(host: str, port: int) -> list[socket.socket]:
     """Bound sockets for every address ``host`` names (``localhost``: IPv4 and IPv6)."""
     import socket
+
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
