@@ -35,7 +35,7 @@ SCHEDCTL = str(BIN / "schedctl")
 HELP_TARGET_MS = 300
 IDLE_TICK_TARGET_MS = 400
 DEPENDENCIES = [
-    "typer", "sqlalchemy", "psycopg", "oracledb", "jinja2", "rich", "tenacity", "cronsim",
+    "click", "sqlalchemy", "psycopg", "oracledb", "jinja2", "rich", "tenacity", "cronsim",
 ]  # fmt: skip
 _IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+\d+ \| ( *)([\w.]+)$")
 
