@@ -26,7 +26,7 @@ script in the same run, on the same database server:
 
 Start-up -- median wall time of fresh processes (`schedctl --help`; an idle
 `schedctl tick`: migrated database, nothing due), against the targets (--help <= 300
-ms, idle tick <= 600 ms): met or missed; beside it the same median for a bare
+ms, idle tick <= 400 ms): met or missed; beside it the same median for a bare
 interpreter doing the least of that work (baseline).
 
     .venv/bin/python bench/run.py [--smoke] [--scale 10] [--verbose]

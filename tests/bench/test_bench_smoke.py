@@ -38,8 +38,8 @@ WORKLOADS = [
 PEER = "peer: APScheduler 4 SQLAlchemyDataStore, PostgreSQL"
 STARTUP = {
     "`schedctl --help`": 300,
-    "`schedctl tick`, idle (SQLite)": 600,
-    "`schedctl tick`, idle (PostgreSQL)": 600,
+    "`schedctl tick`, idle (SQLite)": 400,
+    "`schedctl tick`, idle (PostgreSQL)": 400,
 }
 SIZES = {"tick": 20, "peer": 20, "dispatch": 20, "digest": 50, "distribute": 500, "metrics": 1000}
 

@@ -163,8 +163,6 @@ def test_quoted_input_is_capped() -> None:
 
 
 def test_the_command_contract_is_what_the_cli_registers() -> None:
-    import typer.main
-
     from schedctl.cli import app
 
     def walk(command: object, prefix: tuple[str, ...] = ()) -> set[str]:
@@ -173,14 +171,14 @@ def test_the_command_contract_is_what_the_cli_registers() -> None:
             return {" ".join(prefix)}
         return set().union(*(walk(c, (*prefix, n)) for n, c in children.items()))
 
-    assert walk(typer.main.get_command(app)) == COMMAND_NAMES
+    assert walk(app) == COMMAND_NAMES
 
 
 def test_importing_config_stays_cheap() -> None:
     """Settings are loaded on every cron tick: no mail, database or CLI modules."""
     code = (
         "import sys, schedctl.config; print(sorted(m for m in sys.modules if m.split('.')[0]"
-        " in {'email', 'sqlalchemy', 'typer', 'difflib'} or m.startswith('schedctl.')))"
+        " in {'email', 'sqlalchemy', 'click', 'difflib'} or m.startswith('schedctl.')))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
