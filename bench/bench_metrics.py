@@ -43,8 +43,15 @@ from typing import Any
 
 from benchlib import rss_kb, status_kb, workload_row
 
-NOW = datetime(2027, 3, 10, 12, 0, tzinfo=UTC)
-NOW_TEXT = "2027-03-10 12:00:00"
+# The data is laid out around the current minute: heartbeats are judged on the database
+# server's clock whatever SCHEDCTL_NOW says, so a fixed date would make them all "from
+# the future" (status unknown).
+# The parent passes its minute to the child that measures (BENCH_METRICS_NOW).
+NOW = datetime.fromisoformat(
+    os.environ.get("BENCH_METRICS_NOW")
+    or datetime.now(UTC).replace(second=0, microsecond=0).isoformat()
+)
+NOW_TEXT = NOW.strftime("%Y-%m-%d %H:%M:%S")
 TARGET_S = 0.5
 SCHEDULES = 1000
 HEARTBEATS = 10_000
@@ -382,6 +389,7 @@ def run_child(url: str, rounds: int) -> dict[str, Any]:
     result = subprocess.run(
         [sys.executable, __file__, "--child", "--url", url, "--repeat", str(rounds)],
         capture_output=True, text=True, check=False,
+        env={**os.environ, "BENCH_METRICS_NOW": NOW.isoformat()},
     )  # fmt: skip
     if result.returncode != 0:
         raise SystemExit(f"metrics round failed:\n{result.stderr}")

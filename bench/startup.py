@@ -8,6 +8,10 @@ is ratios rather than absolute times on a noisy shared machine.
     .venv/bin/python bench/startup.py [--runs 9] [--postgres URL] [--no-imports]
         [--json-out FILE]
 
+Unless --no-imports, it also prints where an idle `schedctl tick`'s imports go: the
+self time `python -X importtime` gives each module, summed by top-level package
+(median of the runs), and each dependency's cumulative import cost.
+
 --json-out appends one JSON line per target (`schedctl --help`, an idle `schedctl
 tick` on SQLite and on PostgreSQL: median wall ms and the target) for bench/run.py.
 """
@@ -29,10 +33,11 @@ from benchlib import emit
 BIN = Path(sys.executable).parent
 SCHEDCTL = str(BIN / "schedctl")
 HELP_TARGET_MS = 300
-IDLE_TICK_TARGET_MS = 600
+IDLE_TICK_TARGET_MS = 400
 DEPENDENCIES = [
-    "typer", "sqlalchemy", "psycopg", "oracledb", "jinja2", "rich", "tenacity", "cronsim",
+    "click", "sqlalchemy", "psycopg", "oracledb", "jinja2", "rich", "tenacity", "cronsim",
 ]  # fmt: skip
+_IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+\d+ \| ( *)([\w.]+)$")
 
 
 def median_seconds(argv: list[str], runs: int, env: dict[str, str] | None = None) -> float:
@@ -131,9 +136,45 @@ def main() -> None:
 
     if args.no_imports:
         return
+    print("\nidle `schedctl tick` (SQLite): import self time by package (median, ms)")
+    for package, ms in idle_tick_imports(max(3, runs // 2)):
+        print(f"  {package:22s} {ms:7.1f}")
     print("\nimport cost of each dependency (cumulative, median, ms)")
     for module in [*DEPENDENCIES, "schedctl.cli"]:
         print(f"  {module:14s} {import_cost_ms(module, max(3, runs // 2)):7.1f}")
+
+
+def idle_tick_imports(runs: int) -> list[tuple[str, float]]:
+    """Import self time of an idle `schedctl tick` summed by top-level package.
+
+    schedctl's own modules are split by subpackage (``schedctl.cli``, ``schedctl.db``,
+    ...), the rest summed under their distribution's top-level name; the last row is
+    the total. -X importtime inflates every figure by its own bookkeeping, so read the
+    shares, not the absolute sum.
+    """
+    totals: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "SCHEDCTL_DATABASE_URL": f"sqlite:///{tmp}/imports.db"}
+        subprocess.run([SCHEDCTL, "db", "upgrade", "-q"], env=env, check=True)
+        for run in range(runs):
+            result = subprocess.run(
+                [sys.executable, "-X", "importtime", "-m", "schedctl", "tick", "-q"],
+                env=env, capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            sums: dict[str, float] = {}
+            for line in result.stderr.splitlines():
+                match = _IMPORT_LINE.match(line)
+                if match:
+                    parts = match[3].split(".")
+                    key = ".".join(parts[:2]) if parts[0] == "schedctl" else parts[0]
+                    sums[key] = sums.get(key, 0.0) + int(match[1]) / 1000
+            sums["(total)"] = sum(sums.values())
+            for key, ms in sums.items():
+                totals.setdefault(key, [0.0] * runs)[run] = ms
+    medians = {key: statistics.median(samples) for key, samples in totals.items()}
+    total = medians.pop("(total)")
+    ranked = sorted(medians.items(), key=lambda item: -item[1])[:15]
+    return [*ranked, ("(total)", total)]
 
 
 def startup_row(

@@ -58,6 +58,9 @@ DEFAULT_ACCOUNT = "default"  # the account of an installation that never named o
 # tick send the message again (SPEC §5).
 MIN_LEASE = timedelta(minutes=1)
 LEASE_SMTP_TIMEOUTS = 4  # SMTP timeouts one send may take before its lease is renewed
+# With [smtp] max_per_second, a send may first wait for its turn, up to connections /
+# max_per_second seconds: the lease covers twice that too.
+LEASE_TURNS = 2
 MAX_REMINDER_LEAD = timedelta(days=366)  # the start minus the lead stays a date
 
 
@@ -327,6 +330,11 @@ class Settings:
     smtp_tls: str = setting("none", choices=("none", "starttls", "ssl"))
     # Seconds per SMTP socket operation; message leases are at least 4 of them.
     smtp_timeout: float = setting(30.0, above=0, at_most=3600, unit="seconds")
+    # SMTP connections one dispatch sends over at once, each with its own database
+    # connection; a crash may resend at most one accepted message per connection.
+    smtp_connections: int = setting(4, at_least=1, at_most=32)
+    # Sends per second over all of one process's connections (None: no limit).
+    smtp_max_per_second: float | None = setting(above=0, hint="leave it unset for no limit")
     mail_file_dir: str = setting("outbox")
     # Normal sends per UTC day; unset (None) means no quota (SPEC §7: opt-in).
     daily_quota: int | None = setting(at_least=1, hint="leave it unset for no quota")
@@ -753,9 +761,14 @@ def load_settings(
     return settings
 
 
-def min_lease(smtp_timeout: float) -> timedelta:
-    """The shortest message lease allowed: max(1 minute, 4 * ``smtp_timeout`` seconds)."""
-    return max(MIN_LEASE, timedelta(seconds=math.ceil(LEASE_SMTP_TIMEOUTS * smtp_timeout)))
+def min_lease(
+    smtp_timeout: float, connections: int = 1, max_per_second: float | None = None
+) -> timedelta:
+    """The shortest message lease allowed: max(1 minute, 4 * ``smtp_timeout`` seconds
+    + twice the longest wait for a send's turn, ``connections / max_per_second``)."""
+    turn = connections / max_per_second if max_per_second else 0.0
+    seconds = LEASE_SMTP_TIMEOUTS * smtp_timeout + LEASE_TURNS * turn
+    return max(MIN_LEASE, timedelta(seconds=math.ceil(seconds)))
 
 
 def _check_messages(settings: Settings, origins: Mapping[str, str]) -> None:
@@ -767,16 +780,24 @@ def _check_messages(settings: Settings, origins: Mapping[str, str]) -> None:
             f"{where}: retry_max ({format_duration(most)}) must not be shorter than"
             f" retry_base ({format_duration(base)})"
         )
-    lease, floor = settings.messages_lease, min_lease(settings.smtp_timeout)
+    rate, connections = settings.smtp_max_per_second, settings.smtp_connections
+    lease = settings.messages_lease
+    floor = min_lease(settings.smtp_timeout, connections, rate)
     if lease < floor:
         given = origins.get("messages_lease")
         what = format_duration(lease) if given else f"the default lease, {format_duration(lease)},"
+        paced = (
+            f" + {LEASE_TURNS} x connections / max_per_second ({connections} / {rate:g})"
+            if rate
+            else ""
+        )
+        culprit = origins.get("smtp_max_per_second") if rate else None
         raise ConfigError(
-            f"{given or origins['smtp_timeout']}: {what} is too short: it must be"
+            f"{given or culprit or origins['smtp_timeout']}: {what} is too short: it must be"
             f" at least {format_duration(floor)}, the larger of 1m and"
-            f" {LEASE_SMTP_TIMEOUTS} x smtp_timeout ({settings.smtp_timeout:g}s); a shorter"
-            " lease can expire while a message is being sent, and another tick would send"
-            " it again"
+            f" {LEASE_SMTP_TIMEOUTS} x smtp_timeout ({settings.smtp_timeout:g}s){paced}; a"
+            " shorter lease can expire while a message is being sent, and another tick"
+            " would send it again"
         )
 
 

@@ -75,7 +75,7 @@ class ConflictError(SchedctlError):
 
 # Input can be any length: an error message quotes at most QUOTED_MAX characters of
 # it. `quoted` cuts a value where a message is made; the output layer
-# (cli.output.error_text) applies the same cut to any message, typer's included.
+# (cli.output.error_text) applies the same cut to any message, click's included.
 QUOTED_MAX = 80
 ELLIPSIS = "\u2026"
 

@@ -1,10 +1,11 @@
 """Bad input, swept: every option of every command, with invalid values, writes nothing.
 
-The cases are generated from the CLI itself: the typer app is walked (click groups,
-commands, parameters) and each parameter's invalid values come from what it means
-(its metavar, or an entry in `KIND_OF`): a new option is covered as soon as it
-exists, and `test_every_parameter_has_invalid_values` fails for one that has no
-invalid-value case and no place in `NO_INVALID_VALUE` (with the reason). The
+The cases are generated from the CLI itself: its click command tree
+(`schedctl.cli.app`: groups, commands, parameters) is walked and each parameter's
+invalid values come from what it means (its metavar, or an entry in `KIND_OF`): a
+new option is covered as soon as it exists, and
+`test_every_parameter_has_invalid_values` fails for one that has no invalid-value case
+and no place in `NO_INVALID_VALUE` (with the reason). The
 configuration cases are generated the same way from `schedctl.config.SCHEMA`: every
 environment variable and every file key, each table's unknown key.
 
@@ -37,10 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import sqlalchemy as sa
-import typer
-from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from schedctl.cli import app
 from schedctl.config import SCHEMA, Setting
@@ -66,13 +66,13 @@ class Param:
 
 
 def _walk() -> tuple[list[str], list[Param], list[str]]:
-    root = typer.main.get_command(app)
+    root = app
     commands: list[str] = []
     params: list[Param] = []
     groups: list[str] = []
 
     def visit(cmd: Any, path: list[str]) -> None:
-        if isinstance(cmd, TyperGroup):
+        if isinstance(cmd, click.Group):
             groups.append(" ".join(path))
             if path:
                 assert not [p for p in cmd.params if not str(p.name).startswith("_")], path
@@ -98,8 +98,8 @@ def _param(command: str, p: Any) -> Param:
         str(p.name),
         tuple(p.opts),
         p.metavar,
-        isinstance(p, TyperArgument),
-        isinstance(p, TyperOption) and bool(p.is_flag),
+        isinstance(p, click.Argument),
+        isinstance(p, click.Option) and bool(p.is_flag),
         bool(p.multiple),
     )
 

@@ -44,13 +44,14 @@ def test_bash_completes_commands_and_options_through_the_printed_script(
 
 
 @pytest.mark.parametrize(
-    ("shell", "marker"), [("zsh", "#compdef schedctl"), ("fish", "complete --command schedctl")]
+    ("shell", "marker"),
+    [("zsh", "#compdef schedctl"), ("fish", "complete --no-files --command schedctl")],
 )
 def test_zsh_and_fish_scripts_are_printed(cli: CliRunner, shell: str, marker: str) -> None:
     result = cli("completion", shell)
     assert result.returncode == 0, result.stderr
     assert marker in result.stdout
-    assert "_SCHEDCTL_COMPLETE=complete_" + shell in result.stdout
+    assert f"_SCHEDCTL_COMPLETE={shell}_complete" in result.stdout
 
 
 def test_an_unknown_shell_is_a_usage_error(cli: CliRunner) -> None:
@@ -60,7 +61,9 @@ def test_an_unknown_shell_is_a_usage_error(cli: CliRunner) -> None:
 
 
 @pytest.mark.parametrize("flag", ["--install-completion", "--show-completion"])
-def test_typers_completion_flags_point_to_the_completion_command(cli: CliRunner, flag: str) -> None:
+def test_install_and_show_completion_point_to_the_completion_command(
+    cli: CliRunner, flag: str
+) -> None:
     result = cli(flag)
     assert (result.returncode, result.stdout) == (2, "")
     [line] = result.stderr.splitlines()

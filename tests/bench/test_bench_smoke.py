@@ -21,10 +21,14 @@ from support.databases import PostgresDatabases
 
 pytestmark = pytest.mark.postgres
 
+DISPATCH = [
+    f"dispatch: dispatch_due to SMTP, {store}, {n} conn{'s' if n > 1 else ''}"
+    for store in ("SQLite", "PostgreSQL")
+    for n in (1, 2, 4, 8)
+]
 WORKLOADS = [
     "tick: runs.materialise_due, PostgreSQL",
-    "dispatch: dispatch_due to SMTP, SQLite",
-    "dispatch: dispatch_due to SMTP, PostgreSQL",
+    *DISPATCH,
     "digest: planning, 5 notifications/user, PostgreSQL",
     "digest: planning, 5 notifications/user, SQLite",
     "digest: planning, 5 notifications/user, PostgreSQL (render floor)",
@@ -36,8 +40,8 @@ WORKLOADS = [
 PEER = "peer: APScheduler 4 SQLAlchemyDataStore, PostgreSQL"
 STARTUP = {
     "`schedctl --help`": 300,
-    "`schedctl tick`, idle (SQLite)": 600,
-    "`schedctl tick`, idle (PostgreSQL)": 600,
+    "`schedctl tick`, idle (SQLite)": 400,
+    "`schedctl tick`, idle (PostgreSQL)": 400,
 }
 SIZES = {"tick": 20, "peer": 20, "dispatch": 20, "digest": 50, "distribute": 500, "metrics": 1000}
 
@@ -79,6 +83,9 @@ def test_bench_smoke_prints_every_row(postgres: PostgresDatabases) -> None:
         assert 10 < _number(peak) < 2000, cells
         assert _number(work) >= 0, cells
         assert note, cells
+        if workload in DISPATCH:
+            connections = workload.rsplit(", ", 1)[1]
+            assert note.startswith(connections), cells  # "1 conn ...", "4 conns ..."
     for command, target in STARTUP.items():
         cells = rows.pop(command)
         median, target_ms, verdict, runs, baseline_ms, baseline = cells[1:]

@@ -43,10 +43,14 @@ from schedctl.schedules.store import create_schedule
 from support import fault_ledger
 from support.cli import SCHEDCTL
 from support.clock_oracle import LocalCadence, ScheduleModel, due_instant
+from support.fault_world import BATCH, CONNECTIONS
 from support.smtp_server import SmtpServer
 
 SEED = 11_2026
-CONFIG = '[reports.queries.ping]\nsql = "select 1 as one"\n'
+CONFIG = (
+    '[reports.queries.ping]\nsql = "select 1 as one"\n\n'
+    f"[smtp]\nconnections = {CONNECTIONS}\n\n[messages]\nbatch_size = {BATCH}\n"
+)
 
 # The UTC instants the clocks change.
 NY_SPRING = datetime(2026, 3, 8, 7, 0, tzinfo=UTC)  # New York: 02:00 -> 03:00

@@ -8,6 +8,9 @@ provider's quota reply 550 5.4.5, drops the connection at RCPT, at MAIL or after
 data, answers later than SCHEDCTL_SMTP_TIMEOUT, or sends its reply a byte at a time
 (a tarpit: no single read waits as long as the timeout).
 
+Each tick sends over CONNECTIONS SMTP connections at once, each claiming one message
+at a time, so the faults meet every connection.
+
 The policy (README "Messages and delivery", dispatch.py): 4xx and connection
 failures are retried with backoff and finally delivered; 5xx fail at once with
 PERMANENT_FAILURE and are never offered again; the provider's quota reply defers
@@ -31,6 +34,7 @@ import pytest
 
 from support import fault_ledger
 from support.delivery import T0, Tick, all_messages, bulk_insert, log_rows, start_ticks
+from support.fault_world import CONNECTIONS
 from support.smtp_server import DROP, Reply, SmtpServer, slow, tarpit
 
 STEP = timedelta(minutes=20)
@@ -38,7 +42,8 @@ MAX_STEPS = 25
 LATER = (timedelta(days=3),)  # after the drive: nothing more goes out
 TIMEOUT = 2  # SCHEDCTL_SMTP_TIMEOUT, seconds
 SLOW = 4.0  # a slow reply comes this long after the command: after the client gave up
-CONFIG = "[messages]\nmax_attempts = 10\n"
+# Over CONNECTIONS connections, each claiming one message at a time.
+CONFIG = f"[smtp]\nconnections = {CONNECTIONS}\n\n[messages]\nmax_attempts = 10\nbatch_size = 1\n"
 
 
 def recipient(n: int) -> str:

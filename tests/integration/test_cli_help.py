@@ -1,8 +1,8 @@
 """Help reads like a Unix command, and an empty update is refused.
 
-Typer's own rendering wrote a required argument as ``{EMAIL}`` on the usage line and
-as ``EMAIL <str>`` under Arguments. Every command is registered through
-``runtime.command``, so every help page is checked here, not a chosen few.
+A value is named by what it is (``EMAIL``, ``--account ACCOUNT``), never by a Python
+type (``{EMAIL}``, ``EMAIL <str>``, ``--account TEXT``). Every command is registered
+through ``runtime.command``, so every help page is checked here, not a chosen few.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import sqlalchemy as sa
-import typer.main
 
 from schedctl.cli import app, run
 from schedctl.db.database import Database
@@ -31,7 +31,7 @@ def _commands() -> list[list[str]]:
         else:
             found.append(path)
 
-    walk(typer.main.get_command(app), [])
+    walk(app, [])
     return found
 
 
@@ -62,6 +62,22 @@ def test_help_names_values_without_braces_or_python_types(
     assert "{" not in usage, usage
     assert "}" not in usage, usage
     assert not re.search(r"<(str|int|int range)>", text), text
+
+
+def test_every_value_is_named_by_its_metavar_not_its_type() -> None:
+    """Click would name a value without a metavar by its type (TEXT, INTEGER RANGE)."""
+    unnamed: list[str] = []
+
+    def walk(command: Any, path: list[str]) -> None:
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+        for param in command.params:
+            flag = isinstance(param, click.Option) and (param.is_flag or param.count)
+            if not flag and param.expose_value and param.metavar is None:
+                unnamed.append(f"{' '.join(path) or 'schedctl'} {param.opts[0]}")
+
+    walk(app, [])
+    assert unnamed == []
 
 
 def test_suppressions_add_reads_email(capsys: pytest.CaptureFixture[str]) -> None:

@@ -146,3 +146,62 @@ def test_oracle_urls_make_source_engines_but_not_a_store() -> None:
     assert "tiger" not in repr(engine)
     with pytest.raises(ConfigError, match="not as schedctl's own database"):
         create_engine("oracle://scott:tiger@db.example:1521/?service_name=ORCL")
+
+
+def test_a_pinned_thread_runs_its_transactions_on_one_connection(db_url: str) -> None:
+    """Inside pinned() a thread keeps one connection for all its transactions (reads and
+    writes alike); one that failed is given up, and the next transaction takes another;
+    other threads never share it."""
+    seen: list[sa.Connection] = []
+
+    def note(conn: sa.Connection) -> None:
+        seen.append(conn)
+
+    def fail(conn: sa.Connection) -> None:
+        raise ZeroDivisionError
+
+    elsewhere: list[sa.Connection] = []
+    with Database(db_url) as db:
+        with db.pinned():
+            db.transaction(note)
+            db.transaction(note, read_only=True)
+            db.transaction(note)
+            with pytest.raises(ZeroDivisionError):
+                db.transaction(fail)
+            db.transaction(note)
+            db.transaction(note)
+            other = threading.Thread(target=lambda: db.transaction(elsewhere.append))
+            other.start()
+            other.join()
+        db.transaction(note)  # outside: a connection of its own again
+
+    first, second, third, after, again, unpinned = seen
+    assert first is second is third
+    assert after is again
+    assert after is not first
+    assert unpinned not in (first, after)
+    assert elsewhere[0] not in (first, after)
+
+
+def test_concurrent_threads_write_the_first_write_record_once(db_url: str) -> None:
+    """on_first_write's record goes into one thread's write transaction, never two."""
+    records: list[int] = []
+    start = threading.Barrier(4)
+
+    def write() -> None:
+        start.wait()
+        with db.pinned():
+            for _ in range(5):
+                db.transaction(lambda conn: conn.execute(sa.select(1)))
+
+    with Database(db_url) as db:
+        db.on_first_write(lambda conn: records.append(1))
+        threads = [threading.Thread(target=write) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        pending = db.first_write_pending
+
+    assert records == [1]
+    assert not pending

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import logging
+from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
 from email.message import EmailMessage
@@ -466,7 +467,7 @@ def test_a_slow_batch_renews_its_leases_and_skips_rows_it_lost(
 ) -> None:
     from collections import Counter
 
-    from schedctl.delivery.dispatch import Dispatcher, _send_batch
+    from schedctl.delivery.dispatch import Dispatcher, _send_batch, _Share
 
     ids = enqueue_all(db_url, [message(1), message(2)])
     with Database(db_url) as db:
@@ -481,7 +482,7 @@ def test_a_slow_batch_renews_its_leases_and_skips_rows_it_lost(
         batch.lease_expires_at -= dispatcher.policy.lease
         counts: Counter[str] = Counter()
         with dispatcher.backend:
-            _send_batch(dispatcher, batch, counts)
+            _send_batch(dispatcher, batch, counts, _Share(limit=10, claim_size=10))
 
     assert counts["messages_sent"] == 1
     assert [one(db_url, i).status for i in ids] == ["sent", "scheduled"]
@@ -571,3 +572,199 @@ def test_tick_refuses_a_too_short_lease_before_writing_anything(
     assert all_messages(db_url) == before
     assert one(db_url, mid).lease_owner is None
     assert log_rows(db_url) == []
+
+
+# --- several connections ([smtp] connections) -----------------------------------------
+
+
+def test_several_connections_send_each_message_once_and_count_exactly(
+    db_url: str, smtp: SmtpServer
+) -> None:
+    ids = enqueue_all(db_url, [message(n) for n in range(40)])
+    settings = settings_for(smtp, {"batch_size": 3}, smtp_connections=4)
+
+    counts = dispatch(db_url, settings)
+
+    assert len(smtp.peers) == 4  # every connection sent some
+    assert counts["messages_sent"] == 40
+    assert sum(counts.values()) == 40  # nothing counted twice or elsewhere
+    rows = all_messages(db_url)
+    assert [(r.status, r.attempts, r.lease_owner) for r in rows] == [("sent", 1, None)] * 40
+    assert sorted(smtp.message_ids) == sorted(r.message_id for r in rows)
+    assert sorted(r.message_id for r in log_rows(db_url)) == ids
+
+
+def test_one_connection_sends_over_one_session(db_url: str, smtp: SmtpServer) -> None:
+    enqueue_all(db_url, [message(n) for n in range(6)])
+
+    counts = dispatch(db_url, settings_for(smtp, {"batch_size": 2}, smtp_connections=1))
+
+    assert counts["messages_sent"] == 6
+    assert len(smtp.peers) == 1
+
+
+def test_the_run_limit_holds_over_several_connections(db_url: str, smtp: SmtpServer) -> None:
+    enqueue_all(db_url, [message(n) for n in range(30)])
+
+    counts = dispatch(db_url, settings_for(smtp, {"batch_size": 4}, smtp_connections=4), limit=10)
+
+    assert counts["messages_sent"] == 10
+    assert len(smtp.message_ids) == 10
+    statuses = Counter(r.status for r in all_messages(db_url))
+    assert statuses == Counter({"sent": 10, "scheduled": 20})
+
+
+def test_a_provider_deferral_on_one_connection_stops_them_all(db_url: str) -> None:
+    """The provider refuses us on the fourth message, with every connection open: each
+    connection stops after the message it is sending, what they claimed waits
+    provider_backoff, untouched, and nothing more is claimed."""
+    quota_reply = "550 5.4.5 Daily sending quota exceeded"
+    with SmtpServer(data_replies=[None, None, None, quota_reply]) as smtp:
+        enqueue_all(db_url, [message(n) for n in range(30)])
+        counts = dispatch(db_url, settings_for(smtp, {"batch_size": 3}, smtp_connections=4))
+
+    rows = all_messages(db_url)
+    sent = [r for r in rows if r.status == "sent"]
+    deferred = [r for r in rows if r.status == "scheduled" and r.next_attempt_at is not None]
+    untouched = [r for r in rows if r.status == "scheduled" and r.next_attempt_at is None]
+    assert len(smtp.peers) > 1
+    assert counts["messages_sent"] == len(sent) == len(smtp.message_ids)
+    assert smtp.data_commands == len(sent) + 1  # three before the refusal, a few in flight
+    assert 3 <= len(sent) <= 4 * 3
+    assert counts["messages_deferred"] == len(deferred) >= 1
+    assert [r.reason_code for r in deferred].count("PROVIDER_DEFERRED") == 1
+    assert all(r.next_attempt_at >= T0 + timedelta(minutes=15) for r in deferred)
+    assert all(r.lease_owner is None and r.attempts == 0 for r in deferred + untouched)
+    assert len(untouched) >= 30 - 4 * 3 * 2  # they stopped claiming
+
+
+def test_an_unreachable_server_is_tried_over_one_connection(db_url: str, closed_port: int) -> None:
+    """The other connections open only once the first reached the server: a server
+    that is down is tried once (one attempt logged), not once per connection."""
+    enqueue_all(db_url, [message(n) for n in range(10)])
+    settings = Settings(
+        mail_backend="smtp", smtp_host="127.0.0.1", smtp_port=closed_port, smtp_connections=4
+    )
+
+    with pytest.raises(MailUnavailable, match="mail server unavailable"):
+        dispatch(db_url, settings)
+
+    assert [r.outcome for r in log_rows(db_url)] == ["retry"]
+    assert {(r.status, r.attempts, r.lease_owner) for r in all_messages(db_url)} == {
+        ("scheduled", 0, None)
+    }
+
+
+def test_connections_the_server_refuses_give_their_messages_to_the_others(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A provider that serves two connections per client refuses the third and fourth:
+    those give back what they claimed, untouched, and stop; the two others send it all
+    in the same run, once each, and the counts say so."""
+    with SmtpServer(sessions=2) as smtp:
+        enqueue_all(db_url, [message(n) for n in range(30)])
+        settings = settings_for(smtp, {"batch_size": 3}, smtp_connections=4)
+        with caplog.at_level(logging.WARNING, logger="schedctl.delivery.dispatch"):
+            counts = dispatch(db_url, settings)
+
+    assert len(smtp.refused) == 2
+    assert len(smtp.peers) == 2
+    assert (counts["messages_sent"], counts["messages_deferred"]) == (30, 0)
+    assert sorted(Counter(smtp.message_ids).values()) == [1] * 30
+    rows = all_messages(db_url)
+    assert {(r.status, r.attempts, r.lease_owner) for r in rows} == {("sent", 1, None)}
+    refused = [r for r in log_rows(db_url) if r.outcome == "retry"]
+    assert len(refused) == 2  # the message each refused connection tried (not an attempt)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2
+    assert all("the others go on" in w and "Too many concurrent" in w for w in warnings)
+
+
+@pytest.mark.parametrize("dialect", ["sqlite"])
+def test_eight_connections_on_sqlite_never_find_the_database_locked(
+    db_url: str, smtp: SmtpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Eight threads write their outcomes to one SQLite file: they take turns in the
+    process, so none waits in SQLite's busy handler, and none is refused."""
+    enqueue_all(db_url, [message(n) for n in range(160)])
+    settings = settings_for(smtp, {"batch_size": 2}, smtp_connections=8)
+
+    with caplog.at_level(logging.DEBUG):
+        counts = dispatch(db_url, settings)
+
+    assert counts["messages_sent"] == 160
+    assert len(smtp.peers) == 8
+    assert {r.status for r in all_messages(db_url)} == {"sent"}
+    text = caplog.text.lower()
+    assert "locked" not in text
+    assert "transient database error" not in text
+
+
+def test_max_per_second_paces_each_send_and_nothing_else(
+    db_url: str, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every send of every connection takes its turn on one pacer; a message settled
+    without a send (here: expired) does not wait."""
+    from schedctl.delivery import pacing
+
+    pacers: list[pacing.Pacer] = []
+    waits: list[int] = []
+    original = pacing.Pacer.wait
+
+    def wait(self: pacing.Pacer) -> float:
+        pacers.append(self)
+        waits.append(1)
+        return original(self)
+
+    monkeypatch.setattr(pacing.Pacer, "wait", wait)
+    enqueue_all(
+        db_url,
+        [message(n) for n in range(12)]
+        + [message(99, expires_at=T0 + timedelta(seconds=1), send_at=T0 - timedelta(hours=1))],
+    )
+    settings = settings_for(smtp, {"batch_size": 2}, smtp_connections=4, smtp_max_per_second=1000.0)
+
+    counts = dispatch(db_url, settings, at=T0 + timedelta(seconds=2))
+
+    assert counts["messages_sent"] == 12
+    assert counts["messages_skipped"] == 1
+    assert len(waits) == 12
+    assert len({id(p) for p in pacers}) == 1  # one pacer for all connections
+    assert pacers[0].interval == pytest.approx(0.001)
+
+
+def test_an_error_on_one_connection_stops_the_others_and_is_raised(
+    db_url: str, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection fails unexpectedly: the others stop after the message each is
+    sending, every claimed message is given back but the one the error struck (its
+    outcome is unknown: it keeps its lease, to be recovered as any abandoned send),
+    what was sent is recorded sent, and the error is the dispatch's."""
+    from schedctl.delivery import dispatch as dispatch_module
+
+    made: list[Any] = []
+    real = dispatch_module.mail_backend
+
+    def mail_backend(settings: Settings) -> Any:
+        backend = real(settings)
+        made.append(backend)
+        if len(made) == 3:  # the third connection breaks on its first send
+
+            def send(msg: EmailMessage) -> SendResult:
+                raise RuntimeError("the third connection broke")
+
+            backend.send = send  # type: ignore[method-assign]
+        return backend
+
+    monkeypatch.setattr(dispatch_module, "mail_backend", mail_backend)
+    enqueue_all(db_url, [message(n) for n in range(40)])
+
+    with pytest.raises(RuntimeError, match="third connection broke"):
+        dispatch(db_url, settings_for(smtp, {"batch_size": 3}, smtp_connections=4))
+
+    rows = all_messages(db_url)
+    assert len([r for r in rows if r.lease_owner is not None]) == 1
+    sent = {r.message_id for r in rows if r.status == "sent"}
+    assert sent == set(smtp.message_ids)
+    assert {(r.status, r.attempts) for r in rows if r.status != "sent"} == {("scheduled", 0)}
+    assert len(sent) < 40

@@ -114,7 +114,7 @@ def test_a_message_whose_expiry_comes_while_its_batch_is_sent_is_skipped(
 ) -> None:
     from collections import Counter
 
-    from schedctl.delivery.dispatch import Dispatcher, _send_batch
+    from schedctl.delivery.dispatch import Dispatcher, _send_batch, _Share
 
     [mid] = enqueue_all(db_url, [message(1, expires_at=T0 + timedelta(minutes=1))])
     with Database(db_url) as db:
@@ -123,7 +123,7 @@ def test_a_message_whose_expiry_comes_while_its_batch_is_sent_is_skipped(
         dispatcher.now = lambda: T0 + timedelta(minutes=2)  # a slow batch: its turn comes late
         counts: Counter[str] = Counter()
         with dispatcher.backend:
-            _send_batch(dispatcher, batch, counts)
+            _send_batch(dispatcher, batch, counts, _Share(limit=10, claim_size=10))
         counters = db.transaction(lambda conn: list(conn.execute(sa.select(send_counters))))
 
     assert [r.id for r in batch.rows] == [mid]

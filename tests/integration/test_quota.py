@@ -368,3 +368,31 @@ def test_quota_of_10_with_15_normal_and_2_critical(
         for t, used in [(80, 8), (90, 9), (100, 10)]
     ]
     assert all(path == "/services/T0/B0/secret" for _, path, _ in http_server.requests)
+
+
+def test_several_connections_keep_the_quota_exact(db_url: str, smtp: SmtpServer) -> None:
+    """Four connections reserve units at once: exactly the quota goes out, the rest
+    waits for the next day, every unit is settled, and the 80/90/100 % thresholds are
+    each recorded once."""
+    enqueue_all(db_url, [message(n) for n in range(30)])
+    settings = Settings(daily_quota=10, messages_batch_size=2, **smtp.settings(smtp_connections=4))
+
+    counts = dispatch(db_url, settings)
+
+    assert len(smtp.peers) > 1
+    assert (counts["messages_sent"], counts["messages_deferred"]) == (10, 20)
+    assert len(smtp.message_ids) == 10
+    waiting = [m for m in all_messages(db_url) if m.status == "scheduled"]
+    assert {(m.reason_code, m.send_at) for m in waiting} == {("QUOTA_DEFERRED", NEXT_DAY)}
+    assert len(waiting) == 20
+    with Database(db_url) as db:
+        sent, reserved = db.transaction(
+            lambda conn: conn.execute(
+                sa.select(send_counters.c.sent, send_counters.c.reserved)
+            ).one()
+        )
+        reached = db.transaction(
+            lambda conn: list(conn.execute(sa.select(quota_alerts.c.threshold)).scalars())
+        )
+    assert (sent, reserved) == (10, 0)
+    assert sorted(reached) == [80, 90, 100]

@@ -60,6 +60,11 @@ CAMPAIGNS = [
     Campaign("SC00000002", date(2020, 1, 1), date(2035, 12, 31)),
 ]
 OLD = timedelta(days=900)
+# Every fault scenario dispatches over this many SMTP connections at once ([smtp]
+# connections), each claiming BATCH messages at a time, so that even a small outbox
+# is sent over all of them.
+CONNECTIONS = 4
+BATCH = 2
 COMMANDS = ("tick", "digest", "distribute", "reconcile")  # past every default retention
 
 
@@ -185,6 +190,12 @@ class FaultWorld:
         target = destination_toml("target", self.dist_url, "sc_target")
         mirror = destination_toml("mirror", self.mirror_url, "sc_mirror")
         return f"""
+[smtp]
+connections = {CONNECTIONS}
+
+[messages]
+batch_size = {BATCH}
+
 [digest]
 max_items = 1000
 

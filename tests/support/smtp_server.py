@@ -17,12 +17,17 @@ Replies can be scripted:
   long: only a client that bounds the whole reply gives up);
 - ``credentials=(user, password)`` offers AUTH without TLS (``logins`` counts the
   successful ones);
+- ``sessions=n`` serves the first n connections only: later ones are refused with
+  421 to their EHLO and HELO (a provider's limit on concurrent connections;
+  ``refused`` holds their client ends);
 - ``hold_data=n`` makes the server sit on the first n DATA replies until
   ``release()`` (a client with a short timeout sees "no reply after the data": the
   unknown outcome).
 
-``accepted`` holds the messages answered 250 (also those answered too late for the
-client, or whose client went away while the server was slow to answer);
+``peers`` holds the client end (address, port) of every connection that sent a MAIL
+FROM: how many connections a sender used. ``accepted`` holds the messages answered
+250 (also those answered too late for the client, or whose client went away while
+the server was slow to answer);
 ``unanswered`` those whose data arrived and whose connection was dropped instead of
 a reply; ``data_seen`` every message whose data arrived, whatever the reply was (a
 message refused with a 4xx and sent again is seen twice).
@@ -99,6 +104,7 @@ class SmtpServer:
         rcpt_script: list[Script] | None = None,
         faults: dict[str, list[Reply | None]] | None = None,
         credentials: tuple[str, str] | None = None,
+        sessions: int | None = None,
     ) -> None:
         self.data_replies = list(data_replies or [])
         self.rcpt_replies = dict(rcpt_replies or {})
@@ -113,6 +119,10 @@ class SmtpServer:
         self.mail_commands = 0
         self.rcpt_commands = 0
         self.attempts: Counter[str] = Counter()  # RCPT TO commands per address
+        self.peers: set[Any] = set()  # the client end of each connection that sent MAIL
+        self.sessions = sessions
+        self.greeted: list[Any] = []  # the client end of each connection, in order
+        self.refused: set[Any] = set()  # the client end of each connection refused
         self.faults_used = 0
         self._lock = threading.Lock()
         self._held: asyncio.Event | None = None
@@ -269,11 +279,39 @@ class SmtpServer:
             return "421 4.4.2 Connection dropped"  # never reaches the client
         return reply.text or normal
 
+    def _refuse(self, session: Session) -> bool:
+        """Whether this connection is one more than ``sessions`` allows."""
+        with self._lock:
+            if session.peer not in self.greeted:
+                self.greeted.append(session.peer)
+            refused = self.sessions is not None and (
+                self.greeted.index(session.peer) >= self.sessions
+            )
+            if refused:
+                self.refused.add(session.peer)
+            return refused
+
+    async def handle_EHLO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str, responses: Any
+    ) -> list[str]:
+        if self._refuse(session):
+            return ["421 4.7.0 Too many concurrent connections from your host"]
+        session.host_name = hostname
+        return list(responses)
+
+    async def handle_HELO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str
+    ) -> Any:
+        if self._refuse(session):
+            return "421 4.7.0 Too many concurrent connections from your host"
+        return MISSING
+
     async def handle_MAIL(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
     ) -> Any:
         with self._lock:
             self.mail_commands += 1
+            self.peers.add(session.peer)
             reply = _as_reply(self.mail_replies.pop(0)) if self.mail_replies else None
         if reply is None:
             return MISSING  # aiosmtpd's own handling

@@ -1,15 +1,12 @@
-"""schedctl's command line: thin typer commands over the core, one error boundary."""
+"""schedctl's command line: thin click commands over the core, one error boundary."""
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Annotated
 
-import typer
-from typer.core import TyperGroup
+import click
 
 from schedctl import __version__, redaction
 from schedctl.cli import (
@@ -34,64 +31,44 @@ from schedctl.cli import (
     users_cmd,
 )
 from schedctl.cli.output import report_error
+from schedctl.cli.params import Group, flag, option
 from schedctl.cli.runtime import Runtime, current, use, with_output_flags
 from schedctl.errors import SchedctlError
 
-app = typer.Typer(
-    name="schedctl",
-    help="Run recurring business jobs from cron, exactly once.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    pretty_exceptions_show_locals=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
 
-
-def _version(value: bool) -> None:
-    if value:
+def _version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
         from schedctl.zones import tzdata_version
 
         print(f"schedctl {__version__} (tzdata {tzdata_version()})")
-        raise typer.Exit()
+        ctx.exit()
 
 
-@app.callback()
-@with_output_flags
-def _root(
-    database_url: Annotated[
-        str | None,
-        typer.Option(
-            "--database-url",
-            metavar="URL",
-            help="SQLAlchemy URL of schedctl's database (env SCHEDCTL_DATABASE_URL;"
-            " default sqlite:///schedctl.db).",
-            show_default=False,
-        ),
-    ] = None,
-    config: Annotated[
-        str | None,
-        typer.Option(
-            "--config",
-            metavar="FILE",
-            help="TOML configuration file (env SCHEDCTL_CONFIG).",
-            show_default=False,
-        ),
-    ] = None,
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version",
-            callback=_version,
-            is_eager=True,
-            help="Show the versions of schedctl and of its time zone data.",
-        ),
-    ] = False,
-) -> None:
+@click.group(
+    "schedctl",
+    cls=Group,
+    # Options show their defaults in help unless they say otherwise.
+    context_settings={"help_option_names": ["-h", "--help"], "show_default": True},
+)
+@option(
+    "--database-url",
+    metavar="URL",
+    help="SQLAlchemy URL of schedctl's database (env SCHEDCTL_DATABASE_URL;"
+    " default sqlite:///schedctl.db).",
+)
+@option("--config", metavar="FILE", help="TOML configuration file (env SCHEDCTL_CONFIG).")
+@flag(
+    "--version",
+    action=_version,
+    help="Show the versions of schedctl and of its time zone data.",
+)
+def _root(database_url: str | None, config: str | None) -> None:
+    """Run recurring business jobs from cron, exactly once."""
     # Environment and file are resolved by load_settings, which flags override.
     current().flags.update(database_url=database_url, config_path=config)
 
+
+app = with_output_flags(_root)
 
 for _module in (
     db_cmd,
@@ -149,39 +126,35 @@ def run(argv: Sequence[str] | None = None) -> int:
     args = list(argv) if argv is not None else sys.argv[1:]
 
     def fail(message: str, exit_code: int) -> int:
-        # --json may sit after an argument typer refused before reaching it.
+        # --json may sit after an argument click refused before reaching it.
         as_json = runtime.output_options.json or "--json" in _options(args)
         report_error(message, exit_code, as_json=as_json)
         return exit_code
 
-    completion_cmd.prepare()
     options = _options(args)
-    for flag in ("--install-completion", "--show-completion"):
-        if flag in options:
+    for flag_name in ("--install-completion", "--show-completion"):
+        if flag_name in options:
             return fail(
-                f"{flag} is not an option of schedctl: `schedctl completion bash|zsh|fish`"
+                f"{flag_name} is not an option of schedctl: `schedctl completion bash|zsh|fish`"
                 " prints the completion script to install (see schedctl completion --help)",
                 2,
             )
     try:
-        value = _command().main(args=args, prog_name="schedctl", standalone_mode=False)
+        # Not standalone: every error comes back here. A shell asking for completions
+        # (_SCHEDCTL_COMPLETE set) is answered by click, which then exits.
+        value = app.main(args=args, prog_name="schedctl", standalone_mode=False)
         return value if isinstance(value, int) else 0
-    except typer.Exit as exc:
-        return exc.exit_code
-    except typer.Abort:
+    except click.Abort:
         return fail("aborted", 130)
-    except typer.TyperException as exc:  # usage errors: bad flag, missing argument
-        message = exc.format_message()
-        if message.lstrip().startswith("Usage:"):  # a group called without a command
-            if runtime.output_options.json or "--json" in _options(args):
-                # A script gets its error document, not the group's help.
-                # "Usage: schedctl schedules [OPTIONS] COMMAND [ARGS]..."
-                words = message.split()
-                end = words.index("[OPTIONS]") if "[OPTIONS]" in words else 2
-                return fail(f"missing command: see {' '.join(words[1:end])} --help", exc.exit_code)
-            print(message.rstrip(), file=sys.stderr)
-            return exc.exit_code
-        return fail(message, _usage_exit_code(args, exc.exit_code))
+    except click.exceptions.NoArgsIsHelpError as exc:  # a group called without a command
+        if runtime.output_options.json or "--json" in options:
+            # A script gets its error document, not the group's help.
+            group = exc.ctx.command_path if exc.ctx else "schedctl"
+            return fail(f"missing command: see {group} --help", exc.exit_code)
+        print(exc.format_message().rstrip(), file=sys.stderr)
+        return exc.exit_code
+    except click.ClickException as exc:  # usage errors: bad flag, missing argument
+        return fail(exc.format_message(), _usage_exit_code(args, exc.exit_code))
     except SchedctlError as exc:
         return fail(_redact(runtime, exc.message), exc.exit_code)
     except KeyboardInterrupt:
@@ -199,16 +172,6 @@ def run(argv: Sequence[str] | None = None) -> int:
             # Never with local variables: they may hold secrets.
             print(_redact(runtime, "".join(traceback.format_exception(exc))), file=sys.stderr)
         return code
-
-
-@functools.cache
-def _command() -> TyperGroup:
-    """The click command tree typer builds from `app`: built once per process, since
-    building it inspects every command's signature (about 20 ms, more than parsing and
-    running an idle command), and the in-process CLI of the tests runs many commands."""
-    command = typer.main.get_command(app)
-    assert isinstance(command, TyperGroup)  # the app has a callback: a group
-    return command
 
 
 def _usage_exit_code(args: list[str], exit_code: int) -> int:

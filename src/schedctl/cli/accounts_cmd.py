@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-import typer
+import click
 
-from schedctl.cli.params import command_group
+from schedctl.cli.params import argument, command_group
 from schedctl.cli.runtime import CommandResult, command, current, run_command
 from schedctl.errors import ConflictError, ValidationError
 
@@ -19,9 +19,8 @@ accounts_app = command_group("Manage accounts (the tenants schedules belong to).
 
 
 @command(accounts_app, "create")
-def create_command(
-    name: Annotated[str, typer.Argument(help="The new account's name (no spaces).")],
-) -> None:
+@argument("name", help="The new account's name (no spaces).")
+def create_command(name: str) -> None:
     """Create an account; prints its id."""
     from schedctl import accounts
 
@@ -63,5 +62,5 @@ def list_command() -> None:
     )
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(accounts_app, name="accounts")
+def register(app: click.Group) -> None:
+    app.add_command(accounts_app, "accounts")

@@ -1,18 +1,15 @@
 """`schedctl completion bash|zsh|fish`: print the shell's tab-completion script.
 
-The script calls schedctl back with ``_SCHEDCTL_COMPLETE`` set; :func:`prepare` then
-readies typer's completion for that one call. Both import typer's completion code
-only when used, so no other command pays for it. (typer's own --install-completion
-is off: it edits the user's shell start-up files.)
+The script is click's own (click.shell_completion): it calls schedctl back with
+``_SCHEDCTL_COMPLETE`` set, which click answers before running any command. Its code
+is imported only when used, so no other command pays for it.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Annotated
+import click
 
-import typer
-
+from schedctl.cli.params import argument
 from schedctl.cli.runtime import command, current
 from schedctl.errors import UsageError
 
@@ -21,20 +18,8 @@ PROG_NAME = "schedctl"
 COMPLETE_VAR = "_SCHEDCTL_COMPLETE"
 
 
-def prepare() -> None:
-    """Ready typer's completion classes when a shell asks schedctl for completions."""
-    if COMPLETE_VAR in os.environ:
-        from typer.completion import get_completion_inspect_parameters
-
-        get_completion_inspect_parameters()  # registers typer's bash, zsh and fish handlers
-
-
-def completion_command(
-    shell: Annotated[
-        str,
-        typer.Argument(metavar="bash|zsh|fish", help="The shell.", show_default=False),
-    ],
-) -> None:
+@argument("shell", metavar="bash|zsh|fish", help="The shell.")
+def completion_command(shell: str) -> None:
     """Print the tab-completion script for bash, zsh or fish.
 
     Install it where the shell reads completions, e.g.
@@ -49,12 +34,14 @@ def completion_command(
     name = shell.strip().lower()
     if name not in SHELLS:
         raise UsageError(f"invalid shell {shell!r} (expected bash, zsh or fish)")
-    # typer.completion has the scripts its --show-completion prints, without an __all__.
-    from typer.completion import get_completion_script  # type: ignore[attr-defined]
+    from click.shell_completion import get_completion_class
 
-    script = get_completion_script(prog_name=PROG_NAME, complete_var=COMPLETE_VAR, shell=name)
+    completion = get_completion_class(name)
+    assert completion is not None  # click has all three
+    root = click.get_current_context().find_root().command
+    script = completion(root, {}, PROG_NAME, COMPLETE_VAR).source()
     runtime.output.result({"shell": name, "script": script}, script)
 
 
-def register(app: typer.Typer) -> None:
+def register(app: click.Group) -> None:
     command(app, "completion")(completion_command)

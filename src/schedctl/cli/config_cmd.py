@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
 
-import typer
+import click
 
-from schedctl.cli.params import command_group
+from schedctl.cli.params import command_group, flag
 from schedctl.cli.runtime import command, current
 from schedctl.redaction import redact
 
@@ -15,16 +14,12 @@ config_app = command_group("Check the configuration.")
 
 
 @command(config_app, "check")
-def check_command(
-    smtp: Annotated[
-        bool,
-        typer.Option(
-            "--smtp",
-            help="Also open a session with the configured mail server (EHLO, STARTTLS and"
-            " AUTH as configured, then QUIT); nothing is sent.",
-        ),
-    ] = False,
-) -> None:
+@flag(
+    "--smtp",
+    help="Also open a session with the configured mail server (EHLO, STARTTLS and"
+    " AUTH as configured, then QUIT); nothing is sent.",
+)
+def check_command(smtp: bool) -> int:
     """Check the config file, the database and what they hold: exit 0 clean, 1 warnings,
     2 errors."""
     from schedctl.checks import check_installation
@@ -40,10 +35,8 @@ def check_command(
             print(f"schedctl: {redact(line)}", file=sys.stderr)
     else:
         out.result(data, "\n".join(lines) or "configuration ok")
-    code = 2 if found.errors else 1 if found.warnings else 0
-    if code:
-        raise typer.Exit(code)
+    return 2 if found.errors else 1 if found.warnings else 0
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(config_app, name="config")
+def register(app: click.Group) -> None:
+    app.add_command(config_app, "config")

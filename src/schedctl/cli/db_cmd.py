@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-import typer
+import click
 
 from schedctl.cli.params import command_group
 from schedctl.cli.runtime import CommandResult, command, current, run_command
@@ -107,5 +107,5 @@ def status_command() -> None:
     )
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(db_app, name="db")
+def register(app: click.Group) -> None:
+    app.add_command(db_app, "db")

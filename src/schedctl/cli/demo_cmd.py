@@ -10,13 +10,13 @@ runs both again to show that nothing is sent twice.
 from __future__ import annotations
 
 import dataclasses
-import secrets
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 
+from schedctl.cli.params import option
 from schedctl.cli.runtime import command, current
 from schedctl.errors import ValidationError, quoted
 
@@ -91,6 +91,8 @@ def _add_users(db: Database, now: datetime) -> None:
 
 
 def _demo_settings(settings: Settings, url: str) -> Settings:
+    import secrets
+
     from schedctl.config import report_queries
 
     return dataclasses.replace(
@@ -125,11 +127,13 @@ def _digest(db: Database, settings: Settings, now: datetime) -> dict[str, Any]:
     return counts
 
 
-def demo_command(
-    path: Annotated[
-        Path, typer.Option("--path", help="SQLite file to (re)create for the demo.")
-    ] = Path("schedctl-demo.db"),
-) -> None:
+@option(
+    "--path",
+    type=click.Path(path_type=Path),
+    default=Path("schedctl-demo.db"),
+    help="SQLite file to (re)create for the demo.",
+)
+def demo_command(path: Path) -> None:
     """Create a demo SQLite database, run tick and digest (console mailer), show results."""
     from schedctl import heartbeat
     from schedctl.db.database import Database
@@ -249,5 +253,5 @@ def demo_command(
     )
 
 
-def register(app: typer.Typer) -> None:
+def register(app: click.Group) -> None:
     command(app, "demo")(demo_command)

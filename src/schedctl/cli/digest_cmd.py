@@ -2,59 +2,37 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 
-from schedctl.cli.params import limit_option
+from schedctl.cli.params import flag, limit_option, option
 from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
 
 if TYPE_CHECKING:
     from schedctl.db.database import Database
 
 
+@option("--user", metavar="ID_OR_EMAIL", help="Only this user (looked up in --account).")
+@option(
+    "--date",
+    "on_date",
+    metavar="YYYY-MM-DD",
+    help="Only digests for this local date: today somewhere (or, with [digest]"
+    " catch_up_days = 1, the day before).",
+)
+@flag("--preview", help="Show who would get a digest now and with how many items; write nothing.")
+@limit_option("Handle at most N users' digests (default: every one due).")
+@option(
+    "--account",
+    metavar="ACCOUNT",
+    help="Only this account's users, by name or id (default: every account's,"
+    " whatever SCHEDCTL_ACCOUNT says; --user is looked up in SCHEDCTL_ACCOUNT's"
+    " account, else `default`, unless this is given).",
+)
 def digest_command(
-    user: Annotated[
-        str | None,
-        typer.Option(
-            "--user",
-            metavar="ID_OR_EMAIL",
-            help="Only this user (looked up in --account).",
-            show_default=False,
-        ),
-    ] = None,
-    on_date: Annotated[
-        str | None,
-        typer.Option(
-            "--date",
-            metavar="YYYY-MM-DD",
-            help="Only digests for this local date: today somewhere (or, with [digest]"
-            " catch_up_days = 1, the day before).",
-            show_default=False,
-        ),
-    ] = None,
-    preview: Annotated[
-        bool,
-        typer.Option(
-            "--preview",
-            help="Show who would get a digest now and with how many items; write nothing.",
-        ),
-    ] = False,
-    limit: Annotated[
-        int | None, limit_option("Handle at most N users' digests (default: every one due).")
-    ] = None,
-    account: Annotated[
-        str | None,
-        typer.Option(
-            "--account",
-            metavar="ACCOUNT",
-            help="Only this account's users, by name or id (default: every account's,"
-            " whatever SCHEDCTL_ACCOUNT says; --user is looked up in SCHEDCTL_ACCOUNT's"
-            " account, else `default`, unless this is given).",
-            show_default=False,
-        ),
-    ] = None,
-) -> None:
+    user: str | None, on_date: str | None, preview: bool, limit: int | None, account: str | None
+) -> int:
     """Send each opted-in user's daily digest once per local day (default: every account)."""
     from schedctl.digest import due as digest_due
     from schedctl.digest import run as digest_run
@@ -98,8 +76,7 @@ def digest_command(
             f" {c['digests_sent']} digest mail(s) sent"
             + (f"; {c['quarantined']} row(s) quarantined" if c["quarantined"] else ""),
         )
-    if result.exit_code:
-        raise typer.Exit(result.exit_code)
+    return result.exit_code
 
 
 def _show_preview(data: dict[str, Any]) -> None:
@@ -124,5 +101,5 @@ def _show_preview(data: dict[str, Any]) -> None:
     )
 
 
-def register(app: typer.Typer) -> None:
+def register(app: click.Group) -> None:
     command(app, "digest")(digest_command)

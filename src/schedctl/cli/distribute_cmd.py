@@ -2,36 +2,30 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 
+from schedctl.cli.params import flag, option
 from schedctl.cli.runtime import CommandResult, command, current, run_command
 
 if TYPE_CHECKING:
     from schedctl.db.database import Database
 
 
-def distribute_command(
-    preview: Annotated[
-        bool,
-        typer.Option(
-            "--preview",
-            help="Show the active campaigns, the users and the counts per campaign and group"
-            " a run would distribute (IDs masked); write nothing anywhere.",
-        ),
-    ] = False,
-    on_date: Annotated[
-        str | None,
-        typer.Option(
-            "--date",
-            metavar="YYYY-MM-DD",
-            help="The business date to distribute (default: today in [distribute] tz); an"
-            " earlier date is a rerun or a backfill.",
-            show_default=False,
-        ),
-    ] = None,
-) -> None:
+@flag(
+    "--preview",
+    help="Show the active campaigns, the users and the counts per campaign and group"
+    " a run would distribute (IDs masked); write nothing anywhere.",
+)
+@option(
+    "--date",
+    "on_date",
+    metavar="YYYY-MM-DD",
+    help="The business date to distribute (default: today in [distribute] tz); an"
+    " earlier date is a rerun or a backfill.",
+)
+def distribute_command(preview: bool, on_date: str | None) -> int:
     """Distribute the day's users to the active campaigns and groups, exactly once."""
     from schedctl.cli.output import error_line
     from schedctl.distribute import run as distribution
@@ -60,8 +54,7 @@ def distribute_command(
         _show_preview(data)
     else:
         runtime.output.result(data, summary(data))
-    if result.exit_code:
-        raise typer.Exit(result.exit_code)
+    return result.exit_code
 
 
 def summary(data: dict[str, Any]) -> str:
@@ -141,5 +134,5 @@ class _progress:
             self.display.stop()
 
 
-def register(app: typer.Typer) -> None:
+def register(app: click.Group) -> None:
     command(app, "distribute")(distribute_command)

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import typer
+import click
 
 from schedctl.cli.output import warn
-from schedctl.cli.params import Account, command_group, warn_fixed_offset
+from schedctl.cli.params import (
+    account_option,
+    argument,
+    command_group,
+    flag,
+    option,
+    warn_fixed_offset,
+)
 from schedctl.cli.runtime import (
     CommandResult,
     command,
@@ -30,15 +37,12 @@ if TYPE_CHECKING:
 
 events_app = command_group("Manage events whose messages tick plans.")
 
-LoadIn = Annotated[
-    str | None,
-    typer.Option(
-        "--load-in-time",
-        metavar="TIME",
-        help="Load-in time, not after the start; an event with one gets no INIT message.",
-        show_default=False,
-    ),
-]
+load_in_option = option(
+    "--load-in-time",
+    metavar="TIME",
+    help="Load-in time, not after the start; an event with one gets no INIT message.",
+)
+event_id_argument = argument("event_id", metavar="ID", help="The event's id.")
 
 
 def _time(text: str | None) -> datetime | None:
@@ -70,27 +74,25 @@ def _describe(data: dict[str, Any], planned: int, what: str = "planned or change
 
 
 @command(events_app, "add")
+@option("--name", required=True, help="The event's name.")
+@option("--starts-at", metavar="TIME", required=True, help="Start time.")
+@option("--contact", metavar="EMAIL", required=True, help="E-mail address the messages go to.")
+@load_in_option
+@option(
+    "--tz",
+    metavar="ZONE",
+    default="UTC",
+    help="IANA zone of the event: of its times written without an offset, and of"
+    " the messages' local times and weekends.",
+)
+@account_option
 def add_command(
-    name: Annotated[str, typer.Option("--name", help="The event's name.", show_default=False)],
-    starts_at: Annotated[
-        str,
-        typer.Option("--starts-at", metavar="TIME", help="Start time.", show_default=False),
-    ],
-    contact: Annotated[
-        str,
-        typer.Option("--contact", metavar="EMAIL", help="E-mail address the messages go to."),
-    ],
-    load_in_time: LoadIn = None,
-    tz: Annotated[
-        str,
-        typer.Option(
-            "--tz",
-            metavar="ZONE",
-            help="IANA zone of the event: of its times written without an offset, and of"
-            " the messages' local times and weekends.",
-        ),
-    ] = "UTC",
-    account: Account = None,
+    name: str,
+    starts_at: str,
+    contact: str,
+    load_in_time: str | None,
+    tz: str,
+    account: str | None,
 ) -> None:
     """Add an event and plan its INIT message and reminders.
 
@@ -133,21 +135,12 @@ def add_command(
 
 
 @command(events_app, "update")
+@event_id_argument
+@load_in_option
+@option("--starts-at", metavar="TIME", help="New start time; pending reminders move with it.")
+@account_option
 def update_command(
-    event_id: Annotated[
-        str, typer.Argument(help="The event's id.", metavar="ID", show_default=False)
-    ],
-    load_in_time: LoadIn = None,
-    starts_at: Annotated[
-        str | None,
-        typer.Option(
-            "--starts-at",
-            metavar="TIME",
-            help="New start time; pending reminders move with it.",
-            show_default=False,
-        ),
-    ] = None,
-    account: Account = None,
+    event_id: str, load_in_time: str | None, starts_at: str | None, account: str | None
 ) -> None:
     """Change an event's start or load-in time and re-plan its pending messages.
 
@@ -183,12 +176,9 @@ def update_command(
 
 
 @command(events_app, "show")
-def show_command(
-    event_id: Annotated[
-        str, typer.Argument(help="The event's id.", metavar="ID", show_default=False)
-    ],
-    account: Account = None,
-) -> None:
+@event_id_argument
+@account_option
+def show_command(event_id: str, account: str | None) -> None:
     """Show an event and its messages, each one's send time in the event's zone and UTC."""
     from schedctl import events
 
@@ -217,7 +207,8 @@ def show_command(
 
 
 @command(events_app, "list")
-def list_command(account: Account = None) -> None:
+@account_option
+def list_command(account: str | None) -> None:
     """List the account's events, soonest first."""
     from schedctl import events
 
@@ -240,13 +231,10 @@ def list_command(account: Account = None) -> None:
 
 
 @command(events_app, "delete")
-def delete_command(
-    event_id: Annotated[
-        str, typer.Argument(help="The event's id.", metavar="ID", show_default=False)
-    ],
-    yes: Annotated[bool, typer.Option("--yes", help="Really delete the event.")] = False,
-    account: Account = None,
-) -> None:
+@event_id_argument
+@flag("--yes", help="Really delete the event.")
+@account_option
+def delete_command(event_id: str, yes: bool, account: str | None) -> None:
     """Delete an event (needs --yes); its unsent messages are skipped (EVENT_DELETED).
 
     Every message of the event, sent or not, stays in the outbox's audit. A message of
@@ -281,5 +269,5 @@ def delete_command(
     )
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(events_app, name="events")
+def register(app: click.Group) -> None:
+    app.add_command(events_app, "events")

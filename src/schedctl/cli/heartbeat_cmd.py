@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 
+from schedctl.cli.params import flag, option
 from schedctl.cli.runtime import CommandResult, Runtime, command, current, ping, run_command
 from schedctl.errors import ConfigError, SchedctlError
 from schedctl.redaction import redact
@@ -23,35 +24,26 @@ class CheckUnknown(SchedctlError):
     exit_code = CHECK_EXIT["unknown"]
 
 
-def heartbeat_command(
-    check: Annotated[
-        bool,
-        typer.Option(
-            "--check",
-            help="Exit with the monitoring-plugin code: 0 green, 1 yellow, 2 red, 3 unknown"
-            " (also when the database, its schema or the configuration is unusable).",
-        ),
-    ] = False,
-    ping_url: Annotated[
-        str | None,
-        typer.Option(
-            "--ping-url",
-            metavar="URL",
-            help="healthchecks.io-style URL (default: SCHEDCTL_PING_URL): pinged /start,"
-            " then plain when green or /fail otherwise, errors included.",
-            show_default=False,
-        ),
-    ] = None,
-    only: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--command",
-            "-c",
-            help="Judge only these commands (repeatable; e.g. tick, 'schedules list')."
-            " Default: [heartbeat] commands, else the scheduled jobs that have run.",
-        ),
-    ] = None,
-) -> None:
+@flag(
+    "--check",
+    help="Exit with the monitoring-plugin code: 0 green, 1 yellow, 2 red, 3 unknown"
+    " (also when the database, its schema or the configuration is unusable).",
+)
+@option(
+    "--ping-url",
+    metavar="URL",
+    help="healthchecks.io-style URL (default: SCHEDCTL_PING_URL): pinged /start,"
+    " then plain when green or /fail otherwise, errors included.",
+)
+@option(
+    "--command",
+    "-c",
+    "only",
+    multiple=True,
+    help="Judge only these commands (repeatable; e.g. tick, 'schedules list')."
+    " Default: [heartbeat] commands, else the scheduled jobs that have run.",
+)
+def heartbeat_command(check: bool, ping_url: str | None, only: list[str] | None) -> int:
     """Show when each command last succeeded: green, yellow, red or unknown."""
     runtime = current()
     if ping_url is not None:
@@ -88,8 +80,7 @@ def heartbeat_command(
     if check and status != "green":
         # One line for whoever reads stderr (cron mails it; with --quiet it is all).
         print(f"schedctl: {redact(_summary(result.data))}", file=sys.stderr)
-    if result.exit_code:
-        raise typer.Exit(result.exit_code)
+    return result.exit_code
 
 
 def _configured_ping_url(runtime: Runtime) -> str | None:
@@ -193,5 +184,5 @@ def _age(seconds: int | None) -> str:
     return f"{seconds // 86400}d"
 
 
-def register(app: typer.Typer) -> None:
+def register(app: click.Group) -> None:
     command(app, "heartbeat")(heartbeat_command)

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 
 from schedctl.cli.output import cell_text, warn
-from schedctl.cli.params import Account, command_group, limit_option
+from schedctl.cli.params import (
+    account_option,
+    argument,
+    command_group,
+    flag,
+    limit_option,
+    option,
+)
 from schedctl.cli.runtime import (
     CommandResult,
     command,
@@ -30,10 +37,8 @@ if TYPE_CHECKING:
 
 messages_app = command_group("Manage scheduled messages (the outbox).")
 
-TypeOpt = Annotated[
-    str | None,
-    typer.Option("--type", help="Only this message type, e.g. REPORT or INIT.", show_default=False),
-]
+type_option = option("--type", "type_", help="Only this message type, e.g. REPORT or INIT.")
+message_id_argument = argument("message_id", metavar="ID", help="The message's id.")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
@@ -61,32 +66,19 @@ def _expiry(value: str) -> datetime | None:
 
 
 @command(messages_app, "list")
+@type_option
+@option("--status", help=f"Only this status: {', '.join(MESSAGE_STATUSES)}.")
+@option("--from", "since", metavar="DATE|TIME", help="send_at on or after this date or instant.")
+@option("--until", metavar="DATE|TIME", help="send_at up to this date (inclusive) or instant.")
+@limit_option("At most this many.")
+@account_option
 def list_command(
-    type_: TypeOpt = None,
-    status: Annotated[
-        str | None,
-        typer.Option("--status", help=f"Only this status: {', '.join(MESSAGE_STATUSES)}."),
-    ] = None,
-    since: Annotated[
-        str | None,
-        typer.Option(
-            "--from",
-            metavar="DATE|TIME",
-            help="send_at on or after this date or instant.",
-            show_default=False,
-        ),
-    ] = None,
-    until: Annotated[
-        str | None,
-        typer.Option(
-            "--until",
-            metavar="DATE|TIME",
-            help="send_at up to this date (inclusive) or instant.",
-            show_default=False,
-        ),
-    ] = None,
-    limit: Annotated[int | None, limit_option("At most this many.")] = None,
-    account: Account = None,
+    type_: str | None,
+    status: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int | None,
+    account: str | None,
 ) -> None:
     """List messages, nearest send time first."""
     from schedctl.delivery import outbox
@@ -136,11 +128,6 @@ def list_command(
     )
 
 
-MessageId = Annotated[
-    str, typer.Argument(help="The message's id.", metavar="ID", show_default=False)
-]
-
-
 def _show_text(message: dict[str, Any]) -> str:
     """The lines above the attempts table of `messages show`."""
 
@@ -165,7 +152,9 @@ def _show_text(message: dict[str, Any]) -> str:
 
 
 @command(messages_app, "show")
-def show_command(message_id: MessageId, account: Account = None) -> None:
+@message_id_argument
+@account_option
+def show_command(message_id: str, account: str | None) -> None:
     """Show one message and every attempt to send it, oldest first."""
     from schedctl.delivery import outbox
 
@@ -197,33 +186,25 @@ def show_command(message_id: MessageId, account: Account = None) -> None:
 
 
 @command(messages_app, "edit")
+@message_id_argument
+@option(
+    "--send-at",
+    metavar="TIME",
+    help="New send time (ISO 8601; no more than 5 minutes in the past).",
+)
+@option("--status", help=f"New status: {', '.join(MESSAGE_STATUSES)}.")
+@option(
+    "--expires-at",
+    metavar="TIME|none",
+    help="Not sent by this time (ISO 8601), it is skipped (EXPIRED); none: never expires.",
+)
+@account_option
 def edit_command(
-    message_id: Annotated[
-        str, typer.Argument(help="The message's id.", metavar="ID", show_default=False)
-    ],
-    send_at: Annotated[
-        str | None,
-        typer.Option(
-            "--send-at",
-            metavar="TIME",
-            help="New send time (ISO 8601; no more than 5 minutes in the past).",
-            show_default=False,
-        ),
-    ] = None,
-    status: Annotated[
-        str | None,
-        typer.Option("--status", help=f"New status: {', '.join(MESSAGE_STATUSES)}."),
-    ] = None,
-    expires_at: Annotated[
-        str | None,
-        typer.Option(
-            "--expires-at",
-            metavar="TIME|none",
-            help="Not sent by this time (ISO 8601), it is skipped (EXPIRED); none: never expires.",
-            show_default=False,
-        ),
-    ] = None,
-    account: Account = None,
+    message_id: str,
+    send_at: str | None,
+    status: str | None,
+    expires_at: str | None,
+    account: str | None,
 ) -> None:
     """Change a message's send time, status and/or expiry."""
     from schedctl.cadence import parse_instant
@@ -258,11 +239,10 @@ def edit_command(
 
 
 @command(messages_app, "delete")
-def delete_command(
-    message_id: MessageId,
-    yes: Annotated[bool, typer.Option("--yes", help="Really delete the message.")] = False,
-    account: Account = None,
-) -> None:
+@message_id_argument
+@flag("--yes", help="Really delete the message.")
+@account_option
+def delete_command(message_id: str, yes: bool, account: str | None) -> None:
     """Delete one unsent message (needs --yes).
 
     A message that was sent, or may have been (its outcome is unknown), stays in the
@@ -288,13 +268,10 @@ def delete_command(
 
 
 @command(messages_app, "delete-all")
-def delete_all_command(
-    confirm: Annotated[
-        bool, typer.Option("--confirm", help="Required: really delete the messages.")
-    ] = False,
-    type_: TypeOpt = None,
-    account: Account = None,
-) -> None:
+@flag("--confirm", help="Required: really delete the messages.")
+@type_option
+@account_option
+def delete_all_command(confirm: bool, type_: str | None, account: str | None) -> None:
     """Delete every message of the account (or of one type); needs --confirm.
 
     Messages a dispatcher is sending right now are left alone and reported as
@@ -322,5 +299,5 @@ def delete_all_command(
     current().output.result(data, human)
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(messages_app, name="messages")
+def register(app: click.Group) -> None:
+    app.add_command(messages_app, "messages")

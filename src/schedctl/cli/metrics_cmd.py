@@ -3,28 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-import typer
+import click
 
+from schedctl.cli.params import option
 from schedctl.cli.runtime import CommandResult, command, current, run_command
 
 if TYPE_CHECKING:
     from schedctl.db.database import Database
 
 
-def metrics_command(
-    output: Annotated[
-        str | None,
-        typer.Option(
-            "--output",
-            metavar="FILE",
-            help="Replace FILE atomically instead of printing (for node_exporter's textfile"
-            " collector: a *.prom file in its directory).",
-            show_default=False,
-        ),
-    ] = None,
-) -> None:
+@option(
+    "--output",
+    metavar="FILE",
+    help="Replace FILE atomically instead of printing (for node_exporter's textfile"
+    " collector: a *.prom file in its directory).",
+)
+def metrics_command(output: str | None) -> None:
     """Print the Prometheus text format: heartbeats, outbox, runs, quota, digests."""
     from schedctl import metrics
     from schedctl.errors import ValidationError
@@ -53,5 +49,5 @@ def metrics_command(
         print(text, end="")
 
 
-def register(app: typer.Typer) -> None:
+def register(app: click.Group) -> None:
     command(app, "metrics")(metrics_command)

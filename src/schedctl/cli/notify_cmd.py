@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-import typer
+import click
 
-from schedctl.cli.params import Account
+from schedctl.cli.params import account_option, option
 from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
 
 if TYPE_CHECKING:
@@ -15,38 +15,19 @@ if TYPE_CHECKING:
     from schedctl.db.database import Database
 
 
+@option("--user", metavar="EMAIL_OR_ID", required=True, help="The user's e-mail address or id.")
+@option("--title", metavar="TEXT", required=True, help="The title (1-500 characters).")
+@option("--body", metavar="TEXT", help="The body (optional).")
+@option(
+    "--priority",
+    metavar="normal|critical",
+    default="normal",
+    help="normal: in the user's next daily digest; critical: sent by the next tick.",
+)
+@option("--key", metavar="KEY", help="Groups notifications in the digest.")
+@account_option
 def notify_command(
-    user: Annotated[
-        str,
-        typer.Option(
-            "--user",
-            metavar="EMAIL_OR_ID",
-            help="The user's e-mail address or id.",
-            show_default=False,
-        ),
-    ],
-    title: Annotated[
-        str,
-        typer.Option(
-            "--title", metavar="TEXT", help="The title (1-500 characters).", show_default=False
-        ),
-    ],
-    body: Annotated[
-        str | None, typer.Option("--body", metavar="TEXT", help="The body (optional).")
-    ] = None,
-    priority: Annotated[
-        str,
-        typer.Option(
-            "--priority",
-            metavar="normal|critical",
-            help="normal: in the user's next daily digest; critical: sent by the next tick.",
-        ),
-    ] = "normal",
-    key: Annotated[
-        str | None,
-        typer.Option("--key", metavar="KEY", help="Groups notifications in the digest."),
-    ] = None,
-    account: Account = None,
+    user: str, title: str, body: str | None, priority: str, key: str | None, account: str | None
 ) -> None:
     """Record a notification for a user (critical ones are sent by the next tick)."""
     from schedctl import notifications, users
@@ -73,5 +54,5 @@ def notify_command(
     current().output.result(data, f"notification {data['id']} recorded ({when})")
 
 
-def register(app: typer.Typer) -> None:
+def register(app: click.Group) -> None:
     command(app, "notify")(notify_command)

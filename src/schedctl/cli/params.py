@@ -1,32 +1,137 @@
-"""What every command shares on its command line: the option types and how help reads.
+"""What every command shares on its command line: how parameters are declared, the
+shared options, and how help reads.
 
-`Command` is the class `runtime.command` registers every command with, so each
-help page writes its usage the classic way (``schedctl suppressions add [OPTIONS]
-EMAIL``, an optional argument in brackets) and names values by what they are
-(``--account ACCOUNT``), not by the Python type behind them (``{EMAIL}``,
-``EMAIL <str>``, ``--account <str>``, as typer's own rendering does).
+Every parameter is declared with :func:`option`, :func:`flag` or :func:`argument`
+(click's own decorators, with schedctl's defaults), above the command's function in
+the order help lists them. A value's metavar names what it is (``--account
+ACCOUNT``, ``--reason REASON``), never a Python type; a repeatable option left out
+is None, given it is a list. `Command` and `Group` are the classes every command and
+group is made with: usage the classic way (``schedctl suppressions add [OPTIONS]
+EMAIL``, an optional argument in brackets), the arguments in a section of their own,
+and each command's whole first sentence in its group's listing.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-import typer
-from typer.core import TyperArgument, TyperCommand, TyperOption
+import click
 
 from schedctl.cli.output import warn
 from schedctl.values import MAX_ID, fixed_offset_warning
 from schedctl.vocabulary import MAX_LISTED_SLOTS
 
-Account = Annotated[
-    str | None,
-    typer.Option(
-        "--account",
-        metavar="ACCOUNT",
-        help="Account name or id (default: SCHEDCTL_ACCOUNT, else the `default` account).",
-        show_default=False,
-    ),
-]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Option(click.Option):
+    """An option whose repeatable form gives None when left out, else a list."""
+
+    def process_value(self, ctx: click.Context, value: Any) -> Any:
+        value = super().process_value(ctx, value)
+        return (list(value) or None) if self.multiple else value
+
+
+class Argument(click.Argument):
+    """A positional argument with a help text, listed under "Arguments"."""
+
+    def __init__(self, param_decls: list[str], *, help: str, **attrs: Any) -> None:
+        super().__init__(param_decls, **attrs)
+        self.help = help
+
+    def get_usage_pieces(self, ctx: click.Context) -> list[str]:
+        name = self.human_readable_name
+        return [name if self.required else f"[{name}]"]
+
+
+def option(
+    *decls: str,
+    help: str,
+    metavar: str | None = None,
+    default: Any = None,
+    type: click.ParamType[Any] | None = None,
+    multiple: bool = False,
+    required: bool = False,
+    show_default: bool | None = None,
+    callback: Callable[[click.Context, click.Parameter, Any], Any] | None = None,
+) -> Callable[[F], F]:
+    """An option that takes a value; a name without dashes among ``decls`` is the
+    Python parameter's (``option("--from", "since", ...)``).
+
+    Its metavar defaults to its longest name in capitals (``--reason`` takes
+    ``REASON``); a default is shown in help unless ``show_default=False``.
+    """
+    if metavar is None:
+        longest = max((d for d in decls if d.startswith("-")), key=len)
+        metavar = longest.lstrip("-").replace("-", "_").upper()
+    # No default at all, rather than None: to click, None is a value a required
+    # option is not missing.
+    defaults = {} if default is None else {"default": default}
+    return click.option(
+        *decls,
+        cls=Option,
+        help=help,
+        metavar=metavar,
+        type=type,
+        multiple=multiple,
+        required=required,
+        show_default=show_default,
+        callback=callback,
+        **defaults,
+    )
+
+
+def flag(
+    *decls: str,
+    help: str,
+    default: bool | None = False,
+    action: Callable[[click.Context, click.Parameter, bool], None] | None = None,
+) -> Callable[[F], F]:
+    """A flag: ``--yes`` (False unless given), or ``--digest/--no-digest`` (None
+    unless either is given); with an ``action``, a flag that acts as soon as it is
+    read, before any other parameter (``--version``), and passes no value."""
+    if action is not None:
+        return click.option(
+            *decls, is_flag=True, help=help, callback=action, is_eager=True, expose_value=False
+        )
+    return click.option(*decls, cls=Option, is_flag=True, default=default, help=help)
+
+
+def argument(
+    name: str, *, help: str, metavar: str | None = None, required: bool = True
+) -> Callable[[F], F]:
+    """A positional argument, named in help and errors by its metavar (default: its
+    name in capitals)."""
+    return click.argument(
+        name, cls=Argument, help=help, metavar=metavar or name.upper(), required=required
+    )
+
+
+def parameters(*declared: Callable[[F], F]) -> Callable[[F], F]:
+    """Several parameters declared as one, listed in the order given."""
+
+    def declare(func: F) -> F:
+        for parameter in reversed(declared):
+            func = parameter(func)
+        return func
+
+    return declare
+
+
+class WholeNumber(click.IntRange):
+    """A whole number in a range, which help shows (``[x>=1]``); a value that is no
+    number is refused as "'x' is not a valid integer."."""
+
+    name = "integer"
+
+
+account_option = option(
+    "--account",
+    metavar="ACCOUNT",
+    help="Account name or id (default: SCHEDCTL_ACCOUNT, else the `default` account).",
+    show_default=False,
+)
 
 
 def warn_fixed_offset(zone: str | None) -> None:
@@ -36,37 +141,44 @@ def warn_fixed_offset(zone: str | None) -> None:
         warn(note)
 
 
-def limit_option(help_text: str) -> Any:
+def limit_option(help_text: str, default: int | None = None) -> Callable[[F], F]:
     """A ``--limit N`` option: a whole number 1..2^63-1, the range of SQL's LIMIT."""
-    return typer.Option(
-        "--limit", metavar="N", min=1, callback=_below_2_63, help=help_text, show_default=False
+    return option(
+        "--limit",
+        metavar="N",
+        type=WholeNumber(min=1),
+        default=default,
+        callback=_below_2_63,
+        help=help_text,
+        show_default=False,
     )
 
 
-def _below_2_63(value: int | None) -> int | None:
-    # Not typer's max=: its help would print all 19 digits of the bound.
+def _below_2_63(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    # Not a max= of the range: help would print all 19 digits of the bound.
     if value is not None and value > MAX_ID:
-        raise typer.BadParameter("Input should be below 2^63")
+        raise click.BadParameter(f"{value} is not below 2^63.", ctx, param)
     return value
 
 
-def slots_option() -> Any:
+def slots_option() -> Callable[[F], F]:
     """``-n N``: how many slots `schedules next` and `users next` list."""
-    return typer.Option(
+    return option(
         "-n",
         "--count",
         metavar="N",
-        min=1,
-        max=MAX_LISTED_SLOTS,
+        type=WholeNumber(min=1, max=MAX_LISTED_SLOTS),
+        default=10,
         help=f"List N slots (default 10, at most {MAX_LISTED_SLOTS}).",
         show_default=False,
     )
 
 
-def from_option(what: str) -> Any:
+def from_option(what: str) -> Callable[[F], F]:
     """``--from TIME``: where a listing of slots starts."""
-    return typer.Option(
+    return option(
         "--from",
+        "since",
         metavar="TIME",
         help=f"List {what} at or after this instant (default: now; without an offset, UTC).",
         show_default=False,
@@ -79,11 +191,6 @@ SLOT_COLUMNS = ["local", "UTC", "note"]
 def slot_rows(data: dict[str, Any]) -> list[tuple[Any, ...]]:
     """The table rows of a listing of slots (`schedules next`, `users next`)."""
     return [(s["local"], s["utc"], s["note"]) for s in data["slots"]]
-
-
-def command_group(help_text: str) -> typer.Typer:
-    """A group of commands (`schedctl schedules ...`); without one, it shows its help."""
-    return typer.Typer(help=help_text, short_help=summary(help_text), no_args_is_help=True)
 
 
 def summary(help_text: str) -> str:
@@ -99,62 +206,59 @@ def summary(help_text: str) -> str:
     return " ".join(words)
 
 
-class Command(TyperCommand):
-    """A typer command whose help names arguments and option values by their metavar."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for param in self.params:
-            if param.metavar is not None:
-                continue
-            if isinstance(param, TyperArgument):
-                param.metavar = (param.name or "value").upper()
-            elif isinstance(param, TyperOption) and not (param.is_flag or param.count):
-                param.metavar = _option_metavar(param)
+class Command(click.Command):
+    """A command whose help lists its arguments, then its options, and whose
+    group's listing shows its whole first sentence."""
 
     def get_short_help_str(self, limit: int = 45) -> str:
         return self.short_help or summary(self.help or "")
 
-    def collect_usage_pieces(self, ctx: Any) -> list[str]:
-        pieces = [self.options_metavar] if self.options_metavar else []
-        for param in self.get_params(ctx):
-            if isinstance(param, TyperArgument):
-                pieces.append(_usage_name(param))
-            else:
-                pieces.extend(param.get_usage_pieces(ctx))
-        return pieces
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self.format_usage(ctx, formatter)
+        self.format_help_text(ctx, formatter)
+        self.format_arguments(ctx, formatter)
+        self.format_options(ctx, formatter)
 
-    def format_options(self, ctx: Any, formatter: Any) -> None:
-        arguments: list[tuple[str, str]] = []
-        options: list[tuple[str, str]] = []
-        for param in self.get_params(ctx):
-            record = param.get_help_record(ctx)
-            if record is None:
-                continue
-            if isinstance(param, TyperArgument):
-                # Typer adds the Python type after the name ("EMAIL <str>"); drop it.
-                arguments.append((_display_name(param), record[1]))
-            else:
-                options.append(record)
-        for title, records in (("Arguments", arguments), ("Options", options)):
-            if records:
-                with formatter.section(title):
-                    formatter.write_dl(records)
+    def format_arguments(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [
+            (param.human_readable_name, _with_required(param))
+            for param in self.get_params(ctx)
+            if isinstance(param, Argument)
+        ]
+        if rows:
+            with formatter.section("Arguments"):
+                formatter.write_dl(rows)
 
-
-def _display_name(argument: TyperArgument) -> str:
-    name = argument.metavar or (argument.name or "value").upper()
-    return name if argument.nargs == 1 else f"{name}..."
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [
+            record
+            for param in self.get_params(ctx)
+            if not isinstance(param, click.Argument)
+            and (record := param.get_help_record(ctx)) is not None
+        ]
+        if rows:
+            with formatter.section("Options"):
+                formatter.write_dl(rows)
 
 
-def _usage_name(argument: TyperArgument) -> str:
-    name = _display_name(argument)
-    return name if argument.required else f"[{name}]"
+def _with_required(argument: Argument) -> str:
+    text = argument.help or ""
+    return f"{text}  [required]" if argument.required else text
 
 
-def _option_metavar(option: TyperOption) -> str:
-    """``N`` for a number, else the option's long name: ``--reason`` takes ``REASON``."""
-    if option.type_descriptor.annotation is int:
-        return "N"
-    longest = max(option.opts, key=len)
-    return longest.lstrip("-").replace("-", "_").upper()
+class Group(click.Group):
+    """A group of commands, whose listing names the commands first, then the groups,
+    each in the order registered, with their whole first sentences. Called without a
+    command, it shows its help (click's NoArgsIsHelpError, a usage error: exit 2)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        groups = [name for name, cmd in self.commands.items() if isinstance(cmd, click.Group)]
+        return [name for name in self.commands if name not in groups] + groups
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        return self.short_help or summary(self.help or "")
+
+
+def command_group(help_text: str) -> Group:
+    """A group of commands (`schedctl schedules ...`)."""
+    return Group(help=help_text)

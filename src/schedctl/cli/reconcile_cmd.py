@@ -2,35 +2,26 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 
+from schedctl.cli.params import flag, option
 from schedctl.cli.runtime import CommandResult, command, current, run_command
 
 if TYPE_CHECKING:
     from schedctl.db.database import Database
 
 
-def reconcile_command(
-    dry_run: Annotated[
-        bool,
-        typer.Option("--dry-run", help="Report what would be done; write nothing at all."),
-    ] = False,
-    repair: Annotated[
-        bool,
-        typer.Option("--repair", help="Insert the target-group rows missing from the mirror."),
-    ] = False,
-    on_date: Annotated[
-        str | None,
-        typer.Option(
-            "--date",
-            metavar="YYYY-MM-DD",
-            help="Snapshot this UTC day's usage (default: yesterday and today so far).",
-            show_default=False,
-        ),
-    ] = None,
-) -> None:
+@flag("--dry-run", help="Report what would be done; write nothing at all.")
+@flag("--repair", help="Insert the target-group rows missing from the mirror.")
+@option(
+    "--date",
+    "on_date",
+    metavar="YYYY-MM-DD",
+    help="Snapshot this UTC day's usage (default: yesterday and today so far).",
+)
+def reconcile_command(dry_run: bool, repair: bool, on_date: str | None) -> int:
     """Nightly repair: usage snapshot, dead leases, purges, mirror check (every account)."""
     from schedctl import reconcile
     from schedctl.values import parse_date
@@ -50,8 +41,7 @@ def reconcile_command(
     # A dry run writes nothing at all, not even the heartbeat: it is no run of the job.
     result = run_command("reconcile", work, record=not dry_run)
     runtime.output.result(result.data, _summary(result.data))
-    if result.exit_code:
-        raise typer.Exit(result.exit_code)
+    return result.exit_code
 
 
 def _summary(r: dict[str, Any]) -> str:
@@ -76,5 +66,5 @@ def _summary(r: dict[str, Any]) -> str:
     )
 
 
-def register(app: typer.Typer) -> None:
+def register(app: click.Group) -> None:
     command(app, "reconcile")(reconcile_command)

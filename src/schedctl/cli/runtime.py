@@ -9,7 +9,6 @@ the jobs, tell the alert channels what newly went wrong (schedctl.alerts).
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import typer
+import click
 
 from schedctl.cli.output import Output, OutputOptions, error_text
 from schedctl.cli.params import Command
@@ -98,43 +97,43 @@ def use(runtime: Runtime) -> None:
 
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-_OUTPUT_FLAGS = {
-    "json": typer.Option(False, "--json", help="Print one JSON document on stdout."),
-    "quiet": typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
-    "verbose": typer.Option(False, "--verbose", "-v", help="Print debug detail on stderr."),
-}
+C = TypeVar("C", bound=click.Command)
 
 
-def with_output_flags(func: F) -> F:
-    """Let a command accept --json, --quiet and -v after its name (SPEC §2).
-
-    The flags are added to the command's signature, so typer parses them like any
-    option; the wrapper takes them out and records them on the Runtime.
-    """
-    signature = inspect.signature(func, eval_str=True)
-    extra = [
-        inspect.Parameter(f"_{name}", inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=bool)
-        for name, opt in _OUTPUT_FLAGS.items()
+def output_flags() -> list[click.Option]:
+    """--json, --quiet and -v: accepted by schedctl and by every command (SPEC §2)."""
+    return [
+        click.Option(["--json", "_json"], is_flag=True, help="Print one JSON document on stdout."),
+        click.Option(["--quiet", "-q", "_quiet"], is_flag=True, help="Print nothing on success."),
+        click.Option(
+            ["--verbose", "-v", "_verbose"], is_flag=True, help="Print debug detail on stderr."
+        ),
     ]
 
+
+def with_output_flags(cmd: C) -> C:
+    """Let `cmd` accept --json, --quiet and -v after its name (SPEC §2).
+
+    The flags are added after its own options; its callback gets its own
+    parameters only, the flags being recorded on the Runtime (a flag given before
+    the command's name stays set).
+    """
+    cmd.params.extend(output_flags())
+    func = cmd.callback
+    assert func is not None
+
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def callback(*args: Any, _json: bool, _quiet: bool, _verbose: bool, **kwargs: Any) -> Any:
         options = current().output_options
-        for name in _OUTPUT_FLAGS:
-            if kwargs.pop(f"_{name}", False):
-                setattr(options, name, True)
+        options.json |= _json
+        options.quiet |= _quiet
+        options.verbose |= _verbose
         if options.verbose:
             logging.getLogger("schedctl").setLevel(logging.DEBUG)
         return func(*args, **kwargs)
 
-    params = list(signature.parameters.values())
-    wrapper.__signature__ = signature.replace(parameters=params + extra)  # type: ignore[attr-defined]
-    wrapper.__annotations__ = {
-        **{p.name: p.annotation for p in params},
-        **{p.name: bool for p in extra},
-    }
-    return wrapper  # type: ignore[return-value]
+    cmd.callback = callback
+    return cmd
 
 
 def run_command(
@@ -310,11 +309,13 @@ def ping(url: str, suffix: str) -> None:
     send_ping(url, suffix)
 
 
-def command(app: typer.Typer, name: str, **settings: Any) -> Callable[[F], F]:
-    """Register a command on `app` with the shared output flags and help layout."""
+def command(group: click.Group, name: str) -> Callable[[F], F]:
+    """Register the decorated function as command `name` of `group`: its docstring
+    is its help, the parameters declared above it (cli.params) and the output flags
+    its options."""
 
     def register(func: F) -> F:
-        app.command(name, cls=Command, **settings)(with_output_flags(func))
+        group.add_command(with_output_flags(click.command(name, cls=Command)(func)))
         return func
 
     return register

@@ -3,17 +3,21 @@ backfill | next`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 
 from schedctl.cli.output import warn
 from schedctl.cli.params import (
     SLOT_COLUMNS,
-    Account,
+    account_option,
+    argument,
     command_group,
+    flag,
     from_option,
     limit_option,
+    option,
+    parameters,
     slot_rows,
     slots_option,
     warn_fixed_offset,
@@ -38,77 +42,54 @@ if TYPE_CHECKING:
 
 schedules_app = command_group("Manage schedules.")
 
-ScheduleId = Annotated[
-    str, typer.Argument(metavar="ID", help="The schedule's id.", show_default=False)
-]
-Name = Annotated[
-    str | None, typer.Option("--name", metavar="NAME", help="Name, unique in the account.")
-]
-Kind = Annotated[
-    str | None,
-    typer.Option("--kind", metavar="KIND", help="Report kind: sql or an installed plugin's."),
-]
-CadenceOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--cadence", metavar="daily|weekly|monthly|cron", help="daily, weekly, monthly or cron."
+schedule_id_argument = argument("schedule_id", metavar="ID", help="The schedule's id.")
+
+
+# The fields of a schedule, as `schedules create` and `update` take them.
+schedule_options = parameters(
+    option("--name", metavar="NAME", help="Name, unique in the account."),
+    option("--kind", metavar="KIND", help="Report kind: sql or an installed plugin's."),
+    account_option,
+    option(
+        "--cadence",
+        metavar="daily|weekly|monthly|cron",
+        help="daily, weekly, monthly or cron.",
     ),
-]
-At = Annotated[
-    str | None,
-    typer.Option("--at", metavar="HH:MM", help="Local time HH:MM (daily/weekly/monthly)."),
-]
-Weekday = Annotated[
-    str | None, typer.Option("--weekday", metavar="mon..sun", help="mon..sun (weekly).")
-]
-Day = Annotated[
-    str | None,
-    typer.Option(
+    option("--at", metavar="HH:MM", help="Local time HH:MM (daily/weekly/monthly)."),
+    option("--weekday", metavar="mon..sun", help="mon..sun (weekly)."),
+    option(
         "--day",
         metavar="1..31|last",
         help="1..31 or last (monthly); past the month's end means its last day.",
     ),
-]
-Cron = Annotated[
-    str | None,
-    typer.Option("--cron", metavar="EXPR", help='5-field expression, e.g. "0 7 * * mon-fri".'),
-]
-Tz = Annotated[
-    str | None, typer.Option("--tz", metavar="ZONE", help="IANA time zone (default UTC).")
-]
-To = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--to", metavar="EMAIL", help="Recipient e-mail (repeatable; on update, replaces the list)."
+    option("--cron", metavar="EXPR", help='5-field expression, e.g. "0 7 * * mon-fri".'),
+    option("--tz", metavar="ZONE", help="IANA time zone (default UTC)."),
+    option(
+        "--to",
+        metavar="EMAIL",
+        multiple=True,
+        help="Recipient e-mail (repeatable; on update, replaces the list).",
     ),
-]
-Param = Annotated[
-    list[str] | None,
-    typer.Option(
+    option(
         "--param",
         metavar="KEY=VALUE",
+        multiple=True,
         help="KEY=VALUE for the report kind, e.g. query=NAME for sql (repeatable;"
         " on update, replaces all params).",
     ),
-]
-Catchup = Annotated[
-    str | None,
-    typer.Option(
+    option(
         "--catchup",
         metavar="latest|all|none",
         help="After downtime run the latest missed slot (default), all (at most 100) or none.",
     ),
-]
-MaxLateness = Annotated[
-    str | None,
-    typer.Option(
+    option(
         "--max-lateness",
         metavar="DURATION",
         help="Record slots later than this (e.g. 6h) as skipped instead of running"
         " them; 'none' for no limit (default: none).",
     ),
-]
-Paused = Annotated[bool, typer.Option("--paused", help="Create (or set) it paused.")]
+    flag("--paused", help="Create (or set) it paused."),
+)
 
 
 def _options(**values: Any) -> ScheduleOptions:
@@ -155,21 +136,22 @@ def _show(data: dict[str, Any], verb: str | None = None) -> None:
 
 
 @command(schedules_app, "create")
+@schedule_options
 def create_command(
-    name: Name = None,
-    kind: Kind = None,
-    account: Account = None,
-    cadence: CadenceOpt = None,
-    at: At = None,
-    weekday: Weekday = None,
-    day: Day = None,
-    cron: Cron = None,
-    tz: Tz = None,
-    to: To = None,
-    param: Param = None,
-    catchup: Catchup = None,
-    max_lateness: MaxLateness = None,
-    paused: Paused = False,
+    name: str | None,
+    kind: str | None,
+    account: str | None,
+    cadence: str | None,
+    at: str | None,
+    weekday: str | None,
+    day: str | None,
+    cron: str | None,
+    tz: str | None,
+    to: list[str] | None,
+    param: list[str] | None,
+    catchup: str | None,
+    max_lateness: str | None,
+    paused: bool,
 ) -> None:
     """Create a schedule; prints it with its id and next_run_at."""
     from schedctl.schedules.store import create_schedule
@@ -194,7 +176,8 @@ def create_command(
 
 
 @command(schedules_app, "list")
-def list_command(account: Account = None) -> None:
+@account_option
+def list_command(account: str | None) -> None:
     """List the account's schedules."""
     from schedctl.schedules.store import list_schedules
 
@@ -225,7 +208,9 @@ def list_command(account: Account = None) -> None:
 
 
 @command(schedules_app, "show")
-def show_command(schedule_id: ScheduleId, account: Account = None) -> None:
+@schedule_id_argument
+@account_option
+def show_command(schedule_id: str, account: str | None) -> None:
     """Show one schedule."""
     from schedctl.schedules.store import get_schedule
 
@@ -238,22 +223,24 @@ def show_command(schedule_id: ScheduleId, account: Account = None) -> None:
 
 
 @command(schedules_app, "update")
+@schedule_id_argument
+@schedule_options
 def update_command(
-    schedule_id: ScheduleId,
-    name: Name = None,
-    kind: Kind = None,
-    account: Account = None,
-    cadence: CadenceOpt = None,
-    at: At = None,
-    weekday: Weekday = None,
-    day: Day = None,
-    cron: Cron = None,
-    tz: Tz = None,
-    to: To = None,
-    param: Param = None,
-    catchup: Catchup = None,
-    max_lateness: MaxLateness = None,
-    paused: Paused = False,
+    schedule_id: str,
+    name: str | None,
+    kind: str | None,
+    account: str | None,
+    cadence: str | None,
+    at: str | None,
+    weekday: str | None,
+    day: str | None,
+    cron: str | None,
+    tz: str | None,
+    to: list[str] | None,
+    param: list[str] | None,
+    catchup: str | None,
+    max_lateness: str | None,
+    paused: bool,
 ) -> None:
     """Change a schedule; a new cadence recomputes next_run_at and drops unused fields."""
     from schedctl.schedules.store import update_schedule
@@ -299,7 +286,9 @@ def _set_active(command_name: str, schedule_id: str, account: str | None, active
 
 
 @command(schedules_app, "pause")
-def pause_command(schedule_id: ScheduleId, account: Account = None) -> None:
+@schedule_id_argument
+@account_option
+def pause_command(schedule_id: str, account: str | None) -> None:
     """Pause a schedule: no runs until it is resumed.
 
     Its waiting runs (queued, or failed and due a retry) are recorded by the next tick
@@ -310,17 +299,18 @@ def pause_command(schedule_id: ScheduleId, account: Account = None) -> None:
 
 
 @command(schedules_app, "resume")
-def resume_command(schedule_id: ScheduleId, account: Account = None) -> None:
+@schedule_id_argument
+@account_option
+def resume_command(schedule_id: str, account: str | None) -> None:
     """Resume a paused schedule from its next slot (slots missed meanwhile do not run)."""
     _set_active("schedules resume", schedule_id, account, active=True)
 
 
 @command(schedules_app, "delete")
-def delete_command(
-    schedule_id: ScheduleId,
-    account: Account = None,
-    yes: Annotated[bool, typer.Option("--yes", help="Really delete it and its runs.")] = False,
-) -> None:
+@schedule_id_argument
+@account_option
+@flag("--yes", help="Really delete it and its runs.")
+def delete_command(schedule_id: str, account: str | None, yes: bool) -> None:
     """Delete a schedule and its run history (needs --yes)."""
     from schedctl.schedules.store import delete_schedule
 
@@ -339,11 +329,10 @@ def delete_command(
 
 
 @command(schedules_app, "runs")
-def runs_command(
-    schedule_id: ScheduleId,
-    account: Account = None,
-    limit: Annotated[int, limit_option("Show the N newest runs (default 50).")] = 50,
-) -> None:
+@schedule_id_argument
+@account_option
+@limit_option("Show the N newest runs (default 50).", default=50)
+def runs_command(schedule_id: str, account: str | None, limit: int) -> None:
     """Show a schedule's run history, newest first."""
     from schedctl.schedules.runs import run_history
 
@@ -385,30 +374,25 @@ def _instant(option: str, text: str) -> datetime:
 
 
 @command(schedules_app, "backfill")
+@schedule_id_argument
+@option(
+    "--from",
+    "start",
+    metavar="TIME",
+    required=True,
+    help="First instant of the range (inclusive), ISO 8601; without an offset, UTC.",
+)
+@option(
+    "--to",
+    "end",
+    metavar="TIME",
+    required=True,
+    help="Last instant of the range (inclusive), not after now.",
+)
+@flag("--dry-run", help="Count the slots and runs; write nothing.")
+@account_option
 def backfill_command(
-    schedule_id: ScheduleId,
-    start: Annotated[
-        str,
-        typer.Option(
-            "--from",
-            metavar="TIME",
-            help="First instant of the range (inclusive), ISO 8601; without an offset, UTC.",
-            show_default=False,
-        ),
-    ],
-    end: Annotated[
-        str,
-        typer.Option(
-            "--to",
-            metavar="TIME",
-            help="Last instant of the range (inclusive), not after now.",
-            show_default=False,
-        ),
-    ],
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Count the slots and runs; write nothing.")
-    ] = False,
-    account: Account = None,
+    schedule_id: str, start: str, end: str, dry_run: bool, account: str | None
 ) -> None:
     """Record runs for the schedule's slots from --from to --to; the next tick runs them.
 
@@ -440,12 +424,11 @@ def backfill_command(
 
 
 @command(schedules_app, "next")
-def next_command(
-    schedule_id: ScheduleId,
-    count: Annotated[int, slots_option()] = 10,
-    since: Annotated[str | None, from_option("the slots")] = None,
-    account: Account = None,
-) -> None:
+@schedule_id_argument
+@slots_option()
+@from_option("the slots")
+@account_option
+def next_command(schedule_id: str, count: int, since: str | None, account: str | None) -> None:
     """List the schedule's next slots, local and UTC, naming each DST or month-end
     adjustment: the slots tick runs."""
     from schedctl.cadence import parse_instant
@@ -473,5 +456,5 @@ def next_command(
     current().output.table(data, SLOT_COLUMNS, slot_rows(data), title=heading)
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(schedules_app, name="schedules")
+def register(app: click.Group) -> None:
+    app.add_command(schedules_app, "schedules")

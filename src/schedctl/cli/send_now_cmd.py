@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 
-from schedctl.cli.params import Account
+from schedctl.cli.params import account_option, argument, flag, option
 from schedctl.cli.runtime import CommandResult, command, current, run_command, scope_to_account
 from schedctl.errors import UsageError
 from schedctl.values import parse_id
@@ -18,26 +18,18 @@ if TYPE_CHECKING:
 _TEMPORARY_EXIT = 75
 
 
+@argument("message_id", required=False, help="The message to send now.")
+@flag("--force", help="Send even if it was sent already or has expired.")
+@option(
+    "--schedule",
+    metavar="ID",
+    help="Instead: run this schedule now as a manual run and send its messages"
+    " (its next_run_at does not move).",
+)
+@account_option
 def send_now_command(
-    message_id: Annotated[
-        str | None,
-        typer.Argument(help="The message to send now.", metavar="MESSAGE_ID", show_default=False),
-    ] = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Send even if it was sent already or has expired.")
-    ] = False,
-    schedule: Annotated[
-        str | None,
-        typer.Option(
-            "--schedule",
-            metavar="ID",
-            help="Instead: run this schedule now as a manual run and send its messages"
-            " (its next_run_at does not move).",
-            show_default=False,
-        ),
-    ] = None,
-    account: Account = None,
-) -> None:
+    message_id: str | None, force: bool, schedule: str | None, account: str | None
+) -> int:
     """Send one message now, or run one schedule now (--schedule ID).
 
     Bypasses the enabled settings, the weekend rule and the send time; never the
@@ -48,8 +40,7 @@ def send_now_command(
     if (message_id is None) == (schedule is None):
         raise UsageError("give either a MESSAGE_ID or --schedule ID")
     if schedule is not None:
-        _send_schedule(parse_id(schedule, "schedule"), account)
-        return
+        return _send_schedule(parse_id(schedule, "schedule"), account)
     assert message_id is not None
     number = parse_id(message_id, "message")
     settings = current().settings
@@ -65,10 +56,10 @@ def send_now_command(
         exit_code = 0 if result.ok else _TEMPORARY_EXIT if result.temporary else 1
         return CommandResult(data, exit_code=exit_code)
 
-    _finish(run_command("send-now", work), f"message {number}")
+    return _finish(run_command("send-now", work), f"message {number}")
 
 
-def _send_schedule(schedule_id: int, account: str | None) -> None:
+def _send_schedule(schedule_id: int, account: str | None) -> int:
     settings = current().settings
 
     def work(db: Database) -> CommandResult:
@@ -88,10 +79,10 @@ def _send_schedule(schedule_id: int, account: str | None) -> None:
         exit_code = 0 if manual.ok else _TEMPORARY_EXIT if manual.temporary else 1
         return CommandResult(data, exit_code=exit_code)
 
-    _finish(run_command("send-now", work), f"schedule {schedule_id}")
+    return _finish(run_command("send-now", work), f"schedule {schedule_id}")
 
 
-def _finish(result: CommandResult, what: str) -> None:
+def _finish(result: CommandResult, what: str) -> int:
     data = result.data
     human = f"{what}: {data['reason_code']}"
     if data.get("run_id"):
@@ -99,9 +90,8 @@ def _finish(result: CommandResult, what: str) -> None:
     if data.get("detail"):
         human += f": {data['detail']}"
     current().output.result(data, human)
-    if result.exit_code:
-        raise typer.Exit(result.exit_code)
+    return result.exit_code
 
 
-def register(app: typer.Typer) -> None:
+def register(app: click.Group) -> None:
     command(app, "send-now")(send_now_command)

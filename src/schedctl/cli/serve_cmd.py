@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
-import socket
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-import typer
+import click
 
+from schedctl.cli.params import WholeNumber, option
 from schedctl.cli.runtime import CommandResult, command, current, run_command
 from schedctl.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
+    import socket
+
     from schedctl.db.database import Database
 
 DEFAULT_HOST = "127.0.0.1"
@@ -28,6 +29,8 @@ def check_host(host: str) -> bool:
     Only ``localhost`` and loopback addresses count: another name may resolve to
     anything, so without a token it is refused.
     """
+    import ipaddress  # here: no other command pays for it
+
     text = host.strip()
     try:
         return ipaddress.ip_address(text).is_loopback
@@ -38,20 +41,20 @@ def check_host(host: str) -> bool:
     return text.lower() == "localhost"
 
 
-def serve_command(
-    host: Annotated[
-        str,
-        typer.Option(
-            "--host",
-            metavar="HOST",
-            help="Address to listen on. Anything but loopback needs [web] token.",
-        ),
-    ] = DEFAULT_HOST,
-    port: Annotated[
-        int,
-        typer.Option("--port", metavar="PORT", min=1, max=65535, help="TCP port to listen on."),
-    ] = DEFAULT_PORT,
-) -> None:
+@option(
+    "--host",
+    metavar="HOST",
+    default=DEFAULT_HOST,
+    help="Address to listen on. Anything but loopback needs [web] token.",
+)
+@option(
+    "--port",
+    metavar="PORT",
+    type=WholeNumber(min=1, max=65535),
+    default=DEFAULT_PORT,
+    help="TCP port to listen on.",
+)
+def serve_command(host: str, port: int) -> None:
     """Serve the web app: unsubscribe links, status pages, badges and /healthz.
 
     Runs in waitress until stopped (Ctrl-C or SIGTERM). The status pages and badges
@@ -103,6 +106,8 @@ def _listen(app: object, host: str, port: int) -> object:
 
 def _bind(host: str, port: int) -> list[socket.socket]:
     """Bound sockets for every address ``host`` names (``localhost``: IPv4 and IPv6)."""
+    import socket
+
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -137,5 +142,5 @@ def _run_until_stopped(server: object) -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-def register(app: typer.Typer) -> None:
+def register(app: click.Group) -> None:
     command(app, "serve")(serve_command)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-import typer
+import click
 
-from schedctl.cli.params import Account, command_group
+from schedctl.cli.params import account_option, argument, command_group, option
 from schedctl.cli.runtime import (
     CommandResult,
     command,
@@ -26,13 +26,12 @@ if TYPE_CHECKING:
 
 suppressions_app = command_group("Manage the suppression list (addresses never mailed again).")
 
-Email = Annotated[
-    str, typer.Argument(help="The e-mail address.", metavar="EMAIL", show_default=False)
-]
+email_argument = argument("email", help="The e-mail address.")
 
 
 @command(suppressions_app, "list")
-def list_command(account: Account = None) -> None:
+@account_option
+def list_command(account: str | None) -> None:
     """List the account's suppressed addresses."""
     from schedctl.delivery import suppressions
 
@@ -58,13 +57,10 @@ def list_command(account: Account = None) -> None:
 
 
 @command(suppressions_app, "add")
-def add_command(
-    email: Email,
-    reason: Annotated[
-        str, typer.Option("--reason", help=f"Why: {', '.join(SUPPRESSION_REASONS)}.")
-    ] = "manual",
-    account: Account = None,
-) -> None:
+@email_argument
+@option("--reason", default="manual", help=f"Why: {', '.join(SUPPRESSION_REASONS)}.")
+@account_option
+def add_command(email: str, reason: str, account: str | None) -> None:
     """Suppress an address (idempotent: adding it twice is not an error)."""
     from schedctl.delivery import suppressions
     from schedctl.values import validate_email
@@ -87,7 +83,9 @@ def add_command(
 
 
 @command(suppressions_app, "remove")
-def remove_command(email: Email, account: Account = None) -> None:
+@email_argument
+@account_option
+def remove_command(email: str, account: str | None) -> None:
     """Lift an address's suppression (idempotent)."""
     from schedctl.delivery import suppressions
     from schedctl.values import validate_email
@@ -106,14 +104,10 @@ def remove_command(email: Email, account: Account = None) -> None:
     current().output.result(data, f"{address}: {state}")
 
 
-def unsubscribe_command(
-    email: Email,
-    token: Annotated[
-        str,
-        typer.Option("--token", help="The token from the unsubscribe link.", show_default=False),
-    ],
-    account: Account = None,
-) -> None:
+@email_argument
+@option("--token", required=True, help="The token from the unsubscribe link.")
+@account_option
+def unsubscribe_command(email: str, token: str, account: str | None) -> None:
     """Apply an unsubscribe token: verify it and suppress the address."""
     from schedctl.delivery import suppressions
     from schedctl.values import validate_email
@@ -143,7 +137,9 @@ def unsubscribe_command(
     current().output.result(data, f"{address}: {state}")
 
 
-def unsubscribe_url_command(email: Email, account: Account = None) -> None:
+@email_argument
+@account_option
+def unsubscribe_url_command(email: str, account: str | None) -> None:
     """Print the signed one-click unsubscribe URL for an address."""
     from schedctl.delivery import suppressions
     from schedctl.values import validate_email
@@ -161,7 +157,7 @@ def unsubscribe_url_command(email: Email, account: Account = None) -> None:
     current().output.result({"url": url}, url)
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(suppressions_app, name="suppressions")
+def register(app: click.Group) -> None:
+    app.add_command(suppressions_app, "suppressions")
     command(app, "unsubscribe")(unsubscribe_command)
     command(app, "unsubscribe-url")(unsubscribe_url_command)

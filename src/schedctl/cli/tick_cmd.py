@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
-import typer
+import click
 
 from schedctl.cli.params import limit_option
 from schedctl.cli.runtime import CommandResult, command, current, run_command
@@ -13,15 +13,10 @@ if TYPE_CHECKING:
     from schedctl.db.database import Database
 
 
-def tick_command(
-    limit: Annotated[
-        int | None,
-        limit_option(
-            "Materialise at most N due schedules and execute at most N runs"
-            " (default: all that are due)."
-        ),
-    ] = None,
-) -> None:
+@limit_option(
+    "Materialise at most N due schedules and execute at most N runs (default: all that are due)."
+)
+def tick_command(limit: int | None) -> int:
     """Materialise due schedule runs, plan event messages, dispatch due messages."""
     from schedctl.tick import run_tick, tick_failed
 
@@ -40,9 +35,8 @@ def tick_command(
         f" {c['messages_failed']} failed, {c['messages_deferred']} deferred"
     )
     runtime.output.result(c, human)
-    if result.exit_code:
-        raise typer.Exit(result.exit_code)
+    return result.exit_code
 
 
-def register(app: typer.Typer) -> None:
+def register(app: click.Group) -> None:
     command(app, "tick")(tick_command)

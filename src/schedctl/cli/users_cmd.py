@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-import typer
+import click
 
 from schedctl.cli.params import (
     SLOT_COLUMNS,
-    Account,
+    account_option,
+    argument,
     command_group,
+    flag,
     from_option,
+    option,
     slot_rows,
     slots_option,
     warn_fixed_offset,
@@ -33,34 +36,18 @@ if TYPE_CHECKING:
 
 users_app = command_group("Manage digest users.")
 
-Email = Annotated[
-    str, typer.Argument(metavar="EMAIL", help="The user's e-mail address.", show_default=False)
-]
-UserRef = Annotated[
-    str,
-    typer.Argument(
-        metavar="ID_OR_EMAIL", help="The user's id or e-mail address.", show_default=False
-    ),
-]
-Tz = Annotated[
-    str | None, typer.Option("--tz", metavar="ZONE", help="IANA time zone (new users: UTC).")
-]
-DigestAt = Annotated[
-    str | None,
-    typer.Option(
-        "--digest-at",
-        metavar="HH:MM",
-        help="Local time from which the daily digest is due (new users: 08:00).",
-    ),
-]
-Digest = Annotated[
-    bool | None,
-    typer.Option(
-        "--digest/--no-digest",
-        help="Whether the user gets a daily digest (new users: yes).",
-        show_default=False,
-    ),
-]
+user_argument = argument("user", metavar="ID_OR_EMAIL", help="The user's id or e-mail address.")
+tz_option = option("--tz", metavar="ZONE", help="IANA time zone (new users: UTC).")
+digest_at_option = option(
+    "--digest-at",
+    metavar="HH:MM",
+    help="Local time from which the daily digest is due (new users: 08:00).",
+)
+digest_option = flag(
+    "--digest/--no-digest",
+    default=None,
+    help="Whether the user gets a daily digest (new users: yes).",
+)
 
 
 def _show(data: dict[str, Any], verb: str) -> None:
@@ -71,12 +58,13 @@ def _show(data: dict[str, Any], verb: str) -> None:
 
 
 @command(users_app, "add")
+@argument("email", help="The user's e-mail address.")
+@tz_option
+@digest_at_option
+@digest_option
+@account_option
 def add_command(
-    email: Email,
-    tz: Tz = None,
-    digest_at: DigestAt = None,
-    digest: Digest = None,
-    account: Account = None,
+    email: str, tz: str | None, digest_at: str | None, digest: bool | None, account: str | None
 ) -> None:
     """Add a user (e-mail unique in the account); prints its id."""
     from schedctl import users
@@ -95,7 +83,8 @@ def add_command(
 
 
 @command(users_app, "list")
-def list_command(account: Account = None) -> None:
+@account_option
+def list_command(account: str | None) -> None:
     """List the account's users."""
     from schedctl import users
 
@@ -120,15 +109,19 @@ def list_command(account: Account = None) -> None:
 
 
 @command(users_app, "update")
+@user_argument
+@option("--email", metavar="EMAIL", help="A new e-mail address.")
+@tz_option
+@digest_at_option
+@digest_option
+@account_option
 def update_command(
-    user: UserRef,
-    email: Annotated[
-        str | None, typer.Option("--email", metavar="EMAIL", help="A new e-mail address.")
-    ] = None,
-    tz: Tz = None,
-    digest_at: DigestAt = None,
-    digest: Digest = None,
-    account: Account = None,
+    user: str,
+    email: str | None,
+    tz: str | None,
+    digest_at: str | None,
+    digest: bool | None,
+    account: str | None,
 ) -> None:
     """Change a user's e-mail address, zone or digest settings."""
     from schedctl import users
@@ -155,13 +148,10 @@ def update_command(
 
 
 @command(users_app, "remove")
-def remove_command(
-    user: UserRef,
-    account: Account = None,
-    yes: Annotated[
-        bool, typer.Option("--yes", help="Really remove it, its notifications and digests.")
-    ] = False,
-) -> None:
+@user_argument
+@account_option
+@flag("--yes", help="Really remove it, its notifications and digests.")
+def remove_command(user: str, account: str | None, yes: bool) -> None:
     """Remove a user with their notifications and digest history (needs --yes); their
     unsent messages are skipped (USER_REMOVED)."""
     from schedctl import users
@@ -196,12 +186,11 @@ def remove_command(
 
 
 @command(users_app, "next")
-def next_command(
-    user: UserRef,
-    count: Annotated[int, slots_option()] = 10,
-    since: Annotated[str | None, from_option("the digest times")] = None,
-    account: Account = None,
-) -> None:
+@user_argument
+@slots_option()
+@from_option("the digest times")
+@account_option
+def next_command(user: str, count: int, since: str | None, account: str | None) -> None:
     """List the times from which the user's next daily digests are due, local and
     UTC, naming each DST adjustment (none when the digest is off)."""
     from schedctl import users
@@ -231,5 +220,5 @@ def next_command(
     current().output.table(data, SLOT_COLUMNS, slot_rows(data), title=heading)
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(users_app, name="users")
+def register(app: click.Group) -> None:
+    app.add_command(users_app, "users")

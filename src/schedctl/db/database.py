@@ -6,6 +6,15 @@ serialization failure, deadlock, SQLite busy) retry the whole transaction with
 exponential backoff; when retries run out the command fails with exit 75. Errors
 retrying cannot mend -- connection settings libpq refuses, a SQLite file that is
 missing or read-only -- fail at once with exit 2.
+
+A Database may be used by several threads at once (dispatch sends over several
+connections): each transaction runs on a connection of its own thread, and a thread
+inside :meth:`Database.pinned` keeps one connection for all of its transactions
+instead of taking one from the pool for each. On SQLite, whose one writer makes
+concurrent write transactions wait for each other anyway, the threads of one process
+take turns on a lock before they begin one, so they queue in the process instead of
+in SQLite's busy handler (which sleeps, up to 100 ms at a time, before it looks
+again).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import os
 import re
 import sqlite3
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -168,6 +178,10 @@ class Database:
         env = os.environ if environ is None else environ
         fixed_now = env.get(NOW_ENV)
         self._fixed_now = parse_now(fixed_now) if fixed_now else None
+        self._threads = threading.local()  # each thread's pinned connection
+        self._first_write_lock = threading.Lock()
+        # SQLite: the write transactions of this process's threads, one at a time.
+        self._writer = threading.RLock() if self.dialect == "sqlite" else None
 
     @property
     def target(self) -> str:
@@ -180,6 +194,7 @@ class Database:
         scoped = copy.copy(self)
         scoped.account_id = account_id
         scoped._first_write = None
+        scoped._threads = threading.local()
         return scoped
 
     def close(self) -> None:
@@ -192,12 +207,53 @@ class Database:
         self.close()
 
     @contextmanager
+    def pinned(self) -> Iterator[None]:
+        """Run this thread's transactions on one connection until the block ends.
+
+        The connection is taken from the pool at the first transaction and given back
+        at the end; one that failed is given back at once and the next transaction
+        takes another. Blocks nest (the outer one keeps the connection).
+        """
+        if getattr(self._threads, "pinning", False):
+            yield
+            return
+        self._threads.pinning = True
+        try:
+            yield
+        finally:
+            self._threads.pinning = False
+            self._unpin()
+
+    def _unpin(self) -> None:
+        conn, self._threads.conn = getattr(self._threads, "conn", None), None
+        if conn is not None:
+            conn.close()
+
+    @contextmanager
     def _begin(self, read_only: bool) -> Iterator[sa.Connection]:
-        options = {"schedctl_read_only": True} if read_only else {}
-        with self.engine.connect().execution_options(**options) as conn, conn.begin():
-            if self.account_id is not None and self.capabilities.row_level_security:
-                dialect.set_account_scope(conn, self.account_id)
-            yield conn
+        conn = getattr(self._threads, "conn", None)
+        nested = conn is not None and conn.in_transaction()  # a transaction within one
+        if nested or not getattr(self._threads, "pinning", False):
+            options = {"schedctl_read_only": True} if read_only else {}
+            with self.engine.connect().execution_options(**options) as conn, conn.begin():
+                self._scope(conn)
+                yield conn
+            return
+        if conn is None:
+            conn = self._threads.conn = self.engine.connect()
+        if conn.get_execution_options().get("schedctl_read_only", False) != read_only:
+            conn.execution_options(schedctl_read_only=read_only)
+        try:
+            with conn.begin():
+                self._scope(conn)
+                yield conn
+        except BaseException:
+            self._unpin()  # whatever went wrong, the next transaction starts afresh
+            raise
+
+    def _scope(self, conn: sa.Connection) -> None:
+        if self.account_id is not None and self.capabilities.row_level_security:
+            dialect.set_account_scope(conn, self.account_id)
 
     def on_first_write(self, record: Callable[[sa.Connection], object] | None) -> None:
         """Have ``record(conn)`` run in the next write transaction, after its work.
@@ -216,19 +272,32 @@ class Database:
     def transaction(self, work: Callable[[sa.Connection], T], *, read_only: bool = False) -> T:
         """Run ``work(conn)`` in one transaction, retrying it on transient errors."""
 
+        writer = None if read_only else self._writer
+
         def attempt() -> T:
-            record = None if read_only else self._first_write
+            record = None
+            if not read_only and self._first_write is not None:
+                with self._first_write_lock:  # one thread's transaction takes it
+                    record, self._first_write = self._first_write, None
             try:
-                with self._begin(read_only) as conn:
-                    result = work(conn)
-                    if record is not None:
-                        record(conn)
+                if writer is not None:
+                    writer.acquire()
+                try:
+                    with self._begin(read_only) as conn:
+                        result = work(conn)
+                        if record is not None:
+                            record(conn)
+                finally:
+                    if writer is not None:
+                        writer.release()
             except sa.exc.IntegrityError as exc:
+                self._first_write = self._first_write or record  # not committed
                 raise ConflictError(
                     first_line(exc), constraint=dialect.constraint_name(exc)
                 ) from None
-            if record is not None:
-                self._first_write = None  # committed
+            except BaseException:
+                self._first_write = self._first_write or record
+                raise
             return result
 
         retrying = tenacity.Retrying(

@@ -29,6 +29,9 @@ STORE_DIALECTS = frozenset({"sqlite", "postgresql"})
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 CONNECT_TIMEOUT_S = 5
+# Connections a store's pool opens beyond the 5 it keeps: enough for dispatch's
+# [smtp] connections (at most 32, each with a database connection of its own).
+POOL_OVERFLOW = 32
 
 
 def parse_url(raw: str) -> URL:
@@ -201,6 +204,9 @@ def create_engine(raw_url: str, *, store: bool = True, sqlite_mode: str = "rwc")
             " own database (use sqlite:// or postgresql://)"
         )
     connect_args: dict[str, Any] = {}
+    pool: dict[str, Any] = {}
+    if store and (backend == "postgresql" or sqlite_path(url) is not None):
+        pool = {"pool_size": 5, "max_overflow": POOL_OVERFLOW}
     if backend == "postgresql":
         # Defaults only: what the URL says wins (and libpq judges it).
         defaults = {"connect_timeout": CONNECT_TIMEOUT_S, "application_name": "schedctl"}
@@ -213,7 +219,7 @@ def create_engine(raw_url: str, *, store: bool = True, sqlite_mode: str = "rwc")
         connect_args = {k: v for k, v in defaults.items() if k not in url.query}
     try:
         # hide_parameters: bound values (e-mail addresses, IDs) stay out of error text.
-        engine = sa.create_engine(url, connect_args=connect_args, hide_parameters=True)
+        engine = sa.create_engine(url, connect_args=connect_args, hide_parameters=True, **pool)
     except NoSuchModuleError:
         raise ConfigError(f"no driver installed for {mask_url(url)}") from None
     except ArgumentError as exc:

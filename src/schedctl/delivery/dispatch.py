@@ -5,7 +5,25 @@ PostgreSQL; SQLite's write lock serialises claimers), applies the rules that nee
 no mail server, stamps a lease (leases.py: owner ``host:pid:nonce``, expiry) on what
 is left and commits. The batch is then sent outside any transaction over one backend
 connection, and each outcome is recorded in its own transaction, guarded by the
-lease owner, together with its ``email_log`` row.
+lease owner, together with its ``email_log`` row, before the next message is sent.
+
+Connections: with the smtp backend, a dispatch sends over ``[smtp] connections``
+SMTP connections at once (default 4; the other backends use one). Each is a thread
+with its own SMTP session and its own database connection that claims batches as
+above (a claim costs about as much whatever its size, so each takes a whole batch),
+sends its messages one at a time and records each outcome before its next send;
+they share the lease owner, the clock, the run's ``limit`` and the quota (whose unit
+is reserved per message in the database, so the count stays exact). The first
+connection starts alone; the others open once it has offered a message to the
+server, so a server that is down is tried once (MailUnavailable, as with one
+connection). A connection the server refuses later (a provider's limit on
+concurrent connections) gives its claimed messages back untouched and stops; the
+others go on and may send them in the same run. A provider's deferral
+stops every connection (their claimed messages wait ``provider_backoff``), and an
+error in one (the database lost, a configuration the server refuses) stops the
+others after the message each is sending; the first error is raised. With
+``[smtp] max_per_second`` the sends of all connections take turns on one pacer
+(pacing.py).
 
 Rules, in order (the decisions are outcomes.py's; this module reads and writes
 around them): a global or per-type ``enabled = false`` holds due messages
@@ -43,12 +61,15 @@ before it claims, through the one recovery reconcile uses too (leases.recover,
 outbox.LEASED_MESSAGES): the lost attempt counts, and the message is retried at
 once, or failed with LEASE_EXPIRED when that was the ``max_attempts``-th. Only a
 process that dies after the server accepted the data but before the outcome was
-recorded (or a database outage in that same window) can cause a second send; the
-Message-ID is the same both times, so receivers that de-duplicate by it see one.
-A dispatcher renews its leases before they are half spent, so a slow batch is
-never taken over while it is still being sent; since renewal happens only between
-messages, a lease must cover one slow send: at least max(1 minute, 4 * smtp_timeout)
-(checked with the other settings when they are loaded, schedctl.config).
+recorded (or a database outage in that same window) can cause a second send: at
+most one message per connection, since each connection records an outcome before
+its next send. The Message-ID is the same both times, so receivers that
+de-duplicate by it see one. A dispatcher renews its leases before they are half
+spent, so a slow batch is never taken over while it is still being sent; since
+renewal happens only between messages, a lease must cover one slow send and the
+wait for its turn: at least max(1 minute, 4 * smtp_timeout + 2 * connections /
+max_per_second) (checked with the other settings when they are loaded,
+schedctl.config).
 
 A message deleted while it is being sent (``messages delete-all`` leaves leased
 messages alone, but a lease can run out or a row be deleted by hand) has no outcome
@@ -57,10 +78,12 @@ to record: the attempt is not logged and the batch goes on.
 
 from __future__ import annotations
 
+import copy
 import logging
+import threading
 from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
 from typing import Any, Literal
@@ -77,6 +100,7 @@ from schedctl.delivery.backends import make_backend
 from schedctl.delivery.message import build_email
 from schedctl.delivery.outbox import Attachment, get_message
 from schedctl.delivery.outcomes import Change, Delivery, Facts, error_text
+from schedctl.delivery.pacing import Pacer
 from schedctl.delivery.policy import DeliveryPolicy
 from schedctl.delivery.suppressions import suppressed_among
 from schedctl.delivery.tokens import unsubscribe_url
@@ -115,6 +139,12 @@ def mail_backend(settings: Settings) -> MailBackend:
         mail_file_dir=settings.mail_file_dir,
         mail_from=settings.mail_from,
     )
+
+
+def connections_for(settings: Settings) -> int:
+    """How many connections a dispatch sends over: ``[smtp] connections`` with the
+    smtp backend, one with the others."""
+    return settings.smtp_connections if settings.mail_backend == "smtp" else 1
 
 
 def check_delivery_settings(settings: Settings) -> None:
@@ -167,6 +197,19 @@ class Dispatcher:
         # Quota units reserved for given messages by their producer (the digest
         # reserves one per digest it builds); used by their send, else given back.
         self.prepaid: dict[int, quota.Reservation] = {}
+        self.pacer: Pacer | None = None  # the turns of sends (None: no pace)
+        # Told at once when the provider defers us (its backoff's end), so that the
+        # other connections stop before this one has recorded the deferral.
+        self.on_deferral: Callable[[datetime], object] | None = None
+
+    def another(self, backend: MailBackend) -> Dispatcher:
+        """Another connection of this delivery session, over ``backend``: the same lease
+        owner, clock, policy, prepaid units and alerts already told (shared objects),
+        with its own mail session and count of messages offered."""
+        other = copy.copy(self)
+        other.backend = backend
+        other.offered = 0
+        return other
 
     # ---------------------------------------------------------------- claiming
 
@@ -390,6 +433,8 @@ class Dispatcher:
                 deferral = outcomes.quota_deferral(now)
                 return self._settle_unsent(row, now, deferral), "daily quota exhausted"
 
+        if self.pacer is not None:
+            self.pacer.wait()
         try:
             result = self.backend.send(msg)
         except ConfigError:
@@ -398,6 +443,8 @@ class Dispatcher:
             self.release([row], reservation=reservation)
             raise
         log.debug("message %s: %s %s", row.id, result.outcome, result.detail)
+        if result.outcome == "deferred" and self.on_deferral is not None:
+            self.on_deferral(now + self.policy.provider_backoff)
         if result.outcome == "retry" and result.stage == "connect":
             # Never offered to the server: not an attempt; the caller stops the batch.
             self._record(row, now, result, reservation=reservation)
@@ -561,8 +608,9 @@ class Dispatcher:
             )
 
 
-# One statement for every attempt's email_log row (its values bound per execution).
-_LOG_ATTEMPT = email_log.insert()
+# One statement for every attempt's email_log row (its values bound per execution);
+# inline: nothing to read back (without it PostgreSQL returns the new row's id).
+_LOG_ATTEMPT = email_log.insert().inline()
 
 
 def _still_there(conn: sa.Connection, message_id: int) -> bool:
@@ -583,9 +631,11 @@ def dispatch_due(
 ) -> dict[str, int]:
     """Send up to ``limit`` due messages; return counts (``messages_sent``, ...).
 
-    ``types``: only messages of these types. ``prepaid``: quota units the producer
-    of the given messages reserved for them (by message id); a send uses its unit
-    instead of reserving one, and the units not used are given back at the end.
+    Sends over ``connections_for(settings)`` connections at once, or over ``backend``
+    alone when one is given. ``types``: only messages of these types. ``prepaid``:
+    quota units the producer of the given messages reserved for them (by message id);
+    a send uses its unit instead of reserving one, and the units not used are given
+    back at the end.
 
     Raises MailUnavailable (exit 75) when the mail server cannot be used at all; the
     claimed messages are released untouched first.
@@ -599,27 +649,146 @@ def dispatch_due(
         log.info("dispatch is disabled ([messages] enabled = false)")
         dispatcher.release_prepaid()
         return dict(counts)
+    connections = 1 if backend is not None else connections_for(settings)
+    if settings.mail_backend == "smtp" and settings.smtp_max_per_second:
+        dispatcher.pacer = Pacer(settings.smtp_max_per_second)
+    share = _Share(limit, policy.batch_size)
+    dispatcher.on_deferral = lambda backoff: share.halt(backoff=backoff)
+    others = [dispatcher.another(mail_backend(settings)) for _ in range(connections - 1)]
+    tallies = [Counter[str]() for _ in others]
+    threads = [
+        threading.Thread(
+            target=_connection, args=(other, share, tally), name=f"dispatch-{n}", daemon=True
+        )
+        for n, (other, tally) in enumerate(zip(others, tallies, strict=True), start=2)
+    ]
+
+    def open_others() -> None:
+        for thread in threads:
+            thread.start()
+
+    # The others open once the first connection reached the server (see the module).
+    share.on_offered = open_others
     try:
-        with dispatcher.backend:
-            sent_or_tried = 0
-            while sent_or_tried < limit:
-                batch = dispatcher.claim_due(min(policy.batch_size, limit - sent_or_tried), counts)
-                if not batch.selected:
-                    break
-                sent_or_tried += len(batch.rows)
-                if _send_batch(dispatcher, batch, counts):
-                    break
+        _send(dispatcher, share, counts)
+    except BaseException:
+        share.halt()
+        raise
     finally:
-        dispatcher.release_prepaid()
+        try:
+            _join(threads, share)
+        finally:
+            dispatcher.release_prepaid()
+    if share.error is not None:
+        raise share.error
+    for tally in tallies:
+        counts.update(tally)
+    counts["messages_deferred"] += len(share.set_aside)
     return dict(counts)
 
 
-def _send_batch(dispatcher: Dispatcher, batch: _Batch, counts: Counter[str]) -> bool:
-    """Send a claimed batch; True when dispatching should stop for this run."""
+@dataclass
+class _Share:
+    """What the connections of one dispatch share: the run's budget of messages to
+    send, the signal to stop, and the first error one of them raised."""
+
+    limit: int  # messages claimed to send, at most, over all connections
+    claim_size: int  # one connection's claim
+    on_offered: Callable[[], object] | None = None  # once, when a first message is offered
+    stop: threading.Event = field(default_factory=threading.Event)
+    backoff: datetime | None = None  # set with stop: a provider deferred us until then
+    error: BaseException | None = None
+    opened: bool = False  # a message of this dispatch has reached the server
+    taken: int = 0
+    # Given back by a connection that could not reach the server, and not claimed
+    # again by another since: counted deferred at the end (once, whoever sends them).
+    set_aside: set[int] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self) -> int:
+        """How many messages the next claim may take (0: the run's budget is spent)."""
+        with self.lock:
+            size = max(0, min(self.claim_size, self.limit - self.taken))
+            self.taken += size
+            return size
+
+    def give_back(self, unused: int) -> None:
+        """Return what a claim took from the budget but did not claim to send."""
+        with self.lock:
+            self.taken -= unused
+
+    def claimed(self, rows: Sequence[Any]) -> None:
+        """Rows a connection just claimed: no longer set aside, if they were."""
+        if self.set_aside:
+            with self.lock:
+                self.set_aside.difference_update(r.id for r in rows)
+
+    def reached(self) -> None:
+        """A connection reached the server: open the others, once."""
+        with self.lock:
+            start, self.on_offered = self.on_offered, None
+            self.opened = True
+        if start is not None:
+            start()
+
+    def halt(self, *, backoff: datetime | None = None, error: BaseException | None = None) -> None:
+        """Stop every connection after the message each is sending."""
+        with self.lock:
+            self.backoff = self.backoff or backoff
+            self.error = self.error or error
+            self.on_offered = None  # connections not opened yet never open
+        self.stop.set()
+
+
+def _connection(dispatcher: Dispatcher, share: _Share, counts: Counter[str]) -> None:
+    """One connection of a dispatch, in a thread of its own: its error stops the rest."""
+    try:
+        _send(dispatcher, share, counts)
+    except BaseException as exc:
+        share.halt(error=exc)
+
+
+def _join(threads: Sequence[threading.Thread], share: _Share) -> None:
+    """Wait for the connections that were opened (an interrupt stops them first)."""
+    started = [t for t in threads if t.ident is not None]
+    try:
+        for thread in started:
+            thread.join()
+    except BaseException:
+        share.halt()
+        for thread in started:
+            thread.join()
+        raise
+
+
+def _send(dispatcher: Dispatcher, share: _Share, counts: Counter[str]) -> None:
+    """One connection's rounds: claim its share, send it; until nothing is due, the
+    run's budget is spent or the dispatch stops."""
+    with dispatcher.db.pinned(), dispatcher.backend:
+        while not share.stop.is_set():
+            size = share.take()
+            if not size:
+                break
+            batch = dispatcher.claim_due(size, counts)
+            share.give_back(size - len(batch.rows))
+            share.claimed(batch.rows)
+            if not batch.selected or _send_batch(dispatcher, batch, counts, share):
+                break
+
+
+def _send_batch(dispatcher: Dispatcher, batch: _Batch, counts: Counter[str], share: _Share) -> bool:
+    """Send a claimed batch; True when this connection should stop."""
     pending = list(batch.rows)
     lease = dispatcher.policy.lease
     try:
         while pending:
+            if share.stop.is_set():
+                # Another connection stopped the dispatch: give the rest back (to wait
+                # for the provider, when it deferred us).
+                dispatcher.release(pending, next_attempt_at=share.backoff)
+                counts["messages_deferred"] += len(pending)
+                pending = []
+                return True
             if leases.half_spent(batch.lease_expires_at, lease, dispatcher.now()):
                 batch.rows = pending
                 pending = dispatcher.renew(batch)
@@ -628,15 +797,23 @@ def _send_batch(dispatcher: Dispatcher, batch: _Batch, counts: Counter[str]) -> 
             delivery, detail = dispatcher.deliver(row)
             if delivery == "unavailable":
                 # Nothing reached the server: hand everything back untouched.
-                dispatcher.release([row, *pending])
-                counts["messages_deferred"] += 1 + len(pending)
-                pending = []
-                if dispatcher.offered == 0:
+                given_back, pending = [row, *pending], []
+                dispatcher.release(given_back)
+                if not share.opened:
+                    share.halt()
                     raise MailUnavailable(f"mail server unavailable: {detail}")
+                # A connection refused (or lost) later: another connection may still
+                # send what it gave back, in this run.
+                with share.lock:
+                    share.set_aside.update(r.id for r in given_back)
+                log.warning("an SMTP connection stopped, the others go on: %s", detail)
                 return True
+            if dispatcher.offered and not share.opened:
+                share.reached()
             _count(counts, delivery)
             if delivery == "provider_deferred":
                 backoff = dispatcher.now() + dispatcher.policy.provider_backoff
+                share.halt(backoff=backoff)  # (already told by on_deferral)
                 dispatcher.release(pending, next_attempt_at=backoff)
                 counts["messages_deferred"] += len(pending)
                 pending = []

@@ -74,52 +74,60 @@ class Reservation:
     limit: int
 
 
+# The statements every send runs (a reservation, then its use or release), built once
+# with their values bound per execution: building one costs more than running it.
+_counter = send_counters.c
+_RESERVE = (
+    send_counters.update()
+    .where(
+        _counter.day == sa.bindparam("_day"),
+        _counter.sent + _counter.reserved < sa.bindparam("_limit"),
+    )
+    .values(reserved=_counter.reserved + 1)
+)
+_USE = (
+    send_counters.update()
+    .where(_counter.day == sa.bindparam("_day"))
+    .values(
+        sent=_counter.sent + 1,
+        reserved=sa.case((_counter.reserved > 0, _counter.reserved - 1), else_=0),
+    )
+    .returning(_counter.sent)
+)
+_RELEASE = (
+    send_counters.update()
+    .where(_counter.day == sa.bindparam("_day"), _counter.reserved > 0)
+    .values(reserved=_counter.reserved - 1)
+)
+
+
 def reserve(conn: sa.Connection, day: str, limit: int) -> Reservation | None:
     """Reserve one unit of ``day``'s budget for a send; None when it is used up."""
-    counter = send_counters.c
-    guarded = (
-        send_counters.update()
-        .where(counter.day == day, counter.sent + counter.reserved < limit)
-        .values(reserved=counter.reserved + 1)
-    )
+    guarded = {"_day": day, "_limit": limit}
     # One statement decides: PostgreSQL re-checks the WHERE on a row another
     # dispatcher just updated, and SQLite's writers take turns.
-    if not conn.execute(guarded).rowcount:
+    if not conn.execute(_RESERVE, guarded).rowcount:
         if limit < 1:
             return None
         created = dialect.insert_ignore(
             conn, send_counters, [{"day": day, "sent": 0, "reserved": 1}], ["day"],
-            returning=[counter.day],
+            returning=[_counter.day],
         )  # fmt: skip
         # Not created: the day's row is at the limit, or a concurrent dispatcher made it.
-        if not created and not conn.execute(guarded).rowcount:
+        if not created and not conn.execute(_RESERVE, guarded).rowcount:
             return None
     return Reservation(day, limit)
 
 
 def use(conn: sa.Connection, reservation: Reservation) -> int:
     """The reservation's mail was handed over: count it as sent; the day's sent count."""
-    counter = send_counters.c
-    value = conn.execute(
-        send_counters.update()
-        .where(counter.day == reservation.day)
-        .values(
-            sent=counter.sent + 1,
-            reserved=sa.case((counter.reserved > 0, counter.reserved - 1), else_=0),
-        )
-        .returning(counter.sent)
-    ).scalar()
+    value = conn.execute(_USE, {"_day": reservation.day}).scalar()
     return int(value or 0)
 
 
 def release(conn: sa.Connection, reservation: Reservation) -> None:
     """Give back a reserved unit whose mail the server did not accept."""
-    counter = send_counters.c
-    conn.execute(
-        send_counters.update()
-        .where(counter.day == reservation.day, counter.reserved > 0)
-        .values(reserved=counter.reserved - 1)
-    )
+    conn.execute(_RELEASE, {"_day": reservation.day})
 
 
 def release_past_reservations(conn: sa.Connection, today: str, *, dry_run: bool = False) -> int:

@@ -18,6 +18,7 @@ import importlib.machinery
 import os
 import signal
 import sys
+import threading
 from types import ModuleType
 from typing import Any
 
@@ -31,15 +32,18 @@ def _die() -> None:
 
 def _wrap(function: Any, when: str, nth: int) -> Any:
     calls = 0
+    counting = threading.Lock()  # dispatch calls the same function from several threads
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         nonlocal calls
-        calls += 1
-        if when == "before" and calls == nth:
+        with counting:
+            calls += 1
+            this = calls
+        if when == "before" and this == nth:
             _die()
         result = function(*args, **kwargs)
-        if when == "after" and calls == nth:
+        if when == "after" and this == nth:
             _die()
         return result
 
