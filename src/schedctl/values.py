@@ -18,7 +18,6 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from schedctl.errors import ConfigError, ValidationError, did_you_mean, quoted
-from schedctl.zones import zone
 
 # --- where a config-file value was given -------------------------------------------------
 
@@ -117,7 +116,7 @@ def parse_timezone(name: str) -> ZoneInfo:
     if name in _NOT_IANA or name.startswith(_NOT_IANA_PREFIXES):
         raise _invalid_zone(name)
     try:
-        return zone(name)
+        return ZoneInfo(name)
     # ValueError covers empty names, paths and files on the zone path that are not zones.
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise _invalid_zone(name) from None

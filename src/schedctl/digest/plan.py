@@ -17,6 +17,7 @@ from schedctl.db.schema import digests, users
 from schedctl.digest.due import ZoneDay, zone_day
 from schedctl.errors import ValidationError
 from schedctl.values import parse_timezone
+from schedctl.zones import zone
 
 log = logging.getLogger("schedctl.digest")
 
@@ -97,6 +98,7 @@ def load_zones(
             log.warning("users in zone %r are skipped: it is not a known IANA time zone", tz)
         else:
             zones[tz] = day
+            zone(tz)  # kept loaded for the run: each user's zone is read per user
     return zones
 
 
