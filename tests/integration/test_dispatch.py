@@ -20,7 +20,7 @@ from schedctl.db.database import Database
 from schedctl.db.schema import events, messages
 from schedctl.delivery import outbox
 from schedctl.delivery.backends import MemoryBackend
-from schedctl.delivery.dispatch import dispatch_due
+from schedctl.delivery.dispatch import Dispatcher, dispatch_due
 from schedctl.delivery.message import POLICY
 from schedctl.delivery.outbox import Attachment, delete_messages
 from schedctl.delivery.suppressions import add_suppression
@@ -678,6 +678,26 @@ def test_connections_the_server_refuses_give_their_messages_to_the_others(
     warnings = [r.getMessage() for r in caplog.records]
     assert len(warnings) == 2
     assert all("the others go on" in w and "Too many concurrent" in w for w in warnings)
+
+
+def test_what_one_connection_gives_back_is_never_another_connections_claim(
+    db_url: str,
+) -> None:
+    """Connections of one dispatch hold their leases apart: a give-back by one (a
+    refused connection hands back its batch) leaves a batch another connection
+    claimed meanwhile leased, so nobody claims and sends those messages again."""
+    enqueue_all(db_url, [message(n) for n in range(4)])
+    settings = load_with({}, mail_backend="memory")
+    with Database(db_url) as db:
+        first = Dispatcher(db, settings, T0, backend=MemoryBackend())
+        second = first.another(MemoryBackend())
+        claimed = second.claim_due(4, Counter()).rows
+        first.release(claimed)  # e.g. ids it held before and gave back once already
+        again = first.another(MemoryBackend()).claim_due(4, Counter()).rows
+
+    assert len(claimed) == 4
+    assert again == []
+    assert {r.lease_owner for r in all_messages(db_url)} == {second.owner}
 
 
 @pytest.mark.parametrize("dialect", ["sqlite"])

@@ -12,7 +12,7 @@ from functools import cache
 from zoneinfo import ZoneInfo
 
 from cronsim import CronSim
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from schedctl.cadence import (
@@ -265,9 +265,17 @@ def test_daily_slots_fall_on_distinct_consecutive_local_dates(
 
 @fast
 @given(cadence_and_instant(kinds=("monthly",)))
+@example(  # the 02:00 slot of 2027-10-31 is in summer time, 2028's is in winter time
+    (
+        Cadence(kind="monthly", tz="Europe/Berlin", at=time(2, 0), day=31),
+        datetime(2027, 10, 31, 0, 59, 59, tzinfo=UTC),
+    )
+)
 def test_monthly_never_skips_a_month(case: tuple[Cadence, datetime]) -> None:
     cadence, after = case
-    slots = slots_between(cadence, after, after + timedelta(days=366))
+    # A year of wall time can last 366 days and an hour (a slot in summer time, the
+    # next year's in winter time): 367 days hold twelve slots or thirteen.
+    slots = slots_between(cadence, after, after + timedelta(days=367))
     months = [(d.year, d.month) for d in (wall(slot, cadence.zone).date() for slot in slots)]
     assert len(months) in (12, 13)
     assert months == sorted(set(months))

@@ -11,9 +11,10 @@ Connections: with the smtp backend, a dispatch sends over ``[smtp] connections``
 SMTP connections at once (default 4; the other backends use one). Each is a thread
 with its own SMTP session and its own database connection that claims batches as
 above (a claim costs about as much whatever its size, so each takes a whole batch),
-sends its messages one at a time and records each outcome before its next send;
-they share the lease owner, the clock, the run's ``limit`` and the quota (whose unit
-is reserved per message in the database, so the count stays exact). The first
+sends its messages one at a time and records each outcome before its next send.
+Each holds its leases under an owner of its own, so that what one connection gives
+back can never be another's claim; they share the clock, the run's ``limit`` and the
+quota (whose unit is reserved per message in the database, so the count stays exact). The first
 connection starts alone; the others open once it has offered a message to the
 server, so a server that is down is tried once (MailUnavailable, as with one
 connection). A connection the server refuses later (a provider's limit on
@@ -169,6 +170,7 @@ class _Batch:
     rows: list[Any]  # claimed and leased, still to send
     selected: int  # due rows the claim looked at, including those settled at once
     lease_expires_at: datetime  # of the rows' leases (unused when there are none)
+    claims: dict[int, int] = field(default_factory=dict)  # _Share.claimed's numbers
 
 
 class Dispatcher:
@@ -203,11 +205,12 @@ class Dispatcher:
         self.on_deferral: Callable[[datetime], object] | None = None
 
     def another(self, backend: MailBackend) -> Dispatcher:
-        """Another connection of this delivery session, over ``backend``: the same lease
-        owner, clock, policy, prepaid units and alerts already told (shared objects),
-        with its own mail session and count of messages offered."""
+        """Another connection of this delivery session, over ``backend``: the same clock,
+        policy, prepaid units and alerts already told (shared objects), with its own
+        mail session, lease owner and count of messages offered."""
         other = copy.copy(self)
         other.backend = backend
+        other.owner = leases.new_owner()
         other.offered = 0
         return other
 
@@ -683,7 +686,7 @@ def dispatch_due(
         raise share.error
     for tally in tallies:
         counts.update(tally)
-    counts["messages_deferred"] += len(share.set_aside)
+    counts["messages_deferred"] += share.still_set_aside()
     return dict(counts)
 
 
@@ -700,9 +703,11 @@ class _Share:
     error: BaseException | None = None
     opened: bool = False  # a message of this dispatch has reached the server
     taken: int = 0
-    # Given back by a connection that could not reach the server, and not claimed
-    # again by another since: counted deferred at the end (once, whoever sends them).
-    set_aside: set[int] = field(default_factory=set)
+    claims: Counter[int] = field(default_factory=Counter)  # per message, in this run
+    # Given back by a connection that could not reach the server (message id -> the
+    # number of the claim it gave back): counted deferred at the end unless claimed
+    # again since (once, whoever sends them).
+    set_aside: dict[int, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def take(self) -> int:
@@ -717,11 +722,25 @@ class _Share:
         with self.lock:
             self.taken -= unused
 
-    def claimed(self, rows: Sequence[Any]) -> None:
-        """Rows a connection just claimed: no longer set aside, if they were."""
-        if self.set_aside:
-            with self.lock:
-                self.set_aside.difference_update(r.id for r in rows)
+    def claimed(self, rows: Sequence[Any]) -> dict[int, int]:
+        """Count a connection's claim of ``rows``; the number of this claim, by id."""
+        with self.lock:
+            self.claims.update(r.id for r in rows)
+            return {r.id: self.claims[r.id] for r in rows}
+
+    def put_aside(self, rows: Sequence[Any], claims: dict[int, int]) -> None:
+        """``rows`` (claimed as ``claims`` numbers them) were given back unsent."""
+        with self.lock:
+            self.set_aside.update((r.id, claims[r.id]) for r in rows)
+
+    def still_set_aside(self) -> int:
+        """How many messages given back unsent were not claimed again since.
+
+        Compared by claim number, not by order of events: another connection may
+        claim a message in the moment between its give-back and :meth:`put_aside`.
+        """
+        with self.lock:
+            return sum(1 for id_, n in self.set_aside.items() if self.claims[id_] == n)
 
     def reached(self) -> None:
         """A connection reached the server: open the others, once."""
@@ -771,7 +790,7 @@ def _send(dispatcher: Dispatcher, share: _Share, counts: Counter[str]) -> None:
                 break
             batch = dispatcher.claim_due(size, counts)
             share.give_back(size - len(batch.rows))
-            share.claimed(batch.rows)
+            batch.claims = share.claimed(batch.rows)
             if not batch.selected or _send_batch(dispatcher, batch, counts, share):
                 break
 
@@ -796,16 +815,16 @@ def _send_batch(dispatcher: Dispatcher, batch: _Batch, counts: Counter[str], sha
             row = pending.pop(0)
             delivery, detail = dispatcher.deliver(row)
             if delivery == "unavailable":
-                # Nothing reached the server: hand everything back untouched.
+                # Nothing reached the server: hand everything back untouched (``row``
+                # was given back as its connect failure was recorded).
                 given_back, pending = [row, *pending], []
-                dispatcher.release(given_back)
+                dispatcher.release(given_back[1:])
                 if not share.opened:
                     share.halt()
                     raise MailUnavailable(f"mail server unavailable: {detail}")
                 # A connection refused (or lost) later: another connection may still
                 # send what it gave back, in this run.
-                with share.lock:
-                    share.set_aside.update(r.id for r in given_back)
+                share.put_aside(given_back, batch.claims)
                 log.warning("an SMTP connection stopped, the others go on: %s", detail)
                 return True
             if dispatcher.offered and not share.opened:
