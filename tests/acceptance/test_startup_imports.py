@@ -110,3 +110,38 @@ def test_no_command_loads_typer_or_pydantic(tmp_path: Path) -> None:
     imported = set(modules.split())
     assert {"click", "sqlalchemy", "schedctl"} <= imported
     assert imported & NEVER == set()
+
+
+def test_start_up_runs_without_the_collector_until_the_database_is_open(
+    tmp_path: Path,
+) -> None:
+    """The entry point holds the cyclic garbage collector during start-up; opening the
+    database resumes it with start-up's objects frozen. `--help` never resumes it (a
+    short process), and an in-process `run` leaves the caller's collector alone."""
+    script = (
+        "import contextlib, gc, io, sys\n"
+        "from schedctl.cli import run\n"
+        "from schedctl.cli.runtime import pause_collector\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    codes = [run(['tick', '-q'])]\n"
+        "    states = [(gc.isenabled(), gc.get_freeze_count() > 0)]\n"
+        "    pause_collector()\n"
+        "    codes.append(run(['--help']))\n"
+        "    states.append((gc.isenabled(), gc.get_freeze_count() > 0))\n"
+        "    codes.append(run(['tick', '-q']))\n"
+        "    states.append((gc.isenabled(), gc.get_freeze_count() > 0))\n"
+        "print(codes, states)\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    db = f"sqlite:///{tmp_path / 'schedctl.db'}"
+    subprocess.run([str(SCHEDCTL), "db", "upgrade", "-q"], env=process_env(db, {}), check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True, text=True, check=False, timeout=60, env=process_env(db, {}),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    outcome, modules = result.stdout.splitlines()
+    assert outcome == "[0, 0, 0] [(True, False), (False, False), (True, True)]"
+    # An idle tick on SQLite loads no PostgreSQL dialect (the schema names no dialect).
+    assert "sqlalchemy.dialects.sqlite" in modules.split()
+    assert not {m for m in modules.split() if m.startswith("sqlalchemy.dialects.postgresql")}

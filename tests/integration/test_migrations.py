@@ -192,3 +192,38 @@ def test_deleting_a_parent_cascades_on_both_dialects(db_url: str) -> None:
             return int(conn.execute(sa.select(sa.func.count()).select_from(messages)).scalar_one())
 
         assert db.transaction(work) == 0
+
+
+def _normal_predicate(sql: str) -> str:
+    """A partial index's predicate with what the dialects add removed: parentheses,
+    PostgreSQL's casts of literals, case and spacing."""
+    sql = sql.replace("::text", "").replace("(", " ").replace(")", " ")
+    return " ".join(sql.lower().split())
+
+
+def test_partial_indexes_have_the_predicates_the_code_describes(db_url: str) -> None:
+    declared = {
+        index.name: index.info["where"]
+        for table in metadata.tables.values()
+        for index in table.indexes
+        if "where" in index.info
+    }
+    with Database(db_url) as db, db.engine.connect() as conn:
+        if db.dialect == "postgresql":
+            query = sa.text(
+                "SELECT c.relname, pg_get_expr(i.indpred, i.indrelid) FROM pg_index i"
+                " JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indpred IS NOT NULL"
+            )
+            built = {name: sql for name, sql in conn.execute(query)}
+        else:
+            query = sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'index'")
+            built = {
+                name: sql.split(" WHERE ", 1)[1]
+                for name, sql in conn.execute(query)
+                if sql and " WHERE " in sql
+            }
+
+    assert len(declared) == 6
+    assert {name: _normal_predicate(sql) for name, sql in built.items()} == {
+        name: _normal_predicate(sql) for name, sql in declared.items()
+    }

@@ -32,7 +32,7 @@ from schedctl.cli import (
 )
 from schedctl.cli.output import report_error
 from schedctl.cli.params import Group, flag, option
-from schedctl.cli.runtime import Runtime, current, use, with_output_flags
+from schedctl.cli.runtime import Runtime, current, pause_collector, use, with_output_flags
 from schedctl.errors import SchedctlError
 
 
@@ -209,4 +209,5 @@ def _redact(runtime: Runtime, text: str) -> str:
 
 
 def main() -> None:
+    pause_collector()  # until the command's database is open (see runtime)
     sys.exit(run())

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
 
 from schedctl.db.types import UTCDateTime
 
@@ -18,7 +18,35 @@ metadata = sa.MetaData()
 # Integer keys: BIGINT identity on PostgreSQL, an AUTOINCREMENT rowid on SQLite; on
 # neither is a deleted row's id ever handed out again (keys are built from ids).
 Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+class _Json(sa.types.TypeDecorator[Any]):
+    """JSON; ``jsonb`` on PostgreSQL, whose dialect package is imported only by a
+    process that uses it (a SQLite process's start-up is spared it)."""
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            return dialect.type_descriptor(JSONB())
+        return dialect.type_descriptor(sa.JSON())
+
+
+Json = _Json()
+
+
+def partial_index(name: str, *columns: str, where: str, unique: bool = False) -> sa.Index:
+    """An index over the rows matching ``where`` (SQL, the same on both dialects).
+
+    The predicate is kept in ``info["where"]`` rather than as the dialects'
+    ``*_where`` options, which would import both dialect packages into every process;
+    the migrations build the index, and a test compares their predicate with this.
+    """
+    return sa.Index(name, *columns, unique=unique, info={"where": where})
+
 
 schema_migrations = sa.Table(
     "schema_migrations",
@@ -99,11 +127,10 @@ schedules = sa.Table(
     sa.UniqueConstraint("account_id", "name", name="schedules_account_name_key"),
     sa.Index("schedules_due", "active", "next_run_at"),
     # A tick finds the next_run_at computed under other zone data (another release).
-    sa.Index(
+    partial_index(
         "schedules_tzdata_version",
         "tzdata_version",
-        sqlite_where=sa.text("next_run_at IS NOT NULL"),
-        postgresql_where=sa.text("next_run_at IS NOT NULL"),
+        where="next_run_at IS NOT NULL",
     ),
     sa.UniqueConstraint("id", "account_id", name="schedules_id_account_key"),
     sqlite_autoincrement=True,
@@ -128,13 +155,12 @@ schedule_runs = sa.Table(
     sa.Column("error", sa.Text),
     sa.Column("created_at", UTCDateTime, nullable=False),
     # One run per due slot; manual runs (send-now --schedule) are not slots.
-    sa.Index(
+    partial_index(
         "schedule_runs_schedule_slot",
         "schedule_id",
         "slot",
         unique=True,
-        sqlite_where=sa.text("NOT manual"),
-        postgresql_where=sa.text("NOT manual"),
+        where="NOT manual",
     ),
     sa.Index("schedule_runs_claim", "status", "lease_expires_at"),
     # `schedules runs ID` reads one schedule's history, newest slot first.
@@ -185,13 +211,12 @@ messages = sa.Table(
     sa.Index("messages_due", "status", "send_at"),
     sa.Index("messages_status_type", "status", "type"),  # metrics: the outbox by status, type
     sa.Index("messages_schedule_run", "schedule_run_id"),  # a run's purge sets it NULL
-    sa.Index(
+    partial_index(
         "messages_event_type",
         "event_id",
         "type",
         unique=True,
-        sqlite_where=sa.text("event_id IS NOT NULL"),
-        postgresql_where=sa.text("event_id IS NOT NULL"),
+        where="event_id IS NOT NULL",
     ),
     sa.ForeignKeyConstraint(
         ["schedule_run_id", "account_id"],
@@ -339,11 +364,10 @@ digests = sa.Table(
     sa.Index("digests_expires", "expires_at"),
     sa.Index("digests_created", "created_at", "status"),  # metrics: today's digests by status
     sa.Index("digests_message", "message_id"),
-    sa.Index(
+    partial_index(
         "digests_deferred",
         "status",
-        sqlite_where=sa.text("status = 'deferred'"),
-        postgresql_where=sa.text("status = 'deferred'"),
+        where="status = 'deferred'",
     ),
     sa.ForeignKeyConstraint(
         ["user_id", "account_id"],
@@ -390,18 +414,16 @@ notifications = sa.Table(
     sa.CheckConstraint("priority IN ('normal', 'critical')", name="notifications_priority_check"),
     # The title is never blank: notifications_title_check, a CHECK constraint on
     # PostgreSQL and two triggers on SQLite (sql/*/0011_data_integrity.sql).
-    sa.Index(
+    partial_index(
         "notifications_undigested",
         "user_id",
         "id",
-        sqlite_where=sa.text(_UNDIGESTED),
-        postgresql_where=sa.text(_UNDIGESTED),
+        where=_UNDIGESTED,
     ),
-    sa.Index(
+    partial_index(
         "notifications_critical_pending",
         "id",
-        sqlite_where=sa.text(_CRITICAL_PENDING),
-        postgresql_where=sa.text(_CRITICAL_PENDING),
+        where=_CRITICAL_PENDING,
     ),
     sa.Index("notifications_user", "user_id"),
     sa.Index("notifications_digest", "digest_id"),
