@@ -88,6 +88,8 @@ class PostgresDatabases:
     def release(self, name: str) -> None:
         """The test using `name` is done: keep it for another test if it can be made
         as the template made it, else drop it in the background."""
+        if name in self._clean:
+            raise ValueError(f"test database {name} was given back twice")
         if name in self._reusable and self._snapshot is not None:
             if self._snapshot.restore(name):
                 self._clean.append(name)
