@@ -133,7 +133,7 @@ def check_exactly_once(db_url: str, smtp: SmtpServer, expected: dict[str, set[st
 
 @pytest.mark.parametrize(
     ("dialect", "count", "processes"),
-    [("sqlite", 150, 2), pytest.param("postgresql", 4000, 4, marks=pytest.mark.postgres)],
+    [("sqlite", 150, 2), pytest.param("postgresql", 2000, 4, marks=pytest.mark.postgres)],
 )
 def test_concurrent_digests_give_each_user_exactly_one_digest(
     db_url: str, smtp: SmtpServer, count: int, processes: int
