@@ -13,11 +13,11 @@ with its own SMTP session and its own database connection that claims batches as
 above (a claim costs about as much whatever its size, so each takes a whole batch),
 sends its messages one at a time and records each outcome before its next send.
 Each holds its leases under an owner of its own, so that what one connection gives
-back can never be another's claim; they share the clock, the run's ``limit`` and the
-quota (whose unit is reserved per message in the database, so the count stays exact). The first
-connection starts alone; the others open once it has offered a message to the
-server, so a server that is down is tried once (MailUnavailable, as with one
-connection). A connection the server refuses later (a provider's limit on
+back can never be another's claim; they share the clock, the run's ``limit`` and
+the quota (whose unit is reserved per message in the database, so the count stays
+exact). The first connection starts alone; the others open once it has offered a
+message to the server, so a server that is down is tried once (MailUnavailable, as
+with one connection). A connection the server refuses later (a provider's limit on
 concurrent connections) gives its claimed messages back untouched and stops; the
 others go on and may send them in the same run. A provider's deferral
 stops every connection (their claimed messages wait ``provider_backoff``), and an
