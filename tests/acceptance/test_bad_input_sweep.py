@@ -139,7 +139,7 @@ INVALID: dict[str, list[Bad]] = {
     "name": ["", " ", LONG],
     "title": ["", " ", LONG],
     "text": [LONG * 30],  # bodies and keys: any text up to their limit is fine
-    "path": [f"{ABSENT_DIR}/x", "/", ""],
+    "path": [f"{ABSENT_DIR}/x", "/", "", "-q"],  # the last: an option in its place
     # serve's: no case may be a valid address, or the sweep would wait on a server
     "host": ["0.0.0.0", "::", "bad host", "a..b", "", LONG],  # public: no [web] token here
     "port": ["0", "-1", "65536", "abc", "1.5", ""],

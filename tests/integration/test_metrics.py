@@ -333,6 +333,7 @@ def test_a_new_output_file_is_readable_by_the_collector(
         ("{tmp}/missing/schedctl.prom", "does not exist"),
         ("{tmp}", "is a directory"),
         ("", "empty file name"),
+        ("-q", "'-q' looks like an option, not a file name (for a file of that name, write ./-q)"),
     ],
 )
 def test_a_bad_output_is_one_line_exit_2_and_writes_nothing(
@@ -340,12 +341,15 @@ def test_a_bad_output_is_one_line_exit_2_and_writes_nothing(
 ) -> None:
     before = sorted(tmp_path.rglob("*"))
 
-    result = cli("metrics", "--output", output.replace("{tmp}", str(tmp_path)), db_url=db_url)
+    result = cli(
+        "metrics", "--output", output.replace("{tmp}", str(tmp_path)), db_url=db_url, cwd=tmp_path
+    )
 
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1, result.stderr
-    assert result.stderr.startswith("schedctl: error: --output: ")
+    assert result.stderr.startswith("schedctl: error: ")
+    assert "--output" in result.stderr
     assert says in result.stderr
     assert sorted(tmp_path.rglob("*")) == before
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from schedctl.cli.params import option
+from schedctl.cli.params import FileName, option
 from schedctl.cli.runtime import command, current
 from schedctl.errors import ValidationError, quoted
 
@@ -129,11 +129,12 @@ def _digest(db: Database, settings: Settings, now: datetime) -> dict[str, Any]:
 
 @option(
     "--path",
-    type=click.Path(path_type=Path),
-    default=Path("schedctl-demo.db"),
+    metavar="PATH",
+    type=FileName(),
+    default="schedctl-demo.db",
     help="SQLite file to (re)create for the demo.",
 )
-def demo_command(path: Path) -> None:
+def demo_command(path: str) -> None:
     """Create a demo SQLite database, run tick and digest (console mailer), show results."""
     from schedctl import heartbeat
     from schedctl.db.database import Database
@@ -145,16 +146,17 @@ def demo_command(path: Path) -> None:
 
     runtime = current()
     out = runtime.output
-    if path.is_dir():  # also `--path ''`, which is "."
-        raise ValidationError(f"--path: {quoted(str(path))} is a directory, not a database file")
+    db_file = Path(path)
+    if db_file.is_dir():  # also `--path ''`, which is "."
+        raise ValidationError(f"--path: {quoted(str(db_file))} is a directory, not a database file")
     for suffix in ("", "-wal", "-shm"):
         try:
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
+            Path(f"{db_file}{suffix}").unlink(missing_ok=True)
         except OSError as exc:
             raise ValidationError(
-                f"--path: cannot replace {quoted(str(path))}: {exc.strerror}"
+                f"--path: cannot replace {quoted(str(db_file))}: {exc.strerror}"
             ) from None
-    url = f"sqlite:///{path}"
+    url = f"sqlite:///{db_file}"
     settings = _demo_settings(runtime.settings, url)
 
     with Database(url) as db:
@@ -215,7 +217,7 @@ def demo_command(path: Path) -> None:
     if out.options.quiet:
         return
     print(
-        f"\ncreated {path}: {len(applied)} migrations, {len(schedules)} schedules, 2 events,"
+        f"\ncreated {db_file}: {len(applied)} migrations, {len(schedules)} schedules, 2 events,"
         f" {len(DEMO_USERS)} users"
     )
     print(

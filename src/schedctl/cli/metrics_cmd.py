@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from schedctl.cli.params import option
+from schedctl.cli.params import FileName, option
 from schedctl.cli.runtime import CommandResult, command, current, run_command
 
 if TYPE_CHECKING:
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 @option(
     "--output",
     metavar="FILE",
+    type=FileName(),
     help="Replace FILE atomically instead of printing (for node_exporter's textfile"
     " collector: a *.prom file in its directory).",
 )

@@ -126,6 +126,25 @@ class WholeNumber(click.IntRange):
     name = "integer"
 
 
+class FileName(click.types.StringParamType):
+    """A file to write, as given. One that starts with ``-`` is refused: it is almost
+    always an option that took the place of a missing value (``--output --json``),
+    and would otherwise become a file of that name."""
+
+    name = "file"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        value = super().convert(value, param, ctx)
+        if isinstance(value, str) and value.startswith("-"):
+            self.fail(
+                f"{value!r} looks like an option, not a file name"
+                f" (for a file of that name, write ./{value}).",
+                param,
+                ctx,
+            )
+        return value
+
+
 account_option = option(
     "--account",
     metavar="ACCOUNT",
