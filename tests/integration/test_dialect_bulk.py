@@ -70,7 +70,7 @@ def test_one_of_finds_the_rows_of_any_number_of_values_with_one_parameter(db_url
 def test_value_rows_update_rows_from_a_batch_bound_as_a_few_parameters(db_url: str) -> None:
     with Database(db_url) as db:
         ids = db.transaction(lambda conn: add_users(conn, len(AWKWARD) + 2))
-        rows = dialect.value_rows(db.engine.dialect, "batch", [("id", Id), ("tz", sa.Text())])
+        rows = dialect.ValueRows(db.engine.dialect, "batch", [("id", Id), ("tz", sa.Text())])
         update = (
             users.update()
             .where(users.c.id == rows.c.id)
@@ -96,7 +96,7 @@ def test_value_rows_update_rows_from_a_batch_bound_as_a_few_parameters(db_url: s
 def test_row_inserter_returns_the_rows_it_inserted_and_skips_existing_keys(db_url: str) -> None:
     with Database(db_url) as db:
         ids = db.transaction(lambda conn: add_users(conn, 4))
-        insert = dialect.row_inserter(
+        insert = dialect.RowInserter(
             db.engine.dialect, digests, ["account_id", "user_id", "local_date"],
             same=["status", "items", "created_at", "updated_at", "expires_at"],
             conflict=["user_id", "local_date"], returning=["id", "user_id", "local_date"],
@@ -128,7 +128,7 @@ def test_row_inserter_returns_the_rows_it_inserted_and_skips_existing_keys(db_ur
 def test_row_inserter_sends_long_texts_with_quotes_intact(db_url: str) -> None:
     html = '<p style="margin:0">' + ('\\ "quoted" {a,b} ✓\n' * 300) + "</p>"
     with Database(db_url) as db:
-        insert = dialect.row_inserter(
+        insert = dialect.RowInserter(
             db.engine.dialect, messages,
             ["account_id", "recipient", "subject", "body_text", "body_html", "idempotency_key",
              "message_id"],

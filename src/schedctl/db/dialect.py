@@ -750,13 +750,6 @@ class ValueRows:
         return {self.name: json.dumps(rows, default=_json_value)}
 
 
-def value_rows(
-    sa_dialect: sa.Dialect, name: str, columns: Sequence[tuple[str, sa.types.TypeEngine[Any]]]
-) -> ValueRows:
-    """:class:`ValueRows` for a dialect (build it once, bind it per batch)."""
-    return ValueRows(sa_dialect, name, columns)
-
-
 class RowInserter:
     """``INSERT INTO table (columns) ... ON CONFLICT (conflict) DO NOTHING RETURNING
     returning`` for a batch of rows, as one statement text whatever the batch.
@@ -770,7 +763,8 @@ class RowInserter:
       JSON rows of long texts cost more to read back than the inserts.)
 
     ``same`` columns take one value for the whole batch (bound with the column's type,
-    e.g. an instant); the rows' values go to the driver as they are.
+    e.g. an instant); the rows' values go to the driver as they are. Build it once,
+    call it per batch.
     """
 
     def __init__(
@@ -778,7 +772,8 @@ class RowInserter:
         sa_dialect: sa.Dialect,
         table: sa.Table,
         columns: Sequence[str],
-        same: Sequence[str],
+        *,
+        same: Sequence[str] = (),
         conflict: Sequence[str],
         returning: Sequence[str],
     ) -> None:
@@ -855,16 +850,3 @@ class RowInserter:
             values.append(full if self.order is None else tuple(full[i] for i in self.order))
         conn.exec_driver_sql(self.sql, values)
         return list(conn.execute(self.inserted, {"after": after}))
-
-
-def row_inserter(
-    sa_dialect: sa.Dialect,
-    table: sa.Table,
-    columns: Sequence[str],
-    *,
-    same: Sequence[str] = (),
-    conflict: Sequence[str],
-    returning: Sequence[str],
-) -> RowInserter:
-    """A :class:`RowInserter` for a dialect (build it once, call it per batch)."""
-    return RowInserter(sa_dialect, table, columns, same, conflict, returning)

@@ -817,8 +817,8 @@ def _send_batch(dispatcher: Dispatcher, batch: _Batch, counts: Counter[str], sha
             if delivery == "unavailable":
                 # Nothing reached the server: hand everything back untouched (``row``
                 # was given back as its connect failure was recorded).
+                dispatcher.release(pending)
                 given_back, pending = [row, *pending], []
-                dispatcher.release(given_back[1:])
                 if not share.opened:
                     share.halt()
                     raise MailUnavailable(f"mail server unavailable: {detail}")

@@ -146,7 +146,7 @@ class AlikeMessages:
         self.type = type
         self.priority = priority
         self.subscription = subscription
-        self.insert = dialect.row_inserter(
+        self.insert = dialect.RowInserter(
             sa_dialect, messages, self._COLUMNS, same=self._SAME,
             conflict=["idempotency_key"], returning=["id", "idempotency_key"],
         )  # fmt: skip

@@ -201,7 +201,7 @@ def due_page(
             return []
     params = {"after": after, "size": size}
     try:
-        page = conn.execute(query, params).all()
+        rows = [(*row, _user_problem(row.email, row.tz)) for row in conn.execute(query, params)]
     except quarantine.READ_ERRORS as exc:
         if quarantine.undecodable(exc) is None:
             raise
@@ -209,15 +209,8 @@ def due_page(
         without = query.with_only_columns(*query.selected_columns[:4])
         page = list(conn.execute(without, params))
         found, bad = _read_users(conn, [int(r.id) for r in page])
-        return [
-            DueUser(
-                int(r.id),
-                int(r.account_id),
-                found[int(r.id)].email if int(r.id) in found else "",
-                r.tz,
-                _as_date(r.local_date),
-                problem=bad.get(int(r.id)),
-            )
+        rows = [
+            (*r, found[int(r.id)].email if int(r.id) in found else None, bad.get(int(r.id)))
             for r in page
             if int(r.id) in found or int(r.id) in bad
         ]
@@ -230,8 +223,7 @@ def due_page(
             _as_date(local_date),
             problem=problem,
         )
-        for user_id, account_id, tz, local_date, email in page
-        for problem in [_user_problem(email, tz)]
+        for user_id, account_id, tz, local_date, email, problem in rows
     ]
 
 

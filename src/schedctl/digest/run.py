@@ -130,12 +130,12 @@ class _Statements:
 
     def __init__(self, sa_dialect: sa.Dialect, max_body: int) -> None:
         n = notifications.c
-        self.pending = (
+        claimed = (
             sa.select(n.id, n.user_id)
             .where(dialect.one_of(n.user_id, name="users"), *_undigested())
-            .order_by(n.user_id, n.id)
             .with_for_update(skip_locked=True)
         )
+        self.pending = claimed.order_by(n.user_id, n.id)
         content = [
             n.digest_key, *read_limited(n.title, MAX_TITLE), *read_limited(n.body, max_body),
             n.created_at,
@@ -143,12 +143,7 @@ class _Statements:
         self.items = sa.select(n.id, n.user_id, *content)
         # The pending ids and, for each user's newest ``max_items``, their content: one
         # statement (locked in a CTE: PostgreSQL locks no rows of a window query).
-        locked = (
-            sa.select(n.id, n.user_id)
-            .where(dialect.one_of(n.user_id, name="users"), *_undigested())
-            .with_for_update(skip_locked=True)
-            .cte("locked")
-        )
+        locked = claimed.cte("locked")
         newest = sa.func.row_number().over(
             partition_by=locked.c.user_id, order_by=locked.c.id.desc()
         )
@@ -164,20 +159,20 @@ class _Statements:
             .select_from(ranked.join(notifications, n.id == ranked.c.id))
             .order_by(ranked.c.user_id, ranked.c.id)
         )
-        self.days = dialect.row_inserter(
+        self.days = dialect.RowInserter(
             sa_dialect, digests, ["account_id", "user_id", "local_date"],
             same=["status", "items", "created_at", "updated_at", "expires_at"],
             conflict=["user_id", "local_date"], returning=["id", "user_id", "local_date"],
         )  # fmt: skip
         self.messages = AlikeMessages(sa_dialect, MESSAGE_TYPE, subscription=True)
         now = sa.bindparam("now", type_=UTCDateTime)
-        self.consumed = dialect.value_rows(sa_dialect, "consumed", [("id", Id), ("digest_id", Id)])
+        self.consumed = dialect.ValueRows(sa_dialect, "consumed", [("id", Id), ("digest_id", Id)])
         self.consume = (
             notifications.update()
             .where(n.id == self.consumed.c.id)
             .values(digest_id=self.consumed.c.digest_id, consumed_at=now)
         )
-        self.outcomes = dialect.value_rows(
+        self.outcomes = dialect.ValueRows(
             sa_dialect, "outcome",
             [("id", Id), ("status", sa.Text()), ("items", sa.Integer()), ("message_id", Id)],
         )  # fmt: skip
