@@ -27,6 +27,7 @@ from support.alerts import (
 )
 from support.cli import SCHEDCTL
 from support.http_server import ScriptedHTTPServer
+from support.processes import Schedctl
 from support.smtp_server import SmtpServer
 
 TICKS = 4
@@ -37,7 +38,7 @@ def start_ticks(db_url: str, env: dict[str, str], count: int, now: str) -> list[
     full = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDCTL_")}
     full.update(env, SCHEDCTL_DATABASE_URL=db_url, SCHEDCTL_NOW=now, NO_COLOR="1")
     processes = [
-        subprocess.Popen(
+        Schedctl(
             [str(SCHEDCTL), "-v", "tick", "--json"],
             env=full,
             stdout=subprocess.PIPE,

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from schedctl.db.database import Database
 from schedctl.db.schema import messages, schedule_runs
 from support.cli import SCHEDCTL, run_cli
+from support.processes import Schedctl
 
 CONFIG = (
     '[reports.queries.ping]\nsql = "select 1 as one"\n\n'
@@ -57,7 +58,7 @@ def test_concurrent_backfills_and_ticks_create_and_run_each_slot_once(
     # Each tick executes one run (--limit 1): the race is over creating them.
     commands = [backfill, ["tick", "--limit", "1", "--json"]] * 2
     processes = [
-        subprocess.Popen(
+        Schedctl(
             [str(SCHEDCTL), *args],
             env={**env, "SCHEDCTL_NOW": NOW},
             stdout=subprocess.PIPE,

@@ -14,6 +14,7 @@ from schedctl.db.database import Database
 from schedctl.db.migrations import expected_version, upgrade
 from schedctl.db.schema import heartbeats, schema_migrations
 from support.databases import login_role
+from support.processes import Schedctl
 
 
 def test_db_upgrade_twice(cli, empty_db_url: str) -> None:
@@ -30,7 +31,7 @@ def test_db_upgrade_from_two_processes_at_once(empty_db_url: str) -> None:
 
     env = {"SCHEDCTL_DATABASE_URL": empty_db_url, "NO_COLOR": "1", "PATH": "/usr/bin:/bin"}
     processes = [
-        subprocess.Popen(
+        Schedctl(
             [str(SCHEDCTL), "db", "upgrade", "--json"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )

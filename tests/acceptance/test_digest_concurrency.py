@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from schedctl.db.database import Database
 from schedctl.db.schema import digests, notifications, users
 from support.cli import SCHEDCTL
+from support.processes import Schedctl
 from support.smtp_server import SmtpServer
 
 NOW = datetime(2026, 11, 18, 12, 0, tzinfo=UTC)
@@ -73,7 +74,7 @@ def environment(db_url: str, smtp: SmtpServer, now: datetime = NOW) -> dict[str,
 
 def start(count: int, env: dict[str, str]) -> list[subprocess.Popen[str]]:
     return [
-        subprocess.Popen(
+        Schedctl(
             [str(SCHEDCTL), "digest", "--json"],
             env=env,
             stdout=subprocess.PIPE,

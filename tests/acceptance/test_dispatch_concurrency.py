@@ -10,6 +10,7 @@ import pytest
 
 from support.cli import SCHEDCTL
 from support.delivery import T0, all_messages, bulk_insert, log_rows, run_ticks
+from support.processes import Schedctl
 from support.smtp_server import SmtpServer
 
 
@@ -43,7 +44,7 @@ def test_a_tick_killed_mid_send_loses_nothing_and_duplicates_nothing(db_url: str
     with SmtpServer(hold_data=1) as smtp:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDCTL_")}
         env.update(smtp.env, SCHEDCTL_DATABASE_URL=db_url, SCHEDCTL_NOW=T0.isoformat())
-        victim = subprocess.Popen(
+        victim = Schedctl(
             [str(SCHEDCTL), "tick"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         try:

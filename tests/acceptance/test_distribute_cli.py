@@ -20,6 +20,7 @@ import pytest
 
 from support.distribute import expected_rows
 from support.distribute_files import CAMPAIGNS, DAY, NOW, Files, store
+from support.processes import Schedctl
 
 
 def test_a_day_is_distributed_once_and_mailed(files: Files) -> None:
@@ -66,7 +67,7 @@ def test_concurrent_runs_write_once(files: Files) -> None:
         SCHEDCTL_MAIL_FILE_DIR=str(files.tmp / "mail"),
     )  # fmt: skip
     processes = [
-        subprocess.Popen([str(SCHEDCTL), "distribute", "--json"], env=env,
+        Schedctl([str(SCHEDCTL), "distribute", "--json"], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(3)
     ]  # fmt: skip

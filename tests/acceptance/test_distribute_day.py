@@ -49,6 +49,7 @@ from support.distribute import (
     seed_table,
     table_rows,
 )
+from support.processes import Schedctl
 
 SOAK = os.environ.get("SOAK_DISTRIBUTE") == "1"
 ROWS = 1_000_000 if SOAK else 5_000
@@ -95,7 +96,7 @@ class World:
         )  # fmt: skip
 
     def start(self, day: date, **extra: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
+        return Schedctl(
             [str(SCHEDCTL), "distribute", "--json"],
             env=self.env(day, **extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip

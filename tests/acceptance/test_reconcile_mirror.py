@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from support.cli import SCHEDCTL
 from support.distribute_files import NOW, Files, store
+from support.processes import Schedctl
 
 
 def reconcile(files: Files, *args: str) -> Any:
@@ -72,7 +73,7 @@ def test_mirror_check_and_two_concurrent_repairs_insert_each_row_once(files: Fil
     blocker.execute("BEGIN IMMEDIATE")
     try:
         processes = [
-            subprocess.Popen(
+            Schedctl(
                 [str(SCHEDCTL), "reconcile", "--json", "--repair"],
                 env=env,
                 stdout=subprocess.PIPE,

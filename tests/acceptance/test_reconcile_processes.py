@@ -22,6 +22,7 @@ from schedctl.db.database import Database
 from schedctl.db.schema import digests, messages, schedule_runs, usage_history, users
 from schedctl.db.types import UTCDateTime
 from support.cli import SCHEDCTL
+from support.processes import Schedctl
 from support.reconcile import Seed, count, now, rows
 
 SOAK = os.environ.get("SOAK_RECONCILE") == "1"
@@ -32,7 +33,7 @@ LARGE_BATCH = 5_000 if SOAK else 1_000  # 5,000 is the default batch size
 def start(db_url: str, *args: str, **env: str) -> subprocess.Popen[str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDCTL_")}
     environ.update(SCHEDCTL_DATABASE_URL=db_url, NO_COLOR="1", **env)
-    return subprocess.Popen(
+    return Schedctl(
         [str(SCHEDCTL), "reconcile", "--json", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -45,6 +45,7 @@ from support.cli import REPO, SCHEDCTL, process_env, run_cli
 from support.databases import pg_url
 from support.distribute import Campaign
 from support.distribute_files import Files, make_files
+from support.processes import Schedctl
 from support.smtp_server import SmtpServer
 
 selenium = pytest.importorskip("selenium")
@@ -200,7 +201,7 @@ def serving(db_url: str, settings: dict[str, str]) -> Iterator[str]:
     """`schedctl serve` as a process on a free loopback port, with the token."""
     port = free_port()
     env = process_env(db_url, {**settings, "SCHEDCTL_WEB_TOKEN": TOKEN})
-    server = subprocess.Popen(
+    server = Schedctl(
         [str(SCHEDCTL), "serve", "--port", str(port), "--quiet"],
         env=env,
         stdout=subprocess.PIPE,

@@ -25,6 +25,7 @@ from schedctl.schedules import runs
 from schedctl.schedules.model import ScheduleOptions
 from schedctl.schedules.store import create_schedule
 from support.cli import SCHEDCTL
+from support.processes import Schedctl
 
 SCHEDULES = 200
 RECIPIENTS = ["a@example.com", "b@example.com"]
@@ -63,7 +64,7 @@ def seeded(db_url: str, tmp_path: Path) -> dict[str, str]:
 def start_ticks(env: dict[str, str], count: int, now: str) -> list[subprocess.Popen[str]]:
     """Start `count` tick processes at once (none waits for another)."""
     return [
-        subprocess.Popen(
+        Schedctl(
             [str(SCHEDCTL), "tick", "--json"],
             env={**env, "SCHEDCTL_NOW": now},
             stdout=subprocess.PIPE,

@@ -44,6 +44,7 @@ from support import fault_ledger
 from support.cli import SCHEDCTL
 from support.clock_oracle import LocalCadence, ScheduleModel, due_instant
 from support.fault_world import BATCH, CONNECTIONS
+from support.processes import Schedctl
 from support.smtp_server import SmtpServer
 
 SEED = 11_2026
@@ -122,7 +123,7 @@ class DigestModel:
 def start(args: list[str], db_url: str, env: dict[str, str]) -> subprocess.Popen[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDCTL_")}
     full_env.update(SCHEDCTL_DATABASE_URL=db_url, NO_COLOR="1", **env)
-    return subprocess.Popen(
+    return Schedctl(
         [str(SCHEDCTL), *args],
         env=full_env,
         stdout=subprocess.PIPE,

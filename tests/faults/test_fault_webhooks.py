@@ -51,6 +51,7 @@ from support.cli import SCHEDCTL
 from support.databases import fresh_database
 from support.delivery import T0, bulk_insert, start_ticks
 from support.http_server import ScriptedHTTPServer
+from support.processes import Schedctl
 from support.smtp_server import SmtpServer
 
 QUOTA = 10
@@ -88,7 +89,7 @@ def run_together(db_url: str, env: dict[str, str], *commands: tuple[str, ...]) -
     processes = [
         (
             args,
-            subprocess.Popen(
+            Schedctl(
                 [str(SCHEDCTL), "-v", *args],
                 env=full_env,
                 stdout=subprocess.PIPE,

@@ -19,6 +19,7 @@ from schedctl.db.database import Database
 from schedctl.db.schema import email_log, messages
 from schedctl.delivery.outbox import NewMessage, enqueue
 from support.cli import SCHEDCTL
+from support.processes import Schedctl
 
 T0 = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)  # a Wednesday
 DOMAIN = "example.com"
@@ -107,7 +108,7 @@ def start_ticks(
     full_env.update(SCHEDCTL_NOW=now.isoformat(), SCHEDCTL_DATABASE_URL=db_url, NO_COLOR="1")
     full_env.update(env)
     processes = [
-        subprocess.Popen(
+        Schedctl(
             [str(SCHEDCTL), "tick", "--json"],
             env=full_env,
             stdout=subprocess.PIPE,

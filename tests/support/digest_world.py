@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from support.cli import SCHEDCTL
 from support.clock_oracle import due_instant
+from support.processes import Schedctl
 from support.smtp_server import SmtpServer
 
 # 20 zones, UTC-12 .. UTC+14; the ones marked * change their clocks on a test day.
@@ -457,7 +458,7 @@ class Runner:
     def start(self, command: str, now: datetime, count: int) -> list[subprocess.Popen[str]]:
         env = {**self.env, "SCHEDCTL_NOW": now.isoformat()}
         return [
-            subprocess.Popen(
+            Schedctl(
                 [str(SCHEDCTL), command, "--json"],
                 env=env,
                 stdout=subprocess.PIPE,

@@ -47,6 +47,7 @@ from support import fault_ledger
 from support.cli import SCHEDCTL
 from support.delivery import bulk_insert
 from support.distribute import Campaign, destination_toml, expected_rows, seed_table, table_rows
+from support.processes import Schedctl
 from support.reconcile import Seed
 from support.smtp_server import SmtpServer
 
@@ -320,7 +321,7 @@ query = "select theory_id, theory_start_date, theory_end_date from theories"
             env["PYTHONPATH"] = os.pathsep.join(
                 filter(None, [str(KILLPOINTS), os.environ.get("PYTHONPATH")])
             )
-        return subprocess.Popen(
+        return Schedctl(
             [str(SCHEDCTL), command, "--json", *args],
             env=env,
             stdout=subprocess.PIPE,
