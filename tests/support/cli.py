@@ -3,9 +3,10 @@
 :class:`CliRunner` (the ``cli`` fixture) calls ``schedctl.cli.run`` in the test's own
 process with its own environment and captured output, the way sqlite-utils' and
 click's ``CliRunner`` do: 50-100 ms a command. :func:`run_cli` (the ``cli_process``
-fixture) starts the installed ``schedctl`` as cron would, 0.7-0.9 s a command; the
-tests where processes matter use it (start-up, the console script, plugins found on
-``PYTHONPATH``) and, with their own ``Popen``, concurrency, SIGKILL and faults.
+fixture) starts the installed ``schedctl`` as cron would, 0.35-0.5 s a command, for
+what only a started interpreter shows (start-up, the console script, plugins found on
+``PYTHONPATH``). Concurrency, SIGKILL and faults use ``support.processes.Schedctl``:
+separate processes, forked from a parent with schedctl already imported.
 """
 
 from __future__ import annotations
