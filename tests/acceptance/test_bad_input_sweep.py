@@ -657,6 +657,9 @@ class Sweep:
     counted: int = 0
     engine: sa.Engine = field(init=False)
     last: tuple[int, str, str] = (0, "", "")  # what the last case printed
+    # The dump after the last case: the next case's "before". Anything that writes
+    # between two cases shows as a write of the second, never as no write.
+    snapshot: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.engine = sa.create_engine(self.db_url, poolclass=sa.pool.NullPool)
@@ -685,9 +688,9 @@ class Sweep:
         args = self.expand(case.args)
         if as_json and "--json" not in args:
             args = [*args, "--json"] if "--" not in args else ["--json", *args]
-        before = full_dump(self.engine)
+        before = self.snapshot if self.snapshot is not None else full_dump(self.engine)
         code, out, err = self.last = self.run(args, self.case_env(case))
-        after = full_dump(self.engine)
+        after = self.snapshot = full_dump(self.engine)
         problems = judge(case, code, out, err, as_json=as_json)
         if after != before:
             changed = sorted(
@@ -696,6 +699,7 @@ class Sweep:
             problems.append(f"wrote to {changed}")
             if self.reset is not None:  # so the next case starts from the seeded rows
                 self.reset()
+                self.snapshot = None
         if problems:
             label = f"{case.label}{' --json' if as_json else ''}"
             self.failures.append(
