@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -39,6 +40,7 @@ class _Zygote:
         self._lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._path = ""
+        self._directory = ""
         self.env: dict[str, str] = {}
 
     def path(self) -> str:
@@ -48,8 +50,8 @@ class _Zygote:
             return self._path
 
     def _start(self) -> None:
-        directory = tempfile.mkdtemp(prefix="schedctl-zygote-")
-        self._path = os.path.join(directory, "socket")
+        self._directory = tempfile.mkdtemp(prefix="schedctl-zygote-")
+        self._path = os.path.join(self._directory, "socket")
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDCTL_")}
         self._process = subprocess.Popen(
             [sys.executable, str(_ZYGOTE), self._path],
@@ -67,6 +69,7 @@ class _Zygote:
         if self._process is not None and self._process.stdin is not None:
             self._process.stdin.close()  # end of file: the zygote exits
             self._process.wait(timeout=10)
+        shutil.rmtree(self._directory, ignore_errors=True)
 
     def forks(self, env: dict[str, str] | None) -> bool:
         """Whether a process with ``env`` behaves as a forked child of the zygote."""

@@ -130,6 +130,9 @@ def run_child(request: dict[str, Any], fds: list[int]) -> None:
 
 
 if __name__ == "__main__":
+    # A console script's first path entry is its own directory, the venv's bin, not
+    # this file's (whose neighbours must not shadow anything a command imports).
+    sys.path[0] = os.path.dirname(sys.executable)
     _preload()
     gc.freeze()
     served = serve(sys.argv[1])
