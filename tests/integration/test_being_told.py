@@ -200,7 +200,7 @@ def test_a_message_that_fails_for_good_or_ends_unknown_is_one_alert_each(
     with SmtpServer(hold_data=1) as silent:
         [unanswered] = enqueue_all(db_url, [message(2)])
         with Database(db_url, environ={}) as db:
-            dispatch_due(db, Settings(**silent.settings(smtp_timeout=0.3, **settings)), T0)
+            dispatch_due(db, Settings(**silent.settings(smtp_timeout=1.0, **settings)), T0)
         silent.release()
     with Database(db_url, environ={"SCHEDCTL_NOW": T0.isoformat()}) as db:
         from schedctl.alerts import notify

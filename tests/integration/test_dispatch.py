@@ -123,7 +123,7 @@ def test_retries_stop_after_max_attempts(db_url: str) -> None:
 def test_no_reply_after_the_data_is_unknown_and_never_resent(db_url: str) -> None:
     with SmtpServer(hold_data=1) as smtp:
         [mid] = enqueue_all(db_url, [message(1)])
-        settings = settings_for(smtp, smtp_timeout=0.3)
+        settings = settings_for(smtp, smtp_timeout=1.0)
         counts = dispatch(db_url, settings)
         smtp.release()
         dispatch(db_url, settings, T0 + timedelta(days=1))

@@ -23,7 +23,10 @@ from schedctl.delivery.backends import make_backend
 from schedctl.delivery.message import POLICY, build_email, make_message_id
 from schedctl.delivery.smtp import SmtpBackend
 
-TIMEOUT = 0.3
+# The client's timeout where a test is about it: short, but long enough that a server
+# thread of a busy test process still greets in time. Elsewhere the client waits long.
+TIMEOUT = 1.0
+PATIENT = 30.0
 PASSWORD = "s3cret-Pa55word"
 
 StartServer = Callable[..., Controller]
@@ -114,7 +117,7 @@ def make_msg(n: int = 1, recipient: str = "bob@example.org", **kwargs: Any) -> E
 
 def backend_for(controller: Controller, **kwargs: Any) -> SmtpBackend:
     kwargs.setdefault("tls", "none")
-    kwargs.setdefault("timeout", TIMEOUT)
+    kwargs.setdefault("timeout", PATIENT)
     return SmtpBackend("127.0.0.1", controller.port, local_hostname="client.test", **kwargs)
 
 
@@ -329,7 +332,7 @@ def test_timeout_after_data_is_unknown(smtp_server: StartServer) -> None:
     handler = SlowData(delay=TIMEOUT * 2)
     controller = smtp_server(handler)
 
-    with backend_for(controller) as backend:
+    with backend_for(controller, timeout=TIMEOUT) as backend:
         result = backend.send(make_msg())
 
     assert result.outcome == "unknown"
@@ -355,7 +358,7 @@ def test_timeout_before_data_is_retry(smtp_server: StartServer) -> None:
     handler = SlowMail(delay=TIMEOUT * 2)
     controller = smtp_server(handler)
 
-    with backend_for(controller) as backend:
+    with backend_for(controller, timeout=TIMEOUT) as backend:
         result = backend.send(make_msg())
 
     assert result.outcome == "retry"
@@ -411,7 +414,7 @@ def test_a_reply_trickling_in_is_given_up_after_the_timeout(
     results = []
 
     def send() -> None:
-        with backend_for(controller) as backend:
+        with backend_for(controller, timeout=TIMEOUT) as backend:
             results.append(backend.send(make_msg()))
 
     worker = threading.Thread(target=send, daemon=True)

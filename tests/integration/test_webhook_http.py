@@ -181,7 +181,7 @@ def test_redirect_is_not_followed(server: Server, script: Script) -> None:
 def test_timeout_is_false(server: Server, script: Script) -> None:
     script.delay = 2.0
 
-    assert post_slack_alert(server.url, "x", timeout=0.2, max_attempts=2, backoff=0.01) is False
+    assert post_slack_alert(server.url, "x", timeout=0.5, max_attempts=2, backoff=0.01) is False
     assert len(script.requests) == 2
 
 
