@@ -29,6 +29,8 @@ from typing import Any
 from support.cli import SCHEDCTL
 
 _ZYGOTE = Path(__file__).with_name("zygote.py")
+# The worker's environment as collection found it, before any test patched it.
+_WORKER_ENV = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDCTL_")}
 _HEADER_SIZE = 4
 _INT_SIZE = 4
 
@@ -52,7 +54,7 @@ class _Zygote:
     def _start(self) -> None:
         self._directory = tempfile.mkdtemp(prefix="schedctl-zygote-")
         self._path = os.path.join(self._directory, "socket")
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDCTL_")}
+        self.env = dict(_WORKER_ENV)
         self._process = subprocess.Popen(
             [sys.executable, str(_ZYGOTE), self._path],
             stdin=subprocess.PIPE,
