@@ -9,12 +9,22 @@ interpreter start can show is tested on started processes: start-up itself
 (test_startup_imports), the console script and ``PYTHONPATH`` plugins
 (``run_cli``), and the fault suite's kill points, which hook module imports — a
 process whose environment sets any ``PYTHON*`` variable other than the worker's is
-therefore started, not forked.
+therefore started, not forked; so is one given what only a started process can be
+given (``pass_fds``, a new session, ``preexec_fn`` ...).
+
+Known differences from a started process, none of which the tests rely on: a forked
+child has every schedctl module and driver imported already (a module that fails to
+import when a command loads it late shows only in the started processes of
+``cli_process``: start-up, the examples as run, the bad-input sweep's sample), shares the zygote's string hash seed, and reads
+``/dev/null`` when no ``stdin`` is given. Its status reaches the test from the zygote,
+which has reaped it: a test must not signal a pid it has already seen end.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -52,6 +62,10 @@ class _Zygote:
             return self._path
 
     def _start(self) -> None:
+        if self._process is not None:  # a parent that died: its pipes go with it
+            for pipe in (self._process.stdin, self._process.stdout):
+                if pipe is not None:
+                    pipe.close()
         self._directory = tempfile.mkdtemp(prefix="schedctl-zygote-")
         self._path = os.path.join(self._directory, "socket")
         self.env = dict(_WORKER_ENV)
@@ -76,13 +90,17 @@ class _Zygote:
     def forks(self, env: dict[str, str] | None) -> bool:
         """Whether a process with ``env`` behaves as a forked child of the zygote."""
         if env is None:
-            return True
+            env = dict(os.environ)
         self.path()
         names = {k for k in (*env, *self.env) if k.startswith("PYTHON")}
         return all(env.get(k) == self.env.get(k) for k in names)
 
 
 _zygote = _Zygote()
+_STARTED_ONLY = {
+    "executable", "preexec_fn", "pass_fds", "shell", "start_new_session", "process_group",
+    "user", "group", "extra_groups", "umask", "restore_signals", "close_fds",
+}  # fmt: skip
 
 
 class Schedctl(subprocess.Popen[str]):
@@ -98,7 +116,12 @@ class Schedctl(subprocess.Popen[str]):
     def __init__(self, args: list[str], **kwargs: Any) -> None:
         if args[0] != str(SCHEDCTL):
             raise ValueError(f"not a schedctl command line: {args!r}")
-        self._fork = _zygote.forks(kwargs.get("env"))
+        # What only a started process can be given is started, as Popen would.
+        special = set(kwargs) & _STARTED_ONLY
+        self._fork = not special and _zygote.forks(kwargs.get("env"))
+        cwd = kwargs.get("cwd")
+        if self._fork and cwd is not None and not os.path.isdir(cwd):
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), os.fspath(cwd))
         super().__init__(args, **kwargs)
 
     def _execute_child(  # type: ignore[override]
@@ -158,19 +181,25 @@ class Schedctl(subprocess.Popen[str]):
         self._status = conn
 
     def _try_wait(self, wait_flags: int) -> tuple[int, int]:
-        if self._status is None:
+        if not self._fork:
             return super()._try_wait(wait_flags)  # type: ignore[misc,no-any-return]
+        if self._status is None:
+            raise EOFError("the zygote is gone, and the child's exit status with it")
         self._status.setblocking(not wait_flags & os.WNOHANG)
         try:
             data = _read(self._status, _INT_SIZE)
         except BlockingIOError:
             return 0, 0
+        except (EOFError, OSError):
+            self._status.close()
+            self._status = None
+            raise
         self._status.close()
         self._status = None
         return self.pid, int.from_bytes(data, "big", signed=True)
 
     def _internal_poll(self, _deadstate: int | None = None, **_: Any) -> int | None:
-        if self._status is None and self.returncode is None and not self._fork:
+        if not self._fork:
             return super()._internal_poll(_deadstate)  # type: ignore[misc,no-any-return]
         if self.returncode is None and self._waitpid_lock.acquire(False):  # type: ignore[attr-defined]
             try:
@@ -178,9 +207,26 @@ class Schedctl(subprocess.Popen[str]):
                     pid, status = self._try_wait(os.WNOHANG)
                     if pid == self.pid:
                         self._handle_exitstatus(status)  # type: ignore[attr-defined]
+            except (EOFError, OSError):
+                # The zygote is gone with the status. Popen's own clean-up (and __del__)
+                # passes a dead state; any other caller is told.
+                if _deadstate is None:
+                    raise
+                self.returncode = _deadstate
             finally:
                 self._waitpid_lock.release()  # type: ignore[attr-defined]
         return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        """Popen's, except that a child whose zygote is gone is still signalled."""
+        if not self._fork:
+            return super().send_signal(sig)
+        with contextlib.suppress(EOFError, OSError):
+            self.poll()
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+        return None
 
 
 def _read(conn: socket.socket, size: int) -> bytes:
