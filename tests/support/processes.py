@@ -15,9 +15,10 @@ given (``pass_fds``, a new session, ``preexec_fn`` ...).
 Known differences from a started process, none of which the tests rely on: a forked
 child has every schedctl module and driver imported already (a module that fails to
 import when a command loads it late shows only in the started processes of
-``cli_process``: start-up, the examples as run, the bad-input sweep's sample), shares the zygote's string hash seed, and reads
-``/dev/null`` when no ``stdin`` is given. Its status reaches the test from the zygote,
-which has reaped it: a test must not signal a pid it has already seen end.
+``cli_process``: start-up, the examples as run, the bad-input sweep's sample), shares
+the zygote's string hash seed, and reads ``/dev/null`` when no ``stdin`` is given. Its
+status reaches the test from the zygote, which has reaped it: a test must not signal a
+pid it has already seen end.
 """
 
 from __future__ import annotations
