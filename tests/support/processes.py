@@ -37,13 +37,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from support import zygote
 from support.cli import SCHEDCTL
 
-_ZYGOTE = Path(__file__).with_name("zygote.py")
-# The worker's environment as collection found it, before any test patched it.
+# The worker's environment as collection found it, before any test patched it: the
+# zygote's, and what a forked child's interpreter settings (PYTHON*) must match.
 _WORKER_ENV = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDCTL_")}
-_HEADER_SIZE = 4
-_INT_SIZE = 4
 
 
 class _Zygote:
@@ -54,7 +53,7 @@ class _Zygote:
         self._process: subprocess.Popen[bytes] | None = None
         self._path = ""
         self._directory = ""
-        self.env: dict[str, str] = {}
+        atexit.register(self._stop)
 
     def path(self) -> str:
         with self._lock:
@@ -63,38 +62,35 @@ class _Zygote:
             return self._path
 
     def _start(self) -> None:
-        if self._process is not None:  # a parent that died: its pipes go with it
-            for pipe in (self._process.stdin, self._process.stdout):
-                if pipe is not None:
-                    pipe.close()
+        self._stop()  # a parent that died: its pipes and socket go with it
         self._directory = tempfile.mkdtemp(prefix="schedctl-zygote-")
         self._path = os.path.join(self._directory, "socket")
-        self.env = dict(_WORKER_ENV)
         self._process = subprocess.Popen(
-            [sys.executable, str(_ZYGOTE), self._path],
+            [sys.executable, zygote.__file__, self._path],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            env=self.env,
+            env=_WORKER_ENV,
         )
         assert self._process.stdout is not None
         ready = self._process.stdout.readline()
         if ready != b"ready\n":
             raise RuntimeError(f"the zygote did not start: {ready!r}")
-        atexit.register(self._stop)
 
     def _stop(self) -> None:
-        if self._process is not None and self._process.stdin is not None:
-            self._process.stdin.close()  # end of file: the zygote exits
+        if self._process is not None:
+            for pipe in (self._process.stdin, self._process.stdout):
+                if pipe is not None:
+                    pipe.close()  # stdin's end of file: the zygote exits
             self._process.wait(timeout=10)
-        shutil.rmtree(self._directory, ignore_errors=True)
+        if self._directory:
+            shutil.rmtree(self._directory, ignore_errors=True)
 
-    def forks(self, env: dict[str, str] | None) -> bool:
-        """Whether a process with ``env`` behaves as a forked child of the zygote."""
-        if env is None:
-            env = dict(os.environ)
-        self.path()
-        names = {k for k in (*env, *self.env) if k.startswith("PYTHON")}
-        return all(env.get(k) == self.env.get(k) for k in names)
+
+def _forks(env: dict[str, str] | None) -> bool:
+    """Whether a process with ``env`` behaves as a forked child of the zygote."""
+    env = dict(os.environ) if env is None else env
+    names = {k for k in (*env, *_WORKER_ENV) if k.startswith("PYTHON")}
+    return all(env.get(k) == _WORKER_ENV.get(k) for k in names)
 
 
 _zygote = _Zygote()
@@ -119,7 +115,7 @@ class Schedctl(subprocess.Popen[str]):
             raise ValueError(f"not a schedctl command line: {args!r}")
         # What only a started process can be given is started, as Popen would.
         special = set(kwargs) & _STARTED_ONLY
-        self._fork = not special and _zygote.forks(kwargs.get("env"))
+        self._fork = not special and _forks(kwargs.get("env"))
         cwd = kwargs.get("cwd")
         if self._fork and cwd is not None and not os.path.isdir(cwd):
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), os.fspath(cwd))
@@ -166,8 +162,8 @@ class Schedctl(subprocess.Popen[str]):
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             conn.connect(_zygote.path())
-            socket.send_fds(conn, [len(request).to_bytes(_HEADER_SIZE, "big") + request], streams)
-            self.pid = int.from_bytes(_read(conn, _INT_SIZE), "big", signed=True)
+            socket.send_fds(conn, [zygote.HEADER.pack(len(request)) + request], streams)
+            (self.pid,) = zygote.INT.unpack(_read(conn, zygote.INT.size))
         except BaseException:
             conn.close()
             raise
@@ -188,7 +184,7 @@ class Schedctl(subprocess.Popen[str]):
             raise EOFError("the zygote is gone, and the child's exit status with it")
         self._status.setblocking(not wait_flags & os.WNOHANG)
         try:
-            data = _read(self._status, _INT_SIZE)
+            data = _read(self._status, zygote.INT.size)
         except BlockingIOError:
             return 0, 0
         except (EOFError, OSError):
@@ -197,7 +193,7 @@ class Schedctl(subprocess.Popen[str]):
             raise
         self._status.close()
         self._status = None
-        return self.pid, int.from_bytes(data, "big", signed=True)
+        return self.pid, zygote.INT.unpack(data)[0]
 
     def _internal_poll(self, _deadstate: int | None = None, **_: Any) -> int | None:
         if not self._fork:

@@ -30,8 +30,10 @@ import struct
 import sys
 from typing import Any
 
-_HEADER = struct.Struct("!I")
-_INT = struct.Struct("!i")
+# The protocol: a request is its length (HEADER) and its JSON, with the three stream
+# descriptors; the answers are the child's pid, then its wait status (INT each).
+HEADER = struct.Struct("!I")
+INT = struct.Struct("!i")
 
 
 # Imported by the commands only when they run (the drivers, the dialects they load).
@@ -58,13 +60,13 @@ def _preload() -> None:
 
 def _read_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
     data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 3)
-    while len(data) < _HEADER.size or len(data) < _HEADER.size + _HEADER.unpack_from(data)[0]:
+    while len(data) < HEADER.size or len(data) < HEADER.size + HEADER.unpack_from(data)[0]:
         more = conn.recv(1 << 16)
         if not more:
             raise EOFError("the request ended early")
         data += more
-    (size,) = _HEADER.unpack_from(data)
-    return json.loads(data[_HEADER.size : _HEADER.size + size]), fds
+    (size,) = HEADER.unpack_from(data)
+    return json.loads(data[HEADER.size : HEADER.size + size]), fds
 
 
 def serve(path: str) -> tuple[dict[str, Any], list[int]] | None:
@@ -111,7 +113,7 @@ def serve(path: str) -> tuple[dict[str, Any], list[int]] | None:
                 children[pidfd] = conn
                 selector.register(pidfd, selectors.EVENT_READ, ("child", pid))
                 with contextlib.suppress(OSError):  # its status is still reaped below
-                    conn.sendall(_INT.pack(pid))
+                    conn.sendall(INT.pack(pid))
             else:
                 (pid,) = rest
                 _, status = os.waitpid(pid, 0)
@@ -119,7 +121,7 @@ def serve(path: str) -> tuple[dict[str, Any], list[int]] | None:
                 os.close(key.fd)
                 conn = children.pop(key.fd)
                 with contextlib.suppress(OSError):  # the test may have stopped listening
-                    conn.sendall(_INT.pack(status))
+                    conn.sendall(INT.pack(status))
                 conn.close()
 
 
