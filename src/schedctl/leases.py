@@ -215,6 +215,21 @@ def _finish_by_id(table: sa.Table) -> sa.Update:
     )
 
 
+@functools.cache
+def finishing_one(table: sa.Table, keys: tuple[str, ...]) -> sa.Update:
+    """finish_one's UPDATE with its SET clause spelled out (the lease cleared, and
+    ``keys`` bound as ``set_<key>``), to be part of a larger statement: run it with
+    :func:`finishing_params`."""
+    cleared = {key: None for key in CLEARED}
+    bound = {key: sa.bindparam(f"set_{key}", type_=table.c[key].type) for key in keys}
+    return _finish_by_id(table).values(**cleared, **bound)
+
+
+def finishing_params(owner: str, row_id: int, values: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of :func:`finishing_one` (keys: ``tuple(values)``)."""
+    return {"_id": row_id, "_owner": owner, **{f"set_{k}": v for k, v in values.items()}}
+
+
 def release(
     conn: sa.Connection,
     table: sa.Table,

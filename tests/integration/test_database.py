@@ -205,3 +205,58 @@ def test_concurrent_threads_write_the_first_write_record_once(db_url: str) -> No
 
     assert records == [1]
     assert not pending
+
+
+def test_write_alone_commits_its_statement_and_leaves_transactions_as_they_were(
+    db_url: str,
+) -> None:
+    """write_alone's statement is committed when it returns (PostgreSQL: committed as it
+    ran, with no BEGIN; elsewhere: a transaction of its own); the pinned connection's
+    next transactions still roll back as a whole."""
+    autocommit: list[bool] = []
+
+    def seen(conn: sa.Connection, *_: object) -> None:
+        autocommit.append(bool(getattr(conn.connection.dbapi_connection, "autocommit", False)))
+
+    def half_then_fail(conn: sa.Connection) -> None:
+        conn.execute(accounts.insert().values(name="half", created_at=now))
+        raise ZeroDivisionError
+
+    with Database(db_url) as db, db.pinned():
+        now = db.now()
+        sa.event.listen(db.engine, "before_cursor_execute", seen)
+        written = db.write_alone(accounts.insert(), {"name": "alone", "created_at": now})
+        alone = autocommit[-1]
+        with Database(db_url) as other:  # committed: another connection sees it
+            assert other.scalar(sa.select(sa.func.count()).where(accounts.c.name == "alone")) == 1
+        with pytest.raises(ZeroDivisionError):
+            db.transaction(half_then_fail)
+        db.transaction(lambda conn: conn.execute(sa.select(1)))
+        after = autocommit[-1]
+        names = db.scalar(sa.select(sa.func.count()).where(accounts.c.name == "half"))
+
+    assert written == 1
+    assert alone is (db.dialect == "postgresql")
+    assert after is False
+    assert names == 0
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"])
+def test_write_alone_for_one_account_is_an_ordinary_transaction(db_url: str) -> None:
+    """Row-level security's account scope lasts one transaction: a scoped handle's
+    write_alone runs in one, with the scope set."""
+    statements: list[tuple[str, bool]] = []
+
+    def seen(conn: sa.Connection, cursor: object, statement: str, *_: object) -> None:
+        raw = conn.connection.dbapi_connection
+        statements.append((statement.split()[0], bool(getattr(raw, "autocommit", False))))
+
+    with Database(db_url) as db:
+        now = db.now()
+        sa.event.listen(db.engine, "before_cursor_execute", seen)
+        written = db.for_account(1).write_alone(
+            accounts.insert(), {"name": "scoped", "created_at": now}
+        )
+
+    assert written == 1
+    assert statements == [("SELECT", False), ("INSERT", False)]  # set_config, then the row

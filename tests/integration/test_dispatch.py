@@ -542,6 +542,71 @@ def test_a_message_deleted_while_it_is_sent_is_not_recorded_and_the_tick_goes_on
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
+def test_an_outcome_whose_lease_was_taken_over_is_logged_but_not_recorded(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lease of message 1 passes to another dispatcher while it is sent: its
+    outcome is not written (the new holder decides), its attempt is logged, and the
+    batch goes on; message 2's outcome and attempt are written as usual."""
+    ids = enqueue_all(db_url, [message(1), message(2)])
+    backend = _DeletingBackend(
+        db_url,
+        lambda conn: conn.execute(
+            messages.update().where(messages.c.id == ids[0]).values(lease_owner="other:2:x")
+        ),
+    )
+
+    with caplog.at_level(logging.INFO, logger="schedctl.delivery.dispatch"), Database(db_url) as db:
+        counts = dispatch_due(db, Settings(), T0, backend=backend)
+
+    assert counts["messages_sent"] == 2
+    first, second = (one(db_url, i) for i in ids)
+    assert (first.status, first.lease_owner, first.attempts) == ("scheduled", "other:2:x", 0)
+    assert (second.status, second.lease_owner, second.attempts) == ("sent", None, 1)
+    assert [(r.message_id, r.outcome) for r in log_rows(db_url)] == [
+        (ids[0], "sent"),
+        (ids[1], "sent"),
+    ]
+    [lost] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert lost.getMessage().startswith(f"message {ids[0]}: its lease was lost")
+
+
+def test_a_sent_message_is_recorded_by_one_statement_where_the_dialect_can(db_url: str) -> None:
+    """PostgreSQL: a send's outcome and its email_log row are one statement that
+    commits as it runs (Database.write_alone); elsewhere, one transaction of an UPDATE
+    and an INSERT. Either way the row and the log say the same."""
+    [mid] = enqueue_all(db_url, [message(1)])
+    statements: list[str] = []
+    backend = _DeletingBackend(db_url, lambda conn: None)  # notes what it sent
+
+    def sent(conn: sa.Connection, cursor: object, statement: str, *_: object) -> None:
+        if backend.sent:  # after the send: the recording
+            statements.append(" ".join(statement.split()[:3]))
+
+    with Database(db_url) as db:
+        sa.event.listen(db.engine, "before_cursor_execute", sent)
+        counts = dispatch_due(db, Settings(), T0, backend=backend)
+
+    assert counts["messages_sent"] == 1
+    if db.dialect == "postgresql":
+        assert statements[0] == "WITH done AS"
+        assert not [s for s in statements if s.startswith(("INSERT", "UPDATE"))]
+    else:
+        assert statements[:3] == ["BEGIN IMMEDIATE", "UPDATE messages SET", "INSERT INTO email_log"]
+    row = one(db_url, mid)
+    assert (row.status, row.attempts, row.lease_owner, row.lease_expires_at) == (
+        "sent",
+        1,
+        None,
+        None,
+    )
+    [log] = log_rows(db_url)
+    assert (log.message_id, log.account_id, log.outcome, log.response_code) == (mid, 1, "sent", 250)
+    assert (log.provider, log.recipients, log.error) == ("memory", row.recipient, None)
+    assert len(backend.sent) == 1
+    assert log.attempted_at == row.sent_at
+
+
 @pytest.mark.parametrize("dialect", ["sqlite"])
 @pytest.mark.parametrize(
     ("lease", "env"),

@@ -23,7 +23,8 @@ import json
 import re
 import sqlite3
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -66,6 +67,11 @@ class Capabilities:
     # elsewhere it works through the rows in Python, batch by batch. This flag is
     # the one place that decides which.
     set_based: bool
+    # A statement may write to one table from what it wrote to another (a data-
+    # modifying WITH), and run as a transaction of its own in one round trip, its
+    # commit included (PostgreSQL, see Database.write_alone): how a dispatcher records
+    # an outcome with its email_log row. Elsewhere that is a two-statement transaction.
+    writing_cte: bool
 
 
 @functools.cache
@@ -74,6 +80,7 @@ def _capabilities(name: str) -> Capabilities:
         row_level_security=name == "postgresql",
         single_writer=name == "sqlite",
         set_based=name == "postgresql",
+        writing_cte=name == "postgresql",
     )
 
 
@@ -287,6 +294,24 @@ def lock_migrations(conn: sa.Connection) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
     # SQLite: the transaction began IMMEDIATE and already holds the write lock.
+
+
+@contextmanager
+def committing_each_statement(conn: sa.Connection) -> Iterator[None]:
+    """Have each statement on ``conn`` commit as it runs, until the block ends
+    (PostgreSQL: psycopg's autocommit; no BEGIN or COMMIT is sent).
+
+    The DBAPI connection's own switch, not SQLAlchemy's isolation_level option, which
+    would leave an explicit isolation level behind in place of the server's default.
+    """
+    if not capabilities(conn.dialect).writing_cte:
+        raise NotImplementedError(f"{conn.dialect.name}: no statement-level commits")
+    raw: Any = conn.connection.dbapi_connection
+    raw.autocommit = True
+    try:
+        yield
+    finally:
+        raw.autocommit = False
 
 
 def set_account_scope(conn: sa.Connection, account_id: int) -> None:
