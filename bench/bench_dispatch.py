@@ -116,9 +116,9 @@ class ConnectionPerMessage:
     ) -> None:
         self.inner.close()
 
-    def send(self, msg: EmailMessage) -> SendResult:
+    def send(self, msg: EmailMessage, meanwhile: Callable[[], object] | None = None) -> SendResult:
         try:
-            return self.inner.send(msg)
+            return self.inner.send(msg, meanwhile)
         finally:
             self.inner.close()
 

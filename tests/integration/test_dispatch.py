@@ -25,6 +25,7 @@ from schedctl.delivery.message import POLICY
 from schedctl.delivery.outbox import Attachment, delete_messages
 from schedctl.delivery.suppressions import add_suppression
 from schedctl.delivery.tokens import verify_token
+from schedctl.delivery.smtp import SmtpBackend
 from schedctl.delivery.transport import SendResult
 from schedctl.errors import MailUnavailable
 from support.cli import CliRunner
@@ -431,7 +432,7 @@ class _Recording(MemoryBackend):
         super().__init__()
         self.given: list[object] = []
 
-    def send(self, msg: EmailMessage) -> SendResult:
+    def send(self, msg: EmailMessage, meanwhile: Callable[[], object] | None = None) -> SendResult:
         self.given.append(msg)
         return super().send(msg)
 
@@ -500,7 +501,7 @@ class _DeletingBackend(MemoryBackend):
         self.deleted: Any = None
         self.sent: list[str] = []
 
-    def send(self, msg: EmailMessage) -> SendResult:
+    def send(self, msg: EmailMessage, meanwhile: Callable[[], object] | None = None) -> SendResult:
         if not self.sent:
             with Database(self.db_url) as db:
                 self.deleted = db.transaction(self.delete)
@@ -569,6 +570,38 @@ def test_an_outcome_whose_lease_was_taken_over_is_logged_but_not_recorded(
     ]
     [lost] = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert lost.getMessage().startswith(f"message {ids[0]}: its lease was lost")
+
+
+def test_the_next_message_is_built_while_the_server_reads_this_one(
+    db_url: str, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over SMTP each message but a batch's first is built during its predecessor's
+    send, and once: what arrives is what the rows hold, in order."""
+    builds: list[tuple[int, bool]] = []  # (row id, built inside a send)
+    sending = False
+    real_build, real_send = Dispatcher.build, SmtpBackend.send
+
+    def build(self: Dispatcher, row: Any, now: Any) -> EmailMessage:
+        builds.append((row.id, sending))
+        return real_build(self, row, now)
+
+    def send(self: SmtpBackend, msg: EmailMessage, meanwhile: Any = None) -> SendResult:
+        nonlocal sending
+        sending = True
+        try:
+            return real_send(self, msg, meanwhile)
+        finally:
+            sending = False
+
+    monkeypatch.setattr(Dispatcher, "build", build)
+    monkeypatch.setattr(SmtpBackend, "send", send)
+    ids = enqueue_all(db_url, [message(n) for n in range(4)])
+
+    counts = dispatch(db_url, settings_for(smtp, smtp_connections=1))
+
+    assert counts["messages_sent"] == 4
+    assert builds == [(ids[0], False)] + [(i, True) for i in ids[1:]]
+    assert smtp.message_ids == [one(db_url, i).message_id for i in ids]
 
 
 def test_a_sent_message_is_recorded_by_one_statement_where_the_dialect_can(db_url: str) -> None:
@@ -835,7 +868,7 @@ def test_an_error_on_one_connection_stops_the_others_and_is_raised(
         made.append(backend)
         if len(made) == 3:  # the third connection breaks on its first send
 
-            def send(msg: EmailMessage) -> SendResult:
+            def send(msg: EmailMessage, meanwhile: object = None) -> SendResult:
                 raise RuntimeError("the third connection broke")
 
             backend.send = send  # type: ignore[method-assign]

@@ -9,6 +9,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -339,6 +340,32 @@ def test_timeout_after_data_is_unknown(smtp_server: StartServer) -> None:
     assert result.stage == "reply"
     assert "timed out" in result.detail
     assert handler.received.is_set()  # the server did get the whole message
+
+
+def test_meanwhile_runs_once_the_message_is_written_and_not_against_the_reply_timeout(
+    smtp_server: StartServer,
+) -> None:
+    """``meanwhile`` runs once per message, after its data went out and before its
+    reply is read: the server has the whole message by the time it has run, and the
+    time it takes is not counted against the reply's timeout. A message refused
+    before its data never calls it."""
+    handler = SlowData(delay=0.0)
+    handler.refuse["nobody@example.org"] = "550 5.1.1 no such user"
+    controller = smtp_server(handler)
+    seen: list[bool] = []
+
+    def meanwhile() -> None:
+        handler.received.wait(PATIENT)
+        time.sleep(TIMEOUT * 1.5)  # longer than the timeout for the reply
+        seen.append(handler.received.is_set())
+
+    with backend_for(controller, timeout=TIMEOUT) as backend:
+        result = backend.send(make_msg(), meanwhile)
+        refused = backend.send(make_msg(recipient="nobody@example.org"), meanwhile)
+
+    assert result.outcome == "sent"
+    assert seen == [True]
+    assert (refused.outcome, refused.stage) == ("failed", "rcpt")
 
 
 class SlowMail(Recorder):

@@ -42,7 +42,7 @@ import os
 import ssl
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from email.message import EmailMessage, MIMEPart
 from email.utils import getaddresses
 from pathlib import Path
@@ -88,7 +88,7 @@ class ConsoleBackend(_Backend):
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
 
-    def send(self, msg: EmailMessage) -> SendResult:
+    def send(self, msg: EmailMessage, meanwhile: Callable[[], object] | None = None) -> SendResult:
         stream = self._stream or sys.stderr
         lines = ["=" * 72]
         for header in ("From", "To", "Cc", "Subject", "Date", "Message-ID", "List-Unsubscribe"):
@@ -134,7 +134,7 @@ class FileBackend(_Backend):
             raise ValidationError("the message has no Message-ID")
         return self.directory / f"{_safe_filename(message_id)}.eml"
 
-    def send(self, msg: EmailMessage) -> SendResult:
+    def send(self, msg: EmailMessage, meanwhile: Callable[[], object] | None = None) -> SendResult:
         try:
             target = self.path_for(msg)
         except ValidationError as exc:
@@ -183,7 +183,7 @@ class MemoryBackend(_Backend):
     def clear() -> None:
         clear_outbox()
 
-    def send(self, msg: EmailMessage) -> SendResult:
+    def send(self, msg: EmailMessage, meanwhile: Callable[[], object] | None = None) -> SendResult:
         for _, addr in getaddresses([str(v) for v in msg.get_all("To", [])]):
             try:
                 scripted = self._results.get(validate_email(addr))

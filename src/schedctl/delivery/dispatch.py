@@ -203,6 +203,8 @@ class Dispatcher:
         # reserves one per digest it builds); used by their send, else given back.
         self.prepaid: dict[int, quota.Reservation] = {}
         self.pacer: Pacer | None = None  # the turns of sends (None: no pace)
+        # The next row's e-mail, built while the server read the last one (see deliver).
+        self._prebuilt: tuple[Any, EmailMessage] | None = None
         # Told at once when the provider defers us (its backoff's end), so that the
         # other connections stop before this one has recorded the deferral.
         self.on_deferral: Callable[[datetime], object] | None = None
@@ -215,6 +217,7 @@ class Dispatcher:
         other.backend = backend
         other.owner = leases.new_owner()
         other.offered = 0
+        other._prebuilt = None
         return other
 
     # ---------------------------------------------------------------- claiming
@@ -413,19 +416,24 @@ class Dispatcher:
             date=now,
         )
 
-    def deliver(self, row: Any, *, force: bool = False) -> tuple[Delivery, str]:
+    def deliver(
+        self, row: Any, *, force: bool = False, following: Any = None
+    ) -> tuple[Delivery, str]:
         """Send one claimed message and record the outcome: (delivery, detail).
 
         One whose expiry came since it was claimed is skipped instead (EXPIRED), unless
-        ``force`` (`send-now --force`).
+        ``force`` (`send-now --force`). ``following``: the row to be delivered next, if
+        any; its e-mail is built while the server reads this one (building is pure),
+        and its own delivery then starts from that.
         """
         now = self.now()
         expired = None if force else outcomes.expiry(row.expires_at, now)
+        prebuilt, self._prebuilt = self._prebuilt, None
         if expired is not None:
             log.info("message %s expired at %s: skipped", row.id, row.expires_at.isoformat())
             return self._settle_unsent(row, now, expired), "expired"
         try:
-            msg = self.build(row, now)
+            msg = prebuilt[1] if prebuilt and prebuilt[0] is row else self.build(row, now)
         except (ValidationError, ValueError, KeyError, TypeError) as exc:
             detail = f"cannot build the message: {exc}"
             return self._settle_unsent(row, now, outcomes.invalid_message(detail)), detail
@@ -441,8 +449,9 @@ class Dispatcher:
 
         if self.pacer is not None:
             self.pacer.wait()
+        meanwhile = None if following is None else functools.partial(self._prebuild, following)
         try:
-            result = self.backend.send(msg)
+            result = self.backend.send(msg, meanwhile)
         except ConfigError:
             # Raised before anything was offered: not an attempt, and no failure of
             # this message; it goes back untouched (with its unit) until the fix.
@@ -457,6 +466,14 @@ class Dispatcher:
             return "unavailable", result.detail
         self.offered += 1
         return self._settle_result(row, now, result, reservation), result.detail
+
+    def _prebuild(self, row: Any) -> None:
+        """Build ``row``'s e-mail ahead of its delivery (none when it cannot be built:
+        its delivery then builds it again and settles the error)."""
+        try:
+            self._prebuilt = (row, self.build(row, self.now()))
+        except Exception:
+            self._prebuilt = None
 
     def _prepaid_for(self, message_id: int, day: str) -> quota.Reservation | None:
         """The unit reserved for this message by its producer, if it is for ``day``."""
@@ -859,7 +876,7 @@ def _send_batch(dispatcher: Dispatcher, batch: _Batch, counts: Counter[str], sha
                 pending = dispatcher.renew(batch)
                 continue
             row = pending.pop(0)
-            delivery, detail = dispatcher.deliver(row)
+            delivery, detail = dispatcher.deliver(row, following=pending[0] if pending else None)
             if delivery == "unavailable":
                 # Nothing reached the server: hand everything back untouched (``row``
                 # was given back as its connect failure was recorded).

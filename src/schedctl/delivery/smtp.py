@@ -250,8 +250,9 @@ class SmtpBackend(_Backend):
         if code != 250:
             self._drop()
 
-    def send(self, msg: EmailMessage) -> SendResult:
-        """Send one message over the batch's connection (opened on first use).
+    def send(self, msg: EmailMessage, meanwhile: Callable[[], object] | None = None) -> SendResult:
+        """Send one message over the batch's connection (opened on first use);
+        ``meanwhile`` runs once the whole message is written, before its reply is read.
 
         Raises ConfigError, before offering anything, when ``smtp_user`` is set but
         the server offers no AUTH.
@@ -264,14 +265,14 @@ class SmtpBackend(_Backend):
         try:
             reused = self._conn is not None
             try:
-                return self._transaction(self._open(), sender, recipients, payload)
+                return self._transaction(self._open(), sender, recipients, payload, meanwhile)
             except _StaleConnection:
                 if not reused:
                     raise
                 # Dropped while idle between two messages: nothing of this message was
                 # transmitted, so reconnecting once is safe.
                 logger.debug("SMTP connection was closed by the server; reconnecting")
-                return self._transaction(self._open(), sender, recipients, payload)
+                return self._transaction(self._open(), sender, recipients, payload, meanwhile)
         except _Failure as exc:
             return exc.result
 
@@ -281,7 +282,12 @@ class SmtpBackend(_Backend):
         return self._conn
 
     def _transaction(
-        self, conn: smtplib.SMTP, sender: str, recipients: list[str], payload: bytes
+        self,
+        conn: smtplib.SMTP,
+        sender: str,
+        recipients: list[str],
+        payload: bytes,
+        meanwhile: Callable[[], object] | None = None,
     ) -> SendResult:
         stage = "mail"
         try:
@@ -323,6 +329,8 @@ class SmtpBackend(_Backend):
             stage = "body"
             conn.send(payload)
             stage = "reply"
+            if meanwhile is not None:
+                meanwhile()  # while the server reads it; the reply's timeout starts after
             code, resp = conn.getreply()
         except OSError as exc:
             # smtplib.SMTPServerDisconnected and socket timeouts are OSErrors.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.generator import BytesGenerator
 from email.message import EmailMessage
@@ -60,8 +61,14 @@ class MailBackend(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    def send(self, msg: EmailMessage) -> SendResult:
-        """Deliver one message; never raises for a delivery problem."""
+    def send(self, msg: EmailMessage, meanwhile: Callable[[], object] | None = None) -> SendResult:
+        """Deliver one message; never raises for a delivery problem.
+
+        ``meanwhile``: work of the caller's to do while the server reads the message
+        (a backend that waits for one calls it once, after the message was handed
+        over and before it waits for the reply; the others need not call it). It
+        must not raise.
+        """
         ...
 
     def close(self) -> None:
