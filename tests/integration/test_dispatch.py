@@ -23,9 +23,9 @@ from schedctl.delivery.backends import MemoryBackend
 from schedctl.delivery.dispatch import Dispatcher, dispatch_due
 from schedctl.delivery.message import POLICY
 from schedctl.delivery.outbox import Attachment, delete_messages
+from schedctl.delivery.smtp import SmtpBackend
 from schedctl.delivery.suppressions import add_suppression
 from schedctl.delivery.tokens import verify_token
-from schedctl.delivery.smtp import SmtpBackend
 from schedctl.delivery.transport import SendResult
 from schedctl.errors import MailUnavailable
 from support.cli import CliRunner
