@@ -260,3 +260,28 @@ def test_write_alone_for_one_account_is_an_ordinary_transaction(db_url: str) -> 
 
     assert written == 1
     assert statements == [("SELECT", False), ("INSERT", False)]  # set_config, then the row
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"])
+def test_write_alone_on_a_connection_the_server_closed_retries_on_a_new_one(db_url: str) -> None:
+    """The pinned connection's server process is gone (a restart, an operator's
+    pg_terminate_backend): the statement fails as a lost connection, the connection is
+    dropped, never put back to work in autocommit, and the statement runs again on a
+    new one."""
+    pid = sa.text("SELECT pg_backend_pid()")
+    with Database(db_url) as db, db.pinned():
+        now = db.now()
+        first = db.transaction(lambda conn: conn.execute(pid).scalar())
+        with Database(db_url) as other:
+            other.transaction(
+                lambda conn: conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": first})
+            )
+        written = db.write_alone(accounts.insert(), {"name": "after", "created_at": now})
+        second = db.transaction(lambda conn: conn.execute(pid).scalar())
+        in_transaction = db.transaction(
+            lambda conn: conn.execute(sa.text("SELECT now() = statement_timestamp()")).scalar()
+        )
+
+    assert written == 1
+    assert second != first
+    assert in_transaction is False  # a transaction again: its now() is its start's

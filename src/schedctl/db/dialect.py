@@ -311,7 +311,12 @@ def committing_each_statement(conn: sa.Connection) -> Iterator[None]:
     try:
         yield
     finally:
-        raw.autocommit = False
+        try:
+            raw.autocommit = False
+        except Exception:
+            # The connection was lost (its state unknown): never put it back to work,
+            # in autocommit least of all; the statement's own error says what happened.
+            conn.invalidate()
 
 
 def set_account_scope(conn: sa.Connection, account_id: int) -> None:
