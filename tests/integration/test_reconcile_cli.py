@@ -110,9 +110,9 @@ def with_deleted(db_url: str, message_id: int) -> None:
 def test_a_day_whose_log_shrank_keeps_its_snapshot(cli: Any, db_url: str) -> None:
     """Purged attempts (or a clock behind) never make a stored day smaller."""
     seed = Seed(db_url)
-    t = now()
+    at = now() - timedelta(minutes=5)  # (the day before, in the first minutes of a day)
     msg = seed.message("REPORT", status="sent")
-    seed.attempts(msg, t - timedelta(minutes=5), "sent", n=3)
+    seed.attempts(msg, at, "sent", n=3)
     report(reconcile(cli, db_url))
     with_deleted(db_url, msg)  # attempts kept, as UNKNOWN
     from schedctl.db.database import Database
@@ -122,7 +122,7 @@ def test_a_day_whose_log_shrank_keeps_its_snapshot(cli: Any, db_url: str) -> Non
     data = report(reconcile(cli, db_url))
     assert data["usage_kept"] == 1
     assert data["usage_snapshot"] == 0
-    assert history(db_url) == {(1, t.date().isoformat(), "REPORT", "sent"): 3}
+    assert history(db_url) == {(1, at.date().isoformat(), "REPORT", "sent"): 3}
 
 
 def test_date_snapshots_one_day(cli: Any, db_url: str) -> None:
