@@ -119,6 +119,7 @@ def seed_statements(dialect: str, count: int) -> list[str]:
         "CASE WHEN x % 50 = 0 THEN 'failed' WHEN x % 20 = 1 THEN 'skipped' ELSE 'succeeded' END"
     )
     slot = q.at(f"-(x / {SCHEDULES}) * 3600")
+    claimed = min(7200, NOW.hour * 3600 + NOW.minute * 60 + NOW.second)  # seconds before NOW
     return [
         "INSERT INTO schedules (account_id, name, kind, cadence, at_time, tz, recipients, params,"
         " active, catchup, created_at, updated_at)"
@@ -147,12 +148,14 @@ def seed_statements(dialect: str, count: int) -> list[str]:
         "INSERT INTO users (account_id, email, tz, digest_enabled, digest_time, created_at,"
         f" updated_at) SELECT 1, 'user' || x || '@example.org', 'UTC', TRUE, '08:00',"
         f" {q.at('-864000')}, {q.at('-864000')} FROM {q.series(users)}",
-        # Yesterday's digest and today's for every user (ids 1..users).
+        # Yesterday's digest and today's for every user (ids 1..users), claimed up to
+        # two hours before NOW but on NOW's UTC day (a run just after midnight, too).
         "INSERT INTO digests (account_id, user_id, local_date, status, items, created_at,"
         " updated_at, expires_at)"
         f" SELECT 1, 1 + x % {users}, {q.date(f'-(x / {users})')},"
         " CASE WHEN x % 10 = 0 THEN 'skipped' ELSE 'completed' END, 3,"
-        f" {q.at(f'-(x / {users}) * 86400 - 7200')}, {q.at(f'-(x / {users}) * 86400 - 7200')},"
+        f" {q.at(f'-(x / {users}) * 86400 - {claimed}')},"
+        f" {q.at(f'-(x / {users}) * 86400 - {claimed}')},"
         f" {q.at('2592000')} FROM {q.series(2 * users)}",
         "INSERT INTO distributions (business_date, status, attempts, created_at, updated_at,"
         f" finished_at) SELECT {q.date('-x')}, 'completed', 1, {q.at('-x * 86400 - 21600')},"
