@@ -604,6 +604,30 @@ def test_the_next_message_is_built_while_the_server_reads_this_one(
     assert smtp.message_ids == [one(db_url, i).message_id for i in ids]
 
 
+def test_a_message_that_cannot_be_built_fails_alone_between_two_that_are_sent(
+    db_url: str, smtp: SmtpServer
+) -> None:
+    """Message 2's stored Message-ID was damaged: it fails for good (INVALID_MESSAGE)
+    with no attempt, whether its failed build came ahead of it (during message 1's
+    send) or not; messages 1 and 3 go out."""
+    ids = enqueue_all(db_url, [message(n) for n in range(3)])
+    with Database(db_url) as db:
+        db.transaction(
+            lambda conn: conn.execute(
+                messages.update().where(messages.c.id == ids[1]).values(message_id="not-an-id")
+            )
+        )
+
+    counts = dispatch(db_url, settings_for(smtp, smtp_connections=1))
+
+    assert (counts["messages_sent"], counts["messages_failed"]) == (2, 1)
+    broken = one(db_url, ids[1])
+    assert (broken.status, broken.reason_code, broken.attempts) == ("failed", "INVALID_MESSAGE", 0)
+    assert "invalid Message-ID" in broken.last_error
+    assert smtp.message_ids == [one(db_url, i).message_id for i in (ids[0], ids[2])]
+    assert [r.message_id for r in log_rows(db_url)] == [ids[0], ids[2]]
+
+
 def test_a_sent_message_is_recorded_by_one_statement_where_the_dialect_can(db_url: str) -> None:
     """PostgreSQL: a send's outcome and its email_log row are one statement that
     commits as it runs (Database.write_alone); elsewhere, one transaction of an UPDATE
