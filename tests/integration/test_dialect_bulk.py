@@ -67,6 +67,29 @@ def test_one_of_finds_the_rows_of_any_number_of_values_with_one_parameter(db_url
     assert all(len(p) == 1 for _, p in by_id)
 
 
+@pytest.mark.parametrize("dialect", ["sqlite"])
+def test_one_of_looks_its_values_up_in_an_index(db_url: str) -> None:
+    """SQLite looks each value up in an index on the column, beside other conditions;
+    written as ``(… IN …) = 1`` it scanned the whole index, every row of a table of
+    notifications for every page of a digest."""
+    query = sa.select(users.c.id).where(
+        dialect.one_of(users.c.account_id, name="wanted"), users.c.tz == "UTC"
+    )
+    with Database(db_url) as db:
+        plan = db.transaction(
+            lambda conn: [
+                row[-1]
+                for row in conn.exec_driver_sql(
+                    f"EXPLAIN QUERY PLAN {query.compile(conn)}", ("[1, 2]", "UTC")
+                )
+            ],
+            read_only=True,
+        )
+
+    assert any(step.startswith("SEARCH users USING") and "(account_id=?)" in step for step in plan)
+    assert not [step for step in plan if step.startswith("SCAN users")]
+
+
 def test_value_rows_update_rows_from_a_batch_bound_as_a_few_parameters(db_url: str) -> None:
     with Database(db_url) as db:
         ids = db.transaction(lambda conn: add_users(conn, len(AWKWARD) + 2))

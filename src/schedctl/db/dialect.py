@@ -673,6 +673,10 @@ class _OneOf(sa.sql.expression.ColumnElement[bool]):
 
     inherit_cache = True
     type = sa.Boolean()
+    # A predicate as it is: without this, SQLAlchemy writes ``(… IN …) = 1`` for a
+    # database with no boolean type (SQLite), and SQLite then cannot use the list to
+    # look up an index: it scanned every row of the index instead.
+    _is_implicitly_boolean = True
     _traverse_internals = [
         ("column", sa.sql.visitors.InternalTraversal.dp_clauseelement),
         ("values", sa.sql.visitors.InternalTraversal.dp_clauseelement),
