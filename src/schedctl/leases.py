@@ -201,28 +201,24 @@ def finish(
 
 def finish_one(conn: sa.Connection, table: sa.Table, owner: str, row_id: int, **values: Any) -> int:
     """:func:`finish` for one row by id: the same guarded UPDATE, as one statement per
-    table whose SET clause follows the keys of ``values`` -- a dispatcher records an
+    table and keys of ``values`` (:func:`finishing_one`) -- a dispatcher records an
     outcome per message, and building a statement for each costs more than running it.
     ``values`` are plain values, not SQL expressions."""
-    params = {"_id": row_id, "_owner": owner, **CLEARED, **values}
-    return int(conn.execute(_finish_by_id(table), params).rowcount)
-
-
-@functools.cache
-def _finish_by_id(table: sa.Table) -> sa.Update:
-    return table.update().where(
-        table.c.id == sa.bindparam("_id"), table.c.lease_owner == sa.bindparam("_owner")
-    )
+    statement = finishing_one(table, tuple(values))
+    return int(conn.execute(statement, finishing_params(owner, row_id, values)).rowcount)
 
 
 @functools.cache
 def finishing_one(table: sa.Table, keys: tuple[str, ...]) -> sa.Update:
-    """finish_one's UPDATE with its SET clause spelled out (the lease cleared, and
-    ``keys`` bound as ``set_<key>``), to be part of a larger statement: run it with
-    :func:`finishing_params`."""
+    """:func:`finish_one`'s UPDATE, built once per table and ``keys``: the lease
+    cleared and ``keys`` bound as ``set_<key>``; a larger statement may embed it. Run
+    it with :func:`finishing_params`."""
     cleared = {key: None for key in CLEARED}
     bound = {key: sa.bindparam(f"set_{key}", type_=table.c[key].type) for key in keys}
-    return _finish_by_id(table).values(**cleared, **bound)
+    guarded = table.update().where(
+        table.c.id == sa.bindparam("_id"), table.c.lease_owner == sa.bindparam("_owner")
+    )
+    return guarded.values(**cleared, **bound)
 
 
 def finishing_params(owner: str, row_id: int, values: dict[str, Any]) -> dict[str, Any]:

@@ -264,9 +264,14 @@ class Database:
             self._scope(conn)
             yield
 
+    @property
+    def _scoped_to(self) -> int | None:
+        """The account each transaction is scoped to (row-level security), if any."""
+        return self.account_id if self.capabilities.row_level_security else None
+
     def _scope(self, conn: sa.Connection) -> None:
-        if self.account_id is not None and self.capabilities.row_level_security:
-            dialect.set_account_scope(conn, self.account_id)
+        if (account := self._scoped_to) is not None:
+            dialect.set_account_scope(conn, account)
 
     def on_first_write(self, record: Callable[[sa.Connection], object] | None) -> None:
         """Have ``record(conn)`` run in the next write transaction, after its work.
@@ -299,9 +304,7 @@ class Database:
             return int(conn.execute(statement, params, execution_options=options).rowcount)
 
         alone = (
-            self.capabilities.writing_cte
-            and self._first_write is None
-            and (self.account_id is None or not self.capabilities.row_level_security)
+            self.capabilities.writing_cte and self._first_write is None and self._scoped_to is None
         )
         return self._transact(work, read_only=False, alone=alone)
 

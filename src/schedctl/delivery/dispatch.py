@@ -605,7 +605,8 @@ class Dispatcher:
             if not updated and not _still_there(conn, row.id):
                 return "gone", settle(conn)
             if result is not None:
-                conn.execute(_LOG_ATTEMPT, self._attempt(row, now, result))
+                attempt = {"account_id": row.account_id, "message_id": row.id}
+                conn.execute(_LOG_ATTEMPT, attempt | self._attempt(row, now, result))
             if updated and values.get("status") == "failed":
                 alerts.record_failed_messages(conn, [row.id], now)
             return ("recorded" if updated else "lost"), settle(conn)
@@ -627,10 +628,9 @@ class Dispatcher:
             )
 
     def _attempt(self, row: Any, now: datetime, result: SendResult) -> dict[str, Any]:
-        """The email_log row of one send's attempt."""
+        """The email_log row of one send's attempt, but for its message's ids
+        (_ATTEMPT_BOUND)."""
         return {
-            "account_id": row.account_id,
-            "message_id": row.id,
             "provider": result.provider or self.backend.name,
             "recipients": row.recipient or "",
             "outcome": result.outcome,
@@ -645,11 +645,9 @@ class Dispatcher:
         email_log row. False when it wrote nothing (the lease was lost, or the row is
         gone): _record's transaction then decides what is left to write."""
         statement = _outcome_and_attempt(tuple(values))
-        attempt = self._attempt(row, now, result)
-        del attempt["account_id"], attempt["message_id"]  # from the updated row
         params = {
             **leases.finishing_params(self.owner, row.id, {"updated_at": now, **values}),
-            **attempt,
+            **self._attempt(row, now, result),  # the message's ids: from the updated row
         }
         return self.db.write_alone(statement, params) == 1
 
