@@ -10,6 +10,8 @@ import re
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import assume, example, given, settings
+from hypothesis import strategies as st
 
 from schedctl.delivery.message import (
     POLICY,
@@ -282,3 +284,43 @@ def test_a_message_can_be_copied_and_pickled() -> None:
     wire = msg.as_bytes(policy=SMTP_POLICY)
     assert copy.deepcopy(msg).as_bytes(policy=SMTP_POLICY) == wire
     assert pickle.loads(pickle.dumps(msg)).as_bytes(policy=SMTP_POLICY) == wire  # noqa: S301
+
+
+_PRINTABLE = st.characters(min_codepoint=32, max_codepoint=126)
+_NAMES = st.text(alphabet=_PRINTABLE, max_size=40)
+_LOCALS = st.from_regex(r"[a-z0-9][a-z0-9_+-]{0,30}", fullmatch=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=_NAMES, local=_LOCALS, subject=st.text(alphabet=_PRINTABLE, max_size=90))
+@example(name="", local="bob", subject="Weekly report")
+@example(name="Smith, Anna", local="anna", subject="  two  spaces =?utf-8?q?x?= ")
+@example(name='"Q" (c)', local="q", subject="x" * 74)
+def test_a_header_stored_as_written_is_written_as_parsed(
+    name: str, local: str, subject: str
+) -> None:
+    """build_email stores a short printable To or Subject as written; the wire bytes
+    are those of the same header parsed and folded by the email package."""
+    recipient = f"{name} <{local}@example.org>" if name.strip() else f"{local}@example.org"
+    try:
+        msg = build(recipient=recipient, subject=subject)
+    except ValidationError:
+        assume(False)
+    parsed = copy.deepcopy(msg)
+    for header in ("To", "Subject"):
+        value = dict(msg.raw_items())[header]
+        parsed.replace_header(header, str(value))  # through the header factory
+        assert type(dict(parsed.raw_items())[header]) is not str
+    assert msg.as_bytes(policy=SMTP_POLICY) == parsed.as_bytes(policy=SMTP_POLICY)
+
+
+def test_a_plain_recipient_and_subject_are_stored_as_written() -> None:
+    # What the property above compares: without this, both could take the parser.
+    stored = dict(build(recipient="Anna <anna@example.org>", subject="Weekly").raw_items())
+    assert (stored["To"], stored["Subject"]) == ("Anna <anna@example.org>", "Weekly")
+    assert all(type(stored[h]) is str for h in ("To", "Subject"))
+    encoded = dict(build(recipient="Anna <anna@example.org>", subject="Отчёт").raw_items())
+    assert type(encoded["Subject"]) is not str
+    # An encoded word is the parser's to read, even in ASCII.
+    worded = dict(build(subject="=?utf-8?q?Caf=C3=A9?=").raw_items())
+    assert type(worded["Subject"]) is not str

@@ -98,6 +98,9 @@ SMTP_POLICY = POLICY.clone(linesep="\r\n")
 Attachment = tuple[str, str, bytes]
 """(filename, MIME type such as "text/csv", content)."""
 
+# Printable ASCII, not empty, no encoded word ("=?"), no leading or trailing space.
+_WRITTEN_AS_IS = re.compile(r"(?!.*=\?)[!-~](?:[ -~]*[!-~])?")
+_FOLD_AT = 78  # the line length POLICY folds at (max_line_length)
 _MESSAGE_ID = re.compile(r"^<[^<>@\s]+@[^<>@\s]+>$")
 _UNSAFE_URL = re.compile(r"[\s<>\"\x00-\x1f\x7f]")
 # Headers build_email owns; extra_headers may not replace them.
@@ -128,12 +131,6 @@ def _header_address(value: str) -> str:
     return str(Address(display_name=name, username=local, domain=domain))
 
 
-@functools.lru_cache(maxsize=16)  # one sender domain per installation, as a rule
-def _id_domain(domain: str) -> str | None:
-    """``normalise_domain``, once per domain (IDNA encoding costs more than the hash)."""
-    return normalise_domain(domain)
-
-
 def make_message_id(idempotency_key: str, domain: str, *, installation: str) -> str:
     """A deterministic Message-ID, ``<32 hex chars@domain>``, for one outbox row.
 
@@ -147,13 +144,27 @@ def make_message_id(idempotency_key: str, domain: str, *, installation: str) -> 
         raise ValidationError("empty idempotency key")
     if not installation:
         raise ValidationError("empty installation id")
-    ascii_domain = _id_domain(domain)
+    ascii_domain = normalise_domain(domain)
     if ascii_domain is None:
         raise ValidationError(f"invalid Message-ID domain {domain!r}")
     # The installation id never contains a NUL, so the first one splits the pair.
     material = f"{installation}\0{idempotency_key}".encode()
     digest = hashlib.sha256(material).hexdigest()[:32]
     return f"<{digest}@{ascii_domain}>"
+
+
+def _set_header(msg: EmailMessage, name: str, value: str) -> None:
+    """Set a header that differs from message to message.
+
+    A short, printable ASCII value is stored as written: the email package would parse
+    it into a tree only to write the same text back (a recipient's address took a
+    quarter of building a message). Anything else (non-ASCII, an encoded word, a value
+    that needs folding) goes through the header factory, which encodes and folds it.
+    """
+    if _WRITTEN_AS_IS.fullmatch(value) and len(name) + 2 + len(value) <= _FOLD_AT:
+        msg.set_raw(name, value)
+    else:
+        msg[name] = value
 
 
 def _one_line(value: str) -> str:
@@ -184,8 +195,8 @@ def build_email(
     _check_message_id(message_id)
     msg = EmailMessage(policy=POLICY)
     msg["From"] = _header_address(sender)
-    msg["To"] = _header_address(recipient)
-    msg["Subject"] = _one_line(subject)
+    _set_header(msg, "To", _header_address(recipient))
+    _set_header(msg, "Subject", _one_line(subject))
     msg["Date"] = _date_text(date)
     msg.set_raw("Message-ID", message_id)
     # RFC 3834: tells auto-responders (vacation replies) not to answer.

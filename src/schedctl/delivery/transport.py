@@ -130,12 +130,20 @@ def _text(resp: bytes | str) -> str:
 
 
 def _envelope(msg: EmailMessage, envelope_from: str | None) -> tuple[str, list[str]]:
-    """(MAIL FROM, RCPT TO list) from the headers, like smtplib.send_message."""
-    sender = envelope_from or parseaddr(str(msg.get("Sender") or msg.get("From") or ""))[1]
+    """(MAIL FROM, RCPT TO list) from the headers, like smtplib.send_message.
+
+    The headers are read as stored (raw_items): reading one through the message would
+    parse a value build_email stored as written into a header object, only for its text.
+    """
+    fields: dict[str, list[str]] = {}
+    for name, value in msg.raw_items():
+        # Unfolded as the email package unfolds a value it hands out.
+        fields.setdefault(name.lower(), []).append(re.sub(r"[\r\n]", "", str(value)))
+    written = (fields.get("sender") or fields.get("from") or [""])[0]
+    sender = envelope_from or parseaddr(written)[1]
     recipients: list[str] = []
-    for header in ("To", "Cc", "Bcc"):
-        values = [str(v) for v in msg.get_all(header, [])]
-        for _, addr in getaddresses(values):
+    for header in ("to", "cc", "bcc"):
+        for _, addr in getaddresses(fields.get(header, [])):
             if addr and addr not in recipients:
                 recipients.append(addr)
     if not recipients:
