@@ -287,12 +287,21 @@ def validate_email(addr: str) -> str:
 
 def address_of(value: str) -> str:
     """The normalised bare address of ``value``, which may be ``Name <addr>``."""
+    return name_and_address(value)[1]
+
+
+def name_and_address(value: str) -> tuple[str, str]:
+    """(display name, normalised bare address) of ``value``: ``Name <addr>`` or a
+    bare address (whose display name is "")."""
+    if not _FORBIDDEN.search(value.strip()):
+        # Nothing a name or angle brackets are written with: a bare address, or none.
+        return "", validate_email(value)
     from email.utils import parseaddr  # the email package only when an address is read
 
-    _, addr = parseaddr(value)
+    name, addr = parseaddr(value)
     if not addr:
         raise ValidationError(f"invalid e-mail address {value!r}")
-    return validate_email(addr)
+    return name, validate_email(addr)
 
 
 def one_address_problem(value: str) -> str | None:

@@ -9,6 +9,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schedctl import values
 from schedctl.errors import ConfigError, ValidationError
@@ -199,3 +201,24 @@ def test_ids_and_message_types() -> None:
     assert values.normalise_type(" reminder_1d ") == "REMINDER_1D"
     with pytest.raises(ValidationError):
         values.normalise_type("1ST")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="ab.@-_+=!#$%&'*/?^`{|}~ü1 ", max_size=16).map(lambda v: v + "@ex.org"))
+def test_a_bare_address_is_read_as_the_email_package_reads_it(value: str) -> None:
+    """name_and_address takes a value with none of the characters a name or brackets
+    are written with as it is; the email package's parser agrees on every one."""
+    from email.utils import parseaddr
+
+    def parsed() -> tuple[str, str] | None:
+        name, addr = parseaddr(value)
+        try:
+            return (name, values.validate_email(addr)) if addr else None
+        except ValidationError:
+            return None
+
+    try:
+        read: tuple[str, str] | None = values.name_and_address(value)
+    except ValidationError:
+        read = None
+    assert read == parsed()

@@ -19,11 +19,11 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage
-from email.utils import format_datetime, parseaddr
+from email.utils import format_datetime
 from typing import Any
 
 from schedctl.errors import ValidationError
-from schedctl.values import address_of, normalise_domain
+from schedctl.values import name_and_address, normalise_domain
 
 __all__ = [
     "POLICY",
@@ -126,8 +126,8 @@ _RESERVED = frozenset(
 def _header_address(value: str) -> str:
     """``value`` (``Name <addr>`` or a bare address) with the address normalised, as
     the email package writes it in a header."""
-    name, addr = parseaddr(value)
-    local, _, domain = address_of(addr or value).partition("@")
+    name, addr = name_and_address(value)
+    local, _, domain = addr.partition("@")
     return str(Address(display_name=name, username=local, domain=domain))
 
 

@@ -292,8 +292,10 @@ class SmtpBackend(_Backend):
         stage = "mail"
         try:
             # SIZE lets a server refuse an oversized message before we upload it.
-            options = [f"SIZE={len(payload)}"] if conn.has_extn("size") else []
-            code, resp = conn.mail(sender, options)
+            size = f" SIZE={len(payload)}" if conn.has_extn("size") else ""
+            # The envelope's addresses are validated bare addresses: nothing for
+            # smtplib's mail() and rcpt() to parse (quoteaddr) before writing <addr>.
+            code, resp = conn.docmd("mail", f"FROM:<{sender}>{size}")
             if code == 421:
                 # The server is closing the channel (often its idle timeout).
                 self._drop()
@@ -305,7 +307,7 @@ class SmtpBackend(_Backend):
             stage = "rcpt"
             refused: dict[str, tuple[int, str]] = {}
             for rcpt in recipients:
-                code, resp = conn.rcpt(rcpt)
+                code, resp = conn.docmd("rcpt", f"TO:<{rcpt}>")
                 if code == 421:
                     self._drop()
                     return self._reply(code, resp, stage)
