@@ -156,7 +156,13 @@ class FaultWorld:
         self.tmp = tmp_path
         self.size = size
         # Round k at start + k h + 30 s; the last round and recovery stay in the past.
-        self.start = hour(datetime.now(UTC)) - timedelta(hours=rounds_back)
+        # The world's hours end before the current one and lie within one UTC day: an
+        # interrupted distribute is resumed by a later run for its own date, so rounds
+        # across a midnight would leave the first date's copy to no one.
+        end = hour(datetime.now(UTC))
+        if (end - timedelta(hours=rounds_back)).date() != end.date():
+            end = end.replace(hour=0)  # the last hours of yesterday
+        self.start = end - timedelta(hours=rounds_back)
         self.engine = sa.create_engine(db_url, poolclass=sa.pool.NullPool)
         self.digest_times: list[datetime] = []  # digest steps the model has taken
         self.tick_slots: set[datetime] = set()  # hourly slots a tick ran at
