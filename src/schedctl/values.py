@@ -293,6 +293,8 @@ def address_of(value: str) -> str:
 def name_and_address(value: str) -> tuple[str, str]:
     """(display name, normalised bare address) of ``value``: ``Name <addr>`` or a
     bare address (whose display name is "")."""
+    if not isinstance(value, str):
+        raise ValidationError(f"invalid e-mail address {value!r}")
     if not _FORBIDDEN.search(value.strip()):
         # Nothing a name or angle brackets are written with: a bare address, or none.
         return "", validate_email(value)

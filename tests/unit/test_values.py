@@ -222,3 +222,9 @@ def test_a_bare_address_is_read_as_the_email_package_reads_it(value: str) -> Non
     except ValidationError:
         read = None
     assert read == parsed()
+
+
+@pytest.mark.parametrize("value", [None, 5, ["a@example.com"]])
+def test_an_address_that_is_not_text_is_invalid(value: object) -> None:
+    with pytest.raises(ValidationError, match="invalid e-mail address"):
+        values.address_of(value)  # type: ignore[arg-type]
