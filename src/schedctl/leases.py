@@ -218,7 +218,7 @@ def finishing_one(table: sa.Table, keys: tuple[str, ...]) -> sa.Update:
     guarded = table.update().where(
         table.c.id == sa.bindparam("_id"), table.c.lease_owner == sa.bindparam("_owner")
     )
-    return guarded.values(**cleared, **bound)
+    return guarded.values({**cleared, **bound})  # a key given overrides its clearing
 
 
 def finishing_params(owner: str, row_id: int, values: dict[str, Any]) -> dict[str, Any]:

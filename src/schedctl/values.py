@@ -264,25 +264,29 @@ def validate_email(addr: str) -> str:
     (suppressions, tokens), so the whole address is lower-cased.
     """
     if not isinstance(addr, str):
-        raise ValidationError(f"invalid e-mail address {addr!r}")
+        raise _invalid_address(addr)
     value = addr.strip()
+    if len(value) > 254 or value.count("@") != 1 or _FORBIDDEN.search(value):
+        raise _invalid_address(addr)
     local, _, domain = value.partition("@")
-    ascii_domain = (
-        None
-        if len(value) > 254
-        or "@" in domain
-        or _FORBIDDEN.search(value)
-        or not local
+    if (
+        not local
         or len(local) > 64
         or not local.isascii()
         or local.startswith(".")
         or local.endswith(".")
         or ".." in local
-        else normalise_domain(domain)
-    )
+    ):
+        raise _invalid_address(addr)
+    ascii_domain = normalise_domain(domain)
     if ascii_domain is None or ("." not in ascii_domain and ascii_domain != "localhost"):
-        raise ValidationError(f"invalid e-mail address {addr!r}")
+        raise _invalid_address(addr)
     return f"{local.lower()}@{ascii_domain}"
+
+
+def _invalid_address(value: object) -> ValidationError:
+    # Built only to be raised: validating an address is on every send's path.
+    return ValidationError(f"invalid e-mail address {value!r}")
 
 
 def address_of(value: str) -> str:
@@ -294,7 +298,7 @@ def name_and_address(value: str) -> tuple[str, str]:
     """(display name, normalised bare address) of ``value``: ``Name <addr>`` or a
     bare address (whose display name is "")."""
     if not isinstance(value, str):
-        raise ValidationError(f"invalid e-mail address {value!r}")
+        raise _invalid_address(value)
     if not _FORBIDDEN.search(value.strip()):
         # Nothing a name or angle brackets are written with: a bare address, or none.
         return "", validate_email(value)
@@ -302,7 +306,7 @@ def name_and_address(value: str) -> tuple[str, str]:
 
     name, addr = parseaddr(value)
     if not addr:
-        raise ValidationError(f"invalid e-mail address {value!r}")
+        raise _invalid_address(value)
     return name, validate_email(addr)
 
 

@@ -100,7 +100,7 @@ Attachment = tuple[str, str, bytes]
 
 # Printable ASCII, not empty, no encoded word ("=?"), no leading or trailing space.
 _WRITTEN_AS_IS = re.compile(r"(?!.*=\?)[!-~](?:[ -~]*[!-~])?")
-_FOLD_AT = 78  # the line length POLICY folds at (max_line_length)
+_FOLD_AT = POLICY.max_line_length or sys.maxsize  # None: the policy never folds
 _MESSAGE_ID = re.compile(r"^<[^<>@\s]+@[^<>@\s]+>$")
 _UNSAFE_URL = re.compile(r"[\s<>\"\x00-\x1f\x7f]")
 # Headers build_email owns; extra_headers may not replace them.

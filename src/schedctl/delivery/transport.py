@@ -129,6 +129,9 @@ def _text(resp: bytes | str) -> str:
     return " ".join(raw.split())[:500]
 
 
+_ENVELOPE_HEADERS = frozenset({"sender", "from", "to", "cc", "bcc"})
+
+
 def _envelope(msg: EmailMessage, envelope_from: str | None) -> tuple[str, list[str]]:
     """(MAIL FROM, RCPT TO list) from the headers, like smtplib.send_message.
 
@@ -137,8 +140,9 @@ def _envelope(msg: EmailMessage, envelope_from: str | None) -> tuple[str, list[s
     """
     fields: dict[str, list[str]] = {}
     for name, value in msg.raw_items():
-        # Unfolded as the email package unfolds a value it hands out.
-        fields.setdefault(name.lower(), []).append(re.sub(r"[\r\n]", "", str(value)))
+        if (key := name.lower()) in _ENVELOPE_HEADERS:
+            # Unfolded as the email package unfolds a value it hands out.
+            fields.setdefault(key, []).append(re.sub(r"[\r\n]", "", str(value)))
     written = (fields.get("sender") or fields.get("from") or [""])[0]
     sender = envelope_from or parseaddr(written)[1]
     recipients: list[str] = []
