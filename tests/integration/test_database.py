@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -16,6 +17,7 @@ from schedctl.config import load_settings
 from schedctl.db.database import Database
 from schedctl.db.schema import accounts, heartbeats
 from schedctl.errors import ConflictError, DatabaseUnavailable
+from support.driver_trace import trace_statements
 
 
 def test_server_clock_is_aware_utc_and_current(db_url: str) -> None:
@@ -207,38 +209,119 @@ def test_concurrent_threads_write_the_first_write_record_once(db_url: str) -> No
     assert not pending
 
 
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "unpinned"])
 def test_write_alone_commits_its_statement_and_leaves_transactions_as_they_were(
-    db_url: str,
+    db_url: str, pinned: bool
 ) -> None:
     """write_alone's statement is committed when it returns (PostgreSQL: committed as it
-    ran, with no BEGIN; elsewhere: a transaction of its own); the pinned connection's
-    next transactions still roll back as a whole."""
-    autocommit: list[bool] = []
-
-    def seen(conn: sa.Connection, *_: object) -> None:
-        autocommit.append(bool(getattr(conn.connection.dbapi_connection, "autocommit", False)))
+    ran, with no BEGIN; elsewhere: a transaction of its own); the connection's next
+    transactions still roll back as a whole. On a pinned connection it runs on the
+    driver, not through SQLAlchemy; elsewhere through it."""
+    through_sqlalchemy: list[str] = []
 
     def half_then_fail(conn: sa.Connection) -> None:
         conn.execute(accounts.insert().values(name="half", created_at=now))
         raise ZeroDivisionError
 
-    with Database(db_url) as db, db.pinned():
+    with Database(db_url) as db, db.pinned() if pinned else contextlib.nullcontext():
+        driver = trace_statements(db.engine)
+        sa.event.listen(
+            db.engine,
+            "before_cursor_execute",
+            lambda conn, cursor, statement, *_: through_sqlalchemy.append(statement.split()[0]),
+        )
         now = db.now()
-        sa.event.listen(db.engine, "before_cursor_execute", seen)
-        written = db.write_alone(accounts.insert(), {"name": "alone", "created_at": now})
-        alone = autocommit[-1]
+        before = len(through_sqlalchemy)
+        written = db.write_alone([accounts.insert()], {"name": "alone", "created_at": now})
+        alone, sqlalchemy_ran = list(driver), through_sqlalchemy[before:]
         with Database(db_url) as other:  # committed: another connection sees it
             assert other.scalar(sa.select(sa.func.count()).where(accounts.c.name == "alone")) == 1
         with pytest.raises(ZeroDivisionError):
             db.transaction(half_then_fail)
         db.transaction(lambda conn: conn.execute(sa.select(1)))
-        after = autocommit[-1]
+        after = driver[-1]
         names = db.scalar(sa.select(sa.func.count()).where(accounts.c.name == "half"))
+        created = db.scalar(sa.select(accounts.c.created_at).where(accounts.c.name == "alone"))
 
     assert written == 1
-    assert alone is (db.dialect == "postgresql")
-    assert after is False
+    assert created == now
+    inserts = [s for s in alone if s[0].startswith("INSERT")]
+    if db.dialect == "postgresql":
+        assert inserts == [("INSERT INTO accounts", True)]
+        assert after == ("SELECT 1", False)
+    else:
+        at = alone.index(inserts[0])
+        assert [s for s, _ in alone[at - 1 : at + 2]] == [
+            "BEGIN IMMEDIATE",
+            "INSERT INTO accounts",
+            "COMMIT",
+        ]
+    assert ("INSERT" in sqlalchemy_ran) is not pinned
     assert names == 0
+
+
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "unpinned"])
+def test_write_alone_runs_the_later_statements_only_when_the_first_wrote_a_row(
+    db_url: str, pinned: bool
+) -> None:
+    """The first statement writes no row: write_alone says 0 and runs nothing more;
+    it writes one: the rest run, in the same transaction, with the values they name
+    (instants converted as the column type converts them)."""
+    rename = (
+        accounts.update()
+        .where(accounts.c.name == sa.bindparam("old"))
+        .values(name=sa.bindparam("new"), created_at=sa.bindparam("at"))
+    )
+    log = accounts.insert().values(name=sa.bindparam("log"), created_at=sa.bindparam("at"))
+    later = datetime(2027, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    with Database(db_url) as db, db.pinned() if pinned else contextlib.nullcontext():
+        now = db.now()
+        db.transaction(lambda c: c.execute(accounts.insert().values(name="old", created_at=now)))
+        nothing = db.write_alone(
+            [rename, log], {"old": "absent", "new": "x", "log": "after nothing", "at": later}
+        )
+        one = db.write_alone(
+            [rename, log], {"old": "old", "new": "renamed", "log": "after one", "at": later}
+        )
+        db.transaction(lambda c: c.execute(accounts.insert().values(name="sa", created_at=later)))
+        rows = db.transaction(
+            lambda c: c.execute(
+                sa.select(
+                    accounts.c.name, accounts.c.created_at, sa.cast(accounts.c.created_at, sa.Text)
+                ).order_by(accounts.c.name)
+            ).all()
+        )
+
+    assert (nothing, one) == (0, 1)
+    assert [tuple(r)[:2] for r in rows if r.name != "default"] == [
+        ("after one", later),
+        ("renamed", later),
+        ("sa", later),
+    ]
+    # Stored as SQLAlchemy stores it (SQLite: the same fixed-width text).
+    assert len({r[2] for r in rows if r.name != "default"}) == 1
+
+
+def test_a_write_the_driver_refuses_is_made_again_as_a_transaction(db_url: str) -> None:
+    """A pinned connection's write fails on the driver (here a unique key): the
+    connection is dropped, and the write is made as a transaction, whose error is the
+    caller's (ConflictError); the next transactions run as before."""
+    duplicate = accounts.insert().values(name=sa.bindparam("n"), created_at=sa.bindparam("at"))
+    with Database(db_url) as db, db.pinned():
+        driver = trace_statements(db.engine)
+        now = db.now()
+        db.write_alone([duplicate], {"n": "twice", "at": now})
+        with pytest.raises(ConflictError):
+            db.write_alone([duplicate], {"n": "twice", "at": now})
+        written = db.write_alone([duplicate], {"n": "then", "at": now})
+        names = db.transaction(
+            lambda c: c.execute(sa.select(accounts.c.name).order_by(accounts.c.id)).scalars().all()
+        )
+
+    assert names[-2:] == ["twice", "then"]
+    assert written == 1
+    # The failed write was tried on the driver, then once more as a transaction.
+    assert [s for s, _ in driver if s.startswith("INSERT")] == ["INSERT INTO accounts"] * 4
 
 
 @pytest.mark.parametrize("dialect", ["postgresql"])
@@ -255,7 +338,7 @@ def test_write_alone_for_one_account_is_an_ordinary_transaction(db_url: str) -> 
         now = db.now()
         sa.event.listen(db.engine, "before_cursor_execute", seen)
         written = db.for_account(1).write_alone(
-            accounts.insert(), {"name": "scoped", "created_at": now}
+            [accounts.insert()], {"name": "scoped", "created_at": now}
         )
 
     assert written == 1
@@ -276,7 +359,7 @@ def test_write_alone_on_a_connection_the_server_closed_retries_on_a_new_one(db_u
             other.transaction(
                 lambda conn: conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": first})
             )
-        written = db.write_alone(accounts.insert(), {"name": "after", "created_at": now})
+        written = db.write_alone([accounts.insert()], {"name": "after", "created_at": now})
         second = db.transaction(lambda conn: conn.execute(pid).scalar())
         in_transaction = db.transaction(
             lambda conn: conn.execute(sa.text("SELECT now() = statement_timestamp()")).scalar()

@@ -38,7 +38,8 @@ from support.delivery import (
     message,
     one,
 )
-from support.smtp_server import SmtpServer
+from support.driver_trace import trace_statements
+from support.smtp_server import SmtpServer, slow
 
 
 def settings_for(server: SmtpServer, messages_table: dict[str, Any] | None = None, **kw: Any):
@@ -631,25 +632,36 @@ def test_a_message_that_cannot_be_built_fails_alone_between_two_that_are_sent(
 def test_a_sent_message_is_recorded_by_one_statement_where_the_dialect_can(db_url: str) -> None:
     """PostgreSQL: a send's outcome and its email_log row are one statement that
     commits as it runs (Database.write_alone); elsewhere, one transaction of an UPDATE
-    and an INSERT. Either way the row and the log say the same."""
+    and an INSERT. Both run on the driver itself, not through SQLAlchemy. Either way
+    the row and the log say the same."""
     [mid] = enqueue_all(db_url, [message(1)])
-    statements: list[str] = []
     backend = _DeletingBackend(db_url, lambda conn: None)  # notes what it sent
+    through_sqlalchemy: list[str] = []
 
-    def sent(conn: sa.Connection, cursor: object, statement: str, *_: object) -> None:
-        if backend.sent:  # after the send: the recording
-            statements.append(" ".join(statement.split()[:3]))
+    def executed(conn: sa.Connection, cursor: object, statement: str, *_: object) -> None:
+        if backend.sent:
+            through_sqlalchemy.append(" ".join(statement.split()[:3]))
 
     with Database(db_url) as db:
-        sa.event.listen(db.engine, "before_cursor_execute", sent)
+        driver = trace_statements(db.engine)
+        sa.event.listen(db.engine, "before_cursor_execute", executed)
         counts = dispatch_due(db, Settings(), T0, backend=backend)
 
     assert counts["messages_sent"] == 1
+    recording = [s for s in driver if s[0].startswith(("WITH", "UPDATE messages", "INSERT"))]
     if db.dialect == "postgresql":
-        assert statements[0] == "WITH done AS"
-        assert not [s for s in statements if s.startswith(("INSERT", "UPDATE"))]
+        # (The claim's lease is an UPDATE too, in its transaction: not in autocommit.)
+        assert recording[-1] == ("WITH done AS", True)
+        assert [s for s in recording if s[1]] == [("WITH done AS", True)]
     else:
-        assert statements[:3] == ["BEGIN IMMEDIATE", "UPDATE messages SET", "INSERT INTO email_log"]
+        at = driver.index(("UPDATE messages SET", False), driver.index(("COMMIT", False)))
+        assert [s for s, _ in driver[at - 1 : at + 3]] == [
+            "BEGIN IMMEDIATE",
+            "UPDATE messages SET",
+            "INSERT INTO email_log",
+            "COMMIT",
+        ]
+    assert not [s for s in through_sqlalchemy if s.startswith(("WITH", "UPDATE", "INSERT"))]
     row = one(db_url, mid)
     assert (row.status, row.attempts, row.lease_owner, row.lease_expires_at) == (
         "sent",
@@ -739,9 +751,10 @@ def test_the_run_limit_holds_over_several_connections(db_url: str, smtp: SmtpSer
 def test_a_provider_deferral_on_one_connection_stops_them_all(db_url: str) -> None:
     """The provider refuses us on the fourth message, with every connection open: each
     connection stops after the message it is sending, what they claimed waits
-    provider_backoff, untouched, and nothing more is claimed."""
+    provider_backoff, untouched, and nothing more is claimed. (The first three are
+    accepted slowly, so that the connections opened after the first have sent by then.)"""
     quota_reply = "550 5.4.5 Daily sending quota exceeded"
-    with SmtpServer(data_replies=[None, None, None, quota_reply]) as smtp:
+    with SmtpServer(data_replies=[slow("250 OK", 0.2)] * 3 + [quota_reply]) as smtp:
         enqueue_all(db_url, [message(n) for n in range(30)])
         counts = dispatch(db_url, settings_for(smtp, {"batch_size": 3}, smtp_connections=4))
 

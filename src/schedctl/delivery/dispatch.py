@@ -6,8 +6,10 @@ no mail server, stamps a lease (leases.py: owner ``host:pid:nonce``, expiry) on 
 is left and commits. The batch is then sent outside any transaction over one backend
 connection, and each outcome is recorded in its own transaction, guarded by the
 lease owner, together with its ``email_log`` row, before the next message is sent.
-(On PostgreSQL the usual outcome -- one that fails nothing and settles no quota -- is
-one statement that commits as it runs: a round trip per message, not four.)
+(The usual outcome -- one that fails nothing and settles no quota -- is written by
+Database.write_alone, on the driver itself: on PostgreSQL one statement that commits
+as it runs, a round trip per message, not four; on SQLite an UPDATE and an INSERT in
+one transaction.)
 
 Connections: with the smtp backend, a dispatch sends over ``[smtp] connections``
 SMTP connections at once (default 4; the other backends use one). Each is a thread
@@ -579,7 +581,6 @@ class Dispatcher:
             result is not None
             and reservation is None
             and values.get("status") != "failed"
-            and self.db.capabilities.writing_cte
             and self._record_alone(row, now, result, values)
         ):
             return
@@ -640,17 +641,23 @@ class Dispatcher:
         }
 
     def _record_alone(self, row: Any, now: datetime, result: SendResult, values: Any) -> bool:
-        """_record's common case in one statement, committed as it runs (writing_cte):
-        the outcome of a send that fails nothing and settles no quota, and its
-        email_log row. False when it wrote nothing (the lease was lost, or the row is
+        """_record's common case, the outcome of a send that fails nothing and settles
+        no quota, with its email_log row, as Database.write_alone writes (one statement
+        committed as it runs where the dialect can, else an UPDATE and an INSERT; on
+        the driver): False when it wrote nothing (the lease was lost, or the row is
         gone): _record's transaction then decides what is left to write."""
-        statement = _outcome_and_attempt(tuple(values))
         params = {
             **leases.finishing_params(self.owner, row.id, {"updated_at": now, **values}),
-            **self._attempt(row, now, result),  # the message's ids: from the updated row
+            "log_account_id": row.account_id,
+            "log_message_id": row.id,
+            **self._attempt(row, now, result),
         }
-        return self.db.write_alone(statement, params) == 1
+        statements = _recording(tuple(values), self.db.capabilities.writing_cte)
+        return self.db.write_alone(statements, params) == 1
 
+
+# The columns of an attempt's email_log row that are bound (the rest are its message's).
+_ATTEMPT_BOUND = ("provider", "recipients", "outcome", "response_code", "error", "attempted_at")
 
 # One statement for every attempt's email_log row (its values bound per execution);
 # inline: nothing to read back (without it PostgreSQL returns the new row's id).
@@ -658,23 +665,27 @@ _LOG_ATTEMPT = email_log.insert().inline()
 
 
 @functools.cache
-def _outcome_and_attempt(keys: tuple[str, ...]) -> sa.Insert:
-    """The guarded UPDATE of one message's outcome (``updated_at`` and ``keys`` set,
-    leases.finishing_one) and, from the row it updated, the attempt's email_log row
-    (the other columns bound by name): one data-modifying WITH."""
-    done = (
-        leases.finishing_one(messages, ("updated_at", *keys))
-        .returning(messages.c.id, messages.c.account_id)
-        .cte("done")
+def _recording(keys: tuple[str, ...], writing_cte: bool) -> tuple[sa.Executable, ...]:
+    """The statements that record one send's outcome (``updated_at`` and ``keys`` set,
+    leases.finishing_one) and its email_log row, bound by name: where the dialect can,
+    one data-modifying WITH that logs from the row it updated; else the guarded UPDATE,
+    then the INSERT (which write_alone runs only when the UPDATE wrote the row)."""
+    outcome = leases.finishing_one(messages, ("updated_at", *keys))
+    attempt = {name: sa.bindparam(name, type_=email_log.c[name].type) for name in _ATTEMPT_BOUND}
+    if not writing_cte:
+        # (Its ids bound as log_*: a parameter named like a column of messages would
+        # be set by the UPDATE too, when SQLAlchemy runs it.)
+        ids = {
+            name: sa.bindparam(f"log_{name}", type_=email_log.c[name].type)
+            for name in ("account_id", "message_id")
+        }
+        return outcome, email_log.insert().values({**ids, **attempt}).inline()
+    done = outcome.returning(messages.c.id, messages.c.account_id).cte("done")
+    insert = email_log.insert().from_select(
+        ["account_id", "message_id", *attempt],
+        sa.select(done.c.account_id, done.c.id, *attempt.values()),
     )
-    bound = [sa.bindparam(name, type_=email_log.c[name].type) for name in _ATTEMPT_BOUND]
-    return email_log.insert().from_select(
-        ["account_id", "message_id", *_ATTEMPT_BOUND],
-        sa.select(done.c.account_id, done.c.id, *bound),
-    )
-
-
-_ATTEMPT_BOUND = ("provider", "recipients", "outcome", "response_code", "error", "attempted_at")
+    return (insert,)
 
 
 def _still_there(conn: sa.Connection, message_id: int) -> bool:
