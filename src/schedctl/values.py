@@ -289,6 +289,13 @@ def _invalid_address(value: object) -> ValidationError:
     return ValidationError(f"invalid e-mail address {value!r}")
 
 
+def written_bare(value: str) -> bool:
+    """Whether ``value`` holds nothing a display name, angle brackets, a comment or a
+    list of addresses is written with: a bare address (valid or not), which the
+    ``email`` package's parser would read back as it is."""
+    return not _FORBIDDEN.search(value.strip())
+
+
 def address_of(value: str) -> str:
     """The normalised bare address of ``value``, which may be ``Name <addr>``."""
     return name_and_address(value)[1]
@@ -299,8 +306,7 @@ def name_and_address(value: str) -> tuple[str, str]:
     bare address (whose display name is "")."""
     if not isinstance(value, str):
         raise _invalid_address(value)
-    if not _FORBIDDEN.search(value.strip()):
-        # Nothing a name or angle brackets are written with: a bare address, or none.
+    if written_bare(value):
         return "", validate_email(value)
     from email.utils import parseaddr  # the email package only when an address is read
 

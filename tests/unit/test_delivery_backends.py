@@ -5,9 +5,12 @@ from __future__ import annotations
 import email
 import io
 import ssl
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schedctl.delivery import backends
 from schedctl.delivery.backends import (
@@ -18,8 +21,9 @@ from schedctl.delivery.backends import (
 )
 from schedctl.delivery.message import POLICY, build_email, make_message_id
 from schedctl.delivery.smtp import SmtpBackend
-from schedctl.delivery.transport import SendResult, classify_reply
-from schedctl.errors import ConfigError
+from schedctl.delivery.transport import SendResult, _envelope, classify_reply
+from schedctl.errors import ConfigError, ValidationError
+from schedctl.values import validate_email
 
 
 def make_msg(n: int = 1, recipient: str = "bob@example.org") -> email.message.EmailMessage:
@@ -219,3 +223,73 @@ def test_message_without_recipients_fails_without_connecting() -> None:
     assert result.outcome == "failed"
     assert "no recipients" in result.detail
     assert backend.connections_opened == 0
+
+
+def _envelope_as_parsed(msg: EmailMessage) -> tuple[str, list[str]] | None:
+    """What _envelope read before it took bare addresses as written: every value
+    through the email package's parser (None: it raised ValidationError)."""
+    from email.utils import getaddresses, parseaddr
+
+    fields: dict[str, list[str]] = {"from": [], "to": []}
+    for name, value in msg.raw_items():  # as stored, as _envelope reads them
+        fields[name.lower()].append(str(value))
+    recipients: list[str] = []
+    for _, addr in getaddresses(fields["to"]):
+        if addr and addr not in recipients:
+            recipients.append(addr)
+    try:
+        if not recipients:
+            raise ValidationError("no recipients")
+        sender = validate_email(parseaddr(fields["from"][0])[1])
+        return sender, [validate_email(r) for r in recipients]
+    except ValidationError:
+        return None
+
+
+_ADDRESS_TEXT = st.text(alphabet="ab.@-_+'ü1 <>\",()", max_size=14).map(lambda v: v + "@ex.org")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    sender=st.one_of(_ADDRESS_TEXT, st.just("Sender <s@ex.org>")),
+    to=st.lists(
+        st.one_of(_ADDRESS_TEXT, st.builds(lambda a, b: f"{a}, {b}", _ADDRESS_TEXT, _ADDRESS_TEXT)),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_the_envelope_reads_addresses_as_the_email_package_reads_them(
+    sender: str, to: list[str]
+) -> None:
+    """_envelope takes a value written as one bare address as it is, and parses the
+    rest: for From and any number of To values (bare or not, lists or not, valid or
+    not) it reads what the email package's parser reads, or refuses where it does."""
+    msg = EmailMessage(policy=POLICY)
+    msg.set_raw("From", sender)
+    for value in to:
+        msg.set_raw("To", value)
+    try:
+        read: tuple[str, list[str]] | None = _envelope(msg, None)
+    except ValidationError:
+        read = None
+    assert read == _envelope_as_parsed(msg)
+
+
+def test_the_envelope_of_bare_addresses_is_read_without_the_parser(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """build_email writes From and To as bare addresses: _envelope reads them as they
+    are (the parser costs more than the rest of reading the envelope)."""
+    from schedctl.delivery import transport
+
+    def no_parser(*_: object) -> None:
+        raise AssertionError("parsed")
+
+    monkeypatch.setattr(transport, "parseaddr", no_parser)
+    monkeypatch.setattr(transport, "getaddresses", no_parser)
+    msg = build_email(
+        sender="from@example.com", recipient="to@Example.COM", subject="s", text="t", html=None,
+        message_id=make_message_id("key-bare", "example.com", installation="a1"),
+    )  # fmt: skip
+
+    assert _envelope(msg, None) == ("from@example.com", ["to@example.com"])

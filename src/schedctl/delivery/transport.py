@@ -19,7 +19,7 @@ from typing import Literal, Protocol, Self
 
 from schedctl.delivery.message import POLICY, SMTP_POLICY
 from schedctl.errors import ValidationError
-from schedctl.values import validate_email
+from schedctl.values import validate_email, written_bare
 
 logger = logging.getLogger("schedctl.delivery")
 
@@ -144,15 +144,23 @@ def _envelope(msg: EmailMessage, envelope_from: str | None) -> tuple[str, list[s
             # Unfolded as the email package unfolds a value it hands out.
             fields.setdefault(key, []).append(re.sub(r"[\r\n]", "", str(value)))
     written = (fields.get("sender") or fields.get("from") or [""])[0]
-    sender = envelope_from or parseaddr(written)[1]
+    sender = envelope_from or (written.strip() if written_bare(written) else parseaddr(written)[1])
     recipients: list[str] = []
     for header in ("to", "cc", "bcc"):
-        for _, addr in getaddresses(fields.get(header, [])):
+        for addr in _addresses_in(fields.get(header, [])):
             if addr and addr not in recipients:
                 recipients.append(addr)
     if not recipients:
         raise ValidationError("the message has no recipients")
     return validate_email(sender), [validate_email(r) for r in recipients]
+
+
+def _addresses_in(values: list[str]) -> list[str]:
+    """The addresses the header ``values`` hold, in order, as getaddresses reads them
+    (without it when each is written as one bare address, as build_email writes To)."""
+    if all(written_bare(value) for value in values):
+        return [value.strip() for value in values]
+    return [addr for _, addr in getaddresses(values)]
 
 
 def _crlf(msg: EmailMessage) -> Policy:
