@@ -346,8 +346,8 @@ class Database:
             return None
         if self._scoped_to is not None or self.read_only:
             return None
-        if self.dialect != "sqlite" and not alone:
-            return None
+        if not (alone or self._writer is not None):
+            return None  # (a transaction on the driver: only SQLite's, under _writer)
         prepared = [self._driver_statement(statement, tuple(params)) for statement in statements]
         conn = getattr(self._threads, "conn", None)
         if None in prepared or (conn is not None and conn.in_transaction()):
@@ -400,7 +400,7 @@ class Database:
         """SQLite: BEGIN IMMEDIATE, the statements (the rest only when the first wrote
         a row), COMMIT; with this process's other writers waiting their turn."""
         writer = self._writer
-        assert writer is not None  # (only SQLite's transactions are run here)
+        assert writer is not None  # (SQLite's, see _write_on_driver)
         with writer:
             raw.execute("BEGIN IMMEDIATE")
             try:
