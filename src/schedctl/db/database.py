@@ -304,9 +304,10 @@ class Database:
           it runs, in one round trip instead of three (BEGIN, the statement, COMMIT);
         - on a thread's pinned connection, the statements run on the driver itself,
           compiled once (schedctl.db.driver), without SQLAlchemy's execution or the
-          retry wrapper: about a third of the cost. Should that fail in any way, the
-          connection is discarded and the write is made again as a transaction, whose
-          retries and errors are then what the caller sees.
+          retry wrapper, for a third to a half of the CPU (README, Performance).
+          Should that fail in any way, the connection is discarded and the write is
+          made again as a transaction, whose retries and errors are then what the
+          caller sees.
 
         A transaction scoped to an account, or one that must carry the on_first_write
         record, is an ordinary transaction.
