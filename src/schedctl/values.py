@@ -291,8 +291,8 @@ def _invalid_address(value: object) -> ValidationError:
 
 def written_bare(value: str) -> bool:
     """Whether ``value`` holds nothing a display name, angle brackets, a comment or a
-    list of addresses is written with: a bare address (valid or not), which the
-    ``email`` package's parser would read back as it is."""
+    list of addresses is written with: a bare address, valid or not (a valid one the
+    ``email`` package's parser reads back as it is)."""
     return not _FORBIDDEN.search(value.strip())
 
 

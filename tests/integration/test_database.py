@@ -307,8 +307,14 @@ def test_a_write_the_driver_refuses_is_made_again_as_a_transaction(db_url: str) 
     connection is dropped, and the write is made as a transaction, whose error is the
     caller's (ConflictError); the next transactions run as before."""
     duplicate = accounts.insert().values(name=sa.bindparam("n"), created_at=sa.bindparam("at"))
+    through_sqlalchemy: list[str] = []
     with Database(db_url) as db, db.pinned():
         driver = trace_statements(db.engine)
+        sa.event.listen(
+            db.engine,
+            "before_cursor_execute",
+            lambda conn, cursor, statement, *_: through_sqlalchemy.append(statement.split()[0]),
+        )
         now = db.now()
         db.write_alone([duplicate], {"n": "twice", "at": now})
         with pytest.raises(ConflictError):
@@ -320,8 +326,10 @@ def test_a_write_the_driver_refuses_is_made_again_as_a_transaction(db_url: str) 
 
     assert names[-2:] == ["twice", "then"]
     assert written == 1
-    # The failed write was tried on the driver, then once more as a transaction.
+    # The failed write was tried on the driver, then once more as a transaction
+    # (through SQLAlchemy); the writes before and after it ran on the driver.
     assert [s for s, _ in driver if s.startswith("INSERT")] == ["INSERT INTO accounts"] * 4
+    assert through_sqlalchemy.count("INSERT") == 1
 
 
 @pytest.mark.parametrize("dialect", ["postgresql"])

@@ -230,13 +230,14 @@ def _envelope_as_parsed(msg: EmailMessage) -> tuple[str, list[str]] | None:
     through the email package's parser (None: it raised ValidationError)."""
     from email.utils import getaddresses, parseaddr
 
-    fields: dict[str, list[str]] = {"from": [], "to": []}
+    fields: dict[str, list[str]] = {"from": [], "to": [], "cc": []}
     for name, value in msg.raw_items():  # as stored, as _envelope reads them
         fields[name.lower()].append(str(value))
     recipients: list[str] = []
-    for _, addr in getaddresses(fields["to"]):
-        if addr and addr not in recipients:
-            recipients.append(addr)
+    for header in ("to", "cc"):
+        for _, addr in getaddresses(fields[header]):
+            if addr and addr not in recipients:
+                recipients.append(addr)
     try:
         if not recipients:
             raise ValidationError("no recipients")
@@ -247,27 +248,35 @@ def _envelope_as_parsed(msg: EmailMessage) -> tuple[str, list[str]] | None:
 
 
 _ADDRESS_TEXT = st.text(alphabet="ab.@-_+'ü1 <>\",()", max_size=14).map(lambda v: v + "@ex.org")
+# Values the parser reads differently from how they are written: an empty address,
+# whitespace around one or alone (Unicode's too).
+_ODD_VALUES = st.sampled_from(["a@", "@", "x@@", "", " ", "\xa0", " a@ex.org", "a@ex.org\t"])
+_HEADER_VALUE = st.one_of(
+    _ADDRESS_TEXT,
+    _ODD_VALUES,
+    st.builds(lambda a, b: f"{a}, {b}", _ADDRESS_TEXT, _ADDRESS_TEXT),
+)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(
-    sender=st.one_of(_ADDRESS_TEXT, st.just("Sender <s@ex.org>")),
-    to=st.lists(
-        st.one_of(_ADDRESS_TEXT, st.builds(lambda a, b: f"{a}, {b}", _ADDRESS_TEXT, _ADDRESS_TEXT)),
-        min_size=1,
-        max_size=3,
-    ),
+    sender=st.one_of(_ADDRESS_TEXT, _ODD_VALUES, st.just("Sender <s@ex.org>")),
+    to=st.lists(_HEADER_VALUE, min_size=1, max_size=3),
+    cc=st.lists(_HEADER_VALUE, max_size=2),
 )
 def test_the_envelope_reads_addresses_as_the_email_package_reads_them(
-    sender: str, to: list[str]
+    sender: str, to: list[str], cc: list[str]
 ) -> None:
-    """_envelope takes a value written as one bare address as it is, and parses the
-    rest: for From and any number of To values (bare or not, lists or not, valid or
-    not) it reads what the email package's parser reads, or refuses where it does."""
+    """_envelope takes a value written as one valid bare address as it is, and parses
+    the rest: for From and any number of To and Cc values (bare or not, lists or not,
+    valid or not, empty or blank) it reads what the email package's parser reads, or
+    refuses where it does."""
     msg = EmailMessage(policy=POLICY)
     msg.set_raw("From", sender)
     for value in to:
         msg.set_raw("To", value)
+    for value in cc:
+        msg.set_raw("Cc", value)
     try:
         read: tuple[str, list[str]] | None = _envelope(msg, None)
     except ValidationError:

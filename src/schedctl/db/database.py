@@ -57,6 +57,10 @@ T = TypeVar("T")
 
 NOW_ENV = "SCHEDCTL_NOW"
 
+# Statements compiled for the driver that a Database keeps (write_alone); dispatch uses
+# one per outcome's set of columns, a handful.
+_DRIVER_STATEMENTS = 256
+
 
 # What libpq (or psycopg, checking them first) says when it refuses the connection
 # settings themselves, before it connects: an unknown option, a value it cannot
@@ -310,7 +314,8 @@ class Database:
           caller sees.
 
         A transaction scoped to an account, or one that must carry the on_first_write
-        record, is an ordinary transaction.
+        record, is an ordinary transaction. Build the statements once (a constant, or a
+        cached function): each is compiled once per statement object.
         """
         if not statements:
             raise ValueError("write_alone needs a statement")
@@ -378,6 +383,8 @@ class Database:
         cannot run there), once per statement object and keys."""
         cached = self._driver_statements.get((id(statement), keys))
         if cached is None or cached[0] is not statement:
+            if len(self._driver_statements) >= _DRIVER_STATEMENTS:
+                self._driver_statements.clear()  # a caller building one per call
             compiled = compile_for_driver(statement, self.engine.dialect, keys)
             cached = self._driver_statements[id(statement), keys] = (statement, compiled)
         return cached[1]

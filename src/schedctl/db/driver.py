@@ -5,8 +5,9 @@ events) and the transaction wrapper cost more than the SQL (see Database.write_a
 A statement is compiled once for the engine's dialect by SQLAlchemy, as it would be
 for any execution; what this module adds is only running the compiled text with its
 parameters, each converted by its column type's own bind processor, as SQLAlchemy
-would convert it. A statement this cannot run the same way (an expanding IN, a
-post-compile literal, a bind whose name the dialect escapes) is left to SQLAlchemy.
+would convert it. A statement this cannot run the same way (a column default
+computed in Python, an expanding IN, a post-compile literal, a bind whose name the
+dialect escapes) is left to SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ def compile_for_driver(
     an INSERT or UPDATE without values of its own takes its columns from them."""
     compiled: Any = cast(Any, statement).compile(dialect=dialect, column_keys=list(keys))
     binds = compiled.binds
+    if compiled.insert_prefetch or compiled.update_prefetch:
+        return None  # a column's Python-side default, which SQLAlchemy computes per run
     if compiled.escaped_bind_names or any(
         bind.expanding or bind.literal_execute for bind in binds.values()
     ):

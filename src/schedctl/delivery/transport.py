@@ -144,7 +144,7 @@ def _envelope(msg: EmailMessage, envelope_from: str | None) -> tuple[str, list[s
             # Unfolded as the email package unfolds a value it hands out.
             fields.setdefault(key, []).append(re.sub(r"[\r\n]", "", str(value)))
     written = (fields.get("sender") or fields.get("from") or [""])[0]
-    sender = envelope_from or (written.strip() if written_bare(written) else parseaddr(written)[1])
+    sender = envelope_from or _as_written(written) or parseaddr(written)[1]
     recipients: list[str] = []
     for header in ("to", "cc", "bcc"):
         for addr in _addresses_in(fields.get(header, [])):
@@ -157,10 +157,23 @@ def _envelope(msg: EmailMessage, envelope_from: str | None) -> tuple[str, list[s
 
 def _addresses_in(values: list[str]) -> list[str]:
     """The addresses the header ``values`` hold, in order, as getaddresses reads them
-    (without it when each is written as one bare address, as build_email writes To)."""
-    if all(written_bare(value) for value in values):
-        return [value.strip() for value in values]
+    (without it when each is one valid bare address, as build_email writes To)."""
+    bare = [_as_written(value) for value in values]
+    if all(bare):
+        return [address for address in bare if address]
     return [addr for _, addr in getaddresses(values)]
+
+
+def _as_written(value: str) -> str | None:
+    """``value`` when it is one valid bare address with nothing around it, which the
+    address parser would read back as it is; else None (the parser decides)."""
+    if value != value.strip() or not written_bare(value):
+        return None
+    try:
+        validate_email(value)
+    except ValidationError:
+        return None
+    return value
 
 
 def _crlf(msg: EmailMessage) -> Policy:
