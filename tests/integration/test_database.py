@@ -17,7 +17,7 @@ from schedctl.config import load_settings
 from schedctl.db.database import Database
 from schedctl.db.schema import accounts, heartbeats
 from schedctl.errors import ConflictError, DatabaseUnavailable
-from support.driver_trace import trace_statements
+from support.driver_trace import trace_sqlalchemy, trace_statements
 
 
 def test_server_clock_is_aware_utc_and_current(db_url: str) -> None:
@@ -217,7 +217,6 @@ def test_write_alone_commits_its_statement_and_leaves_transactions_as_they_were(
     ran, with no BEGIN; elsewhere: a transaction of its own); the connection's next
     transactions still roll back as a whole. On a pinned connection it runs on the
     driver, not through SQLAlchemy; elsewhere through it."""
-    through_sqlalchemy: list[str] = []
 
     def half_then_fail(conn: sa.Connection) -> None:
         conn.execute(accounts.insert().values(name="half", created_at=now))
@@ -225,11 +224,7 @@ def test_write_alone_commits_its_statement_and_leaves_transactions_as_they_were(
 
     with Database(db_url) as db, db.pinned() if pinned else contextlib.nullcontext():
         driver = trace_statements(db.engine)
-        sa.event.listen(
-            db.engine,
-            "before_cursor_execute",
-            lambda conn, cursor, statement, *_: through_sqlalchemy.append(statement.split()[0]),
-        )
+        through_sqlalchemy = trace_sqlalchemy(db.engine)
         now = db.now()
         before = len(through_sqlalchemy)
         written = db.write_alone([accounts.insert()], {"name": "alone", "created_at": now})
@@ -307,14 +302,9 @@ def test_a_write_the_driver_refuses_is_made_again_as_a_transaction(db_url: str) 
     connection is dropped, and the write is made as a transaction, whose error is the
     caller's (ConflictError); the next transactions run as before."""
     duplicate = accounts.insert().values(name=sa.bindparam("n"), created_at=sa.bindparam("at"))
-    through_sqlalchemy: list[str] = []
     with Database(db_url) as db, db.pinned():
         driver = trace_statements(db.engine)
-        sa.event.listen(
-            db.engine,
-            "before_cursor_execute",
-            lambda conn, cursor, statement, *_: through_sqlalchemy.append(statement.split()[0]),
-        )
+        through_sqlalchemy = trace_sqlalchemy(db.engine)
         now = db.now()
         db.write_alone([duplicate], {"n": "twice", "at": now})
         with pytest.raises(ConflictError):

@@ -42,3 +42,15 @@ def trace_statements(engine: sa.Engine) -> list[tuple[str, bool]]:
         dbapi_conn.cursor_factory = Traced
 
     return seen
+
+
+def trace_sqlalchemy(engine: sa.Engine) -> list[str]:
+    """The first word of each statement SQLAlchemy executes on the engine from now on
+    (what write_alone's driver path leaves out)."""
+    seen: list[str] = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def _executed(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement.split()[0])
+
+    return seen

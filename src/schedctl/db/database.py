@@ -354,18 +354,21 @@ class Database:
             return None
         if not (alone or self._writer is not None):
             return None  # (a transaction on the driver: only SQLite's, under _writer)
-        prepared = [self._driver_statement(statement, tuple(params)) for statement in statements]
         conn = getattr(self._threads, "conn", None)
-        if None in prepared or (conn is not None and conn.in_transaction()):
+        if conn is not None and conn.in_transaction():
             return None
+        prepared = []
+        for statement in statements:
+            compiled = self._driver_statement(statement, tuple(params))
+            if compiled is None:
+                return None
+            prepared.append(compiled)
         try:
             if conn is None:
                 conn = self._threads.conn = self.engine.connect()
-            raw: Any = conn.connection.driver_connection
-            ready = [p for p in prepared if p is not None]
             if alone:
-                return self._run_committing(raw, ready[0], params)
-            return self._run_transaction(raw, ready, params)
+                return self._run_committing(conn, prepared[0], params)
+            return self._run_transaction(conn.connection.driver_connection, prepared, params)
         except Exception as exc:
             # Whatever it was, the transaction path runs the write again, retrying or
             # reporting as it does; the error's text (it may hold values) stays here.
@@ -389,18 +392,14 @@ class Database:
             cached = self._driver_statements[id(statement), keys] = (statement, compiled)
         return cached[1]
 
-    def _run_committing(self, raw: Any, statement: DriverStatement, params: dict[str, Any]) -> int:
-        """One statement committed as it runs (psycopg's autocommit, then back)."""
-        raw.autocommit = True
-        try:
+    def _run_committing(
+        self, conn: sa.Connection, statement: DriverStatement, params: dict[str, Any]
+    ) -> int:
+        """One statement committed as it runs (dialect.committing_each_statement, which
+        invalidates a connection lost after it: SQLAlchemy reconnects on its next use)."""
+        raw: Any = conn.connection.driver_connection
+        with dialect.committing_each_statement(conn):
             return int(raw.execute(statement.sql, statement.arguments(params)).rowcount)
-        finally:
-            try:
-                raw.autocommit = False
-            except Exception:
-                # Lost after the statement (its own error, if any, is raised): never
-                # put it back to work, in autocommit least of all.
-                self._discard_pinned()
 
     def _run_transaction(
         self, raw: Any, statements: list[DriverStatement], params: dict[str, Any]
