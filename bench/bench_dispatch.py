@@ -116,9 +116,15 @@ class ConnectionPerMessage:
     ) -> None:
         self.inner.close()
 
-    def send(self, msg: EmailMessage, meanwhile: Callable[[], object] | None = None) -> SendResult:
+    def send(
+        self,
+        msg: EmailMessage,
+        meanwhile: Callable[[], object] | None = None,
+        *,
+        ready: Callable[[], object] | None = None,
+    ) -> SendResult:
         try:
-            return self.inner.send(msg, meanwhile)
+            return self.inner.send(msg, meanwhile, ready=ready)
         finally:
             self.inner.close()
 

@@ -38,7 +38,7 @@ from support.delivery import (
     message,
     one,
 )
-from support.driver_trace import trace_statements
+from support.driver_trace import trace_sent_ahead, trace_statements
 from support.smtp_server import SmtpServer, slow
 
 
@@ -433,9 +433,15 @@ class _Recording(MemoryBackend):
         super().__init__()
         self.given: list[object] = []
 
-    def send(self, msg: EmailMessage, meanwhile: Callable[[], object] | None = None) -> SendResult:
+    def send(
+        self,
+        msg: EmailMessage,
+        meanwhile: Callable[[], object] | None = None,
+        *,
+        ready: Callable[[], object] | None = None,
+    ) -> SendResult:
         self.given.append(msg)
-        return super().send(msg)
+        return super().send(msg, ready=ready)
 
 
 def test_every_message_is_built_by_the_one_writer(db_url: str) -> None:
@@ -502,7 +508,15 @@ class _DeletingBackend(MemoryBackend):
         self.deleted: Any = None
         self.sent: list[str] = []
 
-    def send(self, msg: EmailMessage, meanwhile: Callable[[], object] | None = None) -> SendResult:
+    def send(
+        self,
+        msg: EmailMessage,
+        meanwhile: Callable[[], object] | None = None,
+        *,
+        ready: Callable[[], object] | None = None,
+    ) -> SendResult:
+        if ready is not None:
+            ready()
         if not self.sent:
             with Database(self.db_url) as db:
                 self.deleted = db.transaction(self.delete)
@@ -586,11 +600,13 @@ def test_the_next_message_is_built_while_the_server_reads_this_one(
         builds.append((row.id, sending))
         return real_build(self, row, now)
 
-    def send(self: SmtpBackend, msg: EmailMessage, meanwhile: Any = None) -> SendResult:
+    def send(
+        self: SmtpBackend, msg: EmailMessage, meanwhile: Any = None, *, ready: Any = None
+    ) -> SendResult:
         nonlocal sending
         sending = True
         try:
-            return real_send(self, msg, meanwhile)
+            return real_send(self, msg, meanwhile, ready=ready)
         finally:
             sending = False
 
@@ -629,11 +645,13 @@ def test_a_message_that_cannot_be_built_fails_alone_between_two_that_are_sent(
     assert [r.message_id for r in log_rows(db_url)] == [ids[0], ids[2]]
 
 
-def test_a_sent_message_is_recorded_by_one_statement_where_the_dialect_can(db_url: str) -> None:
+def test_a_sent_message_is_recorded_by_one_statement_where_the_dialect_can(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """PostgreSQL: a send's outcome and its email_log row are one statement that
-    commits as it runs (Database.write_alone); elsewhere, one transaction of an UPDATE
-    and an INSERT. Both run on the driver itself, not through SQLAlchemy. Either way
-    the row and the log say the same."""
+    commits as it runs, sent ahead on libpq (Database.send_alone); elsewhere, one
+    transaction of an UPDATE and an INSERT on the driver. Neither goes through
+    SQLAlchemy. Either way the row and the log say the same."""
     [mid] = enqueue_all(db_url, [message(1)])
     backend = _DeletingBackend(db_url, lambda conn: None)  # notes what it sent
     through_sqlalchemy: list[str] = []
@@ -644,16 +662,18 @@ def test_a_sent_message_is_recorded_by_one_statement_where_the_dialect_can(db_ur
 
     with Database(db_url) as db:
         driver = trace_statements(db.engine)
+        ahead = trace_sent_ahead(monkeypatch)
         sa.event.listen(db.engine, "before_cursor_execute", executed)
         counts = dispatch_due(db, Settings(), T0, backend=backend)
 
     assert counts["messages_sent"] == 1
     recording = [s for s in driver if s[0].startswith(("WITH", "UPDATE messages", "INSERT"))]
     if db.dialect == "postgresql":
+        assert ahead == ["WITH done AS"]
         # (The claim's lease is an UPDATE too, in its transaction: not in autocommit.)
-        assert recording[-1] == ("WITH done AS", True)
-        assert [s for s in recording if s[1]] == [("WITH done AS", True)]
+        assert not [s for s in recording if s[1] or s[0].startswith("WITH")]
     else:
+        assert ahead == []
         at = driver.index(("UPDATE messages SET", False), driver.index(("COMMIT", False)))
         assert [s for s, _ in driver[at - 1 : at + 3]] == [
             "BEGIN IMMEDIATE",
@@ -905,7 +925,7 @@ def test_an_error_on_one_connection_stops_the_others_and_is_raised(
         made.append(backend)
         if len(made) == 3:  # the third connection breaks on its first send
 
-            def send(msg: EmailMessage, meanwhile: object = None) -> SendResult:
+            def send(msg: EmailMessage, meanwhile: object = None, **_: object) -> SendResult:
                 raise RuntimeError("the third connection broke")
 
             backend.send = send  # type: ignore[method-assign]

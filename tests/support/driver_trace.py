@@ -1,12 +1,16 @@
 """What a database driver is asked to run, whoever asks: SQLAlchemy, or schedctl on the
-driver itself (Database.write_alone)."""
+driver itself (Database.write_alone, and send_alone's statements sent ahead)."""
 
 from __future__ import annotations
 
 import sqlite3
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
+
+from schedctl.db import database
+from schedctl.db.driver import DriverStatement, SentAhead
 
 
 def trace_statements(engine: sa.Engine) -> list[tuple[str, bool]]:
@@ -53,4 +57,18 @@ def trace_sqlalchemy(engine: sa.Engine) -> list[str]:
     def _executed(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         seen.append(statement.split()[0])
 
+    return seen
+
+
+def trace_sent_ahead(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The first three words of each statement Database.send_alone sends ahead from now
+    on (on libpq itself: no cursor sees it)."""
+    seen: list[str] = []
+
+    class Traced(SentAhead):
+        def __init__(self, raw: Any, statement: DriverStatement, params: dict[str, Any]) -> None:
+            seen.append(" ".join(statement.sql.split()[:3]))
+            super().__init__(raw, statement, params)
+
+    monkeypatch.setattr(database, "SentAhead", Traced)
     return seen

@@ -20,6 +20,7 @@ again).
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import os
 import re
@@ -35,7 +36,7 @@ import sqlalchemy as sa
 import tenacity
 
 from schedctl.db import dialect
-from schedctl.db.driver import DriverStatement, compile_for_driver
+from schedctl.db.driver import DriverStatement, SentAhead, compile_for_driver
 from schedctl.db.engine import (
     create_engine,
     describe_target,
@@ -230,8 +231,11 @@ class Database:
         try:
             yield
         finally:
-            self._threads.pinning = False
-            self._unpin()
+            try:
+                self.await_sent()
+            finally:
+                self._threads.pinning = False
+                self._unpin()
 
     def _unpin(self) -> None:
         conn, self._threads.conn = getattr(self._threads, "conn", None), None
@@ -319,35 +323,118 @@ class Database:
         """
         if not statements:
             raise ValueError("write_alone needs a statement")
-        alone = (
+        self.await_sent()
+        alone = self._alone(statements)
+        written = self._write_on_driver(statements, params, alone)
+        if written is not None:
+            return written
+        return self._transact(
+            functools.partial(_write_in_order, statements, params), read_only=False, alone=alone
+        )
+
+    def send_alone(
+        self,
+        statements: Sequence[sa.Executable],
+        params: dict[str, Any],
+        then: Callable[[int], object],
+    ) -> None:
+        """write_alone, with the reply read later where that can be: then(rows the
+        first statement wrote) is called once it is written.
+
+        On a thread's pinned PostgreSQL connection, write_alone's one statement is
+        sent and this returns at once; the statement commits as it runs, and
+        :meth:`await_sent` -- called by this thread's next use of this Database, and
+        at the end of :meth:`pinned` -- reads its reply and calls ``then``. Until then
+        nothing says it committed: a caller whose next step depends on it (a
+        dispatcher, before the server may accept its next message) calls await_sent
+        first. Elsewhere the write is made now and ``then`` called before this
+        returns.
+        """
+        if not statements:
+            raise ValueError("send_alone needs a statement")
+        self.await_sent()
+        alone = self._alone(statements)
+        ready = self._on_driver(statements, params, alone) if alone else None
+        if ready is not None:
+            conn, prepared = ready
+            try:
+                sent = SentAhead(conn.connection.driver_connection, prepared[0], params)
+            except Exception as exc:
+                log.debug("sending ahead failed (%s); as a transaction", type(exc).__name__)
+                self._discard_pinned()
+            except BaseException:
+                self._discard_pinned()
+                raise
+            else:
+                self._threads.sent = (sent, statements, params, then)
+                return
+        then(self.write_alone(statements, params))
+
+    def await_sent(self) -> None:
+        """Wait for this thread's write sent ahead (send_alone), if any, and call its
+        ``then``. Should the write or its connection fail, the connection is discarded
+        and the write made again as a transaction, whose retries and errors are then
+        what the caller sees (a write committed whose reply was lost writes nothing
+        the second time: ``then`` is told 0 rows)."""
+        pending = getattr(self._threads, "sent", None)
+        if pending is None:
+            return
+        self._threads.sent = None
+        sent, statements, params, then = pending
+        try:
+            written = sent.rows()
+        except Exception as exc:
+            log.debug("a write sent ahead failed (%s); as a transaction", type(exc).__name__)
+            self._discard_pinned()
+            written = self._transact(
+                functools.partial(_write_in_order, statements, params),
+                read_only=False,
+                alone=self._alone(statements),
+            )
+        except BaseException:
+            self._discard_pinned()
+            raise
+        then(written)
+
+    def _alone(self, statements: Sequence[sa.Executable]) -> bool:
+        """Whether write_alone's statements commit as they run: one statement where
+        the dialect can, outside a scoped transaction or the on_first_write record."""
+        return (
             len(statements) == 1
             and self.capabilities.writing_cte
             and self._first_write is None
             and self._scoped_to is None
         )
-        written = self._write_on_driver(statements, params, alone)
-        if written is not None:
-            return written
-
-        def work(conn: sa.Connection) -> int:
-            # (preserve_rowcount: SQLAlchemy otherwise reports -1 for an INSERT whose
-            # rows come from a WITH that returns rows.)
-            options = {"preserve_rowcount": True}
-            first, *rest = statements
-            count = int(conn.execute(first, params, execution_options=options).rowcount)
-            if count > 0:
-                for statement in rest:
-                    conn.execute(statement, params)
-            return count
-
-        return self._transact(work, read_only=False, alone=alone)
 
     def _write_on_driver(
         self, statements: Sequence[sa.Executable], params: dict[str, Any], alone: bool
     ) -> int | None:
         """write_alone on the pinned connection's driver; None when it cannot be made
-        there (not pinned, within a transaction, scoped, a dialect without a way) or
-        failed there (the connection is then discarded)."""
+        there (see _on_driver) or failed there (the connection is then discarded)."""
+        ready = self._on_driver(statements, params, alone)
+        if ready is None:
+            return None
+        conn, prepared = ready
+        try:
+            if alone:
+                return self._run_committing(conn, prepared[0], params)
+            return self._run_transaction(conn.connection.driver_connection, prepared, params)
+        except Exception as exc:
+            # Whatever it was, the transaction path runs the write again, retrying or
+            # reporting as it does; the error's text (it may hold values) stays here.
+            log.debug("write on the driver failed (%s); as a transaction", type(exc).__name__)
+            self._discard_pinned()
+            return None
+        except BaseException:
+            self._discard_pinned()
+            raise
+
+    def _on_driver(
+        self, statements: Sequence[sa.Executable], params: dict[str, Any], alone: bool
+    ) -> tuple[sa.Connection, list[DriverStatement]] | None:
+        """The pinned connection and ``statements`` compiled for its driver, or None
+        when the write cannot be made there: not pinned, within a transaction, scoped,
+        carrying the on_first_write record, or a dialect without a way."""
         if not getattr(self._threads, "pinning", False) or self._first_write is not None:
             return None
         if self._scoped_to is not None or self.read_only:
@@ -363,21 +450,12 @@ class Database:
             if compiled is None:
                 return None
             prepared.append(compiled)
-        try:
-            if conn is None:
+        if conn is None:
+            try:
                 conn = self._threads.conn = self.engine.connect()
-            if alone:
-                return self._run_committing(conn, prepared[0], params)
-            return self._run_transaction(conn.connection.driver_connection, prepared, params)
-        except Exception as exc:
-            # Whatever it was, the transaction path runs the write again, retrying or
-            # reporting as it does; the error's text (it may hold values) stays here.
-            log.debug("write on the driver failed (%s); as a transaction", type(exc).__name__)
-            self._discard_pinned()
-            return None
-        except BaseException:
-            self._discard_pinned()
-            raise
+            except Exception:
+                return None  # the transaction path connects again, retrying or reporting
+        return conn, prepared
 
     def _driver_statement(
         self, statement: sa.Executable, keys: tuple[str, ...]
@@ -436,6 +514,7 @@ class Database:
 
     def _transact(self, work: Callable[[sa.Connection], T], *, read_only: bool, alone: bool) -> T:
         """transaction(), or (``alone``) write_alone's one statement committed as it runs."""
+        self.await_sent()
         writer = None if read_only else self._writer
 
         def attempt() -> T:
@@ -548,6 +627,21 @@ class Database:
 
     def scalar(self, statement: sa.Executable, **params: Any) -> Any:
         return self.transaction(lambda c: c.execute(statement, params).scalar(), read_only=True)
+
+
+def _write_in_order(
+    statements: Sequence[sa.Executable], params: dict[str, Any], conn: sa.Connection
+) -> int:
+    """write_alone's statements in a transaction: the rest only when the first wrote a
+    row; how many rows the first wrote."""
+    # (preserve_rowcount: SQLAlchemy otherwise reports -1 for an INSERT whose rows come
+    # from a WITH that returns rows.)
+    first, *rest = statements
+    count = int(conn.execute(first, params, execution_options={"preserve_rowcount": True}).rowcount)
+    if count > 0:
+        for statement in rest:
+            conn.execute(statement, params)
+    return count
 
 
 def wrap_unexpected(exc: BaseException) -> SchedctlError | None:

@@ -8,17 +8,22 @@ parameters, each converted by its column type's own bind processor, as SQLAlchem
 would convert it. A statement this cannot run the same way (a column default
 computed in Python, an expanding IN, a post-compile literal, a bind whose name the
 dialect escapes) is left to SQLAlchemy.
+
+On PostgreSQL a statement can also be sent ahead (:class:`SentAhead`): written to the
+server at once, its reply read later, so that a dispatcher's outcome commits while it
+offers the server its next message's envelope (see Database.send_alone).
 """
 
 from __future__ import annotations
 
+import select
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import sqlalchemy as sa
 
-__all__ = ["DriverStatement", "compile_for_driver"]
+__all__ = ["DriverStatement", "ReplyError", "SentAhead", "compile_for_driver"]
 
 
 @dataclass(frozen=True)
@@ -67,3 +72,52 @@ def compile_for_driver(
         if process is not None:
             processors[name] = process
     return DriverStatement(compiled.string, compiled, dialect.positional, names, processors)
+
+
+class ReplyError(Exception):
+    """PostgreSQL answered a statement sent ahead (:class:`SentAhead`) with an error
+    (its text is not kept: it may hold the statement's values)."""
+
+
+class SentAhead:
+    """One statement sent to PostgreSQL whose reply is read later: in the meantime the
+    caller works on (a dispatcher offers its next message's envelope).
+
+    It goes on psycopg's libpq connection as a simple query, its values quoted as
+    psycopg's client-side binding quotes them (``ClientCursor.mogrify``). In a session
+    with no transaction open, such a statement runs in a transaction of its own and
+    commits as it ends; nothing says it did until :meth:`rows` has read the reply.
+    The caller must read it before anything else uses the connection.
+    """
+
+    def __init__(self, raw: Any, statement: DriverStatement, params: dict[str, Any]) -> None:
+        import psycopg  # (only PostgreSQL gets here: not paid by a SQLite start-up)
+
+        if raw.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            raise ValueError("a statement sent ahead needs a session with no transaction")
+        query = psycopg.ClientCursor(raw).mogrify(statement.sql, statement.arguments(params))
+        self.pgconn = raw.pgconn
+        self.pgconn.send_query(query.encode(raw.info.encoding))
+        while self.pgconn.flush():  # (non-blocking: 1 while some is still to write)
+            select.select([], [self.pgconn.socket], [])
+
+    def rows(self) -> int:
+        """Wait for the reply: how many rows the statement wrote. ReplyError when it
+        failed; psycopg's OperationalError when the connection did."""
+        import psycopg
+
+        pgconn, written, failed = self.pgconn, 0, False
+        while True:
+            while pgconn.is_busy():
+                select.select([pgconn.socket], [], [])
+                pgconn.consume_input()
+            result = pgconn.get_result()
+            if result is None:
+                break
+            if result.status in (psycopg.pq.ExecStatus.COMMAND_OK, psycopg.pq.ExecStatus.TUPLES_OK):
+                written += int(result.command_tuples or 0)
+            else:
+                failed = True
+        if failed:
+            raise ReplyError("the statement failed")
+        return written

@@ -88,7 +88,15 @@ class ConsoleBackend(_Backend):
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
 
-    def send(self, msg: EmailMessage, meanwhile: Callable[[], object] | None = None) -> SendResult:
+    def send(
+        self,
+        msg: EmailMessage,
+        meanwhile: Callable[[], object] | None = None,
+        *,
+        ready: Callable[[], object] | None = None,
+    ) -> SendResult:
+        if ready is not None:
+            ready()
         stream = self._stream or sys.stderr
         lines = ["=" * 72]
         for header in ("From", "To", "Cc", "Subject", "Date", "Message-ID", "List-Unsubscribe"):
@@ -134,7 +142,15 @@ class FileBackend(_Backend):
             raise ValidationError("the message has no Message-ID")
         return self.directory / f"{_safe_filename(message_id)}.eml"
 
-    def send(self, msg: EmailMessage, meanwhile: Callable[[], object] | None = None) -> SendResult:
+    def send(
+        self,
+        msg: EmailMessage,
+        meanwhile: Callable[[], object] | None = None,
+        *,
+        ready: Callable[[], object] | None = None,
+    ) -> SendResult:
+        if ready is not None:
+            ready()
         try:
             target = self.path_for(msg)
         except ValidationError as exc:
@@ -183,7 +199,15 @@ class MemoryBackend(_Backend):
     def clear() -> None:
         clear_outbox()
 
-    def send(self, msg: EmailMessage, meanwhile: Callable[[], object] | None = None) -> SendResult:
+    def send(
+        self,
+        msg: EmailMessage,
+        meanwhile: Callable[[], object] | None = None,
+        *,
+        ready: Callable[[], object] | None = None,
+    ) -> SendResult:
+        if ready is not None:
+            ready()
         for _, addr in getaddresses([str(v) for v in msg.get_all("To", [])]):
             try:
                 scripted = self._results.get(validate_email(addr))

@@ -453,7 +453,8 @@ class Dispatcher:
             self.pacer.wait()
         meanwhile = None if following is None else functools.partial(self._prebuild, following)
         try:
-            result = self.backend.send(msg, meanwhile)
+            # The last outcome sent ahead is durable before this message can be accepted.
+            result = self.backend.send(msg, meanwhile, ready=self.db.await_sent)
         except ConfigError:
             # Raised before anything was offered: not an attempt, and no failure of
             # this message; it goes back untouched (with its unit) until the fix.
@@ -567,7 +568,9 @@ class Dispatcher:
         **values: Any,
     ) -> None:
         """Write one outcome, release the lease, log the attempt, settle the quota
-        reservation (and claim the alerts a send reached): one transaction.
+        reservation (and claim the alerts a send reached): one transaction (for a
+        send's outcome with nothing else to settle, one statement, which may commit a
+        moment after this returns: _record_alone).
 
         The reservation is settled whatever became of the row: it is this send's.
         Mail the server accepted, or may have (``unknown``), counts as sent; any
@@ -577,13 +580,20 @@ class Dispatcher:
         lease rules, or after the lease ran out) has nothing left to record: the
         attempt is not logged (``email_log`` must not point at a missing message).
         """
-        if (
-            result is not None
-            and reservation is None
-            and values.get("status") != "failed"
-            and self._record_alone(row, now, result, values)
-        ):
+        if result is not None and reservation is None and values.get("status") != "failed":
+            self._record_alone(row, now, result, values)
             return
+        self._record_in_transaction(row, now, result, reservation, values)
+
+    def _record_in_transaction(
+        self,
+        row: Any,
+        now: datetime,
+        result: SendResult | None,
+        reservation: quota.Reservation | None,
+        values: dict[str, Any],
+    ) -> None:
+        """_record's transaction: whatever the outcome, and what it finds."""
         handed_over = result is not None and result.outcome in ("sent", "unknown")
 
         def settle(conn: sa.Connection) -> tuple[int, list[int]]:
@@ -640,12 +650,17 @@ class Dispatcher:
             "attempted_at": now,
         }
 
-    def _record_alone(self, row: Any, now: datetime, result: SendResult, values: Any) -> bool:
+    def _record_alone(
+        self, row: Any, now: datetime, result: SendResult, values: dict[str, Any]
+    ) -> None:
         """_record's common case, the outcome of a send that fails nothing and settles
-        no quota, with its email_log row, as Database.write_alone writes (one statement
-        committed as it runs where the dialect can, else an UPDATE and an INSERT; on
-        the driver): False when it wrote nothing (the lease was lost, or the row is
-        gone): _record's transaction then decides what is left to write."""
+        no quota, with its email_log row, as Database.send_alone writes it (one
+        statement committed as it runs where the dialect can, else an UPDATE and an
+        INSERT; on the driver). On a pinned PostgreSQL connection it is sent ahead:
+        it commits while the next message's envelope is offered, and the next
+        message's body waits for it (``ready`` of MailBackend.send). When it wrote
+        nothing (the lease was lost, or the row is gone), _record's transaction
+        decides what is left to write."""
         params = {
             **leases.finishing_params(self.owner, row.id, {"updated_at": now, **values}),
             "log_account_id": row.account_id,
@@ -653,7 +668,12 @@ class Dispatcher:
             **self._attempt(row, now, result),
         }
         statements = _recording(tuple(values), self.db.capabilities.writing_cte)
-        return self.db.write_alone(statements, params) == 1
+
+        def then(written: int) -> None:
+            if written != 1:
+                self._record_in_transaction(row, now, result, None, values)
+
+        self.db.send_alone(statements, params, then)
 
 
 # The columns of an attempt's email_log row that are bound (the rest are its message's).

@@ -250,9 +250,17 @@ class SmtpBackend(_Backend):
         if code != 250:
             self._drop()
 
-    def send(self, msg: EmailMessage, meanwhile: Callable[[], object] | None = None) -> SendResult:
+    def send(
+        self,
+        msg: EmailMessage,
+        meanwhile: Callable[[], object] | None = None,
+        *,
+        ready: Callable[[], object] | None = None,
+    ) -> SendResult:
         """Send one message over the batch's connection (opened on first use);
-        ``meanwhile`` runs once the whole message is written, before its reply is read.
+        ``meanwhile`` runs once the whole message is written, before its reply is read;
+        ``ready`` after the server's 354, before the message is written (if it raises,
+        the connection is dropped in the middle of DATA: the server discards it).
 
         Raises ConfigError, before offering anything, when ``smtp_user`` is set but
         the server offers no AUTH.
@@ -265,14 +273,18 @@ class SmtpBackend(_Backend):
         try:
             reused = self._conn is not None
             try:
-                return self._transaction(self._open(), sender, recipients, payload, meanwhile)
+                return self._transaction(
+                    self._open(), sender, recipients, payload, meanwhile, ready
+                )
             except _StaleConnection:
                 if not reused:
                     raise
                 # Dropped while idle between two messages: nothing of this message was
                 # transmitted, so reconnecting once is safe.
                 logger.debug("SMTP connection was closed by the server; reconnecting")
-                return self._transaction(self._open(), sender, recipients, payload, meanwhile)
+                return self._transaction(
+                    self._open(), sender, recipients, payload, meanwhile, ready
+                )
         except _Failure as exc:
             return exc.result
 
@@ -288,6 +300,7 @@ class SmtpBackend(_Backend):
         recipients: list[str],
         payload: bytes,
         meanwhile: Callable[[], object] | None = None,
+        ready: Callable[[], object] | None = None,
     ) -> SendResult:
         stage = "mail"
         try:
@@ -326,6 +339,13 @@ class SmtpBackend(_Backend):
                     self._reset(conn)
                 return self._reply(code, resp, stage, refused)
 
+            if ready is not None:
+                stage = "ready"  # (its errors are the caller's, not the server's)
+                try:
+                    ready()
+                except BaseException:
+                    self._drop()  # in the middle of DATA: the server discards it
+                    raise
             # Until the last byte (the terminating ".") is written the server cannot
             # accept the message, so a failure while writing is still "retry".
             stage = "body"
@@ -335,6 +355,8 @@ class SmtpBackend(_Backend):
                 meanwhile()  # while the server reads it; the reply's timeout starts after
             code, resp = conn.getreply()
         except OSError as exc:
+            if stage == "ready":
+                raise
             # smtplib.SMTPServerDisconnected and socket timeouts are OSErrors.
             self._drop()
             if stage == "reply":

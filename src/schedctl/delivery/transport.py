@@ -61,13 +61,26 @@ class MailBackend(Protocol):
         tb: TracebackType | None,
     ) -> None: ...
 
-    def send(self, msg: EmailMessage, meanwhile: Callable[[], object] | None = None) -> SendResult:
+    def send(
+        self,
+        msg: EmailMessage,
+        meanwhile: Callable[[], object] | None = None,
+        *,
+        ready: Callable[[], object] | None = None,
+    ) -> SendResult:
         """Deliver one message; never raises for a delivery problem.
 
         ``meanwhile``: work of the caller's to do while the server reads the message
         (a backend that waits for one calls it once, after the message was handed
         over and before it waits for the reply; the others need not call it). It
         must not raise.
+
+        ``ready``: what must be done before the message can be accepted (a
+        dispatcher's previous outcome made durable). Called once, before the
+        message's last byte is handed over (an SMTP backend: after the server's 354,
+        while the envelope's replies came back in the meantime); if it raises, the
+        message is not handed over, the connection is given up and its error
+        propagates.
         """
         ...
 
