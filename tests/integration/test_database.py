@@ -17,7 +17,7 @@ from schedctl.config import load_settings
 from schedctl.db.database import Database
 from schedctl.db.schema import accounts, heartbeats
 from schedctl.errors import ConflictError, DatabaseUnavailable
-from support.driver_trace import trace_sqlalchemy, trace_statements
+from support.driver_trace import trace_sent_ahead, trace_sqlalchemy, trace_statements
 
 
 def test_server_clock_is_aware_utc_and_current(db_url: str) -> None:
@@ -366,3 +366,137 @@ def test_write_alone_on_a_connection_the_server_closed_retries_on_a_new_one(db_u
     assert written == 1
     assert second != first
     assert in_transaction is False  # a transaction again: its now() is its start's
+
+
+@pytest.mark.parametrize("pinned", [True, False], ids=["pinned", "unpinned"])
+def test_send_alone_tells_then_once_the_write_is_committed(
+    db_url: str, pinned: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """send_alone on a pinned PostgreSQL connection returns with the statement sent
+    ahead, and ``then`` waits for await_sent; anywhere else the write is made (as
+    write_alone makes it) and ``then`` told before it returns. Either way ``then`` is
+    told the rows written, once, and the row is committed by then."""
+    rename = (
+        accounts.update()
+        .where(accounts.c.name == sa.bindparam("old"))
+        .values(name=sa.bindparam("new"), created_at=sa.bindparam("at"))
+    )
+    later = datetime(2027, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    told: list[tuple[str, int]] = []
+    seen_by_another: list[int] = []
+    with Database(db_url) as db, db.pinned() if pinned else contextlib.nullcontext():
+        ahead = trace_sent_ahead(monkeypatch)
+        now = db.now()
+        db.transaction(lambda c: c.execute(accounts.insert().values(name="old", created_at=now)))
+        db.send_alone(
+            [rename], {"old": "old", "new": "renamed", "at": later},
+            lambda n: told.append(("renamed", n)),
+        )  # fmt: skip
+        before_await = list(told)
+        db.await_sent()
+        with Database(db_url) as other:  # committed once told: another connection sees it
+            seen_by_another.append(
+                other.scalar(sa.select(sa.func.count()).where(accounts.c.name == "renamed"))
+            )
+        db.send_alone(
+            [rename], {"old": "absent", "new": "x", "at": later},
+            lambda n: told.append(("absent", n)),
+        )  # fmt: skip
+        db.await_sent()
+        db.await_sent()  # (nothing left: a no-op)
+        stored = db.scalar(sa.select(accounts.c.created_at).where(accounts.c.name == "renamed"))
+
+    sends_ahead = pinned and db.dialect == "postgresql"
+    assert before_await == ([] if sends_ahead else [("renamed", 1)])
+    assert told == [("renamed", 1), ("absent", 0)]
+    assert seen_by_another == [1]
+    assert stored == later
+    assert ahead == (["UPDATE accounts SET"] * 2 if sends_ahead else [])
+
+
+def test_a_write_sent_ahead_is_awaited_before_the_threads_next_use(db_url: str) -> None:
+    """Whatever the thread does next with the Database -- a transaction, another
+    write, the end of pinned() -- the write sent ahead is awaited (and ``then`` told)
+    first. (SQLite sends nothing ahead: ``then`` is told at once.)"""
+    insert = accounts.insert().values(name=sa.bindparam("n"), created_at=sa.bindparam("at"))
+    order: list[str] = []
+    with Database(db_url) as db:
+        now = db.now()
+        with db.pinned():
+            db.send_alone([insert], {"n": "a", "at": now}, lambda n: order.append(f"a:{n}"))
+            db.transaction(lambda c: order.append("transaction"))
+            db.send_alone([insert], {"n": "b", "at": now}, lambda n: order.append(f"b:{n}"))
+            db.write_alone([insert], {"n": "c", "at": now})
+            order.append("c written")
+            db.send_alone([insert], {"n": "d", "at": now}, lambda n: order.append(f"d:{n}"))
+            order.append("d sent")
+        order.append("unpinned")
+        names = db.transaction(
+            lambda c: c.execute(sa.select(accounts.c.name).order_by(accounts.c.id)).scalars().all()
+        )
+
+    assert names[-4:] == ["a", "b", "c", "d"]
+    last = ["d sent", "d:1"] if db.dialect == "postgresql" else ["d:1", "d sent"]  # (told at once)
+    assert order == ["a:1", "transaction", "b:1", "c written", *last, "unpinned"]
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"])
+def test_a_write_sent_ahead_that_fails_is_made_again_as_a_transaction(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server refuses the statement sent ahead (a unique key): await_sent drops the
+    connection and makes the write as a transaction, whose error (ConflictError) is the
+    caller's; ``then`` is not told. The next writes go ahead as before."""
+    duplicate = accounts.insert().values(name=sa.bindparam("n"), created_at=sa.bindparam("at"))
+    told: list[int] = []
+    with Database(db_url) as db, db.pinned():
+        through_sqlalchemy = trace_sqlalchemy(db.engine)
+        ahead = trace_sent_ahead(monkeypatch)
+        now = db.now()
+        db.send_alone([duplicate], {"n": "twice", "at": now}, told.append)
+        db.send_alone([duplicate], {"n": "twice", "at": now}, told.append)
+        with pytest.raises(ConflictError):
+            db.await_sent()
+        db.send_alone([duplicate], {"n": "then", "at": now}, told.append)
+        db.await_sent()
+        names = db.transaction(
+            lambda c: c.execute(sa.select(accounts.c.name).order_by(accounts.c.id)).scalars().all()
+        )
+
+    assert names[-2:] == ["twice", "then"]
+    assert told == [1, 1]
+    assert ahead == ["INSERT INTO accounts"] * 3
+    assert through_sqlalchemy.count("INSERT") == 1  # the failed one's second try
+
+
+@pytest.mark.parametrize("dialect", ["postgresql"])
+def test_a_write_sent_ahead_whose_connection_dies_is_written_once(db_url: str) -> None:
+    """The server process of the connection a write was sent ahead on is terminated
+    before its reply is read: await_sent makes the write again on a new connection.
+    The row is written once; ``then`` is told 1 if the first try never ran, 0 if it
+    had committed (the guarded UPDATE then finds nothing left to do)."""
+    pid = sa.text("SELECT pg_backend_pid()")
+    claim = (
+        accounts.update()
+        .where(accounts.c.name == sa.bindparam("old"))
+        .values(name=sa.bindparam("new"))
+    )
+    told: list[int] = []
+    with Database(db_url) as db, db.pinned():
+        now = db.now()
+        db.transaction(lambda c: c.execute(accounts.insert().values(name="old", created_at=now)))
+        first = db.transaction(lambda conn: conn.execute(pid).scalar())
+        db.send_alone([claim], {"old": "old", "new": "new"}, told.append)
+        with Database(db_url) as other:
+            other.transaction(
+                lambda conn: conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": first})
+            )
+        db.await_sent()
+        second = db.transaction(lambda conn: conn.execute(pid).scalar())
+        names = db.transaction(
+            lambda c: c.execute(sa.select(accounts.c.name).order_by(accounts.c.id)).scalars().all()
+        )
+
+    assert second != first
+    assert names.count("new") == 1 and "old" not in names
+    assert len(told) == 1 and told[0] in (0, 1)

@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from schedctl.config import Settings
 from schedctl.db.database import Database
+from schedctl.db.driver import SentAhead
 from schedctl.db.schema import events, messages
 from schedctl.delivery import outbox
 from schedctl.delivery.backends import MemoryBackend
@@ -943,3 +945,51 @@ def test_an_error_on_one_connection_stops_the_others_and_is_raised(
     assert sent == set(smtp.message_ids)
     assert {(r.status, r.attempts) for r in rows if r.status != "sent"} == {("scheduled", 0)}
     assert len(sent) < 40
+
+
+class _CheckingRecords(SmtpServer):
+    """Before it accepts a message, looks in the database: how many messages it had
+    accepted, and how many of them were recorded sent (in another connection)."""
+
+    def __init__(self, db_url: str) -> None:
+        super().__init__()
+        self.engine = sa.create_engine(db_url.replace("postgresql://", "postgresql+psycopg://"))
+        self.seen: list[tuple[int, int]] = []
+        self.events: list[str] = []
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self.engine.connect() as conn:
+            recorded = conn.execute(
+                sa.select(sa.func.count()).select_from(messages).where(messages.c.status == "sent")
+            ).scalar_one()
+        self.seen.append((len(self.accepted), int(recorded)))
+        self.events.append("accept")
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_each_outcome_is_durable_before_the_next_message_can_be_accepted(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one exception to exactly once is one message per connection: so, before the
+    server has the whole of a message, the connection's previous outcome is committed
+    (on PostgreSQL it is sent ahead and written while the envelope goes out; its body
+    waits for its reply). The server checks, before it accepts each message, that
+    every one it accepted before is recorded sent; and on PostgreSQL each reply was
+    read between two messages the server accepted."""
+    enqueue_all(db_url, [message(n) for n in range(12)])
+    with _CheckingRecords(db_url) as smtp:
+        real_rows = SentAhead.rows
+
+        def rows(self: SentAhead) -> int:
+            written = real_rows(self)
+            smtp.events.append("awaited")
+            return written
+
+        monkeypatch.setattr(SentAhead, "rows", rows)
+        counts = dispatch(db_url, settings_for(smtp, {"batch_size": 5}, smtp_connections=1))
+        smtp.engine.dispose()
+
+    assert counts["messages_sent"] == 12
+    assert smtp.seen == [(n, n) for n in range(12)]
+    if smtp.engine.dialect.name == "postgresql":
+        assert smtp.events == ["accept", "awaited"] * 12

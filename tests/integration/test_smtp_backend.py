@@ -368,6 +368,64 @@ def test_meanwhile_runs_once_the_message_is_written_and_not_against_the_reply_ti
     assert (refused.outcome, refused.stage) == ("failed", "rcpt")
 
 
+class CountingRcpt(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rcpts = 0
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any
+    ) -> str:
+        self.rcpts += 1
+        return await super().handle_RCPT(server, session, envelope, address, options)
+
+
+def test_ready_runs_after_the_envelope_and_before_the_body(smtp_server: StartServer) -> None:
+    """``ready`` runs once per message, once the server took its envelope (RCPT) and
+    answered DATA, before any of the body went out (the server has accepted nothing
+    yet); a message refused before DATA never calls it."""
+    handler = CountingRcpt()
+    handler.refuse["nobody@example.org"] = "550 5.1.1 no such user"
+    controller = smtp_server(handler)
+    seen: list[tuple[int, int]] = []  # (RCPTs the server handled, messages it accepted)
+
+    def ready() -> None:
+        seen.append((handler.rcpts, len(handler.envelopes)))
+
+    with backend_for(controller) as backend:
+        first = backend.send(make_msg(1), ready=ready)
+        refused = backend.send(make_msg(2, recipient="nobody@example.org"), ready=ready)
+        second = backend.send(make_msg(3), ready=ready)
+
+    assert (first.outcome, refused.outcome, second.outcome) == ("sent", "failed", "sent")
+    assert seen == [(1, 0), (3, 1)]
+
+
+@pytest.mark.parametrize("error", [RuntimeError("no"), ConnectionResetError("gone")])
+def test_a_ready_that_raises_stops_the_message_before_its_body(
+    smtp_server: StartServer, error: Exception
+) -> None:
+    """``ready`` raises (whatever the error, an OSError too): the error is the caller's,
+    not a delivery result; the connection is dropped in the middle of DATA, so the
+    server accepts nothing; the next message goes out on a new connection."""
+    handler = Recorder()
+    controller = smtp_server(handler)
+
+    def refuse() -> None:
+        raise error
+
+    with backend_for(controller) as backend:
+        with pytest.raises(type(error)):
+            backend.send(make_msg(1), ready=refuse)
+        after = backend.send(make_msg(2))
+
+    assert after.outcome == "sent"
+    assert [str(handler.message(i)["Subject"]) for i in range(len(handler.envelopes))] == [
+        "Report 2"
+    ]
+    assert handler.ehlo_count == 2
+
+
 class SlowMail(Recorder):
     def __init__(self, delay: float) -> None:
         super().__init__()
