@@ -68,7 +68,9 @@ once, or failed with LEASE_EXPIRED when that was the ``max_attempts``-th. Only a
 process that dies after the server accepted the data but before the outcome was
 recorded (or a database outage in that same window) can cause a second send: at
 most one message per connection, since each connection records an outcome before
-its next send. The Message-ID is the same both times, so receivers that
+the server can accept its next message (on PostgreSQL the outcome is sent ahead and
+commits while the next envelope goes out; the next body waits for it:
+Database.send_alone and MailBackend.send's ``ready``). The Message-ID is the same both times, so receivers that
 de-duplicate by it see one. A dispatcher renews its leases before they are half
 spent, so a slow batch is never taken over while it is still being sent; since
 renewal happens only between messages, a lease must cover one slow send and the
