@@ -70,13 +70,13 @@ recorded (or a database outage in that same window) can cause a second send: at
 most one message per connection, since each connection records an outcome before
 the server can accept its next message (on PostgreSQL the outcome is sent ahead and
 commits while the next envelope goes out; the next body waits for it:
-Database.send_alone and MailBackend.send's ``ready``). The Message-ID is the same both times, so receivers that
-de-duplicate by it see one. A dispatcher renews its leases before they are half
-spent, so a slow batch is never taken over while it is still being sent; since
-renewal happens only between messages, a lease must cover one slow send and the
-wait for its turn: at least max(1 minute, 4 * smtp_timeout + 2 * connections /
-max_per_second) (checked with the other settings when they are loaded,
-schedctl.config).
+Database.send_alone and MailBackend.send's ``ready``). The Message-ID is the same
+both times, so receivers that de-duplicate by it see one. A dispatcher renews its
+leases before they are half spent, so a slow batch is never taken over while it is
+still being sent; since renewal happens only between messages, a lease must cover
+one slow send and the wait for its turn: at least max(1 minute, 4 * smtp_timeout + 2
+* connections / max_per_second) (checked with the other settings when they are
+loaded, schedctl.config).
 
 A message deleted while it is being sent (``messages delete-all`` leaves leased
 messages alone, but a lease can run out or a row be deleted by hand) has no outcome
