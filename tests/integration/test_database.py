@@ -393,6 +393,14 @@ def test_send_alone_tells_then_once_the_write_is_committed(
             lambda n: told.append(("renamed", n)),
         )  # fmt: skip
         before_await = list(told)
+        db.send_alone(  # (the same statement again: prepared once per session)
+            [rename], {"old": "renamed", "new": "100% Ж'\\", "at": later},
+            lambda n: told.append(("quoted", n)),
+        )  # fmt: skip
+        db.send_alone(
+            [rename], {"old": "100% Ж'\\", "new": "renamed", "at": later},
+            lambda n: told.append(("back", n)),
+        )  # fmt: skip
         db.await_sent()
         with Database(db_url) as other:  # committed once told: another connection sees it
             seen_by_another.append(
@@ -408,10 +416,10 @@ def test_send_alone_tells_then_once_the_write_is_committed(
 
     sends_ahead = pinned and db.dialect == "postgresql"
     assert before_await == ([] if sends_ahead else [("renamed", 1)])
-    assert told == [("renamed", 1), ("absent", 0)]
+    assert told == [("renamed", 1), ("quoted", 1), ("back", 1), ("absent", 0)]
     assert seen_by_another == [1]
     assert stored == later
-    assert ahead == (["UPDATE accounts SET"] * 2 if sends_ahead else [])
+    assert ahead == (["UPDATE accounts SET"] * 4 if sends_ahead else [])
 
 
 def test_a_write_sent_ahead_is_awaited_before_the_threads_next_use(db_url: str) -> None:

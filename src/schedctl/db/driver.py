@@ -16,7 +16,9 @@ offers the server its next message's envelope (see Database.send_alone).
 
 from __future__ import annotations
 
+import re
 import select
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -83,23 +85,29 @@ class SentAhead:
     """One statement sent to PostgreSQL whose reply is read later: in the meantime the
     caller works on (a dispatcher offers its next message's envelope).
 
-    It goes on psycopg's libpq connection as a simple query, its values quoted as
-    psycopg's client-side binding quotes them (``ClientCursor.mogrify``). In a session
-    with no transaction open, such a statement runs in a transaction of its own and
-    commits as it ends; nothing says it did until :meth:`rows` has read the reply.
-    The caller must read it before anything else uses the connection.
+    It goes on psycopg's libpq connection as a statement prepared once per session
+    (its binds numbered, each cast to its type as SQLAlchemy renders them for psycopg)
+    with its values as text, each written by psycopg's own dumper for its type. In a
+    session with no transaction open, such a statement runs in a transaction of its
+    own and commits as it ends; nothing says it did until :meth:`rows` has read the
+    reply. The caller must read it before anything else uses the connection.
     """
 
     def __init__(self, raw: Any, statement: DriverStatement, params: dict[str, Any]) -> None:
         import psycopg  # (only PostgreSQL gets here: not paid by a SQLite start-up)
 
-        if raw.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            raise ValueError("a statement sent ahead needs a session with no transaction")
-        query = psycopg.ClientCursor(raw).mogrify(statement.sql, statement.arguments(params))
-        self.pgconn = raw.pgconn
-        self.pgconn.send_query(query.encode(raw.info.encoding))
-        while self.pgconn.flush():  # (non-blocking: 1 while some is still to write)
-            select.select([], [self.pgconn.socket], [])
+        pgconn = raw.pgconn
+        if statement.positional or pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            raise ValueError("a statement sent ahead needs pyformat binds and an idle session")
+        session = _sessions.get(raw)
+        if session is None:
+            session = _sessions[raw] = _Session()
+        name = session.prepared(raw, statement)
+        arguments = cast(dict[str, Any], statement.arguments(params))
+        pgconn.send_query_prepared(name, [session.text(raw, arguments[n]) for n in statement.names])
+        while pgconn.flush():  # (non-blocking: 1 while some is still to write)
+            select.select([], [pgconn.socket], [])
+        self.pgconn = pgconn
 
     def rows(self) -> int:
         """Wait for the reply: how many rows the statement wrote. ReplyError when it
@@ -121,3 +129,51 @@ class SentAhead:
         if failed:
             raise ReplyError("the statement failed")
         return written
+
+
+_BIND = re.compile(r"%\((\w+)\)s|%%")
+
+
+class _Session:
+    """What one psycopg connection has for statements sent ahead: the statements
+    prepared in its session, and a dumper per Python type. (It holds no reference to
+    the connection: _sessions forgets it with the connection.)"""
+
+    def __init__(self) -> None:
+        self.names: dict[str, bytes] = {}  # SQL -> its prepared statement's name
+        self.dumpers: dict[type, Any] = {}
+
+    def prepared(self, raw: Any, statement: DriverStatement) -> bytes:
+        """The name ``statement`` is prepared under in ``raw``'s session (prepared now,
+        the first time)."""
+        name = self.names.get(statement.sql)
+        if name is not None:
+            return name
+        import psycopg
+
+        name = f"schedctl_ahead_{len(self.names)}".encode()
+        numbers = {bind: n for n, bind in enumerate(statement.names, start=1)}
+        numbered = _BIND.sub(
+            lambda m: f"${numbers[m.group(1)]}" if m.group(1) else "%", statement.sql
+        )
+        result = raw.pgconn.prepare(name, numbered.encode(raw.info.encoding))
+        if result.status != psycopg.pq.ExecStatus.COMMAND_OK:
+            raise ReplyError("the statement could not be prepared")
+        self.names[statement.sql] = name
+        return name
+
+    def text(self, raw: Any, value: Any) -> bytes | None:
+        """``value`` as PostgreSQL reads it in text, written by psycopg's dumper."""
+        from psycopg.adapt import PyFormat
+
+        if value is None:
+            return None
+        dumper = self.dumpers.get(type(value))
+        if dumper is None:
+            dumper = raw.adapters.get_dumper(type(value), PyFormat.TEXT)(type(value), raw)
+            self.dumpers[type(value)] = dumper
+        return bytes(dumper.upgrade(value, PyFormat.TEXT).dump(value))
+
+
+# The sessions statements were sent ahead on, by psycopg connection (gone with it).
+_sessions: weakref.WeakKeyDictionary[Any, _Session] = weakref.WeakKeyDictionary()
