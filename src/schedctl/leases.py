@@ -305,15 +305,8 @@ def recover(
     ``after``, its lease cleared. Rows another transaction holds are skipped; a row
     under a live lease is never touched. Oldest ``order_by`` first (default: id)."""
     table = work.table
-    candidates = (
-        sa.select(table.c.id, _attempts(work).label("attempts"))
-        .where(_expired_work(work, now), *where)
-        .order_by(*(order_by or [table.c.id]))
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
     decided: dict[Expiry, list[int]] = {}
-    for row in conn.execute(candidates):
+    for row in conn.execute(expired_rows(work, now, *where, limit=limit, order_by=order_by)):
         expiry = after_expiry(int(row.attempts), max_attempts, counted=work.counted_at_claim)
         decided.setdefault(expiry, []).append(int(row.id))
     for expiry, ids in decided.items():
@@ -326,6 +319,27 @@ def recover(
     if recovered.failed and work.on_failed is not None:
         work.on_failed(conn, recovered.failed, now)
     return recovered
+
+
+def expired_rows(
+    work: LeasedWork,
+    now: datetime,
+    *where: sa.ColumnElement[bool],
+    limit: int,
+    order_by: Sequence[sa.ColumnElement[Any]] = (),
+) -> sa.Select[Any]:
+    """:func:`recover`'s query: up to ``limit`` rows of ``work`` in flight under a lease
+    expired by ``now`` (and matching ``where``), locked, skipping rows another
+    transaction holds; (id, attempts). (The outbox's are found by an index of the
+    leased rows, messages_leased.)"""
+    table = work.table
+    return (
+        sa.select(table.c.id, _attempts(work).label("attempts"))
+        .where(_expired_work(work, now), *where)
+        .order_by(*(order_by or [table.c.id]))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
 
 
 def count_expired(
