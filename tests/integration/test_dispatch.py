@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import functools
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from schedctl.db.driver import SentAhead
 from schedctl.db.schema import events, messages
 from schedctl.delivery import outbox
 from schedctl.delivery.backends import MemoryBackend
-from schedctl.delivery.dispatch import Dispatcher, dispatch_due
+from schedctl.delivery.dispatch import CLAIM_ORDER, Dispatcher, claim_query, dispatch_due, due_now
 from schedctl.delivery.message import POLICY
 from schedctl.delivery.outbox import Attachment, delete_messages
 from schedctl.delivery.smtp import SmtpBackend
@@ -996,36 +997,49 @@ def test_each_outcome_is_durable_before_the_next_message_can_be_accepted(
         assert smtp.events == ["accept", "awaited"] * 12
 
 
-def test_recovery_finds_expired_leases_by_an_index_however_large_the_outbox(db_url: str) -> None:
-    """Before every claim the dispatcher looks for due messages whose lease ran out.
-    With thousands due (none leased), that query is planned on messages_leased, the
-    index of the leased rows alone -- not by reading every due message, as it did
-    (35-70 ms a claim with 100,000 due). SQLite plans it without statistics, as it
-    usually runs; PostgreSQL with them, as autovacuum keeps them."""
+def _all(statement: sa.TextClause, conn: sa.Connection) -> list[Any]:
+    return list(conn.execute(statement))
+
+
+def test_the_claim_and_its_recovery_read_indexes_however_large_the_outbox(db_url: str) -> None:
+    """Before every claim the dispatcher looks for due messages whose lease ran out,
+    then claims the oldest due. With thousands due (none leased): the recovery is
+    planned on messages_leased, the index of the leased rows alone, not by reading
+    every due message (35-70 ms a claim with 100,000 due, before it existed); and on
+    PostgreSQL the claim reads messages_claimable in its order, where it sorted the
+    whole backlog (180-390 ms a claim). SQLite plans without statistics, as it
+    usually runs, and claims along messages_due; PostgreSQL plans with them, as
+    autovacuum keeps them."""
     rows = [
         {
             "account_id": 1, "type": "REPORT", "priority": "normal", "recipient": f"u{n}@ex.org",
             "subject": "s", "body_text": "b", "send_at": T0, "status": "scheduled",
             "attempts": 0, "idempotency_key": f"k{n}", "message_id": f"<{n}@ex.org>",
-            "subscription": False,
-            "created_at": T0, "updated_at": T0,
+            "subscription": False, "created_at": T0, "updated_at": T0,
         }
         for n in range(5000)
     ]  # fmt: skip
     now = T0 + timedelta(minutes=1)
-    due = [messages.c.send_at <= now]
-    query = leases.expired_rows(
-        outbox.LEASED_MESSAGES, now, *due, limit=50, order_by=[messages.c.send_at, messages.c.id]
+    due = due_now(now)
+    recovery = leases.expired_rows(
+        outbox.LEASED_MESSAGES, now, *due, limit=50, order_by=CLAIM_ORDER
     )
+    plans: dict[str, str] = {}
     with Database(db_url) as db:
         db.transaction(lambda conn: conn.execute(messages.insert(), rows))
+        explain = "EXPLAIN QUERY PLAN"
         if db.dialect == "postgresql":
             db.transaction(lambda conn: conn.execute(sa.text("ANALYZE messages")))
-            sql = str(query.compile(db.engine, compile_kwargs={"literal_binds": True}))
-            explain = f"EXPLAIN {sql}"
-        else:
-            sql = str(query.compile(db.engine, compile_kwargs={"literal_binds": True}))
-            explain = f"EXPLAIN QUERY PLAN {sql}"
-        plan = db.transaction(lambda conn: [str(r) for r in conn.execute(sa.text(explain))])
+            explain = "EXPLAIN"
+        for name, query in (("recovery", recovery), ("claim", claim_query(due, 50))):
+            sql = sa.text(
+                f"{explain} {query.compile(db.engine, compile_kwargs={'literal_binds': True})}"
+            )
+            plans[name] = " ".join(str(r) for r in db.transaction(functools.partial(_all, sql)))
 
-    assert any("messages_leased" in line for line in plan), plan
+    assert "messages_leased" in plans["recovery"], plans
+    if db.dialect == "postgresql":
+        assert "messages_claimable" in plans["claim"], plans
+        assert "Sort" not in plans["claim"], plans
+    else:
+        assert "USING INDEX messages_due" in plans["claim"], plans

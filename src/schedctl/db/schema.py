@@ -211,7 +211,14 @@ messages = sa.Table(
     sa.Index("messages_due", "status", "send_at"),
     sa.Index("messages_status_type", "status", "type"),  # metrics: the outbox by status, type
     sa.Index("messages_schedule_run", "schedule_run_id"),  # a run's purge sets it NULL
-    # leases.recover: the rows leased now, few whatever the outbox's size.
+    # The claim, in its order (outbox.claimable), and leases.recover: the rows leased
+    # now, few whatever the outbox's size (migration 0017).
+    partial_index(
+        "messages_claimable",
+        "send_at",
+        "id",
+        where="status IN ('scheduled', 'retrying') AND lease_expires_at IS NULL",
+    ),
     partial_index(
         "messages_leased", "status", "lease_expires_at", where="lease_expires_at IS NOT NULL"
     ),

@@ -180,6 +180,37 @@ class _Batch:
     claims: dict[int, int] = field(default_factory=dict)  # _Share.claimed's numbers
 
 
+# The order messages are claimed in (and recovered in), oldest due first.
+CLAIM_ORDER = (messages.c.send_at, messages.c.id)
+
+
+def due_now(
+    now: datetime, disabled: Iterable[str] = (), types: Sequence[str] | None = None
+) -> list[sa.ColumnElement[bool]]:
+    """The conditions of a message due at ``now`` (of ``types``, none ``disabled``)."""
+    due = [
+        messages.c.send_at <= now,
+        sa.or_(messages.c.next_attempt_at.is_(None), messages.c.next_attempt_at <= now),
+    ]
+    if disabled:
+        due.append(messages.c.type.not_in(list(disabled)))
+    if types is not None:
+        due.append(messages.c.type.in_(types))
+    return due
+
+
+def claim_query(due: Sequence[sa.ColumnElement[bool]], size: int) -> sa.Select[Any]:
+    """Up to ``size`` claimable messages matching ``due``, oldest first, locked, those
+    another transaction holds skipped (read along messages_claimable)."""
+    return (
+        sa.select(messages)
+        .where(outbox.claimable(), leases.unleased(messages), *due)
+        .order_by(*CLAIM_ORDER)
+        .limit(size)
+        .with_for_update(skip_locked=True)
+    )
+
+
 class Dispatcher:
     """One process's delivery session: its lease owner, clock, backend and alerts."""
 
@@ -232,26 +263,11 @@ class Dispatcher:
 
         def work(conn: sa.Connection) -> tuple[list[Any], int, Counter[str], datetime]:
             now = self.now()
-            due = [
-                messages.c.send_at <= now,
-                sa.or_(messages.c.next_attempt_at.is_(None), messages.c.next_attempt_at <= now),
-            ]
-            if disabled:
-                due.append(messages.c.type.not_in(disabled))
-            if self.types is not None:
-                due.append(messages.c.type.in_(self.types))
-            order = [messages.c.send_at, messages.c.id]
+            due = due_now(now, disabled, self.types)
             settled: Counter[str] = Counter()
             # A due message whose dispatcher died goes back first, as reconcile sends it.
-            dead = self._recover(conn, now, due, order, size, settled)
-            query = (
-                sa.select(messages)
-                .where(messages.c.status.in_(outbox.CLAIMED_FROM), leases.unleased(messages), *due)
-                .order_by(*order)
-                .limit(size)
-                .with_for_update(skip_locked=True)
-            )
-            rows = list(conn.execute(query))
+            dead = self._recover(conn, now, due, CLAIM_ORDER, size, settled)
+            rows = list(conn.execute(claim_query(due, size)))
             if not rows:
                 return [], dead, settled, now
             sendable = self._settle(conn, rows, now, settled)

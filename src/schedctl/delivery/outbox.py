@@ -184,6 +184,17 @@ ABANDONED = "the dispatcher sending it stopped (lease expired); outcome unknown"
 CLAIMED_FROM = ("scheduled", "retrying")
 
 
+def claimable() -> sa.ColumnElement[bool]:
+    """The status condition of the claim, its statuses written into the SQL rather
+    than bound: so the planner can prove that the partial index messages_claimable
+    (whose predicate names them) applies, as it cannot for a prepared statement's
+    generic plan."""
+    statuses: sa.BindParameter[list[str]] = sa.bindparam(
+        "claimable", list(CLAIMED_FROM), expanding=True, literal_execute=True, unique=True
+    )
+    return messages.c.status.in_(statuses)
+
+
 def _after_expiry(expiry: leases.Expiry, now: datetime) -> dict[str, Any]:
     """A message whose dispatcher died holding it: ``retrying`` at once, or ``failed``
     when the lost attempt was its last -- LEASE_EXPIRED either way."""
