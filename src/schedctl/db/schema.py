@@ -38,14 +38,21 @@ class _Json(sa.types.TypeDecorator[Any]):
 Json = _Json()
 
 
-def partial_index(name: str, *columns: str, where: str, unique: bool = False) -> sa.Index:
-    """An index over the rows matching ``where`` (SQL, the same on both dialects).
+def partial_index(
+    name: str,
+    *columns: str,
+    where: str,
+    unique: bool = False,
+    dialects: tuple[str, ...] = ("postgresql", "sqlite"),
+) -> sa.Index:
+    """An index over the rows matching ``where`` (SQL, the same on both dialects),
+    built by the migrations of ``dialects``.
 
     The predicate is kept in ``info["where"]`` rather than as the dialects'
     ``*_where`` options, which would import both dialect packages into every process;
     the migrations build the index, and a test compares their predicate with this.
     """
-    return sa.Index(name, *columns, unique=unique, info={"where": where})
+    return sa.Index(name, *columns, unique=unique, info={"where": where, "dialects": dialects})
 
 
 schema_migrations = sa.Table(
@@ -211,13 +218,14 @@ messages = sa.Table(
     sa.Index("messages_due", "status", "send_at"),
     sa.Index("messages_status_type", "status", "type"),  # metrics: the outbox by status, type
     sa.Index("messages_schedule_run", "schedule_run_id"),  # a run's purge sets it NULL
-    # The claim, in its order (outbox.claimable), and leases.recover: the rows leased
-    # now, few whatever the outbox's size (migration 0017).
+    # The claim, in its order (outbox.claimable; SQLite reads messages_due in order),
+    # and leases.recover: the rows leased now, few whatever the outbox's size (0017).
     partial_index(
         "messages_claimable",
         "send_at",
         "id",
         where="status IN ('scheduled', 'retrying') AND lease_expires_at IS NULL",
+        dialects=("postgresql",),
     ),
     partial_index(
         "messages_leased", "status", "lease_expires_at", where="lease_expires_at IS NOT NULL"
