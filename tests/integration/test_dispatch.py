@@ -1043,3 +1043,42 @@ def test_the_claim_and_its_recovery_read_indexes_however_large_the_outbox(db_url
         assert "Sort" not in plans["claim"], plans
     else:
         assert "USING INDEX messages_due" in plans["claim"], plans
+
+
+def test_an_outcome_that_cannot_be_written_gives_the_next_message_back_unsent(
+    db_url: str,
+) -> None:
+    """The first message's outcome cannot be written (a trigger refuses its email_log
+    row). On PostgreSQL that shows only when the second message is about to be handed
+    over (the outcome was sent ahead); either way the error is the run's, the second
+    and third messages were never handed over and go back untouched, with no lease
+    and no attempt counted, and the first keeps its lease (its outcome unknown)."""
+    ids = enqueue_all(db_url, [message(1), message(2), message(3)])
+    with Database(db_url) as db:
+        if db.dialect == "postgresql":
+            refuse = [
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                f" IF NEW.message_id = {ids[0]} THEN RAISE EXCEPTION 'refused'; END IF;"
+                " RETURN NEW; END $$",
+                "CREATE TRIGGER refuse BEFORE INSERT ON email_log"
+                " FOR EACH ROW EXECUTE FUNCTION refuse()",
+            ]
+        else:
+            refuse = [
+                f"CREATE TRIGGER refuse BEFORE INSERT ON email_log WHEN NEW.message_id = {ids[0]}"
+                " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+            ]
+        for statement in refuse:
+            db.transaction(lambda c, s=statement: c.execute(sa.text(s)))
+    MemoryBackend.clear()
+
+    with Database(db_url) as db, pytest.raises(Exception, match="refused"):
+        dispatch_due(db, Settings(db_retry_seconds=0.5), T0, backend=MemoryBackend())
+
+    assert [str(m["Subject"]) for m in MemoryBackend.outbox] == ["Report 1"]  # handed over
+    rows = {r.id: r for r in all_messages(db_url)}
+    assert rows[ids[0]].lease_owner is not None
+    for later in ids[1:]:
+        assert (rows[later].status, rows[later].attempts, rows[later].lease_owner) == (
+            "scheduled", 0, None,
+        )  # fmt: skip

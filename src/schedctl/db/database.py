@@ -359,14 +359,14 @@ class Database:
             conn, prepared = ready
             try:
                 sent = SentAhead(conn.connection.driver_connection, prepared[0], params)
+                self._threads.sent = (sent, statements, params, then)
             except Exception as exc:
                 log.debug("sending ahead failed (%s); as a transaction", type(exc).__name__)
                 self._discard_pinned()
             except BaseException:
-                self._discard_pinned()
+                self._discard_pinned()  # (a write in flight: the connection is not reused)
                 raise
             else:
-                self._threads.sent = (sent, statements, params, then)
                 return
         then(self.write_alone(statements, params))
 
@@ -379,9 +379,9 @@ class Database:
         pending = getattr(self._threads, "sent", None)
         if pending is None:
             return
-        self._threads.sent = None
         sent, statements, params, then = pending
         try:
+            self._threads.sent = None  # (inside: an interrupt from here discards the connection)
             written = sent.rows()
         except Exception as exc:
             log.debug("a write sent ahead failed (%s); as a transaction", type(exc).__name__)

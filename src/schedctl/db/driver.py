@@ -106,7 +106,7 @@ class SentAhead:
         arguments = cast(dict[str, Any], statement.arguments(params))
         pgconn.send_query_prepared(name, [session.text(raw, arguments[n]) for n in statement.names])
         while pgconn.flush():  # (non-blocking: 1 while some is still to write)
-            select.select([], [pgconn.socket], [])
+            _wait(pgconn.socket, select.POLLOUT)
         self.pgconn = pgconn
 
     def rows(self) -> int:
@@ -117,7 +117,7 @@ class SentAhead:
         pgconn, written, failed = self.pgconn, 0, False
         while True:
             while pgconn.is_busy():
-                select.select([pgconn.socket], [], [])
+                _wait(pgconn.socket, select.POLLIN)
                 pgconn.consume_input()
             result = pgconn.get_result()
             if result is None:
@@ -129,6 +129,14 @@ class SentAhead:
         if failed:
             raise ReplyError("the statement failed")
         return written
+
+
+def _wait(fd: int, event: int) -> None:
+    """Wait until the socket ``fd`` is ready for ``event`` (poll: any descriptor number,
+    where select() stops at 1024)."""
+    poller = select.poll()
+    poller.register(fd, event)
+    poller.poll()
 
 
 _BIND = re.compile(r"%\((\w+)\)s|%%")

@@ -243,6 +243,9 @@ class Dispatcher:
         # Told at once when the provider defers us (its backoff's end), so that the
         # other connections stop before this one has recorded the deferral.
         self.on_deferral: Callable[[datetime], object] | None = None
+        # A message deliver() never handed over when an error stopped it (the previous
+        # outcome could not be written), with its quota unit: for _send_batch to give back.
+        self.unsent: tuple[Any, quota.Reservation | None] | None = None
 
     def another(self, backend: MailBackend) -> Dispatcher:
         """Another connection of this delivery session, over ``backend``: the same clock,
@@ -253,6 +256,7 @@ class Dispatcher:
         other.owner = leases.new_owner()
         other.offered = 0
         other._prebuilt = None
+        other.unsent = None
         return other
 
     # ---------------------------------------------------------------- claiming
@@ -470,13 +474,28 @@ class Dispatcher:
         if self.pacer is not None:
             self.pacer.wait()
         meanwhile = None if following is None else functools.partial(self._prebuild, following)
+        unready: list[BaseException] = []
+
+        def ready() -> None:
+            """The last outcome sent ahead is durable before this message can be accepted."""
+            try:
+                self.db.await_sent()
+            except BaseException as exc:
+                unready.append(exc)
+                raise
+
         try:
-            # The last outcome sent ahead is durable before this message can be accepted.
-            result = self.backend.send(msg, meanwhile, ready=self.db.await_sent)
+            result = self.backend.send(msg, meanwhile, ready=ready)
         except ConfigError:
             # Raised before anything was offered: not an attempt, and no failure of
             # this message; it goes back untouched (with its unit) until the fix.
             self.release([row], reservation=reservation)
+            raise
+        except BaseException:
+            if unready:
+                # The previous outcome could not be written, so this message was never
+                # handed over: it goes back with the batch's rest (_send_batch).
+                self.unsent = (row, reservation)
             raise
         log.debug("message %s: %s %s", row.id, result.outcome, result.detail)
         if result.outcome == "deferred" and self.on_deferral is not None:
@@ -948,10 +967,16 @@ def _send_batch(dispatcher: Dispatcher, batch: _Batch, counts: Counter[str], sha
                 pending = []
                 return True
     finally:
-        # An unexpected error (or interrupt) must not strand leases until they expire.
+        # An unexpected error (or interrupt) must not strand leases until they expire,
+        # nor the message it stopped before it was handed over (deliver's ``unsent``).
+        unsent, dispatcher.unsent = dispatcher.unsent, None
+        reservation = None
+        if unsent is not None:
+            pending.insert(0, unsent[0])
+            reservation = unsent[1]
         if pending:
             try:
-                dispatcher.release(pending)
+                dispatcher.release(pending, reservation=reservation)
             except Exception:  # the original error matters more
                 log.debug("could not release %d claimed messages", len(pending))
     return False
