@@ -312,7 +312,9 @@ class Database:
           it runs, in one round trip instead of three (BEGIN, the statement, COMMIT);
         - on a thread's pinned connection, the statements run on the driver itself,
           compiled once (schedctl.db.driver), without SQLAlchemy's execution or the
-          retry wrapper, for a third to a half of the CPU (README, Performance).
+          retry wrapper, for a third to a half of the CPU (README, Performance): on
+          PostgreSQL the one statement as :meth:`send_alone` sends it, its reply read
+          at once.
           Should that fail in any way, the connection is discarded and the write is
           made again as a transaction, whose retries and errors are then what the
           caller sees.
@@ -328,9 +330,14 @@ class Database:
         written = self._write_on_driver(statements, params, alone)
         if written is not None:
             return written
-        return self._transact(
-            functools.partial(_write_in_order, statements, params), read_only=False, alone=alone
-        )
+        return self._write_as_transaction(statements, params)
+
+    def _write_as_transaction(
+        self, statements: Sequence[sa.Executable], params: dict[str, Any]
+    ) -> int:
+        """write_alone's statements through SQLAlchemy, retried as any transaction."""
+        write = functools.partial(_write_in_order, statements, params)
+        return self._transact(write, read_only=False, alone=self._alone(statements))
 
     def send_alone(
         self,
@@ -386,11 +393,7 @@ class Database:
         except Exception as exc:
             log.debug("a write sent ahead failed (%s); as a transaction", type(exc).__name__)
             self._discard_pinned()
-            written = self._transact(
-                functools.partial(_write_in_order, statements, params),
-                read_only=False,
-                alone=self._alone(statements),
-            )
+            written = self._write_as_transaction(statements, params)
         except BaseException:
             self._discard_pinned()
             raise
@@ -416,9 +419,10 @@ class Database:
             return None
         conn, prepared = ready
         try:
-            if alone:
-                return self._run_committing(conn, prepared[0], params)
-            return self._run_transaction(conn.connection.driver_connection, prepared, params)
+            raw = conn.connection.driver_connection
+            if alone:  # sent ahead, and its reply read at once
+                return SentAhead(raw, prepared[0], params).rows()
+            return self._run_transaction(raw, prepared, params)
         except Exception as exc:
             # Whatever it was, the transaction path runs the write again, retrying or
             # reporting as it does; the error's text (it may hold values) stays here.
@@ -469,15 +473,6 @@ class Database:
             compiled = compile_for_driver(statement, self.engine.dialect, keys)
             cached = self._driver_statements[id(statement), keys] = (statement, compiled)
         return cached[1]
-
-    def _run_committing(
-        self, conn: sa.Connection, statement: DriverStatement, params: dict[str, Any]
-    ) -> int:
-        """One statement committed as it runs (dialect.committing_each_statement, which
-        invalidates a connection lost after it: SQLAlchemy reconnects on its next use)."""
-        raw: Any = conn.connection.driver_connection
-        with dialect.committing_each_statement(conn):
-            return int(raw.execute(statement.sql, statement.arguments(params)).rowcount)
 
     def _run_transaction(
         self, raw: Any, statements: list[DriverStatement], params: dict[str, Any]
