@@ -26,6 +26,15 @@ killed anywhere leaves a page done or untouched, so a digest day holds no lease
 across transactions (the row locks are its lease; see leases.py); a notification
 that arrives after the claim waits for the next local day.
 
+On PostgreSQL a run keeps two claim transactions going at once (CLAIMERS, each on a
+connection of its own): while one renders its page, the server runs the other's
+statements. The next page always starts after the last user a page has taken, so no
+two share a user; the first error stops both after their page. A page's transaction
+made again (a transient error) starts where its first attempt did, and when that
+happened the run ends with a pass from the first user, which claims anyone a shorter
+second attempt left behind. With --limit, and on SQLite (one writer at a time), a run
+claims on one connection.
+
 A page costs the same whatever the number of users: about ten statements, each
 built once per run (:class:`_Statements`) and binding the page as a few parameters
 (``dialect.one_of``, ``ValueRows``, ``RowInserter``: arrays on PostgreSQL, JSON rows
@@ -53,7 +62,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
@@ -186,6 +197,32 @@ class _Statements:
         )
 
 
+# Claim transactions a run keeps going at once on PostgreSQL. A page's time is about
+# half rendering (Python) and half statements the server runs (marking 5,000
+# notifications consumed, enqueueing the rendered mail): with two, one renders while
+# the other's statements run. Pages never overlap (each takes the users after the
+# last one a page has taken); their row locks keep them apart from other runs as
+# before. SQLite writes one transaction at a time, so it claims on one.
+CLAIMERS = 2
+
+
+@dataclass
+class _Pages:
+    """What a run's claimers share: where the next page starts, and the stop."""
+
+    after: int = 0  # the last user id a page has taken
+    retried: bool = False  # some page's transaction was made again
+    stop: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def halt(self, error: BaseException) -> None:
+        """Stop every claimer after its page; the first error is the run's."""
+        with self.lock:
+            self.error = self.error or error
+        self.stop.set()
+
+
 @dataclass
 class _Page:
     """What one committed claim transaction did (counted only once committed)."""
@@ -297,19 +334,67 @@ class DigestRun:
         return zones
 
     def claim_due(self, zones: dict[str, ZoneDay], *, catch_up: bool) -> None:
-        """Claim and build every due user's digest, a page per transaction."""
+        """Claim and build every due user's digest, a page per transaction; on
+        PostgreSQL on CLAIMERS connections at once (see _Pages)."""
         query = due_query(zones, self.options, catch_up=catch_up, lock=True)
         if query is None:
             return
-        after = 0
-        while self.room:
-            claim = functools.partial(
-                self._claim_page, zones=zones, catch_up=catch_up, after=after, query=query
+        claim = functools.partial(self._claim_page, zones=zones, catch_up=catch_up, query=query)
+        pages = _Pages()
+        self._claim_pages(claim, pages, self._claimers())
+        if pages.retried and self.room:
+            # A page made again may have ended before its first attempt had moved the
+            # cursor (another run took some of its users meanwhile): a last pass from
+            # the start claims whoever is still due.
+            self._claim_pages(claim, _Pages(), 1)
+
+    def _claimers(self) -> int:
+        """How many claim transactions run at once: CLAIMERS on PostgreSQL, unless
+        --limit counts the days (then one, which keeps the count exact)."""
+        if self.db.dialect != "postgresql" or self.options.limit is not None:
+            return 1  # SQLite: one writer at a time whatever the connections
+        return CLAIMERS
+
+    def _claim_pages(
+        self, claim: Callable[..., tuple[_Page, int] | None], pages: _Pages, claimers: int
+    ) -> None:
+        """Claim pages until none is left, over ``claimers`` connections (the others in
+        threads of their own); the first error any of them raises stops them all."""
+        others = [
+            threading.Thread(
+                target=self._claimer, args=(claim, pages), name=f"digest-{n}", daemon=True
             )
-            done = self.db.transaction(claim)
-            if done is None:
-                return
-            after = self._count(*done)
+            for n in range(2, claimers + 1)
+        ]
+        try:
+            for thread in others:
+                thread.start()
+            self._claimer(claim, pages)
+        except BaseException as exc:
+            pages.halt(exc)
+            raise
+        finally:
+            for thread in others:
+                if thread.ident is not None:
+                    thread.join()
+        if pages.error is not None:
+            raise pages.error
+
+    def _claimer(self, claim: Callable[..., tuple[_Page, int] | None], pages: _Pages) -> None:
+        """One connection's pages, each in a transaction of its own."""
+        try:
+            while self.room and not pages.stop.is_set():
+                start: list[int] = []  # the page's first user, fixed by its first attempt
+                done = self.db.transaction(functools.partial(claim, pages=pages, start=start))
+                if done is None:
+                    pages.stop.set()  # nobody is due after the cursor
+                    return
+                with pages.lock:
+                    self._count(*done)
+        except BaseException as exc:
+            pages.halt(exc)
+            if threading.current_thread() is threading.main_thread():
+                raise
 
     def _claim_page(
         self,
@@ -317,15 +402,27 @@ class DigestRun:
         *,
         zones: dict[str, ZoneDay],
         catch_up: bool,
-        after: int,
         query: sa.Select[Any],
+        pages: _Pages,
+        start: list[int],
     ) -> tuple[_Page, int] | None:
-        """Claim and build one page of due users: (outcome, last user id), or None."""
+        """Claim and build the next page of due users: (outcome, last user id), or None.
+
+        ``start`` holds the user id the page starts after once its first attempt has
+        read the cursor; a retried transaction starts there again.
+        """
         dialect.for_bulk_pages(conn)
-        page = due_page(
-            conn, zones, self.options, catch_up=catch_up, after=after, size=self.room, lock=True,
-            query=query,
-        )  # fmt: skip
+        with pages.lock:  # one page query at a time, so that pages do not overlap
+            if start:
+                pages.retried = True
+            else:
+                start.append(pages.after)
+            page = due_page(
+                conn, zones, self.options, catch_up=catch_up, after=start[0], size=self.room,
+                lock=True, query=query,
+            )  # fmt: skip
+            if page:
+                pages.after = max(pages.after, page[-1].user_id)
         if not page:
             return None
         usable, found = self._set_aside(conn, page)

@@ -1,0 +1,197 @@
+"""The digest's claim pages on PostgreSQL run on two connections at once (CLAIMERS):
+each page still in one transaction, no two pages sharing a user, every due user's
+day claimed once, the first error stopping both, and a page made again never leaving
+a user behind. SQLite claims on one connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from schedctl.config import Settings
+from schedctl.db.database import Database
+from schedctl.db.schema import digests, messages, notifications, users
+from schedctl.digest import plan as digest_plan
+from schedctl.digest import run as digest_run
+
+NOW = datetime(2027, 3, 10, 12, 0, tzinfo=UTC)
+USERS = 700  # pages of 100, 200, 400, 500 ...: several for each claimer
+PER_USER = 2
+
+
+def _seed(db: Database, count: int = USERS) -> None:
+    def seed(conn: sa.Connection) -> None:
+        conn.execute(
+            users.insert(),
+            [
+                {"account_id": 1, "email": f"u{n}@example.org", "tz": "UTC",
+                 "digest_time": "08:00"}
+                for n in range(count)
+            ],
+        )  # fmt: skip
+        ids = conn.execute(sa.select(users.c.id)).scalars().all()
+        conn.execute(
+            notifications.insert(),
+            [
+                {"account_id": 1, "user_id": user_id, "title": f"t{user_id}.{k}",
+                 "created_at": NOW}
+                for user_id in ids
+                for k in range(PER_USER)
+            ],
+        )  # fmt: skip
+
+    db.transaction(seed)
+
+
+def _settings(url: str) -> Settings:
+    return Settings(database_url=url, mail_backend="memory", messages_enabled=False)
+
+
+def _state(db: Database) -> dict[str, Any]:
+    def read(conn: sa.Connection) -> dict[str, Any]:
+        per_user = Counter(conn.execute(sa.select(digests.c.user_id)).scalars())
+        return {
+            "users with a digest": len(per_user),
+            "most digests of a user": max(per_user.values(), default=0),
+            "completed": conn.execute(
+                sa.select(sa.func.count()).where(digests.c.status == "completed")
+            ).scalar(),
+            "messages": conn.execute(sa.select(sa.func.count()).select_from(messages)).scalar(),
+            "consumed": conn.execute(
+                sa.select(sa.func.count()).where(notifications.c.digest_id.is_not(None))
+            ).scalar(),
+        }
+
+    return db.transaction(read, read_only=True)
+
+
+DONE = {
+    "users with a digest": USERS,
+    "most digests of a user": 1,
+    "completed": USERS,
+    "messages": USERS,
+    "consumed": USERS * PER_USER,
+}
+
+
+def test_each_due_user_is_claimed_once_over_the_claimers(
+    db_url: str, dialect: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pages: list[tuple[str, list[int]]] = []
+    lock = threading.Lock()
+    real_due_page = digest_run.due_page
+
+    def due_page(*args: Any, **kwargs: Any) -> list[Any]:
+        page = real_due_page(*args, **kwargs)
+        with lock:
+            pages.append((threading.current_thread().name, [p.user_id for p in page]))
+        return page
+
+    monkeypatch.setattr(digest_run, "due_page", due_page)
+    with Database(db_url, environ={}) as db:
+        _seed(db)
+        counts = digest_run.run_digest(db, _settings(db_url), NOW, digest_plan.DigestOptions())
+        state = _state(db)
+
+    assert state == DONE
+    assert counts["digests_created"] == counts["users_due"] == USERS
+    assert counts["notifications_digested"] == USERS * PER_USER
+    claimed = [user for _, page in pages for user in page]
+    assert len(claimed) == len(set(claimed)) == USERS  # no page shares a user
+    claimers = {name for name, page in pages if page}
+    if dialect == "postgresql":
+        assert claimers == {"MainThread", "digest-2"}
+    else:
+        assert claimers == {"MainThread"}
+
+
+def test_the_first_error_stops_every_claimer_and_a_rerun_finishes_once(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = 0
+    real_fill = digest_run.DigestRun._fill
+
+    def fill(self: digest_run.DigestRun, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("the third page breaks")
+        return real_fill(self, *args, **kwargs)
+
+    with Database(db_url, environ={}) as db:
+        _seed(db)
+        monkeypatch.setattr(digest_run.DigestRun, "_fill", fill)
+        with pytest.raises(RuntimeError, match="the third page breaks"):
+            digest_run.run_digest(db, _settings(db_url), NOW, digest_plan.DigestOptions())
+        # nobody began another page after the error (the other claimer's page in
+        # flight, if any, went on to its end)
+        assert 3 <= calls <= 3 + digest_run.CLAIMERS - 1
+        halfway = _state(db)
+        monkeypatch.setattr(digest_run.DigestRun, "_fill", real_fill)
+        counts = digest_run.run_digest(db, _settings(db_url), NOW, digest_plan.DigestOptions())
+        state = _state(db)
+
+    assert 100 <= halfway["users with a digest"] < USERS  # pages before the error stayed
+    assert halfway["messages"] == halfway["completed"] == halfway["users with a digest"]
+    assert state == DONE
+    assert counts["digests_created"] == USERS - halfway["completed"]
+
+
+def test_a_page_made_again_that_ends_sooner_leaves_nobody_behind(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first page's transaction fails once, transiently, after its page query moved
+    # the cursor past user 100; made again, its query ends 5 users sooner (say another
+    # run had taken them, and let them go since).
+    failed = False
+    real_fill = digest_run.DigestRun._fill
+    real_due_page = digest_run.due_page
+    seen: set[int] = set()
+    shortened = False
+
+    def fill(self: digest_run.DigestRun, *args: Any, **kwargs: Any) -> Any:
+        nonlocal failed
+        if not failed:
+            failed = True
+            raise sa.exc.OperationalError(
+                "UPDATE", {}, sqlite3.OperationalError("database is locked")
+            )
+        return real_fill(self, *args, **kwargs)
+
+    def due_page(*args: Any, **kwargs: Any) -> list[Any]:
+        nonlocal shortened
+        page = real_due_page(*args, **kwargs)
+        if kwargs["after"] in seen and not shortened:
+            shortened = True
+            return page[:-5]
+        seen.add(kwargs["after"])
+        return page
+
+    monkeypatch.setattr(digest_run.DigestRun, "_fill", fill)
+    monkeypatch.setattr(digest_run, "due_page", due_page)
+    with Database(db_url, environ={}) as db:
+        _seed(db)
+        counts = digest_run.run_digest(db, _settings(db_url), NOW, digest_plan.DigestOptions())
+        state = _state(db)
+
+    assert failed
+    assert shortened
+    assert state == DONE
+    assert counts["digests_created"] == USERS
+
+
+def test_with_a_limit_one_claimer_takes_exactly_that_many(db_url: str) -> None:
+    with Database(db_url, environ={}) as db:
+        _seed(db)
+        options = digest_plan.DigestOptions(limit=250)
+        counts = digest_run.run_digest(db, _settings(db_url), NOW, options)
+        state = _state(db)
+    assert counts["users_due"] == counts["digests_created"] == 250
+    assert state["users with a digest"] == 250
