@@ -349,10 +349,12 @@ class DigestRun:
             self._claim_pages(claim, _Pages(), 1)
 
     def _claimers(self) -> int:
-        """How many claim transactions run at once: CLAIMERS on PostgreSQL, unless
-        --limit counts the days (then one, which keeps the count exact)."""
-        if self.db.dialect != "postgresql" or self.options.limit is not None:
-            return 1  # SQLite: one writer at a time whatever the connections
+        """How many claim transactions run at once: CLAIMERS, unless the database
+        writes one at a time or --limit counts the days (one keeps the count exact)."""
+        if self.db.capabilities.single_writer:
+            return 1  # SQLite: one write transaction at a time whatever the connections
+        if self.options.limit is not None:
+            return 1
         return CLAIMERS
 
     def _claim_pages(
