@@ -6,8 +6,11 @@ a user behind. SQLite claims on one connection.
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -195,3 +198,76 @@ def test_with_a_limit_one_claimer_takes_exactly_that_many(db_url: str) -> None:
         state = _state(db)
     assert counts["users_due"] == counts["digests_created"] == 250
     assert state["users with a digest"] == 250
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("dialect", ["postgresql"])  # (SQLite claims on one connection)
+def test_an_interrupt_waits_for_the_other_claimers_page(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ctrl-C while the main thread waits for digest-2: the run raises it only once
+    # digest-2 has ended its page (committed), and digest-2 begins no other.
+    real_fill = digest_run.DigestRun._fill
+
+    def fill(self: digest_run.DigestRun, *args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "digest-2":
+            time.sleep(0.3)  # the main thread's page is done, and it waits
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)
+        return real_fill(self, *args, **kwargs)
+
+    monkeypatch.setattr(digest_run.DigestRun, "_fill", fill)
+    with Database(db_url, environ={}) as db:
+        _seed(db, 150)  # a page of 100 and one of 50, one for each claimer
+        with pytest.raises(KeyboardInterrupt):
+            digest_run.run_digest(db, _settings(db_url), NOW, digest_plan.DigestOptions())
+        state = _state(db)
+    assert state["users with a digest"] == state["completed"] == 150
+
+
+def test_a_pass_from_the_start_that_makes_a_page_again_is_followed_by_another(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As above, and the pass from the start meets the same: its first page fails once
+    # and, made again, ends 5 users sooner. A third pass claims those 5.
+    passes: list[set[int]] = []  # per pass: the page starts seen
+    failed_in: set[int] = set()  # the passes whose first page failed once
+    shortened = 0
+    real_claim_pages = digest_run.DigestRun._claim_pages
+    real_fill = digest_run.DigestRun._fill
+    real_due_page = digest_run.due_page
+
+    def claim_pages(self: digest_run.DigestRun, *args: Any) -> None:
+        passes.append(set())
+        real_claim_pages(self, *args)
+
+    def fill(self: digest_run.DigestRun, *args: Any, **kwargs: Any) -> Any:
+        if len(passes) <= 2 and len(passes) not in failed_in:
+            failed_in.add(len(passes))
+            raise sa.exc.OperationalError(
+                "UPDATE", {}, sqlite3.OperationalError("database is locked")
+            )
+        return real_fill(self, *args, **kwargs)
+
+    def due_page(*args: Any, **kwargs: Any) -> list[Any]:
+        nonlocal shortened
+        page = real_due_page(*args, **kwargs)
+        if kwargs["after"] in passes[-1] and page:
+            shortened += 1
+            return page[:-5]
+        passes[-1].add(kwargs["after"])
+        return page
+
+    monkeypatch.setattr(digest_run.DigestRun, "_claim_pages", claim_pages)
+    monkeypatch.setattr(digest_run.DigestRun, "_fill", fill)
+    monkeypatch.setattr(digest_run, "due_page", due_page)
+    with Database(db_url, environ={}) as db:
+        _seed(db)
+        counts = digest_run.run_digest(db, _settings(db_url), NOW, digest_plan.DigestOptions())
+        state = _state(db)
+
+    assert failed_in == {1, 2}
+    assert shortened == 2
+    assert len(passes) == 3
+    assert state == DONE
+    assert counts["digests_created"] == USERS

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -342,11 +343,13 @@ class DigestRun:
         claim = functools.partial(self._claim_page, zones=zones, catch_up=catch_up, query=query)
         pages = _Pages()
         self._claim_pages(claim, pages, self._claimers())
-        if pages.retried and self.room:
+        while pages.retried and self.room:
             # A page made again may have ended before its first attempt had moved the
-            # cursor (another run took some of its users meanwhile): a last pass from
-            # the start claims whoever is still due.
-            self._claim_pages(claim, _Pages(), 1)
+            # cursor (another run took some of its users meanwhile): a pass from the
+            # start claims whoever is still due, and so on while a pass made a page
+            # again (transient errors, whose retries are bounded, bound the passes).
+            pages = _Pages()
+            self._claim_pages(claim, pages, 1)
 
     def _claimers(self) -> int:
         """How many claim transactions run at once: CLAIMERS, unless the database
@@ -362,12 +365,12 @@ class DigestRun:
     ) -> None:
         """Claim pages until none is left, over ``claimers`` connections (the others in
         threads of their own); the first error any of them raises stops them all."""
+        ends = [threading.Event() for _ in range(claimers - 1)]
         others = [
-            threading.Thread(
-                target=self._claimer, args=(claim, pages), name=f"digest-{n}", daemon=True
-            )
-            for n in range(2, claimers + 1)
-        ]
+            threading.Thread(target=self._claimer, args=(claim, pages, ended), daemon=True,
+                             name=f"digest-{n}")
+            for n, ended in enumerate(ends, start=2)
+        ]  # fmt: skip
         try:
             for thread in others:
                 thread.start()
@@ -376,14 +379,18 @@ class DigestRun:
             pages.halt(exc)
             raise
         finally:
-            for thread in others:
-                if thread.ident is not None:
-                    thread.join()
+            _wait_for([e for t, e in zip(others, ends, strict=True) if t.ident is not None], pages)
         if pages.error is not None:
             raise pages.error
 
-    def _claimer(self, claim: Callable[..., tuple[_Page, int] | None], pages: _Pages) -> None:
-        """One connection's pages, each in a transaction of its own."""
+    def _claimer(
+        self,
+        claim: Callable[..., tuple[_Page, int] | None],
+        pages: _Pages,
+        ended: threading.Event | None = None,
+    ) -> None:
+        """One connection's pages, each in a transaction of its own; ``ended`` is set
+        when they are done (a thread's claimer)."""
         try:
             while self.room and not pages.stop.is_set():
                 start: list[int] = []  # the page's first user, fixed by its first attempt
@@ -397,6 +404,11 @@ class DigestRun:
             pages.halt(exc)
             if threading.current_thread() is threading.main_thread():
                 raise
+            if pages.error is not exc:  # another claimer's error is the run's
+                log.error("another claim transaction failed too", exc_info=exc)
+        finally:
+            if ended is not None:
+                ended.set()
 
     def _claim_page(
         self,
@@ -733,6 +745,29 @@ class DigestRun:
             conn, rows, send_at=self.now(), now=now, domain=self.domain,
             installation=self.installation(conn),
         )  # fmt: skip
+
+
+def _wait_for(ends: list[threading.Event], pages: _Pages) -> None:
+    """Wait for the claimers started to end their page (their ``ended`` events), an
+    interrupt meanwhile included (it is raised once they have); log another
+    claimer's error that the error being raised hides.
+
+    Not in Thread.join: on Python 3.11 a join interrupted by Ctrl-C marks a thread
+    that is still running as stopped, and the next join returns at once.
+    """
+    raising = sys.exc_info()[1]
+    interrupt: BaseException | None = None
+    for ended in ends:
+        while not ended.is_set():
+            try:
+                ended.wait()
+            except BaseException as exc:  # (KeyboardInterrupt, a signal's exception)
+                pages.halt(exc)
+                interrupt = interrupt or exc
+    if raising is not None and pages.error is not None and pages.error is not raising:
+        log.error("another claim transaction failed too", exc_info=pages.error)
+    if interrupt is not None:
+        raise interrupt
 
 
 # A digest's mail: (subject, text, html).
