@@ -6,6 +6,10 @@ import email
 import email.policy
 import functools
 import logging
+import os
+import signal
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
@@ -750,6 +754,40 @@ def test_several_connections_send_each_message_once_and_count_exactly(
     assert [(r.status, r.attempts, r.lease_owner) for r in rows] == [("sent", 1, None)] * 40
     assert sorted(smtp.message_ids) == sorted(r.message_id for r in rows)
     assert sorted(r.message_id for r in log_rows(db_url)) == ids
+
+
+def test_an_interrupt_waits_for_the_other_connections_message(
+    db_url: str, smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the first connection waits for the second, which is sending: the
+    dispatch raises it only once the second has recorded its message and given back
+    the rest. (Thread.join, interrupted, would have let it return at once.)"""
+    enqueue_all(db_url, [message(n) for n in range(4)])
+    real_deliver = Dispatcher.deliver
+    second_claimed = threading.Event()
+    interrupted = False
+
+    def deliver(self: Dispatcher, *args: Any, **kwargs: Any) -> Any:
+        nonlocal interrupted
+        if threading.current_thread().name == "dispatch-2" and not interrupted:
+            interrupted = True
+            second_claimed.set()
+            time.sleep(0.3)  # the first connection has sent its two and waits
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)
+        elif threading.current_thread() is threading.main_thread() and kwargs["following"] is None:
+            second_claimed.wait(5)  # (before the first claims again: the second has two)
+        return real_deliver(self, *args, **kwargs)
+
+    monkeypatch.setattr(Dispatcher, "deliver", deliver)
+    with pytest.raises(KeyboardInterrupt):
+        dispatch(db_url, settings_for(smtp, {"batch_size": 2}, smtp_connections=2))
+
+    rows = all_messages(db_url)
+    assert interrupted
+    assert Counter(r.status for r in rows) == Counter({"sent": 3, "scheduled": 1})
+    assert [r.lease_owner for r in rows] == [None] * 4
+    assert len(smtp.message_ids) == 3
 
 
 def test_one_connection_sends_over_one_session(db_url: str, smtp: SmtpServer) -> None:

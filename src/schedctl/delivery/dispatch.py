@@ -115,6 +115,7 @@ from schedctl.delivery.tokens import unsubscribe_url
 from schedctl.delivery.transport import MailBackend, SendResult
 from schedctl.errors import ConfigError, MailUnavailable, ValidationError
 from schedctl.values import validate_email
+from schedctl.workers import Worker, wait_for
 
 log = logging.getLogger("schedctl.delivery.dispatch")
 
@@ -789,9 +790,7 @@ def dispatch_due(
     others = [dispatcher.another(mail_backend(settings)) for _ in range(connections - 1)]
     tallies = [Counter[str]() for _ in others]
     threads = [
-        threading.Thread(
-            target=_connection, args=(other, share, tally), name=f"dispatch-{n}", daemon=True
-        )
+        Worker(functools.partial(_connection, other, share, tally), name=f"dispatch-{n}")
         for n, (other, tally) in enumerate(zip(others, tallies, strict=True), start=2)
     ]
 
@@ -808,7 +807,7 @@ def dispatch_due(
         raise
     finally:
         try:
-            _join(threads, share)
+            wait_for(threads, lambda _: share.halt())
         finally:
             dispatcher.release_prepaid()
     if share.error is not None:
@@ -894,19 +893,6 @@ def _connection(dispatcher: Dispatcher, share: _Share, counts: Counter[str]) -> 
         _send(dispatcher, share, counts)
     except BaseException as exc:
         share.halt(error=exc)
-
-
-def _join(threads: Sequence[threading.Thread], share: _Share) -> None:
-    """Wait for the connections that were opened (an interrupt stops them first)."""
-    started = [t for t in threads if t.ident is not None]
-    try:
-        for thread in started:
-            thread.join()
-    except BaseException:
-        share.halt()
-        for thread in started:
-            thread.join()
-        raise
 
 
 def _send(dispatcher: Dispatcher, share: _Share, counts: Counter[str]) -> None:

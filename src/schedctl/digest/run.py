@@ -96,6 +96,7 @@ from schedctl.digest.plan import (
 )
 from schedctl.errors import ValidationError
 from schedctl.notifications import MAX_TITLE, clip, read_limited, text_problem
+from schedctl.workers import Worker, wait_for
 from schedctl.zones import zone
 
 log = logging.getLogger("schedctl.digest")
@@ -365,32 +366,27 @@ class DigestRun:
     ) -> None:
         """Claim pages until none is left, over ``claimers`` connections (the others in
         threads of their own); the first error any of them raises stops them all."""
-        ends = [threading.Event() for _ in range(claimers - 1)]
         others = [
-            threading.Thread(target=self._claimer, args=(claim, pages, ended), daemon=True,
-                             name=f"digest-{n}")
-            for n, ended in enumerate(ends, start=2)
-        ]  # fmt: skip
+            Worker(functools.partial(self._claimer, claim, pages), name=f"digest-{n}")
+            for n in range(2, claimers + 1)
+        ]
         try:
-            for thread in others:
-                thread.start()
+            for worker in others:
+                worker.start()
             self._claimer(claim, pages)
         except BaseException as exc:
             pages.halt(exc)
             raise
         finally:
-            _wait_for([e for t, e in zip(others, ends, strict=True) if t.ident is not None], pages)
+            raising = sys.exc_info()[1]
+            wait_for(others, pages.halt)
+            if raising is not None and pages.error not in (None, raising):
+                log.error("another claim transaction failed too", exc_info=pages.error)
         if pages.error is not None:
             raise pages.error
 
-    def _claimer(
-        self,
-        claim: Callable[..., tuple[_Page, int] | None],
-        pages: _Pages,
-        ended: threading.Event | None = None,
-    ) -> None:
-        """One connection's pages, each in a transaction of its own; ``ended`` is set
-        when they are done (a thread's claimer)."""
+    def _claimer(self, claim: Callable[..., tuple[_Page, int] | None], pages: _Pages) -> None:
+        """One connection's pages, each in a transaction of its own."""
         try:
             while self.room and not pages.stop.is_set():
                 start: list[int] = []  # the page's first user, fixed by its first attempt
@@ -406,9 +402,6 @@ class DigestRun:
                 raise
             if pages.error is not exc:  # another claimer's error is the run's
                 log.error("another claim transaction failed too", exc_info=exc)
-        finally:
-            if ended is not None:
-                ended.set()
 
     def _claim_page(
         self,
@@ -745,29 +738,6 @@ class DigestRun:
             conn, rows, send_at=self.now(), now=now, domain=self.domain,
             installation=self.installation(conn),
         )  # fmt: skip
-
-
-def _wait_for(ends: list[threading.Event], pages: _Pages) -> None:
-    """Wait for the claimers started to end their page (their ``ended`` events), an
-    interrupt meanwhile included (it is raised once they have); log another
-    claimer's error that the error being raised hides.
-
-    Not in Thread.join: on Python 3.11 a join interrupted by Ctrl-C marks a thread
-    that is still running as stopped, and the next join returns at once.
-    """
-    raising = sys.exc_info()[1]
-    interrupt: BaseException | None = None
-    for ended in ends:
-        while not ended.is_set():
-            try:
-                ended.wait()
-            except BaseException as exc:  # (KeyboardInterrupt, a signal's exception)
-                pages.halt(exc)
-                interrupt = interrupt or exc
-    if raising is not None and pages.error is not None and pages.error is not raising:
-        log.error("another claim transaction failed too", exc_info=pages.error)
-    if interrupt is not None:
-        raise interrupt
 
 
 # A digest's mail: (subject, text, html).
