@@ -23,6 +23,7 @@ from schedctl.db.database import Database
 from schedctl.db.schema import digests, messages, notifications, users
 from schedctl.digest import plan as digest_plan
 from schedctl.digest import run as digest_run
+from schedctl.errors import DatabaseUnavailable
 
 NOW = datetime(2027, 3, 10, 12, 0, tzinfo=UTC)
 USERS = 700  # pages of 100, 200, 400, 500 ...: several for each claimer
@@ -271,3 +272,23 @@ def test_a_pass_from_the_start_that_makes_a_page_again_is_followed_by_another(
     assert len(passes) == 3
     assert state == DONE
     assert counts["digests_created"] == USERS
+
+
+def test_both_claimers_failing_is_told_in_one_line(
+    db_url: str, cli: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The database goes away under both claimers: the run exits 75 with the first
+    # error as its one line on stderr; the second is told at debug level only.
+    def fill(self: digest_run.DigestRun, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.1)  # (both claimers are in their page by then)
+        raise DatabaseUnavailable("database unavailable (gone)")
+
+    with Database(db_url, environ={}) as db:
+        _seed(db)
+    monkeypatch.setattr(digest_run.DigestRun, "_fill", fill)
+    result = cli(
+        "digest", db_url=db_url,
+        env={"SCHEDCTL_NOW": NOW.isoformat(), "SCHEDCTL_MAIL_BACKEND": "memory"},
+    )  # fmt: skip
+    assert result.returncode == 75, result.stderr
+    assert result.stderr.strip().splitlines() == ["schedctl: error: database unavailable (gone)"]

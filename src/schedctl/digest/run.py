@@ -381,7 +381,7 @@ class DigestRun:
             raising = sys.exc_info()[1]
             wait_for(others, pages.halt)
             if raising is not None and pages.error not in (None, raising):
-                log.error("another claim transaction failed too", exc_info=pages.error)
+                log.debug("another claim transaction failed too", exc_info=pages.error)
         if pages.error is not None:
             raise pages.error
 
@@ -400,8 +400,10 @@ class DigestRun:
             pages.halt(exc)
             if threading.current_thread() is threading.main_thread():
                 raise
-            if pages.error is not exc:  # another claimer's error is the run's
-                log.error("another claim transaction failed too", exc_info=exc)
+            if pages.error is not exc:
+                # The run reports the first error, in one line; a second is most often
+                # the same cause (the database gone), so it is told at debug level.
+                log.debug("another claim transaction failed too", exc_info=exc)
 
     def _claim_page(
         self,
