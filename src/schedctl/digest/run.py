@@ -31,9 +31,10 @@ connection of its own): while one renders its page, the server runs the other's
 statements. The next page always starts after the last user a page has taken, so no
 two share a user; the first error stops both after their page. A page's transaction
 made again (a transient error) starts where its first attempt did, and when that
-happened the run ends with a pass from the first user, which claims anyone a shorter
-second attempt left behind. With --limit, and on SQLite (one writer at a time), a run
-claims on one connection.
+happened a pass from the first user follows, which claims anyone a shorter second
+attempt left behind (and so on while a pass made a page again). With --limit, and on
+SQLite (one writer at a time), a run claims on one connection. The claimers are
+``workers.Worker`` threads, waited for through Ctrl-C.
 
 A page costs the same whatever the number of users: about ten statements, each
 built once per run (:class:`_Statements`) and binding the page as a few parameters
