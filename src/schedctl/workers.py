@@ -41,7 +41,10 @@ def wait_for(workers: Sequence[Worker], on_interrupt: Callable[[BaseException], 
             try:
                 worker.ended.wait()
             except BaseException as exc:
-                on_interrupt(exc)
                 interrupt = interrupt or exc
+                try:
+                    on_interrupt(exc)
+                except BaseException as again:  # (a second Ctrl-C while stopping them)
+                    interrupt = interrupt or again
     if interrupt is not None:
         raise interrupt

@@ -207,7 +207,7 @@ def test_an_interrupt_waits_for_the_other_claimers_page(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Ctrl-C while the main thread waits for digest-2: the run raises it only once
-    # digest-2 has ended its page (committed), and digest-2 begins no other.
+    # digest-2 has ended its page (committed).
     real_fill = digest_run.DigestRun._fill
 
     def fill(self: digest_run.DigestRun, *args: Any, **kwargs: Any) -> Any:

@@ -380,9 +380,11 @@ class DigestRun:
             raise
         finally:
             raising = sys.exc_info()[1]
-            wait_for(others, pages.halt)
-            if raising is not None and pages.error not in (None, raising):
-                log.debug("another claim transaction failed too", exc_info=pages.error)
+            try:
+                wait_for(others, pages.halt)
+            finally:
+                if raising is not None and pages.error not in (None, raising):
+                    log.debug("another claim transaction failed too", exc_info=pages.error)
         if pages.error is not None:
             raise pages.error
 
