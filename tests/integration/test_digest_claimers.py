@@ -148,49 +148,6 @@ def test_the_first_error_stops_every_claimer_and_a_rerun_finishes_once(
     assert counts["digests_created"] == USERS - halfway["completed"]
 
 
-def test_a_page_made_again_that_ends_sooner_leaves_nobody_behind(
-    db_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The first page's transaction fails once, transiently, after its page query moved
-    # the cursor past user 100; made again, its query ends 5 users sooner (say another
-    # run had taken them, and let them go since).
-    failed = False
-    real_fill = digest_run.DigestRun._fill
-    real_due_page = digest_run.due_page
-    seen: set[int] = set()
-    shortened = False
-
-    def fill(self: digest_run.DigestRun, *args: Any, **kwargs: Any) -> Any:
-        nonlocal failed
-        if not failed:
-            failed = True
-            raise sa.exc.OperationalError(
-                "UPDATE", {}, sqlite3.OperationalError("database is locked")
-            )
-        return real_fill(self, *args, **kwargs)
-
-    def due_page(*args: Any, **kwargs: Any) -> list[Any]:
-        nonlocal shortened
-        page = real_due_page(*args, **kwargs)
-        if kwargs["after"] in seen and not shortened:
-            shortened = True
-            return page[:-5]
-        seen.add(kwargs["after"])
-        return page
-
-    monkeypatch.setattr(digest_run.DigestRun, "_fill", fill)
-    monkeypatch.setattr(digest_run, "due_page", due_page)
-    with Database(db_url, environ={}) as db:
-        _seed(db)
-        counts = digest_run.run_digest(db, _settings(db_url), NOW, digest_plan.DigestOptions())
-        state = _state(db)
-
-    assert failed
-    assert shortened
-    assert state == DONE
-    assert counts["digests_created"] == USERS
-
-
 def test_with_a_limit_one_claimer_takes_exactly_that_many(db_url: str) -> None:
     with Database(db_url, environ={}) as db:
         _seed(db)
@@ -226,11 +183,13 @@ def test_an_interrupt_waits_for_the_other_claimers_page(
     assert state["users with a digest"] == state["completed"] == 150
 
 
-def test_a_pass_from_the_start_that_makes_a_page_again_is_followed_by_another(
+def test_a_page_made_again_that_ends_sooner_leaves_nobody_behind(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # As above, and the pass from the start meets the same: its first page fails once
-    # and, made again, ends 5 users sooner. A third pass claims those 5.
+    # The first page's transaction fails once, transiently, after its page query moved
+    # the cursor past user 100; made again, its query ends 5 users sooner (say another
+    # run had taken them, and let them go since). A pass from the start follows, and
+    # meets the same; a third pass claims those 5.
     passes: list[set[int]] = []  # per pass: the page starts seen
     failed_in: set[int] = set()  # the passes whose first page failed once
     shortened = 0

@@ -10,35 +10,14 @@ import pytest
 from schedctl.workers import Worker, wait_for
 
 
-def test_an_interrupt_during_the_wait_is_raised_once_the_worker_has_ended() -> None:
+def _busy_worker_whose_wait_is_interrupted() -> Worker:
+    """A started worker that ends after 0.2 s; the first wait for it raises
+    KeyboardInterrupt, as Ctrl-C would in the middle of the wait."""
     release = threading.Event()
     worker = Worker(lambda: release.wait(5), name="w")
     worker.start()
-    told: list[BaseException] = []
-    calls = 0
     real_wait = worker.ended.wait
-
-    def interrupted_wait(timeout: float | None = None) -> bool:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise KeyboardInterrupt  # as Ctrl-C would, in the middle of the wait
-        return real_wait(timeout)
-
-    worker.ended.wait = interrupted_wait  # type: ignore[method-assign]
-    threading.Timer(0.2, release.set).start()
-    with pytest.raises(KeyboardInterrupt):
-        wait_for([worker], told.append)
-    assert worker.ended.is_set()
-    assert [type(e) for e in told] == [KeyboardInterrupt]
-
-
-def test_stopping_the_workers_may_itself_be_interrupted_and_the_wait_goes_on() -> None:
-    release = threading.Event()
-    worker = Worker(lambda: release.wait(5), name="w")
-    worker.start()
     calls = 0
-    real_wait = worker.ended.wait
 
     def interrupted_wait(timeout: float | None = None) -> bool:
         nonlocal calls
@@ -47,11 +26,26 @@ def test_stopping_the_workers_may_itself_be_interrupted_and_the_wait_goes_on() -
             raise KeyboardInterrupt
         return real_wait(timeout)
 
+    worker.ended.wait = interrupted_wait  # type: ignore[method-assign]
+    threading.Timer(0.2, release.set).start()
+    return worker
+
+
+def test_an_interrupt_during_the_wait_is_raised_once_the_worker_has_ended() -> None:
+    worker = _busy_worker_whose_wait_is_interrupted()
+    told: list[BaseException] = []
+    with pytest.raises(KeyboardInterrupt):
+        wait_for([worker], told.append)
+    assert worker.ended.is_set()
+    assert [type(e) for e in told] == [KeyboardInterrupt]
+
+
+def test_stopping_the_workers_may_itself_be_interrupted_and_the_wait_goes_on() -> None:
+    worker = _busy_worker_whose_wait_is_interrupted()
+
     def on_interrupt(exc: BaseException) -> None:
         raise RuntimeError("a second Ctrl-C while stopping them")
 
-    worker.ended.wait = interrupted_wait  # type: ignore[method-assign]
-    threading.Timer(0.2, release.set).start()
     start = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
         wait_for([worker], on_interrupt)

@@ -216,13 +216,13 @@ class _Pages:
     after: int = 0  # the last user id a page has taken
     retried: bool = False  # some page's transaction was made again
     stop: threading.Event = field(default_factory=threading.Event)
-    error: BaseException | None = None
+    errors: list[BaseException] = field(default_factory=list)  # in the order raised
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def halt(self, error: BaseException) -> None:
-        """Stop every claimer after its page; the first error is the run's."""
+        """Stop every claimer after its page, noting ``error``."""
         with self.lock:
-            self.error = self.error or error
+            self.errors.append(error)
         self.stop.set()
 
 
@@ -368,7 +368,7 @@ class DigestRun:
         """Claim pages until none is left, over ``claimers`` connections (the others in
         threads of their own); the first error any of them raises stops them all."""
         others = [
-            Worker(functools.partial(self._claimer, claim, pages), name=f"digest-{n}")
+            Worker(functools.partial(self._claimer_beside, claim, pages), name=f"digest-{n}")
             for n in range(2, claimers + 1)
         ]
         try:
@@ -382,31 +382,39 @@ class DigestRun:
             raising = sys.exc_info()[1]
             try:
                 wait_for(others, pages.halt)
+            except BaseException as exc:  # an interrupt, raised once they have ended
+                raising = exc
+                raise
             finally:
-                if raising is not None and pages.error not in (None, raising):
-                    log.debug("another claim transaction failed too", exc_info=pages.error)
-        if pages.error is not None:
-            raise pages.error
+                # The run reports one error, in one line; another is most often the
+                # same cause (the database gone), so it is told at debug level.
+                shown = raising or next(iter(pages.errors), None)
+                for error in pages.errors:
+                    if error is not shown:
+                        log.debug("another claim transaction failed too", exc_info=error)
+        if pages.errors:
+            raise pages.errors[0]
 
     def _claimer(self, claim: Callable[..., tuple[_Page, int] | None], pages: _Pages) -> None:
         """One connection's pages, each in a transaction of its own."""
+        while self.room and not pages.stop.is_set():
+            start: list[int] = []  # the page's first user, fixed by its first attempt
+            done = self.db.transaction(functools.partial(claim, pages=pages, start=start))
+            if done is None:
+                pages.stop.set()  # nobody is due after the cursor
+                return
+            with pages.lock:
+                self._count(*done)
+
+    def _claimer_beside(
+        self, claim: Callable[..., tuple[_Page, int] | None], pages: _Pages
+    ) -> None:
+        """A claimer in a thread of its own: its error stops the others (and is the
+        run's to raise)."""
         try:
-            while self.room and not pages.stop.is_set():
-                start: list[int] = []  # the page's first user, fixed by its first attempt
-                done = self.db.transaction(functools.partial(claim, pages=pages, start=start))
-                if done is None:
-                    pages.stop.set()  # nobody is due after the cursor
-                    return
-                with pages.lock:
-                    self._count(*done)
+            self._claimer(claim, pages)
         except BaseException as exc:
             pages.halt(exc)
-            if threading.current_thread() is threading.main_thread():
-                raise
-            if pages.error is not exc:
-                # The run reports the first error, in one line; a second is most often
-                # the same cause (the database gone), so it is told at debug level.
-                log.debug("another claim transaction failed too", exc_info=exc)
 
     def _claim_page(
         self,
