@@ -162,7 +162,8 @@ def test_a_digest_killed_while_claiming_then_rerun_loses_and_doubles_nothing(
     count = 600
     expected = seed(db_url, count)
     env = environment(db_url, smtp)
-    # Killed right before its third claim page (100 users, then 200, then 300), not
+    # Killed right before its third claim page (on SQLite after pages of 100 and 200
+    # users; on PostgreSQL, whose two claimers begin one each, after one or two), not
     # at a moment: on a fast machine a signal sent once a page was seen came after
     # the last page.
     killed = env | {

@@ -59,6 +59,7 @@ from support.digest_world import (
     read_tables,
     wait_until,
 )
+from support.fault_world import KILLPOINTS
 from support.smtp_server import SmtpServer
 
 SOAK = os.environ.get("SOAK_DIGEST") == "1"
@@ -165,7 +166,7 @@ def check_dst_day(dialect: str) -> None:
 class Kill:
     """At this step, SIGKILL one of the processes once `when` is reached."""
 
-    when: str  # "planning": digests rows appeared; "sending": mail arrived; "random"
+    when: str  # "planning": a page committed; "sending": mail arrived; "random"
     delay: float = 0.0
 
 
@@ -213,18 +214,27 @@ def walk(
     return expected
 
 
+PLANNING_KILL = {
+    "FAULT_KILL_AT": "schedctl.digest.run:DigestRun._count:after:1",
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(KILLPOINTS), os.environ.get("PYTHONPATH")])),
+}
+
+
 def run_with_kill(
     engine: sa.Engine, runner: Runner, smtp: SmtpServer, now: datetime, processes: int, kill: Kill
 ) -> None:
-    digests_before = count_rows(engine, "SELECT count(*) FROM digests")()
     mail_before = len(smtp.accepted)
-    started = runner.start("digest", now, processes)
     if kill.when == "planning":
-        count = count_rows(engine, "SELECT count(*) FROM digests")
-        reached = wait_until(lambda: count() > digests_before, started)
-    elif kill.when == "sending":
-        reached = wait_until(lambda: len(smtp.accepted) > mail_before, started)
+        # Each process dies once its first page is committed: a kill point, not a
+        # moment, since a step with little due can commit its pages and end between
+        # two polls (it did, once the digest claimed on two connections).
+        started = runner.start("digest", now, processes, extra=PLANNING_KILL)
+        reached = False  # (they kill themselves)
     else:
+        started = runner.start("digest", now, processes)
+    if kill.when == "sending":
+        reached = wait_until(lambda: len(smtp.accepted) > mail_before, started)
+    elif kill.when == "random":
         time.sleep(kill.delay)
         reached = True
     running = [p for p in started if p.poll() is None]

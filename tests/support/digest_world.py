@@ -455,8 +455,10 @@ class Runner:
         self.interrupted = 0
         self.outcomes: list[Outcome] = []
 
-    def start(self, command: str, now: datetime, count: int) -> list[subprocess.Popen[str]]:
-        env = {**self.env, "SCHEDCTL_NOW": now.isoformat()}
+    def start(
+        self, command: str, now: datetime, count: int, extra: dict[str, str] | None = None
+    ) -> list[subprocess.Popen[str]]:
+        env = {**self.env, "SCHEDCTL_NOW": now.isoformat(), **(extra or {})}
         return [
             Schedctl(
                 [str(SCHEDCTL), command, "--json"],
