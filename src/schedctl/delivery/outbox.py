@@ -148,7 +148,7 @@ class AlikeMessages:
         self.subscription = subscription
         self.insert = dialect.RowInserter(
             sa_dialect, messages, self._COLUMNS, same=self._SAME,
-            conflict=["idempotency_key"], returning=["id", "idempotency_key"],
+            conflict=["idempotency_key"], returning=["id", "idempotency_key"], long_values=True,
         )  # fmt: skip
 
     def __call__(
@@ -171,7 +171,7 @@ class AlikeMessages:
             "send_at": send_at, "status": "scheduled", "attempts": 0, "created_at": now,
             "updated_at": now,
         }  # fmt: skip
-        return {row.idempotency_key: int(row.id) for row in self.insert(conn, minted, same)}
+        return {key: int(new_id) for new_id, key in self.insert(conn, minted, same)}
 
 
 # --- messages whose dispatcher died (SPEC §8) ---------------------------------------
