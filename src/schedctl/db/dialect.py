@@ -866,7 +866,7 @@ class RowInserter:
         self, conn: sa.Connection, rows: Sequence[Sequence[Any]], same: dict[str, Any]
     ) -> list[Sequence[Any]]:
         """Insert ``rows`` (values in the order of ``columns``) with the ``same``
-        values; the ``returning`` columns of the rows actually inserted."""
+        values; the ``returning`` columns of the rows actually inserted, in no set order."""
         if not rows:
             return []
         if self.set_based:
