@@ -187,35 +187,41 @@ def test_a_page_made_again_that_ends_sooner_leaves_nobody_behind(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The first page's transaction fails once, transiently, after its page query moved
-    # the cursor past user 100; made again, its query ends 5 users sooner (say another
-    # run had taken them, and let them go since). A pass from the start follows, and
-    # meets the same; a third pass claims those 5.
-    passes: list[set[int]] = []  # per pass: the page starts seen
+    # the cursor past its last user; made again, its query lacks the first attempt's
+    # last 5 users (say another run had taken them, and let them go since), whatever
+    # its size now (a page the other claimer committed meanwhile doubles it). A pass
+    # from the start follows, and meets the same; a third pass claims those 5.
+    passes: list[dict[int, list[int]]] = []  # per pass: page start -> its first attempt's users
     failed_in: set[int] = set()  # the passes whose first page failed once
+    lock = threading.Lock()  # (both claimers may reach _fill at once)
     shortened = 0
     real_claim_pages = digest_run.DigestRun._claim_pages
     real_fill = digest_run.DigestRun._fill
     real_due_page = digest_run.due_page
 
     def claim_pages(self: digest_run.DigestRun, *args: Any) -> None:
-        passes.append(set())
+        passes.append({})
         real_claim_pages(self, *args)
 
     def fill(self: digest_run.DigestRun, *args: Any, **kwargs: Any) -> Any:
-        if len(passes) <= 2 and len(passes) not in failed_in:
-            failed_in.add(len(passes))
+        with lock:
+            fails = len(passes) <= 2 and len(passes) not in failed_in
+            if fails:
+                failed_in.add(len(passes))
+        if fails:
             raise sa.exc.OperationalError(
                 "UPDATE", {}, sqlite3.OperationalError("database is locked")
             )
         return real_fill(self, *args, **kwargs)
 
-    def due_page(*args: Any, **kwargs: Any) -> list[Any]:
+    def due_page(*args: Any, **kwargs: Any) -> list[Any]:  # (under the run's page lock)
         nonlocal shortened
         page = real_due_page(*args, **kwargs)
-        if kwargs["after"] in passes[-1] and page:
+        first = passes[-1].get(kwargs["after"])
+        if first is not None and page:
             shortened += 1
-            return page[:-5]
-        passes[-1].add(kwargs["after"])
+            return [p for p in page if p.user_id not in first[-5:]]
+        passes[-1][kwargs["after"]] = [p.user_id for p in page]
         return page
 
     monkeypatch.setattr(digest_run.DigestRun, "_claim_pages", claim_pages)
