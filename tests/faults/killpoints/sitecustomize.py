@@ -8,6 +8,10 @@ kill point is a function, not a moment: the same run dies at the same place ever
 time, with no timing involved. src carries no test hooks.
 
 Several points may be given, separated by commas; the first one reached kills.
+
+``FAULT_PAUSE_AT`` takes the same points with the seconds to pause as a fifth field
+(``...:after:1:5``): the thread that reaches one sleeps there instead of dying, so
+a test can cut the process off from its database at a known place in its work.
 """
 
 from __future__ import annotations
@@ -19,10 +23,16 @@ import os
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 _SPEC = os.environ.get("FAULT_KILL_AT", "")
+_PAUSE_SPEC = os.environ.get("FAULT_PAUSE_AT", "")
+
+# (qualified name, "before" | "after", nth call, what happens there)
+_Point = tuple[str, str, int, Callable[[], None]]
 
 
 def _die() -> None:
@@ -30,7 +40,7 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _wrap(function: Any, when: str, nth: int) -> Any:
+def _wrap(function: Any, when: str, nth: int, act: Callable[[], None]) -> Any:
     calls = 0
     counting = threading.Lock()  # dispatch calls the same function from several threads
 
@@ -41,25 +51,26 @@ def _wrap(function: Any, when: str, nth: int) -> Any:
             calls += 1
             this = calls
         if when == "before" and this == nth:
-            _die()
+            act()
         result = function(*args, **kwargs)
         if when == "after" and this == nth:
-            _die()
+            act()
         return result
 
     return wrapper
 
 
-def _install(module: ModuleType, qualname: str, when: str, nth: int) -> None:
+def _install(module: ModuleType, point: _Point) -> None:
+    qualname, when, nth, act = point
     *owners, name = qualname.split(".")
     holder: Any = module
     for part in owners:
         holder = getattr(holder, part)
-    setattr(holder, name, _wrap(getattr(holder, name), when, nth))
+    setattr(holder, name, _wrap(getattr(holder, name), when, nth, act))
 
 
 class _Loader(importlib.abc.Loader):
-    def __init__(self, inner: importlib.abc.Loader, points: list[tuple[str, str, int]]) -> None:
+    def __init__(self, inner: importlib.abc.Loader, points: list[_Point]) -> None:
         self.inner = inner
         self.points = points
 
@@ -68,12 +79,12 @@ class _Loader(importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         self.inner.exec_module(module)
-        for qualname, when, nth in self.points:
-            _install(module, qualname, when, nth)
+        for point in self.points:
+            _install(module, point)
 
 
 class _Finder(importlib.abc.MetaPathFinder):
-    def __init__(self, points: dict[str, list[tuple[str, str, int]]]) -> None:
+    def __init__(self, points: dict[str, list[_Point]]) -> None:
         self.points = points
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
@@ -89,15 +100,23 @@ class _Finder(importlib.abc.MetaPathFinder):
         return None
 
 
-def _parse(text: str) -> dict[str, list[tuple[str, str, int]]]:
-    points: dict[str, list[tuple[str, str, int]]] = {}
+def _parse(text: str, name: str, pause: bool) -> dict[str, list[_Point]]:
+    points: dict[str, list[_Point]] = {}
     for item in filter(None, (p.strip() for p in text.split(","))):
         module, qualname, when, *rest = item.split(":")
         if when not in ("before", "after"):
-            raise SystemExit(f"FAULT_KILL_AT: {item!r}: 'before' or 'after', not {when!r}")
-        points.setdefault(module, []).append((qualname, when, int(rest[0]) if rest else 1))
+            raise SystemExit(f"{name}: {item!r}: 'before' or 'after', not {when!r}")
+        nth = int(rest[0]) if rest else 1
+        act = _die
+        if pause:
+            seconds = float(rest[1])
+            act = functools.partial(time.sleep, seconds)
+        points.setdefault(module, []).append((qualname, when, nth, act))
     return points
 
 
-if _SPEC:
-    sys.meta_path.insert(0, _Finder(_parse(_SPEC)))
+_POINTS = _parse(_SPEC, "FAULT_KILL_AT", False)
+for _module, _paused in _parse(_PAUSE_SPEC, "FAULT_PAUSE_AT", True).items():
+    _POINTS.setdefault(_module, []).extend(_paused)
+if _POINTS:
+    sys.meta_path.insert(0, _Finder(_POINTS))
