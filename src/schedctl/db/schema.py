@@ -502,17 +502,14 @@ distributions = sa.Table(
 
 # The day's plan: every distinct user (the full ID: this is schedctl's own database),
 # its place in the keyed-hash order, campaign and group, and the source's extras.
+# Written whole by its day's planning transaction, read by position, deleted by day:
+# no key or reference checked per row (0018). SQLite's planner, which adds users a
+# batch at a time and skips an ID it has, keeps a unique (distribution_id, user_id).
 distribution_users = sa.Table(
     "distribution_users",
     metadata,
-    sa.Column(
-        "distribution_id",
-        Id,
-        sa.ForeignKey("distributions.id", ondelete="CASCADE"),
-        primary_key=True,
-        autoincrement=False,
-    ),
-    sa.Column("user_id", sa.Text, primary_key=True),
+    sa.Column("distribution_id", Id, nullable=False),
+    sa.Column("user_id", sa.Text, nullable=False),
     sa.Column("sort_key", sa.LargeBinary, nullable=False),
     sa.Column("seq", sa.BigInteger),
     sa.Column("campaign_id", sa.Text),
@@ -520,6 +517,13 @@ distribution_users = sa.Table(
     sa.Column("group_id", sa.Text),
     sa.Column("extras", sa.Text),  # JSON object of the source's extra columns
     sa.Index("distribution_users_seq", "distribution_id", "seq", unique=True),
+    sa.Index(
+        "distribution_users_user",
+        "distribution_id",
+        "user_id",
+        unique=True,
+        info={"dialects": ("sqlite",)},
+    ),
 )
 
 # How far the copy of a plan to each destination has got.

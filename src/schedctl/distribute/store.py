@@ -600,14 +600,15 @@ def purge_expired_plans(conn: sa.Connection, now: datetime, limit: int = PURGE_B
     )
     deleted = 0
     for (day_id,) in conn.execute(expired.order_by(d.id)).all():
-        keys = (
-            sa.select(du.user_id)
+        positions = (
+            sa.select(du.seq)
             .where(du.distribution_id == day_id)
+            .order_by(du.seq)
             .limit(limit - deleted)
             .scalar_subquery()
         )
         gone = conn.execute(
-            distribution_users.delete().where(du.distribution_id == day_id, du.user_id.in_(keys))
+            distribution_users.delete().where(du.distribution_id == day_id, du.seq.in_(positions))
         ).rowcount
         deleted += int(gone or 0)
         if deleted >= limit:
