@@ -12,5 +12,12 @@
 --
 -- Measured with bench/bench_distribute.py's sizes: the plan's INSERT went from 8.2 s
 -- to 2.1 s at 900,000 users, the run from 26.3 s to 20.3 s.
+--
+-- Without a primary key the table needs a replica identity of its own: a database
+-- with a publication that publishes deletes (FOR ALL TABLES, for change capture or a
+-- blue/green upgrade) refuses every DELETE of a table that has none -- and each
+-- planning transaction and each purge deletes plan rows. FULL logs a deleted row
+-- whole, and only where the WAL is decoded (wal_level = logical).
 ALTER TABLE distribution_users DROP CONSTRAINT distribution_users_distribution_id_fkey;
 ALTER TABLE distribution_users DROP CONSTRAINT distribution_users_pkey;
+ALTER TABLE distribution_users REPLICA IDENTITY FULL;

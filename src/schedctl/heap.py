@@ -25,9 +25,10 @@ YOUNGEST = 20_000
 @contextlib.contextmanager
 def fewer_collections() -> Iterator[None]:
     """Collect cycles less often until the block ends (nested blocks keep the outer
-    one's setting)."""
+    one's setting; a program that turned automatic collection off keeps it off)."""
     before = gc.get_threshold()
-    gc.set_threshold(max(before[0], YOUNGEST), *before[1:])
+    if before[0]:  # 0: no automatic collection
+        gc.set_threshold(max(before[0], YOUNGEST), *before[1:])
     try:
         yield
     finally:

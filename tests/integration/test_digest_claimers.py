@@ -6,12 +6,14 @@ a user behind. SQLite claims on one connection.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -257,3 +259,36 @@ def test_both_claimers_failing_is_told_in_one_line(
     )  # fmt: skip
     assert result.returncode == 75, result.stderr
     assert result.stderr.strip().splitlines() == ["schedctl: error: database unavailable (gone)"]
+
+
+def test_the_pages_are_claimed_with_fewer_collections(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # heap.fewer_collections is held while the pages are claimed (and only then).
+    inside: list[bool] = []
+    held = False
+    real_block = digest_run.heap.fewer_collections
+    real_claim_page = digest_run.DigestRun._claim_page
+
+    @contextlib.contextmanager
+    def block() -> Iterator[None]:
+        nonlocal held
+        with real_block():
+            held = True
+            try:
+                yield
+            finally:
+                held = False
+
+    def claim_page(self: digest_run.DigestRun, *args: Any, **kwargs: Any) -> Any:
+        inside.append(held)
+        return real_claim_page(self, *args, **kwargs)
+
+    monkeypatch.setattr(digest_run.heap, "fewer_collections", block)
+    monkeypatch.setattr(digest_run.DigestRun, "_claim_page", claim_page)
+    with Database(db_url, environ={}) as db:
+        _seed(db, 150)
+        digest_run.run_digest(db, _settings(db_url), NOW, digest_plan.DigestOptions())
+    assert inside
+    assert all(inside)
+    assert not held

@@ -282,4 +282,31 @@ def test_0018_keeps_the_stored_plans(empty_db_url: str) -> None:
         if db.dialect == "sqlite":
             with pytest.raises(ConflictError):
                 db.transaction(lambda c: c.execute(distribution_users.insert(), rows[:1]))
+        else:
+            # No constraint left (alembic's comparison does not look at primary keys),
+            # and a replica identity of its own: with a publication that publishes
+            # deletes, a table with neither refuses every DELETE (planning and the
+            # purge delete plan rows).
+            constraints = db.transaction(
+                lambda c: c.execute(
+                    sa.text(
+                        "SELECT conname FROM pg_constraint"
+                        " WHERE conrelid = 'distribution_users'::regclass"
+                    )
+                ).all(),
+                read_only=True,
+            )
+            assert constraints == []
+            db.transaction(lambda c: c.execute(sa.text("CREATE PUBLICATION plans FOR ALL TABLES")))
+            try:
+                deleted = db.transaction(
+                    lambda c: (
+                        c.execute(
+                            distribution_users.delete().where(distribution_users.c.seq == 3)
+                        ).rowcount
+                    )
+                )
+            finally:
+                db.transaction(lambda c: c.execute(sa.text("DROP PUBLICATION plans")))
+            assert deleted == 1
     assert _diff(empty_db_url) == []

@@ -36,7 +36,6 @@ def test_an_error_in_the_block_puts_it_back(default_threshold: tuple[int, int, i
 def test_nested_blocks_keep_the_outer_setting_and_a_higher_one_is_kept(
     default_threshold: tuple[int, int, int],
 ) -> None:
-    # a digest's dispatch runs inside the digest's block
     with heap.fewer_collections():
         with heap.fewer_collections():
             assert gc.get_threshold()[0] == heap.YOUNGEST
@@ -68,3 +67,14 @@ def test_a_cycle_made_in_the_block_is_still_collected(
         kept = [[] for _ in range(heap.YOUNGEST * 2)]  # the collector counts what stays
         assert collected == [True]
         del kept
+
+
+def test_a_program_that_collects_by_hand_keeps_doing_so() -> None:
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(0)  # automatic collection off
+        with heap.fewer_collections():
+            assert gc.get_threshold()[0] == 0
+        assert gc.get_threshold()[0] == 0
+    finally:
+        gc.set_threshold(*before)

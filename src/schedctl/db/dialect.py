@@ -719,8 +719,8 @@ def one_of(
 
 
 def _json_value(value: Any) -> Any:
-    if isinstance(value, date):  # SQLite stores a date as its ISO text (SQLAlchemy's Date)
-        return value.isoformat()
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value.isoformat()  # SQLite stores a date as its ISO text (SQLAlchemy's Date)
     raise TypeError(f"a {type(value).__name__} cannot be bound in rows")
 
 
@@ -788,17 +788,20 @@ class RowInserter:
     """``INSERT INTO table (columns) ... ON CONFLICT (conflict) DO NOTHING RETURNING
     returning`` for a batch of rows, as one statement text whatever the batch.
 
-    - PostgreSQL, and SQLite for rows of short values: ``INSERT ... SELECT`` from
+    - PostgreSQL, and SQLite with ``json_rows``: ``INSERT ... SELECT`` from
       :class:`ValueRows` (one array per column; one JSON array of rows), RETURNING the
       rows actually inserted.
-    - SQLite for rows holding ``long_values`` (a mail's bodies; `Capabilities.
-      single_writer`): an executemany of the one-row INSERT, then the rows whose key
-      is above the largest before it: the write transaction excludes every other
-      writer, and keys only grow (AUTOINCREMENT), so those are exactly the rows this
-      insert made. (sqlite3 drops the rows of an executemany's RETURNING.) Measured
-      on pages of 500 rows: the digest's days (ids and a date) went in 40 % faster
-      as JSON rows than by executemany, its messages (kilobytes of text and HTML
-      each) 35 % slower, since SQLite parses the JSON text whole.
+    - SQLite otherwise (`Capabilities.single_writer`): an executemany of the one-row
+      INSERT, then the rows whose key is above the largest before it: the write
+      transaction excludes every other writer, and keys only grow (AUTOINCREMENT), so
+      those are exactly the rows this insert made. (sqlite3 drops the rows of an
+      executemany's RETURNING.)
+
+    ``json_rows`` is for rows of ids, short texts and dates: measured on pages of 500
+    rows, the digest's days went in 40 % faster as JSON rows than by executemany, its
+    messages (kilobytes of text and HTML each) 35 % slower, since SQLite parses the
+    JSON text whole. JSON cannot carry every value as the driver would (a NUL cuts a
+    text short, an integer past 64 bits becomes a float), hence opt-in.
 
     ``same`` columns take one value for the whole batch (bound with the column's type,
     e.g. an instant); the rows' values go to the driver as they are. Build it once,
@@ -814,11 +817,11 @@ class RowInserter:
         same: Sequence[str] = (),
         conflict: Sequence[str],
         returning: Sequence[str],
-        long_values: bool = False,
+        json_rows: bool = False,
     ) -> None:
         self.columns = list(columns)
         self.same = list(same)
-        self.set_based = sa_dialect.name == "postgresql" or not long_values
+        self.set_based = sa_dialect.name == "postgresql" or json_rows
         self.key = next(iter(table.primary_key.columns))
         if self.set_based:
             from sqlalchemy.dialects.postgresql import insert as pg_insert

@@ -148,7 +148,7 @@ class AlikeMessages:
         self.subscription = subscription
         self.insert = dialect.RowInserter(
             sa_dialect, messages, self._COLUMNS, same=self._SAME,
-            conflict=["idempotency_key"], returning=["id", "idempotency_key"], long_values=True,
+            conflict=["idempotency_key"], returning=["id", "idempotency_key"],
         )  # fmt: skip
 
     def __call__(

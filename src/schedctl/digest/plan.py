@@ -236,7 +236,7 @@ def _user_problem(email: Any, tz: Any) -> str | None:
     return quarantine.text_problem(email, "email", required=True) or _zone_problem(tz)
 
 
-@functools.lru_cache(maxsize=1024)  # a page's users share a few zones
+@functools.lru_cache(maxsize=1024, typed=True)  # a page's users share a few zones
 def _zone_problem(tz: Any) -> str | None:
     problem = quarantine.text_problem(tz, "tz", required=True)
     if problem is None:

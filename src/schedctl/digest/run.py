@@ -177,6 +177,7 @@ class _Statements:
             sa_dialect, digests, ["account_id", "user_id", "local_date"],
             same=["status", "items", "created_at", "updated_at", "expires_at"],
             conflict=["user_id", "local_date"], returning=["id", "user_id", "local_date"],
+            json_rows=True,
         )  # fmt: skip
         self.messages = AlikeMessages(sa_dialect, MESSAGE_TYPE, subscription=True)
         now = sa.bindparam("now", type_=UTCDateTime)
