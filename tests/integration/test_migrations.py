@@ -46,13 +46,8 @@ def _diff(url: str) -> list[object]:
         for d in diff
         if not (isinstance(d, tuple) and d[0] in {"remove_fk", "add_fk"} and _fk_key(d[1]) in same)
         and not _sqlite_tenancy(d)
-        and not _not_sqlites(d)
+        and not _not_for(d, "sqlite")
     ]
-
-
-def _not_sqlites(d: object) -> bool:
-    """An index the metadata declares for PostgreSQL alone (schema.partial_index)."""
-    return _not_for(d, "sqlite")
 
 
 def _not_for(d: object, dialect_name: str) -> bool:

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -201,9 +200,10 @@ def due_page(
         if query is None:
             return []
     params = {"after": after, "size": size}
+    checked: dict[tuple[type, Any], str | None] = {}  # a page's users share a few zones
     try:
         rows = [
-            (user_id, account_id, tz, local_date, email, _user_problem(email, tz))
+            (user_id, account_id, tz, local_date, email, _user_problem(email, tz, checked))
             for user_id, account_id, tz, local_date, email in conn.execute(query, params)
         ]
     except quarantine.READ_ERRORS as exc:
@@ -231,12 +231,20 @@ def due_page(
     ]
 
 
-def _user_problem(email: Any, tz: Any) -> str | None:
-    """What makes a user's row unusable for a digest (see schedctl.quarantine), or None."""
-    return quarantine.text_problem(email, "email", required=True) or _zone_problem(tz)
+def _user_problem(
+    email: Any, tz: Any, zones: dict[tuple[type, Any], str | None] | None = None
+) -> str | None:
+    """What makes a user's row unusable for a digest (see schedctl.quarantine), or None.
+    ``zones``: each zone's problem found so far, by value (its type included)."""
+    if zones is None:
+        zone_problem = _zone_problem(tz)
+    elif (key := (type(tz), tz)) in zones:
+        zone_problem = zones[key]
+    else:
+        zone_problem = zones[key] = _zone_problem(tz)
+    return quarantine.text_problem(email, "email", required=True) or zone_problem
 
 
-@functools.lru_cache(maxsize=1024, typed=True)  # a page's users share a few zones
 def _zone_problem(tz: Any) -> str | None:
     problem = quarantine.text_problem(tz, "tz", required=True)
     if problem is None:

@@ -66,7 +66,7 @@ import logging
 import sys
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
@@ -568,7 +568,7 @@ class DigestRun:
         newest ``max_items`` as digest items ({id: (user, item or why it cannot be
         listed)}), read with them -- or, when some row cannot be read, none, for
         :meth:`_read_items` to read them one by one."""
-        zones = _zones({day.user_id: day for day in days})
+        zones = _zones(days)
         if not zones:
             return {}, {}
         query = self.statements(conn).pending_items
@@ -643,7 +643,7 @@ class DigestRun:
         read already (:meth:`_pending`)."""
         n = notifications.c
         query = self.statements(conn).items
-        zones = _zones(owners)
+        zones = _zones(owners.values())
         items: dict[int, Item] = {}
         bad: dict[int, str] = {}
         for notification_id, (user_id, item) in first.items():
@@ -759,12 +759,11 @@ class DigestRun:
 _Mail = tuple[str, str, str]
 
 
-def _zones(days: dict[int, DueUser]) -> dict[int, tzinfo]:
-    """Each user's zone ({user: day} in, {user: zone} out), each zone looked up once."""
+def _zones(days: Iterable[DueUser]) -> dict[int, tzinfo]:
+    """Each user's zone, by user id; each zone looked up once."""
     by_name: dict[str, tzinfo] = {}
     return {
-        user: by_name.get(day.tz) or by_name.setdefault(day.tz, zone(day.tz))
-        for user, day in days.items()
+        day.user_id: by_name.get(day.tz) or by_name.setdefault(day.tz, zone(day.tz)) for day in days
     }
 
 
