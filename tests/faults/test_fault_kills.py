@@ -120,10 +120,12 @@ KILLS = [
          "schedctl.digest.run:DigestRun._consume:after",
          lambda w: scalar(w, "SELECT count(*) FROM digests") == 0),
     # (pages of 100 users, then 200: at the third, SQLite has committed the first two,
-    # and PostgreSQL, whose two claimers begin a page each, one or both of theirs)
+    # and PostgreSQL, whose two claimers begin a page each, one or both of theirs; a
+    # claimer begins its next page only once its last one committed, but the first
+    # may be the catch-up pass's, of the days missed, fewer than 100)
     Kill("digest: mid-batch, the third claim page", "digest",
          "schedctl.digest.run:DigestRun._claim_page:before:3",
-         lambda w: 100 <= scalar(w, "SELECT count(*) FROM digests") <= 300, size=BIG_DIGEST),
+         lambda w: 1 <= scalar(w, "SELECT count(*) FROM digests") <= 300, size=BIG_DIGEST),
     Kill("digest: claimed, before the send", "digest",
          "schedctl.delivery.dispatch:dispatch_due:before",
          lambda w: scalar(w, "SELECT count(*) FROM digests") > 0 and not w.smtp.accepted),
