@@ -30,9 +30,17 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        instant = datetime.fromisoformat(value) if isinstance(value, str) else value
-        if not isinstance(instant, datetime):
-            raise TypeError(f"expected a datetime from the database, got {type(value).__name__}")
-        if instant.tzinfo is None:
-            return instant.replace(tzinfo=UTC)
-        return instant.astimezone(UTC)
+        return as_instant(value)
+
+
+def as_instant(value: Any) -> datetime:
+    """An instant as the driver gives it (SQLite: text, or a datetime SQLAlchemy
+    parsed from it, naive in UTC; PostgreSQL: an aware datetime) as an aware UTC
+    datetime. ValueError when text is not an ISO 8601 date and time (or is out of
+    Python's range); TypeError for any other value."""
+    instant = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if not isinstance(instant, datetime):
+        raise TypeError(f"expected a datetime from the database, got {type(value).__name__}")
+    if instant.tzinfo is None:
+        return instant.replace(tzinfo=UTC)
+    return instant.astimezone(UTC)

@@ -78,7 +78,7 @@ from schedctl.config import Settings
 from schedctl.db import dialect
 from schedctl.db.database import Database
 from schedctl.db.schema import Id, digests, notifications, users
-from schedctl.db.types import UTCDateTime
+from schedctl.db.types import UTCDateTime, as_instant
 from schedctl.delivery import quota
 from schedctl.delivery.outbox import AlikeMessages, installation_id, mail_domain
 from schedctl.digest.compose import Item, render_digest
@@ -150,9 +150,13 @@ class _Statements:
             .with_for_update(skip_locked=True)
         )
         self.pending = claimed.order_by(n.user_id, n.id)
+        # The creation instant as the driver gives it, read by _item (types.as_instant):
+        # the column type's processing, done for every row as it is fetched, took
+        # twice as long for a page of 50,000 items on SQLite.
+        created_at = sa.type_coerce(n.created_at, sa.types.NullType()).label("created_at")
         content = [
             n.digest_key, *read_limited(n.title, MAX_TITLE), *read_limited(n.body, max_body),
-            n.created_at,
+            created_at,
         ]  # fmt: skip
         self.items = sa.select(n.id, n.user_id, *content)
         # The pending ids and, for each user's newest ``max_items``, their content: one
@@ -168,7 +172,7 @@ class _Statements:
                 ranked.c.id,
                 ranked.c.user_id,
                 *[sa.case((listed, column)).label(column.key) for column in content],
-                listed.label("listed"),
+                sa.type_coerce(listed, sa.types.NullType()).label("listed"),  # (read as truthy)
             )
             .select_from(ranked.join(notifications, n.id == ranked.c.id))
             .order_by(ranked.c.user_id, ranked.c.id)
@@ -686,8 +690,12 @@ class DigestRun:
         ):
             return text_problem(row) or "cannot be read"
         try:
+            instant = as_instant(created_at)
+        except (ValueError, TypeError, OverflowError) as exc:
+            return f"a value cannot be read ({type(exc).__name__}: {exc})"
+        try:
             # "YYYY-MM-DD HH:MM" (isoformat: strftime takes twice as long per item)
-            local = created_at.astimezone(local_zone).isoformat(" ", "minutes")[:16]
+            local = instant.astimezone(local_zone).isoformat(" ", "minutes")[:16]
         except (ValueError, OverflowError, KeyError) as exc:
             return f"created_at cannot be shown ({type(exc).__name__}: {exc})"
         if title_length > MAX_TITLE:
