@@ -59,6 +59,12 @@ class MailUnavailable(TemporaryError):
     """The mail server is unreachable."""
 
 
+class DatabaseRefused(SchedctlError):
+    """The database refused a statement for a reason no retry mends (a publication
+    that wants a replica identity, a limit of the server's): exit 1, at once, where
+    75 would have a scheduler rerun it in vain."""
+
+
 class ItemsFailed(SchedctlError):
     """Some items failed; they are recorded and will be retried per policy."""
 

@@ -6,17 +6,21 @@ import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
 from schedctl import heartbeat
 from schedctl.config import load_settings
-from schedctl.db.database import Database
+from schedctl.db.database import Database, is_transient
 from schedctl.db.schema import accounts, heartbeats
-from schedctl.errors import ConflictError, DatabaseUnavailable
+from schedctl.errors import ConflictError, DatabaseRefused, DatabaseUnavailable
+from support.cli import CliRunner
+from support.databases import fresh_database
 from support.driver_trace import trace_sent_ahead, trace_sqlalchemy, trace_statements
 
 
@@ -67,6 +71,71 @@ def test_unreachable_postgres_gives_up_with_a_temporary_error() -> None:
     assert "127.0.0.1:1" in caught.value.message
     assert "pw-not-shown" not in caught.value.message
     assert caught.value.exit_code == 75
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (psycopg.OperationalError("connection failed: Connection refused"), True),  # no SQLSTATE
+        (psycopg.errors.ConnectionFailure("server closed the connection"), True),
+        (psycopg.errors.AdminShutdown("terminating connection due to administrator command"), True),
+        (psycopg.errors.CannotConnectNow("the database system is starting up"), True),
+        (psycopg.errors.SerializationFailure("could not serialize access"), True),
+        (psycopg.errors.DeadlockDetected("deadlock detected"), True),
+        (psycopg.errors.LockNotAvailable("canceling statement due to lock timeout"), True),
+        (psycopg.errors.TooManyConnections("too many clients already"), True),
+        (psycopg.errors.DiskFull("could not extend file"), True),
+        (psycopg.errors.IoError("could not read block"), True),
+        (psycopg.errors.ObjectNotInPrerequisiteState("does not have a replica identity"), False),
+        (psycopg.errors.ProgramLimitExceeded("index row size exceeds maximum"), False),
+        (psycopg.errors.DatabaseDropped("the database was dropped"), False),
+        (psycopg.errors.ConfigFileError("configuration file contains errors"), False),
+        (psycopg.errors.UndefinedColumn("column does not exist"), False),  # not operational
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else None,
+)
+def test_which_postgresql_errors_a_retry_may_get_past(error: Exception, transient: bool) -> None:
+    # psycopg raises OperationalError for connection trouble and for refusals no retry
+    # mends alike: the SQLSTATE tells them apart.
+    assert is_transient(sa.exc.OperationalError("UPDATE messages ...", {}, error)) is transient
+
+
+@pytest.fixture
+def pg_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from fresh_database("postgresql", request, tmp_path / "schedctl.db")
+
+
+@pytest.mark.postgres
+def test_a_refusal_no_retry_mends_fails_at_once_with_exit_1(pg_url: str, cli: CliRunner) -> None:
+    # A publication that publishes updates and deletes of a table without a replica
+    # identity: PostgreSQL refuses every UPDATE and DELETE of it (SQLSTATE 55000), and
+    # would the next time too. It used to be retried for retry_seconds, then exit 75.
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE messages REPLICA IDENTITY NOTHING"))
+        conn.execute(sa.text("CREATE PUBLICATION refusing FOR TABLE messages"))
+    try:
+        start = time.monotonic()
+        with (
+            Database(pg_url, retry_seconds=20) as db,
+            pytest.raises(DatabaseRefused) as caught,
+        ):
+            db.transaction(lambda c: c.execute(sa.text("UPDATE messages SET status = status")))
+        assert time.monotonic() - start < 10  # not retried for 20 s
+        assert caught.value.exit_code == 1
+        assert "replica identity" in caught.value.message
+        assert db.target in caught.value.message
+
+        result = cli("messages", "delete-all", "--confirm", db_url=pg_url)
+        assert result.returncode == 1, result
+        [line] = result.stderr.strip().splitlines()
+        assert "database error" in line, line
+        assert "replica identity" in line, line
+    finally:
+        with engine.begin() as conn:  # (the database goes back to the tests' pool)
+            conn.execute(sa.text("DROP PUBLICATION refusing"))
+            conn.execute(sa.text("ALTER TABLE messages REPLICA IDENTITY DEFAULT"))
+        engine.dispose()
 
 
 def test_sqlite_writer_waits_for_the_lock_instead_of_failing(tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ Every command opens one Database, runs short transactions through
 serialization failure, deadlock, SQLite busy) retry the whole transaction with
 exponential backoff; when retries run out the command fails with exit 75. Errors
 retrying cannot mend -- connection settings libpq refuses, a SQLite file that is
-missing or read-only -- fail at once with exit 2.
+missing or read-only -- fail at once with exit 2; a statement PostgreSQL refuses for
+good (told apart by its SQLSTATE: a publication that wants a replica identity, a
+server limit) at once with exit 1 (DatabaseRefused).
 
 A Database may be used by several threads at once (dispatch sends over several
 connections): each transaction runs on a connection of its own thread, and a thread
@@ -47,6 +49,7 @@ from schedctl.db.engine import (
 from schedctl.errors import (
     ConfigError,
     ConflictError,
+    DatabaseRefused,
     DatabaseUnavailable,
     SchedctlError,
     SchemaMismatch,
@@ -104,7 +107,7 @@ def is_transient(exc: BaseException) -> bool:
         return "locked" in text or "busy" in text
     if _is_other_transient(orig):
         return True
-    return _is_psycopg_operational(orig)
+    return _is_psycopg_transient(orig)
 
 
 # MySQL/MariaDB client and server error numbers after which the same transaction may
@@ -129,12 +132,39 @@ def _is_other_transient(orig: BaseException | None) -> bool:
     return False
 
 
-def _is_psycopg_operational(orig: BaseException | None) -> bool:
-    # psycopg's OperationalError covers connection failures, serialization failures,
-    # deadlocks and lock timeouts; ProgrammingError and friends are never transient.
-    # Looked up lazily: a SQLite-only run never pays for importing psycopg.
+# PostgreSQL's SQLSTATE classes after which the same transaction may succeed:
+# connection exception, transaction rollback (serialization failure, deadlock),
+# insufficient resources (disk full, out of memory, too many connections), operator
+# intervention (a server shutting down or starting up, a statement or idle timeout),
+# system error (an I/O error); and lock not available (lock_timeout). psycopg raises
+# OperationalError for these and for others that no retry mends: object not in
+# prerequisite state (a publication that refuses an UPDATE for want of a replica
+# identity), program limit exceeded, a configuration file error, the database
+# dropped.
+_PG_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+_PG_TRANSIENT_STATES = frozenset({"55P03"})
+_PG_PERMANENT_STATES = frozenset({"57P04", "58P01", "58P02"})
+
+
+def _is_psycopg_error(orig: BaseException | None, name: str) -> bool:
+    """Whether ``orig`` is psycopg's exception class ``name`` (or a subclass). Looked
+    up lazily: a SQLite-only run never pays for importing psycopg."""
     psycopg = sys.modules.get("psycopg")
-    return psycopg is not None and isinstance(orig, psycopg.OperationalError)
+    return psycopg is not None and isinstance(orig, getattr(psycopg, name))
+
+
+def _is_psycopg_transient(orig: BaseException | None) -> bool:
+    """Whether psycopg's error is one the same transaction may get past: the
+    connection failed or was lost (psycopg's own, without a SQLSTATE), or the server
+    answered with a SQLSTATE above."""
+    if not _is_psycopg_error(orig, "OperationalError"):
+        return False
+    state = getattr(orig, "sqlstate", None)
+    if not state:
+        return True
+    if state in _PG_PERMANENT_STATES:
+        return False
+    return state[:2] in _PG_TRANSIENT_CLASSES or state in _PG_TRANSIENT_STATES
 
 
 def first_line(exc: BaseException) -> str:
@@ -557,9 +587,13 @@ class Database:
                 raise ConfigError(
                     f"invalid database connection settings ({self.target}): {first_line(exc)}"
                 ) from None
-            if is_transient(exc) or _is_psycopg_operational(exc.orig):
+            if is_transient(exc):
                 raise DatabaseUnavailable(
                     f"database unavailable ({self.target}): {first_line(exc)}"
+                ) from None
+            if _is_psycopg_error(exc.orig, "OperationalError"):
+                raise DatabaseRefused(
+                    f"database error ({self.target}): {first_line(exc)}"
                 ) from None
             raise
 
@@ -645,4 +679,6 @@ def wrap_unexpected(exc: BaseException) -> SchedctlError | None:
         return ConfigError(f"invalid database connection settings: {first_line(exc)}")
     if isinstance(exc, sa.exc.DBAPIError) and is_transient(exc):
         return DatabaseUnavailable(f"database unavailable: {first_line(exc)}")
+    if isinstance(exc, sa.exc.DBAPIError) and _is_psycopg_error(exc.orig, "OperationalError"):
+        return DatabaseRefused(f"database error: {first_line(exc)}")
     return None
