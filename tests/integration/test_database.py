@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from schedctl import heartbeat
 from schedctl.config import load_settings
-from schedctl.db.database import Database, is_transient
+from schedctl.db.database import Database, is_transient, wrap_unexpected
 from schedctl.db.schema import accounts, heartbeats
 from schedctl.errors import ConflictError, DatabaseRefused, DatabaseUnavailable
 from support.cli import CliRunner
@@ -86,6 +86,11 @@ def test_unreachable_postgres_gives_up_with_a_temporary_error() -> None:
         (psycopg.errors.TooManyConnections("too many clients already"), True),
         (psycopg.errors.DiskFull("could not extend file"), True),
         (psycopg.errors.IoError("could not read block"), True),
+        (psycopg.errors.QueryCanceled("canceling statement due to statement timeout"), True),
+        (psycopg.errors.IdleSessionTimeout("terminating connection due to idle timeout"), True),
+        (psycopg.errors.FdwUnableToEstablishConnection("could not connect to server"), True),
+        (psycopg.errors.UndefinedFile("could not open file"), False),
+        (psycopg.errors.DuplicateFile("file already exists"), False),
         (psycopg.errors.ObjectNotInPrerequisiteState("does not have a replica identity"), False),
         (psycopg.errors.ProgramLimitExceeded("index row size exceeds maximum"), False),
         (psycopg.errors.DatabaseDropped("the database was dropped"), False),
@@ -98,6 +103,19 @@ def test_which_postgresql_errors_a_retry_may_get_past(error: Exception, transien
     # psycopg raises OperationalError for connection trouble and for refusals no retry
     # mends alike: the SQLSTATE tells them apart.
     assert is_transient(sa.exc.OperationalError("UPDATE messages ...", {}, error)) is transient
+
+
+def test_a_stray_driver_error_is_told_by_the_same_rule() -> None:
+    lost = sa.exc.OperationalError("SELECT 1", {}, psycopg.errors.AdminShutdown("terminating"))
+    refused = sa.exc.OperationalError(
+        "DELETE FROM messages", {}, psycopg.errors.ObjectNotInPrerequisiteState("no identity")
+    )
+    assert [type(e).__name__ for e in map(wrap_unexpected, (lost, refused))] == [
+        "DatabaseUnavailable",
+        "DatabaseRefused",
+    ]
+    assert [e.exit_code for e in map(wrap_unexpected, (lost, refused)) if e] == [75, 1]
+    assert wrap_unexpected(ValueError("a bug")) is None
 
 
 @pytest.fixture

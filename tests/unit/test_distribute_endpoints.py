@@ -12,7 +12,14 @@ from sqlalchemy.dialects import oracle
 
 from schedctl.db import dialect
 from schedctl.distribute.config import Destination, Source
-from schedctl.distribute.endpoints import destination_table, existing_query, query
+from schedctl.distribute.endpoints import (
+    StageError,
+    destination_table,
+    existing_query,
+    query,
+    stage,
+)
+from schedctl.errors import DatabaseRefused
 
 ORACLE = oracle.dialect()
 DAY = date(2026, 11, 18)
@@ -102,3 +109,14 @@ def test_writers_lock_the_table_and_sources_read_only() -> None:
     assert '"SC_LOCAL_TARGET"' in str(
         dialect.lock_table_statement(ORACLE, destination_table(upper))
     )
+
+
+def test_a_stage_names_a_refusing_database_once() -> None:
+    refused = DatabaseRefused("database error (postgresql at db:5432/source): no identity")
+    with pytest.raises(StageError) as caught, stage("campaigns", None):
+        raise refused
+    assert (
+        caught.value.message
+        == "campaigns database error (postgresql at db:5432/source): no identity"
+    )
+    assert (caught.value.exit_code, caught.value.temporary) == (1, False)

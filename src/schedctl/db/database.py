@@ -136,13 +136,16 @@ def _is_other_transient(orig: BaseException | None) -> bool:
 # connection exception, transaction rollback (serialization failure, deadlock),
 # insufficient resources (disk full, out of memory, too many connections), operator
 # intervention (a server shutting down or starting up, a statement or idle timeout),
-# system error (an I/O error); and lock not available (lock_timeout). psycopg raises
+# system error (an I/O error); and lock not available (lock_timeout), a foreign data
+# wrapper that cannot reach its server or is out of memory. psycopg raises
 # OperationalError for these and for others that no retry mends: object not in
 # prerequisite state (a publication that refuses an UPDATE for want of a replica
-# identity), program limit exceeded, a configuration file error, the database
-# dropped.
+# identity), program limit exceeded (wraparound: VACUUM first), a configuration file
+# error, a file missing or duplicated. (An error raised as the server ends the session
+# -- FATAL -- breaks the connection and is retried as a lost connection whatever its
+# SQLSTATE; errors while connecting come from libpq without one.)
 _PG_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
-_PG_TRANSIENT_STATES = frozenset({"55P03"})
+_PG_TRANSIENT_STATES = frozenset({"55P03", "HV00N", "HV001"})
 _PG_PERMANENT_STATES = frozenset({"57P04", "58P01", "58P02"})
 
 

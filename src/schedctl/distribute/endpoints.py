@@ -32,7 +32,7 @@ from schedctl.db import dialect
 from schedctl.db.database import Database, first_line, is_transient
 from schedctl.distribute.config import Destination, Source
 from schedctl.distribute.plan import Campaign, as_date, campaign_order, scrub
-from schedctl.errors import DatabaseUnavailable, SchedctlError
+from schedctl.errors import DatabaseRefused, DatabaseUnavailable, SchedctlError
 
 SOURCE_CHUNK = 10_000  # rows fetched from the source at a time
 MAX_CAMPAIGNS = 10_000
@@ -68,6 +68,9 @@ def stage(
         ids = private()
         text = scrub(exc.message.removeprefix("database unavailable "), ids)
         raise StageError(name, f"{name} database unavailable {text}", temporary=True) from None
+    except DatabaseRefused as exc:  # (its message names the database already)
+        text = scrub(exc.message.removeprefix("database error "), private())
+        raise StageError(name, f"{name} database error {text}") from None
     except SchedctlError as exc:
         raise StageError(name, f"{name}{where}: {scrub(exc.message, private())}") from None
     except sa.exc.SQLAlchemyError as exc:
