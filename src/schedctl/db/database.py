@@ -149,18 +149,18 @@ _PG_TRANSIENT_STATES = frozenset({"55P03", "HV00N", "HV001"})
 _PG_PERMANENT_STATES = frozenset({"57P04", "58P01", "58P02"})
 
 
-def _is_psycopg_error(orig: BaseException | None, name: str) -> bool:
-    """Whether ``orig`` is psycopg's exception class ``name`` (or a subclass). Looked
-    up lazily: a SQLite-only run never pays for importing psycopg."""
+def _is_psycopg_operational(orig: BaseException | None) -> bool:
+    """Whether ``orig`` is psycopg's OperationalError. Looked up lazily: a SQLite-only
+    run never pays for importing psycopg."""
     psycopg = sys.modules.get("psycopg")
-    return psycopg is not None and isinstance(orig, getattr(psycopg, name))
+    return psycopg is not None and isinstance(orig, psycopg.OperationalError)
 
 
 def _is_psycopg_transient(orig: BaseException | None) -> bool:
     """Whether psycopg's error is one the same transaction may get past: the
     connection failed or was lost (psycopg's own, without a SQLSTATE), or the server
     answered with a SQLSTATE above."""
-    if not _is_psycopg_error(orig, "OperationalError"):
+    if not _is_psycopg_operational(orig):
         return False
     state = getattr(orig, "sqlstate", None)
     if not state:
@@ -586,18 +586,9 @@ class Database:
                     self._reopen_read_only()
                     return self.transaction(work, read_only=True)
                 self._raise_sqlite_error(exc, read_only)
-            if is_configuration_error(exc):
-                raise ConfigError(
-                    f"invalid database connection settings ({self.target}): {first_line(exc)}"
-                ) from None
-            if is_transient(exc):
-                raise DatabaseUnavailable(
-                    f"database unavailable ({self.target}): {first_line(exc)}"
-                ) from None
-            if _is_psycopg_error(exc.orig, "OperationalError"):
-                raise DatabaseRefused(
-                    f"database error ({self.target}): {first_line(exc)}"
-                ) from None
+            error = _domain_error(exc, f" ({self.target})")
+            if error is not None:
+                raise error from None
             raise
 
     def _raise_sqlite_error(self, exc: sa.exc.DBAPIError, read_only: bool) -> None:
@@ -678,10 +669,16 @@ def _write_in_order(
 
 def wrap_unexpected(exc: BaseException) -> SchedctlError | None:
     """Map a stray driver error to a domain error, or None if it is a bug."""
-    if isinstance(exc, sa.exc.DBAPIError) and is_configuration_error(exc):
-        return ConfigError(f"invalid database connection settings: {first_line(exc)}")
-    if isinstance(exc, sa.exc.DBAPIError) and is_transient(exc):
-        return DatabaseUnavailable(f"database unavailable: {first_line(exc)}")
-    if isinstance(exc, sa.exc.DBAPIError) and _is_psycopg_error(exc.orig, "OperationalError"):
-        return DatabaseRefused(f"database error: {first_line(exc)}")
+    return _domain_error(exc) if isinstance(exc, sa.exc.DBAPIError) else None
+
+
+def _domain_error(exc: sa.exc.DBAPIError, where: str = "") -> SchedctlError | None:
+    """The domain error of a driver error that retrying has not mended (``where``
+    names the database in its message), or None when it is none of these."""
+    if is_configuration_error(exc):
+        return ConfigError(f"invalid database connection settings{where}: {first_line(exc)}")
+    if is_transient(exc):
+        return DatabaseUnavailable(f"database unavailable{where}: {first_line(exc)}")
+    if _is_psycopg_operational(exc.orig):
+        return DatabaseRefused(f"database error{where}: {first_line(exc)}")
     return None

@@ -236,13 +236,11 @@ def _user_problem(
 ) -> str | None:
     """What makes a user's row unusable for a digest (see schedctl.quarantine), or None.
     ``zones``: each zone's problem found so far, by value (its type included)."""
-    if zones is None:
-        zone_problem = _zone_problem(tz)
-    elif (key := (type(tz), tz)) in zones:
-        zone_problem = zones[key]
-    else:
-        zone_problem = zones[key] = _zone_problem(tz)
-    return quarantine.text_problem(email, "email", required=True) or zone_problem
+    zones = {} if zones is None else zones
+    key = (type(tz), tz)
+    if key not in zones:
+        zones[key] = _zone_problem(tz)
+    return quarantine.text_problem(email, "email", required=True) or zones[key]
 
 
 def _zone_problem(tz: Any) -> str | None:
