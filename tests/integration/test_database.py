@@ -116,6 +116,13 @@ def test_a_stray_driver_error_is_told_by_the_same_rule() -> None:
     ]
     assert [e.exit_code for e in map(wrap_unexpected, (lost, refused)) if e] == [75, 1]
     assert wrap_unexpected(ValueError("a bug")) is None
+    read_only = sa.exc.InternalError(
+        "INSERT INTO runs ...", {}, psycopg.errors.ReadOnlySqlTransaction("read-only")
+    )
+    unavailable = wrap_unexpected(read_only)
+    assert unavailable is not None
+    assert unavailable.exit_code == 75
+    assert "takes no writes" in unavailable.message
 
 
 @pytest.fixture
@@ -154,6 +161,55 @@ def test_a_refusal_no_retry_mends_fails_at_once_with_exit_1(pg_url: str, cli: Cl
             conn.execute(sa.text("DROP PUBLICATION refusing"))
             conn.execute(sa.text("ALTER TABLE messages REPLICA IDENTITY DEFAULT"))
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_server_that_takes_no_writes_fails_at_once_with_exit_75(
+    pg_url: str, cli: CliRunner
+) -> None:
+    # A hot standby -- an old primary after a failover -- refuses every write with
+    # SQLSTATE 25006, as does a database with default_transaction_read_only on. It used
+    # to exit 1 as an "internal error" quoting the statement.
+    name = sa.engine.make_url(pg_url).database
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
+    try:
+        start = time.monotonic()
+        with (
+            Database(pg_url, retry_seconds=20) as db,
+            pytest.raises(DatabaseUnavailable) as caught,
+        ):
+            db.transaction(lambda c: c.execute(sa.text("UPDATE messages SET status = status")))
+        assert time.monotonic() - start < 10  # not retried for 20 s
+        assert caught.value.exit_code == 75
+        assert "takes no writes" in caught.value.message
+        assert db.target in caught.value.message
+
+        # What a caller made read-only itself (a source query that writes) is that
+        # query's own error, not the server's state.
+        with Database(pg_url, retry_seconds=20) as db, pytest.raises(sa.exc.InternalError):
+            db.transaction(
+                lambda c: c.execute(sa.text("UPDATE messages SET status = status")),
+                read_only=True,
+            )
+
+        for args in (("tick",), ("users", "add", "ro@example.com"), ("digest",)):
+            result = cli(*args, db_url=pg_url)
+            assert result.returncode == 75, (args, result)
+            [line] = result.stderr.strip().splitlines()
+            assert "database unavailable" in line, line
+            assert "takes no writes" in line, line
+            assert "[SQL" not in line, line
+        assert cli("users", "list", "--json", db_url=pg_url).returncode == 0  # reads work
+    finally:
+        # (the database goes back to the tests' pool)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("SET default_transaction_read_only = off"))
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" RESET default_transaction_read_only'))
+        engine.dispose()
+    with Database(pg_url) as db:  # nothing was written
+        assert db.scalar(sa.text("SELECT count(*) FROM users")) == 0
 
 
 def test_sqlite_writer_waits_for_the_lock_instead_of_failing(tmp_path: Path) -> None:

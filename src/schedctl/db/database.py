@@ -7,7 +7,8 @@ exponential backoff; when retries run out the command fails with exit 75. Errors
 retrying cannot mend -- connection settings libpq refuses, a SQLite file that is
 missing or read-only -- fail at once with exit 2; a statement PostgreSQL refuses for
 good (told apart by its SQLSTATE: a publication that wants a replica identity, a
-server limit) at once with exit 1 (DatabaseRefused).
+server limit) at once with exit 1 (DatabaseRefused); a PostgreSQL server that takes
+no writes (a hot standby, as after a failover) at once with exit 75.
 
 A Database may be used by several threads at once (dispatch sends over several
 connections): each transaction runs on a connection of its own thread, and a thread
@@ -168,6 +169,19 @@ def _is_psycopg_transient(orig: BaseException | None) -> bool:
     if state in _PG_PERMANENT_STATES:
         return False
     return state[:2] in _PG_TRANSIENT_CLASSES or state in _PG_TRANSIENT_STATES
+
+
+# SQLSTATE 25006, read_only_sql_transaction: PostgreSQL refused a write because the
+# session is read-only -- a hot standby (an old primary after a failover is one) or a
+# database or role with default_transaction_read_only on. schedctl makes no transaction
+# of its own read-only there except the fenced queries it runs for users (report and
+# source queries), which handle this error themselves. A failover ends it: exit 75,
+# at once (this connection will not become writable by retrying on it).
+_PG_READ_ONLY_SESSION = "25006"
+
+
+def _is_read_only_server(orig: BaseException | None) -> bool:
+    return getattr(orig, "sqlstate", None) == _PG_READ_ONLY_SESSION
 
 
 def first_line(exc: BaseException) -> str:
@@ -586,7 +600,7 @@ class Database:
                     self._reopen_read_only()
                     return self.transaction(work, read_only=True)
                 self._raise_sqlite_error(exc, read_only)
-            error = _domain_error(exc, f" ({self.target})")
+            error = _domain_error(exc, f" ({self.target})", writing=not read_only)
             if error is not None:
                 raise error from None
             raise
@@ -672,13 +686,21 @@ def wrap_unexpected(exc: BaseException) -> SchedctlError | None:
     return _domain_error(exc) if isinstance(exc, sa.exc.DBAPIError) else None
 
 
-def _domain_error(exc: sa.exc.DBAPIError, where: str = "") -> SchedctlError | None:
+def _domain_error(
+    exc: sa.exc.DBAPIError, where: str = "", *, writing: bool = True
+) -> SchedctlError | None:
     """The domain error of a driver error that retrying has not mended (``where``
-    names the database in its message), or None when it is none of these."""
+    names the database in its message), or None when it is none of these.
+    ``writing``: the transaction was not one the caller made read-only itself."""
     if is_configuration_error(exc):
         return ConfigError(f"invalid database connection settings{where}: {first_line(exc)}")
     if is_transient(exc):
         return DatabaseUnavailable(f"database unavailable{where}: {first_line(exc)}")
+    if writing and _is_read_only_server(exc.orig):
+        return DatabaseUnavailable(
+            f"database unavailable{where}: it takes no writes (a hot standby, or"
+            f" default_transaction_read_only is on): {first_line(exc)}"
+        )
     if _is_psycopg_operational(exc.orig):
         return DatabaseRefused(f"database error{where}: {first_line(exc)}")
     return None
