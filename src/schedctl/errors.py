@@ -33,6 +33,15 @@ class ConfigError(UsageError):
     """Invalid configuration."""
 
 
+class PermissionDenied(ConfigError):
+    """The database refused a statement to schedctl's login role (PostgreSQL's
+    insufficient_privilege): its grants are configuration, so exit 2."""
+
+    def __init__(self, message: str, *, refusal: str) -> None:
+        super().__init__(message)
+        self.refusal = refusal  # the server's own words
+
+
 class ValidationError(UsageError):
     """Invalid value."""
 

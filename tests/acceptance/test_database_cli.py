@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from schedctl.db.database import Database
 from schedctl.db.migrations import expected_version, upgrade
 from schedctl.db.schema import heartbeats, schema_migrations
-from support.databases import login_role
+from support.databases import connect_pg, login_role
 from support.processes import Schedctl
 
 
@@ -174,3 +174,26 @@ def test_no_command_prints_help_and_exits_2(cli) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("Usage: schedctl")
     assert "heartbeat" in result.stderr
+
+
+@postgresql_only
+def test_a_privilege_the_role_lacks_is_one_line_exit_2(cli, db_url: str) -> None:
+    # A login role whose grants miss a table schedctl writes: it used to exit 1 as an
+    # "internal error" quoting the statement.
+    with login_role(db_url, "schedctl_weak") as url:
+        role = sa.engine.make_url(url).username
+        with connect_pg(str(sa.engine.make_url(db_url).database)) as admin:
+            admin.execute(f'REVOKE INSERT ON users FROM "{role}"')  # type: ignore[arg-type]
+        assert cli("users", "list", db_url=url).returncode == 0  # what it may do, it does
+        for flags in ([], ["--json"]):
+            result = cli("users", "add", "weak@example.com", *flags, db_url=url)
+            assert result.returncode == 2, result
+            [line] = result.stderr.strip().splitlines()
+            assert "database role lacks a privilege" in line, line
+            assert "permission denied for table users" in line, line
+            assert "needs SELECT, INSERT, UPDATE and DELETE" in line, line
+            assert "[SQL" not in line, line
+            if flags:
+                assert json.loads(result.stdout)["error"]["code"] == 2
+        listed = cli("users", "list", "--json", db_url=url)
+        assert json.loads(listed.stdout)["users"] == []  # nothing was written

@@ -24,6 +24,7 @@ from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.schema import alerts
 from schedctl.delivery.dispatch import dispatch_due
+from schedctl.errors import PermissionDenied
 from support.alerts import (
     DUE,
     HOOK_PATH,
@@ -335,7 +336,7 @@ def test_an_account_sees_its_own_and_the_installations_alerts_only(
     keys = sa.select(alerts.c.key).order_by(alerts.c.key)
     with Database(tenant_url, account_id=other, environ={}) as scoped:
         seen = scoped.transaction(lambda c: list(c.execute(keys).scalars()))
-        with pytest.raises(sa.exc.ProgrammingError, match="row-level security"):
+        with pytest.raises(PermissionDenied, match="row-level security"):
             scoped.transaction(
                 lambda c: alerting.record(
                     c, [alerting.Alert("run_failed", "run_failed:3", "x", account_id=1)], T0

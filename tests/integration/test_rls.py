@@ -18,6 +18,7 @@ from schedctl.accounts import create_account
 from schedctl.config import Settings, report_queries
 from schedctl.db.database import Database
 from schedctl.db.schema import schedules
+from schedctl.errors import PermissionDenied
 from schedctl.schedules import runs
 from schedctl.schedules.model import ScheduleOptions
 from schedctl.schedules.store import create_schedule
@@ -126,7 +127,7 @@ def test_a_database_handle_scoped_to_an_account_sees_only_its_rows(
     names = sa.select(schedules.c.name).order_by(schedules.c.name)
     with Database(tenant_url, account_id=other, environ={}) as scoped:
         assert scoped.transaction(lambda c: c.execute(names).scalars().all()) == ["theirs"]
-        with pytest.raises(sa.exc.ProgrammingError, match="row-level security"):
+        with pytest.raises(PermissionDenied, match="row-level security"):
             scoped.transaction(
                 lambda c: c.execute(
                     schedules.insert().values(

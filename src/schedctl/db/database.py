@@ -8,7 +8,8 @@ retrying cannot mend -- connection settings libpq refuses, a SQLite file that is
 missing or read-only -- fail at once with exit 2; a statement PostgreSQL refuses for
 good (told apart by its SQLSTATE: a publication that wants a replica identity, a
 server limit) at once with exit 1 (DatabaseRefused); a PostgreSQL server that takes
-no writes (a hot standby, as after a failover) at once with exit 75.
+no writes (a hot standby, as after a failover) at once with exit 75; a privilege the
+login role lacks at once with exit 2 (PermissionDenied).
 
 A Database may be used by several threads at once (dispatch sends over several
 connections): each transaction runs on a connection of its own thread, and a thread
@@ -52,6 +53,7 @@ from schedctl.errors import (
     ConflictError,
     DatabaseRefused,
     DatabaseUnavailable,
+    PermissionDenied,
     SchedctlError,
     SchemaMismatch,
     ValidationError,
@@ -182,6 +184,17 @@ _PG_READ_ONLY_SESSION = "25006"
 
 def _is_read_only_server(orig: BaseException | None) -> bool:
     return getattr(orig, "sqlstate", None) == _PG_READ_ONLY_SESSION
+
+
+def _grants_hint(refusal: str) -> str:
+    """What to grant, for a privilege the role lacks (not for a row that row-level
+    security keeps out of the role's account: no grant is missing there)."""
+    if "row-level security" in refusal:
+        return " (the login role is bound to another account: see account_roles)"
+    return (
+        " (schedctl's login role needs SELECT, INSERT, UPDATE and DELETE on schedctl's"
+        " tables and USAGE on their sequences)"
+    )
 
 
 def first_line(exc: BaseException) -> str:
@@ -696,6 +709,12 @@ def _domain_error(
         return ConfigError(f"invalid database connection settings{where}: {first_line(exc)}")
     if is_transient(exc):
         return DatabaseUnavailable(f"database unavailable{where}: {first_line(exc)}")
+    if dialect.is_permission_denied(exc):
+        refusal = first_line(exc)
+        return PermissionDenied(
+            f"database role lacks a privilege{where}: {refusal}{_grants_hint(refusal)}",
+            refusal=refusal,
+        )
     if writing and _is_read_only_server(exc.orig):
         return DatabaseUnavailable(
             f"database unavailable{where}: it takes no writes (a hot standby, or"

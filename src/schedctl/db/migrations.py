@@ -23,9 +23,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from schedctl.db import dialect, migration_checks
-from schedctl.db.database import Database, first_line
+from schedctl.db.database import Database
 from schedctl.db.schema import schema_migrations
-from schedctl.errors import ConfigError, SchemaMismatch
+from schedctl.errors import ConfigError, PermissionDenied, SchemaMismatch
 
 _FILENAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
@@ -168,12 +168,10 @@ def upgrade(db: Database, *, target: int | None = None) -> list[Migration]:
 
     try:
         return db.transaction(work)
-    except sa.exc.DBAPIError as exc:
-        if not dialect.is_permission_denied(exc):
-            raise
+    except PermissionDenied as exc:
         raise ConfigError(
             f"cannot apply migration {current[0].version:04d}_{current[0].name} on"
-            f" {db.target}: {first_line(exc)}:"
+            f" {db.target}: {exc.refusal}:"
             " run `schedctl db upgrade` as a role that may create tables"
         ) from None
 
