@@ -33,15 +33,6 @@ class ConfigError(UsageError):
     """Invalid configuration."""
 
 
-class PermissionDenied(ConfigError):
-    """The database refused a statement to schedctl's login role (PostgreSQL's
-    insufficient_privilege): its grants are configuration, so exit 2."""
-
-    def __init__(self, message: str, *, refusal: str) -> None:
-        super().__init__(message)
-        self.refusal = refusal  # the server's own words
-
-
 class ValidationError(UsageError):
     """Invalid value."""
 
@@ -72,6 +63,17 @@ class DatabaseRefused(SchedctlError):
     """The database refused a statement for a reason no retry mends (a publication
     that wants a replica identity, a limit of the server's): exit 1, at once, where
     75 would have a scheduler rerun it in vain."""
+
+
+class PermissionDenied(DatabaseRefused):
+    """The database refused a statement to schedctl's login role (PostgreSQL's
+    insufficient_privilege). Exit 1, as for any refusal no retry mends: the statements
+    before it may have been committed, so it is not bad input (exit 2, nothing
+    written), and the run is recorded as failed."""
+
+    def __init__(self, message: str, *, refusal: str) -> None:
+        super().__init__(message)
+        self.refusal = refusal  # the server's own words
 
 
 class ItemsFailed(SchedctlError):

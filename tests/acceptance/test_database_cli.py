@@ -177,9 +177,10 @@ def test_no_command_prints_help_and_exits_2(cli) -> None:
 
 
 @postgresql_only
-def test_a_privilege_the_role_lacks_is_one_line_exit_2(cli, db_url: str) -> None:
+def test_a_privilege_the_role_lacks_is_one_line_exit_1(cli, db_url: str) -> None:
     # A login role whose grants miss a table schedctl writes: it used to exit 1 as an
-    # "internal error" quoting the statement.
+    # "internal error" quoting the statement. Exit 1 still (not 2, "nothing written"):
+    # a refusal can come after the command committed some of its work.
     with login_role(db_url, "schedctl_weak") as url:
         role = sa.engine.make_url(url).username
         with connect_pg(str(sa.engine.make_url(db_url).database)) as admin:
@@ -187,13 +188,30 @@ def test_a_privilege_the_role_lacks_is_one_line_exit_2(cli, db_url: str) -> None
         assert cli("users", "list", db_url=url).returncode == 0  # what it may do, it does
         for flags in ([], ["--json"]):
             result = cli("users", "add", "weak@example.com", *flags, db_url=url)
-            assert result.returncode == 2, result
+            assert result.returncode == 1, result
             [line] = result.stderr.strip().splitlines()
-            assert "database role lacks a privilege" in line, line
+            assert "database error" in line, line
             assert "permission denied for table users" in line, line
-            assert "needs SELECT, INSERT, UPDATE and DELETE" in line, line
+            assert "needs SELECT, INSERT, UPDATE and DELETE on its tables" in line, line
             assert "[SQL" not in line, line
             if flags:
-                assert json.loads(result.stdout)["error"]["code"] == 2
+                assert json.loads(result.stdout)["error"]["code"] == 1
         listed = cli("users", "list", "--json", db_url=url)
         assert json.loads(listed.stdout)["users"] == []  # nothing was written
+
+        # A job refused after it began is recorded as failed, as any refusal is.
+        assert cli("tick", db_url=url).returncode == 0
+        with connect_pg(str(sa.engine.make_url(db_url).database)) as admin:
+            admin.execute(f'REVOKE UPDATE ON schedules FROM "{role}"')  # type: ignore[arg-type]
+        assert cli("tick", db_url=url).returncode == 1
+        with Database(db_url) as db:
+            last = db.transaction(
+                lambda c: c.execute(
+                    sa.select(heartbeats.c.outcome, heartbeats.c.exit_code)
+                    .where(heartbeats.c.command == "tick")
+                    .order_by(heartbeats.c.id.desc())
+                    .limit(1)
+                ).one(),
+                read_only=True,
+            )
+        assert tuple(last) == ("failed", 1)

@@ -18,9 +18,10 @@ from schedctl import heartbeat
 from schedctl.config import load_settings
 from schedctl.db.database import Database, is_transient, wrap_unexpected
 from schedctl.db.schema import accounts, heartbeats
+from schedctl.distribute.endpoints import StageError, stage
 from schedctl.errors import ConflictError, DatabaseRefused, DatabaseUnavailable
 from support.cli import CliRunner
-from support.databases import fresh_database
+from support.databases import connect_pg, fresh_database, login_role
 from support.driver_trace import trace_sent_ahead, trace_sqlalchemy, trace_statements
 
 
@@ -210,6 +211,26 @@ def test_a_server_that_takes_no_writes_fails_at_once_with_exit_75(
         engine.dispose()
     with Database(pg_url) as db:  # nothing was written
         assert db.scalar(sa.text("SELECT count(*) FROM users")) == 0
+
+
+@pytest.mark.postgres
+def test_a_privilege_a_distribute_endpoint_lacks_is_its_stages_error(pg_url: str) -> None:
+    # The hint about schedctl's own grants is for schedctl's own database; a source's
+    # or destination's refusal is its stage's, named once.
+    name = str(sa.engine.make_url(pg_url).database)
+    with login_role(pg_url, "schedctl_reader") as url:
+        with connect_pg(name) as admin:
+            admin.execute("CREATE TABLE camps (id integer)")  # not granted to the role
+        db = Database(url, create=False, store=False, retry_seconds=1)
+        try:
+            with pytest.raises(StageError) as caught, stage("campaigns", db):
+                db.transaction(lambda c: c.execute(sa.text("SELECT * FROM camps")))
+        finally:
+            db.close()
+            with connect_pg(name) as admin:
+                admin.execute("DROP TABLE camps")
+    assert caught.value.message == f"campaigns ({db.target}): permission denied for table camps"
+    assert caught.value.exit_code == 1
 
 
 def test_sqlite_writer_waits_for_the_lock_instead_of_failing(tmp_path: Path) -> None:

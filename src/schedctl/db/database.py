@@ -8,8 +8,8 @@ retrying cannot mend -- connection settings libpq refuses, a SQLite file that is
 missing or read-only -- fail at once with exit 2; a statement PostgreSQL refuses for
 good (told apart by its SQLSTATE: a publication that wants a replica identity, a
 server limit) at once with exit 1 (DatabaseRefused); a PostgreSQL server that takes
-no writes (a hot standby, as after a failover) at once with exit 75; a privilege the
-login role lacks at once with exit 2 (PermissionDenied).
+no writes (a hot standby, as after a failover) at once with exit 75. A privilege
+schedctl's login role lacks is such a refusal too (PermissionDenied).
 
 A Database may be used by several threads at once (dispatch sends over several
 connections): each transaction runs on a connection of its own thread, and a thread
@@ -191,10 +191,7 @@ def _grants_hint(refusal: str) -> str:
     security keeps out of the role's account: no grant is missing there)."""
     if "row-level security" in refusal:
         return " (the login role is bound to another account: see account_roles)"
-    return (
-        " (schedctl's login role needs SELECT, INSERT, UPDATE and DELETE on schedctl's"
-        " tables and USAGE on their sequences)"
-    )
+    return " (schedctl's login role needs SELECT, INSERT, UPDATE and DELETE on its tables)"
 
 
 def first_line(exc: BaseException) -> str:
@@ -613,7 +610,7 @@ class Database:
                     self._reopen_read_only()
                     return self.transaction(work, read_only=True)
                 self._raise_sqlite_error(exc, read_only)
-            error = _domain_error(exc, f" ({self.target})", writing=not read_only)
+            error = _domain_error(exc, f" ({self.target})", writing=not read_only, store=self.store)
             if error is not None:
                 raise error from None
             raise
@@ -700,20 +697,21 @@ def wrap_unexpected(exc: BaseException) -> SchedctlError | None:
 
 
 def _domain_error(
-    exc: sa.exc.DBAPIError, where: str = "", *, writing: bool = True
+    exc: sa.exc.DBAPIError, where: str = "", *, writing: bool = True, store: bool = True
 ) -> SchedctlError | None:
     """The domain error of a driver error that retrying has not mended (``where``
     names the database in its message), or None when it is none of these.
-    ``writing``: the transaction was not one the caller made read-only itself."""
+    ``writing``: the transaction was not one the caller made read-only itself;
+    ``store``: the database is schedctl's own (not a source or destination of
+    `distribute`, whose errors its stages report)."""
     if is_configuration_error(exc):
         return ConfigError(f"invalid database connection settings{where}: {first_line(exc)}")
     if is_transient(exc):
         return DatabaseUnavailable(f"database unavailable{where}: {first_line(exc)}")
-    if dialect.is_permission_denied(exc):
+    if store and dialect.is_permission_denied(exc):
         refusal = first_line(exc)
         return PermissionDenied(
-            f"database role lacks a privilege{where}: {refusal}{_grants_hint(refusal)}",
-            refusal=refusal,
+            f"database error{where}: {refusal}{_grants_hint(refusal)}", refusal=refusal
         )
     if writing and _is_read_only_server(exc.orig):
         return DatabaseUnavailable(
