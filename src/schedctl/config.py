@@ -337,7 +337,9 @@ class Settings:
     smtp_max_per_second: float | None = setting(above=0, hint="leave it unset for no limit")
     mail_file_dir: str = setting("outbox")
     # Normal sends per UTC day; unset (None) means no quota (SPEC §7: opt-in).
-    daily_quota: int | None = setting(at_least=1, hint="leave it unset for no quota")
+    daily_quota: int | None = setting(
+        at_least=1, at_most=2**31 - 1, hint="leave it unset for no quota"
+    )  # (the day's counters are 32-bit integer columns)
     slack_webhook_url: str | None = setting(secret=True, check=http_url_problem)
     unsubscribe_secret: str | None = setting(secret=True, min_length=MIN_SECRET_LENGTH)
     unsubscribe_base_url: str | None = setting(check=http_url_problem)
@@ -525,6 +527,11 @@ def _declare() -> dict[str, Setting]:
     return schema
 
 
+def _bound(value: float) -> str:
+    """A range's bound as written: 2147483647, not 2.14748e+09; 0.5 as 0.5."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 SCHEMA: Mapping[str, Setting] = _declare()
 """Every setting, by name."""
 
@@ -534,9 +541,9 @@ SECRET_KEYS = frozenset(name for name, spec in SCHEMA.items() if spec.secret)
 
 def _range(spec: Setting) -> str:
     if spec.kind is int and spec.at_least is not None and spec.at_most is not None:
-        return f" from {spec.at_least:g} to {spec.at_most:g}"
+        return f" from {_bound(spec.at_least)} to {_bound(spec.at_most)}"
     bounds = [
-        f"{op} {bound:g}"
+        f"{op} {_bound(bound)}"
         for op, bound in ((">=", spec.at_least), (">", spec.above), ("<=", spec.at_most))
         if bound is not None
     ]

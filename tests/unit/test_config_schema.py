@@ -64,6 +64,7 @@ def test_environment_strings_are_parsed_by_the_declared_type(
         ({"SCHEDCTL_SMTP_TIMEOUT": "-1"}, "> 0"),
         ({"SCHEDCTL_DB_RETRY_SECONDS": "-0.5"}, ">= 0"),
         ({"SCHEDCTL_DAILY_QUOTA": "0"}, "leave it unset for no quota"),
+        ({"SCHEDCTL_DAILY_QUOTA": "3000000000"}, "from 1 to 2147483647 [(]leave it unset"),
         ({"SCHEDCTL_MAIL_FROM": "a@b.c\nBcc: x@y.z"}, "one e-mail address"),
         ({"SCHEDCTL_MAIL_FROM": "Name <a@b.c> extra"}, "one e-mail address"),
         ({"SCHEDCTL_MAIL_FROM": "@b.c"}, "one e-mail address"),

@@ -65,6 +65,12 @@ def test_max_lateness_is_a_duration_or_none() -> None:
     assert parse_max_lateness("none") is None
     with pytest.raises(ValidationError, match="invalid duration"):
         parse_max_lateness("10x")
+    # Stored as whole seconds in a 32-bit column: PostgreSQL refused more at INSERT.
+    assert parse_max_lateness("24855d") == timedelta(days=24855)
+    assert parse_max_lateness("2147483647s") == timedelta(seconds=2**31 - 1)
+    for text in ("24856d", "2147483648s", "100000d"):
+        with pytest.raises(ValidationError, match=r"at most 24855d, or none"):
+            parse_max_lateness(text)
 
 
 @pytest.mark.parametrize(

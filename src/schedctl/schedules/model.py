@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from schedctl.cadence import Cadence, make_cadence
-from schedctl.errors import ValidationError
+from schedctl.errors import ValidationError, quoted
 from schedctl.values import WEEKDAYS, format_duration, parse_duration, parse_id, validate_email
 
 CATCHUP_POLICIES = ("latest", "all", "none")
@@ -173,11 +173,20 @@ def parse_catchup(text: str) -> str:
     return value
 
 
+# Stored in whole seconds in a 32-bit integer column (max_lateness_s): 24855 days.
+MAX_LATENESS = timedelta(seconds=2**31 - 1)
+
+
 def parse_max_lateness(text: str) -> timedelta | None:
     """A duration such as ``6h``, or ``none`` for no limit."""
     if text.strip().lower() in _NO_LATENESS:
         return None
-    return parse_duration(text)
+    value = parse_duration(text)
+    if value > MAX_LATENESS:
+        raise ValidationError(
+            f"invalid max lateness {quoted(text)} (at most {MAX_LATENESS.days}d, or none)"
+        )
+    return value
 
 
 def parse_name(text: str) -> str:
