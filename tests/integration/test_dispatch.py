@@ -28,15 +28,23 @@ from schedctl.db.driver import SentAhead
 from schedctl.db.schema import events, messages
 from schedctl.delivery import outbox
 from schedctl.delivery.backends import MemoryBackend
-from schedctl.delivery.dispatch import CLAIM_ORDER, Dispatcher, claim_query, dispatch_due, due_now
+from schedctl.delivery.dispatch import (
+    CLAIM_ORDER,
+    Dispatcher,
+    claim_query,
+    dispatch_due,
+    due_now,
+    send_now,
+)
 from schedctl.delivery.message import POLICY
 from schedctl.delivery.outbox import Attachment, delete_messages
 from schedctl.delivery.smtp import SmtpBackend
 from schedctl.delivery.suppressions import add_suppression
 from schedctl.delivery.tokens import verify_token
 from schedctl.delivery.transport import SendResult
-from schedctl.errors import MailUnavailable
+from schedctl.errors import MailUnavailable, PermissionDenied
 from support.cli import CliRunner
+from support.databases import connect_pg, login_role
 from support.delivery import (
     T0,
     all_messages,
@@ -1120,3 +1128,29 @@ def test_an_outcome_that_cannot_be_written_gives_the_next_message_back_unsent(
         assert (rows[later].status, rows[later].attempts, rows[later].lease_owner) == (
             "scheduled", 0, None,
         )  # fmt: skip
+
+
+@pytest.mark.parametrize("dialect", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_role_that_may_not_record_what_it_sends_sends_nothing(
+    db_url: str, smtp: SmtpServer
+) -> None:
+    # It used to send, fail to log the attempt, and send the same mail again each time
+    # the lease ran out: five copies of each message before it failed.
+    ids = enqueue_all(db_url, [message(1), message(2)])
+    settings = settings_for(smtp)
+    with login_role(db_url, "schedctl_sender") as url:
+        role = sa.engine.make_url(url).username
+        with connect_pg(str(sa.engine.make_url(db_url).database)) as admin:
+            admin.execute(f'REVOKE INSERT ON email_log FROM "{role}"')  # type: ignore[arg-type]
+        for at in (T0, T0 + timedelta(hours=1)):  # (past any lease)
+            with Database(url) as db, pytest.raises(PermissionDenied) as caught:
+                dispatch_due(db, settings, at)
+            assert (
+                "may not record the mail it sends (no INSERT on email_log)" in caught.value.message
+            )
+            assert caught.value.exit_code == 1
+        with Database(url) as db, pytest.raises(PermissionDenied):
+            send_now(db, settings, ids[0], T0)
+    assert smtp.message_ids == []
+    rows = all_messages(db_url)
+    assert [(r.status, r.attempts, r.lease_owner) for r in rows] == [("scheduled", 0, None)] * 2

@@ -296,6 +296,24 @@ def is_permission_denied(exc: sa.exc.DBAPIError) -> bool:
     return getattr(exc.orig, "sqlstate", None) == "42501"
 
 
+def missing_privileges(conn: sa.Connection, wanted: Sequence[tuple[sa.Table, str]]) -> list[str]:
+    """The (table, privilege) pairs the login role lacks, as ``INSERT on email_log``;
+    none on SQLite, which has no privileges. A privilege granted on some columns only
+    counts as missing: the table's own grant is what is asked."""
+    if conn.dialect.name != "postgresql" or not wanted:
+        return []
+    checks = [
+        sa.func.has_table_privilege(table.name, privilege).label(f"p{i}")
+        for i, (table, privilege) in enumerate(wanted)
+    ]
+    held = conn.execute(sa.select(*checks)).one()
+    return [
+        f"{privilege} on {table.name}"
+        for (table, privilege), ok in zip(wanted, held, strict=True)
+        if not ok
+    ]
+
+
 def lock_migrations(conn: sa.Connection) -> None:
     """Serialise concurrent `db upgrade` runs for the rest of this transaction."""
     if conn.dialect.name == "postgresql":

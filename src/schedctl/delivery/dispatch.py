@@ -101,8 +101,17 @@ import sqlalchemy as sa
 
 from schedctl import alerts, leases
 from schedctl.config import Settings
+from schedctl.db import dialect
 from schedctl.db.database import Database
-from schedctl.db.schema import email_log, events, messages, schedule_runs, schedules
+from schedctl.db.schema import alerts as alerts_table
+from schedctl.db.schema import (
+    email_log,
+    events,
+    messages,
+    schedule_runs,
+    schedules,
+    send_counters,
+)
 from schedctl.delivery import outbox, outcomes, quota
 from schedctl.delivery.backends import make_backend
 from schedctl.delivery.message import build_email
@@ -113,7 +122,7 @@ from schedctl.delivery.policy import DeliveryPolicy
 from schedctl.delivery.suppressions import suppressed_among
 from schedctl.delivery.tokens import unsubscribe_url
 from schedctl.delivery.transport import MailBackend, SendResult
-from schedctl.errors import ConfigError, MailUnavailable, ValidationError
+from schedctl.errors import ConfigError, MailUnavailable, PermissionDenied, ValidationError
 from schedctl.values import validate_email
 from schedctl.workers import Worker, wait_for
 
@@ -752,6 +761,36 @@ def _still_there(conn: sa.Connection, message_id: int) -> bool:
     return conn.execute(query.with_for_update(key_share=True)).first() is not None
 
 
+# What recording a send's outcome writes (_record, quota, alerts). A login role that
+# may claim and send but not record would send the same mail again each time its lease
+# ran out, up to max_attempts times: so it sends nothing.
+_RECORDING_PRIVILEGES = (
+    (messages, "UPDATE"),
+    (email_log, "INSERT"),
+    (send_counters, "INSERT"),
+    (send_counters, "UPDATE"),
+    (alerts_table, "INSERT"),
+    (alerts_table, "UPDATE"),
+)
+
+
+def check_recording_privileges(db: Database) -> None:
+    """PermissionDenied (exit 1), before anything is claimed or sent, when schedctl's
+    login role may not record what it sends (PostgreSQL; SQLite has no privileges)."""
+    if db.dialect != "postgresql":
+        return
+    missing = db.transaction(
+        lambda conn: dialect.missing_privileges(conn, _RECORDING_PRIVILEGES), read_only=True
+    )
+    if missing:
+        refusal = f"no {', '.join(missing)}"
+        raise PermissionDenied(
+            f"database error ({db.target}): schedctl's login role may not record the mail"
+            f" it sends ({refusal}): nothing was sent; grant them and rerun",
+            refusal=refusal,
+        )
+
+
 def dispatch_due(
     db: Database,
     settings: Settings,
@@ -782,6 +821,11 @@ def dispatch_due(
         log.info("dispatch is disabled ([messages] enabled = false)")
         dispatcher.release_prepaid()
         return dict(counts)
+    try:
+        check_recording_privileges(db)
+    except PermissionDenied:
+        dispatcher.release_prepaid()
+        raise
     connections = 1 if backend is not None else connections_for(settings)
     if settings.mail_backend == "smtp" and settings.smtp_max_per_second:
         dispatcher.pacer = Pacer(settings.smtp_max_per_second)
@@ -1027,6 +1071,7 @@ def send_now(
     dispatcher is sending right now is left alone (IN_PROGRESS). With ``account_id``,
     a message of another account is NotFound.
     """
+    check_recording_privileges(db)
     dispatcher = Dispatcher(db, settings, now, backend=backend)
 
     def claim(conn: sa.Connection) -> tuple[Any, str | None]:
