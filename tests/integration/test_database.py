@@ -121,6 +121,23 @@ def test_a_stray_driver_error_is_told_by_the_same_rule() -> None:
         "INSERT INTO runs ...", {}, psycopg.errors.ReadOnlySqlTransaction("read-only")
     )
     unavailable = wrap_unexpected(read_only)
+    changed = [
+        sa.exc.ProgrammingError("SELECT ...", {}, error("no such thing"))
+        for error in (
+            psycopg.errors.UndefinedTable,
+            psycopg.errors.UndefinedColumn,
+            psycopg.errors.RaiseException,
+        )
+    ]
+    refusals = [wrap_unexpected(e) for e in changed]
+    assert [(type(e).__name__, e.exit_code) for e in refusals if e] == [("DatabaseRefused", 1)] * 3
+    assert [e.message for e in refusals if e] == [
+        "database error: no such thing (was schedctl's schema changed by hand?)",
+        "database error: no such thing (was schedctl's schema changed by hand?)",
+        "database error: no such thing (raised by a trigger or function in the database)",
+    ]
+    bug = sa.exc.ProgrammingError("SELEC", {}, psycopg.errors.SyntaxError("syntax error"))
+    assert wrap_unexpected(bug) is None  # schedctl's own mistake stays an internal error
     assert unavailable is not None
     assert unavailable.exit_code == 75
     assert "takes no writes" in unavailable.message
@@ -161,6 +178,35 @@ def test_a_refusal_no_retry_mends_fails_at_once_with_exit_1(pg_url: str, cli: Cl
         with engine.begin() as conn:  # (the database goes back to the tests' pool)
             conn.execute(sa.text("DROP PUBLICATION refusing"))
             conn.execute(sa.text("ALTER TABLE messages REPLICA IDENTITY DEFAULT"))
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_an_error_a_trigger_raises_is_one_line_without_the_statement(
+    pg_url: str, cli: CliRunner
+) -> None:
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
+                " $$ BEGIN RAISE EXCEPTION 'no new users today' USING HINT = 'ask ops'; END $$"
+            )
+        )
+        conn.execute(
+            sa.text("CREATE TRIGGER refuse BEFORE INSERT ON users EXECUTE FUNCTION refuse()")
+        )
+    try:
+        result = cli("users", "add", "new@example.com", db_url=pg_url)
+        assert result.returncode == 1, result
+        [line] = result.stderr.strip().splitlines()
+        assert line.endswith(
+            "no new users today (raised by a trigger or function in the database)"
+        ), line
+    finally:
+        with engine.begin() as conn:  # (the database goes back to the tests' pool)
+            conn.execute(sa.text("DROP TRIGGER refuse ON users"))
+            conn.execute(sa.text("DROP FUNCTION refuse()"))
         engine.dispose()
 
 

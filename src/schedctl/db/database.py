@@ -720,4 +720,20 @@ def _domain_error(
         )
     if _is_psycopg_operational(exc.orig):
         return DatabaseRefused(f"database error{where}: {first_line(exc)}")
+    state = getattr(exc.orig, "sqlstate", None)
+    if store and state in _PG_CHANGED_BY_HAND:
+        return DatabaseRefused(
+            f"database error{where}: {first_line(exc)}{_PG_CHANGED_BY_HAND[state]}"
+        )
     return None
+
+
+# Refusals of schedctl's own statements that come from what was done to its database
+# by hand, not from schedctl: a table or column dropped or renamed, a trigger or
+# function that raises. (Other unexpected errors stay internal errors: schedctl's own.)
+_SCHEMA_CHANGED = " (was schedctl's schema changed by hand?)"
+_PG_CHANGED_BY_HAND = {
+    "42P01": _SCHEMA_CHANGED,  # undefined_table
+    "42703": _SCHEMA_CHANGED,  # undefined_column
+    "P0001": " (raised by a trigger or function in the database)",  # raise_exception
+}
