@@ -12,6 +12,7 @@ import pytest
 
 from schedctl.delivery.tokens import make_token, verify_token
 from schedctl.delivery.unsubscribe_app import make_unsubscribe_app
+from schedctl.errors import DatabaseUnavailable
 
 SECRET = "wsgi-test-secret"
 ACCOUNT = "acc-1"
@@ -182,3 +183,21 @@ def test_apply_error_is_500_and_logged_without_token(caplog: pytest.LogCaptureFi
     assert "nothing was changed" in page
     assert token not in caplog.text
     assert "unsubscribe failed" in caplog.text
+
+
+def test_a_database_that_is_down_or_read_only_is_503_in_one_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def down(account: str, email: str, token: str) -> bool:
+        raise DatabaseUnavailable("database unavailable (x): it takes no writes")
+
+    app = make_unsubscribe_app(down)
+    token = make_token(SECRET, ACCOUNT, EMAIL)
+    status, headers, page = call(app, "POST", query_string=query(token=token))
+    assert status == "503 Service Unavailable"
+    assert headers["Retry-After"] == "60"
+    assert "nothing was changed" in page
+    assert token not in caplog.text
+    [record] = caplog.records
+    assert record.exc_info is None  # one line, no traceback
+    assert "it takes no writes" in record.getMessage()

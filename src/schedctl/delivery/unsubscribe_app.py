@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl, urlencode
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from schedctl.errors import ValidationError
+from schedctl.errors import TemporaryError, ValidationError
 from schedctl.render import render
 from schedctl.values import validate_email
 
@@ -34,6 +34,7 @@ _STATUS = {
     405: "405 Method Not Allowed",
     413: "413 Content Too Large",
     500: "500 Internal Server Error",
+    503: "503 Service Unavailable",
 }
 # The token is in the URL: never leak it through Referer, caches or framing.
 _HEADERS = [
@@ -121,6 +122,12 @@ def make_unsubscribe_app(apply: ApplyUnsubscribe, *, title: str = "schedctl") ->
             return respond(start_response, 200, method, state="confirm", email=email, query=link)
         try:
             applied = apply(account, email, token)
+        except TemporaryError as exc:
+            # The database is down or takes no writes: the same "try again later" page,
+            # as 503 (the click can be repeated), and one line in the log.
+            logger.error("unsubscribe for account %s not recorded: %s", account, exc.message)
+            retry = [("Retry-After", "60")]
+            return respond(start_response, 503, method, retry, state="error")
         except Exception:
             # No token or address in the log: the log is not a place for either.
             logger.exception("unsubscribe failed for account %s", account)
