@@ -71,6 +71,7 @@ def database_findings(conn: sa.Connection, settings: Settings) -> Findings:
     found = Findings(warnings=_unsubscribe(conn, settings) + _heartbeat_names(settings))
     _tenancy(conn, settings, found)
     found.errors.extend(_missing_queries(conn, settings))
+    found.errors.extend(_writes_refused(conn))
     return found
 
 
@@ -162,6 +163,44 @@ def _tenancy(conn: sa.Connection, settings: Settings, found: Findings) -> None:
             f"accounts are not kept apart by the database: {unscoped}"
             " (README, Tenancy and its limits)"
         )
+
+
+# Written by the schema's owner only (`db upgrade`, binding login roles to accounts).
+_OWNERS_TABLES = frozenset({"schema_migrations", "account_roles"})
+_SHOWN = 4  # missing privileges named in the line; the rest are counted
+
+
+def _writes_refused(conn: sa.Connection) -> list[str]:
+    """PostgreSQL: whether the jobs' writes will be refused -- the server takes no
+    writes, or schedctl's login role lacks a privilege on one of its tables."""
+    if conn.dialect.name != "postgresql":
+        return []
+    import sqlalchemy as sa
+
+    from schedctl.db import dialect
+    from schedctl.db.schema import metadata
+
+    errors = []
+    if conn.execute(sa.text("SELECT current_setting('transaction_read_only')")).scalar() == "on":
+        errors.append(
+            "the database takes no writes (a hot standby, or default_transaction_read_only"
+            " is on): every job that writes will exit 75"
+        )
+    wanted = [
+        (table, privilege)
+        for table in metadata.sorted_tables
+        if table.name not in _OWNERS_TABLES
+        for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE")
+    ]
+    missing = dialect.missing_privileges(conn, wanted)
+    if missing:
+        named = ", ".join(missing[:_SHOWN])
+        more = f" and {len(missing) - _SHOWN} more" if len(missing) > _SHOWN else ""
+        errors.append(
+            f"schedctl's login role lacks {named}{more}: the commands that need them will"
+            " fail (grant it SELECT, INSERT, UPDATE and DELETE on schedctl's tables)"
+        )
+    return errors
 
 
 def _missing_queries(conn: sa.Connection, settings: Settings) -> list[str]:

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import make_url
 
+from support.databases import connect_pg, login_role
 from support.smtp_server import SmtpServer
 
 QUERIES = '[reports.queries.ping]\nsql = "select 1 as one"\n'
@@ -158,3 +160,33 @@ def test_smtp_without_a_mail_server_configured_is_an_error(cli, db_url: str) -> 
         "--smtp: no mail server to check: smtp_host is not set (SCHEDCTL_SMTP_HOST or [smtp] host)"
     ]
     assert checked(cli, db_url, {})[0] == 0  # without --smtp, the console backend is fine
+
+
+@pytest.mark.parametrize("dialect", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_grants_the_jobs_need_and_a_read_only_server_are_errors(
+    cli, db_url: str, tmp_path: Path
+) -> None:
+    env = configure(tmp_path, QUERIES)
+    name = str(make_url(db_url).database)
+    with login_role(db_url, "schedctl_checked") as url:
+        assert checked(cli, url, env) == (0, {"ok": True, "warnings": [], "errors": []})
+        role = make_url(url).username
+        with connect_pg(name) as admin:
+            admin.execute(f'REVOKE INSERT ON email_log FROM "{role}"')  # type: ignore[arg-type]
+            admin.execute(f'REVOKE DELETE ON messages FROM "{role}"')  # type: ignore[arg-type]
+        code, report = checked(cli, url, env)
+    assert code == 2
+    [error] = report["errors"]
+    assert error.startswith("schedctl's login role lacks DELETE on messages, INSERT on email_log")
+    with connect_pg() as admin:
+        admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')  # type: ignore[arg-type]
+    try:
+        code, report = checked(cli, db_url, env)
+    finally:
+        with connect_pg() as admin:
+            admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')  # type: ignore[arg-type]
+    assert code == 2
+    assert report["errors"] == [
+        "the database takes no writes (a hot standby, or default_transaction_read_only is on):"
+        " every job that writes will exit 75"
+    ]
