@@ -173,12 +173,13 @@ _SHOWN = 4  # missing privileges named in the line; the rest are counted
 def _writes_refused(conn: sa.Connection) -> list[str]:
     """PostgreSQL: whether the jobs' writes will be refused -- the server takes no
     writes, or schedctl's login role lacks a privilege on one of its tables."""
-    if conn.dialect.name != "postgresql":
-        return []
     import sqlalchemy as sa
 
     from schedctl.db import dialect
     from schedctl.db.schema import metadata
+
+    if not dialect.capabilities(conn.dialect).grants:
+        return []
 
     errors = []
     if conn.execute(sa.text("SELECT current_setting('transaction_read_only')")).scalar() == "on":

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from schedctl.db.database import Database
+from schedctl.delivery import suppressions
 
 FAST = {"SCHEDCTL_DB_RETRY_SECONDS": "1"}
 CREATE = [
@@ -110,13 +111,26 @@ def test_no_schema_with_json(cli, empty_db_url: str) -> None:
     assert "db upgrade" in json_error(result)["message"]
 
 
-def test_internal_error_with_json(cli, db_url: str) -> None:
+def test_internal_error_with_json(cli, db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(suppressions, "list_suppressions", broken)
+    result = cli("suppressions", "list", "--json", db_url=db_url)
+    assert result.returncode == 1, result.stderr
+    assert json_error(result)["message"] == "internal error: RuntimeError: a bug"
+
+
+def test_a_table_dropped_by_hand_is_a_database_error(cli, db_url: str) -> None:
     with Database(db_url, environ={}) as db:
         cascade = " CASCADE" if db.dialect == "postgresql" else ""
         db.transaction(lambda c: c.exec_driver_sql(f"DROP TABLE suppressions{cascade}"))
     result = cli("suppressions", "list", "--json", db_url=db_url)
     assert result.returncode == 1, result.stderr
-    assert json_error(result)["message"].startswith("internal error")
+    message = json_error(result)["message"]
+    assert message.startswith("database error"), message
+    assert "suppressions" in message, message
+    assert message.endswith("(was schedctl's schema changed by hand?)"), message
 
 
 def test_without_json_stdout_stays_empty_on_failure(cli, down_url: str) -> None:

@@ -720,11 +720,9 @@ def _domain_error(
         )
     if _is_psycopg_operational(exc.orig):
         return DatabaseRefused(f"database error{where}: {first_line(exc)}")
-    state = getattr(exc.orig, "sqlstate", None)
-    if store and state in _PG_CHANGED_BY_HAND:
-        return DatabaseRefused(
-            f"database error{where}: {first_line(exc)}{_PG_CHANGED_BY_HAND[state]}"
-        )
+    changed = _changed_by_hand(exc.orig) if store else None
+    if changed is not None:
+        return DatabaseRefused(f"database error{where}: {first_line(exc)}{changed}")
     return None
 
 
@@ -737,3 +735,13 @@ _PG_CHANGED_BY_HAND = {
     "42703": _SCHEMA_CHANGED,  # undefined_column
     "P0001": " (raised by a trigger or function in the database)",  # raise_exception
 }
+_SQLITE_SCHEMA_CHANGED = ("no such table", "no such column")
+
+
+def _changed_by_hand(orig: BaseException | None) -> str | None:
+    """What to add to the error line when ``orig`` comes from what was done to the
+    database by hand (see above), else None."""
+    if isinstance(orig, sqlite3.OperationalError):
+        text = str(orig)
+        return _SCHEMA_CHANGED if text.startswith(_SQLITE_SCHEMA_CHANGED) else None
+    return _PG_CHANGED_BY_HAND.get(getattr(orig, "sqlstate", None) or "")

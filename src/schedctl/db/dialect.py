@@ -72,6 +72,10 @@ class Capabilities:
     # commit included (PostgreSQL, see Database.write_alone): how a dispatcher records
     # an outcome with its email_log row. Elsewhere that is a two-statement transaction.
     writing_cte: bool
+    # Login roles with grants on tables, and sessions a server may keep from writing (a
+    # hot standby) (PostgreSQL): what the role may do can be asked before doing it
+    # (missing_privileges). A SQLite file has neither: its permissions are the file's.
+    grants: bool
 
 
 @functools.cache
@@ -81,6 +85,7 @@ def _capabilities(name: str) -> Capabilities:
         single_writer=name == "sqlite",
         set_based=name == "postgresql",
         writing_cte=name == "postgresql",
+        grants=name == "postgresql",
     )
 
 
@@ -298,9 +303,9 @@ def is_permission_denied(exc: sa.exc.DBAPIError) -> bool:
 
 def missing_privileges(conn: sa.Connection, wanted: Sequence[tuple[sa.Table, str]]) -> list[str]:
     """The (table, privilege) pairs the login role lacks, as ``INSERT on email_log``;
-    none on SQLite, which has no privileges. A privilege granted on some columns only
-    counts as missing: the table's own grant is what is asked."""
-    if conn.dialect.name != "postgresql" or not wanted:
+    none where there are no grants (Capabilities.grants). A privilege granted on some
+    columns only counts as missing: the table's own grant is what is asked."""
+    if not capabilities(conn.dialect).grants or not wanted:
         return []
     checks = [
         sa.func.has_table_privilege(table.name, privilege).label(f"p{i}")

@@ -776,8 +776,8 @@ _RECORDING_PRIVILEGES = (
 
 def check_recording_privileges(db: Database) -> None:
     """PermissionDenied (exit 1), before anything is claimed or sent, when schedctl's
-    login role may not record what it sends (PostgreSQL; SQLite has no privileges)."""
-    if db.dialect != "postgresql":
+    login role may not record what it sends (where there are grants, PostgreSQL)."""
+    if not db.capabilities.grants:
         return
     missing = db.transaction(
         lambda conn: dialect.missing_privileges(conn, _RECORDING_PRIVILEGES), read_only=True
