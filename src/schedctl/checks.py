@@ -166,7 +166,7 @@ def _tenancy(conn: sa.Connection, settings: Settings, found: Findings) -> None:
 
 
 # Written by the schema's owner only (`db upgrade`, binding login roles to accounts).
-_OWNERS_TABLES = frozenset({"schema_migrations", "account_roles"})
+_OWNERS_TABLES = frozenset({"schema_migrations", "account_roles", "installation"})
 _SHOWN = 4  # missing privileges named in the line; the rest are counted
 
 

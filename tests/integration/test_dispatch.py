@@ -1131,8 +1131,16 @@ def test_an_outcome_that_cannot_be_written_gives_the_next_message_back_unsent(
 
 
 @pytest.mark.parametrize("dialect", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize(
+    ("revoked", "named"),
+    [
+        ("INSERT ON email_log", "INSERT on email_log"),
+        ("INSERT ON quota_alerts", "INSERT on quota_alerts"),  # (a quota's thresholds)
+        ("SELECT ON alerts", "SELECT on alerts"),  # (INSERT ... ON CONFLICT reads it)
+    ],
+)
 def test_a_role_that_may_not_record_what_it_sends_sends_nothing(
-    db_url: str, smtp: SmtpServer
+    db_url: str, smtp: SmtpServer, revoked: str, named: str
 ) -> None:
     # It used to send, fail to log the attempt, and send the same mail again each time
     # the lease ran out: five copies of each message before it failed.
@@ -1141,16 +1149,26 @@ def test_a_role_that_may_not_record_what_it_sends_sends_nothing(
     with login_role(db_url, "schedctl_sender") as url:
         role = sa.engine.make_url(url).username
         with connect_pg(str(sa.engine.make_url(db_url).database)) as admin:
-            admin.execute(f'REVOKE INSERT ON email_log FROM "{role}"')  # type: ignore[arg-type]
+            admin.execute(f'REVOKE {revoked} FROM "{role}"')  # type: ignore[arg-type]
         for at in (T0, T0 + timedelta(hours=1)):  # (past any lease)
             with Database(url) as db, pytest.raises(PermissionDenied) as caught:
                 dispatch_due(db, settings, at)
-            assert (
-                "may not record the mail it sends (no INSERT on email_log)" in caught.value.message
-            )
+            refused = caught.value.message
+            assert f"may not record the mail it sends (no {named})" in refused
             assert caught.value.exit_code == 1
         with Database(url) as db, pytest.raises(PermissionDenied):
             send_now(db, settings, ids[0], T0)
     assert smtp.message_ids == []
     rows = all_messages(db_url)
     assert [(r.status, r.attempts, r.lease_owner) for r in rows] == [("scheduled", 0, None)] * 2
+
+
+@pytest.mark.parametrize("dialect", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_privilege_recording_never_uses_is_not_asked_for(db_url: str, smtp: SmtpServer) -> None:
+    enqueue_all(db_url, [message(1)])
+    with login_role(db_url, "schedctl_sender") as url:
+        role = sa.engine.make_url(url).username
+        with connect_pg(str(sa.engine.make_url(db_url).database)) as admin:
+            admin.execute(f'REVOKE UPDATE, DELETE ON alerts FROM "{role}"')  # type: ignore[arg-type]
+        with Database(url) as db:
+            assert dispatch_due(db, settings_for(smtp), T0)["messages_sent"] == 1

@@ -108,6 +108,7 @@ from schedctl.db.schema import (
     email_log,
     events,
     messages,
+    quota_alerts,
     schedule_runs,
     schedules,
     send_counters,
@@ -761,16 +762,22 @@ def _still_there(conn: sa.Connection, message_id: int) -> bool:
     return conn.execute(query.with_for_update(key_share=True)).first() is not None
 
 
-# What recording a send's outcome writes (_record, quota, alerts). A login role that
-# may claim and send but not record would send the same mail again each time its lease
-# ran out, up to max_attempts times: so it sends nothing.
+# What recording a send's outcome needs (_record, quota, alerts): its row read and
+# updated, the attempt logged, the day's counter and its alerts written (an INSERT ...
+# ON CONFLICT or RETURNING reads the table too). A login role that may claim and send
+# but not record would send the same mail again each time its lease ran out, up to
+# max_attempts times: so it sends nothing.
 _RECORDING_PRIVILEGES = (
+    (messages, "SELECT"),
     (messages, "UPDATE"),
     (email_log, "INSERT"),
+    (send_counters, "SELECT"),
     (send_counters, "INSERT"),
     (send_counters, "UPDATE"),
+    (alerts_table, "SELECT"),
     (alerts_table, "INSERT"),
-    (alerts_table, "UPDATE"),
+    (quota_alerts, "SELECT"),
+    (quota_alerts, "INSERT"),
 )
 
 
