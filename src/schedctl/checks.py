@@ -62,16 +62,18 @@ def check_installation(settings: Settings, *, smtp: bool = False) -> Findings:
 
 
 def configuration_warnings(conn: sa.Connection, settings: Settings) -> list[str]:
-    """The warnings of `database_findings` (what `heartbeat` lists)."""
-    return database_findings(conn, settings).warnings
+    """The warnings of `database_findings` (what `heartbeat` lists), without running
+    the checks that find errors only."""
+    return database_findings(conn, settings, errors=False).warnings
 
 
-def database_findings(conn: sa.Connection, settings: Settings) -> Findings:
+def database_findings(conn: sa.Connection, settings: Settings, *, errors: bool = True) -> Findings:
     """What the configuration means for the rows the database holds."""
     found = Findings(warnings=_unsubscribe(conn, settings) + _heartbeat_names(settings))
     _tenancy(conn, settings, found)
-    found.errors.extend(_missing_queries(conn, settings))
-    found.errors.extend(_writes_refused(conn))
+    if errors:
+        found.errors.extend(_missing_queries(conn, settings))
+        found.errors.extend(_writes_refused(conn))
     return found
 
 
