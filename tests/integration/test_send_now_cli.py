@@ -9,9 +9,10 @@ import pytest
 import sqlalchemy as sa
 
 from schedctl.db.database import Database
-from schedctl.db.schema import messages
+from schedctl.db.schema import messages, schedule_runs
 from schedctl.delivery.suppressions import add_suppression
 from support.cli import CliRunner
+from support.databases import connect_pg, login_role
 from support.delivery import T0, enqueue_all, log_rows, message, one
 from support.smtp_server import SmtpServer
 
@@ -157,3 +158,38 @@ def test_send_now_schedule_runs_it_and_sends_its_messages(
             lambda conn: list(conn.execute(sa.select(messages.c.status)).scalars())
         )
     assert statuses == ["sent", "sent"]
+
+
+@pytest.mark.parametrize("dialect", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_send_now_schedule_by_a_role_that_may_not_record_makes_no_run(
+    cli: CliRunner, db_url: str, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    # It used to make the run and queue its mail, then refuse to send: each rerun
+    # after the grant was mended made another run, and each run's mail went out.
+    config = tmp_path / "schedctl.toml"
+    config.write_text('[reports.queries.one]\nsql = "select 1 as one"\n')
+    env = {**smtp.env, "SCHEDCTL_CONFIG": str(config), "SCHEDCTL_NOW": T0.isoformat()}
+    created = cli(
+        "schedules", "create", "--name", "daily", "--kind", "sql", "--param", "query=one",
+        "--cadence", "daily", "--at", "07:00", "--to", "a@example.org", "--json",
+        db_url=db_url, env=env,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    with login_role(db_url, "schedctl_sender") as url:
+        role = sa.engine.make_url(url).username
+        with connect_pg(str(sa.engine.make_url(db_url).database)) as admin:
+            admin.execute(f'REVOKE INSERT ON email_log FROM "{role}"')  # type: ignore[arg-type]
+        for _ in range(2):
+            result = cli("send-now", "--schedule", created.json["id"], db_url=url, env=env)
+            assert result.returncode == 1, result
+            assert "may not record the mail it sends" in result.stderr
+    with Database(db_url) as db:
+        counts = db.transaction(
+            lambda conn: [
+                conn.execute(sa.select(sa.func.count()).select_from(table)).scalar()
+                for table in (schedule_runs, messages)
+            ],
+            read_only=True,
+        )
+    assert counts == [0, 0]
+    assert smtp.message_ids == []

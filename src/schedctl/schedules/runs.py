@@ -843,8 +843,9 @@ def send_schedule_now(
     by `send-now MESSAGE_ID` (never to a suppressed address). The caller scopes ``db``
     to ``account_id`` (row-level security); every query here also filters by it.
     """
-    from schedctl.delivery.dispatch import send_now
+    from schedctl.delivery.dispatch import check_recording_privileges, send_now
 
+    check_recording_privileges(db)  # before the run is made and its mail queued
     run_id, reason = run_schedule_now(db, settings, account_id, schedule_id, db.now())
     if reason != ENQUEUED:
         return ManualRun(run_id, reason)
@@ -855,7 +856,11 @@ def send_schedule_now(
     )
     ids = db.transaction(lambda conn: list(conn.execute(query).scalars()), read_only=True)
     results = tuple(
-        (int(i), send_now(db, settings, int(i), db.now(), account_id=account_id)) for i in ids
+        (
+            int(i),
+            send_now(db, settings, int(i), db.now(), account_id=account_id, grants_checked=True),
+        )
+        for i in ids
     )
     failed = [r for _, r in results if not r.ok]
     return ManualRun(run_id, failed[0].reason_code if failed else "SENT", results)
