@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import base64
 import json
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from schedctl import heartbeat
 from schedctl.db.database import Database
+from schedctl.db.schema import alerts
+from support.databases import connect_pg, login_role
 
 
 def record(db_url: str, command: str, ago: timedelta, exit_code: int = 0) -> None:
@@ -177,3 +182,41 @@ def test_ping_url_with_credentials_but_no_usable_host_is_refused(
         assert result.stderr.startswith("schedctl: error: "), result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert "S3cret" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dialect", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize("refusal", ["role without INSERT on alerts", "read-only database"])
+def test_red_stays_red_when_the_database_refuses_its_alert(cli, db_url: str, refusal: str) -> None:
+    # Recording the heartbeat_red alert used to end the check: a monitor saw UNKNOWN
+    # (exit 3) for a red command whenever the database took no writes.
+    record(db_url, "tick", timedelta(hours=2))
+    name = str(make_url(db_url).database)
+    with ExitStack() as stack:
+        url = db_url
+        if refusal.startswith("role"):
+            url = stack.enter_context(login_role(db_url, "schedctl_noalert"))
+            with connect_pg(name) as admin:
+                admin.execute(f'REVOKE INSERT ON alerts FROM "{make_url(url).username}"')  # type: ignore[arg-type]
+        else:
+            with connect_pg() as admin:
+                admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')  # type: ignore[arg-type]
+            stack.callback(_writable_again, name)
+        result = cli("heartbeat", "--check", "-c", "tick", "--json", db_url=url)
+        assert result.returncode == 2, result
+        data = json.loads(result.stdout)
+        assert data["status"] == "red"
+        [warning] = [w for w in data["warnings"] if "heartbeat_red" in w]
+        assert warning.startswith("the heartbeat_red alert was not recorded: "), warning
+        with Database(db_url, environ={}) as db:
+            assert (
+                db.transaction(
+                    lambda c: c.scalar(sa.select(sa.func.count()).select_from(alerts)),
+                    read_only=True,
+                )
+                == 0
+            )
+
+
+def _writable_again(name: str) -> None:
+    with connect_pg() as admin:
+        admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')  # type: ignore[arg-type]

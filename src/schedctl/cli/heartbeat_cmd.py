@@ -10,11 +10,12 @@ import click
 
 from schedctl.cli.params import flag, option
 from schedctl.cli.runtime import CommandResult, Runtime, command, current, ping, run_command
-from schedctl.errors import ConfigError, SchedctlError
+from schedctl.errors import ConfigError, DatabaseRefused, DatabaseUnavailable, SchedctlError
 from schedctl.redaction import redact
 from schedctl.vocabulary import CHECK_EXIT
 
 if TYPE_CHECKING:
+    from schedctl.alerts import Alert
     from schedctl.db.database import Database
 
 
@@ -109,14 +110,12 @@ def _judge(runtime: Runtime, check: bool, only: list[str] | None) -> CommandResu
         health = heartbeat.report_now(db, settings, only=only)
         status = heartbeat.overall(health)
         red = heartbeat.red_alerts(health) if check else []
-        if red:
-            from schedctl import alerts
-
-            now = db.now()
-            db.transaction(lambda conn: alerts.record(conn, red, now))
+        unrecorded = _record_red(db, red) if red else None
         warnings = db.transaction(
             lambda conn: configuration_warnings(conn, settings), read_only=True
         )
+        if unrecorded:
+            warnings.append(unrecorded)
         return CommandResult(
             {
                 "status": status,
@@ -128,6 +127,20 @@ def _judge(runtime: Runtime, check: bool, only: list[str] | None) -> CommandResu
         )
 
     return run_command("heartbeat", work)
+
+
+def _record_red(db: Database, red: list[Alert]) -> str | None:
+    """Record the ``heartbeat_red`` alerts; a database that refuses the write (a hot
+    standby, a role without INSERT on alerts) must not turn a red check into UNKNOWN:
+    the judgement stands and the refusal becomes a warning."""
+    from schedctl import alerts
+
+    now = db.now()
+    try:
+        db.transaction(lambda conn: alerts.record(conn, red, now))
+    except (DatabaseRefused, DatabaseUnavailable) as exc:
+        return f"the heartbeat_red alert was not recorded: {exc.message}"
+    return None
 
 
 def _summary(data: dict[str, Any]) -> str:
