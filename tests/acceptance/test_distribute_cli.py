@@ -9,6 +9,7 @@ Russian, and the preview writing nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -17,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import make_url
 
+from support.databases import connect_pg, login_role
 from support.distribute import expected_rows
 from support.distribute_files import CAMPAIGNS, DAY, NOW, Files, store
 from support.processes import Schedctl
@@ -256,3 +259,31 @@ def test_without_configuration_distribute_says_what_to_add(files: Files, tmp_pat
     assert result.returncode == 2
     assert "distribute is not configured" in result.stderr
     assert "[distribute.source]" in result.stderr
+
+
+@pytest.mark.parametrize("dialect", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_role_that_may_not_record_mail_still_distributes_and_queues_the_notice(
+    files: Files,
+) -> None:
+    # The recording check refusing the operators' mail used to turn a completed day
+    # into exit 1; the day is done, the mail waits for a tick that may record it.
+    with login_role(files.db_url, "schedctl_nolog") as url:
+        with connect_pg(str(make_url(url).database)) as admin:
+            admin.execute(f'REVOKE INSERT ON email_log FROM "{make_url(url).username}"')  # type: ignore[arg-type]
+        result = dataclasses.replace(files, db_url=url).run("--json")
+    assert result.returncode == 0, result
+    assert json.loads(result.stdout)["status"] == "completed"
+    assert "the notification stays queued for the next tick" in result.stderr
+    assert "may not record the mail it sends (no INSERT on email_log)" in result.stderr
+    assert files.mails() == []
+    assert store(files, "SELECT type, status FROM messages") == [("DISTRIBUTE", "scheduled")]
+    env = {
+        "SCHEDCTL_CONFIG": str(files.config()),
+        "SCHEDCTL_NOW": "2026-11-18T06:01:00Z",  # a minute after the run queued it
+        "SCHEDCTL_MAIL_BACKEND": "file",
+        "SCHEDCTL_MAIL_FILE_DIR": str(files.tmp / "mail"),
+    }
+    tick = files.cli("tick", db_url=files.db_url, env=env)  # the full grants send it
+    assert tick.returncode == 0, tick
+    (mail,) = files.mails()
+    assert "completed" in mail["Subject"]

@@ -62,6 +62,7 @@ from schedctl.errors import (
     ConfigError,
     DatabaseUnavailable,
     MailUnavailable,
+    PermissionDenied,
     SchedctlError,
     TemporaryError,
     ValidationError,
@@ -622,7 +623,9 @@ class DistributeRun:
             dispatch_due(
                 self.db, self.settings, self.clock(), NOTICE_LIMIT, types=(notify.MESSAGE_TYPE,)
             )
-        except MailUnavailable as exc:
+        except (MailUnavailable, PermissionDenied) as exc:
+            # The day is distributed either way: its mail waits for the next tick (which
+            # exits 1 on the refusal until the role may record what it sends).
             log.warning("the notification stays queued for the next tick: %s", exc.message)
 
 
