@@ -215,3 +215,22 @@ def test_a_privilege_the_role_lacks_is_one_line_exit_1(cli, db_url: str) -> None
                 read_only=True,
             )
         assert tuple(last) == ("failed", 1)
+
+
+@postgresql_only
+def test_a_run_whose_end_cannot_be_recorded_says_so(cli, db_url: str) -> None:
+    # With UPDATE revoked on heartbeats a job's row stayed `running` and only a debug
+    # line said why: monitoring then saw no success and nobody knew the cause.
+    with login_role(db_url, "schedctl_nobeat") as url:
+        with connect_pg(str(sa.engine.make_url(db_url).database)) as admin:
+            admin.execute(f'REVOKE UPDATE ON heartbeats FROM "{sa.engine.make_url(url).username}"')  # type: ignore[arg-type]
+        result = cli("tick", db_url=url)
+    assert result.returncode == 0, result
+    [line] = result.stderr.strip().splitlines()
+    assert "the end of this run was not recorded" in line, line
+    assert "permission denied for table heartbeats" in line, line
+    with Database(db_url) as db:
+        outcomes = db.transaction(
+            lambda c: c.execute(sa.select(heartbeats.c.outcome)).scalars().all(), read_only=True
+        )
+    assert outcomes == ["running"]

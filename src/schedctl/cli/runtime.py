@@ -285,10 +285,9 @@ class _Heartbeat:
     def finish(self, exit_code: int, counts: dict[str, Any]) -> None:
         from schedctl import heartbeat
 
-        started = self.started
+        row = self._id if self.started else None
         self.cancel()
         try:
-            row = self._id if started else None
             if row is None:
                 row = heartbeat.start_run(
                     self.db, self.command, self.started_at, self.db.simulated_now
@@ -296,8 +295,13 @@ class _Heartbeat:
             heartbeat.finish_run(
                 self.db, row, finished_at=self.db.server_now(), exit_code=exit_code, counts=counts
             )
-        except SchedctlError as exc:  # the database went away or is read-only
-            log.debug("could not record the heartbeat: %s", exc.message)
+        except SchedctlError as exc:
+            if row is not None and exit_code == 0:
+                # The run did its work but its row stays `running` (UPDATE revoked on
+                # heartbeats, say): monitoring will judge it by an older success.
+                log.warning("the end of this run was not recorded: %s", exc.message)
+            else:  # a failure already said, or a reading command on a read-only database
+                log.debug("could not record the heartbeat: %s", exc.message)
 
 
 def scope_to_account(db: Database, account: str | None) -> int:
