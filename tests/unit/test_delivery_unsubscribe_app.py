@@ -12,7 +12,7 @@ import pytest
 
 from schedctl.delivery.tokens import make_token, verify_token
 from schedctl.delivery.unsubscribe_app import make_unsubscribe_app
-from schedctl.errors import DatabaseUnavailable
+from schedctl.errors import DatabaseUnavailable, PermissionDenied
 
 SECRET = "wsgi-test-secret"
 ACCOUNT = "acc-1"
@@ -201,3 +201,24 @@ def test_a_database_that_is_down_or_read_only_is_503_in_one_log_line(
     [record] = caplog.records
     assert record.exc_info is None  # one line, no traceback
     assert "it takes no writes" in record.getMessage()
+
+
+def test_a_database_that_refuses_the_write_is_500_in_one_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A role without INSERT on suppressions used to log a traceback for each click.
+    def refused(account: str, email: str, token: str) -> bool:
+        raise PermissionDenied(
+            "database error (x): permission denied for table suppressions", refusal="x"
+        )
+
+    app = make_unsubscribe_app(refused)
+    token = make_token(SECRET, ACCOUNT, EMAIL)
+    status, headers, page = call(app, "POST", query_string=query(token=token))
+    assert status == "500 Internal Server Error"
+    assert "Retry-After" not in headers
+    assert "nothing was changed" in page
+    [record] = caplog.records
+    assert record.exc_info is None
+    assert "permission denied for table suppressions" in record.getMessage()
+    assert token not in caplog.text

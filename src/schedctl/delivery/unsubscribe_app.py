@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from urllib.parse import parse_qsl, urlencode
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-from schedctl.errors import TemporaryError, ValidationError
+from schedctl.errors import SchedctlError, TemporaryError, ValidationError
 from schedctl.render import render
 from schedctl.values import validate_email
 
@@ -128,6 +128,11 @@ def make_unsubscribe_app(apply: ApplyUnsubscribe, *, title: str = "schedctl") ->
             logger.error("unsubscribe for account %s not recorded: %s", account, exc.message)
             retry = [("Retry-After", "60")]
             return respond(start_response, 503, method, retry, state="error")
+        except SchedctlError as exc:
+            # A refusal schedctl has already put in one line (a role without INSERT on
+            # suppressions, a trigger's RAISE): an operator's to fix, not a bug to trace.
+            logger.error("unsubscribe for account %s not recorded: %s", account, exc.message)
+            return respond(start_response, 500, method, state="error")
         except Exception:
             # No token or address in the log: the log is not a place for either.
             logger.exception("unsubscribe failed for account %s", account)
