@@ -71,6 +71,7 @@ def database_findings(conn: sa.Connection, settings: Settings, *, errors: bool =
     """What the configuration means for the rows the database holds."""
     found = Findings(warnings=_unsubscribe(conn, settings) + _heartbeat_names(settings))
     _tenancy(conn, settings, found)
+    _bound_account(conn, settings, found, errors=errors)
     if errors:
         found.errors.extend(_missing_queries(conn, settings))
         found.errors.extend(_writes_refused(conn))
@@ -164,6 +165,46 @@ def _tenancy(conn: sa.Connection, settings: Settings, found: Findings) -> None:
         found.warnings.append(
             f"accounts are not kept apart by the database: {unscoped}"
             " (README, Tenancy and its limits)"
+        )
+
+
+def _bound_account(
+    conn: sa.Connection, settings: Settings, found: Findings, *, errors: bool
+) -> None:
+    """PostgreSQL: a login role bound to an account sees and writes only its rows,
+    whatever `--account` says, so a default naming another account leaves the commands
+    that take `--account` seeing nothing and refused every write."""
+    import sqlalchemy as sa
+
+    from schedctl.config import DEFAULT_ACCOUNT
+    from schedctl.db import dialect
+    from schedctl.db.schema import account_roles, accounts
+
+    if not dialect.capabilities(conn.dialect).row_level_security:
+        return
+    bound = conn.execute(
+        sa.select(accounts.c.id, accounts.c.name)
+        .join(account_roles, account_roles.c.account_id == accounts.c.id)
+        .where(account_roles.c.role_name == sa.literal_column("session_user"))
+    ).first()
+    if bound is None:
+        return
+    variable = SCHEMA["account"].env_name
+    wanted = settings.account
+    if (wanted or DEFAULT_ACCOUNT).strip() in (bound.name, str(bound.id)):
+        return
+    fix = f"set {variable}={bound.name}"
+    if wanted is None:
+        found.warnings.append(
+            f"the login role is bound to account {bound.name!r} and {variable} is not set:"
+            f" commands that take --account default to {DEFAULT_ACCOUNT!r}, whose rows this"
+            f" role can neither see nor write ({fix})"
+        )
+    elif errors:
+        found.errors.append(
+            f"{variable} names account {wanted!r}, but the login role is bound to account"
+            f" {bound.name!r}: commands that take --account will see none of its rows and be"
+            f" refused every write to it ({fix})"
         )
 
 

@@ -190,3 +190,35 @@ def test_grants_the_jobs_need_and_a_read_only_server_are_errors(
         "the database takes no writes (a hot standby, or default_transaction_read_only is on):"
         " every job that writes will exit 75"
     ]
+
+
+@pytest.mark.parametrize("dialect", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_an_account_other_than_the_one_the_role_is_bound_to(
+    cli, db_url: str, tmp_path: Path
+) -> None:
+    # A role bound to `acme` sees only acme's rows, whatever --account says: with
+    # SCHEDCTL_ACCOUNT unset or naming another account, every list came back empty.
+    env = configure(tmp_path, QUERIES)
+    assert cli("accounts", "create", "acme", db_url=db_url).returncode == 0
+    with login_role(db_url, "schedctl_bound") as url:
+        role = make_url(url).username
+        with connect_pg(str(make_url(db_url).database)) as owner:
+            owner.execute(
+                "INSERT INTO account_roles (role_name, account_id)"
+                " SELECT %s, id FROM accounts WHERE name = 'acme'",
+                (role,),
+            )
+        unset = checked(cli, url, env)
+        other = checked(cli, url, {**env, "SCHEDCTL_ACCOUNT": "default"})
+        bound = checked(cli, url, {**env, "SCHEDCTL_ACCOUNT": "acme"})
+    assert unset == (1, {"ok": True, "errors": [], "warnings": [
+        "the login role is bound to account 'acme' and SCHEDCTL_ACCOUNT is not set: commands"
+        " that take --account default to 'default', whose rows this role can neither see nor"
+        " write (set SCHEDCTL_ACCOUNT=acme)"
+    ]})  # fmt: skip
+    assert other == (2, {"ok": False, "warnings": [], "errors": [
+        "SCHEDCTL_ACCOUNT names account 'default', but the login role is bound to account"
+        " 'acme': commands that take --account will see none of its rows and be refused"
+        " every write to it (set SCHEDCTL_ACCOUNT=acme)"
+    ]})  # fmt: skip
+    assert bound == (0, {"ok": True, "warnings": [], "errors": []})
