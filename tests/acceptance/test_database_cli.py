@@ -218,17 +218,35 @@ def test_a_privilege_the_role_lacks_is_one_line_exit_1(cli, db_url: str) -> None
 
 
 @postgresql_only
-def test_a_run_whose_end_cannot_be_recorded_says_so(cli, db_url: str) -> None:
+@pytest.mark.parametrize("refusal", ["revoke", "trigger"])
+def test_a_run_whose_end_cannot_be_recorded_says_so(cli, db_url: str, refusal: str) -> None:
     # With UPDATE revoked on heartbeats a job's row stayed `running` and only a debug
-    # line said why: monitoring then saw no success and nobody knew the cause.
+    # line said why: monitoring then saw no success and nobody knew the cause. A
+    # trigger's RAISE with a data error's SQLSTATE made the run an "internal error".
+    name = str(sa.engine.make_url(db_url).database)
     with login_role(db_url, "schedctl_nobeat") as url:
-        with connect_pg(str(sa.engine.make_url(db_url).database)) as admin:
-            admin.execute(f'REVOKE UPDATE ON heartbeats FROM "{sa.engine.make_url(url).username}"')  # type: ignore[arg-type]
+        with connect_pg(name) as admin:
+            if refusal == "revoke":
+                role = sa.engine.make_url(url).username
+                admin.execute(f'REVOKE UPDATE ON heartbeats FROM "{role}"')  # type: ignore[arg-type]
+            else:
+                admin.execute(
+                    "CREATE FUNCTION frozen() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                    " RAISE EXCEPTION 'heartbeats are frozen' USING ERRCODE = '22023'; END $$"
+                )
+                admin.execute(
+                    "CREATE TRIGGER frozen BEFORE UPDATE ON heartbeats"
+                    " FOR EACH ROW EXECUTE FUNCTION frozen()"
+                )
         result = cli("tick", db_url=url)
     assert result.returncode == 0, result
     [line] = result.stderr.strip().splitlines()
     assert "the end of this run was not recorded" in line, line
-    assert "permission denied for table heartbeats" in line, line
+    assert (
+        "permission denied for table heartbeats"
+        if refusal == "revoke"
+        else "heartbeats are frozen (raised by a trigger or function in the database)"
+    ) in line, line
     with Database(db_url) as db:
         outcomes = db.transaction(
             lambda c: c.execute(sa.select(heartbeats.c.outcome)).scalars().all(), read_only=True

@@ -182,15 +182,18 @@ def test_a_refusal_no_retry_mends_fails_at_once_with_exit_1(pg_url: str, cli: Cl
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("errcode", ["", ", ERRCODE = 'invalid_parameter_value'"])
 def test_an_error_a_trigger_raises_is_one_line_without_the_statement(
-    pg_url: str, cli: CliRunner
+    pg_url: str, cli: CliRunner, errcode: str
 ) -> None:
+    # Whatever SQLSTATE the RAISE gives (a data error's was an "internal error" with
+    # the statement and the function's context).
     engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
         conn.execute(
             sa.text(
-                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS"
-                " $$ BEGIN RAISE EXCEPTION 'no new users today' USING HINT = 'ask ops'; END $$"
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                f" RAISE EXCEPTION 'no new users today' USING HINT = 'ask ops'{errcode}; END $$"
             )
         )
         conn.execute(

@@ -730,11 +730,14 @@ def _domain_error(
 # by hand, not from schedctl: a table or column dropped or renamed, a trigger or
 # function that raises. (Other unexpected errors stay internal errors: schedctl's own.)
 _SCHEMA_CHANGED = " (was schedctl's schema changed by hand?)"
+_RAISED = " (raised by a trigger or function in the database)"
 _PG_CHANGED_BY_HAND = {
     "42P01": _SCHEMA_CHANGED,  # undefined_table
     "42703": _SCHEMA_CHANGED,  # undefined_column
-    "P0001": " (raised by a trigger or function in the database)",  # raise_exception
+    "P0001": _RAISED,  # raise_exception, RAISE's default
 }
+# The server's function that runs a PL/pgSQL RAISE (its error reports it, in any locale).
+_PLPGSQL_RAISE = "exec_stmt_raise"
 _SQLITE_SCHEMA_CHANGED = ("no such table", "no such column")
 
 
@@ -744,4 +747,7 @@ def _changed_by_hand(orig: BaseException | None) -> str | None:
     if isinstance(orig, sqlite3.OperationalError):
         text = str(orig)
         return _SCHEMA_CHANGED if text.startswith(_SQLITE_SCHEMA_CHANGED) else None
+    diag = getattr(orig, "diag", None)
+    if getattr(diag, "source_function", None) == _PLPGSQL_RAISE:
+        return _RAISED  # whatever SQLSTATE the RAISE gave its error
     return _PG_CHANGED_BY_HAND.get(getattr(orig, "sqlstate", None) or "")
