@@ -10,17 +10,20 @@ writes nothing: no new SQLite file, no heartbeat row inserted and deleted again
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from schedctl import heartbeat
 from schedctl.db.database import Database
 from schedctl.db.schema import heartbeats
 from support.cli import SCHEDCTL
@@ -237,6 +240,23 @@ def test_read_only_uri_serves_reads_and_refuses_writes(run, sqlite_url: tuple[st
         assert result.returncode == 2, (args, result.stderr)
         assert "read-only" in one_error_line(result)
     assert _dump(url) == before
+
+
+def test_a_red_check_on_a_read_only_file_stays_red(run, sqlite_url: tuple[str, Path]) -> None:
+    # The heartbeat_red alert it cannot record used to make the check UNKNOWN (exit 3).
+    url, path = sqlite_url
+    with Database(url, environ={}) as db:
+        at = db.now() - timedelta(hours=2)
+        row = heartbeat.start_run(db, "tick", at)
+        heartbeat.finish_run(db, row, finished_at=at, exit_code=0, counts={})
+    read_only = f"sqlite:///file:{path}?mode=ro&uri=true"
+    result = run("heartbeat", "--check", "-c", "tick", "--json", db_url=read_only)
+    assert result.returncode == 2, result
+    data = json.loads(result.stdout)
+    assert data["status"] == "red"
+    [warning] = [w for w in data["warnings"] if "heartbeat_red" in w]
+    assert warning.startswith("the heartbeat_red alert was not recorded: "), warning
+    assert "read-only" in warning, warning
 
 
 # --- 10: nothing written by a refused command -----------------------------------------

@@ -185,18 +185,32 @@ def test_ping_url_with_credentials_but_no_usable_host_is_refused(
 
 
 @pytest.mark.parametrize("dialect", [pytest.param("postgresql", marks=pytest.mark.postgres)])
-@pytest.mark.parametrize("refusal", ["role without INSERT on alerts", "read-only database"])
-def test_red_stays_red_when_the_database_refuses_its_alert(cli, db_url: str, refusal: str) -> None:
-    # Recording the heartbeat_red alert used to end the check: a monitor saw UNKNOWN
-    # (exit 3) for a red command whenever the database took no writes.
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        "role without INSERT on alerts",
+        "read-only database",
+        "constraint added by hand",
+        "role without SELECT on users",
+    ],
+)
+def test_red_stays_red_when_the_database_refuses_part_of_the_check(
+    cli, db_url: str, refusal: str
+) -> None:
+    # Recording the heartbeat_red alert, or reading the configuration warnings, used
+    # to end the check: a monitor saw UNKNOWN (exit 3) for a red command.
     record(db_url, "tick", timedelta(hours=2))
     name = str(make_url(db_url).database)
     with ExitStack() as stack:
         url = db_url
         if refusal.startswith("role"):
             url = stack.enter_context(login_role(db_url, "schedctl_noalert"))
+            revoke = "INSERT ON alerts" if "alerts" in refusal else "SELECT ON users"
             with connect_pg(name) as admin:
-                admin.execute(f'REVOKE INSERT ON alerts FROM "{make_url(url).username}"')  # type: ignore[arg-type]
+                admin.execute(f'REVOKE {revoke} FROM "{make_url(url).username}"')  # type: ignore[arg-type]
+        elif refusal == "constraint added by hand":
+            with connect_pg(name) as admin:
+                admin.execute("ALTER TABLE alerts ADD CHECK (length(summary) < 5) NOT VALID")
         else:
             with connect_pg() as admin:
                 admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')  # type: ignore[arg-type]
@@ -205,16 +219,16 @@ def test_red_stays_red_when_the_database_refuses_its_alert(cli, db_url: str, ref
         assert result.returncode == 2, result
         data = json.loads(result.stdout)
         assert data["status"] == "red"
+        if refusal == "role without SELECT on users":
+            [warning] = data["warnings"]
+            assert warning.startswith("the configuration warnings could not be read: "), warning
+            assert "permission denied for table users" in warning, warning
+            return
         [warning] = [w for w in data["warnings"] if "heartbeat_red" in w]
         assert warning.startswith("the heartbeat_red alert was not recorded: "), warning
         with Database(db_url, environ={}) as db:
-            assert (
-                db.transaction(
-                    lambda c: c.scalar(sa.select(sa.func.count()).select_from(alerts)),
-                    read_only=True,
-                )
-                == 0
-            )
+            count = sa.select(sa.func.count()).select_from(alerts)
+            assert db.transaction(lambda c: c.scalar(count), read_only=True) == 0
 
 
 def _writable_again(name: str) -> None:

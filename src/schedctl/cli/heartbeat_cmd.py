@@ -10,7 +10,7 @@ import click
 
 from schedctl.cli.params import flag, option
 from schedctl.cli.runtime import CommandResult, Runtime, command, current, ping, run_command
-from schedctl.errors import ConfigError, DatabaseRefused, DatabaseUnavailable, SchedctlError
+from schedctl.errors import ConfigError, SchedctlError
 from schedctl.redaction import redact
 from schedctl.vocabulary import CHECK_EXIT
 
@@ -111,9 +111,12 @@ def _judge(runtime: Runtime, check: bool, only: list[str] | None) -> CommandResu
         status = heartbeat.overall(health)
         red = heartbeat.red_alerts(health) if check else []
         unrecorded = _record_red(db, red) if red else None
-        warnings = db.transaction(
-            lambda conn: configuration_warnings(conn, settings), read_only=True
-        )
+        try:
+            warnings = db.transaction(
+                lambda conn: configuration_warnings(conn, settings), read_only=True
+            )
+        except SchedctlError as exc:  # (a role without SELECT on users, say): as below
+            warnings = [f"the configuration warnings could not be read: {exc.message}"]
         if unrecorded:
             warnings.append(unrecorded)
         return CommandResult(
@@ -131,14 +134,15 @@ def _judge(runtime: Runtime, check: bool, only: list[str] | None) -> CommandResu
 
 def _record_red(db: Database, red: list[Alert]) -> str | None:
     """Record the ``heartbeat_red`` alerts; a database that refuses the write (a hot
-    standby, a role without INSERT on alerts) must not turn a red check into UNKNOWN:
-    the judgement stands and the refusal becomes a warning."""
+    standby, a read-only file, a role without INSERT on alerts, a constraint or trigger
+    added by hand) must not turn a red check into UNKNOWN: the judgement stands and the
+    refusal becomes a warning."""
     from schedctl import alerts
 
     now = db.now()
     try:
         db.transaction(lambda conn: alerts.record(conn, red, now))
-    except (DatabaseRefused, DatabaseUnavailable) as exc:
+    except SchedctlError as exc:
         return f"the heartbeat_red alert was not recorded: {exc.message}"
     return None
 
