@@ -76,6 +76,11 @@ class PermissionDenied(DatabaseRefused):
         self.refusal = refusal  # the server's own words
 
 
+class RecordingRefused(PermissionDenied):
+    """schedctl's login role may not record the mail it would send, so nothing was
+    sent (``refusal`` names the privileges it lacks)."""
+
+
 class ItemsFailed(SchedctlError):
     """Some items failed; they are recorded and will be retried per policy."""
 

@@ -287,3 +287,23 @@ def test_a_role_that_may_not_record_mail_still_distributes_and_queues_the_notice
     assert tick.returncode == 0, tick
     (mail,) = files.mails()
     assert "completed" in mail["Subject"]
+
+
+@pytest.mark.parametrize("dialect", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_refused_record_of_the_notice_leaves_the_day_completed(files: Files) -> None:
+    # A trigger refusing the notice's email_log row (after the mail went out) used to
+    # make the completed day exit 1 and lose its JSON result.
+    with connect_pg(str(make_url(files.db_url).database)) as owner:
+        owner.execute(
+            "CREATE FUNCTION frozen() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN RAISE EXCEPTION 'email_log is frozen'; END $$"
+        )
+        owner.execute(
+            "CREATE TRIGGER frozen BEFORE INSERT ON email_log FOR EACH ROW EXECUTE FUNCTION frozen()"
+        )
+    result = files.run("--json")
+    assert result.returncode == 0, result
+    assert json.loads(result.stdout)["status"] == "completed"
+    [line] = result.stderr.strip().splitlines()
+    assert "the notification's sending did not complete (a later tick takes it up)" in line
+    assert "email_log is frozen (raised by a trigger or function in the database)" in line

@@ -123,7 +123,7 @@ from schedctl.delivery.policy import DeliveryPolicy
 from schedctl.delivery.suppressions import suppressed_among
 from schedctl.delivery.tokens import unsubscribe_url
 from schedctl.delivery.transport import MailBackend, SendResult
-from schedctl.errors import ConfigError, MailUnavailable, PermissionDenied, ValidationError
+from schedctl.errors import ConfigError, MailUnavailable, RecordingRefused, ValidationError
 from schedctl.values import validate_email
 from schedctl.workers import Worker, wait_for
 
@@ -782,7 +782,7 @@ _RECORDING_PRIVILEGES = (
 
 
 def check_recording_privileges(db: Database) -> None:
-    """PermissionDenied (exit 1), before anything is claimed or sent, when schedctl's
+    """RecordingRefused (exit 1), before anything is claimed or sent, when schedctl's
     login role may not record what it sends (where there are grants, PostgreSQL)."""
     if not db.capabilities.grants:
         return
@@ -791,7 +791,7 @@ def check_recording_privileges(db: Database) -> None:
     )
     if missing:
         refusal = f"no {', '.join(missing)}"
-        raise PermissionDenied(
+        raise RecordingRefused(
             f"database error ({db.target}): schedctl's login role may not record the mail"
             f" it sends ({refusal}): nothing was sent; grant them and rerun",
             refusal=refusal,
@@ -830,7 +830,7 @@ def dispatch_due(
         return dict(counts)
     try:
         check_recording_privileges(db)
-    except PermissionDenied:
+    except RecordingRefused:
         dispatcher.release_prepaid()
         raise
     connections = 1 if backend is not None else connections_for(settings)

@@ -62,7 +62,7 @@ from schedctl.errors import (
     ConfigError,
     DatabaseUnavailable,
     MailUnavailable,
-    PermissionDenied,
+    RecordingRefused,
     SchedctlError,
     TemporaryError,
     ValidationError,
@@ -623,10 +623,23 @@ class DistributeRun:
             dispatch_due(
                 self.db, self.settings, self.clock(), NOTICE_LIMIT, types=(notify.MESSAGE_TYPE,)
             )
-        except (MailUnavailable, PermissionDenied) as exc:
-            # The day is distributed either way: its mail waits for the next tick (which
-            # exits 1 on the refusal until the role may record what it sends).
+        except MailUnavailable as exc:
             log.warning("the notification stays queued for the next tick: %s", exc.message)
+        except RecordingRefused as exc:
+            # The day is distributed either way: its mail waits for a tick, which fails
+            # the same way until the role is granted what recording needs.
+            log.warning(
+                "the notification stays queued for the next tick: schedctl's login role"
+                " may not record the mail it sends (%s)",
+                exc.refusal,
+            )
+        except SchedctlError as exc:
+            # The database gone or refusing a statement: what was claimed goes back when
+            # its lease runs out, and a later tick takes it up.
+            log.warning(
+                "the notification's sending did not complete (a later tick takes it up): %s",
+                exc.message,
+            )
 
 
 def run_distribute(
