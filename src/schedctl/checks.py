@@ -173,12 +173,15 @@ def _bound_account(
 ) -> None:
     """PostgreSQL: a login role bound to an account sees and writes only its rows,
     whatever `--account` says, so a default naming another account leaves the commands
-    that take `--account` seeing nothing and refused every write."""
+    that take `--account` seeing nothing and refused every write. (A role that bypasses
+    row-level security is bound to nothing: `_tenancy` says so.)"""
     import sqlalchemy as sa
 
     from schedctl.config import DEFAULT_ACCOUNT
     from schedctl.db import dialect
+    from schedctl.db.sandbox import bypasses_row_security
     from schedctl.db.schema import account_roles, accounts
+    from schedctl.values import as_id
 
     if not dialect.capabilities(conn.dialect).row_level_security:
         return
@@ -187,11 +190,12 @@ def _bound_account(
         .join(account_roles, account_roles.c.account_id == accounts.c.id)
         .where(account_roles.c.role_name == sa.literal_column("session_user"))
     ).first()
-    if bound is None:
+    if bound is None or bypasses_row_security(conn):
         return
     variable = SCHEMA["account"].env_name
     wanted = settings.account
-    if (wanted or DEFAULT_ACCOUNT).strip() in (bound.name, str(bound.id)):
+    named = (wanted or DEFAULT_ACCOUNT).strip()  # as find_account reads it: a name or an id
+    if named == bound.name or as_id(named) == bound.id:
         return
     fix = f"set {variable}={bound.name}"
     if wanted is None:
@@ -200,12 +204,13 @@ def _bound_account(
             f" commands that take --account default to {DEFAULT_ACCOUNT!r}, whose rows this"
             f" role can neither see nor write ({fix})"
         )
-    elif errors:
-        found.errors.append(
-            f"{variable} names account {wanted!r}, but the login role is bound to account"
-            f" {bound.name!r}: commands that take --account will see none of its rows and be"
-            f" refused every write to it ({fix})"
-        )
+        return
+    # An error for `config check`; `heartbeat`, which lists warnings only, shows it too.
+    (found.errors if errors else found.warnings).append(
+        f"{variable} names account {wanted!r}, but the login role is bound to account"
+        f" {bound.name!r}: commands that take --account will see none of its rows and be"
+        f" refused every write to it ({fix})"
+    )
 
 
 # Written by the schema's owner only (`db upgrade`, binding login roles to accounts).

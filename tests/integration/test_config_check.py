@@ -211,6 +211,15 @@ def test_an_account_other_than_the_one_the_role_is_bound_to(
         unset = checked(cli, url, env)
         other = checked(cli, url, {**env, "SCHEDCTL_ACCOUNT": "default"})
         bound = checked(cli, url, {**env, "SCHEDCTL_ACCOUNT": "acme"})
+        by_id = checked(cli, url, {**env, "SCHEDCTL_ACCOUNT": " 02 "})  # as --account reads it
+        listed = cli("heartbeat", "--json", db_url=url, env={**env, "SCHEDCTL_ACCOUNT": "default"})
+        # A superuser bound by a stray row is bound to nothing: row security skips it.
+        with connect_pg(str(make_url(db_url).database)) as owner:
+            owner.execute(
+                "INSERT INTO account_roles (role_name, account_id)"
+                " SELECT current_user, id FROM accounts WHERE name = 'acme'"
+            )
+        superuser = checked(cli, db_url, env)
     assert unset == (1, {"ok": True, "errors": [], "warnings": [
         "the login role is bound to account 'acme' and SCHEDCTL_ACCOUNT is not set: commands"
         " that take --account default to 'default', whose rows this role can neither see nor"
@@ -221,4 +230,6 @@ def test_an_account_other_than_the_one_the_role_is_bound_to(
         " 'acme': commands that take --account will see none of its rows and be refused"
         " every write to it (set SCHEDCTL_ACCOUNT=acme)"
     ]})  # fmt: skip
-    assert bound == (0, {"ok": True, "warnings": [], "errors": []})
+    assert bound == by_id == (0, {"ok": True, "warnings": [], "errors": []})
+    assert json.loads(listed.stdout)["warnings"] == other[1]["errors"]  # heartbeat warns
+    assert not any("bound" in line for line in superuser[1]["errors"] + superuser[1]["warnings"])
