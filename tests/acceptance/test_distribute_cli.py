@@ -299,7 +299,8 @@ def test_a_refused_record_of_the_notice_leaves_the_day_completed(files: Files) -
             " $$ BEGIN RAISE EXCEPTION 'email_log is frozen'; END $$"
         )
         owner.execute(
-            "CREATE TRIGGER frozen BEFORE INSERT ON email_log FOR EACH ROW EXECUTE FUNCTION frozen()"
+            "CREATE TRIGGER frozen BEFORE INSERT ON email_log"
+            " FOR EACH ROW EXECUTE FUNCTION frozen()"
         )
     result = files.run("--json")
     assert result.returncode == 0, result
