@@ -182,7 +182,17 @@ def test_a_refusal_no_retry_mends_fails_at_once_with_exit_1(pg_url: str, cli: Cl
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("errcode", ["", ", ERRCODE = 'invalid_parameter_value'"])
+@pytest.mark.parametrize(
+    "errcode",
+    [
+        "",
+        ", ERRCODE = 'invalid_parameter_value'",
+        # Codes whose own meaning would mislead: not a grant, a conflict, a standby.
+        ", ERRCODE = 'insufficient_privilege'",
+        ", ERRCODE = 'check_violation'",
+        ", ERRCODE = 'read_only_sql_transaction'",
+    ],
+)
 def test_an_error_a_trigger_raises_is_one_line_without_the_statement(
     pg_url: str, cli: CliRunner, errcode: str
 ) -> None:

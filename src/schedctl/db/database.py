@@ -587,6 +587,8 @@ class Database:
                         writer.release()
             except sa.exc.IntegrityError as exc:
                 self._first_write = self._first_write or record  # not committed
+                if self.store and raised_in_database(exc.orig):
+                    raise  # a trigger's refusal, whatever its SQLSTATE: _domain_error's
                 raise ConflictError(
                     first_line(exc), constraint=dialect.constraint_name(exc)
                 ) from None
@@ -708,6 +710,9 @@ def _domain_error(
         return ConfigError(f"invalid database connection settings{where}: {first_line(exc)}")
     if is_transient(exc):
         return DatabaseUnavailable(f"database unavailable{where}: {first_line(exc)}")
+    if store and raised_in_database(exc.orig):
+        # Before the SQLSTATE's own meaning (a RAISE may give it any: 42501, 25006...).
+        return DatabaseRefused(f"database error{where}: {first_line(exc)}{_RAISED}")
     if store and dialect.is_permission_denied(exc):
         refusal = first_line(exc)
         return PermissionDenied(
@@ -747,7 +752,13 @@ def _changed_by_hand(orig: BaseException | None) -> str | None:
     if isinstance(orig, sqlite3.OperationalError):
         text = str(orig)
         return _SCHEMA_CHANGED if text.startswith(_SQLITE_SCHEMA_CHANGED) else None
-    diag = getattr(orig, "diag", None)
-    if getattr(diag, "source_function", None) == _PLPGSQL_RAISE:
-        return _RAISED  # whatever SQLSTATE the RAISE gave its error
     return _PG_CHANGED_BY_HAND.get(getattr(orig, "sqlstate", None) or "")
+
+
+def raised_in_database(orig: BaseException | None) -> bool:
+    """Whether ``orig`` is the error of a PL/pgSQL RAISE (a trigger's or a function's),
+    whatever SQLSTATE it was given: the server reports the function that raised it,
+    the same in every locale. (A RAISE of a transient SQLSTATE, such as a trigger's
+    "try again later" as 40001, is retried as that SQLSTATE asks: see is_transient.)"""
+    diag = getattr(orig, "diag", None)
+    return getattr(diag, "source_function", None) == _PLPGSQL_RAISE
