@@ -218,7 +218,7 @@ def test_a_privilege_the_role_lacks_is_one_line_exit_1(cli, db_url: str) -> None
 
 
 @postgresql_only
-@pytest.mark.parametrize("refusal", ["revoke", "trigger"])
+@pytest.mark.parametrize("refusal", ["revoke", "trigger", "failing trigger"])
 def test_a_run_whose_end_cannot_be_recorded_says_so(cli, db_url: str, refusal: str) -> None:
     # With UPDATE revoked on heartbeats a job's row stayed `running` and only a debug
     # line said why: monitoring then saw no success and nobody knew the cause. A
@@ -230,9 +230,14 @@ def test_a_run_whose_end_cannot_be_recorded_says_so(cli, db_url: str, refusal: s
                 role = sa.engine.make_url(url).username
                 admin.execute(f'REVOKE UPDATE ON heartbeats FROM "{role}"')  # type: ignore[arg-type]
             else:
+                body = (
+                    "RAISE EXCEPTION 'heartbeats are frozen' USING ERRCODE = '22023'"
+                    if refusal == "trigger"
+                    else "PERFORM 1 / 0; RETURN NEW"  # not a RAISE: a driver error
+                )
                 admin.execute(
-                    "CREATE FUNCTION frozen() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-                    " RAISE EXCEPTION 'heartbeats are frozen' USING ERRCODE = '22023'; END $$"
+                    "CREATE FUNCTION frozen() RETURNS trigger LANGUAGE plpgsql AS"
+                    f" $$ BEGIN {body}; END $$"  # type: ignore[arg-type]
                 )
                 admin.execute(
                     "CREATE TRIGGER frozen BEFORE UPDATE ON heartbeats"
@@ -242,11 +247,12 @@ def test_a_run_whose_end_cannot_be_recorded_says_so(cli, db_url: str, refusal: s
     assert result.returncode == 0, result
     [line] = result.stderr.strip().splitlines()
     assert "the end of this run was not recorded" in line, line
-    assert (
-        "permission denied for table heartbeats"
-        if refusal == "revoke"
-        else "heartbeats are frozen (raised by a trigger or function in the database)"
-    ) in line, line
+    assert {
+        "revoke": "permission denied for table heartbeats",
+        "trigger": "heartbeats are frozen (raised by a trigger or function in the database)",
+        "failing trigger": "database error: division by zero",
+    }[refusal] in line, line
+    assert "[SQL" not in line, line
     with Database(db_url) as db:
         outcomes = db.transaction(
             lambda c: c.execute(sa.select(heartbeats.c.outcome)).scalars().all(), read_only=True

@@ -191,6 +191,7 @@ def test_ping_url_with_credentials_but_no_usable_host_is_refused(
         "role without INSERT on alerts",
         "read-only database",
         "constraint added by hand",
+        "trigger that fails",
         "role without SELECT on users",
     ],
 )
@@ -211,6 +212,16 @@ def test_red_stays_red_when_the_database_refuses_part_of_the_check(
         elif refusal == "constraint added by hand":
             with connect_pg(name) as admin:
                 admin.execute("ALTER TABLE alerts ADD CHECK (length(summary) < 5) NOT VALID")
+        elif refusal == "trigger that fails":
+            with connect_pg(name) as admin:
+                admin.execute(
+                    "CREATE FUNCTION fails() RETURNS trigger LANGUAGE plpgsql AS"
+                    " $$ BEGIN PERFORM 1 / 0; RETURN NEW; END $$"
+                )
+                admin.execute(
+                    "CREATE TRIGGER fails BEFORE INSERT ON alerts"
+                    " FOR EACH ROW EXECUTE FUNCTION fails()"
+                )
         else:
             with connect_pg() as admin:
                 admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')  # type: ignore[arg-type]

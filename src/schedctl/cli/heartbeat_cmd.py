@@ -137,13 +137,18 @@ def _record_red(db: Database, red: list[Alert]) -> str | None:
     standby, a read-only file, a role without INSERT on alerts, a constraint or trigger
     added by hand) must not turn a red check into UNKNOWN: the judgement stands and the
     refusal becomes a warning."""
+    import sqlalchemy as sa
+
     from schedctl import alerts
+    from schedctl.db.database import first_line
 
     now = db.now()
     try:
         db.transaction(lambda conn: alerts.record(conn, red, now))
     except SchedctlError as exc:
         return f"the heartbeat_red alert was not recorded: {exc.message}"
+    except sa.exc.DBAPIError as exc:  # (a trigger that fails, a column narrowed by hand)
+        return f"the heartbeat_red alert was not recorded: database error: {first_line(exc)}"
     return None
 
 

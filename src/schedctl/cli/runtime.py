@@ -283,7 +283,10 @@ class _Heartbeat:
         self.db.on_first_write(None)
 
     def finish(self, exit_code: int, counts: dict[str, Any]) -> None:
+        import sqlalchemy as sa  # (imported by now: the command has used its database)
+
         from schedctl import heartbeat
+        from schedctl.db.database import first_line
 
         row = self._id if self.started else None
         self.cancel()
@@ -296,12 +299,20 @@ class _Heartbeat:
                 self.db, row, finished_at=self.db.server_now(), exit_code=exit_code, counts=counts
             )
         except SchedctlError as exc:
-            if row is not None and exit_code == 0:
-                # The run did its work but its row stays `running` (UPDATE revoked on
-                # heartbeats, say): monitoring will judge it by an older success.
-                log.warning("the end of this run was not recorded: %s", exc.message)
-            else:  # a failure already said, or a reading command on a read-only database
-                log.debug("could not record the heartbeat: %s", exc.message)
+            _not_recorded(row, exit_code, exc.message)
+        except sa.exc.DBAPIError as exc:  # (a trigger that fails, a column narrowed by hand)
+            _not_recorded(row, exit_code, f"database error: {first_line(exc)}")
+
+
+def _not_recorded(row: int | None, exit_code: int, why: str) -> None:
+    """Say that a heartbeat row (``row``: its id, None if none was written) could not
+    be finished."""
+    if row is not None and exit_code == 0:
+        # The run did its work but its row stays `running` (UPDATE revoked on heartbeats,
+        # say): monitoring will judge it by an older success.
+        log.warning("the end of this run was not recorded: %s", why)
+    else:  # a failure already said, or a reading command on a read-only database
+        log.debug("could not record the heartbeat: %s", why)
 
 
 def scope_to_account(db: Database, account: str | None) -> int:
