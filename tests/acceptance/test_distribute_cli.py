@@ -273,7 +273,7 @@ def test_a_role_that_may_not_record_mail_still_distributes_and_queues_the_notice
         result = dataclasses.replace(files, db_url=url).run("--json")
     assert result.returncode == 0, result
     assert json.loads(result.stdout)["status"] == "completed"
-    assert "the notification stays queued for the next tick" in result.stderr
+    assert "the notification stays queued: schedctl's login role" in result.stderr
     assert "may not record the mail it sends (no INSERT on email_log)" in result.stderr
     assert files.mails() == []
     assert store(files, "SELECT type, status FROM messages") == [("DISTRIBUTE", "scheduled")]
@@ -306,5 +306,29 @@ def test_a_refused_record_of_the_notice_leaves_the_day_completed(files: Files) -
     assert result.returncode == 0, result
     assert json.loads(result.stdout)["status"] == "completed"
     [line] = result.stderr.strip().splitlines()
-    assert "the notification's sending did not complete (a later tick takes it up)" in line
+    assert "the notification's sending did not complete (it may have gone out;" in line
     assert "email_log is frozen (raised by a trigger or function in the database)" in line
+
+
+@pytest.mark.parametrize("dialect", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_refusal_by_schedctls_database_is_told_as_a_critical_failure(files: Files) -> None:
+    # A trigger refusing the day's completion went unmailed and unalerted once its
+    # error became a one-line database error instead of an internal error.
+    with connect_pg(str(make_url(files.db_url).database)) as owner:
+        owner.execute(
+            "CREATE FUNCTION frozen() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " RAISE EXCEPTION 'distributions are frozen' USING ERRCODE = '22023'; END $$"
+        )
+        owner.execute(
+            "CREATE TRIGGER frozen BEFORE UPDATE ON distributions FOR EACH ROW"
+            " WHEN (NEW.status = 'completed') EXECUTE FUNCTION frozen()"
+        )
+    result = files.run()
+    assert result.returncode == 1, result
+    [line] = result.stderr.strip().splitlines()
+    assert line.endswith(
+        "distributions are frozen (raised by a trigger or function in the database)"
+    ), line
+    (mail,) = files.mails()
+    assert "Critical failure" in mail["Subject"], mail["Subject"]
+    assert store(files, "SELECT kind FROM alerts") == [("distribution_failed",)]

@@ -60,6 +60,7 @@ from schedctl.distribute.plan import (
 )
 from schedctl.errors import (
     ConfigError,
+    DatabaseRefused,
     DatabaseUnavailable,
     MailUnavailable,
     RecordingRefused,
@@ -539,11 +540,12 @@ class DistributeRun:
         return Outcome(result, exc.exit_code)
 
     def critical(self, exc: BaseException) -> None:
-        """An unexpected error: mail the operators (best effort), then it is raised."""
+        """An unexpected error, or schedctl's database refusing a statement: mail the
+        operators (best effort), then it is raised. (Its text stays out of the mail:
+        it may quote the rows.)"""
+        what = "database error" if isinstance(exc, DatabaseRefused) else "internal error"
         try:
-            result = self.result(
-                "failed", reason=f"internal error: {type(exc).__name__}", stage="internal"
-            )
+            result = self.result("failed", reason=f"{what}: {type(exc).__name__}", stage="internal")
 
             def work(conn: sa.Connection) -> None:
                 now = self.clock()
@@ -629,15 +631,16 @@ class DistributeRun:
             # The day is distributed either way: its mail waits for a tick, which fails
             # the same way until the role is granted what recording needs.
             log.warning(
-                "the notification stays queued for the next tick: schedctl's login role"
-                " may not record the mail it sends (%s)",
+                "the notification stays queued: schedctl's login role may not record the"
+                " mail it sends (%s); a tick sends it once that is granted",
                 exc.refusal,
             )
         except SchedctlError as exc:
-            # The database gone or refusing a statement: what was claimed goes back when
-            # its lease runs out, and a later tick takes it up.
+            # The database gone or refusing a statement, the mail settings refused by the
+            # server: what was claimed goes back when its lease runs out.
             log.warning(
-                "the notification's sending did not complete (a later tick takes it up): %s",
+                "the notification's sending did not complete (it may have gone out; a tick"
+                " tries it again once the cause is mended): %s",
                 exc.message,
             )
 
@@ -658,6 +661,13 @@ def run_distribute(
     run = DistributeRun(db, settings, job, day, leases.clock_from(now), progress)
     try:
         outcome = run.run()
+    except DatabaseRefused as exc:
+        # schedctl's own database refused a statement (a grant, a trigger added by hand):
+        # told as an unexpected error is. (Other SchedctlErrors are bad input, told by
+        # exit 2 with nothing written, or a database out of reach, which cannot be told.)
+        run.critical(exc)
+        run.send_notices()
+        raise
     except SchedctlError:
         raise
     except Exception as exc:
