@@ -10,6 +10,8 @@ runs both again to show that nothing is sent twice.
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -251,8 +253,23 @@ def demo_command(path: str) -> None:
         data,
         ["command", "status", "last success"],
         [(h.command, h.status, h.last_success_at or "never") for h in health],
-        footer=f"\nlook around: schedctl --database-url {url} schedules list",
+        footer=f"\nlook around: {_program()} --database-url {url} schedules list",
     )
+
+
+def _program() -> str:
+    """How to run this schedctl again from here: by name when that is what the shell
+    finds, else by its path (`make demo` runs `.venv/bin/schedctl`, not on PATH)."""
+    import shutil
+
+    script = sys.argv[0]
+    if os.path.basename(script) != "schedctl":
+        return "schedctl"  # (run another way: as a module, in-process)
+    on_path = shutil.which("schedctl")
+    if on_path and os.path.realpath(on_path) == os.path.realpath(script):
+        return "schedctl"
+    relative = os.path.relpath(script)
+    return relative if not relative.startswith("..") else os.path.abspath(script)
 
 
 def register(app: click.Group) -> None:

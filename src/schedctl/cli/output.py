@@ -57,7 +57,7 @@ class Output:
         if self.options.json:
             print(to_json(data), file=self.stream)
         elif not self.options.quiet and human:
-            print(redact(human), file=self.stream)
+            print(printable(redact(human)), file=self.stream)
 
     def table(
         self,
@@ -74,19 +74,23 @@ class Output:
             return
         if self.options.quiet:
             return
-        cells = [["" if v is None else redact(cell_text(v)) for v in row] for row in rows]
-        title = redact(title) if title else title
-        footer = redact(footer) if footer else footer
+        cells = [
+            ["" if v is None else printable(redact(cell_text(v))) for v in row] for row in rows
+        ]
+        title = printable(redact(title)) if title else title
+        footer = printable(redact(footer)) if footer else footer
         if self.is_terminal:
             # rich only for a person at a terminal: cron runs never pay for importing it.
             from rich.console import Console
             from rich.table import Table
+            from rich.text import Text
 
-            table = Table(title=title, title_justify="left")
+            # Cells as Text, never markup: a name like "[/x]" is shown, not parsed.
+            table = Table(title=Text(title) if title else None, title_justify="left")
             for column in columns:
                 table.add_column(column)
             for row in cells:
-                table.add_row(*row)
+                table.add_row(*(Text(cell) for cell in row))
             console = Console(
                 file=self.stream,
                 no_color=bool(os.environ.get("NO_COLOR")) or None,
@@ -122,6 +126,17 @@ MESSAGE_MAX = 300
 _QUOTED = re.compile(rf"""(?<!\w)(['"])((?:(?!\1).){{{QUOTED_MAX + 1},}})\1(?!\w)""")
 
 
+# Control characters a terminal would act on (an escape sequence in a schedule's name
+# clearing the screen): all of C0 but tab and newline, DEL, and C1.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with each control character a terminal would act on written as an
+    escape (``\x1b``), as an error line quotes it."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+
+
 def error_text(message: str) -> str:
     """`message` as a failure is reported: redacted, one line, with what it quotes cut
     short."""
@@ -147,4 +162,4 @@ def report_error(message: str, exit_code: int, *, as_json: bool) -> None:
 
 
 def warn(message: str) -> None:
-    print(f"schedctl: warning: {redact(message)}", file=sys.stderr)
+    print(f"schedctl: warning: {printable(redact(message))}", file=sys.stderr)
