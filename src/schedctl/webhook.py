@@ -313,7 +313,7 @@ def ping(
     """
     if suffix and not suffix.startswith("/"):
         suffix = "/" + suffix
-    target = url.rstrip("/") + suffix if suffix else url
+    target = _with_path_suffix(url, suffix) if suffix else url
     return _deliver(
         f"ping{suffix}" if suffix else "ping",
         target,
@@ -323,3 +323,12 @@ def ping(
         max_attempts=max_attempts,
         backoff=backoff,
     )
+
+
+def _with_path_suffix(url: str, suffix: str) -> str:
+    """``url`` with ``suffix`` added to its path, before any query string (a push URL
+    like ``https://status.example.com/api/push/KEY?status=up`` keeps its query)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path.rstrip("/") + suffix))

@@ -115,6 +115,18 @@ def test_ping_url_gets_start_then_success_or_fail(cli, db_url: str, http_server)
     ]  # fmt: skip
 
 
+def test_a_ping_url_with_a_query_gets_its_suffix_in_the_path(cli, db_url: str, http_server) -> None:
+    # "/start" and "/fail" went after the query string (…?token=abc/start): a push
+    # service could not tell a start from a success or a failure.
+    record(db_url, "digest", timedelta(hours=3))
+    url = f"{http_server.url}/api/push/abc/?status=up&msg=ok"
+    red = cli("heartbeat", "--check", "-c", "digest", "--ping-url", url, db_url=db_url)
+    assert red.returncode == 2
+    assert http_server.paths == [
+        "/api/push/abc/start?status=up&msg=ok", "/api/push/abc/fail?status=up&msg=ok"
+    ]  # fmt: skip
+
+
 def test_refused_ping_does_not_change_the_exit_code(cli, db_url: str, closed_port: int) -> None:
     record(db_url, "tick", timedelta())
     record(db_url, "digest", timedelta(minutes=30))
