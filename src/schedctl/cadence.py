@@ -211,11 +211,14 @@ def slots_after(cadence: Cadence, after: datetime) -> Iterator[tuple[datetime, d
     previous: datetime | None = None
     # A wall time at or before after's own wall time maps to an instant <= after, so
     # the search starts there; walls of a repeated hour may still map back before it.
-    for wall in _walls_after(cadence, _wall_time(after, zone)):
-        slot = first_instant_at_or_after(wall, zone)
-        if slot > after and slot != previous:
-            previous = slot
-            yield slot, wall
+    try:
+        for wall in _walls_after(cadence, _wall_time(after, zone)):
+            slot = first_instant_at_or_after(wall, zone)
+            if slot > after and slot != previous:
+                previous = slot
+                yield slot, wall
+    except (OverflowError, ValueError):
+        return  # past year 9999, the last a datetime holds: there are no more slots
 
 
 def next_slot(cadence: Cadence, after: datetime) -> datetime:

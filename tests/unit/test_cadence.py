@@ -619,3 +619,26 @@ def test_upcoming_slots_start_at_the_start_inclusive() -> None:
 def test_upcoming_slots_count_is_bounded(count: int) -> None:
     with pytest.raises(ValidationError, match="1 to 1000"):
         upcoming_slots(make_cadence("daily", at="07:00"), utc(2027, 1, 1), count)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"kind": "daily", "at": "07:00"},
+        {"kind": "monthly", "at": "07:00", "day": "31"},
+        {"kind": "weekly", "at": "07:00", "weekday": "mon"},
+        {"kind": "cron", "cron": "0 * * * *"},
+        {"kind": "daily", "at": "07:00", "tz": "Pacific/Kiritimati"},
+    ],
+)
+def test_slots_end_with_the_last_year_a_datetime_holds(options: dict[str, str]) -> None:
+    # `schedules next --from 9998-12-30` (a start the CLI accepts) crashed with
+    # "OverflowError: date value out of range" once the slots reached year 10000.
+    kind = options.pop("kind")
+    cadence = make_cadence(kind, **options)
+    start = datetime(9999, 12, 1, tzinfo=UTC)
+    slots = upcoming_slots(cadence, start, 1_000)
+    assert 0 < len(slots) < 1_000
+    assert all(start <= s.utc < datetime(9999, 12, 31, 23, 59, tzinfo=UTC) for s in slots)
+    with pytest.raises(ValidationError, match="has no slot after"):
+        next_slot(cadence, datetime(9999, 12, 31, 23, 59, tzinfo=UTC))
