@@ -471,3 +471,23 @@ def test_settings_keep_the_token_out_of_describe() -> None:
 
     assert shown["web_token"] == "***"
     assert shown["web_account"] == "acme"
+
+
+def test_the_last_run_shown_is_the_newest_slots_as_schedules_list_says(
+    world: str, cli: CliRunner
+) -> None:
+    # A backfill of older slots, made after a manual run, used to become the page's
+    # "last run" while `schedules list` showed the manual run's slot.
+    from schedctl.pages.data import schedule_rows
+
+    seed = Seed(world)
+    manual = datetime.now(UTC).replace(microsecond=0)
+    seed.run(1, slot=manual, manual=True, status="succeeded")
+    seed.run(1, slot=manual - timedelta(days=30), status="queued")  # made later, older
+    with Database(world, environ={}) as db:
+        [row] = [r for r in schedule_rows(db, None) if r.id == 1]
+    assert (row.last_run_slot, row.last_run_status, row.last_run_manual) == (
+        manual,
+        "succeeded",
+        True,
+    )

@@ -288,8 +288,10 @@ def _schedule_row(row: Any) -> ScheduleRow:
 
 def _schedules_query(account_id: int | None) -> sa.Select[Any]:
     r = schedule_runs.c
+    # The run of the newest slot, as `schedules list`'s last_run_at is that slot (a
+    # backfill made after a manual run adds older slots, not a later run).
     latest = (
-        sa.select(r.schedule_id, sa.func.max(r.id).label("run_id"))
+        sa.select(r.schedule_id, sa.func.max(r.slot).label("slot"))
         .where(*_own(schedule_runs, account_id))
         .group_by(r.schedule_id)
         .subquery()
@@ -305,7 +307,9 @@ def _schedules_query(account_id: int | None) -> sa.Select[Any]:
         )
         .join(accounts, accounts.c.id == schedules.c.account_id)
         .outerjoin(latest, latest.c.schedule_id == schedules.c.id)
-        .outerjoin(last, last.c.id == latest.c.run_id)
+        .outerjoin(
+            last, sa.and_(last.c.schedule_id == latest.c.schedule_id, last.c.slot == latest.c.slot)
+        )
         .where(*_own(schedules, account_id))
     )
 
