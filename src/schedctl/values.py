@@ -364,12 +364,17 @@ def http_url_problem(value: str) -> str | None:
     try:
         parts = urlsplit(value)
         usable = parts.scheme in ("http", "https") and bool(parts.hostname)
-        usable = usable and (parts.port or 0) >= 0  # .port refuses a port that is no number
     except ValueError:
         usable = False
     if not usable or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
         # Never quoted: it may hold a secret (a token in the path, user:password@).
         return "must be an http:// or https:// URL with a host"
+    try:
+        port = parts.port  # (refuses a port that is not a number from 0 to 65535)
+    except ValueError:
+        port = 0
+    if port == 0:
+        return "must be an http:// or https:// URL whose port is a number from 1 to 65535"
     return None
 
 

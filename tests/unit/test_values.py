@@ -181,6 +181,11 @@ def test_http_urls_are_checked_without_quoting_them() -> None:
         problem = values.http_url_problem(bad)
         assert problem is not None
         assert "tok3n" not in problem
+    # A port that is not a number blamed the host.
+    for bad_port in ["http://u:tok3n@127.0.0.1:abc/ping", "http://h:0/x", "http://h:65536/x"]:
+        assert values.http_url_problem(bad_port) == (
+            "must be an http:// or https:// URL whose port is a number from 1 to 65535"
+        )
 
 
 def test_a_query_may_use_only_the_given_parameters() -> None:

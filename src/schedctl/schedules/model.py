@@ -11,7 +11,14 @@ from typing import Any
 
 from schedctl.cadence import Cadence, make_cadence
 from schedctl.errors import ValidationError, quoted
-from schedctl.values import WEEKDAYS, format_duration, parse_duration, parse_id, validate_email
+from schedctl.values import (
+    WEEKDAYS,
+    format_duration,
+    parse_duration,
+    parse_id,
+    split_duration,
+    validate_email,
+)
 
 CATCHUP_POLICIES = ("latest", "all", "none")
 DEFAULT_CATCHUP = "latest"
@@ -181,11 +188,15 @@ def parse_max_lateness(text: str) -> timedelta | None:
     """A duration such as ``6h``, or ``none`` for no limit."""
     if text.strip().lower() in _NO_LATENESS:
         return None
+    too_long = ValidationError(
+        f"invalid max lateness {quoted(text)} (at most {MAX_LATENESS.days}d, or none)"
+    )
+    amount, _ = split_duration(text)  # (a well-formed amount past timedelta's range too)
+    if amount > MAX_LATENESS.total_seconds():  # in any unit, more than the bound's seconds
+        raise too_long
     value = parse_duration(text)
     if value > MAX_LATENESS:
-        raise ValidationError(
-            f"invalid max lateness {quoted(text)} (at most {MAX_LATENESS.days}d, or none)"
-        )
+        raise too_long
     return value
 
 
