@@ -293,15 +293,7 @@ def test_a_role_that_may_not_record_mail_still_distributes_and_queues_the_notice
 def test_a_refused_record_of_the_notice_leaves_the_day_completed(files: Files) -> None:
     # A trigger refusing the notice's email_log row (after the mail went out) used to
     # make the completed day exit 1 and lose its JSON result.
-    with connect_pg(str(make_url(files.db_url).database)) as owner:
-        owner.execute(
-            "CREATE FUNCTION frozen() RETURNS trigger LANGUAGE plpgsql AS"
-            " $$ BEGIN RAISE EXCEPTION 'email_log is frozen'; END $$"
-        )
-        owner.execute(
-            "CREATE TRIGGER frozen BEFORE INSERT ON email_log"
-            " FOR EACH ROW EXECUTE FUNCTION frozen()"
-        )
+    _refuse_in_store(files, "INSERT ON email_log", "email_log is frozen")
     result = files.run("--json")
     assert result.returncode == 0, result
     assert json.loads(result.stdout)["status"] == "completed"
@@ -314,15 +306,11 @@ def test_a_refused_record_of_the_notice_leaves_the_day_completed(files: Files) -
 def test_a_refusal_by_schedctls_database_is_told_as_a_critical_failure(files: Files) -> None:
     # A trigger refusing the day's completion went unmailed and unalerted once its
     # error became a one-line database error instead of an internal error.
-    with connect_pg(str(make_url(files.db_url).database)) as owner:
-        owner.execute(
-            "CREATE FUNCTION frozen() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " RAISE EXCEPTION 'distributions are frozen' USING ERRCODE = '22023'; END $$"
-        )
-        owner.execute(
-            "CREATE TRIGGER frozen BEFORE UPDATE ON distributions FOR EACH ROW"
-            " WHEN (NEW.status = 'completed') EXECUTE FUNCTION frozen()"
-        )
+    _refuse_in_store(
+        files,
+        "UPDATE ON distributions FOR EACH ROW WHEN (NEW.status = 'completed')",
+        "distributions are frozen",
+    )
     result = files.run()
     assert result.returncode == 1, result
     [line] = result.stderr.strip().splitlines()
@@ -332,3 +320,17 @@ def test_a_refusal_by_schedctls_database_is_told_as_a_critical_failure(files: Fi
     (mail,) = files.mails()
     assert "Critical failure" in mail["Subject"], mail["Subject"]
     assert store(files, "SELECT kind FROM alerts") == [("distribution_failed",)]
+
+
+def _refuse_in_store(files: Files, event: str, message: str) -> None:
+    """A trigger in schedctl's own database, BEFORE ``event``, that RAISEs ``message``
+    (with a data error's SQLSTATE: how a RAISE is told does not depend on it)."""
+    with connect_pg(str(make_url(files.db_url).database)) as owner:
+        owner.execute(
+            "CREATE FUNCTION frozen() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            f" RAISE EXCEPTION '{message}' USING ERRCODE = '22023'; END $$"  # type: ignore[arg-type]
+        )
+        for_each_row = "" if "FOR EACH ROW" in event else " FOR EACH ROW"
+        owner.execute(
+            f"CREATE TRIGGER frozen BEFORE {event}{for_each_row} EXECUTE FUNCTION frozen()"
+        )  # type: ignore[arg-type]
