@@ -134,6 +134,27 @@ def test_setting_sent_by_hand_warns_on_stderr(
     assert one(db_url, three[0]).sent_at == T0
 
 
+@pytest.mark.parametrize("status", ["scheduled", "retrying"])
+def test_a_sent_message_is_not_scheduled_again_by_editing_its_status(
+    cli: CliRunner, db_url: str, three: list[int], status: str
+) -> None:
+    # `--status scheduled` on a sent message made the next tick send it again, silently;
+    # a resend is asked for by name: send-now ID --force.
+    target = three[0]
+    assert cli("messages", "edit", str(target), "--status", "sent", db_url=db_url, env=NOW)
+    before = all_messages(db_url)
+    result = cli("messages", "edit", str(target), "--status", status, db_url=db_url, env=NOW)
+    assert result.returncode == 2, result
+    [line] = result.stderr.strip().splitlines()
+    assert line == (
+        f"schedctl: error: message {target} is not scheduled again: it was sent"
+        f" (`schedctl send-now {target} --force` sends it again)"
+    )
+    assert all_messages(db_url) == before
+    paused = cli("messages", "edit", str(target), "--status", "paused", db_url=db_url, env=NOW)
+    assert paused.returncode == 0  # (what does not send it again stays allowed)
+
+
 def test_a_message_being_sent_cannot_be_edited(cli: CliRunner, db_url: str) -> None:
     from schedctl.db.database import Database
     from schedctl.db.schema import messages

@@ -350,8 +350,9 @@ def edit_message(
     A send time or expiry more than five minutes in the past is refused; ``expires_at``
     None means the message never expires. A message skipped as EXPIRED whose expiry is
     cleared or moved later is scheduled again (unless ``status`` says otherwise). A
-    message a dispatcher is sending right now cannot be edited (TemporaryError: try
-    again in a moment).
+    message that was, or may have been, sent is not scheduled again (ValidationError:
+    `send-now --force` resends by name). A message a dispatcher is sending right now
+    cannot be edited (TemporaryError: try again in a moment).
     """
     if send_at is None and status is None and expires_at is KEEP:
         raise ValidationError("nothing to change: give --send-at, --status and/or --expires-at")
@@ -368,6 +369,13 @@ def edit_message(
     row = get_message(conn, message_id, account_id=account_id, lock=True)
     if leases.is_live(row, now):
         raise TemporaryError(f"message {message_id} is being sent right now; try again shortly")
+    if status in ("scheduled", "retrying") and status != row.status:
+        sent = _may_have_been_sent(conn, row)
+        if sent is not None:  # a resend is send-now --force's, asked for by name
+            raise ValidationError(
+                f"message {message_id} is not scheduled again: {sent}"
+                f" (`schedctl send-now {message_id} --force` sends it again)"
+            )
     values: dict[str, Any] = {"updated_at": now}
     if send_at is not None:
         # The operator's time replaces any retry or deferral time.
