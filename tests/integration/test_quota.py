@@ -396,3 +396,20 @@ def test_several_connections_keep_the_quota_exact(db_url: str, smtp: SmtpServer)
         )
     assert (sent, reserved) == (10, 0)
     assert sorted(reached) == [80, 90, 100]
+
+
+def test_thresholds_crossed_at_once_are_one_warning_line(
+    cli: CliRunner, db_url: str, http_server: ScriptedHTTPServer
+) -> None:
+    # A quota of 1 used up crosses 80, 90 and 100 % at once: three warning lines on
+    # stderr (cron mailed each); each threshold is still its own alert.
+    enqueue_all(db_url, [message(1)])
+    with SmtpServer() as smtp:
+        result = cli(
+            "tick", db_url=db_url, env={**smtp.env, **quota_env(1, http_server),
+                                        "SCHEDCTL_NOW": T0.isoformat()},
+        )  # fmt: skip
+    assert result.returncode == 0, result
+    quota_lines = [line for line in result.stderr.splitlines() if "mail quota" in line]
+    assert quota_lines == [f"schedctl: WARNING: mail quota at 100%: 1 of 1 used on {T0:%Y-%m-%d}"]
+    assert used_and_alerts(db_url)[1] == [80, 90, 100]

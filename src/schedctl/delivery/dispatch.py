@@ -581,8 +581,8 @@ class Dispatcher:
         """After commit: skip the thresholds ``count`` reached from now on (recorded by
         us or by another dispatcher); say which ones we recorded."""
         self._alerted.update((day, t) for t in quota.thresholds_reached(count, limit))
-        for threshold in owned:
-            log.warning("mail quota at %d%%: %d of %d used on %s", threshold, count, limit, day)
+        if owned:  # one line for thresholds crossed at once (each is still its own alert)
+            log.warning("mail quota at %d%%: %d of %d used on %s", max(owned), count, limit, day)
 
     def _settle_unsent(self, row: Any, now: datetime, change: Change) -> Delivery:
         """Record a claimed message settled without a send (no attempt, no log row)."""
