@@ -366,8 +366,10 @@ def http_url_problem(value: str) -> str | None:
         usable = parts.scheme in ("http", "https") and bool(parts.hostname)
     except ValueError:
         usable = False
-    if not usable or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
-        # Never quoted: it may hold a secret (a token in the path, user:password@).
+    # Never quoted: it may hold a secret (a token in the path, user:password@).
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        return "must be a URL without spaces or control characters (percent-encode them)"
+    if not usable:
         return "must be an http:// or https:// URL with a host"
     try:
         port = parts.port  # (refuses a port that is not a number from 0 to 65535)

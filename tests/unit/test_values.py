@@ -181,6 +181,11 @@ def test_http_urls_are_checked_without_quoting_them() -> None:
         problem = values.http_url_problem(bad)
         assert problem is not None
         assert "tok3n" not in problem
+    # A space or a control character blamed the host.
+    for spaced in ["http://h/SECRET PATH", "http://h/a\tb", "http://h/a\x7f"]:
+        assert values.http_url_problem(spaced) == (
+            "must be a URL without spaces or control characters (percent-encode them)"
+        )
     # A port that is not a number blamed the host.
     for bad_port in ["http://u:tok3n@127.0.0.1:abc/ping", "http://h:0/x", "http://h:65536/x"]:
         assert values.http_url_problem(bad_port) == (
