@@ -725,9 +725,8 @@ def _domain_error(
         )
     if _is_psycopg_operational(exc.orig):
         return DatabaseRefused(f"database error{where}: {first_line(exc)}")
-    changed = _changed_by_hand(exc.orig) if store else None
-    if changed is not None:
-        return DatabaseRefused(f"database error{where}: {first_line(exc)}{changed}")
+    if store and _schema_changed_by_hand(exc.orig):
+        return DatabaseRefused(f"database error{where}: {first_line(exc)}{_SCHEMA_CHANGED}")
     return None
 
 
@@ -736,29 +735,27 @@ def _domain_error(
 # function that raises. (Other unexpected errors stay internal errors: schedctl's own.)
 _SCHEMA_CHANGED = " (was schedctl's schema changed by hand?)"
 _RAISED = " (raised by a trigger or function in the database)"
-_PG_CHANGED_BY_HAND = {
-    "42P01": _SCHEMA_CHANGED,  # undefined_table
-    "42703": _SCHEMA_CHANGED,  # undefined_column
-    "P0001": _RAISED,  # raise_exception, RAISE's default
-}
+_PG_SCHEMA_CHANGED = frozenset({"42P01", "42703"})  # undefined_table, undefined_column
+_SQLITE_SCHEMA_CHANGED = ("no such table", "no such column")
 # The server's function that runs a PL/pgSQL RAISE (its error reports it, in any locale).
 _PLPGSQL_RAISE = "exec_stmt_raise"
-_SQLITE_SCHEMA_CHANGED = ("no such table", "no such column")
 
 
-def _changed_by_hand(orig: BaseException | None) -> str | None:
-    """What to add to the error line when ``orig`` comes from what was done to the
-    database by hand (see above), else None."""
+def _schema_changed_by_hand(orig: BaseException | None) -> bool:
+    """Whether ``orig`` says a table or column of schedctl's is missing: dropped or
+    renamed by hand."""
     if isinstance(orig, sqlite3.OperationalError):
-        text = str(orig)
-        return _SCHEMA_CHANGED if text.startswith(_SQLITE_SCHEMA_CHANGED) else None
-    return _PG_CHANGED_BY_HAND.get(getattr(orig, "sqlstate", None) or "")
+        return str(orig).startswith(_SQLITE_SCHEMA_CHANGED)
+    return getattr(orig, "sqlstate", None) in _PG_SCHEMA_CHANGED
 
 
 def raised_in_database(orig: BaseException | None) -> bool:
-    """Whether ``orig`` is the error of a PL/pgSQL RAISE (a trigger's or a function's),
-    whatever SQLSTATE it was given: the server reports the function that raised it,
-    the same in every locale. (A RAISE of a transient SQLSTATE, such as a trigger's
-    "try again later" as 40001, is retried as that SQLSTATE asks: see is_transient.)"""
+    """Whether ``orig`` is the error of a RAISE (a trigger's or a function's), whatever
+    SQLSTATE it was given: the server reports the PL/pgSQL function that raised it, the
+    same in every locale; or, without that report, RAISE's own default SQLSTATE P0001.
+    (A RAISE of a transient SQLSTATE, such as a trigger's "try again later" as 40001,
+    is retried as that SQLSTATE asks: see is_transient.)"""
     diag = getattr(orig, "diag", None)
-    return getattr(diag, "source_function", None) == _PLPGSQL_RAISE
+    if getattr(diag, "source_function", None) == _PLPGSQL_RAISE:
+        return True
+    return getattr(orig, "sqlstate", None) == "P0001"  # raise_exception
