@@ -122,16 +122,15 @@ def make_unsubscribe_app(apply: ApplyUnsubscribe, *, title: str = "schedctl") ->
             return respond(start_response, 200, method, state="confirm", email=email, query=link)
         try:
             applied = apply(account, email, token)
-        except TemporaryError as exc:
-            # The database is down or takes no writes: the same "try again later" page,
-            # as 503 (the click can be repeated), and one line in the log.
-            logger.error("unsubscribe for account %s not recorded: %s", account, exc.message)
-            retry = [("Retry-After", "60")]
-            return respond(start_response, 503, method, retry, state="error")
         except SchedctlError as exc:
-            # A refusal schedctl has already put in one line (a role without INSERT on
-            # suppressions, a trigger's RAISE): an operator's to fix, not a bug to trace.
+            # What schedctl has already put in one line, so one line in the log, no
+            # traceback: the database down or taking no writes is 503 (the click can be
+            # repeated); a refusal (a role without INSERT on suppressions, a trigger's
+            # RAISE) is 500, an operator's to mend. The same "nothing was changed" page.
             logger.error("unsubscribe for account %s not recorded: %s", account, exc.message)
+            if isinstance(exc, TemporaryError):
+                retry = [("Retry-After", "60")]
+                return respond(start_response, 503, method, retry, state="error")
             return respond(start_response, 500, method, state="error")
         except Exception:
             # No token or address in the log: the log is not a place for either.
