@@ -88,6 +88,9 @@ def old_heartbeats_left(world: FaultWorld) -> int:
 # day the world is anchored to: 316 users or more by the model (400 users gave 178
 # to 240, fewer than three pages, between 13:00 and 16:00 UTC).
 BIG_DIGEST = Size(users=800, notifications=4800)
+# Claims of 100 messages: a dispatch's first claim starts its message-writing helper
+# (schedctl.delivery.builder: WORTH_AFTER).
+BIG_CLAIMS = Size(users=800, notifications=4800, message_batch=100)
 
 KILLS = [
     # tick: the schedules' claim, the run, the outbox claim, the send
@@ -132,6 +135,9 @@ KILLS = [
     Kill("digest: claimed, before the send", "digest",
          "schedctl.delivery.dispatch:dispatch_due:before",
          lambda w: scalar(w, "SELECT count(*) FROM digests") > 0 and not w.smtp.accepted),
+    Kill("digest: mid-send, messages written by the helper, the 150th", "digest",
+         "schedctl.delivery.dispatch:Dispatcher.deliver:before:150", recorded_before(150),
+         after_data=(0, CONNECTIONS), size=BIG_CLAIMS),
     Kill("digest: sent, before the outcome is recorded", "digest",
          "schedctl.delivery.dispatch:Dispatcher._settle_result:before", accepted_beyond_db,
          after_data=(1, 1)),
@@ -245,3 +251,35 @@ def test_killed_at_a_chosen_point_then_rerun(
         duplicates=duplicated,
         note=f"{resent} resent after DATA, the documented exception" if resent else "",
     )
+
+
+@pytest.mark.parametrize(
+    "dialect", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_the_message_writing_helper_killed_the_dispatch_goes_on(
+    dialect: str, fresh_db: Callable[[], str], tmp_path: Path
+) -> None:
+    """The helper that writes a dispatch's messages (schedctl.delivery.builder) is
+    SIGKILLed at its third chunk: the command builds the rest in its own threads and
+    ends as usual; nothing is lost or sent twice."""
+    helper = "schedctl.delivery.builder:_write_chunk:before:3"
+    with SmtpServer() as smtp:
+        world = FaultWorld(dialect, fresh_db(), smtp, tmp_path, size=BIG_CLAIMS, rounds_back=2)
+        try:
+            now = world.round_time(0)
+            done = world.run("digest", now, "-v", kill_at=helper)
+            assert done.code == 0, (done.code, done.stderr)
+            assert "the message builder stopped" in done.stderr, done.stderr
+            world.ran("digest", now)
+            world.recover(now + PAST_LEASES, ["digest"])
+            counts = world.check()
+        finally:
+            world.close()
+    assert counts.lost == 0, counts.losses
+    assert counts.duplicated == 0, counts.duplicates
+    assert counts.resent_after_data == 0
+    fault_ledger.record(
+        "SIGKILL the message-writing helper mid-dispatch", dialect,
+        "the command goes on: nothing lost or done twice", iterations=1,
+        losses=counts.lost, duplicates=counts.duplicated,
+    )  # fmt: skip

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ class Size:
     old_heartbeats: int = 12
     old_attempts: int = 12
     batch: int = 20  # distribute's batch size
+    message_batch: int = BATCH  # [messages] batch_size: a dispatch's claim
 
 
 @dataclass
@@ -201,7 +203,7 @@ class FaultWorld:
 connections = {CONNECTIONS}
 
 [messages]
-batch_size = {BATCH}
+batch_size = {self.size.message_batch}
 
 [digest]
 max_items = 1000
@@ -347,12 +349,36 @@ query = "select theory_id, theory_start_date, theory_end_date from theories"
         kill_at: str | None = None,
         check: bool = True,
     ) -> Proc:
-        """Run one command to its end; with ``check`` (and no kill point) it must exit 0."""
+        """Run one command to its end; with ``check`` (and no kill point) it must exit 0.
+        Killed, it must leave no process of its own behind (a dispatch's helper)."""
         done = self.wait(self.popen(command, now, *args, kill_at=kill_at), command)
+        if kill_at is not None:
+            assert not self.left_behind(), f"{kill_at}: processes outlived the killed command"
         if kill_at is None and check:
             assert done.code == 0, (command, done.code, done.stderr)
             self.ran(command, now)
         return done
+
+    def left_behind(self, within: float = 5.0) -> list[int]:
+        """Processes of a command started with a kill point that are still running
+        ``within`` seconds after it ended: those whose environment names this world's
+        configuration and a kill point (a process forked by it inherits both)."""
+        marker = f"SCHEDCTL_CONFIG={self.env['SCHEDCTL_CONFIG']}".encode()
+        deadline = time.monotonic() + within
+        while True:
+            found = []
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    environ = (entry / "environ").read_bytes().split(b"\0")
+                except OSError:  # gone meanwhile, or not ours to read
+                    continue
+                if marker in environ and any(v.startswith(b"FAULT_KILL_AT=") for v in environ):
+                    found.append(int(entry.name))
+            if not found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
 
     def ran(self, command: str, now: datetime) -> None:
         """A `command` at `now` ended: what the model expects from it."""

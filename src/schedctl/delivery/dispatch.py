@@ -94,7 +94,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import EmailMessage
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, cast
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -115,6 +115,7 @@ from schedctl.db.schema import (
 )
 from schedctl.delivery import outbox, outcomes, quota
 from schedctl.delivery.backends import make_backend
+from schedctl.delivery.builder import WORTH_AFTER, Builder
 from schedctl.delivery.message import build_email
 from schedctl.delivery.outbox import Attachment, get_message
 from schedctl.delivery.outcomes import Change, Delivery, Facts, error_text
@@ -122,10 +123,13 @@ from schedctl.delivery.pacing import Pacer
 from schedctl.delivery.policy import DeliveryPolicy
 from schedctl.delivery.suppressions import suppressed_among
 from schedctl.delivery.tokens import unsubscribe_url
-from schedctl.delivery.transport import MailBackend, SendResult
+from schedctl.delivery.transport import MailBackend, SendResult, Written, written
 from schedctl.errors import ConfigError, MailUnavailable, RecordingRefused, ValidationError
 from schedctl.values import validate_email
 from schedctl.workers import Worker, wait_for
+
+if TYPE_CHECKING:
+    from schedctl.delivery.smtp import SmtpBackend
 
 log = logging.getLogger("schedctl.delivery.dispatch")
 
@@ -432,34 +436,24 @@ class Dispatcher:
 
     def build(self, row: Any, now: datetime) -> EmailMessage:
         """The e-mail for an outbox row (Message-ID from the row, RFC 8058 headers)."""
-        link = None
-        base, secret = self.settings.unsubscribe_base_url, self.settings.unsubscribe_secret
-        # Without them the mail goes out with no link: `config check` and `heartbeat`
-        # warn of that, not every run (cron would mail the warning every minute).
-        if row.subscription and base and secret:
-            link = unsubscribe_url(base, str(row.account_id), row.recipient, secret)
-        attachments = [Attachment.from_json(a) for a in row.attachments or []]
-        return build_email(
-            sender=self.settings.mail_from,
-            recipient=row.recipient,
-            subject=row.subject,
-            text=row.body_text,
-            html=row.body_html,
-            message_id=row.message_id,
-            attachments=[(a.filename, a.content_type, a.content) for a in attachments],
-            unsubscribe_url=link,
-            date=now,
-        )
+        return message_for(self.settings, row, now)
 
     def deliver(
-        self, row: Any, *, force: bool = False, following: Any = None
+        self,
+        row: Any,
+        *,
+        force: bool = False,
+        following: Any = None,
+        builder: Builder | None = None,
     ) -> tuple[Delivery, str]:
         """Send one claimed message and record the outcome: (delivery, detail).
 
         One whose expiry came since it was claimed is skipped instead (EXPIRED), unless
         ``force`` (`send-now --force`). ``following``: the row to be delivered next, if
         any; its e-mail is built while the server reads this one (building is pure),
-        and its own delivery then starts from that.
+        and its own delivery then starts from that. ``builder``: the dispatch's helper
+        process, which may have written this message already (the SMTP backend then
+        sends that; see schedctl.delivery.builder).
         """
         now = self.now()
         expired = None if force else outcomes.expiry(row.expires_at, now)
@@ -467,11 +461,13 @@ class Dispatcher:
         if expired is not None:
             log.info("message %s expired at %s: skipped", row.id, row.expires_at.isoformat())
             return self._settle_unsent(row, now, expired), "expired"
-        try:
-            msg = prebuilt[1] if prebuilt and prebuilt[0] is row else self.build(row, now)
-        except (ValidationError, ValueError, KeyError, TypeError) as exc:
-            detail = f"cannot build the message: {exc}"
-            return self._settle_unsent(row, now, outcomes.invalid_message(detail)), detail
+        message: EmailMessage | Written | None = None if builder is None else builder.take(row)
+        if message is None:
+            try:
+                message = prebuilt[1] if prebuilt and prebuilt[0] is row else self.build(row, now)
+            except (ValidationError, ValueError, KeyError, TypeError) as exc:
+                detail = f"cannot build the message: {exc}"
+                return self._settle_unsent(row, now, outcomes.invalid_message(detail)), detail
 
         reservation = None
         if row.priority != "critical" and self.quota_limit is not None:
@@ -496,7 +492,12 @@ class Dispatcher:
                 raise
 
         try:
-            result = self.backend.send(msg, meanwhile, ready=ready)
+            if isinstance(message, Written):  # (only an SMTP backend's dispatch has a builder)
+                result = cast("SmtpBackend", self.backend).send_written(
+                    message, meanwhile, ready=ready
+                )
+            else:
+                result = self.backend.send(message, meanwhile, ready=ready)
         except ConfigError:
             # Raised before anything was offered: not an attempt, and no failure of
             # this message; it goes back untouched (with its unit) until the fix.
@@ -762,6 +763,55 @@ def _still_there(conn: sa.Connection, message_id: int) -> bool:
     return conn.execute(query.with_for_update(key_share=True)).first() is not None
 
 
+def message_for(settings: Settings, row: Any, now: datetime) -> EmailMessage:
+    """The e-mail for an outbox row (or a :class:`Draft` of one), dated ``now``:
+    Message-ID from the row, the RFC 8058 headers when it is a subscription's."""
+    link = None
+    base, secret = settings.unsubscribe_base_url, settings.unsubscribe_secret
+    # Without them the mail goes out with no link: `config check` and `heartbeat`
+    # warn of that, not every run (cron would mail the warning every minute).
+    if row.subscription and base and secret:
+        link = unsubscribe_url(base, str(row.account_id), row.recipient, secret)
+    attachments = [Attachment.from_json(a) for a in row.attachments or []]
+    return build_email(
+        sender=settings.mail_from,
+        recipient=row.recipient,
+        subject=row.subject,
+        text=row.body_text,
+        html=row.body_html,
+        message_id=row.message_id,
+        attachments=[(a.filename, a.content_type, a.content) for a in attachments],
+        unsubscribe_url=link,
+        date=now,
+    )
+
+
+class Draft(NamedTuple):
+    """What :func:`message_for` reads of an outbox row, as plain values (what a
+    dispatch sends its helper process, schedctl.delivery.builder)."""
+
+    id: int
+    account_id: int
+    recipient: str
+    subject: str
+    body_text: str
+    body_html: str | None
+    message_id: str
+    attachments: Any
+    subscription: bool
+
+    @classmethod
+    def of(cls, row: Any) -> Draft:
+        return cls(*(getattr(row, name) for name in cls._fields))
+
+
+def _write_for_smtp(
+    settings: Settings, envelope_from: str | None, draft: Draft, now: datetime
+) -> Written:
+    """In the builder's helper: a draft's message as the SMTP backend writes it."""
+    return written(message_for(settings, draft, now), envelope_from)
+
+
 # What recording a send's outcome needs (_record, quota, alerts): its row read and
 # updated, the attempt logged, the day's counter and its alerts written (an INSERT ...
 # ON CONFLICT or RETURNING reads the table too). A login role that may claim and send
@@ -837,6 +887,9 @@ def dispatch_due(
     if settings.mail_backend == "smtp" and settings.smtp_max_per_second:
         dispatcher.pacer = Pacer(settings.smtp_max_per_second)
     share = _Share(limit, policy.batch_size)
+    if backend is None and settings.mail_backend == "smtp":
+        smtp = cast("SmtpBackend", dispatcher.backend)
+        share.write = functools.partial(_write_for_smtp, settings, smtp.envelope_from)
     dispatcher.on_deferral = lambda backoff: share.halt(backoff=backoff)
     others = [dispatcher.another(mail_backend(settings)) for _ in range(connections - 1)]
     tallies = [Counter[str]() for _ in others]
@@ -860,6 +913,8 @@ def dispatch_due(
         try:
             wait_for(threads, lambda _: share.halt())
         finally:
+            if share.builder is not None:
+                share.builder.close()
             dispatcher.release_prepaid()
     if share.error is not None:
         raise share.error
@@ -888,6 +943,20 @@ class _Share:
     # again since (once, whoever sends them).
     set_aside: dict[int, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # SMTP dispatches: what the builder's helper runs, until the first claim decides
+    # whether to start one (schedctl.delivery.builder), and then the builder, if any.
+    write: Callable[[Draft, datetime], Written] | None = None
+    builder: Builder | None = None
+
+    def write_ahead(self, rows: Sequence[Any], now: datetime) -> None:
+        """Have a claim's ``rows`` written by the builder's helper. The first claim of
+        the dispatch starts one when it is big enough; it is the first connection's,
+        made before the others start, so the helper is forked beside no other thread."""
+        write, self.write = self.write, None
+        if write is not None and len(rows) >= WORTH_AFTER:
+            self.builder = Builder.start(write)
+        if self.builder is not None:
+            self.builder.submit(rows, now, Draft.of)
 
     def take(self) -> int:
         """How many messages the next claim may take (0: the run's budget is spent)."""
@@ -957,6 +1026,7 @@ def _send(dispatcher: Dispatcher, share: _Share, counts: Counter[str]) -> None:
             batch = dispatcher.claim_due(size, counts)
             share.give_back(size - len(batch.rows))
             batch.claims = share.claimed(batch.rows)
+            share.write_ahead(batch.rows, dispatcher.now())
             if not batch.selected or _send_batch(dispatcher, batch, counts, share):
                 break
 
@@ -979,7 +1049,9 @@ def _send_batch(dispatcher: Dispatcher, batch: _Batch, counts: Counter[str], sha
                 pending = dispatcher.renew(batch)
                 continue
             row = pending.pop(0)
-            delivery, detail = dispatcher.deliver(row, following=pending[0] if pending else None)
+            builder = share.builder if share.builder is not None and share.builder.working else None
+            following = pending[0] if pending and builder is None else None
+            delivery, detail = dispatcher.deliver(row, following=following, builder=builder)
             if delivery == "unavailable":
                 # Nothing reached the server: hand everything back untouched (``row``
                 # was given back as its connect failure was recorded).

@@ -19,12 +19,12 @@ from schedctl.delivery.transport import (
     Outcome,
     SendResult,
     TlsMode,
+    Written,
     _Backend,
-    _envelope,
     _text,
-    _wire_bytes,
     classify_reply,
     logger,
+    written,
 )
 from schedctl.errors import ConfigError, ValidationError
 from schedctl.values import validate_email
@@ -266,10 +266,22 @@ class SmtpBackend(_Backend):
         the server offers no AUTH.
         """
         try:
-            sender, recipients = _envelope(msg, self.envelope_from)
-            payload = _wire_bytes(msg)
+            message = written(msg, self.envelope_from)
         except (ValidationError, ValueError, LookupError) as exc:
             return self._result("failed", "mail", f"cannot send this message: {exc}")
+        return self.send_written(message, meanwhile, ready=ready)
+
+    def send_written(
+        self,
+        message: Written,
+        meanwhile: Callable[[], object] | None = None,
+        *,
+        ready: Callable[[], object] | None = None,
+    ) -> SendResult:
+        """:meth:`send` for a message already written for SMTP (by
+        :func:`~schedctl.delivery.transport.written`, with this backend's
+        ``envelope_from``)."""
+        sender, recipients, payload = message
         try:
             reused = self._conn is not None
             try:

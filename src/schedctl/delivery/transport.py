@@ -15,7 +15,7 @@ from email.policy import Policy
 from email.utils import getaddresses, parseaddr
 from io import BytesIO
 from types import TracebackType
-from typing import Literal, Protocol, Self
+from typing import Literal, NamedTuple, Protocol, Self
 
 from schedctl.delivery.message import POLICY, SMTP_POLICY
 from schedctl.errors import ValidationError
@@ -187,6 +187,24 @@ def _as_written(value: str) -> str | None:
     except ValidationError:
         return None
     return value
+
+
+class Written(NamedTuple):
+    """A message as SMTP carries it: its envelope (MAIL FROM, RCPT TO) and its DATA
+    payload (see :func:`written`)."""
+
+    sender: str
+    recipients: list[str]
+    payload: bytes
+
+
+def written(msg: EmailMessage, envelope_from: str | None = None) -> Written:
+    """``msg`` as SMTP carries it: the envelope from its headers (``envelope_from``,
+    when given, as MAIL FROM), and its bytes with CRLF lines, without Bcc,
+    dot-stuffed and ending in CRLF.CRLF. ValidationError when it has no valid
+    recipient or sender."""
+    sender, recipients = _envelope(msg, envelope_from)
+    return Written(sender, recipients, _wire_bytes(msg))
 
 
 def _crlf(msg: EmailMessage) -> Policy:
