@@ -192,7 +192,7 @@ def test_a_privilege_the_role_lacks_is_one_line_exit_1(cli, db_url: str) -> None
             [line] = result.stderr.strip().splitlines()
             assert "database error" in line, line
             assert "permission denied for table users" in line, line
-            assert "needs SELECT, INSERT, UPDATE and DELETE on its tables" in line, line
+            assert "needs SELECT on its tables, and INSERT, UPDATE and DELETE" in line, line
             assert "[SQL" not in line, line
             if flags:
                 assert json.loads(result.stdout)["error"]["code"] == 1

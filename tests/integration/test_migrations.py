@@ -266,7 +266,7 @@ def test_0018_keeps_the_stored_plans(empty_db_url: str) -> None:
             )
         )
         db.transaction(lambda c: c.execute(distribution_users.insert(), rows))
-        assert [m.version for m in upgrade(db)] == [18]
+        assert [m.version for m in upgrade(db, target=18)] == [18]
         kept = db.transaction(
             lambda c: c.execute(
                 sa.select(distribution_users).order_by(distribution_users.c.seq)

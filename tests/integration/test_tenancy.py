@@ -341,6 +341,43 @@ def test_a_bound_login_role_sees_only_its_account_whatever_it_sets(
         conn.close()
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("dialect", ["postgresql"])
+def test_a_bound_login_role_sees_its_own_account_and_cannot_change_any(
+    cli: CliRunner, db_url: str, tenant_url: str, tmp_path: Path
+) -> None:
+    """Found by a hostile tenant: renaming its account to a name another account's
+    report query lists would have handed it that query (SPEC §13)."""
+    w = world(cli, db_url, tmp_path, "")
+    role = str(make_url(tenant_url).username)
+    with connect_pg(str(make_url(db_url).database)) as admin:
+        admin.execute(
+            "INSERT INTO account_roles (role_name, account_id)"
+            " SELECT %s, id FROM accounts WHERE name = 'beta'",
+            (role,),
+        )
+    conn = _raw(tenant_url)
+    try:
+        assert conn.execute("SELECT name FROM accounts").fetchall() == [("beta",)]
+        for sql in [
+            "UPDATE accounts SET name = 'default-old' WHERE name = 'default'",
+            "UPDATE accounts SET name = 'default' WHERE name = 'beta'",
+            "DELETE FROM accounts",
+        ]:
+            assert conn.execute(sql).rowcount == 0, sql
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+            conn.execute("INSERT INTO accounts (name, created_at) VALUES ('gamma', now())")
+    finally:
+        conn.close()
+    names = [a["name"] for a in w.ok("accounts", "list", url=tenant_url)["accounts"]]
+    assert names == ["beta"]
+    refused = w.run("accounts", "create", "gamma", url=tenant_url)
+    assert refused.returncode == 1, refused.stderr
+    assert "bound to an account cannot create or change accounts" in refused.stderr
+    everyone = [a["name"] for a in w.ok("accounts", "list")["accounts"]]  # an operator's
+    assert everyone == ["default", "beta"]
+
+
 # --- report queries are bound to accounts ---------------------------------------
 
 

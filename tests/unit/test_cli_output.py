@@ -17,7 +17,7 @@ class Terminal(io.StringIO):
         return True
 
 
-NAMES = ["[bold red]pwn[/] [/x]", "esc\x1b[2Jclear", "c1\x9bz"]
+NAMES = ["[bold red]pwn[/] [/x]", "esc\x1b[2Jclear", "c1\x9bz", "lf\r\nschedctl: all green"]
 
 
 @pytest.mark.parametrize("terminal", [True, False])
@@ -35,6 +35,9 @@ def test_names_are_shown_as_text_never_as_markup_or_control(terminal: bool) -> N
     assert "\x9b" not in shown
     assert "esc\\x1b[2Jclear" in shown
     assert "c1\\x9bz" in shown
+    # A line feed in a cell would start a line that passes for the output's own.
+    assert "\nschedctl: all green" not in shown
+    assert "lf\\x0d\\x0aschedctl: all green" in shown
 
 
 def test_a_human_result_keeps_its_lines_and_escapes_control_characters() -> None:

@@ -75,7 +75,8 @@ class Output:
         if self.options.quiet:
             return
         cells = [
-            ["" if v is None else printable(redact(cell_text(v))) for v in row] for row in rows
+            ["" if v is None else printable(redact(cell_text(v)), cell=True) for v in row]
+            for row in rows
         ]
         title = printable(redact(title)) if title else title
         footer = printable(redact(footer)) if footer else footer
@@ -129,12 +130,15 @@ _QUOTED = re.compile(rf"""(?<!\w)(['"])((?:(?!\1).){{{QUOTED_MAX + 1},}})\1(?!\w
 # Control characters a terminal would act on (an escape sequence in a schedule's name
 # clearing the screen): all of C0 but tab and newline, DEL, and C1.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# In a table cell, a line feed too: a value that starts a line of its own would pass
+# for a line of the output ("schedctl: all green" in a forged command name).
+_CONTROL_IN_CELL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
-def printable(text: str) -> str:
+def printable(text: str, *, cell: bool = False) -> str:
     """``text`` with each control character a terminal would act on written as an
-    escape (``\x1b``), as an error line quotes it."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+    escape (``\x1b``), as an error line quotes it; a ``cell`` keeps no line feed."""
+    return (_CONTROL_IN_CELL if cell else _CONTROL).sub(lambda m: f"\\x{ord(m[0]):02x}", text)
 
 
 def error_text(message: str) -> str:

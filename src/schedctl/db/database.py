@@ -190,8 +190,13 @@ def _grants_hint(refusal: str) -> str:
     """What to grant, for a privilege the role lacks (not for a row that row-level
     security keeps out of the role's account: no grant is missing there)."""
     if "row-level security" in refusal:
+        if 'table "accounts"' in refusal:
+            return " (a login role bound to an account cannot create or change accounts)"
         return " (the login role is bound to another account: see account_roles)"
-    return " (schedctl's login role needs SELECT, INSERT, UPDATE and DELETE on its tables)"
+    return (
+        " (schedctl's login role needs SELECT on its tables, and INSERT, UPDATE and DELETE"
+        " on all but schema_migrations, installation and account_roles)"
+    )
 
 
 def first_line(exc: BaseException) -> str:
