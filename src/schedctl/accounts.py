@@ -48,9 +48,11 @@ def resolve_account(conn: sa.Connection, ref: str | None) -> int:
 def create_account(conn: sa.Connection, name: str, now: datetime) -> int:
     """Create an account; its name must be new (a ConflictError otherwise)."""
     name = name.strip()
-    if not name or len(name) > 100 or any(ch.isspace() for ch in name) or name.isdigit():
+    # "*" is what a report query's `accounts` says for every account.
+    bad = not name or len(name) > 100 or any(ch.isspace() for ch in name) or name.isdigit()
+    if bad or name == "*":
         raise ValidationError(
-            f"invalid account name {name!r} (1-100 characters, no spaces, not only digits)"
+            f"invalid account name {name!r} (1-100 characters, no spaces, not only digits, not '*')"
         )
     # Looked up first: on PostgreSQL a refused INSERT still uses up an id (SPEC §2:
     # refused input leaves no trace); the unique key still settles a race.

@@ -115,3 +115,12 @@ def test_a_list_says_which_account_it_shows(run: Any, command: tuple[str, str]) 
     assert human.stdout.splitlines()[0] == f"{command[0]} in account 'acme':"
     assert ok(run(*command, "--json", env=ACME))["account"] == "acme"
     assert ok(run(*command, "--json"))["account"] == "default"
+
+
+def test_an_account_cannot_be_named_as_the_wildcard(run: Any) -> None:
+    # A report query's `accounts = "*"` means every account; an account named "*" made
+    # `accounts = ["*"]` mean it too (found by review).
+    refused = run("accounts", "create", "*")
+    assert refused.returncode == 2, refused.stderr
+    assert "not '*'" in refused.stderr
+    assert [a["name"] for a in ok(run("accounts", "list", "--json"))["accounts"]] == ["default"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import email
 import ipaddress
 import logging
@@ -570,6 +571,32 @@ def test_wrong_password_is_retry_without_leaking_it(smtp_server: StartServer) ->
     assert "authentication failed" in result.detail
     assert PASSWORD not in result.detail
     assert PASSWORD not in repr(result)
+
+
+def echoing_authenticator(
+    server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+) -> AuthResult:
+    """Refuses, quoting what the client sent as that mechanism sends it (base64)."""
+    login, password = auth_data
+    sent = b"\0" + login + b"\0" + password if mechanism == "PLAIN" else password
+    echo = base64.b64encode(sent).decode()
+    return AuthResult(success=False, handled=False, message=f"535 5.7.8 bad raw={echo}")
+
+
+def test_a_server_quoting_the_base64_it_was_sent_shows_no_password(
+    smtp_server: StartServer,
+) -> None:
+    # Found by review: "535 ... raw=AHJlcG9ydHMA..." was base64 of "\0user\0password",
+    # shown by config check --smtp and send-now, and kept in email_log.
+    controller = smtp_server(
+        Recorder(), authenticator=echoing_authenticator, auth_require_tls=False
+    )
+    with backend_for(controller, user="mailer", password=PASSWORD) as backend:
+        result = backend.send(make_msg())
+    assert (result.outcome, result.code) == ("retry", 535)
+    assert "raw=***" in result.detail
+    for sent in [b"\0mailer\0" + PASSWORD.encode(), PASSWORD.encode()]:
+        assert base64.b64encode(sent).decode() not in result.detail
 
 
 @pytest.fixture(scope="module")

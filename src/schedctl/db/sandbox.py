@@ -191,8 +191,9 @@ def _refuse_volatile_functions(conn: sa.Connection, statement: sa.TextClause) ->
 
 
 # What PostgreSQL answers when the text is not one SELECT: a syntax error (also several
-# statements, or a statement other than a query), a column a view cannot have (void).
-_NOT_A_SELECT = ("42601", "42P16")
+# statements, or a statement other than a query), a column a view cannot have (void),
+# a feature a view cannot have (a data-modifying WITH).
+_NOT_A_SELECT = ("42601", "42P16", "0A000")
 
 
 def _not_a_select(exc: BaseException) -> bool:

@@ -6,6 +6,7 @@ describes them; SPEC §7.
 
 from __future__ import annotations
 
+import base64
 import io
 import smtplib
 import socket
@@ -27,6 +28,7 @@ from schedctl.delivery.transport import (
     written,
 )
 from schedctl.errors import ConfigError, ValidationError
+from schedctl.redaction import redact
 from schedctl.values import validate_email
 
 # ------------------------------------------------------------------------------ smtp
@@ -138,6 +140,7 @@ class SmtpBackend(_Backend):
         self.port = port or {"none": 25, "starttls": 587, "ssl": 465}[tls]
         self.user = user or None
         self._password = password or None
+        self._sent_secrets = _as_sent(self.user, self._password)
         self.tls: TlsMode = tls
         self.timeout = timeout
         self.local_hostname = local_hostname or socket.getfqdn()
@@ -165,6 +168,8 @@ class SmtpBackend(_Backend):
         code: int | None = None,
         refused: dict[str, tuple[int, str]] | None = None,
     ) -> SendResult:
+        # A server may quote what it was sent (AUTH's base64 in a 535): never the password.
+        detail = redact(detail, self._sent_secrets)
         return SendResult(outcome, code, detail, refused or {}, self.provider, stage)
 
     def _context(self) -> ssl.SSLContext:
@@ -449,3 +454,11 @@ def _describe(exc: BaseException) -> str:
         return "timed out"
     text = str(exc) or type(exc).__name__
     return f"{type(exc).__name__}: {_text(text)}"
+
+
+def _as_sent(user: str | None, password: str | None) -> list[str]:
+    """The password as AUTH sends it (base64: PLAIN's whole answer, LOGIN's password)."""
+    if not user or not password:
+        return []
+    answers = [f"\0{user}\0{password}", password]
+    return [password, *(base64.b64encode(a.encode()).decode("ascii") for a in answers)]
