@@ -128,6 +128,21 @@ def test_schedule_lifecycle(run) -> None:
 
 
 @pytest.mark.parametrize("dialect", ["sqlite"])
+def test_a_schedule_edited_by_hand_into_nonsense_can_still_be_deleted(run, db_url: str) -> None:
+    # Found by review: "schedules delete" read the row's zone first and refused.
+    sid = as_json(
+        run(
+            "schedules", "create", "--name", "n", "--kind", "sql", "--cadence", "daily",
+            "--at", "09:00", "--param", "query=ping", "--to", "a@example.com", "--json",
+        )
+    )["id"]  # fmt: skip
+    with sqlite3.connect(db_url.removeprefix("sqlite:///")) as conn:
+        conn.execute("UPDATE schedules SET tz = 'Nope/Zone' WHERE id = ?", (int(sid),))
+    deleted = as_json(run("schedules", "delete", sid, "--yes", "--json"))
+    assert deleted == {"id": sid, "deleted": True, "runs_deleted": 0}
+
+
+@pytest.mark.parametrize("dialect", ["sqlite"])
 def test_invalid_values_exit_2_on_one_line_and_write_nothing(run) -> None:
     """A sample through the binary; test_schedules_cli_errors walks every option."""
     base = ["schedules", "create", "--name", "n", "--kind", "sql", "--cadence", "daily"]

@@ -384,33 +384,43 @@ def test_a_run_that_dies_on_its_last_attempt_is_marked_failed(
 
 
 @sqlite_only
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"tz": "Mars/Base"},
+        # Found by review: these made every tick an internal error (TypeError, IndexError).
+        {"cadence": "weekly", "at_time": "09:00", "weekday": 42},
+        {"params": [1, 2]},
+        {"recipients": {"to": "a@example.com"}},
+    ],
+)
 def test_an_unreadable_schedule_is_paused_and_its_runs_fail_not_the_tick(
-    db: Database, settings: Settings
+    db: Database, settings: Settings, edit: dict[str, Any]
 ) -> None:
     bad = make(db, settings, name="bad")
     good = make(db, settings, name="good")
     runs.materialise_due(db, NINE)  # each has a queued run
     db.transaction(
-        lambda c: c.execute(
-            schedules.update().where(schedules.c.id == bad.id).values(tz="Mars/Base")
-        )
+        lambda c: c.execute(schedules.update().where(schedules.c.id == bad.id).values(**edit))
     )
     counts = runs.run_schedules(db, settings, NINE + timedelta(days=1))
+    # A cadence that cannot be read pauses the schedule; other fields fail each run.
+    cadence = "params" not in edit and "recipients" not in edit
+    bad_runs = 1 if cadence else 2  # (its next day's run is made, and fails too)
     assert (counts["schedules_invalid"], counts["runs_succeeded"], counts["runs_failed"]) == (
-        1,
+        int(cadence),
         2,
-        1,
+        bad_runs,
     )
     rows = run_rows(db)
-    assert [(r.schedule_id, r.status) for r in rows if r.schedule_id == bad.id] == [
-        (bad.id, "failed")
-    ]
-    assert "cannot be read" in next(r.error for r in rows if r.schedule_id == bad.id)
+    bad_rows = [r for r in rows if r.schedule_id == bad.id]
+    assert [r.status for r in bad_rows] == ["failed"] * bad_runs
+    assert all("cannot be read" in r.error for r in bad_rows)
     assert [r.status for r in rows if r.schedule_id == good.id] == ["succeeded"] * 2
-    paused = db.transaction(
+    active = db.transaction(
         lambda c: c.execute(sa.select(schedules.c.active).where(schedules.c.id == bad.id)).scalar()
     )
-    assert paused is False
+    assert active is not cadence
 
 
 def test_pausing_stops_queued_retrying_and_orphaned_runs(db: Database, settings: Settings) -> None:

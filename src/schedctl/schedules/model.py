@@ -48,7 +48,12 @@ class Schedule:
 
     @classmethod
     def from_row(cls, row: Any) -> Schedule:
-        """Decode a row; ValidationError if it holds a cadence schedctl cannot use."""
+        """Decode a row; ValidationError if it holds a cadence, recipients or params
+        schedctl cannot use (a row edited by hand)."""
+        if not isinstance(row.params or {}, dict):
+            raise ValidationError(f"invalid params {row.params!r} (expected a JSON object)")
+        if not isinstance(row.recipients or [], list):
+            raise ValidationError(f"invalid recipients {row.recipients!r} (expected a list)")
         return cls(
             id=int(row.id),
             account_id=int(row.account_id),
@@ -115,6 +120,8 @@ def _decode_cadence(
     # Decoded once per process for each stored definition: a tick reads thousands of
     # rows that share a few ("daily at 09:00" in one zone), and a Cadence is immutable.
     # An invalid one raises again each time (lru_cache keeps no exceptions).
+    if weekday is not None and weekday not in range(len(WEEKDAYS)):
+        raise ValidationError(f"invalid weekday {weekday!r} (expected 0..6)")
     return make_cadence(
         kind,
         tz=tz,

@@ -257,7 +257,8 @@ def delete_schedule(db: Database, account_id: int, schedule_id: int) -> int:
     """
 
     def work(conn: sa.Connection) -> int:
-        _load(conn, account_id, schedule_id, lock=True)
+        # Not decoded: a row edited by hand into nonsense can still be deleted.
+        get_owned(conn, schedules, schedule_id, account_id, "schedule", lock=True)
         deleted_runs = conn.execute(
             schedule_runs.delete().where(
                 schedule_runs.c.schedule_id == schedule_id,
