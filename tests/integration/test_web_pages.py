@@ -50,6 +50,8 @@ def call(
     remote: str = "192.0.2.10",
     authorization: str | None = None,
     query: str = "",
+    host: str | None = None,
+    extra: dict[str, str] | None = None,
 ) -> Answer:
     environ: dict[str, Any] = {
         "REQUEST_METHOD": method,
@@ -63,6 +65,9 @@ def call(
         environ["HTTP_AUTHORIZATION"] = authorization
     elif token is not None:
         environ["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    if host is not None:
+        environ["HTTP_HOST"] = host
+    environ.update(extra or {})
     setup_testing_defaults(environ)
     seen: dict[str, Any] = {}
 
@@ -166,6 +171,15 @@ def test_without_a_token_the_pages_answer_only_loopback_clients(app_for: Any) ->
     assert call(app, "/schedules", token=None, remote="::1").status == 200
     assert call(app, "/", token=None, remote="192.0.2.10").status == 403
     assert call(app, "/healthz", token=None, remote="192.0.2.10").status == 200
+    for host in ["localhost:8080", "LOCALHOST", "127.0.0.2", "[::1]:8080"]:
+        assert call(app, "/", token=None, remote="127.0.0.1", host=host).status == 200, host
+    # Found by review: another site's name resolved to 127.0.0.1 (DNS rebinding), and a
+    # proxy on this host relaying a remote client, were answered.
+    for host in ["attacker.example:8080", "attacker.example", "localhost.attacker.example"]:
+        assert call(app, "/", token=None, remote="127.0.0.1", host=host).status == 403, host
+    for header in ["HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP"]:
+        proxied = call(app, "/", token=None, remote="127.0.0.1", extra={header: "8.8.8.8"})
+        assert proxied.status == 403, header
 
 
 def test_no_page_accepts_anything_but_get_and_head(app_for: Any) -> None:

@@ -15,8 +15,9 @@ Routes (GET and HEAD only; any other method is 405):
 Access: with ``[web] token`` set, every route here needs ``Authorization: Bearer
 TOKEN`` (or HTTP basic authentication with the token as the password, which a
 browser can send), else 401. Without a token they answer only clients on this host
-(loopback), else 403: `schedctl serve` binds nothing else without one, and the same
-holds for the app under any other WSGI server.
+(a loopback client, through no proxy, naming a loopback host: not a page of another
+site whose name was made to resolve to 127.0.0.1), else 403: `schedctl serve` binds
+nothing else without one, and the same holds for the app under any other WSGI server.
 
 Every value shown is escaped by the templates' autoescaping; the Content-Security-
 Policy allows no script at all and only this app's stylesheet, so the pages work
@@ -144,6 +145,24 @@ def _is_loopback(address: object) -> bool:
         return False
 
 
+# Headers a proxy adds: the client it speaks for may be anywhere.
+_FORWARDED = ("HTTP_FORWARDED", "HTTP_X_FORWARDED_FOR", "HTTP_X_REAL_IP")
+
+
+def _on_this_host(environ: WSGIEnvironment) -> bool:
+    """A request from this host to this host: a loopback client, through no proxy,
+    naming a loopback host (a page a browser loaded from another site, whose name
+    was made to resolve to 127.0.0.1, names that site)."""
+    if not _is_loopback(environ.get("REMOTE_ADDR")) or any(h in environ for h in _FORWARDED):
+        return False
+    host = str(environ.get("HTTP_HOST") or environ.get("SERVER_NAME") or "")
+    if host.startswith("["):
+        name = host[1:].partition("]")[0]
+    else:
+        name = host.rpartition(":")[0] if host.count(":") == 1 else host
+    return name.lower().rstrip(".") == "localhost" or _is_loopback(name)
+
+
 class StatusPages:
     """The status pages over one database, limited to ``account_id`` when given.
 
@@ -197,10 +216,12 @@ class StatusPages:
 
     def _check_access(self, environ: WSGIEnvironment) -> Response | None:
         if self.token is None:
-            if _is_loopback(environ.get("REMOTE_ADDR")):
+            if _on_this_host(environ):
                 return None
             return self._error(
-                403, "Without a [web] token the status pages answer only on this host."
+                403,
+                "Without a [web] token the status pages answer only on this host"
+                " (a loopback client and host name, through no proxy).",
             )
         given = _given_token(str(environ.get("HTTP_AUTHORIZATION", "")))
         if given is not None and hmac.compare_digest(given.encode(), self.token.encode()):
