@@ -116,8 +116,12 @@ def test_a_report_query_cannot_switch_its_account_scope_off(
     assert [r["status"] for r in w.runs(plain)] == ["succeeded"]
 
 
-def _produce(db_url: str, sql: str, *, account_id: int = 1, timeout: str = "60s") -> Any:
+def _produce(
+    db_url: str, sql: str, *, account_id: int = 1, timeout: str = "60s", query_url: str = ""
+) -> Any:
     query = {"sql": sql, "accounts": "*", "timeout": timeout}
+    if query_url:
+        query["database_url"] = query_url
     settings = Settings(database_url=db_url, reports_queries=report_queries({"q": query}))
     options = ScheduleOptions(
         name=f"s{datetime.now().timestamp()}", kind="sql", cadence="daily", at="09:00",
@@ -236,6 +240,31 @@ def test_own_database_queries_are_refused_where_nothing_scopes_them(db_url: str)
     with pytest.raises(reports.ReportFailed, match="TENANCY_UNSAFE") as refused:
         _produce(db_url, "select 1 as one")
     assert (refused.value.reason, refused.value.retryable) == ("TENANCY_UNSAFE", False)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_own_database_under_another_spelling_of_its_url_is_scoped_too(
+    cli: CliRunner, db_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Found by review: a query whose own database_url named schedctl's database another
+    way (localhost for 127.0.0.1, a path through "./") read every account's rows."""
+    world(cli, db_url, tmp_path, "")
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite":
+        path = Path(str(url.database))
+        other = f"sqlite:///{path.parent}/./{path.name}"
+        # No row-level security on SQLite: with two accounts the query is refused.
+        with pytest.raises(reports.ReportFailed, match="TENANCY_UNSAFE"):
+            _produce(db_url, "select title from notifications", query_url=other)
+        return
+    tenant = make_url(request.getfixturevalue("tenant_url"))
+    other = tenant.set(host="localhost").render_as_string(hide_password=False)
+    report = _produce(
+        str(tenant), "select title from notifications order by title", query_url=other
+    )
+    assert "alpha-note" in report.text
+    assert "beta-secret" not in report.text
 
 
 @pytest.mark.postgres

@@ -245,7 +245,8 @@ def _run_query(
         engine = create_engine(url, store=False, sqlite_mode="ro")  # it only reads
         try:
             with engine.connect().execution_options(schedctl_read_only=True) as conn:
-                if own_database:
+                scoped = own_database or _holds_schedctl_schema(conn)
+                if scoped:
                     _refuse_unscoped(conn, query)
                 found = sandbox.run_read_only(
                     conn,
@@ -253,7 +254,7 @@ def _run_query(
                     binds,
                     timeout_s=query.timeout.total_seconds(),
                     max_rows=MAX_ROWS + 1,
-                    account_id=schedule.account_id if own_database else None,
+                    account_id=schedule.account_id if scoped else None,
                 )
         finally:
             engine.dispose()  # the connection is closed: nothing carries to the next query
@@ -285,6 +286,19 @@ def _run_query(
             f"report query {query.name!r} returns no rows to report", retryable=False
         )
     return found
+
+
+def _holds_schedctl_schema(conn: sa.Connection) -> bool:
+    """Whether a query's own ``database_url`` reaches a database with schedctl's schema
+    (schedctl's own under another spelling of its URL, say): such a query is kept to
+    its schedule's account as one on schedctl's own database is."""
+    try:
+        found = sa.inspect(conn)
+        return all(found.has_table(name) for name in ("schema_migrations", "installation"))
+    except sa.exc.SQLAlchemyError:  # not allowed to look: nothing says it is
+        return False
+    finally:
+        conn.rollback()
 
 
 def _refuse_unscoped(conn: sa.Connection, query: ReportQuery) -> None:
