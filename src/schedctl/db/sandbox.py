@@ -85,10 +85,16 @@ def run_read_only(
             if postgresql and account_id is not None:
                 dialect.set_account_scope(conn, account_id)
             with _sqlite_reads_only(conn):
-                result = conn.execute(statement, dict(binds))
+                # Streamed (a server-side cursor on PostgreSQL), so that a result too big
+                # to mail is refused before it is all in memory.
+                streamed = conn.execution_options(stream_results=True, max_row_buffer=200)
+                result = streamed.execute(statement, dict(binds))
                 if not result.returns_rows:
                     return None
-                return list(result.keys()), [tuple(r) for r in result.fetchmany(max_rows)]
+                try:
+                    return list(result.keys()), _bounded_rows(result, max_rows)
+                finally:
+                    result.close()  # (its server-side cursor, when it stopped early)
         except sa.exc.DBAPIError as exc:
             if expired.is_set():
                 raise QueryTimedOut(f"cancelled after its timeout of {timeout_s:g} s") from None
@@ -194,6 +200,29 @@ def _refuse_volatile_functions(conn: sa.Connection, statement: sa.TextClause) ->
 # statements, or a statement other than a query), a column a view cannot have (void),
 # a feature a view cannot have (a data-modifying WITH).
 _NOT_A_SELECT = ("42601", "42P16", "0A000")
+
+
+MAX_RESULT_BYTES = 16 * 2**20
+"""What a report query's values may hold in all: a report is mailed (its CSV, and its
+first rows in the body)."""
+
+
+def _bounded_rows(result: sa.CursorResult[Any], max_rows: int) -> list[tuple[Any, ...]]:
+    """Up to ``max_rows`` rows; QueryRefused once their values pass MAX_RESULT_BYTES."""
+    rows: list[tuple[Any, ...]] = []
+    size = 0
+    for row in result:
+        values = tuple(row)
+        size += sum(len(v) if isinstance(v, str | bytes) else 16 for v in values)
+        if size > MAX_RESULT_BYTES:
+            raise QueryRefused(
+                f"its result holds over {MAX_RESULT_BYTES // 2**20} MiB, more than a report"
+                " mails; select fewer or narrower rows"
+            )
+        rows.append(values)
+        if len(rows) == max_rows:
+            break
+    return rows
 
 
 def _not_a_select(exc: BaseException) -> bool:
