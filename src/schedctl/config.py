@@ -44,6 +44,7 @@ from schedctl.values import (
     normalise_type,
     one_address_problem,
     query_setting,
+    query_timeout,
     zone_problem,
 )
 
@@ -169,13 +170,20 @@ def _heartbeat_thresholds(value: Any, origin: str) -> dict[str, HeartbeatThresho
     return thresholds
 
 
+# Longer, a purge's cut-off could fall before the first year a date can hold.
+MAX_RETENTION = timedelta(days=36500)
+
+
 def _retention(minimum: timedelta, why: str) -> Callable[[Any, str], timedelta]:
-    """A parser of a retention: a duration of at least ``minimum`` (``why`` says why)."""
+    """A parser of a retention: a duration of at least ``minimum`` (``why`` says why),
+    at most MAX_RETENTION."""
 
     def parse(value: Any, origin: str) -> timedelta:
         kept = duration_setting(value, origin)
         if kept < minimum:
             raise ConfigError(f"{origin}: must be at least {_days(minimum)} ({why})")
+        if kept > MAX_RETENTION:
+            raise ConfigError(f"{origin}: must be at most {_days(MAX_RETENTION)}")
         return kept
 
     return parse
@@ -278,7 +286,7 @@ def _report_query(name: str, table: Any, origin: str) -> ReportQuery:
 
         url_setting(values["database_url"], nested(origin, "database_url"))
     if table.get("timeout"):
-        values["timeout"] = duration_setting(table["timeout"], nested(origin, "timeout"))
+        values["timeout"] = query_timeout(table["timeout"], nested(origin, "timeout"))
     return ReportQuery(
         name,
         query_setting(table["sql"], nested(origin, "sql"), QUERY_BINDS),
@@ -405,7 +413,9 @@ class Settings:
     digest_max_items: int = setting(50, at_least=1, at_most=10000)
     digest_max_body_chars: int = setting(2000, at_least=1, at_most=1_000_000)
     digest_catch_up_days: int = setting(0, at_least=0, at_most=1)
-    digest_retention: timedelta = setting(DEFAULT_DIGEST_RETENTION, parse=duration_setting)
+    digest_retention: timedelta = setting(
+        DEFAULT_DIGEST_RETENTION, parse=duration_between(timedelta(seconds=1), MAX_RETENTION)
+    )
     # The daily distribution ([distribute] in the file, SPEC §6; schedctl.distribute.config
     # parses the structured values). The data sources are in the file only (SPEC §11).
     distribute_source: dist.Source | None = setting(

@@ -93,6 +93,10 @@ def duration_between(low: timedelta, high: timedelta) -> Any:
     return parse
 
 
+# A query's timeout: PostgreSQL's statement_timeout holds at most 2147483647 ms (24.8 days).
+query_timeout = duration_between(timedelta(seconds=1), timedelta(days=24))
+
+
 # --- zones, times of day, dates, instants -----------------------------------------------
 
 # Names zoneinfo can load that are not IANA zones but host aliases or variant trees.

@@ -150,3 +150,94 @@ def test_each_id_is_written_once_per_campaign_whatever_the_column_type(
         assert _ids_in(url, "sc_mirror") == target
         again = schedctl("reconcile", "--json", "--repair")
         assert (again.data["mirror_missing"], again.data["mirror_repaired"]) == (0, 0)
+
+
+# IDs that MariaDB's default collation (utf8mb4_general_ci) takes for one another.
+FOLDED = [f"{stem}{n}" for n in range(20) for stem in ("ab", "AB", "cafe", "café")]
+
+
+def test_ids_that_differ_in_case_or_accent_are_two_users_in_a_mariadb_table(
+    schedctl_store: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Found by review: a user whose ID differed from one already copied only in case
+    or accent (``AB12``, ``ab12``) was taken for it and never written, where the two
+    fell into different batches, and reconcile did not see it missing."""
+    source, dssb = f"sqlite:///{tmp_path / 'source.db'}", f"sqlite:///{tmp_path / 'dssb.db'}"
+    execute(
+        source,
+        "CREATE TABLE sc_1_120 (iin TEXT)",
+        "INSERT INTO sc_1_120 VALUES (:iin)",
+        params=[{"iin": i} for i in FOLDED],
+    )
+    execute(
+        dssb,
+        "CREATE TABLE theories (theory_id TEXT, theory_start_date DATE, theory_end_date DATE)",
+        "INSERT INTO theories VALUES (:i, :s, :e)",
+        params=[{"i": CAMPAIGN.id, "s": CAMPAIGN.start, "e": CAMPAIGN.end}],
+    )
+    with endpoint_database("mariadb", request, tmp_path / "destinations.db") as url:
+        _destination_tables(url, "mariadb", "VARCHAR(20) COLLATE utf8mb4_general_ci")
+        for name in TABLES:
+            execute(url, f"CREATE INDEX sc_{name}_iin ON sc_{name} (iin)")
+        config = day_config(
+            tmp_path / "schedctl.toml",
+            source_url=source,
+            source_query="select iin from sc_1_120",
+            campaigns_url=dssb,
+            destinations_url=url,
+        )
+        schedctl = InProcess(monkeypatch, capsys, schedctl_store, config, tmp_path / "mail")
+        for day in DAYS:
+            done = schedctl("distribute", "--json", "--date", day.isoformat())
+            assert (done.code, done.data["status"]) == (0, "completed"), done.err
+
+        def ids(table: str) -> list[str]:
+            return sorted(str(v) for (v,) in fetch(url, f"SELECT iin FROM {table}"))
+
+        users = dict.fromkeys(FOLDED, ())
+        for kind in ("control", "target"):  # each once, as the model splits them
+            model = {row[0] for day in DAYS for row in expected_rows(users, day, [CAMPAIGN])[kind]}
+            assert ids(f"sc_{kind}") == sorted(model), kind
+        assert ids("sc_mirror") == ids("sc_target")
+        gone = ids("sc_mirror")[0]
+        execute(url, "DELETE FROM sc_mirror WHERE iin = BINARY :iin", params=[{"iin": gone}])
+        found = schedctl("reconcile", "--json")
+        assert found.code == 1, found.err
+        assert found.data["mirror_missing"] >= 1  # (once for each day's plan that has it)
+        assert schedctl("reconcile", "--json", "--repair").code == 0
+        assert ids("sc_mirror") == ids("sc_target")
+
+
+def test_a_mariadb_batch_runs_at_repeatable_read_whatever_the_session_says(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """Found by review: at READ COMMITTED (a URL's init_command, a server default) the
+    existence check's FOR UPDATE takes no next-key locks, and concurrent runs inserted
+    the same (ID, campaign) twice."""
+    import sqlalchemy as sa
+
+    from schedctl.db import dialect
+
+    with endpoint_database("mariadb", request, tmp_path / "d.db") as url:
+        execute(url, "CREATE TABLE t (iin VARCHAR(20))")
+        engine = sa.create_engine(
+            url,
+            connect_args={"init_command": "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"},
+        )
+        try:
+            with engine.begin() as conn:
+                table = sa.Table("t", sa.MetaData(), sa.Column("iin", sa.String(20)))
+                dialect.lock_for_insert(conn, table)
+                conn.execute(sa.select(table).with_for_update()).all()
+                level = conn.exec_driver_sql(
+                    "SELECT trx_isolation_level FROM information_schema.innodb_trx"
+                    " WHERE trx_mysql_thread_id = CONNECTION_ID()"
+                ).scalar()
+                session = conn.exec_driver_sql("SELECT @@tx_isolation").scalar()
+        finally:
+            engine.dispose()
+    assert (level, session) == ("REPEATABLE READ", "READ-COMMITTED")

@@ -54,6 +54,20 @@ def test_already_sent_unless_forced(cli: CliRunner, db_url: str, smtp: SmtpServe
     assert one(db_url, mid).attempts == 2
 
 
+def test_a_failure_under_quiet_is_one_line_on_stderr(
+    cli: CliRunner, db_url: str, smtp: SmtpServer
+) -> None:
+    # Found by review: ALREADY_SENT, SUPPRESSED and SEND_FAILED exited 1 with nothing
+    # printed under --quiet, so cron mailed nothing.
+    [mid] = enqueue_all(db_url, [message(1)])
+    env = {**smtp.env, "SCHEDCTL_NOW": SATURDAY.isoformat()}
+    sent = cli("send-now", str(mid), "--quiet", db_url=db_url, env=env)
+    assert (sent.returncode, sent.stdout, sent.stderr) == (0, "", "")
+    again = cli("send-now", str(mid), "--quiet", db_url=db_url, env=env)
+    assert (again.returncode, again.stdout) == (1, "")
+    assert again.stderr == f"schedctl: error: message {mid}: ALREADY_SENT\n"
+
+
 def test_missing_recipient(cli: CliRunner, db_url: str, smtp: SmtpServer) -> None:
     [mid] = enqueue_all(db_url, [message(1, recipient=None)])
 

@@ -53,6 +53,16 @@ def test_flags_beat_environment_beat_file_beat_defaults(tmp_path: Path) -> None:
         ('[heartbeat.thresholds.tick]\nyellow = "15m"\n', "needs 'yellow' and 'red'"),
         ('[heartbeat.thresholds.tick]\nyellow = "1h"\nred = "15m"\n', "red must not be shorter"),
         ('[heartbeat.thresholds.tick]\nyellow = "soon"\nred = "1h"\n', "soon"),
+        # Found by review: passed every check, then failed the day at PostgreSQL
+        # (statement_timeout stops at 24.8 days), or crashed reconcile after writing.
+        ('[reports.queries.q]\nsql = "select 1 as x"\ntimeout = "25d"\n', "from 1s to 24d"),
+        (
+            '[distribute.source]\ndatabase_url = "sqlite:///s.db"\nquery = "select 1"\n'
+            'timeout = "99999999d"\n',
+            "from 1s to 24d",
+        ),
+        ('[reconcile]\nemail_log_retention = "3000000d"\n', "at most 36500d"),
+        ('[digest]\nretention = "99999999d"\n', "from 1s to 36500d"),
     ],
 )
 def test_bad_file_is_a_config_error(tmp_path: Path, text: str, message: str) -> None:

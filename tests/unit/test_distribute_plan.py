@@ -129,5 +129,9 @@ def test_campaigns_are_ordered_by_id_and_need_dates() -> None:
         parse_campaigns([("SC1", DAY, DAY), ("SC1", DAY, DAY)])
     with pytest.raises(StageError, match="not a date"):
         parse_campaigns([("SC1", "soon", DAY)])
+    # An empty id named groups ".1" (found by review); NULL was refused already.
+    for no_id in [None, "", "   "]:
+        with pytest.raises(StageError, match="has no id"):
+            parse_campaigns([(no_id, DAY, DAY)])
     assert CAMPAIGNS[0].is_active(DAY)
     assert not Campaign("X", date(2026, 11, 19), date(2026, 12, 1)).is_active(DAY)

@@ -75,6 +75,7 @@ def digest_command(
             f" (nothing new), {c['deferred_quota']} deferred (quota), {c['failed']} failed;"
             f" {c['digests_sent']} digest mail(s) sent"
             + (f"; {c['quarantined']} row(s) quarantined" if c["quarantined"] else ""),
+            failed=result.exit_code != 0,
         )
     return result.exit_code
 

@@ -52,12 +52,18 @@ class Output:
         isatty = getattr(self.stream, "isatty", None)
         return bool(isatty and isatty())
 
-    def result(self, data: dict[str, Any], human: str | None = None) -> None:
-        """Emit a command's result: its JSON, or a human line unless --quiet."""
+    def result(
+        self, data: dict[str, Any], human: str | None = None, *, failed: bool = False
+    ) -> None:
+        """Emit a command's result: its JSON, or a human line unless --quiet. A
+        ``failed`` one (it exits non-zero) is one line on stderr under --quiet: cron
+        mails only what is printed."""
         if self.options.json:
             print(to_json(data), file=self.stream)
         elif not self.options.quiet and human:
             print(printable(redact(human)), file=self.stream)
+        elif failed and human:
+            error_line(human)
 
     def table(
         self,

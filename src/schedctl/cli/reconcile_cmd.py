@@ -40,7 +40,7 @@ def reconcile_command(dry_run: bool, repair: bool, on_date: str | None) -> int:
 
     # A dry run writes nothing at all, not even the heartbeat: it is no run of the job.
     result = run_command("reconcile", work, record=not dry_run)
-    runtime.output.result(result.data, _summary(result.data))
+    runtime.output.result(result.data, _summary(result.data), failed=result.exit_code != 0)
     return result.exit_code
 
 

@@ -89,7 +89,7 @@ def _finish(result: CommandResult, what: str) -> int:
         human += f" (run {data['run_id']})"
     if data.get("detail"):
         human += f": {data['detail']}"
-    current().output.result(data, human)
+    current().output.result(data, human, failed=result.exit_code != 0)
     return result.exit_code
 
 

@@ -34,7 +34,7 @@ def tick_command(limit: int | None) -> int:
         f" {c.get('runs_failed', 0)} failed; messages: {c['messages_sent']} sent,"
         f" {c['messages_failed']} failed, {c['messages_deferred']} deferred"
     )
-    runtime.output.result(c, human)
+    runtime.output.result(c, human, failed=result.exit_code != 0)
     return result.exit_code
 
 

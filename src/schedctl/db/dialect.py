@@ -378,8 +378,15 @@ def lock_for_insert(conn: sa.Connection, table: sa.Table) -> None:
     with itself and with writers). SQLite: the write transaction (BEGIN IMMEDIATE)
     holds the database's write lock already. MySQL/MariaDB: the existence check is
     made with FOR UPDATE (`existence_check`), whose next-key locks keep the checked
-    keys from being inserted by anyone else until commit.
+    keys from being inserted by anyone else until commit; the transaction runs at
+    REPEATABLE READ for them, so this must be its first statement.
     """
+    if conn.dialect.name in ("mysql", "mariadb"):
+        # Next-key locks are taken at REPEATABLE READ (InnoDB's default), not at READ
+        # COMMITTED, which a URL's init_command or the server may make the session's:
+        # concurrent runs then inserted the same (ID, campaign) twice. Set for this
+        # transaction, before its first statement.
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
     statement = lock_table_statement(conn.dialect, table)
     if statement is not None:
         conn.exec_driver_sql(statement)
@@ -439,8 +446,11 @@ def id_column_type(
     conn: sa.Connection, table: sa.Table, column: str
 ) -> sa.types.TypeEngine[Any] | None:
     """The database's type of ``table.column``, where `as_column_type` needs it
-    (PostgreSQL, Oracle); None elsewhere, for a type SQLAlchemy does not know, and
+    (PostgreSQL, Oracle), or `same_id` (a MySQL/MariaDB collation that folds case or
+    accents); None elsewhere, for a type SQLAlchemy does not know, and
     for a missing table (the statement that needs the table then fails naming it)."""
+    if conn.dialect.name in ("mysql", "mariadb"):
+        return _mysql_id_type(conn, table, column)
     if conn.dialect.name not in ("postgresql", "oracle"):
         return None
     try:
@@ -481,6 +491,58 @@ def as_column_type(
     if sa_dialect.name == "oracle" and not text:
         return sa.cast(value, column_type)
     return value
+
+
+class _FoldedText(sa.String):
+    """A MySQL/MariaDB text column whose collation folds case or accents (``_ci``,
+    ``_ai``: MariaDB's default utf8mb4_general_ci among them), where ``ab12`` and
+    ``AB12`` compare equal: `same_id` then compares IDs as written too."""
+
+
+def _mysql_id_type(conn: sa.Connection, table: sa.Table, column: str) -> sa.String | None:
+    collation = conn.execute(
+        sa.text(
+            "SELECT collation_name FROM information_schema.columns"
+            " WHERE table_schema = COALESCE(:schema, DATABASE())"
+            " AND table_name = :table AND column_name = :column"
+        ),
+        {"schema": table.schema, "table": table.name, "column": column},
+    ).scalar()
+    parts = str(collation or "").lower().split("_")
+    return _FoldedText() if "ci" in parts or "ai" in parts else None
+
+
+def same_id(
+    column: sa.ColumnElement[Any],
+    value: sa.ColumnElement[Any],
+    column_type: sa.types.TypeEngine[Any] | None,
+    sa_dialect: sa.Dialect,
+) -> sa.ColumnElement[bool]:
+    """Whether ``column`` holds the ID ``value`` (text), as the column's type decides
+    (`as_column_type`) and, where its collation folds case or accents (MySQL/MariaDB,
+    `_FoldedText`), also as written: the column's own index finds the candidates, and
+    a binary comparison keeps only the ID itself, so ``AB12`` is not taken for
+    ``ab12``."""
+    same = column == as_column_type(value, column_type, sa_dialect)
+    if isinstance(column_type, _FoldedText):
+        return sa.and_(same, column == _AsWritten(value))
+    return same
+
+
+class _AsWritten(sa.sql.expression.ColumnElement[Any]):
+    """A text value compared byte for byte in UTF-8 (MySQL/MariaDB, `same_id`)."""
+
+    inherit_cache = True
+    type = sa.String()
+    _traverse_internals = [("value", sa.sql.visitors.InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, value: sa.ColumnElement[Any]) -> None:
+        self.value = value
+
+
+@compiles(_AsWritten)
+def _as_written(element: _AsWritten, compiler: Any, **kw: Any) -> str:
+    return f"CONVERT({compiler.process(element.value, **kw)} USING utf8mb4) COLLATE utf8mb4_bin"
 
 
 class _Spelled(sa.types.UserDefinedType[Any]):

@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any
 
 from schedctl.errors import ConfigError, quoted
-from schedctl.values import duration_setting, nested, query_setting
+from schedctl.values import nested, query_setting, query_timeout
 
 DEFAULT_GROUPS = ("A", "B", "C", "D", "E")
 DEFAULT_CONTROL_GROUPS = ("A",)
@@ -88,7 +88,7 @@ def parse_source(value: Any, origin: str) -> Source:
             raise ConfigError(f"{origin}: needs {key}")
     timeout = DEFAULT_QUERY_TIMEOUT
     if "timeout" in table:
-        timeout = duration_setting(table["timeout"], nested(origin, "timeout"))
+        timeout = query_timeout(table["timeout"], nested(origin, "timeout"))
     return Source(
         database_url=_url(table["database_url"], nested(origin, "database_url")),
         query=query_setting(table["query"], nested(origin, "query"), QUERY_BINDS),

@@ -117,9 +117,9 @@ def parse_campaigns(rows: Sequence[Sequence[Any]]) -> list[Campaign]:
     """Campaigns from (id, start, end) rows, ordered by id (numerically for numbers)."""
     found: dict[str, Campaign] = {}
     for raw_id, raw_start, raw_end, *_ in sorted(rows, key=lambda r: campaign_order(r[0])):
-        if raw_id is None:
-            raise StageError("campaigns", "a campaign has no id (NULL)")
-        campaign_id = str(raw_id).strip()
+        campaign_id = "" if raw_id is None else str(raw_id).strip()
+        if not campaign_id:  # (it names the groups: "" would make group ids like ".1")
+            raise StageError("campaigns", "a campaign has no id (NULL or empty)")
         if campaign_id in found:
             raise StageError("campaigns", f"campaign {campaign_id!r} is returned twice")
         if raw_start is None or raw_end is None:
@@ -226,8 +226,9 @@ def existing_query(
 ) -> sa.Select[Any] | sa.CompoundSelect[Any]:
     """Which of ``ids`` (the plan's, as text) the table has already under one of
     ``group_ids`` (a campaign's). The destination compares them, each ID as the ID
-    column's type ``id_type`` (`dialect.as_column_type`), so the column's type --
-    a number, CHAR(n), text -- decides what is the same ID; the query returns the
+    column's type ``id_type`` (`dialect.same_id`), so the column's type -- a number,
+    CHAR(n), text -- decides what is the same ID, but never a collation that folds
+    case or accents; the query returns the
     plan's IDs as given. ``lock``: the check half of a check-then-insert
     (`dialect.existence_check`)."""
     id_column = table.c[destination.columns["id"]]
@@ -235,7 +236,7 @@ def existing_query(
     groups: sa.BindParameter[Any] = sa.bindparam("group_ids", list(group_ids), expanding=True)
 
     def rows_of(user_id: sa.ColumnElement[Any]) -> sa.Select[Any]:
-        same_id = id_column == dialect.as_column_type(user_id, id_type, sa_dialect)
+        same_id = dialect.same_id(id_column, user_id, id_type, sa_dialect)
         rows: sa.Select[Any] = (
             sa.select(sa.literal_column("1"))
             .select_from(table)
@@ -380,8 +381,8 @@ class DestinationWriter:
         table = self.table
 
         def work(conn: sa.Connection) -> BatchResult:
+            dialect.lock_for_insert(conn, table)  # (first: it may set the isolation level)
             dialect.set_local_time_zone(conn, self.tz)
-            dialect.lock_for_insert(conn, table)
             if self.db.capabilities.set_based:
                 inserted = self._insert_set_based(conn, batch, group_ids)
                 return BatchResult(inserted=inserted, existing=len(batch) - inserted)
