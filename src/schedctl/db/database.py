@@ -374,7 +374,7 @@ class Database:
           it runs, in one round trip instead of three (BEGIN, the statement, COMMIT);
         - on a thread's pinned connection, the statements run on the driver itself,
           compiled once (schedctl.db.driver), without SQLAlchemy's execution or the
-          retry wrapper, for a third to a half of the CPU (README, Performance): on
+          retry wrapper, for a third to a half of the CPU (bench/NOTES.md): on
           PostgreSQL the one statement as :meth:`send_alone` sends it, its reply read
           at once.
           Should that fail in any way, the connection is discarded and the write is
