@@ -81,6 +81,7 @@ class Builder:
             initargs=(write,),
         )
         pool.submit(int)  # forks the helper now, while this is the only thread
+        log.debug("a helper process writes this dispatch's messages")
         return cls(pool)
 
     @property
