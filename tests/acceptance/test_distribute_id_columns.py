@@ -67,6 +67,34 @@ def _destination_tables(url: str, engine: str, id_type: str) -> None:
     )
 
 
+def _source_and_campaigns(tmp_path: Path, ids: list[str]) -> tuple[str, str]:
+    """SQLite files: a source returning ``ids``, and the one campaign's table."""
+    source, dssb = f"sqlite:///{tmp_path / 'source.db'}", f"sqlite:///{tmp_path / 'dssb.db'}"
+    execute(
+        source,
+        "CREATE TABLE sc_1_120 (iin TEXT)",
+        "INSERT INTO sc_1_120 VALUES (:iin)",
+        params=[{"iin": i} for i in ids],
+    )
+    execute(
+        dssb,
+        "CREATE TABLE theories (theory_id TEXT, theory_start_date DATE, theory_end_date DATE)",
+        "INSERT INTO theories VALUES (:i, :s, :e)",
+        params=[{"i": CAMPAIGN.id, "s": CAMPAIGN.start, "e": CAMPAIGN.end}],
+    )
+    return source, dssb
+
+
+def _config(tmp_path: Path, source: str, dssb: str, destinations: str) -> Path:
+    return day_config(
+        tmp_path / "schedctl.toml",
+        source_url=source,
+        source_query="select iin from sc_1_120",
+        campaigns_url=dssb,
+        destinations_url=destinations,
+    )
+
+
 def _as_id(value: Any) -> str:
     """A value read back from a destination as the plan's ID (the test's own reading)."""
     return f"{int(str(value).strip()):012d}"
@@ -92,28 +120,10 @@ def test_each_id_is_written_once_per_campaign_whatever_the_column_type(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    source, dssb = f"sqlite:///{tmp_path / 'source.db'}", f"sqlite:///{tmp_path / 'dssb.db'}"
-    execute(
-        source,
-        "CREATE TABLE sc_1_120 (iin TEXT)",
-        "INSERT INTO sc_1_120 VALUES (:iin)",
-        params=[{"iin": i} for i in IDS + IDS[:10]],
-    )
-    execute(
-        dssb,
-        "CREATE TABLE theories (theory_id TEXT, theory_start_date DATE, theory_end_date DATE)",
-        "INSERT INTO theories VALUES (:i, :s, :e)",
-        params=[{"i": CAMPAIGN.id, "s": CAMPAIGN.start, "e": CAMPAIGN.end}],
-    )
+    source, dssb = _source_and_campaigns(tmp_path, IDS + IDS[:10])
     with endpoint_database(engine, request, tmp_path / "destinations.db") as url:
         _destination_tables(url, engine, id_type)
-        config = day_config(
-            tmp_path / "schedctl.toml",
-            source_url=source,
-            source_query="select iin from sc_1_120",
-            campaigns_url=dssb,
-            destinations_url=url,
-        )
+        config = _config(tmp_path, source, dssb, url)
         schedctl = InProcess(monkeypatch, capsys, schedctl_store, config, tmp_path / "mail")
 
         first = schedctl("distribute", "--json", "--date", DAYS[0].isoformat())
@@ -166,30 +176,12 @@ def test_ids_that_differ_in_case_or_accent_are_two_users_in_a_mariadb_table(
     """Found by review: a user whose ID differed from one already copied only in case
     or accent (``AB12``, ``ab12``) was taken for it and never written, where the two
     fell into different batches, and reconcile did not see it missing."""
-    source, dssb = f"sqlite:///{tmp_path / 'source.db'}", f"sqlite:///{tmp_path / 'dssb.db'}"
-    execute(
-        source,
-        "CREATE TABLE sc_1_120 (iin TEXT)",
-        "INSERT INTO sc_1_120 VALUES (:iin)",
-        params=[{"iin": i} for i in FOLDED],
-    )
-    execute(
-        dssb,
-        "CREATE TABLE theories (theory_id TEXT, theory_start_date DATE, theory_end_date DATE)",
-        "INSERT INTO theories VALUES (:i, :s, :e)",
-        params=[{"i": CAMPAIGN.id, "s": CAMPAIGN.start, "e": CAMPAIGN.end}],
-    )
+    source, dssb = _source_and_campaigns(tmp_path, FOLDED)
     with endpoint_database("mariadb", request, tmp_path / "destinations.db") as url:
         _destination_tables(url, "mariadb", "VARCHAR(20) COLLATE utf8mb4_general_ci")
         for name in TABLES:
             execute(url, f"CREATE INDEX sc_{name}_iin ON sc_{name} (iin)")
-        config = day_config(
-            tmp_path / "schedctl.toml",
-            source_url=source,
-            source_query="select iin from sc_1_120",
-            campaigns_url=dssb,
-            destinations_url=url,
-        )
+        config = _config(tmp_path, source, dssb, url)
         schedctl = InProcess(monkeypatch, capsys, schedctl_store, config, tmp_path / "mail")
         for day in DAYS:
             done = schedctl("distribute", "--json", "--date", day.isoformat())

@@ -369,12 +369,8 @@ def test_the_tenancy_migration_refuses_to_apply_over_rows_that_break_it(
 # --- a login role bound to an account ---------------------------------------------------
 
 
-@pytest.mark.postgres
-@pytest.mark.parametrize("dialect", ["postgresql"])
-def test_a_bound_login_role_sees_only_its_account_whatever_it_sets(
-    cli: CliRunner, db_url: str, tenant_url: str, tmp_path: Path
-) -> None:
-    world(cli, db_url, tmp_path, "")
+def _bind_to_beta(db_url: str, tenant_url: str) -> None:
+    """Bind the tenant's login role to account beta (as the schema's owner)."""
     role = str(make_url(tenant_url).username)
     with connect_pg(str(make_url(db_url).database)) as admin:
         admin.execute(
@@ -382,6 +378,15 @@ def test_a_bound_login_role_sees_only_its_account_whatever_it_sets(
             " SELECT %s, id FROM accounts WHERE name = 'beta'",
             (role,),
         )
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("dialect", ["postgresql"])
+def test_a_bound_login_role_sees_only_its_account_whatever_it_sets(
+    cli: CliRunner, db_url: str, tenant_url: str, tmp_path: Path
+) -> None:
+    world(cli, db_url, tmp_path, "")
+    _bind_to_beta(db_url, tenant_url)
     conn = _raw(tenant_url)
     try:
         for scope in ["", "1"]:
@@ -404,13 +409,7 @@ def test_a_bound_login_role_sees_its_own_account_and_cannot_change_any(
     """Found by a hostile tenant: renaming its account to a name another account's
     report query lists would have handed it that query (SPEC §13)."""
     w = world(cli, db_url, tmp_path, "")
-    role = str(make_url(tenant_url).username)
-    with connect_pg(str(make_url(db_url).database)) as admin:
-        admin.execute(
-            "INSERT INTO account_roles (role_name, account_id)"
-            " SELECT %s, id FROM accounts WHERE name = 'beta'",
-            (role,),
-        )
+    _bind_to_beta(db_url, tenant_url)
     conn = _raw(tenant_url)
     try:
         assert conn.execute("SELECT name FROM accounts").fetchall() == [("beta",)]
