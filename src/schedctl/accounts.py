@@ -8,8 +8,9 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 from schedctl.config import DEFAULT_ACCOUNT
+from schedctl.db import dialect
 from schedctl.db.schema import accounts
-from schedctl.errors import ConflictError, NotFound, ValidationError
+from schedctl.errors import ConflictError, NotFound, PermissionDenied, ValidationError
 from schedctl.values import as_id
 
 
@@ -55,7 +56,14 @@ def create_account(conn: sa.Connection, name: str, now: datetime) -> int:
             f"invalid account name {name!r} (1-100 characters, no spaces, not only digits, not '*')"
         )
     # Looked up first: on PostgreSQL a refused INSERT still uses up an id (SPEC §2:
-    # refused input leaves no trace); the unique key still settles a race.
+    # refused input leaves no trace); the unique key still settles a race. So is a
+    # login role bound to an account, which row-level security would refuse.
+    if dialect.bound_account_id(conn) is not None:
+        raise PermissionDenied(
+            "a login role bound to an account cannot create or change accounts;"
+            " run `accounts create` as the operator",
+            refusal="bound to an account",
+        )
     taken = conn.execute(sa.select(accounts.c.id).where(accounts.c.name == name)).first()
     if taken is not None:
         raise ConflictError(f"an account named {name!r} exists already")

@@ -235,11 +235,15 @@ def _writes_refused(conn: sa.Connection) -> list[str]:
             "the database takes no writes (a hot standby, or default_transaction_read_only"
             " is on): every job that writes will exit 75"
         )
+    # A role bound to an account writes no accounts, whatever it is granted (0019).
+    read_only = _OWNERS_TABLES | (
+        {"accounts"} if dialect.bound_account_id(conn) is not None else set()
+    )
     wanted = [
         (table, privilege)
         for table in metadata.sorted_tables
-        if table.name not in _OWNERS_TABLES
         for privilege in ("SELECT", "INSERT", "UPDATE", "DELETE")
+        if privilege == "SELECT" or table.name not in read_only
     ]
     missing = dialect.missing_privileges(conn, wanted)
     if missing:
@@ -247,7 +251,8 @@ def _writes_refused(conn: sa.Connection) -> list[str]:
         more = f" and {len(missing) - _SHOWN} more" if len(missing) > _SHOWN else ""
         errors.append(
             f"schedctl's login role lacks {named}{more}: the commands that need them will"
-            " fail (grant it SELECT, INSERT, UPDATE and DELETE on schedctl's tables)"
+            " fail (grant it SELECT on schedctl's tables, and INSERT, UPDATE and DELETE on"
+            f" all but {', '.join(sorted(read_only))})"
         )
     return errors
 

@@ -285,7 +285,7 @@ def _report_query(name: str, table: Any, origin: str) -> ReportQuery:
         from schedctl.db.engine import url_setting  # sqlalchemy: only when one is given
 
         url_setting(values["database_url"], nested(origin, "database_url"))
-    if table.get("timeout"):
+    if "timeout" in table:  # (0 or "" is a bad value, not no value)
         values["timeout"] = query_timeout(table["timeout"], nested(origin, "timeout"))
     return ReportQuery(
         name,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
+import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +67,55 @@ def test_a_tick_killed_mid_send_loses_nothing_and_duplicates_nothing(db_url: str
     assert len(smtp.message_ids) == 3
     assert set(smtp.id_counts().values()) == {1}
     assert {m.status for m in all_messages(db_url)} == {"sent"}
+
+
+def _first_child(pid: int, within: float = 30.0) -> int:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        found = children.read_text().split() if children.exists() else []
+        if found:
+            return int(found[0])
+        time.sleep(0.005)
+    raise AssertionError("the tick started no helper")
+
+
+def _state(pid: int) -> str | None:
+    """The process's state letter (R, S, T, Z...), or None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+@pytest.mark.parametrize("dialect", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+def test_a_stopped_message_writing_helper_holds_up_neither_the_tick_nor_a_session(
+    db_url: str, smtp: SmtpServer
+) -> None:
+    """Found by review: a helper stopped (SIGSTOP) mid-dispatch kept the tick from
+    exiting after its summary, and held the database socket it was forked with."""
+    bulk_insert(db_url, 600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDCTL_")}
+    env.update(smtp.env, SCHEDCTL_DATABASE_URL=db_url, SCHEDCTL_NOW=T0.isoformat())
+    tick = Schedctl(
+        [str(SCHEDCTL), "tick", "--json"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        helper = _first_child(tick.pid)
+        time.sleep(0.3)  # (its start: it closes the sockets it was forked with)
+        fds = Path(f"/proc/{helper}/fd")
+        sockets = [fd for fd in fds.iterdir() if os.readlink(fd).startswith("socket:")]
+        os.kill(helper, signal.SIGSTOP)
+        out, err = tick.communicate(timeout=120)
+    finally:
+        tick.kill()
+    assert tick.returncode == 0, err
+    assert json.loads(out)["messages_sent"] == 600
+    assert sockets == []
+    assert len(smtp.id_counts()) == 600
+    assert set(smtp.id_counts().values()) == {1}
+    assert _state(helper) in (None, "Z")  # killed as the dispatch ended

@@ -425,11 +425,20 @@ def test_a_bound_login_role_sees_its_own_account_and_cannot_change_any(
         conn.close()
     names = [a["name"] for a in w.ok("accounts", "list", url=tenant_url)["accounts"]]
     assert names == ["beta"]
+    before = w.ok("accounts", "create", "delta")["id"]  # an operator's
     refused = w.run("accounts", "create", "gamma", url=tenant_url)
     assert refused.returncode == 1, refused.stderr
     assert "bound to an account cannot create or change accounts" in refused.stderr
-    everyone = [a["name"] for a in w.ok("accounts", "list")["accounts"]]  # an operator's
-    assert everyone == ["default", "beta"]
+    # The refusal used up no id (found by review: the refused INSERT's own did).
+    assert w.ok("accounts", "create", "gamma")["id"] == str(int(before) + 1)
+    everyone = [a["name"] for a in w.ok("accounts", "list")["accounts"]]
+    assert everyone == ["default", "beta", "delta", "gamma"]
+    # config check asks a bound role for no writes on accounts (found by review).
+    with connect_pg(str(make_url(db_url).database)) as admin:
+        role = make_url(tenant_url).username
+        admin.execute(f'REVOKE INSERT, UPDATE, DELETE ON accounts FROM "{role}"')  # type: ignore[arg-type]
+    checked = w.run("config", "check", "--json", url=tenant_url)
+    assert not any("on accounts" in e for e in checked.json["errors"]), checked.json
 
 
 # --- report queries are bound to accounts ---------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import io
 import shutil
+import socket
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -180,6 +181,40 @@ def test_without_a_token_the_pages_answer_only_loopback_clients(app_for: Any) ->
     for header in ["HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP"]:
         proxied = call(app, "/", token=None, remote="127.0.0.1", extra={header: "8.8.8.8"})
         assert proxied.status == 403, header
+
+
+def test_under_serve_a_proxy_on_this_host_gets_403_too(app_for: Any) -> None:
+    # Found by review: waitress dropped X-Forwarded-For and Forwarded before the app
+    # could see them, so a proxy on this host still reached the pages.
+    import threading
+    import urllib.error
+    import urllib.request
+
+    from schedctl.cli.serve_cmd import _listen
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server: Any = _listen(app_for(), "127.0.0.1", port)
+    running = threading.Thread(target=server.run, daemon=True)
+    running.start()
+    try:
+        for headers, status in [
+            ({}, 200),
+            ({"X-Forwarded-For": "1.2.3.4"}, 403),
+            ({"Forwarded": "for=1.2.3.4"}, 403),
+            ({"X-Real-IP": "1.2.3.4"}, 403),
+        ]:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/", headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 (loopback http)
+                    got = answer.status
+            except urllib.error.HTTPError as refused:
+                got = refused.code
+            assert got == status, headers
+    finally:
+        server.close()
+        running.join(timeout=10)
 
 
 def test_no_page_accepts_anything_but_get_and_head(app_for: Any) -> None:

@@ -56,6 +56,7 @@ def test_flags_beat_environment_beat_file_beat_defaults(tmp_path: Path) -> None:
         # Found by review: passed every check, then failed the day at PostgreSQL
         # (statement_timeout stops at 24.8 days), or crashed reconcile after writing.
         ('[reports.queries.q]\nsql = "select 1 as x"\ntimeout = "25d"\n', "from 1s to 24d"),
+        ('[reports.queries.q]\nsql = "select 1 as x"\ntimeout = 0\n', "expected a duration"),
         (
             '[distribute.source]\ndatabase_url = "sqlite:///s.db"\nquery = "select 1"\n'
             'timeout = "99999999d"\n',

@@ -101,7 +101,12 @@ def _listen(app: object, host: str, port: int) -> object:
     from waitress.server import create_server
 
     sockets = _bind(host, port)
-    return create_server(app, sockets=sockets, ident="schedctl", threads=4)
+    # waitress drops Forwarded and X-Forwarded-* from a proxy it does not trust (none
+    # is); kept, they tell the status pages a request came through one (403 without
+    # a [web] token).
+    return create_server(
+        app, sockets=sockets, ident="schedctl", threads=4, clear_untrusted_proxy_headers=False
+    )
 
 
 def _bind(host: str, port: int) -> list[socket.socket]:

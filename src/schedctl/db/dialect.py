@@ -295,6 +295,21 @@ def is_refused_statement(exc: sa.exc.DBAPIError) -> bool:
     return False
 
 
+def bound_account_id(conn: sa.Connection) -> int | None:
+    """The account the session's login role is bound to (``account_roles``), where
+    there are such bindings (`Capabilities.row_level_security`); None otherwise."""
+    if not capabilities(conn.dialect).row_level_security:
+        return None
+    from schedctl.db.schema import account_roles
+
+    found = conn.execute(
+        sa.select(account_roles.c.account_id).where(
+            account_roles.c.role_name == sa.literal_column("session_user")
+        )
+    ).scalar()
+    return None if found is None else int(found)
+
+
 def is_permission_denied(exc: sa.exc.DBAPIError) -> bool:
     """Whether the server refused the statement to this role (PostgreSQL's
     insufficient_privilege: no CREATE on the schema, not the table's owner...)."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -44,7 +45,9 @@ WORTH_AFTER = 50
 as building that many messages in the thread."""
 
 _CHUNK = 16  # rows per task: the queues' cost per task is paid once per chunk
-_WAIT = 30.0  # seconds a connection waits for a message before it builds it itself
+# Seconds a connection waits for a message before it builds it itself: the helper
+# writes a chunk in milliseconds, and a wait must stay well inside a lease's half.
+_WAIT = 5.0
 
 Write = Callable[[Any, datetime], Written]
 """What the helper runs per row: the row (as the claim read it) and the Date to give
@@ -125,16 +128,25 @@ class Builder:
         with self._lock:
             pool, self._pool = self._pool, None
             self._pending.clear()
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        _end(pool)
 
     def _give_up(self, exc: BaseException) -> None:
         # (with self._lock held) The rest of this dispatch builds in its threads.
         log.debug("the message builder stopped (%s): messages are built as they are sent", exc)
         pool, self._pool = self._pool, None
         self._pending.clear()
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+        _end(pool)
+
+
+def _end(pool: ProcessPoolExecutor | None) -> None:
+    """Kill the helper (it has nothing to finish: a stopped one would otherwise hold
+    the command at its exit, which waits for it) and let the pool wind down."""
+    if pool is None:
+        return
+    helpers = getattr(pool, "_processes", None) or {}  # (pid -> Process: CPython's own)
+    for process in list(helpers.values()):
+        process.kill()  # (multiprocessing signals only a process it has not reaped)
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _helper_starts(write: Write) -> None:
@@ -145,10 +157,27 @@ def _helper_starts(write: Write) -> None:
     _write = write
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # (not the command's handler)
+    _close_inherited_sockets()
     parent = multiprocessing.parent_process()
     if parent is not None:
         sentinel = parent.sentinel
         threading.Thread(target=_end_with_parent, args=(sentinel,), daemon=True).start()
+
+
+def _close_inherited_sockets() -> None:
+    """Close, in the helper, the sockets it was forked with (the database's sessions):
+    the parent's stay open, and a helper that outlived a killed parent (stopped) would
+    otherwise keep a session open. Its own pipes and standard streams stay."""
+    try:
+        descriptors = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # (no /proc: nothing to find them by)
+        return
+    for fd in descriptors:
+        try:
+            if fd > 2 and stat.S_ISSOCK(os.fstat(fd).st_mode):
+                os.close(fd)
+        except OSError:  # (the listing's own descriptor, gone already)
+            continue
 
 
 def _end_with_parent(sentinel: int) -> None:
