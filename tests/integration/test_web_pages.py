@@ -183,22 +183,37 @@ def test_without_a_token_the_pages_answer_only_loopback_clients(app_for: Any) ->
         assert proxied.status == 403, header
 
 
-def test_under_serve_a_proxy_on_this_host_gets_403_too(app_for: Any) -> None:
+def test_under_serve_a_proxy_on_this_host_gets_403_too(world: str) -> None:
     # Found by review: waitress dropped X-Forwarded-For and Forwarded before the app
     # could see them, so a proxy on this host still reached the pages.
-    import threading
+    import subprocess
+    import time
     import urllib.error
     import urllib.request
 
-    from schedctl.cli.serve_cmd import _listen
+    from support.cli import SCHEDCTL, process_env
+    from support.processes import Schedctl
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server: Any = _listen(app_for(), "127.0.0.1", port)
-    running = threading.Thread(target=server.run, daemon=True)
-    running.start()
+    server = Schedctl(
+        [str(SCHEDCTL), "serve", "--port", str(port), "--quiet"],
+        env=process_env(world, {}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None, "serve ended"
+                assert time.monotonic() < deadline, "serve did not start"
+                time.sleep(0.05)
         for headers, status in [
             ({}, 200),
             ({"X-Forwarded-For": "1.2.3.4"}, 403),
@@ -213,8 +228,8 @@ def test_under_serve_a_proxy_on_this_host_gets_403_too(app_for: Any) -> None:
                 got = refused.code
             assert got == status, headers
     finally:
-        server.close()
-        running.join(timeout=10)
+        server.kill()
+        server.communicate(timeout=30)
 
 
 def test_no_page_accepts_anything_but_get_and_head(app_for: Any) -> None:
