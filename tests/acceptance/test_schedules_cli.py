@@ -128,6 +128,26 @@ def test_schedule_lifecycle(run) -> None:
 
 
 @pytest.mark.parametrize("dialect", ["sqlite"])
+def test_listings_show_instants_in_the_schedules_zone_and_in_utc(run) -> None:
+    # SPEC §12: "Every listing shows instants in the item's own zone and in UTC" (found
+    # by review: schedules list and runs showed UTC alone).
+    sid = as_json(
+        run(
+            "schedules", "create", "--name", "berlin", "--kind", "sql", "--cadence", "daily",
+            "--at", "02:30", "--tz", "Europe/Berlin", "--param", "query=ping",
+            "--to", "a@example.com", "--json",
+        )
+    )["id"]  # fmt: skip
+    assert run("tick", "--json", now="2026-06-02T00:31:00Z").returncode == 0
+    listed = run("schedules", "list", now="2026-06-02T00:32:00Z").stdout
+    assert "2026-06-03 02:30:00 CEST (2026-06-03 00:30:00Z)" in listed  # next run
+    assert "2026-06-02 02:30:00 CEST (2026-06-02 00:30:00Z)" in listed  # last run
+    history = run("schedules", "runs", sid, now="2026-06-02T00:32:00Z").stdout
+    assert "2026-06-02 02:30:00 CEST (2026-06-02 00:30:00Z)" in history  # its slot
+    assert "2026-06-02 02:31:00 CEST (2026-06-02 00:31:00Z)" in history  # started
+
+
+@pytest.mark.parametrize("dialect", ["sqlite"])
 def test_a_schedule_edited_by_hand_into_nonsense_can_still_be_deleted(run, db_url: str) -> None:
     # Found by review: "schedules delete" read the row's zone first and refused.
     sid = as_json(

@@ -125,6 +125,23 @@ def cell_text(value: Any) -> str:
     return str(value)
 
 
+def in_zone(instant: datetime | None, tz: str) -> str | None:
+    """An instant as a listing shows it (SPEC §12): in the item's own zone, and in UTC
+    (only in UTC where the zone is UTC, or cannot be read)."""
+    if instant is None:
+        return None
+    utc = cell_text(instant)
+    if tz == "UTC":
+        return utc
+    from schedctl.zones import zone
+
+    try:
+        local = instant.astimezone(zone(tz))
+    except (ValueError, OSError, KeyError):  # (a zone edited by hand into nonsense)
+        return utc
+    return f"{local:%Y-%m-%d %H:%M:%S} {local.tzname()} ({utc})"
+
+
 # A quoted value is cut to QUOTED_MAX characters (errors.quoted), the whole message
 # to MESSAGE_MAX.
 MESSAGE_MAX = 300

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from schedctl.cli.output import warn
+from schedctl.cli.output import in_zone, warn
 from schedctl.cli.params import (
     SLOT_COLUMNS,
     account_option,
@@ -194,8 +194,8 @@ def list_command(account: str | None) -> None:
             s["kind"],
             s["description"],
             "active" if s["active"] else "paused",
-            s["next_run_at"],
-            s["last_run_at"],
+            in_zone(s["next_run_at"], s["tz"]),
+            in_zone(s["last_run_at"], s["tz"]),
         )
         for s in data["schedules"]
     ]
@@ -338,20 +338,32 @@ def runs_command(schedule_id: str, account: str | None, limit: int) -> None:
 
     sid = parse_id(schedule_id, "schedule")
 
+    zone_of: dict[str, str] = {}
+
     def work(db: Database) -> CommandResult:
-        runs = run_history(db, scope_to_account(db, account), sid, limit)
+        from schedctl.db.owned import get_owned
+        from schedctl.db.schema import schedules
+
+        account_id = scope_to_account(db, account)
+        runs = run_history(db, account_id, sid, limit)
+        owner = db.transaction(
+            lambda c: get_owned(c, schedules, sid, account_id, columns=[schedules.c.tz]),
+            read_only=True,
+        )
+        zone_of["tz"] = str(owner.tz)  # (the table shows instants in it too)
         items = [r.as_dict() for r in runs]
         return CommandResult({"runs": items, "count": len(items)})
 
     data = run_command("schedules runs", work).data
+    tz = zone_of.get("tz", "UTC")
     rows = [
         (
             r["id"],
-            r["slot"],
+            in_zone(r["slot"], tz),
             r["status"] + (" (manual)" if r["manual"] else ""),
             r["attempt"],
-            r["started_at"],
-            r["finished_at"],
+            in_zone(r["started_at"], tz),
+            in_zone(r["finished_at"], tz),
             None if r["duration_s"] is None else f"{r['duration_s']:.3f}s",
             r["error"],
         )
