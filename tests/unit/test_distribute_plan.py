@@ -24,6 +24,7 @@ from schedctl.distribute.plan import (
     source_users,
     split,
 )
+from schedctl.errors import ValidationError
 
 DAY = date(2026, 11, 18)
 CAMPAIGNS = [Campaign(f"SC{n:08d}", date(2026, 1, 1), date(2026, 12, 31)) for n in (1, 2, 3)]
@@ -105,6 +106,13 @@ def test_ids_are_masked_and_scrubbed() -> None:
 )  # fmt: skip
 def test_source_ids_become_text(value: object, expected: str | None) -> None:
     assert as_user_id(value) == expected
+
+
+def test_a_binary_id_that_is_not_utf8_is_refused_without_quoting_it() -> None:
+    # Found by review: a VARBINARY 0xFF ID gave "internal error: UnicodeDecodeError".
+    with pytest.raises(ValidationError, match="select it as text") as refused:
+        as_user_id(b"\xff\x01secret")
+    assert "secret" not in refused.value.message
 
 
 def test_source_users_are_the_rows_with_an_id_in_order() -> None:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+from schedctl.errors import ValidationError
+
 _KEY_CONTEXT = b"schedctl-distribute-v1"
 
 
@@ -204,7 +206,13 @@ def extras_json(names: Sequence[str], values: Sequence[Any]) -> str | None:
 def _as_text(value: Any) -> str:
     """A value from a data source as text (numbers without a fraction or exponent)."""
     if isinstance(value, bytes):
-        value = value.decode("utf-8")
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:  # (the value is an ID: it is not quoted)
+            raise ValidationError(
+                "a user ID from the source is binary, not UTF-8 text: have the source"
+                " query select it as text (its hex, say)"
+            ) from None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     text = str(value)
