@@ -238,6 +238,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
         ({"source": '[distribute.source]\ndatabase_url = "sqlite:///x.db"\n'
                     'query = "select iin from t where d = :day"\n'},
          "uses unknown parameter(s) :day (available: :business_date)"),
+        # Found by review: a failed day was recorded and the operators mailed, exit 1.
+        ({"source": '[distribute.source]\ndatabase_url ='
+                    ' "postgresql://u:hunter22@127.0.0.1:5432/x?sslmode=bogus"\n'
+                    'query = "select 1"\n'},
+         'invalid sslmode value: "bogus"'),
         ({"target": ""}, "[distribute.target] is missing"),
         ({"campaigns": ""}, "[distribute.campaigns] is missing"),
     ],
@@ -250,6 +255,7 @@ def test_bad_tables_are_refused_naming_the_key(
     assert message in result.stderr
     assert "hunter22" not in result.stderr
     assert store(files, "SELECT count(*) FROM heartbeats") == [(0,)]
+    assert store(files, "SELECT count(*) FROM distributions") == [(0,)]
 
 
 def test_without_configuration_distribute_says_what_to_add(files: Files, tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ from schedctl.db import dialect
 from schedctl.db.database import Database, first_line, is_transient
 from schedctl.distribute.config import Destination, Source
 from schedctl.distribute.plan import Campaign, as_date, campaign_order, scrub
-from schedctl.errors import DatabaseRefused, DatabaseUnavailable, SchedctlError
+from schedctl.errors import ConfigError, DatabaseRefused, DatabaseUnavailable, SchedctlError
 
 SOURCE_CHUNK = 10_000  # rows fetched from the source at a time
 MAX_CAMPAIGNS = 10_000
@@ -51,6 +51,9 @@ class StageError(SchedctlError):
 def open_endpoint(url: str, retry_seconds: float) -> Database:
     """A source or destination database (never created: a missing SQLite file fails)."""
     return Database(url, create=False, store=False, retry_seconds=retry_seconds)
+
+
+_BEFORE_THE_PLAN = frozenset({"source", "campaigns"})  # stages read before the plan is stored
 
 
 @contextmanager
@@ -72,6 +75,11 @@ def stage(
         text = scrub(exc.message.removeprefix("database error "), private())
         raise StageError(name, f"{name} database error {text}") from None
     except SchedctlError as exc:
+        if isinstance(exc, ConfigError) and name in _BEFORE_THE_PLAN:
+            # Connection settings the driver refuses (`sslmode=bogus`), met before the
+            # day is planned: bad input, exit 2 with nothing written, as for schedctl's
+            # own database URL. (A destination's, met with the plan stored, fails the day.)
+            raise
         raise StageError(name, f"{name}{where}: {scrub(exc.message, private())}") from None
     except sa.exc.SQLAlchemyError as exc:
         text = scrub(first_line(exc), private())
