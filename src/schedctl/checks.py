@@ -175,32 +175,26 @@ def _bound_account(
     whatever `--account` says, so a default naming another account leaves the commands
     that take `--account` seeing nothing and refused every write. (A role that bypasses
     row-level security is bound to nothing: `_tenancy` says so.)"""
-    import sqlalchemy as sa
 
+    from schedctl.accounts import account_name
     from schedctl.config import DEFAULT_ACCOUNT
     from schedctl.db import dialect
     from schedctl.db.sandbox import bypasses_row_security
-    from schedctl.db.schema import account_roles, accounts
     from schedctl.values import as_id
 
-    if not dialect.capabilities(conn.dialect).row_level_security:
+    bound_id = dialect.bound_account_id(conn)
+    if bound_id is None or bypasses_row_security(conn):
         return
-    bound = conn.execute(
-        sa.select(accounts.c.id, accounts.c.name)
-        .join(account_roles, account_roles.c.account_id == accounts.c.id)
-        .where(account_roles.c.role_name == sa.literal_column("session_user"))
-    ).first()
-    if bound is None or bypasses_row_security(conn):
-        return
+    bound_name = account_name(conn, bound_id)
     variable = SCHEMA["account"].env_name
     wanted = settings.account
     named = (wanted or DEFAULT_ACCOUNT).strip()  # as find_account reads it: a name or an id
-    if named == bound.name or as_id(named) == bound.id:
+    if named == bound_name or as_id(named) == bound_id:
         return
-    fix = f"set {variable}={bound.name}"
+    fix = f"set {variable}={bound_name}"
     if wanted is None:
         found.warnings.append(
-            f"the login role is bound to account {bound.name!r} and {variable} is not set:"
+            f"the login role is bound to account {bound_name!r} and {variable} is not set:"
             f" commands that take --account default to {DEFAULT_ACCOUNT!r}, whose rows this"
             f" role can neither see nor write ({fix})"
         )
@@ -208,13 +202,11 @@ def _bound_account(
     # An error for `config check`; `heartbeat`, which lists warnings only, shows it too.
     (found.errors if errors else found.warnings).append(
         f"{variable} names account {wanted!r}, but the login role is bound to account"
-        f" {bound.name!r}: commands that take --account will see none of its rows and be"
+        f" {bound_name!r}: commands that take --account will see none of its rows and be"
         f" refused every write to it ({fix})"
     )
 
 
-# Written by the schema's owner only (`db upgrade`, binding login roles to accounts).
-_OWNERS_TABLES = frozenset({"schema_migrations", "account_roles", "installation"})
 _SHOWN = 4  # missing privileges named in the line; the rest are counted
 
 
@@ -224,7 +216,7 @@ def _writes_refused(conn: sa.Connection) -> list[str]:
     import sqlalchemy as sa
 
     from schedctl.db import dialect
-    from schedctl.db.schema import metadata
+    from schedctl.db.schema import OWNERS_TABLES, metadata
 
     if not dialect.capabilities(conn.dialect).grants:
         return []
@@ -236,7 +228,7 @@ def _writes_refused(conn: sa.Connection) -> list[str]:
             " is on): every job that writes will exit 75"
         )
     # A role bound to an account writes no accounts, whatever it is granted (0019).
-    read_only = _OWNERS_TABLES | (
+    read_only = OWNERS_TABLES | (
         {"accounts"} if dialect.bound_account_id(conn) is not None else set()
     )
     wanted = [

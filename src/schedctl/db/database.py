@@ -190,12 +190,12 @@ def _grants_hint(refusal: str) -> str:
     """What to grant, for a privilege the role lacks (not for a row that row-level
     security keeps out of the role's account: no grant is missing there)."""
     if "row-level security" in refusal:
-        if 'table "accounts"' in refusal:
-            return " (a login role bound to an account cannot create or change accounts)"
         return " (the login role is bound to another account: see account_roles)"
+    from schedctl.db.schema import OWNERS_TABLES
+
     return (
         " (schedctl's login role needs SELECT on its tables, and INSERT, UPDATE and DELETE"
-        " on all but schema_migrations, installation and account_roles)"
+        f" on all but {', '.join(sorted(OWNERS_TABLES))})"
     )
 
 

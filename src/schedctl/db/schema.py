@@ -614,3 +614,8 @@ alert_deliveries = sa.Table(
         "channel IN ('slack', 'webhook', 'mail')", name="alert_deliveries_channel_check"
     ),
 )
+
+
+OWNERS_TABLES = frozenset({schema_migrations.name, installation.name, account_roles.name})
+"""Written by the schema's owner only (`db upgrade`, binding login roles to accounts):
+schedctl's login role reads them and writes the others."""
