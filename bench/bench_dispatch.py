@@ -14,6 +14,13 @@ same run, so the results read as ratios rather than absolute rates on a noisy ma
   thread with its own SMTP session and database connection), timed from after the
   database answered; its child's peak memory (VmHWM) is reported too.
 
+Beside each rate, where the CPU went per message, summed over the round: the sender
+(the child and the helper it forks, while the clock runs), the SMTP server (this
+process, otherwise idle while a child runs) and PostgreSQL (every local postgres
+process, the backends that ended included, read from /proc). Their sum bounds the
+rate the machine can reach: with C CPUs, at most C / (CPU seconds per message),
+however the work is spread.
+
 Extra detail, in this process (left out with --brief):
 
 - dispatch, a connection per message: the same with the connection closed after
@@ -35,7 +42,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
+import resource
 import shutil
 import smtplib
 import socket
@@ -53,7 +62,7 @@ import sqlalchemy as sa
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from benchlib import Samples, peak_kb, rss_kb, run_child, workload_row
+from benchlib import Samples, emit, peak_kb, rss_kb, run_child, workload_row
 from schedctl.config import Settings
 from schedctl.db.database import Database
 from schedctl.db.migrations import upgrade
@@ -65,6 +74,7 @@ from schedctl.delivery.transport import MailBackend, SendResult
 NOW = datetime(2026, 11, 18, 9, 0, tzinfo=UTC)
 DOMAIN = "example.com"
 SENDER = "bench@example.com"
+CPUS = len(os.sched_getaffinity(0))
 RAW_NOTE = (
     "raw smtplib.SMTP.sendmail(from, to, bytes) over one connection, the bytes built"
     " before timing; no database"
@@ -209,6 +219,7 @@ def child(kind: str, url: str, port: int, count: int, connections: int) -> dict[
             for msg in prebuilt(count)
         ]
         before = rss_kb()
+        cpu_before = _sender_cpu_seconds()
         start = time.perf_counter()
         conn = smtplib.SMTP("127.0.0.1", port, local_hostname="bench.local", timeout=10)
         try:
@@ -217,16 +228,73 @@ def child(kind: str, url: str, port: int, count: int, connections: int) -> dict[
         finally:
             conn.quit()
         elapsed = time.perf_counter() - start
-        return {"seconds": elapsed, "before_kb": before, "peak_kb": peak_kb(), "sent": count}
+        return {"seconds": elapsed, "before_kb": before, "peak_kb": peak_kb(), "sent": count,
+                "sender_cpu": _sender_cpu_seconds() - cpu_before}  # fmt: skip
     settings = settings_for(port, connections)
     with Database(url) as db:
         db.now()
         before = rss_kb()
+        cpu_before = _sender_cpu_seconds()
         start = time.perf_counter()
         counts = dispatch_due(db, settings, NOW, limit=count)
         elapsed = time.perf_counter() - start
+        sender_cpu = _sender_cpu_seconds() - cpu_before
     return {"seconds": elapsed, "before_kb": before, "peak_kb": peak_kb(),
-            "sent": counts["messages_sent"]}  # fmt: skip
+            "sent": counts["messages_sent"], "sender_cpu": sender_cpu}  # fmt: skip
+
+
+def _cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _sender_cpu_seconds() -> float:
+    """CPU seconds of this process and of its children (the message-writing helper,
+    which dispatch kills as it ends: waited for here, so that it is counted)."""
+    for helper in multiprocessing.active_children():
+        helper.join(timeout=10)
+    return _cpu_seconds() + _cpu_seconds(resource.RUSAGE_CHILDREN)
+
+
+def postgres_cpu_seconds() -> float | None:
+    """CPU seconds of every postgres process on this machine, the backends that ended
+    included (the postmaster's reaped children); None when none can be read."""
+    ticks, seen = 0, False
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="ascii") as stat:
+                text = stat.read()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        if name != "postgres":
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+        seen = True
+    return ticks / os.sysconf("SC_CLK_TCK") if seen else None
+
+
+class CpuSplit:
+    """Where one round's CPU went, per message (µs): see the module docstring."""
+
+    def __init__(self) -> None:
+        self.server = _cpu_seconds()
+        self.database = postgres_cpu_seconds()
+
+    def per_message(self, result: dict[str, Any], count: int, database: bool) -> dict[str, float]:
+        """The round's split, once its child (``result``) has ended."""
+        then = CpuSplit()
+        split = {
+            "sender": result["sender_cpu"],
+            "server": then.server - self.server,
+            "database": 0.0,
+        }
+        if database and self.database is not None and then.database is not None:
+            split["database"] = then.database - self.database
+        return {part: seconds / count * 1e6 for part, seconds in split.items()}
 
 
 def round_child(
@@ -241,7 +309,9 @@ def round_child(
     try:
         if new_database is not None:
             fill_outbox(url, count)
+        cpu = CpuSplit()
         result = run_child(__file__, "--child", kind, url, str(port), str(count), str(connections))
+        result["cpu"] = cpu.per_message(result, count, url.startswith("postgresql"))
         left = 0
         if new_database is not None:
             with Database(url) as db:
@@ -385,10 +455,15 @@ def main() -> None:
                       " (messages/s)\n")  # fmt: skip
                 print(f"  raw smtplib sendmail(bytes), one connection       {raw['rate']:8.0f}"
                       "   (baseline)")  # fmt: skip
+                print(f"    {cpu_line(raw['cpu'], raw['rate'])}")
+                cpu_row(args.json_out, "raw smtplib, 1 conn", count, raw, raw["rate"])
                 for (label, n), ours in measured.items():
                     print(f"  dispatch_due on {label:10s}, {n:2d} conn(s)       {ours['rate']:8.0f}"
                           f"   {ours['rate'] / raw['rate']:.2f} x baseline"
                           f"   peak {ours['peak_kb'] / 1024:.1f} MiB")  # fmt: skip
+                    print(f"    {cpu_line(ours['cpu'], raw['rate'])}")
+                    cpu_row(args.json_out, workload(label, n).removeprefix("dispatch: dispatch_due"
+                            " to SMTP, "), count, ours, raw["rate"])  # fmt: skip
                     workload_row(
                         args.json_out,
                         workload=workload(label, n),
@@ -410,6 +485,25 @@ def main() -> None:
     finally:
         controller.stop()
     print(f"\n(server accepted {sink.accepted} messages in all)")
+
+
+def cpu_line(cpu: dict[str, float], baseline_rate: float) -> str:
+    """The CPU split of a summary, and the rate it bounds."""
+    total = sum(cpu.values())
+    ceiling = CPUS / total * 1e6
+    return (
+        f"CPU per message: sender {cpu['sender']:.0f} + SMTP server {cpu['server']:.0f}"
+        f" + PostgreSQL {cpu['database']:.0f} = {total:.0f} us; on {CPUS} CPUs at most"
+        f" {ceiling:.0f}/s = {ceiling / baseline_rate:.2f} x baseline"
+    )
+
+
+def cpu_row(path: str | None, what: str, count: int, summary: dict[str, Any],
+            baseline_rate: float) -> None:  # fmt: skip
+    """One row of run.py's CPU table: where a round's CPU went, per message."""
+    cpu = summary["cpu"]
+    emit(path, kind="cpu", what=what, size=count, cpus=CPUS, rate=summary["rate"],
+         baseline_rate=baseline_rate, **{f"{part}_us": us for part, us in cpu.items()})  # fmt: skip
 
 
 def extra_detail(stores: list[tuple[str, Any]], port: int, settings: Settings, count: int,

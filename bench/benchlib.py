@@ -53,18 +53,27 @@ class Samples:
         self.seconds: list[float] = []
         self.peaks: list[int] = []
         self.growth: list[int] = []
+        self.cpu: list[dict[str, float]] = []
 
     def add(self, result: dict[str, Any]) -> None:
         """One child's result: seconds, peak_kb (VmHWM), before_kb (RSS before the work)."""
         self.seconds.append(result["seconds"])
         self.peaks.append(result["peak_kb"])
         self.growth.append(result["peak_kb"] - result["before_kb"])
+        if "cpu" in result:
+            self.cpu.append(result["cpu"])
 
     def summary(self, count: int) -> dict[str, Any]:
         return {
             "rate": count / statistics.median(self.seconds),
             "peak_kb": max(self.peaks),
             "work_kb": max(self.growth),
+            # CPU per message by part (µs), each the median over the rounds
+            "cpu": {
+                part: statistics.median(split[part] for split in self.cpu) for part in self.cpu[0]
+            }
+            if self.cpu
+            else {},
         }
 
 

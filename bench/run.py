@@ -179,6 +179,7 @@ def tables(rows: list[dict[str, Any]]) -> list[str]:
             f" | {_int(row['baseline_rate'])} | {row['ratio']:.2f} | {row['peak_mib']:.1f}"
             f" | {row['work_mib']:.1f} | {note} |"
         )
+    out += cpu_table([r for r in rows if r["kind"] == "cpu"])
     out += [
         "",
         "| start-up | median ms | target ms | target | runs | baseline ms | baseline |",
@@ -190,6 +191,29 @@ def tables(rows: list[dict[str, Any]]) -> list[str]:
             f" {row['median_ms']:.0f} | {row['target_ms']} |"
             f" {'met' if row['met'] else 'missed'} | {row['runs']} |"
             f" {row['baseline_ms']:.0f} | {row['baseline']} |"
+        )
+    return out
+
+
+def cpu_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Dispatch's CPU per message, by part, and the rate it bounds (bench_dispatch.py)."""
+    if not rows:
+        return []
+    cpus = rows[0]["cpus"]
+    out = [
+        "",
+        f"| dispatch: CPU per message | size | sender µs | SMTP server µs | PostgreSQL µs"
+        f" | total µs | at most/s on {cpus} CPUs | its ratio | measured ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in sorted(rows, key=lambda r: r["size"]):
+        total = row["sender_us"] + row["server_us"] + row["database_us"]
+        ceiling = row["cpus"] / total * 1e6
+        out.append(
+            f"| {row['what']} | {_int(row['size'])} messages | {_int(row['sender_us'])}"
+            f" | {_int(row['server_us'])} | {_int(row['database_us'])} | {_int(total)}"
+            f" | {_int(ceiling)} | {ceiling / row['baseline_rate']:.2f}"
+            f" | {row['rate'] / row['baseline_rate']:.2f} |"
         )
     return out
 

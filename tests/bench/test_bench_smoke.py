@@ -10,6 +10,7 @@ fails in a minute instead of after a full run. It asserts nothing about speed.
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -25,6 +26,15 @@ DISPATCH = [
     f"dispatch: dispatch_due to SMTP, {store}, {n} conn{'s' if n > 1 else ''}"
     for store in ("SQLite", "PostgreSQL")
     for n in (1, 2, 4, 8)
+]
+# The CPU table: where each dispatch round's CPU went, per message.
+CPU = [
+    "raw smtplib, 1 conn",
+    *(
+        f"{store}, {n} conn{'s' if n > 1 else ''}"
+        for store in ("SQLite", "PostgreSQL")
+        for n in (1, 2, 4, 8)
+    ),
 ]
 WORKLOADS = [
     "tick: runs.materialise_due, PostgreSQL",
@@ -64,7 +74,9 @@ def test_bench_smoke_prints_every_row(postgres: PostgresDatabases) -> None:
     rows = {}
     for line in out.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("| ") and not line.startswith(("| workload", "| start-up")):
+        if line.startswith("| ") and not line.startswith(
+            ("| workload", "| start-up", "| dispatch: CPU per message")
+        ):
             rows[cells[0]] = cells
 
     expected = [*WORKLOADS, PEER] if peer else WORKLOADS
@@ -86,6 +98,18 @@ def test_bench_smoke_prints_every_row(postgres: PostgresDatabases) -> None:
         if workload in DISPATCH:
             connections = workload.rsplit(", ", 1)[1]
             assert note.startswith(connections), cells  # "1 conn ...", "4 conns ..."
+    for what in CPU:
+        cells = rows.pop(what)
+        size, sender, server, database, total, ceiling, its_ratio, ratio = map(_number, cells[1:])
+        assert size == SIZES["dispatch"], cells
+        assert sender > 0, cells
+        assert server > 0, cells
+        assert (database > 0) == what.startswith("PostgreSQL"), cells
+        assert total == pytest.approx(sender + server + database, abs=2), cells
+        cpus = len(os.sched_getaffinity(0))
+        assert ceiling == pytest.approx(cpus * 1e6 / total, rel=0.02), cells
+        assert its_ratio > 0, cells
+        assert ratio > 0, cells
     for command, target in STARTUP.items():
         cells = rows.pop(command)
         median, target_ms, verdict, runs, baseline_ms, baseline = cells[1:]
