@@ -418,6 +418,44 @@ def test_user_and_date_narrow_the_run(cli: Any, db_url: str) -> None:
     assert set(days(db_url)) == {(ann, date(2026, 11, 18)), (bob, date(2026, 11, 18))}
 
 
+def test_account_user_and_date_narrow_what_the_run_sends_too(
+    cli: Any, db_url: str, smtp: SmtpServer, closed_port: int
+) -> None:
+    """DIGEST mail already queued (built while the mail server was down) goes out only for the
+    run's own account, user and date: on SQLite, and on PostgreSQL as a role that row
+    security does not bind (the test's), nothing else keeps the others out."""
+    assert cli("accounts", "create", "acme", db_url=db_url).returncode == 0
+    for address, account in [("d1@example.com", "default"), ("a1@example.com", "acme"),
+                             ("a2@example.com", "acme")]:  # fmt: skip
+        added = cli("users", "add", address, "--digest-at", "08:00", "--account", account,
+                    db_url=db_url)  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        noted = cli("notify", "--user", address, "--title", f"for {address}",
+                    "--account", account, db_url=db_url)  # fmt: skip
+        assert noted.returncode == 0, noted.stderr
+    digest(cli, db_url, T0, env={**smtp.env, "SCHEDCTL_SMTP_PORT": str(closed_port)}, code=75)
+    assert len(days(db_url)) == 3
+
+    def sent_to() -> list[str]:
+        return sorted(str(mail["To"]) for mail in mails(smtp))
+
+    later = T0 + timedelta(minutes=5)  # the mail built at T0 is due
+    digest(cli, db_url, later, "--account", "acme", "--user", "a1@example.com", env=smtp.env)
+    after_user = sent_to()
+    digest(cli, db_url, later, "--account", "acme", "--date", "2026-11-17", env=smtp.env)
+    after_other_date = sent_to()
+    acme = digest(cli, db_url, later, "--account", "acme", env=smtp.env)
+    after_account = sent_to()
+    everyone = digest(cli, db_url, later, env=smtp.env)
+
+    assert after_user == ["a1@example.com"]
+    assert after_other_date == ["a1@example.com"]
+    assert after_account == ["a1@example.com", "a2@example.com"]
+    assert acme["digests_sent"] == 1
+    assert everyone["digests_sent"] == 1
+    assert sent_to() == ["a1@example.com", "a2@example.com", "d1@example.com"]
+
+
 def test_a_suppressed_user_gets_no_mail_and_the_digest_gives_its_quota_unit_back(
     cli: Any, db_url: str, smtp: SmtpServer
 ) -> None:

@@ -249,6 +249,7 @@ class Dispatcher:
         self._exhausted_day: str | None = None
         self.offered = 0  # messages that reached the server (any outcome but connect)
         self.types: tuple[str, ...] | None = None  # only these message types (None: all)
+        self.only: tuple[sa.ColumnElement[bool], ...] = ()  # and only messages matching these
         # Quota units reserved for given messages by their producer (the digest
         # reserves one per digest it builds); used by their send, else given back.
         self.prepaid: dict[int, quota.Reservation] = {}
@@ -282,7 +283,7 @@ class Dispatcher:
 
         def work(conn: sa.Connection) -> tuple[list[Any], int, Counter[str], datetime]:
             now = self.now()
-            due = due_now(now, disabled, self.types)
+            due = [*due_now(now, disabled, self.types), *self.only]
             settled: Counter[str] = Counter()
             # A due message whose dispatcher died goes back first, as reconcile sends it.
             dead = self._recover(conn, now, due, CLAIM_ORDER, size, settled)
@@ -856,12 +857,15 @@ def dispatch_due(
     *,
     backend: MailBackend | None = None,
     types: Sequence[str] | None = None,
+    only: Sequence[sa.ColumnElement[bool]] = (),
     prepaid: dict[int, quota.Reservation] | None = None,
 ) -> dict[str, int]:
     """Send up to ``limit`` due messages; return counts (``messages_sent``, ...).
 
     Sends over ``connections_for(settings)`` connections at once, or over ``backend``
-    alone when one is given. ``types``: only messages of these types. ``prepaid``:
+    alone when one is given. ``types``: only messages of these types; ``only``: and
+    only those matching these conditions on ``messages`` (a command's narrowing: its
+    account, its user). ``prepaid``:
     quota units the producer of the given messages reserved for them (by message id);
     a send uses its unit instead of reserving one, and the units not used are given
     back at the end.
@@ -872,6 +876,7 @@ def dispatch_due(
     counts: Counter[str] = Counter({key: 0 for key in COUNT_KEYS})
     dispatcher = Dispatcher(db, settings, now, backend=backend)
     dispatcher.types = None if types is None else tuple(types)
+    dispatcher.only = tuple(only)
     dispatcher.prepaid = dict(prepaid or {})
     policy = dispatcher.policy
     if not policy.enabled:
