@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 import threading
 import time
@@ -220,6 +221,45 @@ def test_an_error_a_trigger_raises_is_one_line_without_the_statement(
         with engine.begin() as conn:  # (the database goes back to the tests' pool)
             conn.execute(sa.text("DROP TRIGGER refuse ON users"))
             conn.execute(sa.text("DROP FUNCTION refuse()"))
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_date_and_interval_styles_set_on_the_database_change_nothing(
+    pg_url: str, cli: CliRunner
+) -> None:
+    # psycopg reads timestamps in ISO DateStyle only, and intervals in the postgres
+    # IntervalStyle: a database set to 'SQL, DMY' (or 'German') made every command an
+    # "internal error: NotImplementedError: can't parse timestamptz with DateStyle".
+    name = sa.engine.make_url(pg_url).database
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"ALTER DATABASE \"{name}\" SET DateStyle = 'SQL, DMY'"))
+        conn.execute(sa.text(f"ALTER DATABASE \"{name}\" SET IntervalStyle = 'sql_standard'"))
+    try:
+        env = {"SCHEDCTL_NOW": "2027-03-28T09:00:00Z", "SCHEDCTL_MAIL_BACKEND": "memory"}
+        for args in (
+            ("users", "add", "ann@example.com", "--digest-at", "08:00"),
+            ("notify", "--user", "ann@example.com", "--title", "hello"),
+            ("digest", "--json"),
+            ("tick", "--json"),
+            ("users", "list", "--json"),
+            ("messages", "list", "--json"),
+        ):
+            result = cli(*args, db_url=pg_url, env=env)
+            assert result.returncode == 0, (args, result.stderr)
+        listed = json.loads(cli("messages", "list", "--json", db_url=pg_url, env=env).stdout)
+        [mail] = listed["messages"]
+        assert mail["status"] == "sent"
+        with Database(pg_url) as db:
+            assert db.scalar(sa.text("SELECT now() - now() + interval '1 day 2 hours'")) == (
+                timedelta(days=1, hours=2)
+            )
+            assert db.scalar(sa.text("SHOW DateStyle")).startswith("ISO")
+    finally:
+        with engine.begin() as conn:  # (the database goes back to the tests' pool)
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" RESET DateStyle'))
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" RESET IntervalStyle'))
         engine.dispose()
 
 

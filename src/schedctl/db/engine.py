@@ -183,9 +183,16 @@ def is_sqlite_read_only(exc: BaseException | None) -> bool:
 def _configure_postgresql(engine: sa.Engine) -> None:
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Timestamps cross the wire in UTC whatever the server's zone is.
+        # Timestamps cross the wire in UTC whatever the server's zone is, and in the
+        # styles psycopg reads: its loaders parse ISO dates and PostgreSQL-style
+        # intervals only, so a DateStyle of 'SQL, DMY' or 'German' set on the database,
+        # the role or the server failed every command that read a timestamp.
         with dbapi_conn.cursor() as cursor:
-            cursor.execute("SET TIME ZONE 'UTC'")
+            cursor.execute(
+                "SELECT set_config('TimeZone', 'UTC', false),"
+                " set_config('DateStyle', 'ISO', false),"
+                " set_config('IntervalStyle', 'postgres', false)"
+            )
         dbapi_conn.commit()
         dialect.send_binary_arrays(dbapi_conn)
 
