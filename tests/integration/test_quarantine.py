@@ -175,6 +175,57 @@ def test_an_unreadable_user_is_quarantined_and_every_other_digest_goes_on(
     assert second.json["quarantined"] == 0
 
 
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("'8:00'", "digest_time '8:00' is not HH:MM (00:00-23:59)"),
+        ("'8am'", "digest_time '8am' is not HH:MM (00:00-23:59)"),
+        ("'24:00'", "digest_time '24:00' is not HH:MM (00:00-23:59)"),
+    ],
+)
+def test_a_digest_time_not_written_hh_mm_quarantines_its_user(
+    cli: CliRunner, db_url: str, mailbox: list[EmailMessage], value: str, reason: str
+) -> None:
+    # The due query compares digest times as text, so an application's `8:00` was
+    # never due (it sorts after every `0x:xx` and `1x:xx`): the user silently got no
+    # digest, every day, while `users next` promised one.
+    ann, bob = add_user(db_url, "ann@example.com"), add_user(db_url, "bob@example.com")
+    notify(db_url, ann, "for ann")
+    notify(db_url, bob, "for bob")
+    execute(db_url, f"UPDATE users SET digest_time = {value} WHERE id = {ann}")
+
+    first = run(cli, db_url, "digest", NOW.replace(hour=23, minute=59))
+
+    assert first.returncode == 1, first.stderr
+    assert first.json["quarantined"] == 1
+    assert first.json["digests_sent"] == 1
+    assert recipients(mailbox) == ["bob@example.com"]
+    assert quarantined(db_url, users) == {ann: reason}
+    assert first.stderr.count("quarantined 1 row(s)") == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (INVALID_UTF8, "digest_time is not valid UTF-8 text"),
+        ("800", "digest_time '800' is not HH:MM (00:00-23:59)"),  # (TEXT affinity)
+    ],
+)
+def test_a_digest_time_sqlite_stores_as_something_else_quarantines_its_user(
+    cli: CliRunner, sqlite_url: str, mailbox: list[EmailMessage], value: str, reason: str
+) -> None:
+    ann, bob = add_user(sqlite_url, "ann@example.com"), add_user(sqlite_url, "bob@example.com")
+    notify(sqlite_url, ann, "for ann")
+    notify(sqlite_url, bob, "for bob")
+    execute(sqlite_url, f"UPDATE users SET digest_time = {value} WHERE id = {ann}")
+
+    first = run(cli, sqlite_url, "digest")
+
+    assert first.returncode == 1, first.stderr
+    assert recipients(mailbox) == ["bob@example.com"]
+    assert quarantined(sqlite_url, users) == {ann: reason}
+
+
 def test_tick_quarantines_an_unreadable_critical_notification_and_sends_the_rest(
     cli: CliRunner, sqlite_url: str, mailbox: list[EmailMessage]
 ) -> None:

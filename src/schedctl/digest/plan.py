@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from schedctl import quarantine
 from schedctl.db.schema import digests, users
 from schedctl.digest.due import ZoneDay, zone_day
-from schedctl.errors import ValidationError
-from schedctl.values import parse_timezone
+from schedctl.errors import ValidationError, quoted
+from schedctl.values import parse_hhmm, parse_timezone
 from schedctl.zones import zone
 
 log = logging.getLogger("schedctl.digest")
@@ -91,6 +91,8 @@ def load_zones(
         names = None
     if names is None or not all(isinstance(name, str) for name in names):
         names = _readable_zones(conn, where, {} if bad is None else bad)
+    if bad is not None:
+        _misspelt_digest_times(conn, where, bad)
     zones = {}
     for tz in names:
         day = zone_day(tz, now, catch_up_days)
@@ -120,6 +122,47 @@ def _readable_zones(
             else:
                 names.add(row.tz)
     return sorted(names)
+
+
+def _misspelt_digest_times(
+    conn: sa.Connection, where: list[sa.ColumnElement[bool]], bad: dict[int, str]
+) -> None:
+    """Add to ``bad`` the users ``where`` selects whose digest time is not stored as
+    ``users add`` stores it (``HH:MM``, 00:00-23:59): the due query compares it as
+    text, so `8:00` or `8am`, written by an application, would never be due."""
+    t = users.c.digest_time
+    try:
+        times = list(conn.execute(sa.select(t).distinct().where(*where)).scalars())
+    except quarantine.READ_ERRORS as exc:
+        if quarantine.undecodable(exc) is None:
+            raise
+        times = None
+    if times is not None:
+        wrong = [value for value in times if not _stored_hhmm(value)]
+        if not wrong:
+            return
+        rows = conn.execute(sa.select(users.c.id, t).where(*where, t.in_(wrong))).all()
+    else:  # some time cannot be read: each row alone (the slow path)
+        ids = [int(i) for i in conn.execute(sa.select(users.c.id).where(*where)).scalars()]
+        rows = []
+        for chunk in _chunks(ids):
+            found, unreadable = quarantine.read_rows(
+                conn, sa.select(users.c.id, t), users.c.id, chunk
+            )
+            bad.update(unreadable)
+            rows += [row for row in found if not _stored_hhmm(row[1])]
+    for user_id, value in rows:
+        shown = quoted(value) if isinstance(value, str) else type(value).__name__
+        bad.setdefault(int(user_id), f"digest_time {shown} is not HH:MM (00:00-23:59)")
+
+
+def _stored_hhmm(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        return f"{parse_hhmm(value):%H:%M}" == value
+    except ValidationError:
+        return False
 
 
 def _by_zone(zones: Iterable[ZoneDay], value: Any, type_: Any) -> sa.ColumnElement[Any]:
