@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from schedctl import quarantine
 from schedctl.config import Settings
+from schedctl.db import dialect
 from schedctl.db.database import Database
 from schedctl.db.schema import messages, notifications, users
 from schedctl.delivery.outbox import NewMessage, enqueue, mail_domain
@@ -147,10 +148,11 @@ def clip(text: str | None, limit: int, length: int | None = None) -> str | None:
 
 def read_limited(column: sa.ColumnElement[Any], limit: int) -> list[sa.ColumnElement[Any]]:
     """``column`` as read for display: its first ``limit`` characters (a huge body
-    never leaves the database in full) and, as ``{name}_length``, its length."""
+    never leaves the database in full) and, as ``{name}_length``, its length (-1 for
+    a text holding a NUL character: see dialect.text_length)."""
     return [
         sa.func.substr(column, 1, limit).label(column.key),
-        sa.func.length(column).label(f"{column.key}_length"),
+        dialect.text_length(column).label(f"{column.key}_length"),
     ]
 
 
@@ -158,9 +160,16 @@ def text_problem(row: Any) -> str | None:
     """What makes a notification row unusable, or None (see schedctl.quarantine)."""
     return quarantine.first_problem(
         quarantine.text_problem(row.title, "title", required=True),
+        _nul_problem(row, "title"),
         quarantine.text_problem(row.body, "body"),
+        _nul_problem(row, "body"),
         quarantine.text_problem(getattr(row, "digest_key", None), "digest_key"),
     )
+
+
+def _nul_problem(row: Any, name: str) -> str | None:
+    length = getattr(row, f"{name}_length", None)
+    return quarantine.NUL_PROBLEM.format(name) if isinstance(length, int) and length < 0 else None
 
 
 def _message(row: Any, email: str, account_id: int, now: datetime, max_body: int) -> NewMessage:

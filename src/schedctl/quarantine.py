@@ -109,7 +109,14 @@ def text_problem(value: Any, name: str, *, required: bool = False) -> str | None
         return f"{name} is not text ({type(value).__name__})"
     if required and not value.strip():
         return f"{name} is empty"
+    if "\x00" in value:
+        return NUL_PROBLEM.format(name)
     return None
+
+
+# A text holding a NUL character (SQLite stores one; mail cannot carry it, and SQLite's
+# own text functions stop at it).
+NUL_PROBLEM = "{} holds a NUL character"
 
 
 def first_problem(*problems: str | None) -> str | None:

@@ -254,6 +254,48 @@ def test_tick_quarantines_an_unreadable_critical_notification_and_sends_the_rest
     assert second.json["quarantined"] == 0
 
 
+def test_a_nul_character_in_a_notification_quarantines_it_in_the_digest_and_the_tick(
+    cli: CliRunner, sqlite_url: str, mailbox: list[EmailMessage]
+) -> None:
+    # SQLite stores a NUL inside text (PostgreSQL refuses it), and its substr and
+    # length stop at it: the digest listed `a` for the title `a\0b`, put a raw NUL in a
+    # 7bit part for a digest_key, and a critical one went out with the subject `crit`.
+    people = {name: add_user(sqlite_url, f"{name}@example.com") for name in ("ann", "bob", "cat")}
+    people["dan"] = add_user(sqlite_url, "dan@example.com")
+    notify(sqlite_url, people["dan"], "dan's own")
+
+    def insert(user: str, **values: str) -> int:
+        columns = ", ".join(values)
+        marks = ", ".join(f":{name}" for name in values)
+        return int(
+            execute(
+                sqlite_url,
+                f"INSERT INTO notifications (account_id, user_id, {columns})"
+                f" VALUES (1, {people[user]}, {marks})",
+                **values,
+            )
+        )
+
+    by_title = insert("ann", title="a\x00b")
+    by_body = insert("bob", title="fine", body="body\x00x")
+    by_key = insert("cat", title="fine too", digest_key="k\x00")
+    critical = insert("dan", title="crit\x00ical", priority="critical")
+
+    digest = run(cli, sqlite_url, "digest")
+    tick = run(cli, sqlite_url, "tick")
+
+    assert digest.returncode == 1, digest.stderr
+    assert tick.returncode == 1, tick.stderr
+    assert quarantined(sqlite_url, notifications) == {
+        by_title: "title holds a NUL character",
+        by_body: "body holds a NUL character",
+        by_key: "digest_key holds a NUL character",
+        critical: "title holds a NUL character",
+    }
+    assert recipients(mailbox) == ["dan@example.com"]  # dan's digest of his other one
+    assert all(b"\x00" not in m.as_bytes() for m in mailbox)
+
+
 @pytest.mark.parametrize(
     ("column", "value", "reason"),
     [

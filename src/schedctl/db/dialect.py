@@ -560,6 +560,35 @@ def _as_written(element: _AsWritten, compiler: Any, **kw: Any) -> str:
     return f"CONVERT({compiler.process(element.value, **kw)} USING utf8mb4) COLLATE utf8mb4_bin"
 
 
+class _TextLength(sa.sql.expression.ColumnElement[Any]):
+    """The length of a text in characters (:func:`text_length`)."""
+
+    inherit_cache = True
+    type = sa.Integer()
+    _traverse_internals = [("value", sa.sql.visitors.InternalTraversal.dp_clauseelement)]
+
+    def __init__(self, value: sa.ColumnElement[Any]) -> None:
+        self.value = value
+
+
+@compiles(_TextLength)
+def _text_length(element: _TextLength, compiler: Any, **kw: Any) -> str:
+    return f"length({compiler.process(element.value, **kw)})"
+
+
+@compiles(_TextLength, "sqlite")
+def _text_length_sqlite(element: _TextLength, compiler: Any, **kw: Any) -> str:
+    value = compiler.process(element.value, **kw)
+    return f"CASE WHEN instr(CAST({value} AS BLOB), x'00') > 0 THEN -1 ELSE length({value}) END"
+
+
+def text_length(value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """``length(value)`` in characters; -1 for a text holding a NUL character, which
+    SQLite stores (PostgreSQL refuses it) and whose length and substr it counts only
+    up to the NUL: the text read would be cut short without a word."""
+    return _TextLength(value)
+
+
 class _Spelled(sa.types.UserDefinedType[Any]):
     """A type written in SQL exactly as given (a column type the database reported)."""
 

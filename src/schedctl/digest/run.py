@@ -687,6 +687,9 @@ class DigestRun:
             and title.strip()
             and (body is None or isinstance(body, str))
             and (key is None or isinstance(key, str))
+            and title_length >= 0
+            and (body_length is None or body_length >= 0)
+            and (key is None or "\x00" not in key)
         ):
             return text_problem(row) or "cannot be read"
         try:
