@@ -88,6 +88,37 @@ def test_invalid_connection_option_is_a_config_error_at_once(
     assert elapsed < 15, elapsed  # not retried for 20 s
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("postgresql://127.0.0.1:5432/schedctl_no_such_db", '"schedctl_no_such_db" does not exist'),
+        ("postgresql://schedctl_no_such_role@127.0.0.1:5432/postgres", '"schedctl_no_such_role"'),
+        (
+            "postgresql://127.0.0.1:5432/postgres?options=-c%20statement_timeout%3Dabc",
+            "statement_timeout",
+        ),
+        (
+            "postgresql://127.0.0.1:5432/postgres?options=-c%20no_such_setting%3D1",
+            "no_such_setting",
+        ),
+    ],
+)
+def test_a_server_that_refuses_the_settings_is_a_config_error_at_once(
+    cli, url: str, named: str, tmp_path: Path
+) -> None:
+    # The server answers, and says the database or role does not exist or a setting is
+    # wrong: no retry mends that, yet it exited 75 ("safe to rerun") after 5 s of them.
+    start = time.monotonic()
+    result = cli("--database-url", url, "tick", cwd=tmp_path)
+    elapsed = time.monotonic() - start
+    assert result.returncode == 2, result.stderr
+    line = one_error_line(result)
+    assert named in line
+    assert "unavailable" not in line
+    assert elapsed < 4, elapsed  # not retried
+
+
 def test_unreachable_server_is_still_temporary(cli, closed_port: int) -> None:
     url = f"postgresql://127.0.0.1:{closed_port}/schedctl?sslmode=prefer&connect_timeout=3"
     result = cli("--database-url", url, "heartbeat", env={"SCHEDCTL_DB_RETRY_SECONDS": "1"})

@@ -82,6 +82,12 @@ _LIBPQ_SETTINGS = re.compile(
     r'|missing "=" after'
     r"|could not match \d+ (?:host names|port numbers) to \d+"
     r'|invalid port number: "'
+    # ... and what the server answers a connection whose settings name nothing it has,
+    # before any session exists (libpq gives no SQLSTATE for it; a server whose
+    # messages are in another language gives other words, and such a URL exits 75).
+    r'|FATAL:\s+(?:database|role) "[^"]*" does not exist'
+    r'|FATAL:\s+invalid value for parameter "'
+    r'|FATAL:\s+unrecognized configuration parameter "'
 )
 
 
