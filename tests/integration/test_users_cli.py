@@ -133,6 +133,25 @@ def test_notify_by_email_and_by_id(cli: CliRunner, db_url: str) -> None:
     assert all(n.message_id is None and n.digest_id is None for n in stored)
 
 
+def test_notify_says_when_the_notification_goes_out(cli: CliRunner, db_url: str) -> None:
+    # To a user with no digest it said "(for the next digest)": the row waits for good.
+    add(cli, db_url, "ann@example.com")
+    assert cli("users", "add", "bob@example.com", "--no-digest", db_url=db_url).returncode == 0
+
+    def said(*args: str) -> str:
+        result = cli("notify", "--title", "t", *args, db_url=db_url, env=NOW)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    assert said("--user", "ann@example.com").endswith("recorded (for the next digest)")
+    assert said("--user", "bob@example.com").endswith(
+        "recorded (the user gets no digests: it waits until they do)"
+    )
+    assert said("--user", "bob@example.com", "--priority", "critical").endswith(
+        "recorded (the next tick sends it)"
+    )
+
+
 def test_duplicate_email_is_refused(cli: CliRunner, db_url: str) -> None:
     add(cli, db_url, "ann@example.com")
     bob = add(cli, db_url, "bob@example.com")

@@ -38,19 +38,29 @@ def notify_command(
     priority = notifications.parse_priority(priority)
     key = None if key is None else notifications.parse_key(key)
 
+    gets_digests = True  # (the user's, as the notification was recorded)
+
     def work(db: Database) -> CommandResult:
+        nonlocal gets_digests
         account_id = scope_to_account(db, account)
         now = db.now()
 
-        def insert(conn: sa.Connection) -> int:
-            return notifications.add_notification(
+        def insert(conn: sa.Connection) -> tuple[int, bool]:
+            added = notifications.add_notification(
                 conn, account_id, user, now, title=title, body=body, priority=priority, key=key
             )
+            return added, bool(users.find_user(conn, account_id, user).digest_enabled)
 
-        return CommandResult({"id": str(db.transaction(insert)), "priority": priority})
+        added, gets_digests = db.transaction(insert)
+        return CommandResult({"id": str(added), "priority": priority})
 
     data = run_command("notify", work).data
-    when = "the next tick sends it" if priority == "critical" else "for the next digest"
+    if priority == "critical":
+        when = "the next tick sends it"
+    elif gets_digests:
+        when = "for the next digest"
+    else:
+        when = "the user gets no digests: it waits until they do"
     current().output.result(data, f"notification {data['id']} recorded ({when})")
 
 
