@@ -301,6 +301,28 @@ def test_a_run_whose_lease_was_taken_over_enqueues_nothing(
     assert (run.status, run.attempt) == ("succeeded", 2)
 
 
+def test_a_run_whose_schedule_is_deleted_as_it_runs_says_so_not_lease_lost(
+    db: Database, settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # It said "lease lost to another process": an operator went looking for a second
+    # ticking host that did not exist.
+    schedule = make(db, settings)
+    runs.materialise_due(db, NINE)
+    [run], _ = runs.claim_runs(db, NINE, owner="tick:1")
+    db.transaction(lambda conn: conn.execute(sa.delete(schedule_runs)))
+    db.transaction(
+        lambda conn: conn.execute(sa.delete(schedules).where(schedules.c.id == schedule.id))
+    )
+
+    with caplog.at_level("INFO", logger="schedctl"):
+        result = runs.execute_run(db, settings, run, "tick:1", lambda: NINE)
+
+    assert (result.outcome, result.messages) == ("lost", 0)
+    assert message_rows(db) == []
+    assert f"run {run.id}: its schedule was deleted while it ran" in caplog.text
+    assert "lease lost" not in caplog.text
+
+
 @sqlite_only
 def test_runs_a_slow_batch_cannot_start_in_time_are_released_not_started_late(
     db: Database, settings: Settings

@@ -632,18 +632,27 @@ def execute_run(
     ]
     domain = outbox.mail_domain(settings.mail_from)
 
-    def finish(conn: sa.Connection) -> int | None:
+    def finish(conn: sa.Connection) -> int | Literal["lost", "gone"]:
         # If the lease expired and another process claimed the run, this process's
-        # result is dropped and the new owner's stands.
+        # result is dropped and the new owner's stands; if the run is gone (its
+        # schedule was deleted while it ran), there is nothing to record it in.
         if not _finish_run(conn, run, owner, status="succeeded", finished_at=now, error=None):
-            return None
+            return "lost" if _still_there(conn, run) else "gone"
         return len(outbox.enqueue(conn, items, now=now, domain=domain))
 
     enqueued = db.transaction(finish)
-    if enqueued is None:
+    if enqueued == "lost":
         log.warning("run %s: lease lost to another process; its result was dropped", run.id)
         return RunResult("lost")
+    if enqueued == "gone":
+        log.info("run %s: its schedule was deleted while it ran; nothing is sent", run.id)
+        return RunResult("lost")
     return RunResult("succeeded", messages=enqueued)
+
+
+def _still_there(conn: sa.Connection, run: ClaimedRun) -> bool:
+    c = schedule_runs.c
+    return conn.execute(sa.select(c.id).where(c.id == run.id)).first() is not None
 
 
 def _finish_run(conn: sa.Connection, run: ClaimedRun, owner: str, **values: Any) -> bool:
