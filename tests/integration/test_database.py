@@ -10,6 +10,8 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import psycopg
 import pytest
@@ -17,7 +19,7 @@ import sqlalchemy as sa
 
 from schedctl import heartbeat
 from schedctl.config import load_settings
-from schedctl.db.database import Database, is_transient, wrap_unexpected
+from schedctl.db.database import Database, is_transient, retry_stop, wrap_unexpected
 from schedctl.db.schema import accounts, heartbeats
 from schedctl.distribute.endpoints import StageError, stage
 from schedctl.errors import ConflictError, DatabaseRefused, DatabaseUnavailable
@@ -105,6 +107,18 @@ def test_which_postgresql_errors_a_retry_may_get_past(error: Exception, transien
     # psycopg raises OperationalError for connection trouble and for refusals no retry
     # mends alike: the SQLSTATE tells them apart.
     assert is_transient(sa.exc.OperationalError("UPDATE messages ...", {}, error)) is transient
+
+
+def test_retries_stop_at_the_configured_delay_not_after_ten_attempts() -> None:
+    # SCHEDCTL_DB_RETRY_SECONDS=3600 gave up after about 10 s: a cap of 10 attempts.
+    stop = retry_stop(3600)
+
+    def state(attempt: int, seconds: float) -> Any:
+        return SimpleNamespace(attempt_number=attempt, seconds_since_start=seconds)
+
+    assert not stop(state(50, 600.0))
+    assert stop(state(50, 3600.0))
+    assert retry_stop(0)(state(1, 0.0))  # 0: no retry
 
 
 def test_a_stray_driver_error_is_told_by_the_same_rule() -> None:

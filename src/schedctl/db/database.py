@@ -91,6 +91,13 @@ _LIBPQ_SETTINGS = re.compile(
 )
 
 
+def retry_stop(seconds: float) -> Any:
+    """When a transaction's retries stop: once ``seconds`` (SCHEDCTL_DB_RETRY_SECONDS)
+    have passed, however many attempts that took. (A cap of 10 attempts used to end
+    them after about 10 s whatever the setting said.)"""
+    return tenacity.stop_after_delay(seconds)
+
+
 def is_configuration_error(exc: BaseException) -> bool:
     """Whether the driver refused the connection settings (a wrong database URL)."""
     orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
@@ -610,7 +617,7 @@ class Database:
 
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(is_transient),
-            stop=tenacity.stop_after_delay(self.retry_seconds) | tenacity.stop_after_attempt(10),
+            stop=retry_stop(self.retry_seconds),
             wait=tenacity.wait_random_exponential(multiplier=0.2, max=5.0),
             before_sleep=self._log_retry,
             reraise=True,
