@@ -441,6 +441,33 @@ def test_a_bound_login_role_sees_its_own_account_and_cannot_change_any(
     assert not any("on accounts" in e for e in checked.json["errors"]), checked.json
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("dialect", ["postgresql"])
+def test_a_bound_role_stays_bound_and_sees_only_its_own_binding(
+    cli: CliRunner, db_url: str, tenant_url: str, tmp_path: Path
+) -> None:
+    """Found by a hostile tenant: deleting an account deleted its role's binding with
+    it (ON DELETE CASCADE), and the unbound role then saw every account's rows; and
+    every role could list all tenants' login roles (schema 20)."""
+    world(cli, db_url, tmp_path, "")
+    _bind_to_beta(db_url, tenant_url)
+    role = str(make_url(tenant_url).username)
+    assert cli("accounts", "create", "empty", db_url=db_url).returncode == 0
+    with connect_pg(str(make_url(db_url).database)) as admin:
+        admin.execute(
+            "INSERT INTO account_roles (role_name, account_id)"
+            " SELECT 'some_other_tenant', id FROM accounts WHERE name = 'empty'"
+        )
+        with pytest.raises(psycopg.errors.ForeignKeyViolation, match="account_roles"):
+            admin.execute("DELETE FROM accounts WHERE name = 'empty'")
+    conn = _raw(tenant_url)
+    try:
+        assert conn.execute("SELECT role_name FROM account_roles").fetchall() == [(role,)]
+        assert conn.execute("SELECT title FROM notifications").fetchall() == [("beta-secret",)]
+    finally:
+        conn.close()
+
+
 # --- report queries are bound to accounts ---------------------------------------
 
 

@@ -297,12 +297,13 @@ send_counters = sa.Table(
     sa.Column("reserved", sa.Integer, nullable=False, server_default=sa.text("0")),
 )
 
-# Login roles bound to one account: their sessions see only its rows (SPEC §13).
+# Login roles bound to one account: their sessions see only its rows (SPEC §13). An
+# account with a role bound to it cannot be deleted (RESTRICT: see sql/postgresql/0020).
 account_roles = sa.Table(
     "account_roles",
     metadata,
     sa.Column("role_name", sa.Text, primary_key=True),
-    sa.Column("account_id", Id, sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("account_id", Id, sa.ForeignKey("accounts.id", ondelete="RESTRICT"), nullable=False),
 )
 
 quota_alerts = sa.Table(

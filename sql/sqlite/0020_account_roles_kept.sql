@@ -1,0 +1,3 @@
+-- Login roles bound to an account exist on PostgreSQL only (see
+-- sql/postgresql/0020). This file keeps the two dialects' migration numbers and names
+-- in step.
