@@ -890,6 +890,40 @@ def test_connections_the_server_refuses_give_their_messages_to_the_others(
     assert all("the others go on" in w and "Too many concurrent" in w for w in warnings)
 
 
+@pytest.mark.parametrize("connections", [1, 4])
+def test_a_server_that_goes_down_mid_run_ends_the_dispatch_with_exit_75(
+    db_url: str, connections: int
+) -> None:
+    """Found by review: when the server went away after the first messages, every
+    connection gave back what it held and the run ended 0, its heartbeat a success,
+    with the rest unsent. What they gave back still waits for the next run; the run
+    now says the server is unavailable, as when it could not reach it at all."""
+    smtp = SmtpServer().__enter__()
+    try:
+        enqueue_all(db_url, [message(n) for n in range(40)])
+        settings = settings_for(smtp, smtp_connections=connections, smtp_max_per_second=40)
+
+        def stop_after_five() -> None:
+            while len(smtp.accepted) < 5:
+                time.sleep(0.005)
+            smtp.controller.stop()
+
+        stopper = threading.Thread(target=stop_after_five)
+        stopper.start()
+        with pytest.raises(MailUnavailable, match="left for the next run") as caught:
+            dispatch(db_url, settings)
+        stopper.join()
+    finally:
+        smtp.release()
+    assert caught.value.exit_code == 75
+    rows = all_messages(db_url)
+    assert {r.lease_owner for r in rows} == {None}
+    waiting = [r for r in rows if r.status == "scheduled"]
+    assert waiting  # given back, for the next run
+    assert {r.status for r in rows} <= {"sent", "scheduled", "failed"}
+    assert len(rows) == 40
+
+
 def test_what_one_connection_gives_back_is_never_another_connections_claim(
     db_url: str,
 ) -> None:

@@ -14,7 +14,7 @@ def rows(*ids: int) -> list[SimpleNamespace]:
 def test_a_message_given_back_and_not_claimed_again_counts_deferred() -> None:
     share = _Share(limit=10, claim_size=3)
     claims = share.claimed(rows(1, 2, 3))
-    share.put_aside(rows(1, 2, 3), claims)
+    share.put_aside(rows(1, 2, 3), claims, lost="refused")
 
     assert share.still_set_aside() == 3
 
@@ -24,14 +24,14 @@ def test_a_message_claimed_again_before_it_was_put_aside_is_not_deferred() -> No
     share = _Share(limit=10, claim_size=3)
     claims = share.claimed(rows(1, 2))
     share.claimed(rows(1))  # another connection, right after the give-back
-    share.put_aside(rows(1, 2), claims)
+    share.put_aside(rows(1, 2), claims, lost="refused")
 
     assert share.still_set_aside() == 1
 
 
 def test_a_message_given_back_twice_counts_once() -> None:
     share = _Share(limit=10, claim_size=3)
-    share.put_aside(rows(1), share.claimed(rows(1)))
-    share.put_aside(rows(1), share.claimed(rows(1)))
+    share.put_aside(rows(1), share.claimed(rows(1)), lost="refused")
+    share.put_aside(rows(1), share.claimed(rows(1)), lost="refused")
 
     assert share.still_set_aside() == 1

@@ -891,7 +891,7 @@ def dispatch_due(
     connections = 1 if backend is not None else connections_for(settings)
     if settings.mail_backend == "smtp" and settings.smtp_max_per_second:
         dispatcher.pacer = Pacer(settings.smtp_max_per_second)
-    share = _Share(limit, policy.batch_size)
+    share = _Share(limit, policy.batch_size, connections=connections)
     if backend is None and settings.mail_backend == "smtp":
         smtp = cast("SmtpBackend", dispatcher.backend)
         share.write = functools.partial(_write_for_smtp, settings, smtp.envelope_from)
@@ -925,7 +925,16 @@ def dispatch_due(
         raise share.error
     for tally in tallies:
         counts.update(tally)
-    counts["messages_deferred"] += share.still_set_aside()
+    left = share.still_set_aside()
+    if left and not share.answered:
+        # The server was lost and no connection reached it since: what was given back
+        # waits for a run that reaches it, and this one says so (exit 75), as when it
+        # could not reach the server at all. (When another connection still reached it
+        # -- a provider refusing extra connections -- what was left is deferred.)
+        raise MailUnavailable(
+            f"mail server unavailable: {share.lost}; {left} message(s) left for the next run"
+        )
+    counts["messages_deferred"] += left
     return dict(counts)
 
 
@@ -936,6 +945,9 @@ class _Share:
 
     limit: int  # messages claimed to send, at most, over all connections
     claim_size: int  # one connection's claim
+    connections: int = 1
+    lost: str = ""  # why the last connection that lost the server stopped
+    answered: bool = False  # a message reached the server since (or before) that
     on_offered: Callable[[], object] | None = None  # once, when a first message is offered
     stop: threading.Event = field(default_factory=threading.Event)
     backoff: datetime | None = None  # set with stop: a provider deferred us until then
@@ -981,10 +993,13 @@ class _Share:
             self.claims.update(r.id for r in rows)
             return {r.id: self.claims[r.id] for r in rows}
 
-    def put_aside(self, rows: Sequence[Any], claims: dict[int, int]) -> None:
-        """``rows`` (claimed as ``claims`` numbers them) were given back unsent."""
+    def put_aside(self, rows: Sequence[Any], claims: dict[int, int], *, lost: str) -> None:
+        """``rows`` (claimed as ``claims`` numbers them) were given back unsent by a
+        connection that lost the server (``lost``: why) and stops."""
         with self.lock:
             self.set_aside.update((r.id, claims[r.id]) for r in rows)
+            self.lost = lost
+            self.answered = False
 
     def still_set_aside(self) -> int:
         """How many messages given back unsent were not claimed again since.
@@ -1056,7 +1071,10 @@ def _send_batch(dispatcher: Dispatcher, batch: _Batch, counts: Counter[str], sha
             row = pending.pop(0)
             builder = share.builder if share.builder is not None and share.builder.working else None
             following = pending[0] if pending and builder is None else None
+            offered = dispatcher.offered
             delivery, detail = dispatcher.deliver(row, following=following, builder=builder)
+            if dispatcher.offered > offered:
+                share.answered = True
             if delivery == "unavailable":
                 # Nothing reached the server: hand everything back untouched (``row``
                 # was given back as its connect failure was recorded).
@@ -1067,8 +1085,9 @@ def _send_batch(dispatcher: Dispatcher, batch: _Batch, counts: Counter[str], sha
                     raise MailUnavailable(f"mail server unavailable: {detail}")
                 # A connection refused (or lost) later: another connection may still
                 # send what it gave back, in this run.
-                share.put_aside(given_back, batch.claims)
-                log.warning("an SMTP connection stopped, the others go on: %s", detail)
+                share.put_aside(given_back, batch.claims, lost=detail)
+                if share.connections > 1:
+                    log.warning("an SMTP connection stopped, the others go on: %s", detail)
                 return True
             if dispatcher.offered and not share.opened:
                 share.reached()
