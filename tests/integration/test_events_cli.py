@@ -33,6 +33,20 @@ def test_add_update_list(cli: CliRunner, db_url: str) -> None:
     assert (init.status, init.reason_code) == ("skipped", "HAS_LOAD_IN_TIME")
 
 
+def test_a_deleted_events_mail_is_never_sent_by_hand(cli: CliRunner, db_url: str) -> None:
+    # Found by review: `send-now` sent a deleted event's INIT, no --force needed.
+    event_id = cli(*ADD, "--json", db_url=db_url, env=NOW).json["id"]
+    assert cli("events", "delete", event_id, "--yes", db_url=db_url, env=NOW).returncode == 0
+    env = {**NOW, "SCHEDCTL_MAIL_BACKEND": "memory"}
+    for message in all_messages(db_url):
+        sent = cli("send-now", str(message.id), "--force", "--json", db_url=db_url, env=env)
+        assert sent.returncode == 1, sent.stderr
+        assert sent.json["reason_code"] == "EVENT_DELETED", sent.json
+    assert {(m.status, m.reason_code) for m in all_messages(db_url)} == {
+        ("skipped", "EVENT_DELETED")
+    }
+
+
 def test_add_with_a_load_in_time_plans_no_init(cli: CliRunner, db_url: str) -> None:
     result = cli(*ADD, "--load-in-time", "2026-12-01T15:00:00Z", db_url=db_url, env=NOW)
 

@@ -76,6 +76,32 @@ def test_removing_a_user_skips_their_unsent_mail_and_its_text(
     assert [u["email"] for u in listed.json["users"]] == ["bob@example.com"]
 
 
+def test_a_removed_users_mail_is_never_sent_again_by_hand(
+    cli: CliRunner, db_url: str, closed_port: int, mailbox: list[EmailMessage]
+) -> None:
+    # Found by review: `send-now` (no --force needed) and `messages edit --status
+    # scheduled` sent the emptied placeholder mail to the removed user's address.
+    queue_unsent_mail(cli, db_url, closed_port)
+    assert (
+        cli("users", "remove", "ann@example.com", "--yes", db_url=db_url, env=env()).returncode == 0
+    )
+    ann = [m.id for m in all_messages(db_url) if m.recipient == "ann@example.com"]
+
+    for message_id in ann:
+        for force in ((), ("--force",)):
+            sent = cli("send-now", str(message_id), *force, "--json", db_url=db_url, env=env())
+            assert sent.returncode == 1, sent.stderr
+            assert sent.json["reason_code"] == "USER_REMOVED", sent.json
+        edited = cli("messages", "edit", str(message_id), "--status", "scheduled",
+                     db_url=db_url, env=env())  # fmt: skip
+        assert edited.returncode == 2, edited.stderr
+        assert "its user was removed (USER_REMOVED)" in edited.stderr
+
+    assert mailbox == []
+    rows = [m for m in all_messages(db_url) if m.recipient == "ann@example.com"]
+    assert {(m.status, m.reason_code) for m in rows} == {("skipped", "USER_REMOVED")}
+
+
 def test_the_human_line_says_how_many_messages_were_skipped(
     cli: CliRunner, db_url: str, closed_port: int
 ) -> None:

@@ -1189,6 +1189,7 @@ def send_now(
             suppressed=bool(address and suppressed_among(conn, row.account_id, [address])),
             leased=leases.is_live(row, at),
             expires_at=row.expires_at,
+            reason_code=row.reason_code,
         )
         refusal = outcomes.before_send_now(facts, at, force=force)
         if refusal is not None:

@@ -333,6 +333,10 @@ class Keep(enum.Enum):
 
 KEEP = Keep.KEEP
 EXPIRED = "EXPIRED"  # the reason code of a message not sent by its expires_at
+# The reasons of a message skipped because what it was about is gone: its user was
+# removed (users.USER_REMOVED: its text is emptied) or its event deleted
+# (events.EVENT_DELETED). Nothing sends such a message again, not even `--force`.
+SUBJECT_GONE = frozenset({"USER_REMOVED", "EVENT_DELETED"})
 
 
 def edit_message(
@@ -370,6 +374,11 @@ def edit_message(
     if leases.is_live(row, now):
         raise TemporaryError(f"message {message_id} is being sent right now; try again shortly")
     if status in ("scheduled", "retrying") and status != row.status:
+        if row.status == "skipped" and row.reason_code in SUBJECT_GONE:
+            gone = "user was removed" if row.reason_code == "USER_REMOVED" else "event was deleted"
+            raise ValidationError(
+                f"message {message_id} is not scheduled again: its {gone} ({row.reason_code})"
+            )
         sent = _may_have_been_sent(conn, row)
         if sent is not None:  # a resend is send-now --force's, asked for by name
             raise ValidationError(

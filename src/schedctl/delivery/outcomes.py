@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from schedctl.delivery.outbox import EXPIRED, PENDING, UNKNOWN_DELIVERY
+from schedctl.delivery.outbox import EXPIRED, PENDING, SUBJECT_GONE, UNKNOWN_DELIVERY
 from schedctl.delivery.policy import DeliveryPolicy, retry_delay, weekend_postponement
 from schedctl.delivery.quota import next_day_start
 from schedctl.delivery.transport import SendResult
@@ -57,6 +57,7 @@ class Facts:
     expires_at: datetime | None = None  # not sent by then, it never is (None: never)
     weekend_zone: ZoneInfo | None = None  # set when its type postpones weekend sends
     due: datetime | None = None  # when it fell due: its next attempt, else its send time
+    reason_code: str | None = None  # why it is as it is (send-now reads a skip's)
 
 
 @dataclass(frozen=True)
@@ -119,12 +120,15 @@ def before_send_now(facts: Facts, now: datetime, *, force: bool) -> Refusal | No
     """`send-now`'s checks, in order; None: send it.
 
     It bypasses the enabled settings, the weekend rule and the send time, never the
-    suppression list; a sent or expired message goes only with ``force``. A
-    suppressed address is recorded on the message (``skipped``) unless it was sent,
-    an expiry only on a message still pending.
+    suppression list, nor a skip because its user or event is gone (SUBJECT_GONE); a
+    sent or expired message goes only with ``force``. A suppressed address is
+    recorded on the message (``skipped``) unless it was sent, an expiry only on a
+    message still pending.
     """
     if facts.leased:
         return Refusal("IN_PROGRESS")
+    if facts.status == "skipped" and facts.reason_code in SUBJECT_GONE:
+        return Refusal(facts.reason_code)
     if facts.status == "sent" and not force:
         return Refusal("ALREADY_SENT")
     if facts.recipient is None:
