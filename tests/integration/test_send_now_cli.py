@@ -54,6 +54,38 @@ def test_already_sent_unless_forced(cli: CliRunner, db_url: str, smtp: SmtpServe
     assert one(db_url, mid).attempts == 2
 
 
+def test_a_forced_resend_the_quota_refuses_leaves_the_record_as_it_was(
+    cli: CliRunner, db_url: str, smtp: SmtpServer
+) -> None:
+    # Found by review: the refusal rewrote the sent message's reason (QUOTA_DEFERRED)
+    # and its send time (the next day), as for a pending message.
+    first, second = enqueue_all(db_url, [message(1), message(2)])
+    quota = {"SCHEDCTL_DAILY_QUOTA": "1"}
+    assert send_now(cli, db_url, smtp, str(first), **quota).json["reason_code"] == "SENT"
+    before = one(db_url, first)
+
+    refused = send_now(cli, db_url, smtp, str(first), "--force", **quota)
+    pending = send_now(cli, db_url, smtp, str(second), **quota)
+
+    assert refused.json == {
+        "ok": False,
+        "reason_code": "QUOTA_DEFERRED",
+        "detail": "daily quota exhausted",
+    }
+    after = one(db_url, first)
+    assert (after.status, after.reason_code, after.send_at, after.attempts) == (
+        before.status,
+        before.reason_code,
+        before.send_at,
+        before.attempts,
+    )
+    assert (after.lease_owner, after.lease_expires_at) == (None, None)
+    # A pending message is deferred to the next day, as it always was.
+    assert pending.json["reason_code"] == "QUOTA_DEFERRED"
+    assert one(db_url, second).reason_code == "QUOTA_DEFERRED"
+    assert len(smtp.message_ids) == 1
+
+
 def test_a_failure_under_quiet_is_one_line_on_stderr(
     cli: CliRunner, db_url: str, smtp: SmtpServer
 ) -> None:

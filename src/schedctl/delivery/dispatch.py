@@ -587,7 +587,15 @@ class Dispatcher:
             log.warning("mail quota at %d%%: %d of %d used on %s", max(owned), count, limit, day)
 
     def _settle_unsent(self, row: Any, now: datetime, change: Change) -> Delivery:
-        """Record a claimed message settled without a send (no attempt, no log row)."""
+        """Record a claimed message settled without a send (no attempt, no log row).
+
+        A message that is not pending (one sent, failed or skipped, which only `send-now
+        --force` offers again) keeps its record: the lease is given back, and nothing
+        else is written (found by review: a quota refusal rewrote a sent message's
+        reason and send time, and a failed UNKNOWN_DELIVERY's reason)."""
+        if row.status not in outbox.PENDING:
+            self.release([row])
+            return change.delivery
         self._record(row, now, None, **change.values())
         return change.delivery
 
