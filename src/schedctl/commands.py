@@ -102,5 +102,5 @@ def unknown_command(name: object) -> str | None:
     """Why `name` is not a command (for an error line, with a close match), or None."""
     if isinstance(name, str) and name in COMMAND_NAMES:
         return None
-    hint = did_you_mean(name, COMMAND_NAMES) or " (e.g. 'tick' or 'schedules list')"
+    hint = did_you_mean(name, COMMAND_NAMES) or " (e.g. 'tick' or 'send-now')"
     return f"unknown command {quoted(name)}{hint}"

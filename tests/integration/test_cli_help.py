@@ -177,4 +177,6 @@ def test_a_groups_help_lists_each_commands_summary_whole(
 
 def test_max_lateness_help_shows_its_default(capsys: pytest.CaptureFixture[str]) -> None:
     options = _listing(help_of(["schedules", "create"], capsys), "Options")
-    assert options["--max-lateness DURATION"].endswith("(default: none).")
+    assert options["--max-lateness DURATION"].endswith(
+        "(create: default none; update: kept unless given)."
+    )

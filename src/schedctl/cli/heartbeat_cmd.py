@@ -41,7 +41,8 @@ class CheckUnknown(SchedctlError):
     "-c",
     "only",
     multiple=True,
-    help="Judge only these commands (repeatable; e.g. tick, 'schedules list')."
+    help="Judge only these commands (repeatable; e.g. tick, digest): those that record a"
+    " heartbeat."
     " Default: [heartbeat] commands, else the scheduled jobs that have run.",
 )
 def heartbeat_command(check: bool, ping_url: str | None, only: list[str] | None) -> int:

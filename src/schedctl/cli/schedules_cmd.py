@@ -63,7 +63,11 @@ schedule_options = parameters(
         help="1..31 or last (monthly); past the month's end means its last day.",
     ),
     option("--cron", metavar="EXPR", help='5-field expression, e.g. "0 7 * * mon-fri".'),
-    option("--tz", metavar="ZONE", help="IANA time zone (default UTC)."),
+    option(
+        "--tz",
+        metavar="ZONE",
+        help="IANA time zone (create: default UTC; update: kept unless given).",
+    ),
     option(
         "--to",
         metavar="EMAIL",
@@ -80,13 +84,14 @@ schedule_options = parameters(
     option(
         "--catchup",
         metavar="latest|all|none",
-        help="After downtime run the latest missed slot (default), all (at most 100) or none.",
+        help="After downtime run the latest missed slot, all (at most 100) or none"
+        " (create: default latest; update: kept unless given).",
     ),
     option(
         "--max-lateness",
         metavar="DURATION",
         help="Record slots later than this (e.g. 6h) as skipped instead of running"
-        " them; 'none' for no limit (default: none).",
+        " them; 'none' for no limit (create: default none; update: kept unless given).",
     ),
     flag("--paused", help="Create (or set) it paused."),
 )
