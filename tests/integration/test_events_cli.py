@@ -47,6 +47,21 @@ def test_a_deleted_events_mail_is_never_sent_by_hand(cli: CliRunner, db_url: str
     }
 
 
+def test_the_list_shows_each_instant_in_the_events_zone_and_in_utc(
+    cli: CliRunner, db_url: str
+) -> None:
+    # SPEC §12: "Every listing shows instants in the item's own zone and in UTC"; it
+    # showed UTC only (found by review).
+    assert (
+        cli(*ADD, "--load-in-time", "2026-12-01T15:00:00Z", db_url=db_url, env=NOW).returncode == 0
+    )
+    listed = cli("events", "list", db_url=db_url)
+    assert listed.returncode == 0, listed.stderr
+    [row] = [line for line in listed.stdout.splitlines() if "Gala" in line]
+    assert "2026-12-01 19:00:00 CET (2026-12-01 18:00:00Z)" in row
+    assert "2026-12-01 16:00:00 CET (2026-12-01 15:00:00Z)" in row
+
+
 def test_add_with_a_load_in_time_plans_no_init(cli: CliRunner, db_url: str) -> None:
     result = cli(*ADD, "--load-in-time", "2026-12-01T15:00:00Z", db_url=db_url, env=NOW)
 

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from schedctl.cli.output import warn
+from schedctl.cli.output import in_zone, warn
 from schedctl.cli.params import (
     account_option,
     argument,
@@ -221,9 +221,16 @@ def list_command(account: str | None) -> None:
     data = run_command("events list", work).data
     current().output.table(
         data,
-        ["id", "name", "starts_at", "load_in_time", "contact", "tz"],
+        ["id", "name", "starts at", "load-in time", "contact", "tz"],
         [
-            (e["id"], e["name"], e["starts_at"], e["load_in_time"], e["contact"], e["tz"])
+            (
+                e["id"],
+                e["name"],
+                in_zone(e["starts_at"], e["tz"]),
+                in_zone(e["load_in_time"], e["tz"]),
+                e["contact"],
+                e["tz"],
+            )
             for e in data["events"]
         ],
         title=listing_title("events", data["account"]),
