@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -10,7 +11,7 @@ import sqlalchemy as sa
 from schedctl.config import DEFAULT_ACCOUNT
 from schedctl.db import dialect
 from schedctl.db.schema import accounts
-from schedctl.errors import ConflictError, NotFound, PermissionDenied, ValidationError
+from schedctl.errors import ConflictError, NotFound, PermissionDenied, ValidationError, quoted
 from schedctl.values import as_id
 
 
@@ -49,11 +50,14 @@ def resolve_account(conn: sa.Connection, ref: str | None) -> int:
 def create_account(conn: sa.Connection, name: str, now: datetime) -> int:
     """Create an account; its name must be new (a ConflictError otherwise)."""
     name = name.strip()
-    # "*" is what a report query's `accounts` says for every account.
-    bad = not name or len(name) > 100 or any(ch.isspace() for ch in name) or name.isdigit()
-    if bad or name == "*":
+    # "*" is what a report query's `accounts` says for every account. An invisible
+    # character (a zero-width space, a direction mark) would make a name that lists
+    # like another's.
+    bad = not name or len(name) > 100 or name.isdigit()
+    if bad or name == "*" or any(ch.isspace() or not ch.isprintable() for ch in name):
         raise ValidationError(
-            f"invalid account name {name!r} (1-100 characters, no spaces, not only digits, not '*')"
+            f"invalid account name {quoted(name)} (1-100 visible characters, no spaces,"
+            " not only digits, not '*')"
         )
     # Looked up first: on PostgreSQL a refused INSERT still uses up an id (SPEC §2:
     # refused input leaves no trace); the unique key still settles a race. So is a
@@ -67,8 +71,21 @@ def create_account(conn: sa.Connection, name: str, now: datetime) -> int:
     taken = conn.execute(sa.select(accounts.c.id).where(accounts.c.name == name)).first()
     if taken is not None:
         raise ConflictError(f"an account named {name!r} exists already")
+    alike = _alike(name)
+    for (other,) in conn.execute(sa.select(accounts.c.name)):
+        if isinstance(other, str) and _alike(other) == alike:
+            raise ConflictError(
+                f"an account named {quoted(other)} exists already: {quoted(name)} differs"
+                " from it only in case or in the width or form of its characters"
+            )
     statement = accounts.insert().values(name=name, created_at=now).returning(accounts.c.id)
     return int(conn.execute(statement).scalar_one())
+
+
+def _alike(name: str) -> str:
+    """A name as people read it: case and compatibility forms (full-width letters,
+    ligatures, a letter and its combining accent) folded."""
+    return unicodedata.normalize("NFKC", name).casefold()
 
 
 def list_accounts(conn: sa.Connection) -> list[sa.Row[Any]]:

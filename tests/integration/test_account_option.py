@@ -124,3 +124,23 @@ def test_an_account_cannot_be_named_as_the_wildcard(run: Any) -> None:
     assert refused.returncode == 2, refused.stderr
     assert "not '*'" in refused.stderr
     assert [a["name"] for a in ok(run("accounts", "list", "--json"))["accounts"]] == ["default"]
+
+
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("acme\u200b", "visible characters"),  # a zero-width space
+        ("\u202eacme", "visible characters"),  # a right-to-left override
+        ("ACME", "differs from it only in case"),
+        ("\uff41cme", "width or form"),  # a full-width a
+    ],
+)
+def test_an_account_name_that_lists_like_another_is_refused(run: Any, name: str, said: str) -> None:
+    # Found by review: `acme` and `acme` followed by a zero-width space listed alike.
+    ok(run("accounts", "create", "acme", "--json"))
+    refused = run("accounts", "create", name)
+    assert refused.returncode == 2, refused.stderr
+    [line] = refused.stderr.splitlines()
+    assert said in line
+    names = [a["name"] for a in ok(run("accounts", "list", "--json"))["accounts"]]
+    assert names == ["default", "acme"]

@@ -34,7 +34,9 @@ def create_command(name: str) -> None:
 
         try:
             account_id = db.transaction(insert)
-        except ConflictError:
+        except ConflictError as exc:
+            if exc.constraint is None:  # create_account's own words
+                raise ValidationError(exc.message) from None
             raise ValidationError(f"an account named {name.strip()!r} exists already") from None
         return CommandResult({"id": str(account_id), "name": name.strip()})
 
