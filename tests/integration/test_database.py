@@ -238,6 +238,26 @@ def test_an_error_a_trigger_raises_is_one_line_without_the_statement(
         engine.dispose()
 
 
+@contextlib.contextmanager
+def _database_settings(pg_url: str, **settings: str) -> Iterator[None]:
+    """``ALTER DATABASE … SET`` each of ``settings`` on the test's database for the
+    block (new sessions take them), reset afterwards: the database goes back to the
+    tests' pool."""
+    name = sa.engine.make_url(pg_url).database
+    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        for setting, value in settings.items():
+            conn.execute(sa.text(f'ALTER DATABASE "{name}" SET {setting} = {value}'))
+    try:
+        yield
+    finally:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("SET default_transaction_read_only = off"))
+            for setting in settings:
+                conn.execute(sa.text(f'ALTER DATABASE "{name}" RESET {setting}'))
+        engine.dispose()
+
+
 @pytest.mark.postgres
 def test_date_and_interval_styles_set_on_the_database_change_nothing(
     pg_url: str, cli: CliRunner
@@ -245,12 +265,7 @@ def test_date_and_interval_styles_set_on_the_database_change_nothing(
     # psycopg reads timestamps in ISO DateStyle only, and intervals in the postgres
     # IntervalStyle: a database set to 'SQL, DMY' (or 'German') made every command an
     # "internal error: NotImplementedError: can't parse timestamptz with DateStyle".
-    name = sa.engine.make_url(pg_url).database
-    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"ALTER DATABASE \"{name}\" SET DateStyle = 'SQL, DMY'"))
-        conn.execute(sa.text(f"ALTER DATABASE \"{name}\" SET IntervalStyle = 'sql_standard'"))
-    try:
+    with _database_settings(pg_url, DateStyle="'SQL, DMY'", IntervalStyle="sql_standard"):
         env = {"SCHEDCTL_NOW": "2027-03-28T09:00:00Z", "SCHEDCTL_MAIL_BACKEND": "memory"}
         for args in (
             ("users", "add", "ann@example.com", "--digest-at", "08:00"),
@@ -270,11 +285,6 @@ def test_date_and_interval_styles_set_on_the_database_change_nothing(
                 timedelta(days=1, hours=2)
             )
             assert db.scalar(sa.text("SHOW DateStyle")).startswith("ISO")
-    finally:
-        with engine.begin() as conn:  # (the database goes back to the tests' pool)
-            conn.execute(sa.text(f'ALTER DATABASE "{name}" RESET DateStyle'))
-            conn.execute(sa.text(f'ALTER DATABASE "{name}" RESET IntervalStyle'))
-        engine.dispose()
 
 
 @pytest.mark.postgres
@@ -284,11 +294,7 @@ def test_a_server_that_takes_no_writes_fails_at_once_with_exit_75(
     # A hot standby -- an old primary after a failover -- refuses every write with
     # SQLSTATE 25006, as does a database with default_transaction_read_only on. It used
     # to exit 1 as an "internal error" quoting the statement.
-    name = sa.engine.make_url(pg_url).database
-    engine = sa.create_engine(pg_url, poolclass=sa.pool.NullPool)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'))
-    try:
+    with _database_settings(pg_url, default_transaction_read_only="on"):
         start = time.monotonic()
         with (
             Database(pg_url, retry_seconds=20) as db,
@@ -316,12 +322,6 @@ def test_a_server_that_takes_no_writes_fails_at_once_with_exit_75(
             assert "takes no writes" in line, line
             assert "[SQL" not in line, line
         assert cli("users", "list", "--json", db_url=pg_url).returncode == 0  # reads work
-    finally:
-        # (the database goes back to the tests' pool)
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(sa.text("SET default_transaction_read_only = off"))
-            conn.execute(sa.text(f'ALTER DATABASE "{name}" RESET default_transaction_read_only'))
-        engine.dispose()
     with Database(pg_url) as db:  # nothing was written
         assert db.scalar(sa.text("SELECT count(*) FROM users")) == 0
 

@@ -175,6 +175,16 @@ def test_an_unreadable_user_is_quarantined_and_every_other_digest_goes_on(
     assert second.json["quarantined"] == 0
 
 
+def _ann_with_digest_time(url: str, value: str) -> int:
+    """ann and bob, a notification each; ann's digest_time set to the SQL ``value``
+    as an application would write it. ann's id."""
+    ann, bob = add_user(url, "ann@example.com"), add_user(url, "bob@example.com")
+    notify(url, ann, "for ann")
+    notify(url, bob, "for bob")
+    execute(url, f"UPDATE users SET digest_time = {value} WHERE id = {ann}")
+    return ann
+
+
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
@@ -189,10 +199,7 @@ def test_a_digest_time_not_written_hh_mm_quarantines_its_user(
     # The due query compares digest times as text, so an application's `8:00` was
     # never due (it sorts after every `0x:xx` and `1x:xx`): the user silently got no
     # digest, every day, while `users next` promised one.
-    ann, bob = add_user(db_url, "ann@example.com"), add_user(db_url, "bob@example.com")
-    notify(db_url, ann, "for ann")
-    notify(db_url, bob, "for bob")
-    execute(db_url, f"UPDATE users SET digest_time = {value} WHERE id = {ann}")
+    ann = _ann_with_digest_time(db_url, value)
 
     first = run(cli, db_url, "digest", NOW.replace(hour=23, minute=59))
 
@@ -214,10 +221,7 @@ def test_a_digest_time_not_written_hh_mm_quarantines_its_user(
 def test_a_digest_time_sqlite_stores_as_something_else_quarantines_its_user(
     cli: CliRunner, sqlite_url: str, mailbox: list[EmailMessage], value: str, reason: str
 ) -> None:
-    ann, bob = add_user(sqlite_url, "ann@example.com"), add_user(sqlite_url, "bob@example.com")
-    notify(sqlite_url, ann, "for ann")
-    notify(sqlite_url, bob, "for bob")
-    execute(sqlite_url, f"UPDATE users SET digest_time = {value} WHERE id = {ann}")
+    ann = _ann_with_digest_time(sqlite_url, value)
 
     first = run(cli, sqlite_url, "digest")
 
