@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from support.cli import CliRunner, Result, run_cli
 from support.databases import (
@@ -28,6 +29,13 @@ from support.databases import (
 )
 from support.http_server import ScriptedHTTPServer
 from support.smtp_server import SmtpServer
+
+# Property tests explore new examples on every `make test`; CI (.ci/run sets
+# HYPOTHESIS_PROFILE=ci) runs the same ones each time, so that whether a submission
+# lands does not depend on the draw (a counterexample found locally stays in the test
+# as an @example or an assume, with why).
+hypothesis_settings.register_profile("ci", derandomize=True)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 if TYPE_CHECKING:
     from schedctl.db.database import Database

@@ -301,6 +301,10 @@ def test_a_header_stored_as_written_is_written_as_parsed(
 ) -> None:
     """build_email stores a short printable To or Subject as written; the wire bytes
     are those of the same header parsed and folded by the email package."""
+    # A display name that starts with an empty quoted string has no one form: the email
+    # package writes `""0 <…>` as `To:  0 <…>` and, parsed again, as `To: 0 <…>`
+    # (found when this property failed in CI), so neither side can match the other.
+    assume(not name.lstrip().startswith('""'))
     recipient = f"{name} <{local}@example.org>" if name.strip() else f"{local}@example.org"
     try:
         msg = build(recipient=recipient, subject=subject)
